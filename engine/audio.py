@@ -1,0 +1,99 @@
+"""Audio decoding: one function turns a dataset file or an upload into mono samples.
+
+Every path into the models goes through `load_audio`, so a clip read for training and the
+same clip uploaded on the predict page give the same samples.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import soundfile as sf
+
+from .errors import AudioError
+
+AudioSource = Union[str, os.PathLike, bytes, BinaryIO]
+MODEL_SAMPLE_RATE = 22050
+CLIP_SAMPLES = 65536  # 3-second Medley clip (131,072 at 44.1 kHz) at 22,050 Hz
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+SUPPORTED_FORMATS = ("wav", "flac", "ogg", "mp3")
+
+
+def load_audio(source: AudioSource, *, sr: int = MODEL_SAMPLE_RATE, max_bytes: int | None = None) -> np.ndarray:
+    """Decode `source` (path, bytes or binary file) to mono float32 samples at `sr` Hz.
+
+    Any channel count is averaged to mono; any sample rate is resampled with soxr (the same
+    resampler `librosa.load` uses by default). Returns shape (samples,).
+    Raises AudioError with a user-facing message for empty, oversized, non-audio or corrupt input.
+    """
+    name = _describe(source)
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise AudioError(f"{name} is empty (0 bytes)")
+        if max_bytes is not None and len(source) > max_bytes:
+            raise AudioError(f"{name} is {len(source) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+        source = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise AudioError(f"{name} does not exist")
+        if path.stat().st_size == 0:
+            raise AudioError(f"{name} is empty (0 bytes)")
+    try:
+        data, native_sr = sf.read(source, dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile raises several types for bad input
+        raise AudioError(f"{name} is not a readable audio file (WAV, FLAC, OGG or MP3): {exc}") from exc
+    if data.shape[0] == 0:
+        raise AudioError(f"{name} contains no samples")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.all(np.isfinite(mono)):
+        raise AudioError(f"{name} contains NaN or infinite samples")
+    return resample(mono, native_sr, sr)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample mono float32 `y` from orig_sr to target_sr Hz (soxr high quality)."""
+    if orig_sr == target_sr:
+        return np.ascontiguousarray(y, dtype=np.float32)
+    import soxr
+
+    return soxr.resample(y, orig_sr, target_sr, quality="HQ").astype(np.float32)
+
+
+def fit_to_length(y: np.ndarray, length: int = CLIP_SAMPLES) -> np.ndarray:
+    """Zero-pad at the end or cut the end so that `y` has exactly `length` samples."""
+    if len(y) >= length:
+        return y[:length]
+    return np.pad(y, (0, length - len(y)))
+
+
+def split_windows(y: np.ndarray, length: int = CLIP_SAMPLES, hop: int | None = None) -> np.ndarray:
+    """Cut a clip into windows of `length` samples every `hop` samples (default: no overlap).
+
+    A clip no longer than `length` gives one zero-padded window. A trailing remainder shorter
+    than half a window is dropped, a longer one is zero-padded. Returns (windows, length).
+    """
+    hop = hop or length
+    if len(y) <= length:
+        return fit_to_length(y, length)[None, :]
+    starts = list(range(0, len(y) - length + 1, hop))
+    tail = len(y) - (starts[-1] + hop)
+    if tail >= length // 2:
+        starts.append(starts[-1] + hop)
+    return np.stack([fit_to_length(y[s : s + length], length) for s in starts])
+
+
+def is_silent(y: np.ndarray, threshold: float = 1e-4) -> bool:
+    """True when the clip's peak absolute amplitude is below `threshold` (about -80 dBFS)."""
+    return len(y) == 0 or float(np.max(np.abs(y))) < threshold
+
+
+def _describe(source: AudioSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return f"'{Path(source).name}'"
+    name = getattr(source, "name", None)
+    return f"'{Path(name).name}'" if isinstance(name, str) else "the audio data"

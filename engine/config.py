@@ -1,0 +1,254 @@
+"""Configurations: one frozen dataclass per component, each round-tripping to JSON.
+
+A `RunConfig` is everything that decides a run's result. Its `digest()` names the cache
+entries and is stored with the run; `FeatureConfig.digest()` names the feature cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+Representation = Literal["spectral", "waveform"]
+Arch = Literal["study", "study_2plus1", "sequence", "waveform"]
+Optimizer = Literal["adam", "sgd", "adadelta"]
+Pooling = Literal["last", "mean", "max"]
+Select = Literal["best", "last"]
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(dataclasses.asdict(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How a 3-second clip (65,536 samples at 22,050 Hz) becomes a (frames, features) matrix.
+
+    representation="spectral": per STFT frame (n_fft 2048, hop 512 -> 129 frames per clip)
+    13 MFCC + 1 spectral centroid (Hz) + 7 spectral-contrast bands (dB) = 21 values, plus 12
+    chroma values if `chroma`, and the first-order deltas of all of them if `deltas`.
+    representation="waveform": the raw waveform cut into non-overlapping frames of
+    `waveform_frame` samples (65,536 / 512 -> 128 frames of 512 values).
+    `frames`: keep only the first N frames (the study used 3), or None for the whole clip.
+    """
+
+    representation: Representation = "spectral"
+    frames: int | None = 3
+    sample_rate: int = 22050
+    clip_samples: int = 65536
+    n_mfcc: int = 13
+    n_fft: int = 2048
+    hop_length: int = 512
+    chroma: bool = False
+    deltas: bool = False
+    waveform_frame: int = 512
+
+    def __post_init__(self) -> None:
+        if self.representation not in ("spectral", "waveform"):
+            raise ConfigError(f"representation must be 'spectral' or 'waveform', not {self.representation!r}")
+        if self.frames is not None and self.frames < 1:
+            raise ConfigError(f"frames must be at least 1 or None (whole clip), not {self.frames}")
+        for name in ("sample_rate", "clip_samples", "n_mfcc", "n_fft", "hop_length", "waveform_frame"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+
+    @property
+    def feature_dim(self) -> int:
+        """Values per frame."""
+        if self.representation == "waveform":
+            return self.waveform_frame
+        dim = self.n_mfcc + 1 + 7 + (12 if self.chroma else 0)
+        return dim * (2 if self.deltas else 1)
+
+    @property
+    def total_frames(self) -> int:
+        """Frames per clip before `frames` truncation."""
+        if self.representation == "waveform":
+            return self.clip_samples // self.waveform_frame
+        return 1 + self.clip_samples // self.hop_length
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip after truncation: the time axis the model sees."""
+        return self.total_frames if self.frames is None else min(self.frames, self.total_frames)
+
+    def digest(self) -> str:
+        return _digest(self)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network. `arch`:
+    - "study": the study's model: all frames flattened into ONE time step
+      (frames*features inputs), `num_layers` LSTM layers of `hidden_size`, linear head.
+    - "study_2plus1": the same plus a second LSTM hidden_size -> `extra_hidden` (the "2+1").
+    - "sequence": an LSTM that reads the clip frame by frame, optional bidirectional,
+      then `pooling` over time ("last", "mean", "max") and a linear head.
+    - "waveform": like "sequence", over raw-waveform frames.
+    """
+
+    arch: Arch = "study"
+    hidden_size: int = 500
+    num_layers: int = 2
+    dropout: float = 0.1
+    bidirectional: bool = False
+    pooling: Pooling = "last"
+    extra_hidden: int = 30
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("study", "study_2plus1", "sequence", "waveform"):
+            raise ConfigError(f"arch must be study, study_2plus1, sequence or waveform, not {self.arch!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.hidden_size < 1 or self.num_layers < 1 or self.extra_hidden < 1:
+            raise ConfigError("hidden_size, num_layers and extra_hidden must be positive")
+        if self.pooling not in ("last", "mean", "max"):
+            raise ConfigError(f"pooling must be last, mean or max, not {self.pooling!r}")
+
+    def digest(self) -> str:
+        return _digest(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation. Learning rate, batch size (clips), epochs (passes over training).
+
+    SGD uses `momentum`; Adadelta `rho` and `eps` (the study: 0.8 and 1e-6).
+    `standardize`: scale features by mean/std measured on the training split only.
+    `class_weighting`: weight the loss by inverse class frequency of the training split.
+    `select`: keep the model of the best validation epoch or the last one.
+    `grad_clip`: max gradient norm, or None.
+    """
+
+    optimizer: Optimizer = "adam"
+    lr: float = 1e-4
+    batch_size: int = 100
+    epochs: int = 50
+    momentum: float = 0.0
+    rho: float = 0.8
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+    seed: int = 0
+    standardize: bool = False
+    class_weighting: bool = False
+    select: Select = "last"
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd", "adadelta"):
+            raise ConfigError(f"optimizer must be adam, sgd or adadelta, not {self.optimizer!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, not {self.lr}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, not {self.epochs}")
+        if self.select not in ("best", "last"):
+            raise ConfigError(f"select must be 'best' or 'last', not {self.select!r}")
+
+    def digest(self) -> str:
+        return _digest(self)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's result. `data` is the dataset folder (a path string)."""
+
+    data: str = ""
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown configuration keys: {sorted(unknown)}")
+        return cls(
+            data=str(raw.get("data", "")),
+            features=_build(FeatureConfig, raw.get("features", {})),
+            model=_build(ModelConfig, raw.get("model", {})),
+            train=_build(TrainConfig, raw.get("train", {})),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"configuration is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError("configuration JSON must be an object")
+        return cls.from_dict(raw)
+
+    def digest(self) -> str:
+        return _digest(self)
+
+    def with_values(self, **dotted: Any) -> "RunConfig":
+        """A copy with values changed by dotted name: `with_values(**{"train.lr": 1e-3})`.
+
+        A bare name is looked up in train, model, then features: `with_values(lr=1e-3)`.
+        """
+        parts: dict[str, dict[str, Any]] = {"features": {}, "model": {}, "train": {}}
+        top: dict[str, Any] = {}
+        for key, value in dotted.items():
+            section, name = split_param(key)
+            if section == "":
+                top[name] = value
+            else:
+                parts[section][name] = value
+        return replace(
+            self,
+            **top,
+            features=replace(self.features, **parts["features"]),
+            model=replace(self.model, **parts["model"]),
+            train=replace(self.train, **parts["train"]),
+        )
+
+    def flat(self) -> dict[str, Any]:
+        """All values as {"train.lr": ..., "model.dropout": ..., "data": ...}."""
+        out: dict[str, Any] = {"data": self.data}
+        for section in ("features", "model", "train"):
+            for key, value in dataclasses.asdict(getattr(self, section)).items():
+                out[f"{section}.{key}"] = value
+        return out
+
+
+def split_param(key: str) -> tuple[str, str]:
+    """'train.lr' -> ('train', 'lr'); a bare 'lr' is found in train, model, then features."""
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in ("features", "model", "train"):
+            raise ConfigError(f"unknown configuration section {section!r} in {key!r}")
+        return section, name
+    if key == "data":
+        return "", key
+    for section, klass in (("train", TrainConfig), ("model", ModelConfig), ("features", FeatureConfig)):
+        if key in {f.name for f in fields(klass)}:
+            return section, key
+    raise ConfigError(f"unknown configuration parameter {key!r}")
+
+
+def _build(klass: type, raw: dict[str, Any]) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{klass.__name__} must be a JSON object, not {type(raw).__name__}")
+    known = {f.name for f in fields(klass)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"unknown {klass.__name__} keys: {sorted(unknown)}")
+    try:
+        return klass(**raw)
+    except TypeError as exc:
+        raise ConfigError(f"bad {klass.__name__}: {exc}") from exc

@@ -1,0 +1,25 @@
+"""One exception tree for the engine: every error a user can cause is an EngineError."""
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose; its message is meant for users."""
+
+
+class DatasetError(EngineError):
+    """The dataset cannot be read at all (missing folder, missing or malformed metadata CSV)."""
+
+
+class AudioError(EngineError):
+    """An audio file or upload cannot be decoded, is empty, silent where that matters, or too large."""
+
+
+class ConfigError(EngineError):
+    """A configuration value is out of range or of the wrong type; the message names it."""
+
+
+class StoreError(EngineError):
+    """The run store cannot find or write a run."""
+
+
+class RunCancelled(EngineError):
+    """Raised inside a training loop when its run is cancelled."""
