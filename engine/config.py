@@ -209,13 +209,16 @@ class RunConfig:
                 top[name] = value
             else:
                 parts[section][name] = value
-        return replace(
-            self,
-            **top,
-            features=replace(self.features, **parts["features"]),
-            model=replace(self.model, **parts["model"]),
-            train=replace(self.train, **parts["train"]),
-        )
+        try:
+            return replace(
+                self,
+                **top,
+                features=replace(self.features, **parts["features"]),
+                model=replace(self.model, **parts["model"]),
+                train=replace(self.train, **parts["train"]),
+            )
+        except TypeError as exc:
+            raise ConfigError(f"unknown configuration parameter in {sorted(dotted)}: {exc}") from exc
 
     def flat(self) -> dict[str, Any]:
         """All values as {"train.lr": ..., "model.dropout": ..., "data": ...}."""

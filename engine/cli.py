@@ -1,0 +1,447 @@
+"""Command line: data, features, train, ablate, runs, show, predict, export.
+
+Machine-readable forms (`--json`) print exactly one JSON document on stdout; progress bars
+and messages go to stderr. Exit status 0 on success, 1 when the work failed, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .config import RunConfig
+from .errors import EngineError
+
+# Flags that set one configuration value each: flag -> (dotted name, type).
+FEATURE_FLAGS = {
+    "representation": ("features.representation", str),
+    "frames": ("features.frames", "frames"),
+    "chroma": ("features.chroma", bool),
+    "deltas": ("features.deltas", bool),
+}
+MODEL_FLAGS = {
+    "arch": ("model.arch", str),
+    "hidden": ("model.hidden_size", int),
+    "layers": ("model.num_layers", int),
+    "dropout": ("model.dropout", float),
+    "bidirectional": ("model.bidirectional", bool),
+    "pooling": ("model.pooling", str),
+    "extra_hidden": ("model.extra_hidden", int),
+}
+TRAIN_FLAGS = {
+    "optimizer": ("train.optimizer", str),
+    "lr": ("train.lr", float),
+    "batch_size": ("train.batch_size", int),
+    "epochs": ("train.epochs", int),
+    "momentum": ("train.momentum", float),
+    "rho": ("train.rho", float),
+    "eps": ("train.eps", float),
+    "weight_decay": ("train.weight_decay", float),
+    "seed": ("train.seed", int),
+    "standardize": ("train.standardize", bool),
+    "class_weighting": ("train.class_weighting", bool),
+    "select": ("train.select", str),
+    "grad_clip": ("train.grad_clip", float),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cache:
+        os.environ["MEDLEY_CACHE"] = str(Path(args.cache).expanduser())
+    try:
+        return args.handler(args)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Train, compare and use instrument classifiers.")
+    parser.add_argument("--cache", help="cache folder (default ./cache or $MEDLEY_CACHE)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True)
+    summary = data.add_parser("summary", help="counts per split and class, problems found")
+    _add_data_flag(summary)
+    summary.add_argument("--json", action="store_true")
+    summary.set_defaults(handler=cmd_data_summary)
+    demo = data.add_parser("demo", help="make the built-in demo dataset")
+    demo.add_argument("--size", default="default", choices=["tiny", "default", "full"])
+    demo.set_defaults(handler=cmd_data_demo)
+
+    features = sub.add_parser("features", help="extract and cache features for all splits")
+    _add_data_flag(features)
+    _add_flags(features, FEATURE_FLAGS)
+    features.set_defaults(handler=cmd_features)
+
+    train = sub.add_parser("train", help="train one configuration")
+    _add_run_flags(train)
+    train.add_argument("--name", help="run name")
+    train.add_argument("--tags", default="", help="comma-separated tags")
+    train.set_defaults(handler=cmd_train)
+
+    ablate = sub.add_parser("ablate", help="run a whole ablation and print a table")
+    _add_run_flags(ablate)
+    ablate.set_defaults(handler=cmd_ablate)
+
+    runs = sub.add_parser("runs", help="list runs")
+    runs.add_argument("--status", help="only runs with this status")
+    runs.add_argument("--tag", help="only runs with this tag")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(handler=cmd_runs)
+
+    show = sub.add_parser("show", help="one run in full")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_show)
+
+    for name, handler, extra in (("rename", cmd_rename, "name"), ("tag", cmd_tag, "tags"), ("delete", cmd_delete, None)):
+        p = sub.add_parser(name, help=f"{name} a run")
+        p.add_argument("run_id")
+        if extra:
+            p.add_argument(extra, help="comma-separated tags" if extra == "tags" else "new name")
+        p.set_defaults(handler=handler)
+
+    predict = sub.add_parser("predict", help="predict the instrument of audio files with a stored run")
+    predict.add_argument("--run", required=True, help="run id (see `runs`)")
+    predict.add_argument("files", nargs="+")
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(handler=cmd_predict)
+
+    export = sub.add_parser("export", help="export runs and metrics as CSV")
+    export.add_argument("--out", help="CSV file (default: stdout)")
+    export.set_defaults(handler=cmd_export)
+    return parser
+
+
+def _add_data_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="Medley-solos-DB folder, or demo / demo:tiny (default: $MEDLEY_DATA, "
+                        "~/mir_datasets/medley_solos_db, else the demo dataset)")
+
+
+def _add_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, Any]]) -> None:
+    for flag, (dotted, kind) in flags.items():
+        name = "--" + flag.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(name, dest=flag, action=argparse.BooleanOptionalAction, default=None, help=dotted)
+        elif kind == "frames":
+            parser.add_argument(name, dest=flag, default=None, help="frames per clip: a number (study: 3) or 'all'")
+        else:
+            parser.add_argument(name, dest=flag, type=kind, default=None, help=dotted)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    _add_data_flag(parser)
+    parser.add_argument("--preset", default="study", help="study (the study's base/ablation), recommended, beyond")
+    parser.add_argument("--config", help="a JSON file with a whole RunConfig (flags override single values)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    for flags in (FEATURE_FLAGS, MODEL_FLAGS, TRAIN_FLAGS):
+        _add_flags(parser, flags)
+
+
+def config_from_args(args: argparse.Namespace, base: RunConfig) -> RunConfig:
+    """`base` with every flag the user gave applied."""
+    if args.config:
+        path = Path(args.config)
+        if not path.exists():
+            raise EngineError(f"configuration file {path} does not exist")
+        base = RunConfig.from_json(path.read_text())
+    return base.with_values(**flag_overrides(args))
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Dotted configuration values set by flags (only those given)."""
+    values: dict[str, Any] = {}
+    if getattr(args, "data", None):
+        values["data"] = args.data
+    for flags in (FEATURE_FLAGS, MODEL_FLAGS, TRAIN_FLAGS):
+        for flag, (dotted, kind) in flags.items():
+            value = getattr(args, flag, None)
+            if value is None:
+                continue
+            if kind == "frames":
+                value = None if str(value).lower() in ("all", "none", "0") else int(value)
+            values[dotted] = value
+    return values
+
+
+# ---------------------------------------------------------------- data and features
+
+
+def cmd_data_summary(args: argparse.Namespace) -> int:
+    from .dataset import resolve_dataset, summarize
+
+    ds = resolve_dataset(args.data, progress=_progress_bar("making demo data"))
+    info = summarize(ds)
+    if args.json:
+        print(json.dumps(info, default=str))
+        return 0
+    print(f"dataset: {info['root']} ({info['layout']} layout)")
+    for subset, counts in info["counts"].items():
+        print(f"  {subset:<10} {sum(counts.values()):>6} clips  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"problems: {len(info['problems'])}")
+    for problem in info["problems"][:20]:
+        print(f"  {problem['file']}: {problem['reason']}")
+    return 0
+
+
+def cmd_data_demo(args: argparse.Namespace) -> int:
+    from .demo import make_demo
+
+    start = time.perf_counter()
+    root = make_demo(args.size, progress=_progress_bar(f"demo ({args.size})"))
+    print(f"demo dataset ({args.size}) ready at {root} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print(root)
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from .dataset import resolve_dataset
+    from .features import load_features
+
+    config = RunConfig().with_values(**flag_overrides(args)).features
+    ds = resolve_dataset(args.data, progress=_progress_bar("making demo data"))
+    start = time.perf_counter()
+    sets = load_features(ds, config, progress=_progress_bar("features"))
+    for subset, fs in sets.items():
+        print(f"{subset:<10} x {tuple(fs.x.shape)}  y {tuple(fs.y.shape)}")
+    print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- training
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .presets import PRESETS
+
+    if args.preset not in PRESETS:
+        raise EngineError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
+    config = config_from_args(args, PRESETS[args.preset])
+    tags = tuple(t for t in args.tags.split(",") if t)
+    [record] = _train_and_wait([(args.name or args.preset, config, tags)], args.device)
+    summary = run_summary(record)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_run(record)
+    return 0 if record.status == "finished" else 1
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .presets import ABLATIONS, STUDY_FINAL_ROW, STUDY_REPORTED, STUDY_REPORTED_FINAL_TEST
+
+    if args.preset not in ABLATIONS:
+        raise EngineError(f"unknown ablation {args.preset!r}; choose one of {sorted(ABLATIONS)}")
+    base = config_from_args(args, RunConfig())
+    rows = ABLATIONS[args.preset](base)
+    records = _train_and_wait([(name, config, ("ablation", args.preset)) for name, config in rows], args.device)
+    table = []
+    for (name, _), record in zip(rows, records):
+        summary = run_summary(record)
+        summary["row"] = name
+        summary["study_val_accuracy"] = STUDY_REPORTED.get(name) if args.preset == "study" else None
+        summary["study_test_accuracy"] = STUDY_REPORTED_FINAL_TEST if (args.preset == "study" and name == STUDY_FINAL_ROW) else None
+        table.append(summary)
+    if args.json:
+        print(json.dumps(table))
+    else:
+        print(format_ablation_table(table))
+    return 0 if all(r.status == "finished" for r in records) else 1
+
+
+def _train_and_wait(jobs: list[tuple[str, RunConfig, tuple[str, ...]]], device: str | None) -> list:
+    """Queue each (name, config, tags) in a JobManager, show progress on stderr, return finished records."""
+    from .jobs import JobManager
+
+    manager = JobManager(device=device)
+    ids = [manager.submit(config, name=name, tags=tags) for name, config, tags in jobs]
+    try:
+        _follow(manager, ids)
+    except KeyboardInterrupt:
+        for run_id in ids:
+            manager.cancel(run_id)
+        manager.wait(ids, timeout=30)
+        raise
+    finally:
+        manager.shutdown()
+    return [manager.store.get(run_id) for run_id in ids]
+
+
+def _follow(manager: Any, ids: list[str]) -> None:
+    """Print one status line per second on stderr until every run has ended."""
+    from .jobs import ACTIVE_STATUSES
+
+    tty = sys.stderr.isatty()
+    while True:
+        records = [manager.store.get(run_id) for run_id in ids]
+        active = [r for r in records if r.status in ACTIVE_STATUSES]
+        done = len(records) - len(active)
+        parts = [f"{done}/{len(ids)} runs done"]
+        for record in active:
+            progress = manager.progress(record.id)
+            if progress is not None:
+                parts.append(progress.describe())
+        line = " | ".join(parts)
+        print(("\r" + line[:160].ljust(160)) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+        if not active:
+            break
+        time.sleep(1.0 if tty else 5.0)
+    if tty:
+        print(file=sys.stderr)
+
+
+def run_summary(record: Any) -> dict[str, Any]:
+    """The stable JSON form of a run: ids, status and headline metrics."""
+    metrics = record.metrics or {}
+    val, test = metrics.get("validation") or {}, metrics.get("test") or {}
+    return {
+        "run_id": record.id,
+        "name": record.name,
+        "status": record.status,
+        "error": record.error,
+        "val_accuracy": val.get("accuracy"),
+        "val_balanced_accuracy": val.get("balanced_accuracy"),
+        "test_accuracy": test.get("accuracy"),
+        "test_balanced_accuracy": test.get("balanced_accuracy"),
+        "test_macro_f1": test.get("macro_f1"),
+        "epochs": len(record.history or []),
+        "device": record.device,
+    }
+
+
+def format_ablation_table(rows: list[dict[str, Any]]) -> str:
+    def pct(x: float | None) -> str:
+        return "   -  " if x is None else f"{100 * x:5.1f}%"
+
+    lines = [f"{'configuration':<28} {'status':<9} {'val':>6} {'study val':>9} {'test':>6} {'test bal':>8} {'study test':>10}"]
+    for r in rows:
+        lines.append(
+            f"{r['row']:<28} {r['status']:<9} {pct(r['val_accuracy'])} {pct(r['study_val_accuracy']):>9} "
+            f"{pct(r['test_accuracy'])} {pct(r['test_balanced_accuracy']):>8} {pct(r['study_test_accuracy']):>10}"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- runs
+
+
+def _store() -> Any:
+    from .store import RunStore
+
+    return RunStore()
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    records = _store().list_runs(status=args.status, tag=args.tag)
+    if args.json:
+        print(json.dumps([run_summary(r) | {"tags": list(r.tags), "created": r.created} for r in records], default=str))
+        return 0
+    for r in records:
+        s = run_summary(r)
+        val = "-" if s["val_accuracy"] is None else f"{100 * s['val_accuracy']:.1f}%"
+        test = "-" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.1f}%"
+        print(f"{r.id}  {r.status:<11} val {val:>6}  test {test:>6}  {r.name}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    record = _store().get(args.run_id)
+    if args.json:
+        print(json.dumps(run_summary(record) | {"config": record.config.to_dict(), "metrics": record.metrics,
+                                                "history": record.history, "tags": list(record.tags)}, default=str))
+    else:
+        _print_run(record)
+    return 0
+
+
+def _print_run(record: Any) -> None:
+    s = run_summary(record)
+    print(f"run {s['run_id']} ({s['name']}): {s['status']} after {s['epochs']} epochs on {s['device']}")
+    if s["error"]:
+        print(f"  error: {s['error']}")
+    for split in ("validation", "test"):
+        m = (record.metrics or {}).get(split)
+        if m:
+            print(f"  {split:<10} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
+                  f"macro-F1 {m['macro_f1']:.3f}  (n={m['n']})")
+
+
+def cmd_rename(args: argparse.Namespace) -> int:
+    _store().rename(args.run_id, args.name)
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    _store().set_tags(args.run_id, [t for t in args.tags.split(",") if t])
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    _store().delete(args.run_id)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor
+
+    predictor = Predictor.from_store(_store(), args.run)
+    results = predictor.predict_files(args.files)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['file']}: error: {r['error']}")
+            else:
+                top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+                print(f"{r['file']}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    records = _store().list_runs()
+    rows = [run_summary(r) | {"tags": ",".join(r.tags)} | r.config.flat() for r in records]
+    fields = list(rows[0]) if rows else list(run_summary.__annotations__)
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    finally:
+        if args.out:
+            out.close()
+    return 0
+
+
+def _progress_bar(desc: str) -> Callable[[int, int, str], None]:
+    """A progress(done, total, message) callback drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int, message: str = "") -> None:
+        bar = state.get("bar")
+        if bar is None or bar.total != total:
+            if bar is not None:
+                bar.close()
+            bar = state["bar"] = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+        bar.n = done
+        bar.set_postfix_str(message[:40], refresh=True)
+        if done >= total:
+            bar.close()
+            state.pop("bar")
+
+    return update

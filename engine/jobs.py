@@ -1,0 +1,448 @@
+"""Background training: a queue of runs, each trained in its own daemon thread.
+
+`JobManager` owns an in-memory queue; whenever a slot frees (at most `max_concurrent` runs at
+once) the next queued run starts in a daemon thread: load features (memoised), `train_run`,
+store the result. Live progress lives in memory (`progress(run_id)`), updated every training
+step without touching the database; the history goes to the store once per epoch, with a
+checkpoint so that an interrupted run can be resumed.
+
+No streamlit here: the dashboard keeps one JobManager per server and polls `progress()`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from .config import RunConfig
+from .errors import ConfigError, EngineError
+from .store import RunStore
+from .train import TrainHooks, train_run
+
+log = logging.getLogger(__name__)
+
+ACTIVE_STATUSES = ("queued", "running")
+RESUMABLE_STATUSES = ("interrupted", "cancelled", "failed")
+DataLoader = Callable[[RunConfig], dict]
+RECENT_LOSSES = 200  # step losses kept in Progress.recent_losses
+CHECKPOINT_EVERY_S = 10.0  # at most one checkpoint per run this often (first epoch always)
+CANCEL_POLL_S = 2.0  # how often a running run checks the store for a cancel from another process
+
+
+class JobError(EngineError):
+    """A job request that cannot be honoured (resume a finished run, delete a running one...)."""
+
+
+@dataclass
+class Progress:
+    """Live state of one run. Times in seconds; losses are cross-entropy per step."""
+
+    run_id: str
+    phase: str = "queued"  # queued, loading data, training, evaluating, or the final status
+    message: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps_per_epoch: int = 0
+    train_loss: float | None = None
+    val_accuracy: float | None = None
+    elapsed: float = 0.0
+    eta: float | None = None
+    recent_losses: list[float] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float:
+        """Share of the run's epochs done, in [0, 1]."""
+        if not self.epochs:
+            return 0.0
+        done = self.epoch - 1 + (self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0)
+        return min(max(done / self.epochs, 0.0), 1.0)
+
+    def describe(self) -> str:
+        """One line for a terminal: 'r-... training epoch 3/50 step 10/59 loss 1.23 val 45.0% eta 1m20s'."""
+        parts = [self.run_id, self.phase]
+        if self.phase == "training":
+            parts.append(f"epoch {max(self.epoch, 1)}/{self.epochs}")
+            if self.steps_per_epoch:
+                parts.append(f"step {self.step}/{self.steps_per_epoch}")
+            if self.train_loss is not None:
+                parts.append(f"loss {self.train_loss:.3f}")
+            if self.val_accuracy is not None:
+                parts.append(f"val {100 * self.val_accuracy:.1f}%")
+            if self.eta is not None:
+                parts.append(f"eta {_seconds(self.eta)}")
+        elif self.message:
+            parts.append(self.message)
+        return " ".join(parts)
+
+
+def _seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class _RunHooks(TrainHooks):
+    """Connects one training run to its Progress, the store and its cancel Event."""
+
+    def __init__(self, manager: "JobManager", run_id: str, progress: Progress, stop: threading.Event,
+                 resume: dict | None, step_every: int) -> None:
+        super().__init__(step_every=step_every)
+        self.manager, self.store, self.run_id = manager, manager.store, run_id
+        self.progress, self.stop = progress, stop
+        self.losses_stored = len(resume["step_losses"]) if resume else 0
+        self.first_epoch = int(resume["epoch"]) if resume else 0
+        self.started = time.monotonic()
+        self.last_checkpoint = 0.0
+        self.last_poll = time.monotonic()
+        self.recent: collections.deque[float] = collections.deque(maxlen=RECENT_LOSSES)
+
+    def on_step(self, epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
+        self.recent.append(loss)
+        p = self.progress
+        with self.manager._lock:
+            p.phase, p.epoch, p.step, p.steps_per_epoch, p.train_loss = "training", epoch, step, steps_per_epoch, loss
+            p.recent_losses = list(self.recent)
+            self._times(p)
+
+    def _times(self, p: Progress) -> None:
+        p.elapsed = time.monotonic() - self.started
+        done = p.fraction * p.epochs - self.first_epoch  # epochs trained in this session
+        left = p.epochs - self.first_epoch - done
+        p.eta = p.elapsed / done * left if done > 0 else None
+
+    def on_epoch(self, record: dict, checkpoint: dict) -> None:
+        losses = checkpoint["step_losses"][self.losses_stored:]
+        self.losses_stored = len(checkpoint["step_losses"])
+        self.store.append_epoch(self.run_id, record, losses)
+        now = time.monotonic()
+        if record["epoch"] == 1 or now - self.last_checkpoint >= self.manager.checkpoint_every_s:
+            self.store.save_checkpoint(self.run_id, checkpoint)
+            self.last_checkpoint = now
+        p = self.progress
+        with self.manager._lock:
+            p.epoch, p.step, p.val_accuracy = record["epoch"], p.steps_per_epoch, record.get("val_accuracy")
+            if record["epoch"] >= p.epochs:
+                p.phase = "evaluating"
+            self._times(p)
+
+    def should_stop(self) -> bool:
+        if self.stop.is_set():
+            return True
+        now = time.monotonic()
+        if now - self.last_poll >= CANCEL_POLL_S:
+            self.last_poll = now
+            if self.store.status(self.run_id) == "cancelled":  # cancelled from another process
+                self.stop.set()
+        return self.stop.is_set()
+
+
+class JobManager:
+    """Queue and train runs in the background.
+
+    store: the RunStore (default: the cache's). max_concurrent: runs training at once
+    (default 1 on CPU, 4 with CUDA). data_loader(config) -> {"training": FeatureSet, ...}
+    (default: dataset + feature cache, memoised). device: "cpu", "cuda", ... (default: cuda
+    when available). On construction, runs left queued/running by dead processes become
+    "interrupted" (listed in `.interrupted`).
+    """
+
+    def __init__(self, store: RunStore | None = None, max_concurrent: int | None = None,
+                 data_loader: DataLoader | None = None, device: str | None = None,
+                 checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
+        self.store = store or RunStore()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.max_concurrent = max(1, int(max_concurrent or (4 if self.device.startswith("cuda") else 1)))
+        self.checkpoint_every_s = checkpoint_every_s
+        self._data_loader = data_loader
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: collections.deque[str] = collections.deque()
+        self._configs: dict[str, RunConfig] = {}
+        self._resume: dict[str, dict | None] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._stops: dict[str, threading.Event] = {}
+        self._progress: dict[str, Progress] = {}
+        self._shutdown = threading.Event()
+        self._data_cache: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
+        self._data_locks: dict[tuple, threading.Lock] = {}
+        self.data_cache_size = 2
+        self.interrupted = self.store.mark_interrupted()
+
+    # ---- submitting ----------------------------------------------------------------------
+
+    def submit(self, config: RunConfig, name: str | None = None, tags: Iterable[str] = ()) -> str:
+        """Queue one run; returns its id. It starts as soon as a slot is free."""
+        self._check_open()
+        run_id = self.store.create_run(config, name=name, tags=tags)
+        self._enqueue(run_id, config, None)
+        return run_id
+
+    def submit_grid(self, base: RunConfig, grid: dict[str, Sequence[Any]], name_prefix: str | None = None,
+                    tags: Iterable[str] = ()) -> list[str]:
+        """Queue one run per combination of `grid` values ({"train.lr": [1e-3, 1e-4], ...});
+        every configuration is checked before any is queued."""
+        keys = list(grid)
+        jobs = []
+        for values in itertools.product(*(list(grid[k]) for k in keys)):
+            try:
+                config = base.with_values(**dict(zip(keys, values)))
+            except TypeError as exc:  # an unknown name inside a known section
+                raise ConfigError(f"unknown parameter in grid {keys}: {exc}") from exc
+            label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values))
+            jobs.append((config, f"{name_prefix} {label}" if name_prefix else label))
+        return [self.submit(config, name=name, tags=tags) for config, name in jobs]
+
+    def repeat_seeds(self, config: RunConfig, seeds: Iterable[int], name: str | None = None,
+                     tags: Iterable[str] = ()) -> list[str]:
+        """Queue `config` once per seed (train.seed); the runs share a group_key."""
+        configs = [(config.with_values(**{"train.seed": int(s)}), int(s)) for s in seeds]
+        return [self.submit(c, name=f"{name or 'run'} seed {s}", tags=tags) for c, s in configs]
+
+    def resume(self, run_id: str) -> str:
+        """Queue an interrupted, cancelled or failed run again under the same id. With a
+        checkpoint it continues from its last saved epoch; without one it starts over."""
+        self._check_open()
+        record = self.store.get(run_id)
+        with self._lock:
+            if run_id in self._configs:
+                raise JobError(f"run '{run_id}' is already {record.status}")
+        if record.status not in RESUMABLE_STATUSES:
+            raise JobError(f"run '{run_id}' is {record.status}; only {', '.join(RESUMABLE_STATUSES)} runs can be resumed")
+        checkpoint = self.store.load_checkpoint(run_id)
+        if checkpoint is None:
+            self.store.clear_progress(run_id)
+        self.store.set_status(run_id, "queued")
+        self._enqueue(run_id, record.config, checkpoint)
+        return run_id
+
+    def restart(self, run_id: str) -> str:
+        """Queue a new run with the same configuration, name and tags; returns the new id."""
+        record = self.store.get(run_id)
+        return self.submit(record.config, name=f"{record.name} (again)", tags=record.tags)
+
+    def _enqueue(self, run_id: str, config: RunConfig, resume: dict | None) -> None:
+        epochs_done = int(resume["epoch"]) if resume else 0
+        with self._lock:
+            self._configs[run_id], self._resume[run_id] = config, resume
+            self._stops[run_id] = threading.Event()
+            self._progress[run_id] = Progress(run_id, epoch=epochs_done, epochs=config.train.epochs)
+            self._queue.append(run_id)
+            self._pump()
+
+    def _check_open(self) -> None:
+        if self._shutdown.is_set():
+            raise JobError("the job manager has shut down")
+
+    # ---- dispatching ---------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Start queued runs while slots are free. Call with the lock held."""
+        while self._queue and len(self._threads) < self.max_concurrent and not self._shutdown.is_set():
+            run_id = self._queue.popleft()
+            status = self._status_or_none(run_id)
+            if status != "queued":  # cancelled or deleted meanwhile (maybe by another process)
+                self._forget(run_id, status or "deleted")
+                continue
+            thread = threading.Thread(target=self._work, args=(run_id,), name=f"train-{run_id}", daemon=True)
+            self._threads[run_id] = thread
+            thread.start()
+        self._changed.notify_all()
+
+    def _status_or_none(self, run_id: str) -> str | None:
+        try:
+            return self.store.status(run_id)
+        except EngineError:
+            return None
+
+    def _forget(self, run_id: str, final: str) -> None:
+        """Drop a run's bookkeeping; its Progress stays, showing the final status."""
+        self._configs.pop(run_id, None)
+        self._resume.pop(run_id, None)
+        self._stops.pop(run_id, None)
+        self._threads.pop(run_id, None)
+        if run_id in self._progress:
+            self._progress[run_id].phase = final
+
+    def _work(self, run_id: str) -> None:
+        """One run, in its own thread: never raises; the outcome goes to the store."""
+        with self._lock:
+            config, resume = self._configs[run_id], self._resume[run_id]
+            stop, progress = self._stops[run_id], self._progress[run_id]
+        final = "failed"
+        try:
+            final = self._train(run_id, config, resume, stop, progress)
+        except BaseException as exc:  # a worker must record every failure, whatever it is
+            message = _failure_message(exc, self.device)
+            log.warning("run %s failed: %s", run_id, message)
+            with contextlib.suppress(Exception):
+                self.store.set_status(run_id, "failed", error=message)
+            if _is_oom(exc):
+                with contextlib.suppress(Exception):
+                    torch.cuda.empty_cache()
+        finally:
+            self.store.close()  # this thread's connection
+            with self._lock:
+                self._forget(run_id, final)
+                self._pump()
+
+    def _train(self, run_id: str, config: RunConfig, resume: dict | None, stop: threading.Event,
+               progress: Progress) -> str:
+        """Load data, train, store the result; returns the final status."""
+        self.store.set_status(run_id, "running", device=self.device)
+        self._set(progress, phase="loading data")
+        data = self._load_data(config, progress)
+        if stop.is_set():
+            return self._end_stopped(run_id)
+        self._set(progress, phase="training", message="")
+        hooks = _RunHooks(self, run_id, progress, stop, resume, step_every=10 if self.device.startswith("cuda") else 1)
+        with _stream(self.device):
+            result = train_run(config, data, device=self.device, hooks=hooks, resume=resume)
+        if result.status == "cancelled" and self._shutdown.is_set():
+            result.status, result.error = "interrupted", "the job manager shut down"
+        self.store.save_result(run_id, result)
+        if result.status in ("finished", "diverged"):
+            self.store.delete_checkpoint(run_id)
+        return result.status
+
+    def _end_stopped(self, run_id: str) -> str:
+        status = "interrupted" if self._shutdown.is_set() else "cancelled"
+        self.store.set_status(run_id, status, error="the job manager shut down" if status == "interrupted" else None)
+        return status
+
+    def _set(self, progress: Progress, **values: Any) -> None:
+        with self._lock:
+            for key, value in values.items():
+                setattr(progress, key, value)
+
+    # ---- data ----------------------------------------------------------------------------
+
+    def _load_data(self, config: RunConfig, progress: Progress) -> dict:
+        """Features for `config`: the injected loader, else the memoised dataset + feature cache."""
+        if self._data_loader is not None:
+            return self._data_loader(config)
+        key = (config.data, config.features.digest())
+        with self._lock:
+            key_lock = self._data_locks.setdefault(key, threading.Lock())
+        with key_lock:  # a second run with the same data waits for the first extraction
+            with self._lock:
+                if key in self._data_cache:
+                    self._data_cache.move_to_end(key)
+                    return self._data_cache[key]
+            data = _default_loader(config, self.device,
+                                   lambda done, total, message: self._set(progress, message=message))
+            with self._lock:
+                self._data_cache[key] = data
+                while len(self._data_cache) > self.data_cache_size:
+                    self._data_cache.popitem(last=False)
+            return data
+
+    # ---- control and queries -------------------------------------------------------------
+
+    def cancel(self, run_id: str) -> None:
+        """Queued: cancelled at once. Running here: stops within one step, ends 'cancelled'
+        with its history. Running in another process: marked 'cancelled', which that process
+        notices within a few seconds."""
+        status = self.store.status(run_id)
+        with self._lock:
+            if run_id in self._queue:
+                self._queue.remove(run_id)
+                self.store.set_status(run_id, "cancelled")
+                self._forget(run_id, "cancelled")
+                self._changed.notify_all()
+                return
+            if run_id in self._stops:
+                self._stops[run_id].set()
+                return
+        if status in ACTIVE_STATUSES:
+            self.store.set_status(run_id, "cancelled")
+
+    def progress(self, run_id: str) -> Progress | None:
+        """A snapshot of the run's live progress, or None if this manager never ran it."""
+        with self._lock:
+            p = self._progress.get(run_id)
+            return None if p is None else replace(p, recent_losses=list(p.recent_losses))
+
+    def all_progress(self) -> dict[str, Progress]:
+        """Snapshots of every run this manager has queued or run, by id."""
+        with self._lock:
+            return {run_id: replace(p, recent_losses=list(p.recent_losses)) for run_id, p in self._progress.items()}
+
+    def active(self) -> list[str]:
+        """Ids queued or running in this manager."""
+        with self._lock:
+            return list(self._threads) + list(self._queue)
+
+    def wait(self, run_ids: Iterable[str] | None = None, timeout: float | None = None) -> bool:
+        """Block until the runs (default: all of this manager's) have ended; False on timeout."""
+        ids = list(run_ids) if run_ids is not None else self.active()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                local = set(self._threads) | set(self._queue)
+                pending = [r for r in ids if r in local
+                           or (r not in self._configs and self._status_or_none(r) in ACTIVE_STATUSES)]
+                if not pending:
+                    return True
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(0.5 if left is None else min(0.5, left))
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop: queued runs become 'interrupted', running ones stop within a step and end
+        'interrupted' (resumable). Waits up to `timeout` s for the worker threads."""
+        self._shutdown.set()
+        with self._lock:
+            queued = list(self._queue)
+            self._queue.clear()
+            for run_id in queued:
+                with contextlib.suppress(EngineError):
+                    self.store.set_status(run_id, "interrupted", error="the job manager shut down")
+                self._forget(run_id, "interrupted")
+            for event in self._stops.values():
+                event.set()
+            threads = list(self._threads.values())
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int, str], None]) -> dict:
+    """The run's dataset (resolved like the CLI's --data) through the feature cache."""
+    from .dataset import resolve_dataset
+    from .features import load_features
+
+    ds = resolve_dataset(config.data or None, progress=progress)
+    return load_features(ds, config.features, progress=progress, device=device)
+
+
+def _stream(device: str) -> contextlib.AbstractContextManager:
+    """Its own CUDA stream per worker thread on a GPU (so runs overlap); nothing on CPU."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.stream(torch.cuda.Stream(device=device))
+    return contextlib.nullcontext()
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
+
+
+def _failure_message(exc: BaseException, device: str) -> str:
+    """A user-facing message: EngineError text as is; anything else with a traceback tail."""
+    if isinstance(exc, EngineError):
+        return str(exc)
+    if _is_oom(exc):
+        return (f"out of memory on {device}: lower train.batch_size, the model size, or the number "
+                f"of runs at once ({type(exc).__name__}: {str(exc)[:300]})")
+    tail = "".join(traceback.format_exception(exc)[-4:])
+    return f"{type(exc).__name__}: {exc}\n{tail[-1500:]}"

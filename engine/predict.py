@@ -1,0 +1,136 @@
+"""Prediction with a stored run: audio -> instrument probabilities.
+
+A recording is cut into 3-second windows (the length the models were trained on), each
+window becomes features exactly as in training (`clip_features`, then the run's
+standardizer), and the overall answer is the mean of the windows' probabilities.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from .audio import AudioSource, is_silent, load_audio, split_windows
+from .config import RunConfig
+from .errors import StoreError
+from .labels import CLASS_NAMES
+from .model import build_model
+
+BATCH = 1024  # windows per forward pass
+
+
+@dataclass
+class WindowPrediction:
+    """One window: where it starts and how long it is (seconds), and its probabilities (classes,)."""
+
+    start: float
+    duration: float
+    probabilities: list[float]
+
+
+@dataclass
+class Prediction:
+    """The answer for one recording.
+
+    label: most probable class name; probabilities: class name -> mean window probability
+    (sums to 1); windows: one entry per 3-second window; duration: seconds of audio;
+    silent: the recording is (nearly) silent, so the answer means little.
+    """
+
+    label: str
+    probabilities: dict[str, float]
+    windows: list[WindowPrediction] = field(default_factory=list)
+    duration: float = 0.0
+    silent: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+class Predictor:
+    """A trained model from the store, ready to classify audio (CPU, eval mode)."""
+
+    def __init__(self, config: RunConfig, state_dict: dict, standardizer: dict | None = None,
+                 class_names: Iterable[str] = CLASS_NAMES, run_id: str | None = None) -> None:
+        self.config = config
+        self.run_id = run_id
+        self.class_names = list(class_names)
+        self.model = build_model(config.model, config.features, num_classes=len(self.class_names))
+        self.model.load_state_dict(state_dict)
+        self.model.eval()
+        self.mean, self.std = None, None
+        if standardizer:
+            self.mean = np.asarray(standardizer["mean"], dtype=np.float32)  # (features,)
+            self.std = np.asarray(standardizer["std"], dtype=np.float32)  # (features,)
+
+    @classmethod
+    def from_store(cls, store: Any, run_id: str) -> "Predictor":
+        """Load meta.json and model.pt of `run_id`; StoreError when it has no saved model."""
+        meta = store.load_meta(run_id)
+        state = store.load_state_dict(run_id)
+        try:
+            config = RunConfig.from_dict(meta["config"])
+            return cls(config, state, meta.get("standardizer"), meta.get("class_names") or CLASS_NAMES, run_id)
+        except (KeyError, RuntimeError) as exc:
+            raise StoreError(f"run '{run_id}': the stored model does not match its configuration: {exc}") from exc
+
+    @torch.inference_mode()
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities (n, classes) float32 for unscaled features x (n, frames, features)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        tensor = torch.from_numpy(np.ascontiguousarray(x))
+        if len(tensor) == 0:
+            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+        logits = torch.cat([self.model(tensor[i:i + BATCH]) for i in range(0, len(tensor), BATCH)])
+        return torch.softmax(logits.float(), dim=1).numpy()
+
+    def window_features(self, y: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        """Features (windows, frames, features) of mono `y` at the model's rate, and window starts (s)."""
+        from .features import clip_features
+
+        fc = self.config.features
+        windows = split_windows(np.asarray(y, dtype=np.float32), fc.clip_samples)  # (windows, clip_samples)
+        feats = np.stack([clip_features(w, fc) for w in windows]).astype(np.float32)
+        return feats, [i * fc.clip_samples / fc.sample_rate for i in range(len(windows))]
+
+    def predict_samples(self, y: np.ndarray) -> Prediction:
+        """Classify mono samples `y` (samples,) at config.features.sample_rate (22,050 Hz)."""
+        fc = self.config.features
+        feats, starts = self.window_features(y)
+        probs = self.predict_features(feats)  # (windows, classes)
+        overall = probs.mean(axis=0)
+        overall = overall / overall.sum()
+        window_len = fc.clip_samples / fc.sample_rate
+        total = len(y) / fc.sample_rate
+        windows = [WindowPrediction(start, min(window_len, max(total - start, 0.0)), [float(p) for p in row])
+                   for start, row in zip(starts, probs)]
+        return Prediction(
+            label=self.class_names[int(overall.argmax())],
+            probabilities={name: float(p) for name, p in zip(self.class_names, overall)},
+            windows=windows, duration=total, silent=is_silent(y),
+        )
+
+    def predict_file(self, source: AudioSource) -> Prediction:
+        """Classify a file path, bytes or binary file (decoded with engine.audio.load_audio)."""
+        return self.predict_samples(load_audio(source, sr=self.config.features.sample_rate))
+
+    def predict_files(self, files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+        """One dict per file: {"file", "label", "probabilities"} or {"file", "error"}; a bad
+        file does not stop the others."""
+        results: list[dict[str, Any]] = []
+        for path in files:
+            try:
+                pred = self.predict_file(Path(path))
+            except Exception as exc:  # any unreadable file is reported, the rest go on
+                results.append({"file": str(path), "error": str(exc)})
+            else:
+                results.append({"file": str(path), "label": pred.label, "probabilities": pred.probabilities})
+        return results

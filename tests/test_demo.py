@@ -1,0 +1,190 @@
+"""The demo dataset generator: layout, audio format, determinism, reuse, restart."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine import demo
+from engine.errors import ConfigError, DatasetError
+from engine.labels import CLASS_NAMES, SUBSETS
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, list[tuple[int, int, str]]]:
+    """The tiny demo, made once with two worker processes; also the progress calls seen."""
+    calls: list[tuple[int, int, str]] = []
+    root = tmp_path_factory.mktemp("demo") / "tiny"
+    returned = demo.make_demo("tiny", root, workers=2, progress=lambda d, t, m: calls.append((d, t, m)))
+    assert returned == root
+    return root, calls
+
+
+def read_rows(root: Path) -> list[dict[str, str]]:
+    with (root / "annotation" / demo.METADATA_NAME).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def wav_path(root: Path, row: dict[str, str]) -> Path:
+    return root / "audio" / f"Medley-solos-DB_{row['subset']}-{row['instrument_id']}_{row['uuid4']}.wav"
+
+
+@pytest.fixture()
+def micro(monkeypatch):
+    """Shrink the tiny size to one clip per class and split, for tests that regenerate."""
+    sizes = {subset: {name: 1 for name in CLASS_NAMES} for subset in SUBSETS}
+    monkeypatch.setitem(demo.DEMO_SIZES, "tiny", sizes)
+
+
+def test_layout_and_metadata(tiny):
+    root, _ = tiny
+    header = (root / "annotation" / demo.METADATA_NAME).read_text().splitlines()[0]
+    assert header == "subset,instrument,instrument_id,song_id,uuid4"
+    rows = read_rows(root)
+    expected = sum(n for subset in demo.DEMO_SIZES["tiny"].values() for n in subset.values())
+    assert len(rows) == expected == len(list((root / "audio").glob("*.wav")))
+    assert len({row["uuid4"] for row in rows}) == len(rows)
+    for row in rows:
+        assert CLASS_NAMES[int(row["instrument_id"])] == row["instrument"]
+        assert wav_path(root, row).is_file()
+    counts = {(r["subset"], r["instrument"]): 0 for r in rows}
+    for row in rows:
+        counts[(row["subset"], row["instrument"])] += 1
+    assert {(s, name) for s in SUBSETS for name in CLASS_NAMES} == set(counts)
+
+
+def test_songs_group_clips_within_one_split_and_class(tiny):
+    rows = read_rows(tiny[0])
+    songs: dict[str, set[tuple[str, str]]] = {}
+    for row in rows:
+        songs.setdefault(row["song_id"], set()).add((row["subset"], row["instrument_id"]))
+    assert len(songs) < len(rows), "some songs must hold several clips"
+    assert all(len(owners) == 1 for owners in songs.values())
+
+
+def test_audio_format_and_levels(tiny):
+    root, _ = tiny
+    for row in read_rows(root):
+        path = wav_path(root, row)
+        info = sf.info(str(path))
+        assert (info.samplerate, info.channels, info.frames, info.subtype) == (44100, 1, 131072, "FLOAT")
+        y, _ = sf.read(str(path), dtype="float32")
+        peak = float(np.max(np.abs(y)))
+        assert 0.3 - 1e-4 <= peak <= 0.9 + 1e-4, f"{path.name} peak {peak}"
+        loud = np.mean(np.abs(y) > 0.01 * peak)
+        assert loud > 0.3, f"{path.name} is mostly silent ({loud:.0%} above -40 dB)"
+
+
+def test_progress_reported_to_the_end(tiny):
+    _, calls = tiny
+    total = calls[-1][1]
+    assert calls[0][0] == 0 and calls[-1][0] == total > 0
+    assert [d for d, _, _ in calls] == sorted(d for d, _, _ in calls)
+
+
+def test_deterministic(tiny, tmp_path):
+    root, _ = tiny
+    first = demo._plan("tiny", tmp_path, seed=0)
+    assert [(s.uuid4, s.song_id, s.clip_seed) for s in first] == [
+        (s.uuid4, s.song_id, s.clip_seed) for s in demo._plan("tiny", tmp_path, seed=0)
+    ]
+    other = demo._plan("tiny", tmp_path, seed=1)
+    assert {s.uuid4 for s in first}.isdisjoint(s.uuid4 for s in other)
+    (tmp_path / "audio").mkdir()
+    for spec in (first[0], first[len(first) // 2], first[-1]):  # training, validation, test
+        demo.write_clip(spec)
+        assert Path(spec.out_path).read_bytes() == (root / "audio" / spec.file_name).read_bytes()
+
+
+def test_second_call_reuses_without_rewriting(tiny):
+    root, _ = tiny
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    calls = []
+    start = time.perf_counter()
+    assert demo.make_demo("tiny", root, progress=lambda *a: calls.append(a)) == root
+    assert time.perf_counter() - start < 0.5
+    assert calls == []
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+
+
+def test_partial_folder_and_stale_temp_are_regenerated(tmp_path, micro):
+    root = tmp_path / "tiny"
+    (root / "audio").mkdir(parents=True)
+    (root / "audio" / "Medley-solos-DB_training-0_half.wav").write_bytes(b"RIFF")
+    stale = tmp_path / ".tiny.tmp-999999999"  # a killed run's temp folder (no such process)
+    stale.mkdir()
+    assert not demo.demo_is_complete(root)
+    demo.make_demo("tiny", root, workers=1)
+    assert demo.demo_is_complete(root)
+    assert not (root / "audio" / "Medley-solos-DB_training-0_half.wav").exists()
+    assert len(list((root / "audio").glob("*.wav"))) == len(read_rows(root)) == 24
+    assert not stale.exists()
+    (root / "audio" / wav_path(root, read_rows(root)[0]).name).unlink()
+    assert not demo.demo_is_complete(root)
+
+
+def test_other_seed_replaces_dataset(tmp_path, micro):
+    root = tmp_path / "tiny"
+    demo.make_demo("tiny", root, workers=1, seed=0)
+    first = read_rows(root)
+    demo.make_demo("tiny", root, workers=1, seed=3)
+    assert {r["uuid4"] for r in read_rows(root)}.isdisjoint(r["uuid4"] for r in first)
+
+
+def test_refuses_foreign_folder_and_bad_arguments(tmp_path):
+    (tmp_path / "my_thesis.tex").write_text("precious")
+    with pytest.raises(DatasetError, match="my_thesis.tex"):
+        demo.make_demo("tiny", tmp_path, workers=1)
+    assert (tmp_path / "my_thesis.tex").read_text() == "precious"
+    with pytest.raises(ConfigError, match="huge"):
+        demo.make_demo("huge", tmp_path / "x")
+    with pytest.raises(ConfigError, match="workers"):
+        demo.make_demo("tiny", tmp_path / "x", workers=0)
+
+
+def test_full_size_matches_medley_counts():
+    full = demo.DEMO_SIZES["full"]
+    assert sum(full["training"].values()) == 5841
+    assert sum(full["validation"].values()) == 3494
+    assert sum(full["test"].values()) == 12236
+    for size in demo.DEMO_SIZES.values():
+        assert all(n > 0 for subset in size.values() for n in subset.values())
+
+
+def band_profile(y: np.ndarray, bands: int = 24) -> np.ndarray:
+    """Mean log power in log-spaced bands 100 Hz..11 kHz: (bands,)."""
+    frames = y[: len(y) // 2048 * 2048].reshape(-1, 2048) * np.hanning(2048)
+    power = np.mean(np.abs(np.fft.rfft(frames, axis=1)) ** 2, axis=0)
+    freqs = np.fft.rfftfreq(2048, 1 / 44100)
+    edges = np.geomspace(100, 11000, bands + 1)
+    return np.array([np.log(power[(freqs >= lo) & (freqs < hi)].mean() + 1e-10) for lo, hi in zip(edges, edges[1:])])
+
+
+def test_classes_are_distinguishable(tiny):
+    """Spectral centroids differ between classes, and a nearest-class-mean rule on band
+    profiles, fit on training, beats chance (1/8) by far on validation."""
+    root, _ = tiny
+    feats: dict[str, list[np.ndarray]] = {"training": [], "validation": []}
+    labels: dict[str, list[int]] = {"training": [], "validation": []}
+    centroids = np.zeros(len(CLASS_NAMES))
+    for row in read_rows(root):
+        if row["subset"] not in feats:
+            continue
+        y, _ = sf.read(str(wav_path(root, row)), dtype="float32")
+        feats[row["subset"]].append(band_profile(y))
+        labels[row["subset"]].append(int(row["instrument_id"]))
+        if row["subset"] == "training":
+            spectrum = np.abs(np.fft.rfft(y))
+            centroids[int(row["instrument_id"])] += np.sum(np.fft.rfftfreq(len(y), 1 / 44100) * spectrum) / np.sum(spectrum)
+    assert centroids.max() / centroids.min() > 1.3
+    x_train, y_train = np.array(feats["training"]), np.array(labels["training"])
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    class_means = np.stack([((x_train - mean) / std)[y_train == c].mean(0) for c in range(len(CLASS_NAMES))])
+    x_val = (np.array(feats["validation"]) - mean) / std
+    predicted = np.argmin(((x_val[:, None, :] - class_means[None]) ** 2).sum(-1), axis=1)
+    assert np.mean(predicted == np.array(labels["validation"])) > 0.4
