@@ -1,0 +1,313 @@
+"""Clips -> (frames, features) matrices, cached on disk.
+
+Spectral representation (the study's features, librosa at 22,050 Hz, n_fft 2048, hop 512,
+129 frames per 65,536-sample clip). Per frame, in this order:
+
+    [0:13]   librosa.feature.mfcc(y=y, sr=sr, n_mfcc=13)
+    [13]     librosa.feature.spectral_centroid(y=y, sr=sr)          (Hz)
+    [14:21]  librosa.feature.spectral_contrast(y=y, sr=sr)          (dB, 7 bands)
+    [21:33]  librosa.feature.chroma_stft(y=y, sr=sr)                if config.chroma
+    then     librosa.feature.delta of all rows above (whole clip)   if config.deltas
+
+Waveform representation: the fitted clip cut into `waveform_frame`-sample frames
+(65,536 / 512 -> 128 frames of 512 samples), rounded to float16 precision everywhere
+(relative error below 5e-4) so cached and fresh values are identical.
+
+Two backends give the same features: "librosa" (the per-clip reference, in a process pool
+for many clips) and "torch" (`engine.spectral.batch_spectral_features`, batched, CPU or
+GPU; within 1e-3 of librosa). `backend="auto"` picks torch when engine.spectral imports.
+
+Cache: `cache/features/<dataset fingerprint>-<config digest>-<backend>-<split>.npy` holds the
+whole-clip features (config with frames=None), so every `frames` value shares one entry;
+truncation happens after loading. Spectral entries are float32; waveform entries float16,
+and a waveform split is not cached when it would exceed WAVEFORM_CACHE_BYTES.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import paths
+from .audio import fit_to_length, load_audio
+from .config import FeatureConfig
+from .dataset import Clip, MedleyDataset
+from .errors import ConfigError
+from .labels import SUBSETS
+
+Progress = Callable[[int, int, str], None]
+
+BACKENDS = ("auto", "torch", "librosa")
+CHUNK_CLIPS = 128  # clips decoded and featurised together: ~32 MB of audio
+DECODE_WORKERS = 4  # threads: soundfile and soxr release the GIL
+LIBROSA_WORKERS = 2  # processes for the librosa backend
+PROCESS_POOL_MIN_CLIPS = 64  # fewer clips than this: the librosa backend runs in-process
+WAVEFORM_CACHE_BYTES = 1 << 30  # waveform splits bigger than this (as float16) are not cached
+
+
+@dataclass
+class FeatureSet:
+    """One split's features: x (n, frames, features) float32, y (n,) int64 class ids, ids uuids."""
+
+    x: np.ndarray
+    y: np.ndarray
+    ids: list[str]
+
+
+# --- one clip ------------------------------------------------------------------------------
+
+
+def clip_features(y: np.ndarray, config: FeatureConfig, *, backend: str = "auto") -> np.ndarray:
+    """Features of one mono clip at config.sample_rate: (config.num_frames, config.feature_dim) float32.
+
+    `y` is zero-padded or cut to config.clip_samples first. Used for uploads at prediction time,
+    so `backend="auto"` matches what `load_features` uses for training data.
+    """
+    y = fit_to_length(np.asarray(y, dtype=np.float32), config.clip_samples)
+    if config.representation == "waveform":
+        full = waveform_frames(y, config)
+    elif _resolve_backend(backend) == "torch":
+        full = _torch_features(y[None, :], config, "cpu")[0]
+    else:
+        full = librosa_features(y, config)
+    return np.ascontiguousarray(full[: config.num_frames])
+
+
+def librosa_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The reference spectral features of one fitted clip: (config.total_frames, feature_dim) float32.
+
+    One STFT is shared by all features; the values equal separate librosa calls with y.
+    """
+    import librosa
+
+    sr, n_fft, hop = config.sample_rate, config.n_fft, config.hop_length
+    magnitude = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop))
+    power = magnitude**2
+    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr, n_fft=n_fft, hop_length=hop))
+    rows = [
+        librosa.feature.mfcc(S=mel_db, sr=sr, n_mfcc=config.n_mfcc),
+        librosa.feature.spectral_centroid(S=magnitude, sr=sr, n_fft=n_fft, hop_length=hop),
+        librosa.feature.spectral_contrast(S=magnitude, sr=sr, n_fft=n_fft, hop_length=hop),
+    ]
+    if config.chroma:
+        rows.append(librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft, hop_length=hop))
+    features = np.concatenate(rows, axis=0)
+    if config.deltas:
+        features = np.concatenate([features, librosa.feature.delta(features)], axis=0)
+    return features.T.astype(np.float32)
+
+
+def waveform_frames(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """A fitted clip as (config.total_frames, waveform_frame) float32 samples at float16 precision."""
+    usable = config.total_frames * config.waveform_frame
+    frames = fit_to_length(y, config.clip_samples)[:usable].reshape(-1, config.waveform_frame)
+    return frames.astype(np.float16).astype(np.float32)
+
+
+def decode_clip(path: Path | str, config: FeatureConfig) -> np.ndarray:
+    """A dataset file as mono float32 at config.sample_rate, fitted to (config.clip_samples,)."""
+    return fit_to_length(load_audio(path, sr=config.sample_rate), config.clip_samples)
+
+
+# --- a dataset -----------------------------------------------------------------------------
+
+
+def load_features(
+    ds: MedleyDataset,
+    config: FeatureConfig,
+    *,
+    progress: Progress | None = None,
+    backend: str = "auto",
+    device: str = "cpu",
+    use_cache: bool = True,
+) -> dict[str, FeatureSet]:
+    """Features of every split: {"training", "validation", "test"} -> FeatureSet.
+
+    x is (n, config.num_frames, config.feature_dim) float32 in the split's CSV order.
+    Cached per (ds.fingerprint(), whole-clip config, backend, split); a missing or corrupt
+    entry is computed (audio decoded in threads, features on `device` with the torch backend).
+    """
+    backend = _resolve_backend(backend)
+    total = len(ds.clips)
+    done = 0
+    result: dict[str, FeatureSet] = {}
+    for split in SUBSETS:
+        clips = ds.subset(split)
+
+        def report(n: int, split: str = split, offset: int = done) -> None:
+            if progress is not None:
+                progress(offset + n, total, f"features {split}: {n}/{len(clips)} clips")
+
+        x = _split_features(ds, split, clips, config, backend, device, use_cache, report)
+        result[split] = FeatureSet(
+            x=x,
+            y=np.array([clip.label for clip in clips], dtype=np.int64),
+            ids=[clip.uuid for clip in clips],
+        )
+        done += len(clips)
+    return result
+
+
+def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std over clips and frames of x (n, frames, features) or (n, features).
+
+    Returns two (features,) float32 arrays; std is floored at 1e-8 so constant features divide safely.
+    """
+    flat = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
+    if flat.shape[0] == 0:
+        raise ConfigError("cannot fit a standardizer on an empty feature array")
+    return flat.mean(axis=0).astype(np.float32), np.maximum(flat.std(axis=0), 1e-8).astype(np.float32)
+
+
+def cache_path(ds: MedleyDataset, config: FeatureConfig, split: str, backend: str = "auto") -> Path:
+    """The cache file of one split's whole-clip features."""
+    whole = replace(config, frames=None)
+    producer = "raw" if config.representation == "waveform" else _resolve_backend(backend)
+    name = f"{ds.fingerprint()}-{whole.digest()}-{producer}-{split}.npy"
+    return paths.cache_dir("features") / name
+
+
+# --- per split: cache or compute -----------------------------------------------------------
+
+
+def _split_features(
+    ds: MedleyDataset,
+    split: str,
+    clips: list[Clip],
+    config: FeatureConfig,
+    backend: str,
+    device: str,
+    use_cache: bool,
+    report: Callable[[int], None],
+) -> np.ndarray:
+    """(n, config.num_frames, feature_dim) float32 for `clips`, from the cache when possible."""
+    whole = replace(config, frames=None)
+    shape = (len(clips), whole.total_frames, whole.feature_dim)
+    storage = np.float16 if config.representation == "waveform" else np.float32
+    cacheable = use_cache and np.prod(shape) * np.dtype(storage).itemsize <= _cache_limit(config)
+    path = cache_path(ds, config, split, backend) if cacheable else None
+    cached = _read_cache(path, shape, storage) if path is not None else None
+    if cached is not None:
+        report(len(clips))
+        return np.ascontiguousarray(cached[:, : config.num_frames], dtype=np.float32)
+    target = whole if cacheable else config  # uncached: compute only the frames we keep
+    x = _extract([clip.path for clip in clips], target, backend, device, report)
+    if path is not None:
+        _write_cache(path, x.astype(storage, copy=False))
+    return np.ascontiguousarray(x[:, : config.num_frames], dtype=np.float32)
+
+
+def _cache_limit(config: FeatureConfig) -> float:
+    return WAVEFORM_CACHE_BYTES if config.representation == "waveform" else float("inf")
+
+
+def _read_cache(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray | None:
+    """The cached array (memory-mapped) if `path` holds one of this shape and dtype, else None.
+
+    A corrupt or mismatched file is deleted so that it is recomputed.
+    """
+    if not path.exists():
+        return None
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+        if x.shape == shape and x.dtype == dtype:
+            return x
+    except (OSError, ValueError, EOFError):
+        pass
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _write_cache(path: Path, x: np.ndarray) -> None:
+    """Write x to `path` atomically (temp file in the same folder, then os.replace)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, x, allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- extraction ----------------------------------------------------------------------------
+
+
+def _extract(
+    files: Sequence[Path], config: FeatureConfig, backend: str, device: str, report: Callable[[int], None]
+) -> np.ndarray:
+    """(len(files), config.num_frames, feature_dim) float32 features of the files' audio."""
+    out = np.empty((len(files), config.num_frames, config.feature_dim), dtype=np.float32)
+    if config.representation == "spectral" and backend == "librosa":
+        _extract_librosa(files, config, out, report)
+        return out
+    for start, audio in _decoded_chunks(files, config):
+        if config.representation == "waveform":
+            block = np.stack([waveform_frames(y, config) for y in audio])
+        else:
+            block = _torch_features(audio, config, device)
+        out[start : start + len(audio)] = block[:, : config.num_frames]
+        report(start + len(audio))
+    return out
+
+
+def _decoded_chunks(files: Sequence[Path], config: FeatureConfig):
+    """Yield (start index, (chunk, clip_samples) float32 audio), decoding the next chunk meanwhile."""
+    starts = list(range(0, len(files), CHUNK_CLIPS))
+    with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
+
+        def submit(start: int) -> list[Future]:
+            return [pool.submit(decode_clip, f, config) for f in files[start : start + CHUNK_CLIPS]]
+
+        pending = submit(starts[0]) if starts else []
+        for index, start in enumerate(starts):
+            current = pending
+            pending = submit(starts[index + 1]) if index + 1 < len(starts) else []
+            yield start, np.stack([future.result() for future in current])
+
+
+def _extract_librosa(
+    files: Sequence[Path], config: FeatureConfig, out: np.ndarray, report: Callable[[int], None]
+) -> None:
+    """Fill `out` with librosa features, in LIBROSA_WORKERS processes when there are many files."""
+    if len(files) < PROCESS_POOL_MIN_CLIPS or LIBROSA_WORKERS < 2:
+        for index, path in enumerate(files):
+            out[index] = _librosa_file_features(path, config)
+            report(index + 1)
+        return
+    context = multiprocessing.get_context("spawn")  # fork is unsafe in threaded servers
+    with ProcessPoolExecutor(max_workers=LIBROSA_WORKERS, mp_context=context) as pool:
+        results = pool.map(_librosa_file_features, files, [config] * len(files), chunksize=16)
+        for index, features in enumerate(results):
+            out[index] = features
+            report(index + 1)
+
+
+def _librosa_file_features(path: Path, config: FeatureConfig) -> np.ndarray:
+    """(config.num_frames, feature_dim) librosa features of one file (runs in worker processes)."""
+    return librosa_features(decode_clip(path, config), config)[: config.num_frames]
+
+
+def _torch_features(audio: np.ndarray, config: FeatureConfig, device: str) -> np.ndarray:
+    from .spectral import batch_spectral_features
+
+    return batch_spectral_features(audio, config, device=device)
+
+
+def _resolve_backend(backend: str) -> str:
+    """"auto" -> "torch" when engine.spectral imports, else "librosa"; others checked and returned."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"feature backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend != "auto":
+        return backend
+    try:
+        from . import spectral  # noqa: F401
+    except ImportError:
+        return "librosa"
+    return "torch"

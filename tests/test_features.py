@@ -1,0 +1,174 @@
+"""Feature extraction: values against direct librosa calls, shapes, cache behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import librosa
+import numpy as np
+import pytest
+
+from engine import features as F
+from engine.audio import load_audio
+from engine.config import FeatureConfig
+from engine.dataset import load_dataset
+from engine.errors import ConfigError
+from engine.features import clip_features, fit_standardizer, load_features
+
+SPECTRAL = FeatureConfig(frames=None)
+
+
+@pytest.fixture
+def small_ds(make_tiny_dataset):
+    """6 clips: classes 0 and 3, one per split."""
+    return load_dataset(make_tiny_dataset(per_class=1, classes=(0, 3)))
+
+
+def study_features(path) -> np.ndarray:
+    """The study's code: librosa.load + three feature calls, stacked as (frames, 21)."""
+    y, sr = librosa.load(path)
+    rows = [
+        librosa.feature.mfcc(y=y, sr=sr, n_mfcc=13),
+        librosa.feature.spectral_centroid(y=y, sr=sr),
+        librosa.feature.spectral_contrast(y=y, sr=sr),
+    ]
+    return np.concatenate(rows).T
+
+
+def test_librosa_backend_matches_the_study_code(small_ds):
+    path = small_ds.clips[0].path
+    ours = clip_features(load_audio(path), SPECTRAL, backend="librosa")
+    ref = study_features(path)
+    assert ours.shape == ref.shape == (129, 21)
+    assert ours.dtype == np.float32
+    scale = np.abs(ref).max(axis=0)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5 * scale.max())
+    assert ours[:, 13].mean() > 100  # column 13 is the centroid, in Hz
+    np.testing.assert_allclose(ours[:, 13], ref[:, 13], rtol=1e-5)
+
+
+def test_torch_backend_agrees_with_librosa(small_ds):
+    y = load_audio(small_ds.clips[1].path)
+    ref = clip_features(y, SPECTRAL, backend="librosa")
+    fast = clip_features(y, SPECTRAL, backend="torch")
+    np.testing.assert_allclose(fast[:, :14], ref[:, :14], rtol=1e-3, atol=1e-3 * np.abs(ref[:, :13]).max())
+    np.testing.assert_allclose(fast[:, 14:], ref[:, 14:], rtol=1e-2, atol=1e-2)
+
+
+def test_chroma_and_deltas_extend_each_frame(small_ds):
+    y = load_audio(small_ds.clips[3].path)  # class 3: harmonics above 150 Hz, so chroma has a tuning
+    config = FeatureConfig(frames=None, chroma=True, deltas=True)
+    x = clip_features(y, config, backend="librosa")
+    assert x.shape == (129, 66) == (config.num_frames, config.feature_dim)
+    base = clip_features(y, replace(config, deltas=False), backend="librosa")
+    np.testing.assert_allclose(x[:, :33], base, rtol=1e-6)
+    chroma = librosa.feature.chroma_stft(y=y, sr=22050)
+    np.testing.assert_allclose(x[:, 21:33], chroma.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x[:, 33:], librosa.feature.delta(base.T).T, rtol=1e-4, atol=1e-4)
+
+
+def test_frames_keep_the_first_frames_and_short_input_is_padded():
+    y = np.random.default_rng(1).standard_normal(30000).astype(np.float32) * 0.1
+    whole = clip_features(y, SPECTRAL, backend="librosa")
+    first = clip_features(y, FeatureConfig(frames=3), backend="librosa")
+    assert first.shape == (3, 21)
+    np.testing.assert_array_equal(first, whole[:3])
+    assert whole[-1, 13] == 0.0  # the padded tail is silence: centroid 0
+
+
+def test_waveform_frames_are_the_clip_cut_into_pieces():
+    y = np.random.default_rng(2).uniform(-1, 1, 70000).astype(np.float32)
+    config = FeatureConfig(representation="waveform", frames=None)
+    x = clip_features(y, config)
+    assert x.shape == (128, 512) and x.dtype == np.float32
+    np.testing.assert_allclose(x.reshape(-1), y[:65536], rtol=1e-3, atol=1e-7)
+    assert clip_features(y, replace(config, frames=5)).shape == (5, 512)
+
+
+def test_load_features_shapes_labels_and_order(small_ds, medley_cache):
+    seen = []
+    data = load_features(small_ds, FeatureConfig(), progress=lambda d, t, m: seen.append((d, t)))
+    assert set(data) == {"training", "validation", "test"}
+    for split, fs in data.items():
+        clips = small_ds.subset(split)
+        assert fs.x.shape == (len(clips), 3, 21) and fs.x.dtype == np.float32
+        assert fs.y.dtype == np.int64 and list(fs.y) == [c.label for c in clips]
+        assert fs.ids == [c.uuid for c in clips]
+    assert seen[-1] == (6, 6)
+    direct = clip_features(load_audio(small_ds.subset("test")[1].path), FeatureConfig())
+    np.testing.assert_allclose(data["test"].x[1], direct, rtol=1e-6)
+
+
+def test_librosa_backend_dataset_path(small_ds, medley_cache):
+    data = load_features(small_ds, FeatureConfig(frames=2), backend="librosa")
+    clip = small_ds.subset("validation")[0]
+    np.testing.assert_allclose(data["validation"].x[0], study_features(clip.path)[:2], rtol=1e-5, atol=1e-4)
+
+
+def count_extractions(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    original = F._extract
+
+    def counting(files, *args, **kwargs):
+        calls.append(len(files))
+        return original(files, *args, **kwargs)
+
+    monkeypatch.setattr(F, "_extract", counting)
+    return calls
+
+
+def test_cache_is_hit_shared_across_frames_and_missed_on_config_change(small_ds, medley_cache, monkeypatch):
+    calls = count_extractions(monkeypatch)
+    first = load_features(small_ds, FeatureConfig(frames=3))
+    assert calls == [2, 2, 2]
+    again = load_features(small_ds, FeatureConfig(frames=None))
+    assert calls == [2, 2, 2]
+    np.testing.assert_array_equal(again["training"].x[:, :3], first["training"].x)
+    assert again["training"].x.shape == (2, 129, 21)
+    load_features(small_ds, FeatureConfig(frames=3, chroma=True))
+    assert calls == [2, 2, 2] * 2
+    load_features(small_ds, FeatureConfig(), use_cache=False)
+    assert len(calls) == 9
+    assert len(list((medley_cache / "features").glob("*.npy"))) == 6
+
+
+def test_corrupt_cache_file_is_recomputed(small_ds, medley_cache, monkeypatch):
+    config = FeatureConfig(frames=None)
+    first = load_features(small_ds, config)
+    path = F.cache_path(small_ds, config, "test")
+    path.write_bytes(b"\x93NUMPY garbage")
+    calls = count_extractions(monkeypatch)
+    again = load_features(small_ds, config)
+    assert calls == [2]
+    np.testing.assert_array_equal(again["test"].x, first["test"].x)
+    assert np.load(path, allow_pickle=False).shape == (2, 129, 21)
+
+
+def test_waveform_cache_is_float16_and_skipped_when_too_big(small_ds, medley_cache, monkeypatch):
+    config = FeatureConfig(representation="waveform", frames=4)
+    data = load_features(small_ds, config)
+    assert data["training"].x.shape == (2, 4, 512)
+    stored = np.load(F.cache_path(small_ds, config, "training"), allow_pickle=False)
+    assert stored.dtype == np.float16 and stored.shape == (2, 128, 512)
+    np.testing.assert_array_equal(stored[:, :4].astype(np.float32), data["training"].x)
+    monkeypatch.setattr(F, "WAVEFORM_CACHE_BYTES", 1000)
+    other = replace(config, waveform_frame=256)
+    again = load_features(small_ds, other)
+    assert again["test"].x.shape == (2, 4, 256)
+    assert not F.cache_path(small_ds, other, "test").exists()
+
+
+def test_fit_standardizer_over_clips_and_frames():
+    rng = np.random.default_rng(3)
+    x = rng.normal(5.0, 2.0, size=(40, 3, 4)).astype(np.float32)
+    x[:, :, 2] = 7.0
+    mean, std = fit_standardizer(x)
+    assert mean.shape == std.shape == (4,)
+    np.testing.assert_allclose(mean, x.reshape(-1, 4).mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(std[[0, 1, 3]], x.reshape(-1, 4).std(axis=0)[[0, 1, 3]], rtol=1e-4)
+    assert std[2] == pytest.approx(1e-8)
+
+
+def test_unknown_backend_is_a_config_error(small_ds):
+    with pytest.raises(ConfigError, match="'numpy'"):
+        load_features(small_ds, FeatureConfig(), backend="numpy")
