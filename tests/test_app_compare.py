@@ -1,0 +1,400 @@
+"""The Compare page (pages/3_Compare.py) in AppTest, and the helpers of ui/compare.py.
+
+Runs are written straight into a temporary RunStore with fake results: predictions are
+random probabilities with some skill, metrics come from engine.metrics.evaluate on them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import ui.common
+from engine.config import RunConfig
+from engine.errors import ConfigError, EngineError
+from engine.metrics import evaluate
+from engine.presets import STUDY_ABLATION_CHANGES, STUDY_BASE, STUDY_REPORTED
+from engine.store import RunStore
+from ui import compare as cmp
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = "pages/3_Compare.py"
+
+
+# ---- fake runs ------------------------------------------------------------------------------
+
+
+def fake_predictions(rng: np.random.Generator, ids: list[str], y: np.ndarray, skill: float) -> dict:
+    """Probabilities whose argmax is right about `skill` of the time (plus chance)."""
+    logits = rng.normal(size=(len(y), 8))
+    logits[np.arange(len(y)), y] += skill * 4
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return {"ids": ids, "y": y.tolist(), "probs": probs.round(4).tolist()}
+
+
+def add_run(store: RunStore, config: RunConfig, name: str, *, skill: float = 0.5, seed: int = 0,
+            tags=(), status: str = "finished", splits: dict | None = None, epochs: int = 5) -> str:
+    """A run in `store` with a fake result; `splits` = {split: (ids, y)} shared between runs."""
+    run_id = store.create_run(config, name=name, tags=tags)
+    if status != "finished":
+        store.set_status(run_id, status)
+        return run_id
+    rng = np.random.default_rng(seed)
+    predictions = {split: fake_predictions(rng, ids, y, skill) for split, (ids, y) in splits.items()}
+    metrics = {split: evaluate(np.asarray(p["y"]), np.asarray(p["probs"])) for split, p in predictions.items()}
+    history = [
+        {"epoch": e, "train_loss": 2.0 / e + rng.uniform(0, 0.1), "val_loss": 2.1 / e + rng.uniform(0, 0.1),
+         "val_accuracy": min(1.0, skill * e / epochs + rng.uniform(0, 0.05)), "seconds": 1.5 * e}
+        for e in range(1, epochs + 1)
+    ]
+    result = SimpleNamespace(status="finished", error=None, device="cpu", state_dict={}, standardizer=None,
+                             best_epoch=epochs, history=history, step_losses=[1.0] * 10, metrics=metrics,
+                             predictions=predictions)
+    store.save_result(run_id, result)
+    return run_id
+
+
+def make_splits(n: int = 48, seed: int = 0, ids: dict | None = None) -> dict:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split in ("validation", "test"):
+        split_ids = (ids or {}).get(split) or [f"{split[:3]}-{k:04d}" for k in range(n)]
+        y = np.arange(len(split_ids)) % 8
+        rng.shuffle(y)
+        out[split] = (split_ids, y)
+    return out
+
+
+def tiny_ids(root: Path) -> dict[str, tuple[list[str], np.ndarray]]:
+    """(uuids, labels) per split of a tiny dataset written by conftest's make_tiny_dataset."""
+    meta = pd.read_csv(root / "annotation" / "Medley-solos-DB_metadata.csv")
+    return {s: (meta[meta.subset == s].uuid4.tolist(), meta[meta.subset == s].instrument_id.to_numpy())
+            for s in ("validation", "test")}
+
+
+@pytest.fixture
+def env(medley_cache: Path):
+    """An isolated cache ($MEDLEY_CACHE), fresh Streamlit caches, and the store the app will open."""
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    store = RunStore()
+    yield store
+    store.close()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def populated(env: RunStore, make_tiny_dataset):
+    """Four runs: A (lr 1e-4), B seed 0 and B seed 1 (one seed group, lr 1e-3, better), one failed."""
+    data = str(make_tiny_dataset(per_class=2))
+    splits = tiny_ids(Path(data))
+    base = RunConfig(data=data).with_values(**{"train.epochs": 5})
+    b_conf = base.with_values(**{"train.lr": 1e-3})
+    ids = {
+        "a": add_run(env, base, "alpha", skill=0.2, seed=1, splits=splits, tags=("study",)),
+        "b0": add_run(env, b_conf, "beta s0", skill=0.9, seed=2, splits=splits),
+        "b1": add_run(env, b_conf.with_values(**{"train.seed": 1}), "beta s1", skill=0.8, seed=3, splits=splits),
+        "f": add_run(env, base.with_values(**{"model.dropout": 0.5}), "broken", status="failed"),
+    }
+    return SimpleNamespace(store=env, ids=ids, data=data)
+
+
+def open_compare(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    at.run()
+    at.switch_page(PAGE)
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "success", "info", "warning", "error") for e in at.get(kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def table_names(at: AppTest) -> list[str]:
+    return list(at.dataframe[0].value["name"])
+
+
+# ---- AppTest --------------------------------------------------------------------------------
+
+
+def test_empty_store_renders(env):
+    at = open_compare()
+    assert "No runs yet" in texts(at)
+
+
+def test_table_lists_runs_and_filters_by_status(populated):
+    at = open_compare()
+    assert sorted(table_names(at)) == ["alpha", "beta s0", "beta s1", "broken"]
+    # the run tagged "study" is shown beside the study's reported number
+    assert "Our study runs beside" in texts(at)
+    study = [df.value for df in at.dataframe if "study row" in df.value.columns][0]
+    assert list(study["study row"]) == ["base"] and study.loc[0, "study val acc"] == 0.78
+    at.multiselect(key="cmp_status").set_value(["failed"]).run()
+    assert not at.exception
+    assert table_names(at) == ["broken"]
+    at.multiselect(key="cmp_status").set_value([]).run()
+    at.selectbox(key="cmp_param").set_value("train.lr").run()
+    at.multiselect(key="cmp_values").set_value(["0.001"]).run()
+    assert sorted(table_names(at)) == ["beta s0", "beta s1"]
+
+
+def test_url_selection_shows_comparison(populated):
+    ids = populated.ids
+    at = open_compare({"runs": f"{ids['a']},{ids['b0']}"})
+    assert at.multiselect(key="cmp_runs").value == [ids["a"], ids["b0"]]
+    charts = at.get("vega_lite_chart")
+    # loss + accuracy curves, two heatmaps, per-class bars, difference heatmap, gap bars, scatter
+    assert len(charts) >= 8
+    sentence = texts(at)
+    assert "better than" in sentence or "not distinguishable from noise" in sentence
+    assert "B fixed" in sentence or "B broke" in sentence
+    assert any("95% CI" in df.value.columns for df in at.dataframe)
+    # the differing parameter (lr) is in the diff table
+    diff_tables = [df.value for df in at.dataframe if df.value.index.name == "parameter"]
+    assert diff_tables and list(diff_tables[0].index) == ["train.lr"]
+    # the choice is written back to the URL
+    assert at.query_params["runs"] == f"{ids['a']},{ids['b0']}"
+
+
+def test_seed_group_and_mistakes_audio(populated):
+    ids = populated.ids
+    at = open_compare({"runs": f"{ids['a']},{ids['b0']},{ids['b1']}"})
+    assert at.toggle(key="cmp_grouped").value is True
+    assert any("group" in df.value.columns and "beta s0 (2 seeds)" in set(df.value["group"]) for df in at.dataframe)
+    assert "Mean accuracy over seeds" in texts(at)
+    assert "Confusion difference B - A (test, mean over seeds)" in texts(at)
+    # listen to the mistakes: pick the actual/predicted cell of one of alpha's mistakes
+    pred = populated.store.load_predictions(ids["a"])["test"]
+    probs = np.asarray(pred["probs"])
+    wrong = int(np.flatnonzero(probs.argmax(1) != np.asarray(pred["y"]))[0])
+    at.selectbox(key="mis_run").set_value(ids["a"]).run()
+    at.selectbox(key="mis_actual").set_value(int(pred["y"][wrong])).run()
+    at.selectbox(key="mis_pred").set_value(int(probs[wrong].argmax())).run()
+    assert not at.exception
+    assert len(at.get("audio")) >= 1
+
+
+def test_ablation_builder_queues_runs(populated, monkeypatch):
+    from engine.jobs import JobManager
+
+    def no_training(config, progress=None):
+        raise EngineError("tests do not train")
+
+    manager = JobManager(populated.store, data_loader=no_training)
+    monkeypatch.setattr(ui.common, "get_manager", lambda: manager)
+    try:
+        at = open_compare()
+        before = len(populated.store.list_runs())
+        at.multiselect(key="abl_params").set_value(["train.lr", "model.dropout"]).run()
+        at.text_input(key="abl_train.lr").input("1e-3, 1e-4").run()
+        at.text_input(key="abl_model.dropout").input("0.1, 0.3, 0.5").run()
+        assert at.button(key="abl_queue").label == "Queue 6 runs"
+        at.button(key="abl_queue").click().run()
+        assert not at.exception
+        runs = populated.store.list_runs()
+        assert len(runs) == before + 6
+        new = runs[:6]
+        assert {(r.config.train.lr, r.config.model.dropout) for r in new} == {
+            (lr, d) for lr in (1e-3, 1e-4) for d in (0.1, 0.3, 0.5)}
+        at.number_input(key="abl_seeds").set_value(4).run()
+        at.button(key="abl_repeat").click().run()
+        runs = populated.store.list_runs()
+        assert len(runs) == before + 10 and len({r.group_key for r in runs[:4]}) == 1
+        at.button(key="abl_study").click().run()
+        assert len(populated.store.list_runs(tag="study")) == 1 + len(STUDY_ABLATION_CHANGES)
+        # a bad value is reported, nothing queued
+        at.text_input(key="abl_model.dropout").input("0.1, 2").run()
+        assert at.error and at.button(key="abl_queue").disabled
+    finally:
+        manager.shutdown(timeout=5)
+
+
+def test_page_time_with_200_runs(env):
+    splits = make_splits(n=40)
+    base = RunConfig()
+    rng = np.random.default_rng(0)
+    for k in range(200):
+        config = base.with_values(**{"train.lr": float(rng.choice([1e-3, 1e-4, 1e-5])),
+                                     "model.dropout": float(rng.choice([0.05, 0.1, 0.5])), "train.seed": k})
+        add_run(env, config, f"run {k}", skill=float(rng.uniform(0.1, 0.9)), seed=k, splits=splits, epochs=20)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    at.run()
+    at.switch_page(PAGE)
+    at.run()  # warm-up: imports, caches
+    start = time.perf_counter()
+    at.run()
+    elapsed = time.perf_counter() - start
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 200
+    print(f"\nCompare page with 200 runs: {elapsed:.2f} s per rerun (AppTest)")
+    assert elapsed < 3.0
+
+
+# ---- ui/compare.py ---------------------------------------------------------------------------
+
+
+def record(run_id: str, config: RunConfig, *, name: str | None = None, status: str = "finished", tags=(),
+           metrics: dict | None = None, history=None, group: str | None = None):
+    return SimpleNamespace(id=run_id, name=name or run_id, status=status, tags=list(tags), created=0.0,
+                           config=config, group_key=group or config.with_values(**{"train.seed": 0}).digest(),
+                           metrics=metrics or {}, history=history or [], finished=1.0)
+
+
+def test_param_diff_shows_only_differing_params():
+    a = record("a", RunConfig())
+    b = record("b", RunConfig().with_values(**{"train.lr": 1e-3, "features.frames": None}))
+    c = record("c", RunConfig().with_values(**{"train.lr": 1e-3}))
+    diff = cmp.param_diff([a, b, c])
+    assert list(diff.index) == ["features.frames", "train.lr"]
+    assert list(diff.loc["train.lr"]) == ["0.0001", "0.001", "0.001"]
+    assert list(diff.loc["features.frames"]) == ["3", "None", "3"]
+    assert cmp.param_diff([a, record("a2", RunConfig())]).empty
+
+
+def test_runs_frame_and_filters():
+    m = {"validation": {"accuracy": 0.8}, "test": {"accuracy": 0.5, "balanced_accuracy": 0.4, "macro_f1": 0.3}}
+    runs = [
+        record("a", RunConfig(), status="finished", tags=["study"], metrics=m),
+        record("b", RunConfig().with_values(**{"train.lr": 1e-3}), status="failed"),
+        record("c", RunConfig().with_values(**{"train.optimizer": "sgd"}), status="finished", tags=["x"]),
+    ]
+    df = cmp.runs_frame(runs)
+    assert df.loc[0, "val-test gap"] == pytest.approx(0.3)
+    assert np.isnan(df.loc[1, "val acc"])
+    assert list(cmp.filter_runs(df, ["finished"])["id"]) == ["a", "c"]
+    assert list(cmp.filter_runs(df, tag="study")["id"]) == ["a"]
+    assert list(cmp.filter_runs(df, param="train.lr", values=["0.001"])["id"]) == ["b"]
+    assert list(cmp.filter_runs(df, ["finished"], param="train.optimizer", values=["adam"])["id"]) == ["a"]
+    assert list(cmp.filter_runs(df)["id"]) == ["a", "b", "c"]
+    assert cmp.param_values(df, "train.lr") == ["0.0001", "0.001"]
+    assert cmp.all_tags(df) == ["study", "x"]
+    assert "train.optimizer" in cmp.table_columns(df)  # key parameter
+    assert "data" not in cmp.table_columns(df)  # same everywhere, not a key parameter
+
+
+def test_run_ids_in_url():
+    assert cmp.parse_run_ids(" a,b,,a,zz ", {"a", "b"}) == (["a", "b"], ["zz"])
+    assert cmp.parse_run_ids(None, {"a"}) == ([], [])
+    assert cmp.encode_run_ids(["a", "b"]) == "a,b"
+
+
+def test_parse_values_and_grid():
+    assert cmp.parse_values("1e-3, 1e-4", 1e-4) == [1e-3, 1e-4]
+    assert cmp.parse_values("20, 50, 50", 100) == [20, 50]
+    assert cmp.parse_values("none, 3", 3) == [None, 3]
+    assert cmp.parse_values("yes, false", False) == [True, False]
+    assert cmp.parse_values("sgd,adam", "adam") == ["sgd", "adam"]
+    assert cmp.parse_values("1.0", None) == [1.0]
+    with pytest.raises(ConfigError, match="'2.5'"):
+        cmp.parse_values("2.5", 100)
+    with pytest.raises(ConfigError):
+        cmp.parse_values("maybe", True)
+    grid = cmp.build_grid(RunConfig(), {"train.lr": [1e-3, 1e-4], "model.dropout": [0.1, 0.2, 0.3], "train.seed": []})
+    assert len(grid) == 6 and len({c.digest() for c in grid}) == 6
+    with pytest.raises(ConfigError):
+        cmp.build_grid(RunConfig(), {"model.dropout": [1.5]})
+
+
+def test_study_rows_and_gap():
+    splits = {"validation": {"accuracy": 0.7, "balanced_accuracy": 0.6, "per_class_accuracy": [0.5] * 8},
+              "test": {"accuracy": 0.5, "balanced_accuracy": 0.4, "per_class_accuracy": [0.25] * 8}}
+    lr = record("x", STUDY_BASE.with_values(**{"train.lr": 1e-3, "train.epochs": 5, "data": "d"}),
+                tags=["study"], metrics=splits)
+    other = record("y", STUDY_BASE, metrics={})
+    frame = cmp.study_frame([lr, other], {"x": "x", "y": "y"}, STUDY_REPORTED, STUDY_ABLATION_CHANGES, STUDY_BASE)
+    assert list(frame["study row"]) == ["lr 1e-3"]
+    assert frame.loc[0, "study val acc"] == 0.75 and frame.loc[0, "our val acc"] == 0.7
+    gaps = cmp.gap_frame([lr, other], {"x": "x", "y": "y"})
+    assert list(gaps["run"]) == ["x"] and gaps.loc[0, "gap"] == pytest.approx(0.2)
+    assert cmp.gap_per_class_frame(lr)["gap"].tolist() == pytest.approx([0.25] * 8)
+
+
+def test_confusion_difference_frame_marks_fixes_and_breaks():
+    a = np.eye(8) * 10
+    a[0, 1] = 5
+    b = np.eye(8) * 10
+    b[0, 0] = 15  # B fixed the 5 clarinets A called guitar
+    b[2, 3] = 2  # and broke 2 singers
+    b[2, 2] = 8
+    df = cmp.confusion_difference_frame(a, b).set_index(["actual", "predicted"])
+    assert df.loc[("clarinet", "guitar"), "verdict"] == "fixed"
+    assert df.loc[("clarinet", "clarinet"), "effect"] == 5
+    assert df.loc[("singer", "flute"), "verdict"] == "broke"
+    assert df.loc[("singer", "singer"), "effect"] == -2
+    assert (df["verdict"] == "same").sum() == 64 - 4
+    cmp.confusion_difference_chart(df.reset_index()).to_dict()
+    assert cmp.confusion_domain([a, b], normalize=False) == (0.0, 15.0)
+    assert cmp.confusion_domain([a, b], normalize=True) == (0.0, 1.0)
+    runs = [SimpleNamespace(metrics={"test": {"confusion": m.tolist()}}) for m in (a, b)] + [SimpleNamespace(metrics={})]
+    assert cmp.mean_confusion(runs, "test")[0, 0] == 12.5 and cmp.mean_confusion(runs[2:], "test") is None
+
+
+def test_mistakes_frame_lists_the_cell_most_confident_first():
+    pred = {"ids": ["u1", "u2", "u3", "u4"], "y": [0, 0, 0, 1],
+            "probs": [[0.3, 0.6] + [0.1 / 6] * 6, [0.1, 0.8] + [0.1 / 6] * 6,
+                      [0.9, 0.05] + [0.05 / 6] * 6, [0.2, 0.7] + [0.1 / 6] * 6]}
+    df = cmp.mistakes_frame(pred, actual=0, predicted=1)
+    assert list(df["uuid"]) == ["u2", "u1"]
+    assert df.iloc[0]["p(guitar)"] == pytest.approx(0.8)
+    assert cmp.mistakes_frame({}, 0, 1).empty
+
+
+def test_seed_groups_and_bands():
+    hist = lambda v: [{"epoch": 1, "val_loss": v, "seconds": 1.0}, {"epoch": 2, "val_loss": v / 2, "seconds": 2.0}]
+    a = record("a", RunConfig(), history=hist(1.0), group="g")
+    b = record("b", RunConfig(), history=hist(3.0), group="g")
+    c = record("c", RunConfig(), history=hist(2.0), group="h")
+    groups = cmp.seed_groups([a, b, c], {"a": "a", "b": "b", "c": "c"})
+    assert list(groups) == ["a (2 seeds)", "c"]
+    bands = cmp.group_bands(groups, "val_loss")
+    first = bands[(bands.group == "a (2 seeds)") & (bands.epoch == 1)].iloc[0]
+    assert first["mean"] == 2.0 and first["min"] == 1.0 and first["max"] == 3.0 and first["n"] == 2
+    cmp.band_chart(bands, band="minmax", log_scale=True).to_dict()
+    smooth = cmp.smooth_bands(bands, 0.5).set_index(["group", "epoch"])
+    assert smooth.loc[("a (2 seeds)", 1), "mean"] == 2.0  # bias-corrected EMA starts at the value
+    assert 1.0 < smooth.loc[("a (2 seeds)", 2), "mean"] < 2.0
+
+
+def test_param_metric_views():
+    runs = [record(f"r{k}", RunConfig().with_values(**{"train.lr": lr, "train.optimizer": opt}),
+                   metrics={"validation": {"accuracy": 0.5}, "test": {"accuracy": 0.1 * k}})
+            for k, (lr, opt) in enumerate([(1e-5, "adam"), (1e-3, "sgd"), (1e-4, "adam")])]
+    df = cmp.runs_frame(runs)
+    cmp.param_metric_chart(df, "train.lr", "test acc").to_dict()
+    cmp.param_metric_chart(df, "train.optimizer", "test acc").to_dict()
+    long = cmp.parallel_frame(df, ["train.lr", "train.optimizer"], "test acc")
+    assert len(long) == 9
+    lr_pos = long[long.axis == "train.lr"].set_index("id")["position"]
+    assert lr_pos["r0"] == 0 and lr_pos["r1"] == 1 and lr_pos["r2"] == pytest.approx(0.5)  # log scale
+    cmp.parallel_coordinates_chart(long, ["train.lr", "train.optimizer", "test acc"]).to_dict()
+
+
+def test_unfinished_and_diverged_runs_do_not_break_the_page(populated):
+    store = populated.store
+    running = store.create_run(RunConfig(data=populated.data), name="still going")
+    store.set_status(running, "running")
+    store.append_epoch(running, {"epoch": 1, "train_loss": 2.0, "val_loss": 2.1, "val_accuracy": 0.2, "seconds": 1.0})
+    diverged = store.create_run(RunConfig(data=populated.data).with_values(**{"train.lr": 10.0}), name="exploded")
+    store.save_result(diverged, SimpleNamespace(
+        status="diverged", error="loss became nan", device="cpu", state_dict={}, standardizer=None, best_epoch=None,
+        history=[{"epoch": 1, "train_loss": float("nan"), "val_loss": float("inf"), "val_accuracy": 0.1, "seconds": 1.0}],
+        step_losses=[], metrics={}, predictions={}))
+    at = open_compare({"runs": f"{running},{diverged}"})
+    assert "None of the chosen runs has finished evaluation yet." in texts(at)
+    at.toggle(key="cmp_log").set_value(True).run()
+    at.multiselect(key="cmp_runs").set_value([running, diverged, populated.ids["a"]]).run()
+    assert not at.exception
+    assert at.query_params["runs"] == f"{running},{diverged},{populated.ids['a']}"
