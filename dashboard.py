@@ -1,0 +1,134 @@
+"""Home: the dataset in use, the compute device, the runs so far, and a one-click start.
+
+Run with `streamlit run dashboard.py` (optionally `-- --data /path/to/medley_solos_db`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from engine.config import RunConfig
+from engine.errors import EngineError
+from engine.labels import SUBSETS
+from ui.common import (
+    compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store,
+    load_dataset_cached, render_sidebar, set_data_setting,
+)
+
+st.set_page_config(page_title="Medley LSTM lab", page_icon="🎻", layout="wide")
+render_sidebar()
+
+st.title("Medley-solos-DB LSTM lab")
+st.write(
+    "Train, compare and use small LSTM classifiers of 8 solo instruments, starting from a student "
+    "study's configuration. Pages: **Dataset** (what is in the data), **Train** (one run, live), "
+    "**Compare** (runs side by side, with statistics), **Predict** (classify your own audio)."
+)
+
+data = data_setting()
+store = get_store()
+runs = store.list_runs()
+
+# ---- dataset ----------------------------------------------------------------------------
+st.subheader("Dataset")
+left, right = st.columns([3, 2])
+with left:
+    st.markdown(f"In use: **{describe_data(data)}** · compute device: **{compute_device()}**")
+    if dataset_ready(data):
+        try:
+            ds = load_dataset_cached(data)
+        except EngineError as exc:
+            st.error(f"Cannot read the dataset: {exc}")
+        else:
+            kind = "demo (synthetic, rendered from General MIDI soundfonts)" if ds.is_demo else "Medley-solos-DB"
+            counts = pd.DataFrame(ds.counts()).reindex(columns=list(SUBSETS))
+            counts.loc["total"] = counts.sum()
+            st.caption(f"{kind} at `{ds.root}` ({ds.layout} layout), {len(ds.clips)} clips, "
+                       f"{len(ds.problems)} problem(s) found.")
+            st.dataframe(counts, width="stretch")
+    else:
+        st.info("The built-in demo dataset has not been generated yet (see *Getting started* below).")
+with right:
+    with st.form("switch_data"):
+        value = st.text_input(
+            "Dataset folder", value=data, placeholder="empty = default",
+            help="A Medley-solos-DB folder (mirdata layout: annotation/ + audio/, or the CSV beside the "
+                 "WAVs), `demo`, `demo:tiny`, or empty for the default: $MEDLEY_DATA, then "
+                 "~/mir_datasets/medley_solos_db, else the built-in demo.",
+        )
+        if st.form_submit_button("Use this dataset"):
+            set_data_setting(value)
+            st.rerun()
+    st.caption("Also: `streamlit run dashboard.py -- --data /path/to/medley_solos_db`, "
+               "or `MEDLEY_DATA=/path streamlit run dashboard.py`, or `?data=...` in the URL.")
+
+# ---- runs -------------------------------------------------------------------------------
+st.subheader("Runs")
+by_status = pd.Series([r.status for r in runs], dtype="object").value_counts()
+cols = st.columns(4)
+cols[0].metric("running", int(by_status.get("running", 0)))
+cols[1].metric("queued", int(by_status.get("queued", 0)))
+cols[2].metric("finished", int(by_status.get("finished", 0)))
+cols[3].metric("failed / cancelled / other", len(runs) - int(by_status.reindex(["running", "queued", "finished"]).fillna(0).sum()))
+
+finished = [r for r in runs if r.status == "finished" and r.metrics.get("test")]
+if finished:
+    def _m(r, split, key):
+        return (r.metrics.get(split) or {}).get(key)
+
+    table = pd.DataFrame([
+        {"run": r.name, "id": r.id, "test balanced acc.": _m(r, "test", "balanced_accuracy"),
+         "test acc.": _m(r, "test", "accuracy"), "val balanced acc.": _m(r, "validation", "balanced_accuracy"),
+         "val acc.": _m(r, "validation", "accuracy"), "epochs": r.epochs_done, "tags": ", ".join(r.tags)}
+        for r in finished
+    ]).sort_values("test balanced acc.", ascending=False, na_position="last").head(10)
+    st.markdown("**Best finished runs** (by test balanced accuracy = mean per-class recall on the test split)")
+    pct = {c: st.column_config.NumberColumn(c, format="percent") for c in
+           ("test balanced acc.", "test acc.", "val balanced acc.", "val acc.")}
+    st.dataframe(table, hide_index=True, width="stretch", column_config=pct)
+    st.page_link("pages/3_Compare.py", label="Compare runs →")
+elif not runs:
+    st.caption("No runs yet.")
+
+# ---- getting started --------------------------------------------------------------------
+st.subheader("Getting started" if not runs or not dataset_ready(data) else "The study's ablation")
+if not runs or not dataset_ready(data):
+    st.write("1. Make the demo data (or point the dashboard at Medley-solos-DB above). "
+             "2. Run the study's ablation: its base configuration and the nine variations it reported. "
+             "3. Watch them on the **Train** page or in the sidebar, then **Compare**.")
+if not dataset_ready(data) and st.button("Make demo data", type="primary"):
+    try:
+        load_dataset_cached(data)
+    except EngineError as exc:
+        st.error(f"Could not make the demo data: {exc}")
+    else:
+        st.rerun()
+
+try:
+    from engine.presets import study_ablation
+except ImportError:
+    study_ablation = None
+if study_ablation is None:
+    st.info("The study's ablation preset (engine.presets) is not available in this version.")
+else:
+    c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+    epochs = c1.number_input("epochs per run (the study: 50)", 1, 500, 50, key="ablation_epochs")
+    if c2.button("Run the study's ablation", type="primary" if dataset_ready(data) else "secondary",
+                 help="Queues one run per ablation row (10 runs: base, batch 50/20, lr 1e-3/1e-5, dropout "
+                      "0.05/0.5, SGD, Adadelta, 2+1 LSTM), tagged 'study'."):
+        if not dataset_ready(data):  # make the demo here, with progress, before the workers need it
+            try:
+                load_dataset_cached(data)
+            except EngineError as exc:
+                st.error(f"Could not make the demo data: {exc}")
+                st.stop()
+        manager = get_manager()
+        rows = study_ablation(RunConfig(data=data), **{"train.epochs": int(epochs)})
+        for name, config in rows:
+            manager.submit(config, name=f"study: {name}", tags=("study",))
+        st.session_state["home_flash"] = (f"Queued {len(rows)} runs tagged 'study'. Progress is in the sidebar; "
+                                          "results on **Compare**.")
+        st.rerun()
+if "home_flash" in st.session_state:
+    st.success(st.session_state.pop("home_flash"))

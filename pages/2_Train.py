@@ -1,0 +1,259 @@
+"""Train: every hyperparameter as a widget (defaults = the study's base), Start, live progress,
+then the run's results: metrics, curves, per-class accuracy and confusion matrices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from engine.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
+from engine.errors import EngineError
+from engine.labels import SHORT_NAMES
+from engine.store import ACTIVE
+from ui import charts
+from ui.common import (
+    data_setting, describe_data, fmt_pct, get_manager, get_store, history_frame, job_progress, render_sidebar,
+    run_label,
+)
+
+st.set_page_config(page_title="Train · Medley LSTM lab", page_icon="🎻", layout="wide")
+render_sidebar()
+st.title("Train")
+
+try:
+    from engine.presets import PRESETS
+except ImportError:
+    PRESETS = {"study": RunConfig()}
+
+store = get_store()
+data = data_setting()
+FORM = "train_form"  # session_state: the form's values (survives page switches; widget keys do not)
+WHOLE = "whole clip"
+
+
+def widget_values(config: RunConfig) -> dict:
+    """RunConfig -> {widget key: value}."""
+    values = {f"w.{k}": v for k, v in config.flat().items() if k != "data"}
+    values["w.features.frames"] = WHOLE if config.features.frames is None else config.features.frames
+    values["w.train.grad_clip"] = float(config.train.grad_clip or 0.0)
+    return values
+
+
+def apply_preset() -> None:
+    st.session_state[FORM] = widget_values(PRESETS[st.session_state["preset"]])
+    st.session_state.update(st.session_state[FORM])
+
+
+if FORM not in st.session_state:
+    st.session_state[FORM] = widget_values(RunConfig())
+for key, value in st.session_state[FORM].items():
+    st.session_state.setdefault(key, value)
+
+# ---- configuration ----------------------------------------------------------------------
+with st.expander("Configuration", expanded="run" not in st.query_params):
+    top = st.columns([2, 2, 3])
+    top[0].selectbox("Preset", list(PRESETS), key="preset", on_change=apply_preset,
+                     help="study = the student study's base configuration; recommended = our fixes.")
+    name = top[1].text_input("Run name", placeholder="(optional)")
+    top[2].markdown(f"Dataset: **{describe_data(data)}**  \n(change it on the home page)")
+
+    f, m, t = st.columns(3)
+    with f:
+        st.markdown("**Features**")
+        st.selectbox("representation", ["spectral", "waveform"], key="w.features.representation",
+                     help="spectral: 13 MFCC + centroid + 7 contrast per frame; waveform: raw 512-sample frames.")
+        frame_options = [3, WHOLE]
+        if st.session_state["w.features.frames"] not in frame_options:
+            frame_options.insert(0, st.session_state["w.features.frames"])
+        st.radio("frames", frame_options, key="w.features.frames", horizontal=True,
+                 help="The study kept only the first 3 frames (0.07 s) of each clip.")
+        st.checkbox("+ 12 chroma", key="w.features.chroma")
+        st.checkbox("+ deltas", key="w.features.deltas")
+    with m:
+        st.markdown("**Model**")
+        st.selectbox("architecture", ["study", "study_2plus1", "sequence", "waveform"], key="w.model.arch",
+                     help="study: all frames flattened into ONE time step (as in the study); study_2plus1: plus a "
+                          "second small LSTM; sequence: the LSTM reads the clip frame by frame.")
+        st.number_input("hidden size", 1, 4096, key="w.model.hidden_size")
+        st.number_input("LSTM layers", 1, 8, key="w.model.num_layers")
+        st.number_input("dropout", 0.0, 0.95, step=0.05, key="w.model.dropout")
+        st.checkbox("bidirectional (sequence archs)", key="w.model.bidirectional")
+        st.selectbox("pooling over time (sequence archs)", ["last", "mean", "max"], key="w.model.pooling")
+        st.number_input("extra LSTM size (study_2plus1)", 1, 4096, key="w.model.extra_hidden")
+    with t:
+        st.markdown("**Training**")
+        a, b = st.columns(2)
+        a.selectbox("optimizer", ["adam", "sgd", "adadelta"], key="w.train.optimizer")
+        b.number_input("learning rate", 1e-7, 10.0, format="%.1e", step=1e-5, key="w.train.lr")
+        a.number_input("batch size", 1, 100_000, key="w.train.batch_size")
+        b.number_input("epochs", 1, 10_000, key="w.train.epochs")
+        a.number_input("momentum (SGD)", 0.0, 0.999, step=0.1, key="w.train.momentum")
+        b.number_input("rho (Adadelta)", 0.0, 0.999, step=0.05, key="w.train.rho")
+        a.number_input("eps (Adadelta)", 1e-12, 1.0, format="%.0e", key="w.train.eps")
+        b.number_input("weight decay", 0.0, 1.0, format="%.1e", step=1e-5, key="w.train.weight_decay")
+        a.number_input("seed", 0, 2**31 - 1, key="w.train.seed")
+        b.number_input("gradient clip (0 = off)", 0.0, 1000.0, step=0.5, key="w.train.grad_clip")
+        a.selectbox("keep model of", ["last", "best"], key="w.train.select",
+                    format_func=lambda s: {"last": "last epoch", "best": "best validation epoch"}[s])
+        b.checkbox("standardize", help="scale features by training mean/std", key="w.train.standardize")
+        b.checkbox("class weighting", key="w.train.class_weighting")
+
+    st.session_state[FORM] = {k: st.session_state[k] for k in st.session_state[FORM]}
+    start = st.button("Start training", type="primary")
+
+if start:
+    w = st.session_state[FORM]
+    section = lambda s: {k.split(".", 2)[2]: v for k, v in w.items() if k.startswith(f"w.{s}.")}  # noqa: E731
+    try:
+        feats = section("features")
+        feats["frames"] = None if feats["frames"] == WHOLE else int(feats["frames"])
+        train = section("train")
+        train["grad_clip"] = train["grad_clip"] or None
+        for key in ("batch_size", "epochs", "seed"):
+            train[key] = int(train[key])
+        model = section("model")
+        for key in ("hidden_size", "num_layers", "extra_hidden"):
+            model[key] = int(model[key])
+        base = PRESETS[st.session_state["preset"]]
+        config = RunConfig(data=data, features=FeatureConfig(**{**base.features.__dict__, **feats}),
+                           model=ModelConfig(**model), train=TrainConfig(**{**base.train.__dict__, **train}))
+        run_id = get_manager().submit(config, name=name.strip() or None, tags=("train-page",))
+    except EngineError as exc:
+        st.error(f"Cannot start: {exc}")
+    else:
+        st.session_state["run"] = run_id
+        st.query_params["run"] = run_id
+        st.rerun()
+
+# ---- which run --------------------------------------------------------------------------
+recent = store.list_runs(limit=30)
+run_id = st.query_params.get("run") or st.session_state.get("run")
+if run_id is None:
+    if not recent:
+        st.info("Set the configuration above and press **Start training**. Its progress and results appear here.")
+        st.stop()
+    st.caption("Or look at an earlier run:")
+ids = [r.id for r in recent]
+if run_id and run_id not in ids:
+    ids.insert(0, run_id)
+labels = {r.id: f"{run_label(r)} · {r.status}" for r in recent}
+chosen = st.selectbox("Run", ids, index=ids.index(run_id) if run_id in ids else None, format_func=lambda i: labels.get(i, i),
+                      placeholder="choose a run")
+if chosen is None:
+    st.stop()
+if chosen != run_id:
+    st.session_state["run"] = chosen
+    st.query_params["run"] = chosen
+    run_id = chosen
+try:
+    record = store.get(run_id)
+except EngineError as exc:
+    st.error(str(exc))
+    st.stop()
+
+st.subheader(f"Run {run_label(record)}")
+
+
+# ---- live progress ----------------------------------------------------------------------
+def _progress_of(run_id: str) -> dict:
+    try:
+        return next((p for p in job_progress() if p.get("run_id") == run_id), {})
+    except Exception:  # job manager unavailable: fall back on the store alone
+        return {}
+
+
+@st.fragment(run_every=1)
+def live(run_id: str) -> None:
+    rec = store.get(run_id)
+    if rec.status not in ACTIVE:
+        st.rerun()  # the whole page, which now shows the results
+    p = _progress_of(run_id)
+    epochs = rec.config.train.epochs
+    fraction = p.get("fraction") or rec.epochs_done / epochs
+    text = p.get("message") or f"{rec.status}: epoch {rec.epochs_done}/{epochs}"
+    eta = p.get("eta")
+    if eta is not None and rec.status == "running":
+        text += f" · about {eta:.0f} s left"
+    st.progress(min(1.0, max(0.0, float(fraction))), text=text)
+    if st.button("Cancel run", key="cancel_current"):
+        get_manager().cancel(run_id)
+        st.rerun(scope="fragment")
+    steps = store.step_losses(run_id)  # epochs already stored
+    if p.get("phase") == "training" and p.get("epoch", 0) > rec.epochs_done and p.get("step"):
+        steps = steps + list(p.get("recent_losses", []))[-p["step"]:]  # the epoch in progress
+    a, b = st.columns(2)
+    if steps:
+        spe = p.get("steps_per_epoch") or None
+        a.altair_chart(charts.step_loss_chart(steps, steps_per_epoch=spe), width="stretch")
+    if rec.history:
+        b.altair_chart(charts.accuracy_curves(history_frame([rec])), width="stretch")
+    if not steps and not rec.history:
+        st.caption("Waiting for the first steps (features are computed and cached first)…")
+
+
+if record.status in ACTIVE:
+    live(run_id)
+    st.stop()
+
+# ---- results ----------------------------------------------------------------------------
+status_line = f"**{record.status}** after {record.epochs_done} epoch(s)"
+if record.duration:
+    status_line += f" in {record.duration:.0f} s on {record.device or '?'}"
+if record.best_epoch:
+    status_line += f"; model kept from epoch {record.best_epoch}"
+if record.status == "finished":
+    st.success(status_line)
+elif record.status in ("diverged", "failed"):
+    st.error(f"{status_line}.\n\n{record.error or 'no error message recorded'}")
+else:
+    st.warning(f"{status_line}." + (f"\n\n{record.error}" if record.error else ""))
+
+metrics = record.metrics or {}
+for split, label in (("validation", "Validation"), ("test", "Test")):
+    m = metrics.get(split)
+    if not m:
+        continue
+    cols = st.columns([1, 2, 2, 2])
+    cols[0].markdown(f"**{label}**  \n{m.get('n', '?')} clips")
+    cols[1].metric("accuracy", fmt_pct(m.get("accuracy")))
+    cols[2].metric("balanced accuracy", fmt_pct(m.get("balanced_accuracy")), help="mean per-class recall")
+    cols[3].metric("macro-F1", fmt_pct(m.get("macro_f1")))
+if not metrics:
+    st.info("No metrics: the run ended before its first epoch finished.")
+
+hist = history_frame([record])
+if len(hist):
+    st.markdown("**Training curves**")
+    c = st.columns(3)
+    log_scale = c[0].toggle("log-scale loss", value=True)
+    smoothing = c[1].slider("smoothing", 0.0, 0.95, 0.0, 0.05)
+    x = c[2].radio("x axis", ["epoch", "seconds"], horizontal=True)
+    a, b = st.columns(2)
+    a.altair_chart(charts.loss_curves(hist, x=x, log_scale=log_scale, smoothing=smoothing), width="stretch")
+    b.altair_chart(charts.accuracy_curves(hist, x=x, smoothing=smoothing), width="stretch")
+    steps = store.step_losses(run_id)
+    if steps:
+        spe = max(1, len(steps) // max(1, record.epochs_done))
+        st.altair_chart(charts.step_loss_chart(steps, steps_per_epoch=spe, log_scale=log_scale), width="stretch")
+
+if metrics:
+    st.markdown("**Per class**")
+    rows = [{"class": name, "split": split, "accuracy": acc}
+            for split in ("validation", "test") if metrics.get(split)
+            for name, acc in zip(SHORT_NAMES, metrics[split]["per_class_accuracy"])]
+    st.altair_chart(charts.per_class_bars(pd.DataFrame(rows), group="split", y_title="accuracy (recall)"),
+                    width="stretch")
+    normalize = st.toggle("row-normalised confusion matrices", value=False)
+    cols = st.columns(2)
+    for col, split in zip(cols, ("validation", "test")):
+        if metrics.get(split):
+            col.altair_chart(charts.confusion_heatmap(metrics[split]["confusion"], SHORT_NAMES, normalize=normalize,
+                                                      title=split), width="stretch")
+
+with st.expander("Configuration of this run"):
+    st.code(json.dumps(record.config.to_dict(), indent=2), language="json")
+if record.status == "finished" and (Path(__file__).parent / "4_Predict.py").exists():
+    st.page_link("pages/4_Predict.py", label="Use this model on your own audio →")

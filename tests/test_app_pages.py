@@ -1,0 +1,142 @@
+"""The home, Dataset and Train pages render in Streamlit's AppTest, and the Train page trains.
+
+Each test gets its own cache folder ($MEDLEY_CACHE) and the 72-clip synthetic dataset from
+conftest ($MEDLEY_DATA); st.cache_resource / st.cache_data are cleared around each test so
+no store, job manager or dataset leaks between tests.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from engine import paths
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 120  # seconds per script run: the first run imports torch and reads the dataset
+
+
+def _shutdown_manager() -> None:
+    """Stop the job manager's workers if a test made one (before its cache is cleared)."""
+    from ui import common
+
+    try:
+        manager = common.get_manager()
+    except Exception:
+        return
+    for name in ("shutdown", "stop", "close"):
+        method = getattr(manager, name, None)
+        if callable(method):
+            try:
+                method()
+            except Exception:
+                pass
+            return
+
+
+@pytest.fixture
+def app_env(tiny_dataset: Path, medley_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    """An isolated environment: tiny dataset as MEDLEY_DATA, empty cache, fresh Streamlit caches."""
+    monkeypatch.setenv("MEDLEY_DATA", str(tiny_dataset))
+    monkeypatch.chdir(ROOT)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tiny_dataset
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
+    at.run()
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_home_renders_with_dataset_counts(app_env):
+    at = _app()
+    assert not at.exception
+    assert "Medley-solos-DB at" in _texts(at)
+    assert len(at.dataframe) >= 1  # counts per split
+    assert [m.label for m in at.metric][:3] == ["running", "queued", "finished"]
+
+
+def test_home_with_empty_store_and_no_data_shows_getting_started(medley_cache, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(paths, "DEFAULT_MEDLEY_HOME", medley_cache / "no-such-folder")
+    st.cache_resource.clear()
+    try:
+        at = _app()
+        assert not at.exception
+        labels = [b.label for b in at.button]
+        assert "Make demo data" in labels
+        assert "Run the study's ablation" in labels
+        assert "built-in demo" in _texts(at)
+    finally:
+        st.cache_resource.clear()
+
+
+def test_dataset_page_renders(app_env):
+    at = _app()
+    at.switch_page("pages/1_Dataset.py").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["clips"] == "72"
+    assert metrics["problems"] == "0"
+    assert len(at.get("audio")) >= 1  # example clips to play
+
+
+def test_train_page_trains_and_shows_results(app_env):
+    at = _app()
+    at.switch_page("pages/2_Train.py").run()
+    assert not at.exception
+    assert at.number_input(key="w.model.hidden_size").value == 500  # the study's base
+    at.number_input(key="w.train.epochs").set_value(2)
+    at.number_input(key="w.model.hidden_size").set_value(8)
+    at.number_input(key="w.train.batch_size").set_value(8)
+    at.text_input[0].set_value("tiny test run")
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception, at.exception
+
+    from ui.common import get_store
+
+    runs = get_store().list_runs()
+    assert len(runs) == 1 and runs[0].name == "tiny test run"
+    deadline = time.time() + 180
+    while get_store().get(runs[0].id).status in ("queued", "running"):  # run_every never fires in AppTest
+        assert time.time() < deadline, "training did not finish in time"
+        time.sleep(0.5)
+    at.run()
+    assert not at.exception, at.exception
+    record = get_store().get(runs[0].id)
+    assert record.status == "finished", record.error
+    assert record.config.train.epochs == 2 and record.config.model.hidden_size == 8
+    labels = [m.label for m in at.metric]
+    assert labels.count("balanced accuracy") == 2  # validation and test
+    assert "macro-F1" in labels
+    _shutdown_manager()
+
+
+def test_train_page_shows_a_failed_runs_error(app_env):
+    from engine.config import RunConfig
+    from ui.common import get_store
+
+    store = get_store()
+    run_id = store.create_run(RunConfig(), name="broken")
+    store.set_status(run_id, "running")
+    store.set_status(run_id, "diverged", error="training diverged: the loss became nan at epoch 1")
+    at = _app()
+    at.switch_page("pages/2_Train.py")
+    at.session_state["run"] = run_id
+    at.run()
+    assert not at.exception
+    assert any("the loss became nan" in e.value for e in at.error)
+    assert any("No metrics" in i.value for i in at.info)

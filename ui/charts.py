@@ -1,0 +1,356 @@
+"""Altair charts shared by the pages. Plain functions: DataFrames / lists in, `alt.Chart` out.
+
+No streamlit in here; a page renders a chart with `st.altair_chart(chart, use_container_width=True)`.
+
+Functions (inputs documented on each):
+- loss_curves(df, x=, log_scale=, smoothing=)         train/val loss per epoch of one or more runs
+- accuracy_curves(df, x=, columns=, smoothing=)       accuracy columns per epoch of one or more runs
+- step_loss_chart(losses, steps_per_epoch=, ...)       training loss per optimiser step (one run)
+- confusion_heatmap(matrix, class_names, normalize=, title=, domain=)
+- per_class_bars(df, group=, value=, title=)           grouped bars: class x run (or split)
+- class_count_chart(counts, share=)                    clips per class (and per split)
+- waveform_chart(y, sr)                                min/max envelope of a clip
+- matrix_heatmap(matrix, ...)                          any (rows, frames) matrix: spectrogram, features
+- feature_boxplot(df, feature=)                        distribution of one value per class
+- ema(values, smoothing)                               exponential moving average helper
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from engine.labels import SHORT_NAMES
+
+X_TITLES = {"epoch": "epoch", "seconds": "wall-clock seconds", "step": "step"}
+
+
+def ema(values: Sequence[float], smoothing: float) -> np.ndarray:
+    """Exponential moving average, TensorBoard-style, with bias correction at the start.
+
+    `smoothing` in [0, 1): 0 returns the values unchanged, 0.9 is heavy smoothing. NaNs are skipped
+    (they stay NaN and do not poison later points).
+    """
+    values = np.asarray(values, dtype=float)
+    if smoothing <= 0 or len(values) == 0:
+        return values
+    out = np.empty_like(values)
+    acc, weight = 0.0, 0.0
+    for i, v in enumerate(values):
+        if not np.isfinite(v):
+            out[i] = np.nan
+            continue
+        acc = smoothing * acc + (1 - smoothing) * v
+        weight = smoothing * weight + (1 - smoothing)
+        out[i] = acc / weight
+    return out
+
+
+def _long(df: pd.DataFrame, x: str, columns: Mapping[str, str], smoothing: float) -> pd.DataFrame:
+    """Melt `columns` ({column: label}) of `df` into run, x, series, value; EMA per run and series."""
+    rows = []
+    for run, part in df.sort_values(x).groupby("run", sort=False):
+        for column, label in columns.items():
+            if column not in part:
+                continue
+            rows.append(pd.DataFrame({
+                "run": run,
+                x: part[x].to_numpy(),
+                "series": label,
+                "value": ema(part[column].to_numpy(dtype=float), smoothing),
+            }))
+    if not rows:
+        return pd.DataFrame(columns=["run", x, "series", "value"])
+    return pd.concat(rows, ignore_index=True)
+
+
+def _curves(long: pd.DataFrame, x: str, y_title: str, log_scale: bool, y_domain=None) -> alt.Chart:
+    if log_scale:
+        long = long[long["value"] > 0]
+        scale = alt.Scale(type="log", nice=False)
+    else:
+        scale = alt.Scale(zero=False, domain=y_domain) if y_domain else alt.Scale(zero=False)
+    many_runs = long["run"].nunique() > 1
+    palette = alt.Scale(scheme="tableau10")
+    color = alt.Color("run:N", title="run", scale=palette) if many_runs else alt.Color("series:N", title=None, scale=palette)
+    encodings = dict(
+        x=alt.X(f"{x}:Q", title=X_TITLES.get(x, x)),
+        y=alt.Y("value:Q", title=y_title, scale=scale),
+        color=color,
+        tooltip=["run:N", "series:N", alt.Tooltip(f"{x}:Q", format=".4~g"), alt.Tooltip("value:Q", format=".4f")],
+    )
+    if many_runs:
+        encodings["strokeDash"] = alt.StrokeDash("series:N", title=None)
+    return alt.Chart(long).mark_line(point=len(long) <= 60).encode(**encodings).properties(height=300)
+
+
+def loss_curves(
+    df: pd.DataFrame, *, x: str = "epoch", log_scale: bool = False, smoothing: float = 0.0
+) -> alt.Chart:
+    """Training and validation loss per epoch.
+
+    df: one row per (run, epoch) with columns `run` (display name), `epoch` (1-based), `seconds`
+    (wall-clock since the run started), `train_loss`, `val_loss` (either loss column may be absent).
+    x: "epoch" or "seconds". log_scale: log y axis (non-positive values dropped).
+    smoothing: EMA factor in [0, 1) applied per run and series.
+    One run: colour = train/val. Several runs: colour = run, dash = train/val.
+    """
+    long = _long(df, x, {"train_loss": "train", "val_loss": "validation"}, smoothing)
+    return _curves(long, x, "loss (log)" if log_scale else "loss", log_scale)
+
+
+def accuracy_curves(
+    df: pd.DataFrame,
+    *,
+    x: str = "epoch",
+    columns: Mapping[str, str] | None = None,
+    smoothing: float = 0.0,
+) -> alt.Chart:
+    """Accuracy per epoch, y in [0, 1].
+
+    df: one row per (run, epoch) with `run`, `epoch`, `seconds` and accuracy columns.
+    columns: {column: legend label}; default {"val_accuracy": "validation accuracy",
+    "train_accuracy": "train accuracy", "val_balanced_accuracy": "validation balanced acc."},
+    absent columns skipped. x and smoothing as in loss_curves.
+    """
+    columns = columns or {
+        "val_accuracy": "validation accuracy",
+        "train_accuracy": "train accuracy",
+        "val_balanced_accuracy": "validation balanced acc.",
+    }
+    long = _long(df, x, columns, smoothing)
+    return _curves(long, x, "accuracy", False, y_domain=[0, 1])
+
+
+def step_loss_chart(
+    losses: Sequence[float],
+    *,
+    steps_per_epoch: int | None = None,
+    log_scale: bool = False,
+    smoothing: float = 0.6,
+    max_points: int = 2000,
+) -> alt.Chart:
+    """Training loss per optimiser step of one run: raw values faint, EMA on top.
+
+    losses: one float per step, in order. steps_per_epoch: when given, x is fractional epochs.
+    Long runs are thinned to about `max_points` points (every k-th step; EMA over all steps).
+    """
+    raw = np.asarray(losses, dtype=float)
+    smooth = ema(raw, smoothing)
+    step = np.arange(1, len(raw) + 1)
+    keep = slice(None, None, max(1, len(raw) // max_points))
+    x_values = step / steps_per_epoch if steps_per_epoch else step
+    x_title = "epoch" if steps_per_epoch else "step"
+    df = pd.DataFrame({"x": x_values[keep], "raw": raw[keep], "smoothed": smooth[keep]})
+    long = df.melt("x", var_name="series", value_name="loss")
+    if log_scale:
+        long = long[long["loss"] > 0]
+    scale = alt.Scale(type="log", nice=False) if log_scale else alt.Scale(zero=False)
+    return (
+        alt.Chart(long)
+        .mark_line()
+        .encode(
+            x=alt.X("x:Q", title=x_title),
+            y=alt.Y("loss:Q", title="train loss per step" + (" (log)" if log_scale else ""), scale=scale),
+            color=alt.Color("series:N", title=None, scale=alt.Scale(domain=["raw", "smoothed"], range=["#b9cde5", "#2f6db5"])),
+            tooltip=[alt.Tooltip("x:Q", title=x_title, format=".3~f"), "series:N", alt.Tooltip("loss:Q", format=".4f")],
+        )
+        .properties(height=260)
+    )
+
+
+def confusion_heatmap(
+    matrix: Sequence[Sequence[float]],
+    class_names: Sequence[str] = SHORT_NAMES,
+    *,
+    normalize: bool = False,
+    title: str = "",
+    domain: tuple[float, float] | None = None,
+) -> alt.Chart:
+    """Confusion matrix: rows = actual class, columns = predicted class (engine.metrics order).
+
+    matrix: (classes, classes) counts. Cells show the count (and the row share when
+    `normalize`); colour is the count, or the row-normalised share (recall along the diagonal)
+    when `normalize`. domain: fixed colour domain, e.g. (0, 1) for normalised matrices or
+    (0, max count over all matrices), so several heatmaps share one scale.
+    """
+    counts = np.asarray(matrix, dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    names = list(class_names)
+    rows = []
+    for i, actual in enumerate(names):
+        for j, predicted in enumerate(names):
+            n = int(counts[i, j])
+            rows.append({
+                "actual": actual, "predicted": predicted, "count": n, "share": float(share[i, j]),
+                "label": f"{n} ({share[i, j]:.0%})" if normalize and n else str(n),
+                "fill": float(share[i, j]) if normalize else float(n),
+            })
+    df = pd.DataFrame(rows)
+    top = domain[1] if domain else (1.0 if normalize else max(1.0, float(counts.max(initial=0))))
+    lo = domain[0] if domain else 0.0
+    scale = alt.Scale(scheme="blues", domain=[lo, top])
+    base = alt.Chart(df).encode(
+        x=alt.X("predicted:N", sort=names, title="predicted", axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
+        y=alt.Y("actual:N", sort=names, title="actual", axis=alt.Axis(labelOverlap=False)),
+    )
+    rects = base.mark_rect().encode(
+        color=alt.Color("fill:Q", scale=scale, title="row share" if normalize else "clips"),
+        tooltip=["actual:N", "predicted:N", "count:Q", alt.Tooltip("share:Q", format=".1%", title="share of row")],
+    )
+    threshold = lo + 0.55 * (top - lo)
+    text = base.mark_text(fontSize=11).encode(
+        text="label:N",
+        color=alt.condition(alt.datum.fill > threshold, alt.value("white"), alt.value("black")),
+    )
+    chart = (rects + text).properties(height=320)
+    return chart.properties(title=title) if title else chart
+
+
+def per_class_bars(
+    df: pd.DataFrame, *, group: str = "run", value: str = "accuracy", title: str = "", y_title: str | None = None
+) -> alt.Chart:
+    """Grouped bars: one group per class, one bar per `group` value (run, or split).
+
+    df: long format with columns `class` (name; order kept as first seen), `group` (default
+    "run") and `value` (default "accuracy", a rate in [0, 1]; NaN/None bars are dropped).
+    """
+    df = df.dropna(subset=[value])
+    order = list(dict.fromkeys(df["class"]))
+    groups = list(dict.fromkeys(df[group]))
+    is_rate = value.endswith("accuracy") or value in ("share", "recall", "f1")
+    y_scale = alt.Scale(domain=[0, 1]) if is_rate else alt.Scale()
+    chart = (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("class:N", sort=order, title=None, axis=alt.Axis(labelAngle=-30, labelOverlap=False)),
+            xOffset=alt.XOffset(f"{group}:N", sort=groups),
+            y=alt.Y(f"{value}:Q", title=y_title or value.replace("_", " "), scale=y_scale,
+                    axis=alt.Axis(format="%") if is_rate else alt.Axis()),
+            color=alt.Color(f"{group}:N", title=group, sort=groups, scale=alt.Scale(scheme="tableau10")),
+            tooltip=["class:N", f"{group}:N", alt.Tooltip(f"{value}:Q", format=".1%" if is_rate else ",")],
+        )
+        .properties(height=280)
+    )
+    return chart.properties(title=title) if title else chart
+
+
+def class_count_chart(counts: Mapping, *, share: bool = False) -> alt.Chart:
+    """Clips per class.
+
+    counts: {class: n} (one bar per class) or {subset: {class: n}} as MedleyDataset.counts()
+    returns (grouped bars per subset). share: plot each subset's fraction instead of counts.
+    """
+    nested = counts and isinstance(next(iter(counts.values())), Mapping)
+    table = counts if nested else {"clips": counts}
+    rows = []
+    for subset, per_class in table.items():
+        total = sum(per_class.values()) or 1
+        for name, n in per_class.items():
+            rows.append({"class": name, "split": subset, "clips": int(n), "share": n / total})
+    df = pd.DataFrame(rows)
+    value = "share" if share else "clips"
+    return per_class_bars(df, group="split", value=value, y_title="share of split" if share else "clips")
+
+
+def waveform_chart(y: np.ndarray, sr: int, *, points: int = 800) -> alt.Chart:
+    """Waveform of a mono clip as a min/max envelope over `points` time bins.
+
+    y: samples (float), sr: sample rate in Hz.
+    """
+    y = np.asarray(y, dtype=float)
+    bins = max(1, min(points, len(y)))
+    edges = np.linspace(0, len(y), bins + 1).astype(int)
+    lo = np.array([y[a:b].min() if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+    hi = np.array([y[a:b].max() if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+    df = pd.DataFrame({"time": edges[:-1] / sr, "min": lo, "max": hi})
+    return (
+        alt.Chart(df)
+        .mark_area(color="#2f6db5", opacity=0.8)
+        .encode(x=alt.X("time:Q", title="seconds"), y=alt.Y("min:Q", title="amplitude"), y2="max:Q")
+        .properties(height=160)
+    )
+
+
+def matrix_heatmap(
+    matrix: np.ndarray,
+    *,
+    frame_seconds: float | None = None,
+    row_labels: Sequence[str] | None = None,
+    row_title: str = "bin",
+    color_title: str = "value",
+    max_frames: int = 200,
+    scheme: str = "magma",
+) -> alt.Chart:
+    """Heatmap of a (rows, frames) matrix: a (mel) spectrogram in dB or a feature matrix.
+
+    frame_seconds: seconds per frame (x axis in seconds) or None (x = frame index).
+    row_labels: names of the rows (e.g. feature names; shown top to bottom) or None (row index,
+    low at the bottom, as in a spectrogram). Frames are averaged down to at most `max_frames`.
+    """
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim != 2 or m.size == 0:
+        m = np.zeros((1, 1))
+    rows, frames = m.shape
+    factor = int(np.ceil(frames / max_frames)) if frames > max_frames else 1
+    if factor > 1:
+        pad = (-frames) % factor
+        padded = np.pad(m, ((0, 0), (0, pad)), mode="edge")
+        m = padded.reshape(rows, -1, factor).mean(axis=2)
+    cols = m.shape[1]
+    step = (frame_seconds or 1.0) * factor
+    x_title = "seconds" if frame_seconds else "frame"
+    labels = list(row_labels) if row_labels is not None else [str(i) for i in range(rows)]
+    r_idx, c_idx = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    df = pd.DataFrame({
+        "row": np.array(labels)[r_idx.ravel()],
+        "row_index": r_idx.ravel(),
+        "x": c_idx.ravel() * step,
+        "x2": (c_idx.ravel() + 1) * step,
+        "value": m.ravel(),
+    })
+    if row_labels is not None:
+        y = alt.Y("row:N", sort=labels, title=row_title, axis=alt.Axis(labelOverlap=False))
+        return (
+            alt.Chart(df)
+            .mark_rect()
+            .encode(x=alt.X("x:Q", title=x_title), x2="x2:Q", y=y,
+                    color=alt.Color("value:Q", scale=alt.Scale(scheme=scheme), title=color_title),
+                    tooltip=["row:N", alt.Tooltip("x:Q", title=x_title, format=".3~f"), alt.Tooltip("value:Q", format=".3~f")])
+            .properties(height=max(120, 12 * rows))
+        )
+    df["row2"] = df["row_index"] + 1
+    return (
+        alt.Chart(df)
+        .mark_rect()
+        .encode(x=alt.X("x:Q", title=x_title), x2="x2:Q",
+                y=alt.Y("row_index:Q", title=row_title, scale=alt.Scale(domain=[0, rows], nice=False)), y2="row2:Q",
+                color=alt.Color("value:Q", scale=alt.Scale(scheme=scheme), title=color_title),
+                tooltip=[alt.Tooltip("row_index:Q", title=row_title), alt.Tooltip("x:Q", title=x_title, format=".3~f"),
+                         alt.Tooltip("value:Q", format=".3~f")])
+        .properties(height=220)
+    )
+
+
+def feature_boxplot(df: pd.DataFrame, *, feature: str, order: Iterable[str] | None = None) -> alt.Chart:
+    """Box plot of one per-clip value per class.
+
+    df: one row per clip with columns `class` and `feature` (a number, e.g. mean MFCC 1).
+    order: class order on the x axis (default: first seen).
+    """
+    order = list(order) if order is not None else list(dict.fromkeys(df["class"]))
+    return (
+        alt.Chart(df)
+        .mark_boxplot(extent="min-max")
+        .encode(
+            x=alt.X("class:N", sort=order, title=None, axis=alt.Axis(labelAngle=-30)),
+            y=alt.Y(f"{feature}:Q", title=feature, scale=alt.Scale(zero=False)),
+            color=alt.Color("class:N", sort=order, legend=None),
+        )
+        .properties(height=260)
+    )

@@ -1,0 +1,275 @@
+"""Shared Streamlit plumbing: one store and one job manager per server, the dataset in use, the sidebar.
+
+Contract used by every page (keep these names):
+- get_store() -> engine.store.RunStore            (st.cache_resource: one per server)
+- get_manager() -> engine.jobs.JobManager         (st.cache_resource: one per server)
+- data_setting() -> str                           the dataset value for RunConfig.data ("" = default resolution:
+                                                  --data/$MEDLEY_DATA/~/mir_datasets/... else the demo)
+- load_dataset_cached(data: str) -> MedleyDataset (st.cache_resource keyed by data)
+- render_sidebar() -> None                        dataset in use + live running/queued jobs, on every page
+
+Also here (usable by any page):
+- set_data_setting(value), describe_data(data) -> str, dataset_ready(data) -> bool,
+  require_dataset(data) -> MedleyDataset (st.info + "Make demo data" button + st.stop when the demo is missing),
+  compute_device() -> str, job_progress() -> list[dict], run_label(record) -> str, fmt_pct(x) -> str,
+  history_frame(records) -> DataFrame (run, epoch, seconds, train_loss, val_loss, val_accuracy).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import asdict, is_dataclass
+from typing import Iterable
+
+import pandas as pd
+import streamlit as st
+
+from engine import paths
+
+DATA_KEY = "data_setting"  # session_state key (not a widget key, so it survives page switches)
+_DATA_LOCK = threading.Lock()  # one dataset load / demo build at a time per server
+
+
+# ---- store and jobs ---------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def get_store():
+    """The run store (cache/runs.sqlite), one per server. Runs left 'running' by a dead
+    process are marked interrupted once, when the server first opens the store."""
+    from engine.store import RunStore
+
+    store = RunStore()
+    store.mark_interrupted()
+    return store
+
+
+@st.cache_resource(show_spinner=False)
+def get_manager():
+    """The job manager (daemon worker threads), one per server, sharing get_store()."""
+    from engine.jobs import JobManager
+
+    return JobManager(get_store())
+
+
+TERMINAL_PHASES = ("finished", "failed", "cancelled", "interrupted", "diverged", "deleted")
+
+
+def job_progress(include_ended: bool = False) -> list[dict]:
+    """Queued and running jobs of this server's manager (manager.all_progress()) as dicts:
+    run_id, name, status ("queued" | "running" | a final status), phase, fraction (0..1),
+    message (one line), eta (seconds or None), epoch, epochs, step, steps_per_epoch,
+    recent_losses (last step losses), val_accuracy."""
+    manager = get_manager()
+    out = []
+    for run_id, p in manager.all_progress().items():
+        ended = p.phase in TERMINAL_PHASES
+        if ended and not include_ended:
+            continue
+        d = asdict(p) if is_dataclass(p) else dict(p)
+        d["fraction"] = float(getattr(p, "fraction", 0.0) or 0.0)
+        d["status"] = p.phase if (ended or p.phase == "queued") else "running"
+        if p.phase == "training" and p.steps_per_epoch:
+            d["message"] = f"epoch {p.epoch}/{p.epochs}, step {p.step}/{p.steps_per_epoch}"
+        else:
+            d["message"] = p.phase + (f": {p.message}" if p.message else "")
+        try:
+            d["name"] = get_store().get(run_id).name
+        except Exception:
+            d["name"] = run_id
+        out.append(d)
+    return out
+
+
+# ---- dataset ----------------------------------------------------------------------------
+
+
+def _cli_data() -> str:
+    """`streamlit run dashboard.py -- --data PATH` (args after `--` reach sys.argv)."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--data" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--data="):
+            return arg.split("=", 1)[1]
+    return ""
+
+
+def data_setting() -> str:
+    """The dataset for this session: set on the home page, or ?data=... in the URL, or
+    `-- --data PATH` on the command line; "" means $MEDLEY_DATA / ~/mir_datasets/... / demo."""
+    if DATA_KEY not in st.session_state:
+        st.session_state[DATA_KEY] = st.query_params.get("data", "") or _cli_data()
+    return st.session_state[DATA_KEY]
+
+
+def set_data_setting(value: str) -> None:
+    """Switch this session to another dataset ("" = default, "demo", "demo:tiny" or a folder)."""
+    st.session_state[DATA_KEY] = value.strip()
+    if value.strip():
+        st.query_params["data"] = value.strip()
+    elif "data" in st.query_params:
+        del st.query_params["data"]
+
+
+def _demo_size(data: str) -> str | None:
+    """The demo size `data` stands for, or None when it names a real folder."""
+    name = (data or "").strip().lower()
+    if name == "demo":
+        return "default"
+    if name.startswith("demo:"):
+        return name.split(":", 1)[1]
+    if not name and paths.resolve_data_root(None) is None:
+        return "default"
+    return None
+
+
+def describe_data(data: str) -> str:
+    """One line naming the dataset `data` resolves to, without reading it."""
+    size = _demo_size(data)
+    if size is not None:
+        return f"built-in demo ({size})"
+    root = paths.resolve_data_root(data or None)
+    return f"Medley-solos-DB at `{root}`"
+
+
+def dataset_ready(data: str) -> bool:
+    """True when loading `data` needs no demo to be generated first."""
+    size = _demo_size(data)
+    if size is None:
+        return True
+    if data in _dataset_cache():
+        return True
+    from engine.demo import demo_is_complete
+
+    return demo_is_complete(paths.demo_root(size))
+
+
+@st.cache_resource(show_spinner=False)
+def _dataset_cache() -> dict:
+    """data setting -> MedleyDataset, shared by all sessions of this server."""
+    return {}
+
+
+def load_dataset_cached(data: str):
+    """The MedleyDataset for `data` (cached per server). Making the demo or checking the
+    audio headers shows a progress bar. Raises engine.errors.DatasetError."""
+    from engine.dataset import resolve_dataset
+
+    cache = _dataset_cache()
+    if data in cache:
+        return cache[data]
+    bar = st.empty()
+
+    def progress(done: int, total: int, message: str) -> None:
+        bar.progress(min(1.0, done / total) if total else 0.0, text=message)
+
+    with _DATA_LOCK:
+        if data not in cache:
+            cache[data] = resolve_dataset(data or None, progress=progress)
+    bar.empty()
+    return cache[data]
+
+
+def forget_dataset(data: str) -> None:
+    """Drop `data` from the dataset cache (re-read the folder next time)."""
+    _dataset_cache().pop(data, None)
+
+
+def require_dataset(data: str):
+    """The dataset, or (precondition) an st.info with a "Make demo data" button and st.stop().
+    Errors reading a real folder are shown with st.error, then st.stop()."""
+    from engine.errors import EngineError
+
+    if not dataset_ready(data):
+        st.info(
+            f"The dataset in use is the {describe_data(data)}, which has not been generated yet. "
+            "Make it here (about a minute), or point the dashboard at Medley-solos-DB on the home page."
+        )
+        if not st.button("Make demo data", type="primary", key="require_make_demo"):
+            st.stop()
+    try:
+        return load_dataset_cached(data)
+    except EngineError as exc:
+        st.error(f"Cannot read the dataset: {exc}")
+        st.stop()
+
+
+# ---- small helpers ----------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def compute_device() -> str:
+    """'cuda (GPU name)' or 'cpu': where training runs by default."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return "cpu"
+
+
+def fmt_pct(value: float | None) -> str:
+    """0.734 -> '73.4%'; None -> '–'."""
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def run_label(record) -> str:
+    """'name (id)' or the id when the name is the id."""
+    return record.id if record.name == record.id else f"{record.name} ({record.id})"
+
+
+def history_frame(records: Iterable) -> pd.DataFrame:
+    """Per-epoch history of runs, long format for ui.charts: run, epoch, seconds, train_loss,
+    val_loss, val_accuracy (+ any other keys the engine records)."""
+    frames = []
+    for record in records:
+        if record.history:
+            df = pd.DataFrame(record.history)
+            df.insert(0, "run", record.name)
+            frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["run", "epoch", "seconds", "train_loss", "val_loss", "val_accuracy"])
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---- sidebar ----------------------------------------------------------------------------
+
+
+def render_sidebar() -> None:
+    """Dataset in use, compute device, and the live list of running / queued jobs."""
+    data = data_setting()
+    with st.sidebar:
+        st.caption(f"**Dataset:** {describe_data(data)}")
+        st.caption(f"**Device:** {compute_device()}")
+        _jobs_panel()
+
+
+@st.fragment(run_every=2)
+def _jobs_panel() -> None:
+    try:
+        jobs = job_progress()
+    except Exception as exc:  # the engine's job manager not importable / broken: say so, keep the page
+        st.caption(f"Jobs unavailable: {exc}")
+        return
+    if not jobs:
+        st.caption("No training running.")
+        return
+    running = [j for j in jobs if j.get("status") == "running"]
+    queued = [j for j in jobs if j.get("status") != "running"]
+    st.markdown(f"**Jobs:** {len(running)} running, {len(queued)} queued")
+    manager = get_manager()
+    for job in running:
+        text, cancel = st.columns([5, 1], vertical_alignment="bottom")
+        text.progress(min(1.0, max(0.0, job["fraction"])), text=f"{job['name']}: {job['message']}")
+        if cancel.button(":material/close:", key=f"sidebar_cancel_{job['run_id']}", help=f"Cancel {job['name']}"):
+            manager.cancel(job["run_id"])
+            st.rerun(scope="fragment")
+    if queued:
+        names = [j["name"] for j in queued]
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        st.caption("Queued: " + ", ".join(names[:5]) + more)
+        if st.button("Cancel queued runs", key="sidebar_cancel_queued"):
+            for job in queued:
+                manager.cancel(job["run_id"])
+            st.rerun(scope="fragment")
