@@ -1,0 +1,93 @@
+"""The networks: an LSTM classifier per `ModelConfig.arch`. The model knows nothing of training.
+
+Every model maps x (batch, frames, features) float32 -> logits (batch, num_classes).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import FeatureConfig, ModelConfig
+from .labels import NUM_CLASSES
+
+
+class StudyLSTM(nn.Module):
+    """The study's model: all frames flattened into ONE time step, an LSTM, a linear head.
+
+    `extra_hidden` set -> the study's "2+1": a second single-layer LSTM hidden -> extra_hidden
+    between the first LSTM and the head.
+    """
+
+    def __init__(self, inputs: int, hidden: int, num_layers: int, dropout: float,
+                 num_classes: int, extra_hidden: int | None = None) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(inputs, hidden, num_layers, dropout=dropout if num_layers > 1 else 0.0,
+                            batch_first=True)
+        self.extra = nn.LSTM(hidden, extra_hidden, batch_first=True) if extra_hidden else None
+        self.head = nn.Linear(extra_hidden or hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = one_step(self.lstm, x.reshape(x.shape[0], -1))  # (batch, frames*features) -> (batch, hidden)
+        if self.extra is not None:
+            h = one_step(self.extra, h)  # (batch, extra_hidden)
+        return self.head(h)  # (batch, classes)
+
+
+def one_step(lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+    """`lstm` over ONE time step from a zero state: x (batch, inputs) -> last layer's h (batch, hidden).
+
+    The same function as `lstm(x[:, None])[0][:, 0]`, but with h0 = c0 = 0 the recurrent
+    products W_hh @ h0 and f * c0 vanish, so they are skipped (about 2/3 of the study model's
+    arithmetic); the weights stay those of the nn.LSTM (same state_dict; W_hh unused).
+    """
+    for layer in range(lstm.num_layers):
+        if layer > 0:
+            x = F.dropout(x, lstm.dropout, lstm.training)  # between layers, as nn.LSTM does
+        b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+        i, _, g, o = F.linear(x, getattr(lstm, f"weight_ih_l{layer}"), b).chunk(4, dim=1)  # gates i, f, g, o
+        x = torch.sigmoid(o) * torch.tanh(torch.sigmoid(i) * torch.tanh(g))  # (batch, hidden)
+    return x
+
+
+class SequenceLSTM(nn.Module):
+    """An LSTM that reads the clip frame by frame, pools over time, then dropout + linear head.
+
+    `project`: first normalise each frame (LayerNorm) and project it to `hidden` values
+    (used for raw-waveform frames of 512 samples). `pooling`: "last" (final hidden state of
+    the last layer, both directions when bidirectional), "mean" or "max" over frames.
+    """
+
+    def __init__(self, inputs: int, hidden: int, num_layers: int, dropout: float, num_classes: int,
+                 bidirectional: bool = False, pooling: str = "last", project: bool = False) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.frame = (nn.Sequential(nn.LayerNorm(inputs), nn.Linear(inputs, hidden), nn.GELU())
+                      if project else nn.Identity())
+        self.lstm = nn.LSTM(hidden if project else inputs, hidden, num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.frame(x)  # (batch, frames, inputs or hidden)
+        out, (h, _) = self.lstm(x)  # out (batch, frames, dirs*hidden); h (layers*dirs, batch, hidden)
+        if self.pooling == "last":
+            dirs = 2 if self.lstm.bidirectional else 1
+            pooled = h[-dirs:].transpose(0, 1).reshape(x.shape[0], -1)  # (batch, dirs*hidden)
+        elif self.pooling == "mean":
+            pooled = out.mean(dim=1)
+        else:
+            pooled = out.amax(dim=1)
+        return self.head(self.drop(pooled))  # (batch, classes)
+
+
+def build_model(model: ModelConfig, features: FeatureConfig, num_classes: int = NUM_CLASSES) -> nn.Module:
+    """The network for `model` over inputs shaped by `features`: (batch, num_frames, feature_dim)."""
+    m, dim = model, features.feature_dim
+    if m.arch in ("study", "study_2plus1"):
+        extra = m.extra_hidden if m.arch == "study_2plus1" else None
+        return StudyLSTM(features.num_frames * dim, m.hidden_size, m.num_layers, m.dropout, num_classes, extra)
+    return SequenceLSTM(dim, m.hidden_size, m.num_layers, m.dropout, num_classes,
+                        bidirectional=m.bidirectional, pooling=m.pooling, project=m.arch == "waveform")

@@ -1,0 +1,278 @@
+"""One readable training loop: `train_run(config, data) -> TrainResult`.
+
+All splits go to the device once as tensors; batches are index slices of a shuffled order
+drawn from a seeded `torch.Generator` (no DataLoader, no per-item Python). Step losses stay
+on the device and are read once per epoch, so a step costs no host sync unless a hook asks
+for its loss. Same seed + config + data on CPU -> identical numbers, also across a resume.
+
+Determinism note: dropout draws from torch's global RNG, which all threads of a process
+share; two runs training at the same time in one process can change each other's dropout
+masks (model initialisation is serialised by a lock and is not affected).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import RunConfig, TrainConfig
+from .errors import ConfigError
+from .labels import NUM_CLASSES
+from .metrics import evaluate
+from .model import build_model
+
+EVAL_BATCH = 1024  # clips per forward pass when evaluating
+STD_FLOOR = 1e-6  # smallest std used to scale a feature
+_INIT_LOCK = threading.Lock()  # torch.manual_seed + build_model, atomically
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished" | "diverged" | "cancelled"
+    history: list[dict]  # per epoch: epoch (1-based), train_loss, val_loss, val_accuracy, seconds
+    step_losses: list[float]
+    metrics: dict  # {"validation": evaluate(...), "test": evaluate(...)}; {} when no epoch ended
+    predictions: dict  # {"validation": {"ids", "y", "probs"}, "test": {...}}
+    best_epoch: int | None
+    state_dict: dict  # weights of the selected epoch (CPU tensors); {} when no epoch ended
+    standardizer: dict | None  # {"mean": [...], "std": [...]} when train.standardize
+    device: str
+    error: str | None = None
+
+
+class TrainHooks:
+    """A run's callbacks; every one is optional and the defaults do nothing.
+
+    Subclass and override, or pass callables: `TrainHooks(on_epoch=save, should_stop=ev.is_set)`.
+    - on_step(epoch, step, steps_per_epoch, loss): epoch and step 1-based. Called every
+      `step_every` steps and at each epoch's last step, and only when provided: reading the
+      loss is a host sync, so keep step_every > 1 on a GPU.
+    - on_epoch(record, checkpoint): after each epoch; `checkpoint` is the `resume=` dict:
+      {"epoch", "model", "optimizer", "history", "step_losses", "best", "rng"} (CPU copies).
+    - should_stop() -> bool: checked before every step; True ends the run as "cancelled".
+    """
+
+    step_every: int = 1
+
+    def __init__(self, on_step: Callable | None = None, on_epoch: Callable | None = None,
+                 should_stop: Callable[[], bool] | None = None, step_every: int | None = None) -> None:
+        for name, fn in (("on_step", on_step), ("on_epoch", on_epoch), ("should_stop", should_stop)):
+            if fn is not None:
+                setattr(self, name, fn)
+        if step_every is not None:
+            self.step_every = max(1, int(step_every))
+
+    def on_step(self, epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
+        pass
+
+    def on_epoch(self, record: dict, checkpoint: dict) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def _provides(hooks: TrainHooks, name: str) -> bool:
+    """True when `hooks` replaces the no-op default `name` (so calling it is worth a sync)."""
+    return name in vars(hooks) or getattr(type(hooks), name) is not getattr(TrainHooks, name)
+
+
+def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over (clips, frames) of x (n, frames, features): two (features,) float32.
+
+    Accumulates in float64 over chunks of clips (no full-size temporary); std floored at STD_FLOOR.
+    """
+    chunks = range(0, len(x), 256)
+    count = x.shape[0] * x.shape[1]
+    mean = sum(x[i:i + 256].sum(axis=(0, 1), dtype=np.float64) for i in chunks) / count
+    var = sum((((x[i:i + 256] - mean) ** 2).sum(axis=(0, 1))) for i in chunks) / count
+    return mean.astype(np.float32), np.maximum(np.sqrt(var), STD_FLOOR).astype(np.float32)
+
+
+def class_weights(y: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Inverse-frequency weights n / (classes present * count); 0 for classes absent from y."""
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    weights[present] = len(y) / (present.sum() * counts[present])
+    return weights.astype(np.float32)
+
+
+def make_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, SGD (with momentum) or Adadelta (rho, eps) over the model's parameters."""
+    params, wd = model.parameters(), tc.weight_decay
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=wd)
+    if tc.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=tc.lr, rho=tc.rho, eps=tc.eps, weight_decay=wd)
+    return torch.optim.Adam(params, lr=tc.lr, weight_decay=wd)
+
+
+def _check_data(config: RunConfig, data: dict) -> None:
+    if "training" not in data or len(data["training"].y) == 0:
+        raise ConfigError("training needs a non-empty 'training' split")
+    fc = config.features
+    for name, fs in data.items():
+        x, y = fs.x, np.asarray(fs.y)
+        if x.ndim != 3 or x.shape[2] != fc.feature_dim or len(y) != len(x):
+            raise ConfigError(f"{name} features have shape {x.shape} for {len(y)} labels; "
+                              f"the configuration expects (clips, frames, {fc.feature_dim})")
+        if config.model.arch.startswith("study") and x.shape[1] != fc.num_frames:
+            raise ConfigError(f"{name} features have {x.shape[1]} frames; the study model expects {fc.num_frames}")
+        if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
+            raise ConfigError(f"{name} labels must be class ids 0..{NUM_CLASSES - 1}")
+
+
+def _to_device(fs: Any, scale: tuple[np.ndarray, np.ndarray] | None, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A FeatureSet as (x (n, frames, features) float32, y (n,) int64) on `device`, scaled if asked."""
+    x = torch.as_tensor(np.asarray(fs.x, dtype=np.float32)).to(device)
+    if scale is not None:
+        mean, std = (torch.as_tensor(v).to(device) for v in scale)
+        x = (x - mean) / std
+    return x, torch.as_tensor(np.asarray(fs.y, dtype=np.int64)).to(device)
+
+
+@torch.inference_mode()
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits (n, classes) for all of x, in eval mode, EVAL_BATCH clips at a time."""
+    model.eval()
+    return torch.cat([model(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+
+
+def _cpu(obj: Any) -> Any:
+    """A CPU copy of tensors nested in dicts/lists (a snapshot that later steps cannot change)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report) -> tuple[torch.Tensor, str | None]:
+    """One pass over (x, y) in shuffled batches. Returns the step losses (steps,) on the
+    device and "cancelled" / "diverged" (a hook saw a non-finite loss) / None."""
+    model.train()
+    steps = math.ceil(len(x) / tc.batch_size)
+    order = torch.randperm(len(x), generator=gen).to(x.device)  # (n,)
+    losses = torch.zeros(steps, device=x.device)
+    for step in range(steps):
+        if hooks.should_stop():
+            return losses[:step], "cancelled"
+        idx = order[step * tc.batch_size:(step + 1) * tc.batch_size]
+        logits = model(x[idx])  # (batch, classes)
+        loss = F.cross_entropy(logits, y[idx], weight=weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        losses[step] = loss.detach()
+        if report and ((step + 1) % hooks.step_every == 0 or step + 1 == steps):
+            value = loss.item()
+            hooks.on_step(epoch, step + 1, steps, value)
+            if not math.isfinite(value):
+                return losses[:step + 1], "diverged"
+    return losses, None
+
+
+def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = None,
+              hooks: TrainHooks | None = None, resume: dict | None = None) -> TrainResult:
+    """Train `config` on data["training"], validate each epoch on data["validation"] (if
+    present), then evaluate the selected epoch's model on validation and test (if present).
+
+    `data`: split name -> FeatureSet (only .x, .y, .ids are used). `device`: default "cuda"
+    when available, else "cpu". `resume`: a checkpoint given to hooks.on_epoch; training
+    continues from its epoch + 1 and ends as an uninterrupted run with the same seed would.
+    The validation loss is unweighted cross-entropy even with class_weighting.
+    """
+    tc = config.train
+    hooks = hooks or TrainHooks()
+    device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_data(config, data)
+    scale = fit_standardizer(np.asarray(data["training"].x, dtype=np.float32)) if tc.standardize else None
+    splits = {name: _to_device(fs, scale, device) for name, fs in data.items() if len(fs.y)}  # empty: skipped
+    x_train, y_train = splits["training"]
+    weight = torch.as_tensor(class_weights(np.asarray(data["training"].y))).to(device) if tc.class_weighting else None
+    with _INIT_LOCK:
+        torch.manual_seed(tc.seed)  # initial weights, then dropout masks
+        model = build_model(config.model, config.features).to(device)
+    optimizer = make_optimizer(model, tc)
+    gen = torch.Generator().manual_seed(tc.seed)  # batch order
+    history: list[dict] = []
+    step_losses: list[float] = []
+    best: dict = {"epoch": None, "val_accuracy": None, "model": None}
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        history, step_losses = list(resume["history"]), list(resume["step_losses"])
+        best = dict(resume["best"])
+        gen.set_state(resume["rng"]["shuffle"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        if device.startswith("cuda") and resume["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
+    report, checkpoints = _provides(hooks, "on_step"), _provides(hooks, "on_epoch")
+    status, error = "finished", None
+    t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+
+    for epoch in range(len(history) + 1, tc.epochs + 1):
+        losses, stop = _train_epoch(model, optimizer, x_train, y_train, weight, tc, gen, hooks, epoch, report)
+        values = losses.tolist()  # the epoch's one host sync for training losses
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None:
+            step_losses += values[:bad]
+            status = "diverged"
+            error = (f"training diverged: the loss became {values[bad]} at epoch {epoch}, step {bad + 1} "
+                     f"of {math.ceil(len(x_train) / tc.batch_size)}; try a lower learning rate, "
+                     f"grad_clip or standardize")
+            break
+        step_losses += values
+        if stop == "cancelled":
+            status = "cancelled"
+            break
+        record = {"epoch": epoch, "train_loss": float(np.mean(values)), "val_loss": None, "val_accuracy": None}
+        if "validation" in splits:
+            x_val, y_val = splits["validation"]
+            logits = _logits(model, x_val)
+            val_loss, val_acc = torch.stack([F.cross_entropy(logits, y_val),
+                                             (logits.argmax(1) == y_val).float().mean()]).tolist()
+            record.update(val_loss=val_loss if math.isfinite(val_loss) else None, val_accuracy=val_acc)
+        record["seconds"] = time.perf_counter() - t0
+        history.append(record)
+        state = _cpu(model.state_dict())
+        if (tc.select == "last" or best["epoch"] is None or record["val_accuracy"] is None
+                or record["val_accuracy"] > best["val_accuracy"]):
+            best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "model": state}
+        if checkpoints:
+            rng = {"shuffle": gen.get_state(), "torch": torch.get_rng_state(),
+                   "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None}
+            hooks.on_epoch(dict(record), {"epoch": epoch, "model": state, "optimizer": _cpu(optimizer.state_dict()),
+                                          "history": [dict(r) for r in history], "step_losses": list(step_losses),
+                                          "best": dict(best), "rng": rng})
+
+    metrics, predictions = {}, {}
+    if best["model"] is not None:
+        model.load_state_dict(best["model"])
+        for name in ("validation", "test"):
+            if name in splits:
+                x, y = splits[name]
+                probs = torch.softmax(_logits(model, x).float(), dim=1).cpu().numpy()  # (n, classes)
+                y_np = y.cpu().numpy()
+                metrics[name] = evaluate(y_np, probs)
+                predictions[name] = {"ids": list(data[name].ids), "y": y_np.tolist(),
+                                     "probs": np.round(probs, 6).tolist()}
+    return TrainResult(
+        status=status, history=history, step_losses=step_losses, metrics=metrics, predictions=predictions,
+        best_epoch=best["epoch"], state_dict=best["model"] or {},
+        standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},
+        device=device, error=error,
+    )

@@ -1,0 +1,85 @@
+"""Model shapes for every architecture, the study model's exact layers, and metrics vs scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, recall_score
+
+from engine.config import FeatureConfig, ModelConfig
+from engine.metrics import evaluate
+from engine.model import build_model
+
+
+@pytest.mark.parametrize("arch", ["study", "study_2plus1", "sequence", "waveform"])
+@pytest.mark.parametrize("bidirectional,pooling", [(False, "last"), (True, "last"), (True, "mean"), (False, "max")])
+def test_every_arch_maps_batch_to_logits(arch: str, bidirectional: bool, pooling: str) -> None:
+    features = FeatureConfig(representation="waveform", frames=4, waveform_frame=32) if arch == "waveform" else FeatureConfig()
+    model = build_model(ModelConfig(arch=arch, hidden_size=16, num_layers=2, extra_hidden=5,
+                                    bidirectional=bidirectional, pooling=pooling), features)
+    x = torch.randn(7, features.num_frames, features.feature_dim)  # (batch, frames, features)
+    logits = model(x)
+    assert logits.shape == (7, 8)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()  # every parameter takes part (the study's one step skips W_hh @ 0)
+    unused = {n for n, _ in model.named_parameters() if arch.startswith("study") and "weight_hh" in n}
+    assert all(p.grad is not None for n, p in model.named_parameters() if n not in unused)
+
+
+def test_study_model_is_the_reports_network() -> None:
+    model = build_model(ModelConfig(arch="study"), FeatureConfig())  # 3 frames x 21 features
+    lstm = model.lstm
+    assert (lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.dropout) == (63, 500, 2, 0.1)
+    assert (model.head.in_features, model.head.out_features) == (500, 8)
+    plus = build_model(ModelConfig(arch="study_2plus1"), FeatureConfig())
+    assert (plus.extra.input_size, plus.extra.hidden_size, plus.head.in_features) == (500, 30, 30)
+
+
+@pytest.mark.parametrize("arch", ["study", "study_2plus1"])
+def test_study_model_is_one_nn_lstm_step(arch: str) -> None:
+    """Frames flattened into one step; the fast forward equals nn.LSTM's own on the 63 values."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, hidden_size=8, num_layers=3, dropout=0.0, extra_hidden=4), FeatureConfig())
+    for p in model.parameters():  # non-zero biases and recurrent weights, to be sure W_hh is irrelevant
+        torch.nn.init.normal_(p)
+    x = torch.randn(5, 3, 21)
+    out, _ = model.lstm(x.reshape(5, 1, 63))  # (batch, 1 step, hidden)
+    if model.extra is not None:
+        out, _ = model.extra(out)
+    torch.testing.assert_close(model(x), model.head(out[:, 0]))
+
+
+def test_sequence_model_depends_on_frame_order() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="sequence", hidden_size=8, pooling="last"), FeatureConfig(frames=5)).eval()
+    x = torch.randn(2, 5, 21)
+    assert not torch.allclose(model(x), model(x.flip(1)))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_metrics_match_sklearn_on_random_data() -> None:
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 200):
+        y = rng.integers(0, 6, n)  # classes 6 and 7 absent from y_true
+        probs = rng.dirichlet(np.ones(8), n)
+        pred = probs.argmax(1)
+        m = evaluate(y, probs)
+        assert m["n"] == n
+        assert m["accuracy"] == pytest.approx(np.mean(pred == y))
+        assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+        assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
+        assert m["confusion"] == confusion_matrix(y, pred, labels=range(8)).tolist()
+        recall = recall_score(y, pred, labels=range(8), average=None, zero_division=0)
+        for c in range(8):
+            expected = None if c not in y else pytest.approx(recall[c])
+            assert m["per_class_accuracy"][c] == expected
+
+
+def test_metrics_of_perfect_and_empty_predictions() -> None:
+    y = np.array([0, 1, 2, 2])
+    m = evaluate(y, np.eye(8)[y])
+    assert m["accuracy"] == m["balanced_accuracy"] == m["macro_f1"] == 1.0
+    assert m["per_class_accuracy"][:3] == [1.0, 1.0, 1.0] and m["per_class_accuracy"][3] is None
+    empty = evaluate(np.zeros(0, dtype=int), np.zeros((0, 8)))
+    assert empty["n"] == 0 and empty["accuracy"] is None and np.sum(empty["confusion"]) == 0
