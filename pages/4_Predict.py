@@ -1,0 +1,75 @@
+"""Predict: classify your own audio (uploads, a recording, or a dataset clip) with a finished run.
+
+Uploads stay in memory; results are cached per (run, file hash). Long recordings are cut into
+3-second windows and the answer is the mean of the windows' probabilities.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from engine.audio import SUPPORTED_FORMATS
+from engine.errors import EngineError
+from ui import predict_view as pv
+from ui.common import data_setting, get_store, render_sidebar
+
+st.set_page_config(page_title="Predict · Medley LSTM lab", page_icon="🎻", layout="wide")
+render_sidebar()
+st.title("Predict")
+st.write("Classify audio with a trained model: upload files, record in the browser, or pick a dataset "
+         "clip. Clips longer than 3 seconds are classified window by window.")
+
+# ---- the model --------------------------------------------------------------------------
+store = get_store()
+runs = pv.finished_runs(store)
+if not runs:
+    st.info("No finished run yet, so there is no model to predict with. Train one on the **Train** page "
+            "(a few epochs on the demo data take a minute or two), or queue the study's ablation from the "
+            "home page; finished runs appear here.")
+    st.stop()
+
+by_id = {r.id: r for r in runs}
+wanted = st.query_params.get("run")
+index = pv.default_run_index(runs, wanted)
+if index is None:
+    st.warning(f"Run `{wanted}` from the link is not a finished run in this store; showing the newest one.")
+    index = 0
+run_id = st.selectbox("Model (a finished run)", list(by_id), index=index,
+                      format_func=lambda rid: pv.run_option(by_id[rid]))
+st.query_params["run"] = run_id
+st.caption(pv.run_summary(by_id[run_id]))
+try:
+    predictor = pv.load_predictor(str(store.db_path), run_id, store)
+except EngineError as exc:
+    st.error(f"Cannot load the model of run `{run_id}`: {exc}")
+    st.stop()
+
+# ---- the audio --------------------------------------------------------------------------
+source = st.radio("Audio", ["Upload files", "Record", "Dataset clip"], horizontal=True, key="predict_source")
+clips: list[pv.ClipInput] = []
+if source == "Upload files":
+    files = st.file_uploader(
+        "Audio files (WAV, FLAC, OGG or MP3, up to 50 MB each)", type=list(SUPPORTED_FORMATS),
+        accept_multiple_files=True, key="predict_upload",
+    )
+    clips = [pv.clip_input(f.name, f.getvalue(), f.type) for f in files or []]
+elif source == "Record":
+    recording = st.audio_input("Record a clip (a few seconds of one instrument)", key="predict_record")
+    if recording is not None:
+        clips = [pv.clip_input("recording.wav", recording.getvalue(), "audio/wav")]
+else:
+    picked = pv.dataset_clip_picker(data_setting())
+    clips = [picked] if picked is not None else []
+
+if not clips:
+    st.caption("Nothing to classify yet.")
+    st.stop()
+
+# ---- the answers ------------------------------------------------------------------------
+summary = st.container()
+rows = [pv.render_clip(clip, run_id, predictor) for clip in clips]
+if len(rows) > 1:
+    with summary:
+        st.markdown("**Summary**")
+        st.dataframe(pv.summary_frame(rows), hide_index=True, width="stretch",
+                     column_config={"confidence": st.column_config.NumberColumn("confidence", format="percent")})

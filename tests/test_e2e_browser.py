@@ -1,0 +1,245 @@
+"""End to end in a real browser: headless Chromium (Playwright) drives `streamlit run dashboard.py`.
+
+A fresh server on a free loopback port, with an empty cache ($MEDLEY_CACHE) and the tiny
+synthetic dataset ($MEDLEY_DATA). The test first opens every page by its own URL (deep links
+on a fresh server), then trains two tiny runs from the Train page's widgets, compares them on
+/Compare?runs=a,b and classifies an uploaded WAV (plus a garbage file) on /Predict. A full-page
+screenshot of every page goes to tests/artifacts/. Skipped only when /usr/bin/chromium is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import synth_clip, write_tiny_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+PAGES = [  # (path, title) in the order they are deep-linked on the fresh server
+    ("/Dataset", "Dataset"),
+    ("/Train", "Train"),
+    ("/Compare", "Compare runs"),
+    ("/Predict", "Predict"),
+    ("/", "Medley-solos-DB LSTM lab"),
+]
+WIDTH, HEIGHT = 1400, 900
+LOAD_MS = 90_000  # first page loads import torch and read the dataset on a slow shared machine
+TRAIN_MS = 150_000  # one tiny run (features of 72 clips, then 2 epochs)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wav_buffer(seconds: float, label: int, sr: int = 44100) -> bytes:
+    buffer = io.BytesIO()
+    y = synth_clip(label, np.random.default_rng(label), samples=int(seconds * sr), sr=sr)
+    sf.write(buffer, y, sr, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """Base URL of a fresh `streamlit run dashboard.py` (its process group is killed afterwards)."""
+    data = write_tiny_dataset(tmp_path / "data", per_class=2)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    port = free_port()
+    env = {**os.environ, "MEDLEY_CACHE": str(cache), "MEDLEY_DATA": str(data), "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base, log_path
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        log.close()
+
+
+# ---- page helpers -------------------------------------------------------------------------
+
+
+def wait_idle(page, timeout: int = LOAD_MS) -> None:
+    """Wait until the script run (not a timer fragment) is done: stApp says notRunning twice."""
+    for _ in range(2):
+        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+        page.wait_for_timeout(400)
+
+
+def open_page(page, base: str, path: str, title: str) -> None:
+    page.goto(base + path, wait_until="domcontentloaded")
+    page.locator("h1", has_text=title).first.wait_for(timeout=LOAD_MS)
+    wait_idle(page)
+    assert_no_exception(page, path)
+
+
+def assert_no_exception(page, where: str) -> None:
+    boxes = page.locator('[data-testid="stException"]')
+    assert boxes.count() == 0, f"{where}: exception box: {boxes.first.inner_text()[:2000]}"
+    body = page.inner_text("body")
+    assert "Traceback" not in body, f"{where}: a traceback is shown"
+
+
+def screenshot(page, name: str) -> Path:
+    """Full-page screenshot: the viewport is grown to the app's scroll height first (Streamlit
+    scrolls inside its own container, so a plain full_page shot would stop at the fold)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = page.evaluate(
+        """() => Math.max(document.body.scrollHeight, ...Array.from(document.querySelectorAll(
+            '[data-testid="stMain"], [data-testid="stAppViewContainer"], [data-testid="stMainBlockContainer"]'
+        )).map(e => e.scrollHeight))"""
+    )
+    page.set_viewport_size({"width": WIDTH, "height": int(min(max(height + 60, HEIGHT), 9000))})
+    page.wait_for_timeout(1500)  # Vega charts re-render after the resize
+    wait_idle(page)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+    return path
+
+
+def set_number(page, label: str, value: str) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(value)
+    field.press("Enter")
+    wait_idle(page)
+
+
+def start_tiny_run(page, base: str, name: str, hidden: str) -> str:
+    """Start a 2-epoch run with a small hidden size from the Train page's widgets; its id."""
+    open_page(page, base, "/Train", "Train")
+    set_number(page, "hidden size", hidden)
+    set_number(page, "epochs", "2")
+    run_name = page.get_by_label("Run name", exact=True)
+    run_name.fill(name)
+    run_name.press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Start training").click()
+    page.wait_for_url(re.compile(r"[?&]run=r-"), timeout=LOAD_MS)
+    return parse_qs(urlparse(page.url).query)["run"][0]
+
+
+def wait_finished(page, base: str, run_id: str) -> None:
+    """Open the run on the Train page and wait until its results are shown."""
+    open_page(page, base, f"/Train?run={run_id}", "Train")
+    page.get_by_text(re.compile(r"finished after \d+ epoch")).first.wait_for(timeout=TRAIN_MS)
+    wait_idle(page)
+    assert_no_exception(page, f"/Train?run={run_id}")
+
+
+# ---- the test -----------------------------------------------------------------------------
+
+
+def test_every_page_in_a_real_browser(server, tmp_path: Path):
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    base, log_path = server
+    t0 = time.monotonic()
+
+    def step(what: str) -> None:
+        print(f"{time.monotonic() - t0:6.1f} s  {what}")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": WIDTH, "height": HEIGHT},
+        )
+        context.set_default_timeout(LOAD_MS)
+        page = context.new_page()
+        try:
+            # 1. Deep links on the fresh server: every page by its own URL, home last.
+            for path, title in PAGES:
+                open_page(page, base, path, title)
+                screenshot(page, "0_home" if path == "/" else f"1_{path.strip('/').lower()}_empty")
+                step(f"opened {path}")
+
+            # 2. Two tiny runs from the Train page's widgets (both started, then awaited).
+            first = start_tiny_run(page, base, "e2e hidden 8", "8")
+            second = start_tiny_run(page, base, "e2e hidden 16", "16")
+            step("runs started")
+            wait_finished(page, base, first)
+            screenshot(page, "2_train_result")
+            wait_finished(page, base, second)
+            step("runs finished")
+
+            # 3. Compare them from a shared link.
+            open_page(page, base, f"/Compare?runs={first},{second}", "Compare runs")
+            page.get_by_text("Side by side").first.wait_for()
+            page.get_by_text("Is the difference real?").first.wait_for()
+            assert "e2e hidden 8" in page.inner_text("body") and "e2e hidden 16" in page.inner_text("body")
+            assert_no_exception(page, "/Compare")
+            screenshot(page, "3_compare")
+            step("compared")
+
+            # 4. Predict: a 7-second WAV and a file that is not audio, with the first run.
+            open_page(page, base, f"/Predict?run={first}", "Predict")
+            page.locator('[data-testid="stFileUploaderDropzoneInput"], input[type="file"]').first.set_input_files([
+                {"name": "violin-7s.wav", "mimeType": "audio/wav", "buffer": wav_buffer(7.0, label=7)},
+                {"name": "garbage.wav", "mimeType": "audio/wav", "buffer": b"not audio at all " * 64},
+            ])
+            metric = page.locator('[data-testid="stMetric"]', has_text="Predicted instrument").first
+            metric.wait_for(timeout=LOAD_MS)
+            wait_idle(page)
+            predicted = metric.inner_text()
+            assert any(name in predicted for name in ("clarinet", "guitar", "singer", "flute", "piano",
+                                                      "saxophone", "trumpet", "violin")), predicted
+            page.get_by_text("Window by window").first.wait_for()
+            page.locator('[data-testid="stAlertContentError"]', has_text="garbage.wav").first.wait_for()
+            assert_no_exception(page, "/Predict")
+            screenshot(page, "4_predict")
+            step("predicted")
+        except Exception:
+            try:
+                screenshot(page, "failure")
+            except Exception:
+                pass
+            print(f"--- server log ---\n{log_path.read_text()[-4000:]}")
+            raise
+        finally:
+            context.close()

@@ -1,0 +1,314 @@
+"""Helpers of the Predict page: choosing a run, turning uploads into clips, cached decoding and
+prediction, the charts, and one result panel per clip.
+
+Uploads stay in memory: bytes -> engine.audio.load_audio(bytes, max_bytes=MAX_UPLOAD_BYTES);
+nothing is written to disk under a name the user chose. Decoding is cached per file hash,
+predictions per (run, file hash). A file that cannot be used gets an st.error naming it and
+the other files go on. A silent clip gets a warning and is still classified (the answer
+for silence means nothing, and the warning says so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from engine.audio import MAX_UPLOAD_BYTES, MODEL_SAMPLE_RATE, is_silent, load_audio
+from engine.errors import AudioError, EngineError
+from engine.labels import CLASS_NAMES, SUBSETS
+from ui import charts
+from ui.common import fmt_pct
+
+HIGHLIGHT = "#2f6db5"
+MUTED = "#c5cbd3"
+HOP = 512  # spectrogram hop (samples at 22,050 Hz)
+
+
+# ---- runs -------------------------------------------------------------------------------
+
+
+def finished_runs(store) -> list:
+    """Finished runs (newest first): the ones with a saved model to predict with."""
+    return store.list_runs(status="finished")
+
+
+def _metric(record, split: str, key: str) -> float | None:
+    return ((record.metrics or {}).get(split) or {}).get(key)
+
+
+def run_option(record) -> str:
+    """Selectbox text of a run: 'name · test acc. 61.2% (balanced 55.0%)'."""
+    acc = _metric(record, "test", "accuracy")
+    bal = _metric(record, "test", "balanced_accuracy")
+    text = f"{record.name} · test acc. {fmt_pct(acc)}"
+    if bal is not None:
+        text += f" (balanced {fmt_pct(bal)})"
+    return text
+
+
+def default_run_index(runs: Sequence, wanted: str | None) -> int | None:
+    """Index of the run named by ?run=..., or 0 (the newest); None when `wanted` is unknown."""
+    if not wanted:
+        return 0
+    ids = [r.id for r in runs]
+    return ids.index(wanted) if wanted in ids else None
+
+
+def run_summary(record) -> str:
+    """One line: architecture, features and scores of a run."""
+    c = record.config
+    frames = "all frames" if c.features.frames is None else f"first {c.features.frames} frames"
+    parts = [
+        f"`{record.id}`",
+        f"{c.model.arch} LSTM, hidden {c.model.hidden_size} x {c.model.num_layers} layers",
+        f"{c.features.representation} features ({frames})",
+        f"val acc. {fmt_pct(_metric(record, 'validation', 'accuracy'))}",
+        f"test acc. {fmt_pct(_metric(record, 'test', 'accuracy'))}",
+        f"test balanced acc. {fmt_pct(_metric(record, 'test', 'balanced_accuracy'))}",
+    ]
+    return " · ".join(parts)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model…")
+def load_predictor(db_path: str, run_id: str, _store):
+    """engine.predict.Predictor of `run_id` (one per server and run; db_path keys the store)."""
+    from engine.predict import Predictor
+
+    return Predictor.from_store(_store, run_id)
+
+
+# ---- inputs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipInput:
+    """One clip to classify: display name, the file's bytes, its MIME type, and the true
+    class name when it comes from the dataset."""
+
+    name: str
+    data: bytes
+    mime: str = "audio/wav"
+    true_label: str | None = None
+    digest: str = ""
+
+
+def clip_input(name: str, data: bytes, mime: str | None = None, true_label: str | None = None) -> ClipInput:
+    """A ClipInput with its content hash (sha256 of the bytes, 16 hex digits)."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return ClipInput(name or "unnamed file", data, mime or "audio/wav", true_label, digest)
+
+
+def dataset_clip_picker(data: str) -> ClipInput | None:
+    """Split + class + clip selectboxes over the dataset in use; the chosen clip, or None."""
+    from ui.common import dataset_ready, describe_data, load_dataset_cached
+
+    if not dataset_ready(data):
+        st.info(f"The dataset in use ({describe_data(data)}) has not been made yet: "
+                "make it on the home page, or upload a file instead.")
+        return None
+    try:
+        ds = load_dataset_cached(data)
+    except EngineError as exc:
+        st.error(f"Cannot read the dataset: {exc}")
+        return None
+    a, b, c = st.columns([1, 1, 2])
+    subset = a.selectbox("Split", SUBSETS, index=SUBSETS.index("test"), key="predict_split")
+    label = b.selectbox("Class", range(len(CLASS_NAMES)), format_func=lambda i: CLASS_NAMES[i],
+                        key="predict_class")
+    clips = [clip for clip in ds.subset(subset) if clip.label == label]
+    if not clips:
+        st.info(f"The {subset} split has no {CLASS_NAMES[label]} clips.")
+        return None
+    clip = c.selectbox(
+        f"Clip ({len(clips)} in this split and class)", clips, key="predict_clip",
+        format_func=lambda cl: f"{cl.uuid[:8]} · song {cl.song_id if cl.song_id is not None else '?'}",
+    )
+    try:
+        raw = clip.path.read_bytes()
+    except OSError as exc:
+        st.error(f"Cannot read {clip.path.name}: {exc}")
+        return None
+    st.caption(f"True label: **{CLASS_NAMES[clip.label]}** · file `{clip.path.name}`")
+    return clip_input(clip.path.name, raw, "audio/wav", CLASS_NAMES[clip.label])
+
+
+# ---- cached computation -----------------------------------------------------------------
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner=False)  # decoded uploads can be tens of MB
+def decode(digest: str, _data: bytes) -> np.ndarray:
+    """Mono float32 samples at 22,050 Hz of the file with hash `digest` (AudioError if unusable)."""
+    return load_audio(bytes(_data), sr=MODEL_SAMPLE_RATE, max_bytes=MAX_UPLOAD_BYTES)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def predict(run_id: str, digest: str, _predictor, _y: np.ndarray) -> dict:
+    """Prediction.to_dict() of `run_id` on the clip with hash `digest`: label, probabilities,
+    windows (start, duration, probabilities), duration, silent."""
+    return _predictor.predict_samples(_y).to_dict()
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def mel_db(digest: str, _y: np.ndarray) -> np.ndarray:
+    """Mel spectrogram in dB (64 bands, frames every 512 samples) of the clip `digest`."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=_y, sr=MODEL_SAMPLE_RATE, n_fft=2048, hop_length=HOP, n_mels=64)
+    return librosa.power_to_db(mel, ref=np.max(mel) if np.max(mel) > 0 else 1.0)
+
+
+def name_error(message: str, name: str) -> str:
+    """Put the file's name into an engine message that speaks of 'the audio data', and drop
+    libsndfile's 'Error opening <_io.BytesIO object at 0x...>:' noise."""
+    message = re.sub(r"Error opening <[^>]*>:\s*", "", message)
+    return message.replace("the audio data", f"'{name}'") if name not in message else message
+
+
+# ---- charts -----------------------------------------------------------------------------
+
+
+def probability_chart(probabilities: dict[str, float], predicted: str, true_label: str | None = None) -> alt.Chart:
+    """Horizontal bars, one per class in the dataset's order; the predicted class highlighted,
+    the true class (if known) marked with a ◀."""
+    names = list(probabilities)
+    df = pd.DataFrame({
+        "class": names,
+        "probability": [float(probabilities[n]) for n in names],
+        "predicted": ["predicted" if n == predicted else "other" for n in names],
+        "mark": [("◀ true" if n == true_label else "") for n in names],
+    })
+    df["text"] = df["probability"].map(lambda p: f"{100 * p:.1f}%") + " " + df["mark"]
+    base = alt.Chart(df).encode(y=alt.Y("class:N", sort=names, title=None,
+                                        axis=alt.Axis(labelOverlap=False, labelLimit=220)))
+    bars = base.mark_bar().encode(
+        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="probability"),
+        color=alt.Color("predicted:N", scale=alt.Scale(domain=["predicted", "other"], range=[HIGHLIGHT, MUTED]),
+                        legend=None),
+        tooltip=["class:N", alt.Tooltip("probability:Q", format=".1%")],
+    )
+    text = base.mark_text(align="left", dx=3).encode(x="probability:Q", text="text:N")
+    return (bars + text).properties(height=28 * len(names) + 30)
+
+
+def window_frame(windows: Sequence[dict], class_names: Sequence[str]) -> pd.DataFrame:
+    """Long table of a windowed prediction: window, start, end, class, probability, top."""
+    rows = []
+    for i, w in enumerate(windows):
+        probs = list(w["probabilities"])
+        top = int(np.argmax(probs))
+        for k, name in enumerate(class_names):
+            rows.append({"window": i + 1, "start": float(w["start"]), "end": float(w["start"]) + float(w["duration"]),
+                         "class": name, "probability": float(probs[k]), "top": k == top})
+    return pd.DataFrame(rows)
+
+
+def window_chart(windows: Sequence[dict], class_names: Sequence[str]) -> alt.Chart:
+    """Heat strip: x = time (each 3-second window), y = class, colour = probability; the
+    window's most probable class outlined."""
+    df = window_frame(windows, class_names)
+    base = alt.Chart(df).encode(
+        x=alt.X("start:Q", title="seconds"), x2="end:Q",
+        y=alt.Y("class:N", sort=list(class_names), title=None, axis=alt.Axis(labelOverlap=False, labelLimit=220)),
+    )
+    heat = base.mark_rect().encode(
+        color=alt.Color("probability:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="probability"),
+        tooltip=["window:Q", alt.Tooltip("start:Q", format=".1f"), alt.Tooltip("end:Q", format=".1f"),
+                 "class:N", alt.Tooltip("probability:Q", format=".1%")],
+    )
+    top = base.transform_filter(alt.datum.top).mark_rect(filled=False, stroke="#d62728", strokeWidth=2)
+    return (heat + top).properties(height=28 * len(class_names) + 40)
+
+
+# ---- one clip ---------------------------------------------------------------------------
+
+
+def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
+    """A bordered panel for one clip: player, prediction, probabilities, waveform,
+    spectrogram and (clips longer than one window) the window-by-window view.
+    Returns a summary row: file, predicted, confidence, true label, problem."""
+    row: dict[str, Any] = {"file": clip.name, "predicted": None, "confidence": None, "problem": None}
+    if clip.true_label is not None:
+        row["true label"] = clip.true_label
+    with st.container(border=True):
+        st.markdown(f"#### {clip.name}")
+        try:
+            y = decode(clip.digest, clip.data)
+        except AudioError as exc:
+            row["problem"] = name_error(str(exc), clip.name)
+            st.error(f"**{clip.name}** cannot be used: {row['problem']}")
+            return row
+        except Exception as exc:  # anything else the decoder trips on: name the file, keep the page
+            row["problem"] = f"{type(exc).__name__}: {exc}"
+            st.error(f"**{clip.name}** could not be decoded: {row['problem']}")
+            return row
+        seconds = len(y) / MODEL_SAMPLE_RATE
+        if is_silent(y):
+            row["problem"] = "silent"
+            st.warning(f"**{clip.name}** is silent (peak level below -80 dBFS). It is still classified "
+                       "below, but an answer for silence means nothing.")
+        try:
+            pred = predict(run_id, clip.digest, predictor, y)
+        except Exception as exc:  # a broken model or feature step: name the file, keep the page
+            row["problem"] = f"prediction failed: {exc}"
+            st.error(f"**{clip.name}**: prediction failed: {exc}")
+            return row
+        probs = pred["probabilities"]
+        label = pred["label"]
+        row.update(predicted=label, confidence=float(probs[label]))
+
+        left, right = st.columns([2, 3])
+        with left:
+            st.audio(clip.data, format=clip.mime)
+            st.metric("Predicted instrument", label, f"{100 * probs[label]:.1f}% probability", delta_color="off",
+                      delta_arrow="off")
+            if clip.true_label is not None:
+                if clip.true_label == label:
+                    st.success(f"Correct: the true label is **{clip.true_label}**.")
+                else:
+                    st.error(f"Wrong: the true label is **{clip.true_label}** "
+                             f"({100 * probs.get(clip.true_label, 0.0):.1f}% probability).")
+            windows = pred["windows"]
+            note = f"{seconds:.2f} s of audio at {MODEL_SAMPLE_RATE:,} Hz, {len(windows)} window(s) of 3 s"
+            if seconds < 2.9:
+                note += "; shorter than a training clip, so padded with silence"
+            st.caption(note)
+        with right:
+            st.markdown("**Probability of each class**")
+            st.altair_chart(probability_chart(probs, label, clip.true_label), width="stretch")
+
+        wave, spec = st.columns(2)
+        with wave:
+            st.markdown("**Waveform**")
+            st.altair_chart(charts.waveform_chart(y, MODEL_SAMPLE_RATE), width="stretch")
+        with spec:
+            st.markdown("**Mel spectrogram (dB)**")
+            st.altair_chart(charts.matrix_heatmap(mel_db(clip.digest, y), frame_seconds=HOP / MODEL_SAMPLE_RATE,
+                                                  row_title="mel band", color_title="dB"),
+                            width="stretch")
+
+        if len(windows) > 1:
+            names = list(probs)
+            tops = [names[int(np.argmax(w["probabilities"]))] for w in windows]
+            agree = sum(t == label for t in tops)
+            st.markdown(f"**Window by window** ({len(windows)} windows of 3 s; the overall answer is the mean "
+                        f"of their probabilities)")
+            st.altair_chart(window_chart(windows, names), width="stretch")
+            covered = float(windows[-1]["start"]) + float(windows[-1]["duration"])
+            rest = f" The last {seconds - covered:.1f} s (under half a window) is not classified." \
+                if seconds - covered > 0.05 else ""
+            st.caption(f"Overall answer: **{label}** ({100 * probs[label]:.1f}%). "
+                       f"{agree} of {len(windows)} windows pick it on their own; outlined: each window's top class."
+                       + rest)
+    return row
+
+
+def summary_frame(rows: Sequence[dict]) -> pd.DataFrame:
+    """The per-file summary table (confidence as a fraction)."""
+    return pd.DataFrame(list(rows))
