@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -23,14 +24,17 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 SUPPORTED_FORMATS = ("wav", "flac", "ogg", "mp3")
 
 
-def load_audio(source: AudioSource, *, sr: int = MODEL_SAMPLE_RATE, max_bytes: int | None = None) -> np.ndarray:
+def load_audio(
+    source: AudioSource, *, sr: int = MODEL_SAMPLE_RATE, max_bytes: int | None = None, name: str | None = None
+) -> np.ndarray:
     """Decode `source` (path, bytes or binary file) to mono float32 samples at `sr` Hz.
 
     Any channel count is averaged to mono; any sample rate is resampled with soxr (the same
     resampler `librosa.load` uses by default). Returns shape (samples,).
+    `name` (e.g. an upload's original file name) is only used in error messages.
     Raises AudioError with a user-facing message for empty, oversized, non-audio or corrupt input.
     """
-    name = _describe(source)
+    name = f"'{name}'" if name else _describe(source)
     if isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
             raise AudioError(f"{name} is empty (0 bytes)")
@@ -46,7 +50,8 @@ def load_audio(source: AudioSource, *, sr: int = MODEL_SAMPLE_RATE, max_bytes: i
     try:
         data, native_sr = sf.read(source, dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types for bad input
-        raise AudioError(f"{name} is not a readable audio file (WAV, FLAC, OGG or MP3): {exc}") from exc
+        reason = re.sub(r"Error opening [^:]*: ", "", str(exc)).strip()
+        raise AudioError(f"{name} is not a readable audio file (WAV, FLAC, OGG or MP3): {reason}") from exc
     if data.shape[0] == 0:
         raise AudioError(f"{name} contains no samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]

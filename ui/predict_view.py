@@ -11,7 +11,6 @@ for silence means nothing, and the warning says so).
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -143,9 +142,9 @@ def dataset_clip_picker(data: str) -> ClipInput | None:
 
 
 @st.cache_data(max_entries=16, ttl=3600, show_spinner=False)  # decoded uploads can be tens of MB
-def decode(digest: str, _data: bytes) -> np.ndarray:
-    """Mono float32 samples at 22,050 Hz of the file with hash `digest` (AudioError if unusable)."""
-    return load_audio(bytes(_data), sr=MODEL_SAMPLE_RATE, max_bytes=MAX_UPLOAD_BYTES)
+def decode(digest: str, _data: bytes, _name: str) -> np.ndarray:
+    """Mono float32 samples at 22,050 Hz of the file with hash `digest` (AudioError naming `_name` if unusable)."""
+    return load_audio(bytes(_data), sr=MODEL_SAMPLE_RATE, max_bytes=MAX_UPLOAD_BYTES, name=_name)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -162,13 +161,6 @@ def mel_db(digest: str, _y: np.ndarray) -> np.ndarray:
 
     mel = librosa.feature.melspectrogram(y=_y, sr=MODEL_SAMPLE_RATE, n_fft=2048, hop_length=HOP, n_mels=64)
     return librosa.power_to_db(mel, ref=np.max(mel) if np.max(mel) > 0 else 1.0)
-
-
-def name_error(message: str, name: str) -> str:
-    """Put the file's name into an engine message that speaks of 'the audio data', and drop
-    libsndfile's 'Error opening <_io.BytesIO object at 0x...>:' noise."""
-    message = re.sub(r"Error opening <[^>]*>:\s*", "", message)
-    return message.replace("the audio data", f"'{name}'") if name not in message else message
 
 
 # ---- charts -----------------------------------------------------------------------------
@@ -239,9 +231,9 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
     with st.container(border=True):
         st.markdown(f"#### {clip.name}")
         try:
-            y = decode(clip.digest, clip.data)
+            y = decode(clip.digest, clip.data, clip.name)
         except AudioError as exc:
-            row["problem"] = name_error(str(exc), clip.name)
+            row["problem"] = str(exc)
             st.error(f"**{clip.name}** cannot be used: {row['problem']}")
             return row
         except Exception as exc:  # anything else the decoder trips on: name the file, keep the page
