@@ -22,7 +22,6 @@ import csv
 import importlib.util
 import io
 import json
-import multiprocessing
 import os
 import shutil
 import struct
@@ -36,6 +35,7 @@ import numpy as np
 from .errors import ConfigError, DatasetError
 from .labels import CLASS_NAMES, SUBSETS
 from .paths import demo_root
+from .processes import process_alive, spawn_context
 
 Progress = Callable[[int, int, str], None]
 
@@ -45,7 +45,7 @@ RENDER_RATE = 48000  # midirenderer's output rate (stereo)
 METADATA_NAME = "Medley-solos-DB_metadata.csv"
 METADATA_COLUMNS = ("subset", "instrument", "instrument_id", "song_id", "uuid4")
 MARKER_NAME = ".complete"
-GENERATOR_VERSION = 1  # bump when the audio recipe changes, so old demo folders are remade
+GENERATOR_VERSION = 2  # bump when the audio recipe changes, so old demo folders are remade
 
 # size -> subset -> clips per class (order of CLASS_NAMES)
 _FULL = {  # Medley-solos-DB's real class counts
@@ -102,7 +102,8 @@ SCALES: tuple[tuple[int, ...], ...] = (
     (0, 2, 4, 7, 9),  # major pentatonic
     (0, 3, 5, 7, 10),  # minor pentatonic
 )
-PHRASE_SECONDS = 3.1  # rendered a little longer than a clip (2.972 s), then cut
+PHRASE_SECONDS = 4.4  # a phrase is rendered longer than a clip (2.972 s) ...
+CLIP_OFFSET_SECONDS = (0.3, 1.2)  # ... and the clip cut from inside it, as Medley's excerpts are cut mid-solo
 MIN_PEAK = 1e-3  # a rendered phrase quieter than this is redrawn
 MAX_ATTEMPTS = 6
 
@@ -205,18 +206,8 @@ def _remove_stale_temp_folders(root: Path) -> None:
     """Delete temp folders left by killed runs (their process no longer exists)."""
     for tmp in root.parent.glob(f".{root.name}.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _move_into_place(tmp: Path, root: Path, size: str, seed: int) -> None:
@@ -302,8 +293,9 @@ def _render_all(specs: list[ClipSpec], workers: int):
     if workers == 1 or len(specs) < 16:
         yield from map(write_clip, specs)
         return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(processes=workers) as pool:
+    with spawn_context() as context:
+        pool = context.Pool(processes=workers)
+    with pool:
         yield from pool.imap_unordered(write_clip, specs, chunksize=8)
 
 
@@ -340,12 +332,13 @@ def render_clip(spec: ClipSpec) -> np.ndarray:
     song = _song_style(np.random.default_rng(spec.song_seed), INSTRUMENTS[spec.class_id])
     rng = np.random.default_rng(spec.clip_seed)
     for _ in range(MAX_ATTEMPTS):
-        dry = _render_phrase(spec.soundfont, _phrase_midi(rng, song))
-        if np.max(np.abs(dry)) >= MIN_PEAK:
+        dry = _render_phrase(spec.soundfont, _phrase_midi(rng, song))  # (PHRASE_SECONDS * 44,100,)
+        start = int(rng.uniform(*CLIP_OFFSET_SECONDS) * SAMPLE_RATE)
+        if np.max(np.abs(dry[start:start + CLIP_SAMPLES])) >= MIN_PEAK:
             break
     else:
         raise DatasetError(f"could not render an audible {CLASS_NAMES[spec.class_id]} phrase for {spec.file_name}")
-    wet = _record(dry, rng, song)
+    wet = _record(dry, rng, song)[start:start + CLIP_SAMPLES]
     peak = float(np.max(np.abs(wet)))
     return (wet * (rng.uniform(0.3, 0.9) / peak)).astype(np.float32)
 
@@ -474,7 +467,7 @@ _SOUNDFONTS: dict[str, bytes] = {}  # per process: soundfont path -> file bytes
 
 
 def _render_phrase(soundfont: str, midi: bytes) -> np.ndarray:
-    """Render MIDI with a soundfont -> mono float32 at 44.1 kHz, exactly CLIP_SAMPLES long."""
+    """Render MIDI with a soundfont -> mono float32 at 44.1 kHz, exactly PHRASE_SECONDS long."""
     import midirenderer
     import soundfile as sf
     import soxr
@@ -484,8 +477,9 @@ def _render_phrase(soundfont: str, midi: bytes) -> np.ndarray:
     wav = midirenderer.render_wave_from(_SOUNDFONTS[soundfont], midi)
     stereo, rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
     mono = soxr.resample(0.5 * (stereo[:, 0] + stereo[:, 1]), rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
-    out = np.zeros(CLIP_SAMPLES, dtype=np.float32)
-    out[: min(len(mono), CLIP_SAMPLES)] = mono[:CLIP_SAMPLES]
+    length = int(PHRASE_SECONDS * SAMPLE_RATE)
+    out = np.zeros(length, dtype=np.float32)
+    out[: min(len(mono), length)] = mono[:length]
     return out
 
 

@@ -25,7 +25,6 @@ and a waveform split is not cached when it would exceed WAVEFORM_CACHE_BYTES.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -41,6 +40,7 @@ from .config import FeatureConfig
 from .dataset import Clip, MedleyDataset
 from .errors import ConfigError
 from .labels import SUBSETS
+from .processes import spawn_context
 
 Progress = Callable[[int, int, str], None]
 
@@ -50,6 +50,7 @@ DECODE_WORKERS = 4  # threads: soundfile and soxr release the GIL
 LIBROSA_WORKERS = 2  # processes for the librosa backend
 PROCESS_POOL_MIN_CLIPS = 64  # fewer clips than this: the librosa backend runs in-process
 WAVEFORM_CACHE_BYTES = 1 << 30  # waveform splits bigger than this (as float16) are not cached
+STD_FLOOR = 1e-6  # smallest std used to scale a feature
 
 
 @dataclass
@@ -156,14 +157,18 @@ def load_features(
 
 
 def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std over clips and frames of x (n, frames, features) or (n, features).
+    """Per-feature mean and std over clips and frames of x (n, frames, features).
 
-    Returns two (features,) float32 arrays; std is floored at 1e-8 so constant features divide safely.
+    Accumulates in float64 over chunks of clips (no full-size float64 copy). Returns two
+    (features,) float32 arrays; std is floored at STD_FLOOR so constant features divide safely.
     """
-    flat = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
-    if flat.shape[0] == 0:
+    if x.shape[0] == 0:
         raise ConfigError("cannot fit a standardizer on an empty feature array")
-    return flat.mean(axis=0).astype(np.float32), np.maximum(flat.std(axis=0), 1e-8).astype(np.float32)
+    chunks = range(0, len(x), 256)
+    count = x.shape[0] * x.shape[1]
+    mean = sum(x[i:i + 256].sum(axis=(0, 1), dtype=np.float64) for i in chunks) / count
+    var = sum(((x[i:i + 256] - mean) ** 2).sum(axis=(0, 1)) for i in chunks) / count
+    return mean.astype(np.float32), np.maximum(np.sqrt(var), STD_FLOOR).astype(np.float32)
 
 
 def cache_path(ds: MedleyDataset, config: FeatureConfig, split: str, backend: str = "auto") -> Path:
@@ -281,9 +286,10 @@ def _extract_librosa(
             out[index] = _librosa_file_features(path, config)
             report(index + 1)
         return
-    context = multiprocessing.get_context("spawn")  # fork is unsafe in threaded servers
-    with ProcessPoolExecutor(max_workers=LIBROSA_WORKERS, mp_context=context) as pool:
-        results = pool.map(_librosa_file_features, files, [config] * len(files), chunksize=16)
+    with spawn_context() as context:
+        pool = ProcessPoolExecutor(max_workers=LIBROSA_WORKERS, mp_context=context)
+        results = pool.map(_librosa_file_features, files, [config] * len(files), chunksize=16)  # starts the workers
+    with pool:
         for index, features in enumerate(results):
             out[index] = features
             report(index + 1)

@@ -50,26 +50,19 @@ STUDY_ABLATION_CHANGES: dict[str, dict[str, object]] = {
 }
 
 # What the study missed: the same base, changed one honest step at a time.
+_WHOLE_CLIP_SEQUENCE = {
+    "train.standardize": True,
+    "features.frames": None,
+    "model.arch": "sequence",
+    "model.hidden_size": 128,
+    "model.pooling": "mean",
+    "train.lr": 1e-3,
+}
 BEYOND_CHANGES: dict[str, dict[str, object]] = {
     "study base": {},
     "+ standardised features": {"train.standardize": True},
-    "+ whole clip as a sequence": {
-        "train.standardize": True,
-        "features.frames": None,
-        "model.arch": "sequence",
-        "model.hidden_size": 128,
-        "model.pooling": "mean",
-        "train.lr": 1e-3,
-    },
-    "+ class weighting": {
-        "train.standardize": True,
-        "features.frames": None,
-        "model.arch": "sequence",
-        "model.hidden_size": 128,
-        "model.pooling": "mean",
-        "train.lr": 1e-3,
-        "train.class_weighting": True,
-    },
+    "+ whole clip as a sequence": _WHOLE_CLIP_SEQUENCE,
+    "+ class weighting": {**_WHOLE_CLIP_SEQUENCE, "train.class_weighting": True},
     "recommended": {},  # replaced by RECOMMENDED below
 }
 

@@ -32,6 +32,7 @@ from . import paths
 from .config import RunConfig
 from .errors import ConfigError, StoreError
 from .labels import CLASS_NAMES
+from .processes import process_alive, process_start
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted", "diverged")
 ACTIVE = ("queued", "running")
@@ -117,35 +118,6 @@ def group_key(config: RunConfig) -> str:
     raw["train"].pop("seed", None)
     text = json.dumps(raw, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (Linux /proc), to tell a reused pid apart; None elsewhere."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def process_alive(pid: int | None, start: str | None = None) -> bool:
-    """True when process `pid` runs (not a zombie) and, if known, started at `start`."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): trust os.kill
-    fields_after_name = stat.rsplit(")", 1)[1].split()
-    if fields_after_name[0] in ("Z", "X"):
-        return False
-    return start is None or fields_after_name[19] == start
 
 
 class RunStore:

@@ -24,13 +24,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import RunConfig, TrainConfig
+from .features import fit_standardizer
 from .errors import ConfigError
 from .labels import NUM_CLASSES
 from .metrics import evaluate
 from .model import build_model
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
-STD_FLOOR = 1e-6  # smallest std used to scale a feature
 _INIT_LOCK = threading.Lock()  # torch.manual_seed + build_model, atomically
 
 
@@ -83,18 +83,6 @@ class TrainHooks:
 def _provides(hooks: TrainHooks, name: str) -> bool:
     """True when `hooks` replaces the no-op default `name` (so calling it is worth a sync)."""
     return name in vars(hooks) or getattr(type(hooks), name) is not getattr(TrainHooks, name)
-
-
-def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over (clips, frames) of x (n, frames, features): two (features,) float32.
-
-    Accumulates in float64 over chunks of clips (no full-size temporary); std floored at STD_FLOOR.
-    """
-    chunks = range(0, len(x), 256)
-    count = x.shape[0] * x.shape[1]
-    mean = sum(x[i:i + 256].sum(axis=(0, 1), dtype=np.float64) for i in chunks) / count
-    var = sum((((x[i:i + 256] - mean) ** 2).sum(axis=(0, 1))) for i in chunks) / count
-    return mean.astype(np.float32), np.maximum(np.sqrt(var), STD_FLOOR).astype(np.float32)
 
 
 def class_weights(y: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:

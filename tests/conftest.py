@@ -17,21 +17,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from engine.labels import CLASS_NAMES, SUBSETS
+
 CSV_NAME = "Medley-solos-DB_metadata.csv"
 CSV_HEADER = "subset,instrument,instrument_id,song_id,uuid4"
 NATIVE_SR = 44100
 NATIVE_SAMPLES = 131072
-CLASS_NAMES = (
-    "clarinet",
-    "distorted electric guitar",
-    "female singer",
-    "flute",
-    "piano",
-    "tenor saxophone",
-    "trumpet",
-    "violin",
-)
-SUBSETS = ("training", "validation", "test")
 
 
 def synth_clip(label: int, rng: np.random.Generator, samples: int = NATIVE_SAMPLES, sr: int = NATIVE_SR) -> np.ndarray:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import soundfile as sf
 from engine import demo
 from engine.errors import ConfigError, DatasetError
 from engine.labels import CLASS_NAMES, SUBSETS
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +192,21 @@ def test_classes_are_distinguishable(tiny):
     x_val = (np.array(feats["validation"]) - mean) / std
     predicted = np.argmin(((x_val[:, None, :] - class_means[None]) ** 2).sum(-1), axis=1)
     assert np.mean(predicted == np.array(labels["validation"])) > 0.4
+
+
+def test_workers_do_not_rerun_a_streamlit_page(tmp_path):
+    """Under Streamlit `__main__` is a page script; spawned workers must not run it again
+    (before the fix, the pool re-spawned crashing workers forever)."""
+    page = tmp_path / "page.py"
+    marker = tmp_path / "page-ran"
+    page.write_text(f"open({str(marker)!r}, 'a').write('x')\n")
+    script = (
+        "import sys, types\n"
+        f"main = types.ModuleType('__main__'); main.__file__ = {str(page)!r}; sys.modules['__main__'] = main\n"
+        "from engine.demo import make_demo\n"
+        f"make_demo('tiny', root=__import__('pathlib').Path({str(tmp_path / 'demo')!r}), workers=2)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=240, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not marker.exists()
+    assert demo.demo_is_complete(tmp_path / "demo")

@@ -166,7 +166,7 @@ def test_fit_standardizer_over_clips_and_frames():
     assert mean.shape == std.shape == (4,)
     np.testing.assert_allclose(mean, x.reshape(-1, 4).mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(std[[0, 1, 3]], x.reshape(-1, 4).std(axis=0)[[0, 1, 3]], rtol=1e-4)
-    assert std[2] == pytest.approx(1e-8)
+    assert std[2] == pytest.approx(F.STD_FLOOR)
 
 
 def test_unknown_backend_is_a_config_error(small_ds):
