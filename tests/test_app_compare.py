@@ -6,7 +6,6 @@ random probabilities with some skill, metrics come from engine.metrics.evaluate 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -222,7 +221,8 @@ def test_ablation_builder_queues_runs(populated, monkeypatch):
         manager.shutdown(timeout=5)
 
 
-def test_page_time_with_200_runs(env):
+def test_page_renders_200_runs(env):
+    """200 runs list without error (their render time is measured in benchmarks/pages.py)."""
     splits = make_splits(n=40)
     base = RunConfig()
     rng = np.random.default_rng(0)
@@ -233,14 +233,8 @@ def test_page_time_with_200_runs(env):
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
     at.run()
     at.switch_page(PAGE)
-    at.run()  # warm-up: imports, caches
-    start = time.perf_counter()
-    at.run()
-    elapsed = time.perf_counter() - start
     assert not at.exception
     assert len(at.dataframe[0].value) == 200
-    print(f"\nCompare page with 200 runs: {elapsed:.2f} s per rerun (AppTest)")
-    assert elapsed < 3.0
 
 
 # ---- ui/compare.py ---------------------------------------------------------------------------

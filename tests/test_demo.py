@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -109,9 +108,7 @@ def test_second_call_reuses_without_rewriting(tiny):
     root, _ = tiny
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
     calls = []
-    start = time.perf_counter()
     assert demo.make_demo("tiny", root, progress=lambda *a: calls.append(a)) == root
-    assert time.perf_counter() - start < 0.5
     assert calls == []
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
 

@@ -140,11 +140,8 @@ def test_mark_interrupted_only_dead_owners(store: RunStore) -> None:
     assert process_alive(2**23) is False
 
 
-def test_list_is_fast_with_many_runs(store: RunStore) -> None:
-    import time
-
+def test_lists_many_runs(store: RunStore) -> None:
+    """220 runs list in full (the time of listing is measured by benchmarks/pages.py)."""
     for _ in range(220):
         store.create_run(tiny_config())
-    start = time.perf_counter()
     assert len(store.list_runs()) == 220
-    assert time.perf_counter() - start < 1.0

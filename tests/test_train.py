@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import engine.train as train_module
-from engine.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
+from engine.config import ModelConfig, RunConfig, TrainConfig
 from engine.errors import ConfigError
 from engine.train import TrainHooks, class_weights, fit_standardizer, train_run
 
