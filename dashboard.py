@@ -11,6 +11,7 @@ import streamlit as st
 from engine.config import RunConfig
 from engine.errors import EngineError
 from engine.labels import SUBSETS
+from engine.presets import beyond_study, study_ablation
 from ui.common import (
     compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store,
     load_dataset_cached, render_sidebar, set_data_setting,
@@ -105,30 +106,31 @@ if not dataset_ready(data) and st.button("Make demo data", type="primary"):
     else:
         st.rerun()
 
-try:
-    from engine.presets import study_ablation
-except ImportError:
-    study_ablation = None
-if study_ablation is None:
-    st.info("The study's ablation preset (engine.presets) is not available in this version.")
-else:
-    c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
-    epochs = c1.number_input("epochs per run (the study: 50)", 1, 500, 50, key="ablation_epochs")
-    if c2.button("Run the study's ablation", type="primary" if dataset_ready(data) else "secondary",
-                 help="Queues one run per ablation row (10 runs: base, batch 50/20, lr 1e-3/1e-5, dropout "
-                      "0.05/0.5, SGD, Adadelta, 2+1 LSTM), tagged 'study'."):
-        if not dataset_ready(data):  # make the demo here, with progress, before the workers need it
-            try:
-                load_dataset_cached(data)
-            except EngineError as exc:
-                st.error(f"Could not make the demo data: {exc}")
-                st.stop()
-        manager = get_manager()
-        rows = study_ablation(RunConfig(data=data), **{"train.epochs": int(epochs)})
-        for name, config in rows:
-            manager.submit(config, name=f"study: {name}", tags=("study",))
-        st.session_state["home_flash"] = (f"Queued {len(rows)} runs tagged 'study'. Progress is in the sidebar; "
-                                          "results on **Compare**.")
-        st.rerun()
+c1, c2, c3 = st.columns([1, 2, 2], vertical_alignment="bottom")
+epochs = c1.number_input("epochs per run (the study: 50)", 1, 500, 50, key="ablation_epochs")
+presets = {
+    "study": (c2, "Run the study's ablation", study_ablation, "study: ",
+              "Queues one run per ablation row (10 runs: base, batch 50/20, lr 1e-3/1e-5, dropout "
+              "0.05/0.5, SGD, Adadelta, 2+1 LSTM), tagged 'study'."),
+    "beyond": (c3, "Run what the study missed", beyond_study, "beyond: ",
+               "Queues 5 runs tagged 'beyond': the study's base, + standardised features, + the whole clip "
+               "read as a sequence, + class weighting, and our recommended configuration."),
+}
+for tag, (column, label, make_rows, prefix, help_text) in presets.items():
+    if not column.button(label, type="primary" if dataset_ready(data) else "secondary", help=help_text, key=f"run_{tag}"):
+        continue
+    if not dataset_ready(data):  # make the demo here, with progress, before the workers need it
+        try:
+            load_dataset_cached(data)
+        except EngineError as exc:
+            st.error(f"Could not make the demo data: {exc}")
+            st.stop()
+    manager = get_manager()
+    rows = make_rows(RunConfig(data=data), **{"train.epochs": int(epochs)})
+    for name, config in rows:
+        manager.submit(config, name=f"{prefix}{name}", tags=(tag,))
+    st.session_state["home_flash"] = (f"Queued {len(rows)} runs tagged '{tag}'. Progress is in the sidebar; "
+                                      "results on **Compare**.")
+    st.rerun()
 if "home_flash" in st.session_state:
     st.success(st.session_state.pop("home_flash"))
