@@ -45,8 +45,10 @@ from .processes import spawn_context
 Progress = Callable[[int, int, str], None]
 
 BACKENDS = ("auto", "torch", "librosa")
-CHUNK_CLIPS = 128  # clips decoded and featurised together: ~32 MB of audio
+CHUNK_CLIPS = 128  # clips decoded and featurised together on a GPU: ~32 MB of audio
 DECODE_WORKERS = 4  # threads: soundfile and soxr release the GIL
+CPU_TASK_CLIPS = 4  # CPU: clips per task (decode + features in one thread, stays in cache)
+CPU_WORKERS = max(1, min(os.cpu_count() or 1, 8))  # CPU: threads, one task each at a time
 LIBROSA_WORKERS = 2  # processes for the librosa backend
 PROCESS_POOL_MIN_CLIPS = 64  # fewer clips than this: the librosa backend runs in-process
 WAVEFORM_CACHE_BYTES = 1 << 30  # waveform splits bigger than this (as float16) are not cached
@@ -252,6 +254,9 @@ def _extract(
     if config.representation == "spectral" and backend == "librosa":
         _extract_librosa(files, config, out, report)
         return out
+    if config.representation == "spectral" and device == "cpu":
+        _extract_cpu(files, config, out, report)
+        return out
     for start, audio in _decoded_chunks(files, config):
         if config.representation == "waveform":
             block = np.stack([waveform_frames(y, config) for y in audio])
@@ -260,6 +265,26 @@ def _extract(
         out[start : start + len(audio)] = block[:, : config.num_frames]
         report(start + len(audio))
     return out
+
+
+def _extract_cpu(files: Sequence[Path], config: FeatureConfig, out: np.ndarray, report: Callable[[int], None]) -> None:
+    """Fill `out` (n, num_frames, dim) with torch features on the CPU, CPU_WORKERS tasks at a time.
+
+    Each task decodes CPU_TASK_CLIPS files and computes their features in one thread, so the
+    audio is still in cache when its STFT runs and every core works on both stages; decoding
+    (soundfile, soxr), torch and the contrast kernel all release the GIL.
+    """
+
+    def task(start: int) -> int:
+        audio = np.stack([decode_clip(f, config) for f in files[start : start + CPU_TASK_CLIPS]])
+        out[start : start + len(audio)] = _torch_features(audio, config, "cpu")[:, : config.num_frames]
+        return len(audio)
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=CPU_WORKERS) as pool:
+        for count in pool.map(task, range(0, len(files), CPU_TASK_CLIPS)):
+            done += count
+            report(done)
 
 
 def _decoded_chunks(files: Sequence[Path], config: FeatureConfig):

@@ -233,6 +233,7 @@ def test_page_renders_200_runs(env):
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
     at.run()
     at.switch_page(PAGE)
+    at.run()
     assert not at.exception
     assert len(at.dataframe[0].value) == 200
 
