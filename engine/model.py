@@ -39,14 +39,18 @@ def one_step(lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
     """`lstm` over ONE time step from a zero state: x (batch, inputs) -> last layer's h (batch, hidden).
 
     The same function as `lstm(x[:, None])[0][:, 0]`, but with h0 = c0 = 0 the recurrent
-    products W_hh @ h0 and f * c0 vanish, so they are skipped (about 2/3 of the study model's
-    arithmetic); the weights stay those of the nn.LSTM (same state_dict; W_hh unused).
+    products W_hh @ h0 and the forget gate's f * c0 vanish, so they are skipped (about 3/4 of
+    the study model's arithmetic); the weights stay those of the nn.LSTM (same state_dict;
+    W_hh and the forget-gate rows of W_ih unused).
     """
+    hidden = lstm.hidden_size
     for layer in range(lstm.num_layers):
         if layer > 0:
             x = F.dropout(x, lstm.dropout, lstm.training)  # between layers, as nn.LSTM does
+        w = getattr(lstm, f"weight_ih_l{layer}")  # (4*hidden, inputs): gates i, f, g, o
         b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
-        i, _, g, o = F.linear(x, getattr(lstm, f"weight_ih_l{layer}"), b).chunk(4, dim=1)  # gates i, f, g, o
+        i = F.linear(x, w[:hidden], b[:hidden])  # (batch, hidden)
+        g, o = F.linear(x, w[2 * hidden:], b[2 * hidden:]).chunk(2, dim=1)
         x = torch.sigmoid(o) * torch.tanh(torch.sigmoid(i) * torch.tanh(g))  # (batch, hidden)
     return x
 
