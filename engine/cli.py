@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(ablate)
     ablate.set_defaults(handler=cmd_ablate)
 
+    for name, help_text in (("resume", "continue an interrupted, cancelled or failed run from its last saved epoch"),
+                            ("restart", "train a run's configuration again as a new run")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("run_id")
+        p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+        p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+        p.set_defaults(handler=cmd_resume if name == "resume" else cmd_restart)
+
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--status", help="only runs with this status")
     runs.add_argument("--tag", help="only runs with this tag")
@@ -232,12 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args, PRESETS[args.preset])
     tags = tuple(t for t in args.tags.split(",") if t)
     [record] = _train_and_wait([(args.name or args.preset, config, tags)], args.device)
-    summary = run_summary(record)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        _print_run(record)
-    return 0 if record.status == "finished" else 1
+    return _report_run(record, args.json)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -262,12 +265,35 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "finished" for r in records) else 1
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    [record] = _run_and_wait(lambda manager: [manager.resume(args.run_id)], args.device)
+    return _report_run(record, args.json)
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    [record] = _run_and_wait(lambda manager: [manager.restart(args.run_id)], args.device)
+    return _report_run(record, args.json)
+
+
+def _report_run(record: Any, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(run_summary(record)))
+    else:
+        _print_run(record)
+    return 0 if record.status == "finished" else 1
+
+
 def _train_and_wait(jobs: list[tuple[str, RunConfig, tuple[str, ...]]], device: str | None) -> list:
     """Queue each (name, config, tags) in a JobManager, show progress on stderr, return finished records."""
+    return _run_and_wait(lambda manager: [manager.submit(c, name=n, tags=t) for n, c, t in jobs], device)
+
+
+def _run_and_wait(queue: Callable[[Any], list[str]], device: str | None) -> list:
+    """Queue runs with `queue(manager) -> ids`, show progress on stderr until all end, return their records."""
     from .jobs import JobManager
 
     manager = JobManager(device=device)
-    ids = [manager.submit(config, name=name, tags=tags) for name, config, tags in jobs]
+    ids = queue(manager)
     try:
         _follow(manager, ids)
     except KeyboardInterrupt:
@@ -282,12 +308,12 @@ def _train_and_wait(jobs: list[tuple[str, RunConfig, tuple[str, ...]]], device: 
 
 def _follow(manager: Any, ids: list[str]) -> None:
     """Print one status line per second on stderr until every run has ended."""
-    from .jobs import ACTIVE_STATUSES
+    from .store import ACTIVE
 
     tty = sys.stderr.isatty()
     while True:
         records = [manager.store.get(run_id) for run_id in ids]
-        active = [r for r in records if r.status in ACTIVE_STATUSES]
+        active = [r for r in records if r.status in ACTIVE]
         done = len(records) - len(active)
         parts = [f"{done}/{len(ids)} runs done"]
         for record in active:

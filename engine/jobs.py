@@ -25,12 +25,11 @@ import torch
 
 from .config import RunConfig
 from .errors import ConfigError, EngineError
-from .store import RunStore
+from .store import ACTIVE, RunStore
 from .train import TrainHooks, train_run
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATUSES = ("queued", "running")
 RESUMABLE_STATUSES = ("interrupted", "cancelled", "failed")
 DataLoader = Callable[[RunConfig], dict]
 RECENT_LOSSES = 200  # step losses kept in Progress.recent_losses
@@ -362,7 +361,7 @@ class JobManager:
             if run_id in self._stops:
                 self._stops[run_id].set()
                 return
-        if status in ACTIVE_STATUSES:
+        if status in ACTIVE:
             self.store.set_status(run_id, "cancelled")
 
     def progress(self, run_id: str) -> Progress | None:
@@ -389,7 +388,7 @@ class JobManager:
             while True:
                 local = set(self._threads) | set(self._queue)
                 pending = [r for r in ids if r in local
-                           or (r not in self._configs and self._status_or_none(r) in ACTIVE_STATUSES)]
+                           or (r not in self._configs and self._status_or_none(r) in ACTIVE)]
                 if not pending:
                     return True
                 left = None if deadline is None else deadline - time.monotonic()

@@ -12,6 +12,7 @@ import streamlit as st
 from engine.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
+from engine.jobs import RESUMABLE_STATUSES
 from engine.store import ACTIVE
 from ui import charts
 from ui.common import (
@@ -210,6 +211,18 @@ elif record.status in ("diverged", "failed"):
     st.error(f"{status_line}.\n\n{record.error or 'no error message recorded'}")
 else:
     st.warning(f"{status_line}." + (f"\n\n{record.error}" if record.error else ""))
+if record.status in RESUMABLE_STATUSES:
+    again = st.columns([1, 1, 3])
+    can_resume = store.has_checkpoint(run_id)
+    if again[0].button(f"Resume from epoch {record.epochs_done}" if can_resume else "Resume (starts over: no checkpoint)",
+                       help="Queue this run again; training continues from its last saved epoch."):
+        get_manager().resume(run_id)
+        st.rerun()
+    if again[1].button("Start again as a new run", help="A new run with the same configuration."):
+        new_id = get_manager().restart(run_id)
+        st.session_state["run"] = new_id
+        st.query_params["run"] = new_id
+        st.rerun()
 
 metrics = record.metrics or {}
 for split, label in (("validation", "Validation"), ("test", "Test")):

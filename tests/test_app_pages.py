@@ -140,3 +140,31 @@ def test_train_page_shows_a_failed_runs_error(app_env):
     assert not at.exception
     assert any("the loss became nan" in e.value for e in at.error)
     assert any("No metrics" in i.value for i in at.info)
+
+
+def test_train_page_restarts_a_cancelled_run(app_env):
+    from engine.config import RunConfig
+    from ui.common import get_store
+
+    store = get_store()
+    config = RunConfig(data=str(app_env)).with_values(**{"model.hidden_size": 8, "train.epochs": 1,
+                                                         "train.batch_size": 16})
+    run_id = store.create_run(config, name="stopped")
+    store.set_status(run_id, "running")
+    store.set_status(run_id, "cancelled")
+    at = _app()
+    at.switch_page("pages/2_Train.py")
+    at.session_state["run"] = run_id
+    at.run()
+    labels = [b.label for b in at.button]
+    assert "Resume (starts over: no checkpoint)" in labels
+    next(b for b in at.button if b.label == "Start again as a new run").click().run()
+    assert not at.exception, at.exception
+    new_id = at.session_state["run"]
+    assert new_id != run_id and store.get(new_id).config == config
+    deadline = time.time() + 120
+    while store.get(new_id).status in ("queued", "running"):
+        assert time.time() < deadline, "the restarted run did not finish in time"
+        time.sleep(0.5)
+    assert store.get(new_id).status == "finished", store.get(new_id).error
+    _shutdown_manager()
