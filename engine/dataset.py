@@ -193,13 +193,20 @@ def resolve_dataset(data: str | os.PathLike | None = None, *, progress: Progress
     generated demo dataset (made if missing). Without it: $MEDLEY_DATA, then
     ~/mir_datasets/medley_solos_db, else the default demo dataset.
     """
-    demo_size = _demo_size(data)
-    if demo_size is not None:
-        return _load_demo(demo_size, progress)
-    root = paths.resolve_data_root(data)
-    if root is None:
-        return _load_demo("default", progress)
-    return load_dataset(root, progress=progress)
+    size = demo_size(data)
+    if size is not None:
+        return _load_demo(size, progress)
+    return load_dataset(paths.resolve_data_root(data), progress=progress)
+
+
+def demo_size(data: str | os.PathLike | None = None) -> str | None:
+    """The demo size ("tiny", "default", "full") that `data` resolves to as in resolve_dataset
+    (an empty value falls back on $MEDLEY_DATA, then mirdata's folder), or None for a real folder."""
+    if not data:
+        data = os.environ.get("MEDLEY_DATA") or None
+        if data is None:
+            return "default" if paths.resolve_data_root(None) is None else None
+    return _demo_size(data)
 
 
 # --- layout and metadata -------------------------------------------------------------------

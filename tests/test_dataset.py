@@ -181,3 +181,13 @@ def test_resolve_dataset_falls_back_to_the_demo(make_tiny_dataset, medley_cache,
     assert resolve_dataset().is_demo
     assert resolve_dataset("demo:tiny").is_demo
     assert made == ["default", "tiny"]
+
+
+def test_demo_names_resolve_from_the_environment_too(monkeypatch, tmp_path):
+    from engine.dataset import demo_size
+
+    monkeypatch.setenv("MEDLEY_DATA", "demo:tiny")
+    assert demo_size(None) == demo_size("") == "tiny"
+    assert demo_size("demo") == "default"
+    monkeypatch.setenv("MEDLEY_DATA", str(tmp_path))
+    assert demo_size(None) is None

@@ -26,6 +26,7 @@ import pandas as pd
 import streamlit as st
 
 from engine import paths
+from engine.dataset import demo_size
 
 DATA_KEY = "data_setting"  # session_state key (not a widget key, so it survives page switches)
 _DATA_LOCK = threading.Lock()  # one dataset load / demo build at a time per server
@@ -113,21 +114,9 @@ def set_data_setting(value: str) -> None:
         del st.query_params["data"]
 
 
-def _demo_size(data: str) -> str | None:
-    """The demo size `data` stands for, or None when it names a real folder."""
-    name = (data or "").strip().lower()
-    if name == "demo":
-        return "default"
-    if name.startswith("demo:"):
-        return name.split(":", 1)[1]
-    if not name and paths.resolve_data_root(None) is None:
-        return "default"
-    return None
-
-
 def describe_data(data: str) -> str:
     """One line naming the dataset `data` resolves to, without reading it."""
-    size = _demo_size(data)
+    size = demo_size(data)
     if size is not None:
         return f"built-in demo ({size})"
     root = paths.resolve_data_root(data or None)
@@ -136,7 +125,7 @@ def describe_data(data: str) -> str:
 
 def dataset_ready(data: str) -> bool:
     """True when loading `data` needs no demo to be generated first."""
-    size = _demo_size(data)
+    size = demo_size(data)
     if size is None:
         return True
     if data in _dataset_cache():
@@ -252,8 +241,14 @@ def _jobs_panel() -> None:
     except Exception as exc:  # the engine's job manager not importable / broken: say so, keep the page
         st.caption(f"Jobs unavailable: {exc}")
         return
+    ours = {j["run_id"] for j in jobs}
+    elsewhere = [r for r in get_store().list_runs(status="running") if r.id not in ours]
+    if elsewhere:  # trained by another process: the CLI, or another server on this cache
+        st.caption("Running in another process: " + ", ".join(
+            f"{r.name} (epoch {r.epochs_done}/{r.config.train.epochs})" for r in elsewhere[:5]))
     if not jobs:
-        st.caption("No training running.")
+        if not elsewhere:
+            st.caption("No training running.")
         return
     running = [j for j in jobs if j.get("status") == "running"]
     queued = [j for j in jobs if j.get("status") != "running"]
