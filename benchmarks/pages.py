@@ -25,9 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 PAGES = ["dashboard.py", "pages/1_Dataset.py", "pages/2_Train.py", "pages/3_Compare.py", "pages/4_Predict.py"]
 BUDGET_S = 1.0
+COMPARE_TWO = "3_Compare.py?runs=a,b"
 
 
-def fill_store(store, n: int, data: str) -> None:
+def fill_store(store, n: int, data: str) -> list[str]:
     """`n` finished runs over a grid of lr x dropout x seed, with 400 test and validation clips."""
     from engine.config import RunConfig
     from engine.metrics import evaluate
@@ -36,10 +37,12 @@ def fill_store(store, n: int, data: str) -> None:
     y = np.arange(400) % 8
     ids = [f"clip-{k:04d}" for k in range(400)]
     base = RunConfig(data=data).with_values(**{"train.epochs": 20})
+    ids_made = []
     for k in range(n):
         config = base.with_values(**{"train.lr": float(rng.choice([1e-3, 1e-4, 1e-5])),
                                      "model.dropout": float(rng.choice([0.05, 0.1, 0.5])), "train.seed": k})
         run_id = store.create_run(config, name=f"run {k}", tags=("bench",))
+        ids_made.append(run_id)
         logits = rng.normal(size=(400, 8))
         logits[np.arange(400), y] += rng.uniform(0.5, 3)
         probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
@@ -50,10 +53,11 @@ def fill_store(store, n: int, data: str) -> None:
             status="finished", error=None, device="cpu", state_dict={}, standardizer=None, best_epoch=20,
             history=history, step_losses=[1.0] * 200, predictions=preds,
             metrics={s: evaluate(y, probs) for s in ("validation", "test")}))
+    return ids_made
 
 
-def page_seconds(page: str, repeats: int) -> float:
-    """Median seconds of one rerun of `page` (after a warm-up run)."""
+def page_seconds(page: str, repeats: int, query: dict | None = None) -> float:
+    """Median seconds of one rerun of `page` with URL `query` (after a warm-up run)."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -63,6 +67,8 @@ def page_seconds(page: str, repeats: int) -> float:
     at.run()
     if page != "dashboard.py":
         at.switch_page(page)
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
     at.run()
     if at.exception:
         raise SystemExit(f"{page} raised: {at.exception[0].value}")
@@ -80,10 +86,12 @@ def measure(cache: Path, data: str, runs: int, repeats: int) -> dict[str, float]
     from engine.store import RunStore
 
     store = RunStore()
-    if runs:
-        fill_store(store, runs, data)
+    ids = fill_store(store, runs, data) if runs else []
     store.close()
-    return {page: page_seconds(page, repeats) for page in PAGES}
+    times = {page: page_seconds(page, repeats) for page in PAGES}
+    if len(ids) >= 2:  # two runs compared: curves, heatmaps, McNemar and bootstrap on 400 clips
+        times[COMPARE_TWO] = page_seconds("pages/3_Compare.py", repeats, {"runs": f"{ids[0]},{ids[1]}"})
+    return times
 
 
 def main() -> None:
@@ -101,6 +109,8 @@ def main() -> None:
     print(f"{'page':<22} {'empty store':>12} {f'{args.runs} runs':>10} {'ratio':>7}")
     for page in PAGES:
         print(f"{page:<22} {empty[page]:>11.3f}s {full[page]:>9.3f}s {full[page] / empty[page]:>6.2f}x")
+    if COMPARE_TWO in full:
+        print(f"{COMPARE_TWO:<22} {'-':>12} {full[COMPARE_TWO]:>9.3f}s")
     slowest = max(full, key=full.get)
     print(f"slowest with {args.runs} runs: {slowest} {full[slowest]:.3f} s (budget {BUDGET_S:.1f} s)")
     print(f"headroom: {BUDGET_S / full[slowest]:.2f}x  (budget / slowest page; below 1 misses the budget)")
