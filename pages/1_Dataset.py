@@ -36,10 +36,8 @@ def clip_audio(path: str) -> np.ndarray:
 @st.cache_data(max_entries=64, show_spinner=False)
 def clip_pictures(path: str) -> tuple[np.ndarray, np.ndarray | None, str | None]:
     """(mel spectrogram in dB (128, frames), study features (21, frames) or None, error or None)."""
-    import librosa
-
     y = clip_audio(path)
-    mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=22050), ref=np.max)
+    mel = charts.mel_db(y, 22050)
     try:
         from engine.features import clip_features
 

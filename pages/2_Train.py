@@ -15,8 +15,9 @@ from engine.labels import SHORT_NAMES
 from engine.jobs import RESUMABLE_STATUSES
 from engine.store import ACTIVE
 from ui import charts
+from ui.compare import history_frame
 from ui.common import (
-    data_setting, describe_data, fmt_pct, get_manager, get_store, history_frame, job_progress, render_sidebar,
+    data_setting, describe_data, fmt_pct, get_manager, get_store, job_progress, render_sidebar,
     run_label,
 )
 

@@ -277,6 +277,17 @@ def waveform_chart(y: np.ndarray, sr: int, *, points: int = 800) -> alt.Chart:
     )
 
 
+def mel_db(y: np.ndarray, sr: int = 22050, *, n_mels: int = 128, hop_length: int = 512) -> np.ndarray:
+    """Mel spectrogram of mono `y` in dB relative to its loudest bin: (n_mels, frames), n_fft 2048.
+
+    The picture data for matrix_heatmap; a silent clip gives a flat picture, not an error.
+    """
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=hop_length, n_mels=n_mels)
+    return librosa.power_to_db(mel, ref=float(mel.max()) if mel.max() > 0 else 1.0)
+
+
 def matrix_heatmap(
     matrix: np.ndarray,
     *,

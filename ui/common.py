@@ -11,8 +11,8 @@ Contract used by every page (keep these names):
 Also here (usable by any page):
 - set_data_setting(value), describe_data(data) -> str, dataset_ready(data) -> bool,
   require_dataset(data) -> MedleyDataset (st.info + "Make demo data" button + st.stop when the demo is missing),
-  compute_device() -> str, job_progress() -> list[dict], run_label(record) -> str, fmt_pct(x) -> str,
-  history_frame(records) -> DataFrame (run, epoch, seconds, train_loss, val_loss, val_accuracy).
+  compute_device() -> str, job_progress() -> list[dict], run_label(record) -> str, fmt_pct(x) -> str.
+(Per-epoch history frames for charts: ui.compare.history_frame.)
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import asdict, is_dataclass
-from typing import Iterable
 
-import pandas as pd
 import streamlit as st
 
 from engine import paths
@@ -206,20 +204,6 @@ def fmt_pct(value: float | None) -> str:
 def run_label(record) -> str:
     """'name (id)' or the id when the name is the id."""
     return record.id if record.name == record.id else f"{record.name} ({record.id})"
-
-
-def history_frame(records: Iterable) -> pd.DataFrame:
-    """Per-epoch history of runs, long format for ui.charts: run, epoch, seconds, train_loss,
-    val_loss, val_accuracy (+ any other keys the engine records)."""
-    frames = []
-    for record in records:
-        if record.history:
-            df = pd.DataFrame(record.history)
-            df.insert(0, "run", record.name)
-            frames.append(df)
-    if not frames:
-        return pd.DataFrame(columns=["run", "epoch", "seconds", "train_loss", "val_loss", "val_accuracy"])
-    return pd.concat(frames, ignore_index=True)
 
 
 # ---- sidebar ----------------------------------------------------------------------------

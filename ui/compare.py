@@ -9,7 +9,7 @@ config (RunConfig), group_key, metrics, history works).
 - param_diff(runs, labels)                 only the parameters that differ between runs
 - parse_run_ids / encode_run_ids           the `runs` URL query parameter
 - parse_values(text, example), build_grid  the ablation builder
-- history_frame(runs, labels)              per-epoch rows for ui.charts.loss_curves / accuracy_curves
+- history_frame(runs, labels=None)         per-epoch rows for ui.charts.loss_curves / accuracy_curves
 - group_bands(runs, labels, key)           mean / std / min / max per epoch of seed groups
 - smooth_bands, band_chart(bands, ...)     mean line with a band per seed group
 - confusion_domain, confusion_difference_chart
@@ -265,9 +265,11 @@ def build_grid(base: RunConfig, grid: Mapping[str, Sequence[Any]]) -> list[RunCo
 # --------------------------------------------------------------------------- curves
 
 
-def history_frame(runs: Sequence[Any], labels: Mapping[str, str]) -> pd.DataFrame:
-    """One row per (run, epoch): run (label), id, epoch, seconds, train_loss, val_loss,
-    val_accuracy (plus any other numeric history keys). Non-finite values become NaN."""
+def history_frame(runs: Sequence[Any], labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per (run, epoch): run (label; default the run's name), id, epoch, seconds,
+    train_loss, val_loss, val_accuracy (plus any other numeric history keys). Non-finite
+    values become NaN."""
+    labels = labels if labels is not None else {run.id: run.name for run in runs}
     frames = []
     for run in runs:
         if not run.history:

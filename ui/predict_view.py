@@ -157,10 +157,7 @@ def predict(run_id: str, digest: str, _predictor, _y: np.ndarray) -> dict:
 @st.cache_data(max_entries=32, show_spinner=False)
 def mel_db(digest: str, _y: np.ndarray) -> np.ndarray:
     """Mel spectrogram in dB (64 bands, frames every 512 samples) of the clip `digest`."""
-    import librosa
-
-    mel = librosa.feature.melspectrogram(y=_y, sr=MODEL_SAMPLE_RATE, n_fft=2048, hop_length=HOP, n_mels=64)
-    return librosa.power_to_db(mel, ref=np.max(mel) if np.max(mel) > 0 else 1.0)
+    return charts.mel_db(_y, MODEL_SAMPLE_RATE, n_mels=64, hop_length=HOP)
 
 
 # ---- charts -----------------------------------------------------------------------------
