@@ -9,6 +9,9 @@ own subprocess so that peak memory (RSS, or CUDA allocations) is its own.
 
     python benchmarks/training.py                 # CPU, 3 epochs each
     python benchmarks/training.py --device cuda --epochs 5
+
+The engine runs twice: in float32 (the default, the headline `speedup:`) and with
+`precision="bfloat16"` (mixed precision: matrix products in bfloat16), reported beside it.
 """
 
 from __future__ import annotations
@@ -49,10 +52,11 @@ def synthetic(n: int, seed: int) -> Split:
     return Split(x.astype(np.float32), y.astype(np.int64), [str(i) for i in range(n)])
 
 
-def run_config(epochs: int) -> RunConfig:
+def run_config(epochs: int, precision: str = "float32") -> RunConfig:
     return RunConfig(model=ModelConfig(arch="study", hidden_size=500, num_layers=2, dropout=0.1),
                      features=FeatureConfig(frames=3),
-                     train=TrainConfig(optimizer="adam", lr=1e-4, batch_size=100, epochs=epochs, seed=0))
+                     train=TrainConfig(optimizer="adam", lr=1e-4, batch_size=100, epochs=epochs, seed=0,
+                                       precision=precision))
 
 
 def clocks() -> tuple[float, float]:
@@ -142,8 +146,9 @@ def measure(which: str, args: argparse.Namespace) -> dict:
     data = {"training": synthetic(args.clips, 0), "validation": synthetic(args.val_clips, 1)}
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    loop = engine_epochs if which == "engine" else reference_epochs
-    times, accuracy = loop(data, run_config(args.epochs), args.device)
+    loop = reference_epochs if which == "reference" else engine_epochs
+    precision = "bfloat16" if which == "engine-bf16" else "float32"
+    times, accuracy = loop(data, run_config(args.epochs, precision), args.device)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
@@ -152,13 +157,16 @@ def measure(which: str, args: argparse.Namespace) -> dict:
     return {"which": which, "epoch_seconds": [t[0] for t in times], "epoch_cpu_seconds": [t[1] for t in times], "val_accuracy": accuracy, "peak_mib": peak}
 
 
+SIDES = ("reference", "engine", "engine-bf16")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=5841, help="training clips (real split: 5,841)")
     parser.add_argument("--val-clips", type=int, default=3494, help="validation clips (real split: 3,494)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per loop; the median is reported")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--only", choices=["engine", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:
         print(json.dumps(measure(args.only, args)))
@@ -167,17 +175,20 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clips} training clips, "
           f"{args.val_clips} validation clips, {args.epochs} epochs each")
     medians, cpu_medians = {}, {}
-    for which in ("reference", "engine"):
+    for which in SIDES:
         command = [sys.executable, __file__, "--only", which, "--clips", str(args.clips),
                    "--val-clips", str(args.val_clips), "--epochs", str(args.epochs), "--device", args.device]
         out = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         medians[which] = float(np.median(out["epoch_seconds"]))
         cpu_medians[which] = float(np.median(out["epoch_cpu_seconds"]))
         epochs = ", ".join(f"{s:.3f}" for s in out["epoch_seconds"])
-        print(f"{which:9s}  median {medians[which]:.3f} s/epoch wall, {cpu_medians[which]:.3f} s CPU  (epochs: {epochs})  "
+        print(f"{which:11s}  median {medians[which]:.3f} s/epoch wall, {cpu_medians[which]:.3f} s CPU  (epochs: {epochs})  "
               f"val acc {out['val_accuracy']:.3f}  peak {'GPU' if args.device.startswith('cuda') else 'RSS'} "
               f"{out['peak_mib']:.0f} MiB")
-    print(f"CPU-time ratio: {cpu_medians['reference'] / cpu_medians['engine']:.2f}x")
+    print(f"CPU-time ratio: {cpu_medians['reference'] / cpu_medians['engine']:.2f}x (float32), "
+          f"{cpu_medians['reference'] / cpu_medians['engine-bf16']:.2f}x (bfloat16)")
+    print(f"bfloat16 mixed precision: {medians['reference'] / medians['engine-bf16']:.2f}x the reference, "
+          f"{medians['engine'] / medians['engine-bf16']:.2f}x float32")
     print(f"speedup: {medians['reference'] / medians['engine']:.2f}x")
 
 

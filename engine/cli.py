@@ -48,6 +48,7 @@ TRAIN_FLAGS = {
     "class_weighting": ("train.class_weighting", bool),
     "select": ("train.select", str),
     "grad_clip": ("train.grad_clip", float),
+    "precision": ("train.precision", str),
 }
 
 

@@ -19,7 +19,7 @@ from .audio import AudioSource, is_silent, load_audio, split_windows
 from .config import RunConfig
 from .errors import StoreError
 from .labels import CLASS_NAMES
-from .model import build_model
+from .model import autocast, build_model
 
 BATCH = 1024  # windows per forward pass
 
@@ -89,8 +89,9 @@ class Predictor:
         tensor = torch.from_numpy(np.ascontiguousarray(x))
         if len(tensor) == 0:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        logits = torch.cat([self.model(tensor[i:i + BATCH]) for i in range(0, len(tensor), BATCH)])
-        return torch.softmax(logits.float(), dim=1).numpy()
+        with autocast("cpu", self.config.train.precision):  # as in training and its reported metrics
+            logits = torch.cat([self.model(tensor[i:i + BATCH]).float() for i in range(0, len(tensor), BATCH)])
+        return torch.softmax(logits, dim=1).numpy()
 
     def window_features(self, y: np.ndarray) -> tuple[np.ndarray, list[float]]:
         """Features (windows, frames, features) of mono `y` at the model's rate, and window starts (s)."""

@@ -28,7 +28,7 @@ from .features import fit_standardizer
 from .errors import ConfigError
 from .labels import NUM_CLASSES
 from .metrics import evaluate
-from .model import build_model
+from .model import autocast, build_model
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
 _INIT_LOCK = threading.Lock()  # torch.manual_seed + build_model, atomically
@@ -133,10 +133,11 @@ def _to_device(fs: Any, scale: tuple[np.ndarray, np.ndarray] | None, device: str
 
 
 @torch.inference_mode()
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits (n, classes) for all of x, in eval mode, EVAL_BATCH clips at a time."""
+def _logits(model: nn.Module, x: torch.Tensor, precision: str = "float32") -> torch.Tensor:
+    """Logits (n, classes) float32 for all of x, in eval mode, EVAL_BATCH clips at a time."""
     model.eval()
-    return torch.cat([model(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+    with autocast(str(x.device), precision):
+        return torch.cat([model(x[i:i + EVAL_BATCH]).float() for i in range(0, len(x), EVAL_BATCH)])
 
 
 def _cpu(obj: Any) -> Any:
@@ -161,8 +162,9 @@ def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report) 
         if hooks.should_stop():
             return losses[:step], "cancelled"
         idx = order[step * tc.batch_size:(step + 1) * tc.batch_size]
-        logits = model(x[idx])  # (batch, classes)
-        loss = F.cross_entropy(logits, y[idx], weight=weight)
+        with autocast(str(x.device), tc.precision):
+            logits = model(x[idx])  # (batch, classes)
+            loss = F.cross_entropy(logits, y[idx], weight=weight)  # float32 under autocast
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip:
@@ -234,7 +236,7 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
         record = {"epoch": epoch, "train_loss": float(np.mean(values)), "val_loss": None, "val_accuracy": None}
         if "validation" in splits:
             x_val, y_val = splits["validation"]
-            logits = _logits(model, x_val)
+            logits = _logits(model, x_val, tc.precision)
             val_loss, val_acc = torch.stack([F.cross_entropy(logits, y_val),
                                              (logits.argmax(1) == y_val).float().mean()]).tolist()
             record.update(val_loss=val_loss if math.isfinite(val_loss) else None, val_accuracy=val_acc)
@@ -257,7 +259,7 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
         for name in ("validation", "test"):
             if name in splits:
                 x, y = splits[name]
-                probs = torch.softmax(_logits(model, x).float(), dim=1).cpu().numpy()  # (n, classes)
+                probs = torch.softmax(_logits(model, x, tc.precision), dim=1).cpu().numpy()  # (n, classes)
                 y_np = y.cpu().numpy()
                 metrics[name] = evaluate(y_np, probs)
                 predictions[name] = {"ids": list(data[name].ids), "y": y_np.tolist(),

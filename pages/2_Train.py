@@ -102,6 +102,10 @@ with st.expander("Configuration", expanded="run" not in st.query_params):
                     format_func=lambda s: {"last": "last epoch", "best": "best validation epoch"}[s])
         b.checkbox("standardize", help="scale features by training mean/std", key="w.train.standardize")
         b.checkbox("class weighting", key="w.train.class_weighting")
+        a.selectbox("precision", ["float32", "bfloat16"], key="w.train.precision",
+                    help="bfloat16: mixed precision, matrix products in bfloat16 (about 1.5-2x faster on CPUs "
+                         "with AVX512-BF16 or AMX and on recent GPUs, slow elsewhere); results differ slightly "
+                         "from float32.")
 
     st.session_state[FORM] = {k: st.session_state[k] for k in st.session_state[FORM]}
     start = st.button("Start training", type="primary")

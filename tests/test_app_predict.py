@@ -114,6 +114,21 @@ def test_bad_files_give_named_errors_and_the_good_one_still_works(app):
     assert summary["predicted"].notna().tolist() == [False, False, True, True]
 
 
+def test_mp3_and_ogg_uploads_are_classified_like_the_wav(app):
+    rng = np.random.default_rng(4)
+    y = synth_clip(4, rng, samples=3 * 44100, sr=44100)
+    files = [("tone.wav", wav_bytes(3.0))]
+    for fmt, subtype in (("MP3", "MPEG_LAYER_III"), ("OGG", "VORBIS")):
+        buffer = io.BytesIO()
+        sf.write(buffer, y, 44100, format=fmt, subtype=subtype)
+        files.append((f"tone.{fmt.lower()}", buffer.getvalue()))
+    at = upload(app, *files)
+    assert not at.error, [e.value for e in at.error]
+    summary = at.dataframe[0].value
+    assert list(summary["file"]) == ["tone.wav", "tone.mp3", "tone.ogg"]
+    assert summary["predicted"].nunique() == 1, summary  # the same label for all three encodings
+
+
 def test_predictions_are_cached_per_run_and_file_hash(app, monkeypatch):
     from engine.predict import Predictor
 

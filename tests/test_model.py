@@ -9,7 +9,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score,
 
 from engine.config import FeatureConfig, ModelConfig
 from engine.metrics import evaluate
-from engine.model import build_model
+from engine.model import autocast, build_model
 
 
 @pytest.mark.parametrize("arch", ["study", "study_2plus1", "sequence", "waveform"])
@@ -48,6 +48,47 @@ def test_study_model_is_one_nn_lstm_step(arch: str) -> None:
     if model.extra is not None:
         out, _ = model.extra(out)
     torch.testing.assert_close(model(x), model.head(out[:, 0]))
+
+
+@pytest.mark.parametrize("arch", ["study", "study_2plus1"])
+def test_study_model_gradients_equal_nn_lstms(arch: str) -> None:
+    """The written-out backward of the one-step cell gives nn.LSTM's gradients; W_hh gets none."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, hidden_size=8, num_layers=3, dropout=0.0, extra_hidden=4), FeatureConfig())
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    x, y = torch.randn(5, 3, 21), torch.tensor([0, 3, 7, 3, 1])
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    out, _ = model.lstm(x.reshape(5, 1, 63))
+    if model.extra is not None:
+        out, _ = model.extra(out)
+    torch.nn.functional.cross_entropy(model.head(out[:, 0]), y).backward()
+    reference = {n: p.grad for n, p in model.named_parameters()}
+    assert set(reference) - set(ours) == {n for n in reference if "weight_hh" in n}
+    for name, grad in ours.items():
+        torch.testing.assert_close(grad, reference[name], rtol=1e-4, atol=1e-6, msg=name)
+    hidden = model.lstm.hidden_size
+    assert not ours["lstm.weight_ih_l0"][hidden:2 * hidden].any()  # the forget gate takes no part
+
+
+@pytest.mark.parametrize("arch", ["study", "study_2plus1", "sequence", "waveform"])
+def test_bfloat16_autocast_stays_close_to_float32(arch: str) -> None:
+    features = FeatureConfig(representation="waveform", frames=4, waveform_frame=32) if arch == "waveform" else FeatureConfig()
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, hidden_size=32, num_layers=2, dropout=0.0, extra_hidden=8), features)
+    x = torch.randn(6, features.num_frames, features.feature_dim)
+    exact = model(x)
+    with autocast("cpu", "bfloat16"):
+        mixed = model(x)
+    assert mixed.float().sub(exact).abs().max() < 0.05 * exact.abs().max()  # bfloat16 keeps ~3 digits
+    assert not torch.equal(mixed.float(), exact)  # the products really ran in bfloat16
+    mixed.float().sum().backward()
+    assert all(p.grad is None or (p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all())
+               for p in model.parameters())
+    with autocast("cpu", "float32"):
+        torch.testing.assert_close(model(x), exact, rtol=0, atol=0)
 
 
 def test_sequence_model_depends_on_frame_order() -> None:

@@ -72,6 +72,20 @@ def test_every_optimizer_and_option_runs(data) -> None:
         assert result.status == "finished" and len(result.history) == 1
 
 
+def test_bfloat16_precision_learns_reproducibly_and_close_to_float32(data) -> None:
+    exact = train_run(config(epochs=6, standardize=True), data, device="cpu")
+    mixed, again = (train_run(config(epochs=6, standardize=True, precision="bfloat16"), data, device="cpu")
+                    for _ in range(2))
+    assert mixed.status == "finished" and mixed.step_losses == again.step_losses
+    assert mixed.step_losses != exact.step_losses  # it is a different computation...
+    assert mixed.metrics["validation"]["accuracy"] > 0.8  # ...that learns the same task
+    assert abs(mixed.history[-1]["train_loss"] - exact.history[-1]["train_loss"]) < 0.05
+    assert all(t.dtype == torch.float32 for t in mixed.state_dict.values())  # float32 master weights
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(precision="float16")
+    assert RunConfig.from_json(config(precision="bfloat16").to_json()).train.precision == "bfloat16"
+
+
 def test_injected_nan_diverges_and_keeps_history(data, monkeypatch) -> None:
     """A model whose output turns NaN at its 25th training forward (epoch 3, step 5)."""
     build = train_module.build_model
