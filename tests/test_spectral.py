@@ -107,13 +107,112 @@ def test_resampled_audio_matches_librosa() -> None:
         assert np.all(err <= tol), f"clip {i}: columns {np.flatnonzero(err > tol)} errors {err[err > tol]}"
 
 
-def test_cpu_kernel_equals_torch_topk(clips: np.ndarray) -> None:
-    """The compiled CPU contrast kernel and the torch.topk path (used on GPUs) agree."""
+def _random_spectra(rng: np.random.Generator, frames: int, bins: int) -> np.ndarray:
+    """(frames, bins) complex128 unwindowed spectra over ~180 dB, with one silent and one one-peak frame."""
+    magnitude = 10.0 ** rng.uniform(-9, 0, (frames, bins))
+    spec = magnitude * np.exp(2j * np.pi * rng.uniform(size=(frames, bins)))
+    spec[:, [0, -1]] = spec[:, [0, -1]].real  # rfft of real frames: DC and Nyquist are real
+    spec[1] = 0.0
+    spec[2] = 1e-12
+    spec[2, 300] = 1.0
+    return spec
+
+
+def _hann_power_reference(spec: np.ndarray) -> np.ndarray:
+    """(frames, bins) float32 |X_w|^2 by numpy: 3-tap Hann in frequency, complex64, re^2 + im^2."""
+    padded = np.concatenate([np.conj(spec[:, 1:2]), spec, np.conj(spec[:, -2:-1])], axis=1)
+    windowed = (0.5 * padded[:, 1:-1] - 0.25 * (padded[:, :-2] + padded[:, 2:])).astype(np.complex64)
+    return windowed.real * windowed.real + windowed.imag * windowed.imag
+
+
+def _rendered_clips() -> np.ndarray:
+    """(4, 65,536) float32: sampled instruments (guitar, flute, piano, violin; both demo
+    soundfonts) rendered at 44.1 kHz like the demo dataset and resampled like librosa.load."""
+    from engine import demo
+    from engine.audio import resample
+
+    timgm, merlin = demo._soundfont_paths()
+    specs = [demo.ClipSpec(subset="training", class_id=class_id, song_id=0, uuid4="", song_seed=100 + class_id,
+                           clip_seed=200 + class_id, soundfont=str(font), out_path="unused.wav")
+             for class_id, font in ((1, timgm), (3, merlin), (4, timgm), (7, merlin))]
+    return np.stack([resample(demo.render_clip(spec), 2 * SR, SR) for spec in specs])
+
+
+def test_rendered_instruments_match_librosa() -> None:
+    """Real sampled-instrument audio, full 3-second clips: the CPU kernels stay ~1e-6 from librosa."""
+    config = FeatureConfig(frames=None)
+    clips = _rendered_clips()
+    ours = batch_spectral_features(clips, config)
+    for i, y in enumerate(clips):
+        err = _rel_err(ours[i], _librosa(y, config))
+        assert np.all(err <= _tolerances(config)), f"clip {i}: errors {err}"
+        assert err.max() < 1e-4, f"clip {i}: errors {err} (tiny until now: ~1e-6)"
+
+
+def test_cpu_kernels_equal_torch_formulas_on_random_spectra() -> None:
+    """Each compiled CPU kernel against the plain formulas (torch matmul, sum, topk) on the same power."""
+    config = FeatureConfig()
+    t = spectral._tables(config, "cpu")
+    spec = _random_spectra(np.random.default_rng(3), 37, config.n_fft // 2 + 1)
+    power_t = np.empty(spec.shape[::-1], np.float32)
+    power = np.empty(spec.shape, np.float32)
+    spectral._hann_power(spec, power_t, power)
+    expected = _hann_power_reference(spec)
+    np.testing.assert_array_equal(power, expected)
+    np.testing.assert_array_equal(power_t, expected.T)
+
+    out = spectral._ClipKernelOutputs.empty(1, spec.shape[0], len(t.bands))
+    spectral._clip_kernel(spec, t.mel_support, t.mel_weights, t.freqs_cpu, t.band_table,
+                          power_t, spectral._NO_POWER, out.mel[0], out.centroid[0, 0], out.peaks[0], out.valleys[0])
+    reference = torch.from_numpy(expected)[None]
+    mag = reference.sqrt()
+    torch.testing.assert_close(torch.from_numpy(out.mel).transpose(1, 2), reference @ t.mel.T, rtol=1e-5, atol=0)
+    torch.testing.assert_close(torch.from_numpy(out.centroid).transpose(1, 2), spectral._centroid(mag, t),
+                               rtol=1e-5, atol=1e-3)
+    peaks, valleys = spectral._band_extremes_torch(mag, t)
+    torch.testing.assert_close(torch.from_numpy(out.peaks).transpose(1, 2), peaks, rtol=1e-6, atol=0)
+    torch.testing.assert_close(torch.from_numpy(out.valleys).transpose(1, 2), valleys, rtol=1e-6, atol=0)
+
+
+def test_sparse_mel_is_the_dense_bank() -> None:
+    t = spectral._tables(FeatureConfig(), "cpu")
+    dense = np.zeros(t.mel.shape, np.float32)
+    w = 0
+    for f, (first, end) in enumerate(t.mel_support):
+        dense[f, first:end] = t.mel_weights[w : w + end - first]
+        w += end - first
+    assert w == len(t.mel_weights) <= 2 * t.mel.shape[1]  # each bin feeds at most 2 filters
+    np.testing.assert_array_equal(dense, t.mel.numpy())
+
+
+def test_hann_in_frequency_equals_windowed_stft(clips: np.ndarray) -> None:
+    """_unwindowed_spectrum + _hann_power (CPU) against the time-domain-windowed _stft_power (GPU path)."""
     config = FeatureConfig(clip_samples=SAMPLES)
-    tables = spectral._tables(config, "cpu")
-    mag = spectral._stft_magnitude(torch.from_numpy(np.concatenate([clips, _resampled_clips()])), config, tables)
-    for kernel, reference in zip(spectral._band_extremes_cpu(mag, tables), spectral._band_extremes_torch(mag, tables)):
-        torch.testing.assert_close(kernel, reference, rtol=1e-6, atol=0)
+    t = spectral._tables(config, "cpu")
+    audio = torch.from_numpy(np.concatenate([clips, _resampled_clips()]))
+    reference = spectral._stft_power(audio, config, t).numpy()
+    for y, expected in zip(audio, reference):
+        spec = spectral._unwindowed_spectrum(y, config)
+        power = np.empty(spec.shape, np.float32)
+        spectral._hann_power(spec, np.empty(spec.shape[::-1], np.float32), power)
+        scale = expected.max(axis=1, keepdims=True) + 1e-30
+        assert np.abs(power - expected).max() / scale.max() < 1e-12
+        audible = expected > 1e-14 * scale  # down to -140 dB, far above float64 rounding of the peak
+        np.testing.assert_allclose(power[audible], expected[audible], rtol=1e-6)
+
+
+def test_cpu_path_equals_torch_path(clips: np.ndarray) -> None:
+    """The CPU kernels and the torch ops (the GPU path, run here on the CPU) give the same features."""
+    config = FeatureConfig(clip_samples=SAMPLES, chroma=True)
+    t = spectral._tables(config, "cpu")
+    audio = torch.from_numpy(np.concatenate([clips, _resampled_clips()]))
+    reference_power = spectral._stft_power(audio, config, t)
+    reference = spectral._base_features_torch(reference_power, t).numpy()
+    ours, power = spectral._base_features_cpu(audio, config, t)
+    torch.testing.assert_close(power, reference_power, rtol=1e-4, atol=1e-6 * float(reference_power.max()))
+    for i in range(len(audio)):
+        err = _rel_err(ours[i].numpy(), reference[i])
+        assert err.max() < 1e-5, f"clip {i}: errors {err}"
 
 
 def test_tuning_matches_librosa(clips: np.ndarray) -> None:
@@ -164,8 +263,11 @@ def test_rejects_bad_input() -> None:
     config = FeatureConfig(clip_samples=SAMPLES)
     with pytest.raises(AudioError):
         batch_spectral_features(np.zeros(SAMPLES, np.float32), config)
-    with pytest.raises(AudioError):
-        batch_spectral_features(np.full((1, SAMPLES), np.nan, np.float32), config)
+    for bad in (np.nan, np.inf, -np.inf):
+        clips = np.zeros((2, SAMPLES), np.float32)
+        clips[1, 123] = bad
+        with pytest.raises(AudioError):
+            batch_spectral_features(clips, config)
     with pytest.raises(AudioError):
         batch_spectral_features(np.zeros((1, SAMPLES - 1), np.float32), config)
     with pytest.raises(ConfigError):
