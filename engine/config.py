@@ -125,10 +125,11 @@ class TrainConfig:
     `class_weighting`: weight the loss by inverse class frequency of the training split.
     `select`: keep the model of the best validation epoch or the last one.
     `grad_clip`: max gradient norm, or None.
-    `precision`: "float32", or "bfloat16" mixed precision (matrix products in bfloat16 under
-    autocast; weights, optimizer state, losses and activations' sums stay float32): about
-    1.5-2x faster on CPUs with bfloat16 units (AVX512-BF16, AMX) and recent GPUs, slow on
-    others, and not bit-identical to float32 (see docs/PERFORMANCE.md for what it changes).
+    `precision`: "float32", or "bfloat16" mixed precision (torch autocast: matrix products and
+    the activations after them in bfloat16; weights, gradients, optimizer state and the loss
+    in float32). Faster where the hardware has bfloat16 units (AVX512-BF16 or AMX CPUs, recent
+    GPUs), slower elsewhere, and not bit-identical to float32: docs/PERFORMANCE.md measures
+    what it changes.
     """
 
     optimizer: Optimizer = "adam"

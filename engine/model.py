@@ -41,72 +41,18 @@ def one_step(lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
     The same function as `lstm(x[:, None])[0][:, 0]`, but with h0 = c0 = 0 the recurrent
     products W_hh @ h0 and the forget gate's f * c0 vanish, so they are skipped (about 3/4 of
     the study model's arithmetic); the weights stay those of the nn.LSTM (same state_dict;
-    W_hh and the forget-gate rows of W_ih unused). Under autocast the matrix products run in
-    the autocast dtype (bfloat16 on a CPU) and everything else in float32.
+    W_hh and the forget-gate rows of W_ih unused). Under `autocast` the products run in bfloat16.
     """
-    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
+    hidden = lstm.hidden_size
     for layer in range(lstm.num_layers):
         if layer > 0:
             x = F.dropout(x, lstm.dropout, lstm.training)  # between layers, as nn.LSTM does
         w = getattr(lstm, f"weight_ih_l{layer}")  # (4*hidden, inputs): gates i, f, g, o
         b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
-        x = _ZeroStateCell.apply(x, w, b, dtype)  # (batch, hidden)
+        i = F.linear(x, w[:hidden], b[:hidden])  # (batch, hidden)
+        g, o = F.linear(x, w[2 * hidden:], b[2 * hidden:]).chunk(2, dim=1)
+        x = torch.sigmoid(o) * torch.tanh(torch.sigmoid(i) * torch.tanh(g))  # (batch, hidden)
     return x
-
-
-class _ZeroStateCell(torch.autograd.Function):
-    """One LSTM cell step from h0 = c0 = 0, with its backward written out.
-
-    forward(x (batch, in), w (4H, in), b (4H,), dtype) -> h (batch, H), float32:
-        i, g, o = sigmoid(x w_i + b_i), tanh(x w_g + b_g), sigmoid(x w_o + b_o)
-        h = o * tanh(i * g)
-    w and b are an nn.LSTM layer's W_ih and b_ih + b_hh (gate rows i, f, g, o); the forget
-    rows take no part and get a zero gradient, written into one buffer (autograd's slicing
-    would zero a full (4H, in) buffer per slice: a fifth of the study model's step time).
-    `dtype`: the matrix products' dtype (None: the inputs' own).
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-        hidden = w.shape[0] // 4
-        with torch.autocast(x.device.type, enabled=False):
-            xd, wd = (x, w) if dtype is None else (x.to(dtype), w.to(dtype))
-            w_i, w_go = wd[:hidden], wd[2 * hidden:]
-            i = torch.addmm(b[:hidden].to(wd.dtype), xd, w_i.t()).float().sigmoid_()
-            go = torch.addmm(b[2 * hidden:].to(wd.dtype), xd, w_go.t()).float()
-            g, o = _tanh(go[:, :hidden]), go[:, hidden:].sigmoid()
-            tanh_c = _tanh(i * g)
-            ctx.save_for_backward(xd, w_i, w_go, i, g, o, tanh_c)
-            ctx.input_dtype = x.dtype
-            return o * tanh_c
-
-    @staticmethod
-    def backward(ctx, dh: torch.Tensor) -> tuple:
-        xd, w_i, w_go, i, g, o, tanh_c = ctx.saved_tensors
-        hidden = i.shape[1]
-        dc = dh * o * (1 - tanh_c * tanh_c)  # (batch, H)
-        dz_i = (dc * g * i * (1 - i)).to(xd.dtype)  # pre-activation gradients
-        dz_go = torch.cat([dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)], dim=1).to(xd.dtype)  # (batch, 2H)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = torch.mm(dz_i, w_i).addmm_(dz_go, w_go).to(ctx.input_dtype)  # (batch, in)
-        if ctx.needs_input_grad[1]:
-            dw = torch.empty(4 * hidden, xd.shape[1], dtype=torch.float32, device=xd.device)
-            dw[hidden:2 * hidden] = 0
-            for rows, dz in ((slice(0, hidden), dz_i), (slice(2 * hidden, None), dz_go)):
-                if dz.dtype == dw.dtype:
-                    torch.mm(dz.t(), xd, out=dw[rows])
-                else:
-                    dw[rows] = torch.mm(dz.t(), xd)
-        if ctx.needs_input_grad[2]:
-            zeros = torch.zeros(hidden, dtype=torch.float32, device=xd.device)
-            db = torch.cat([dz_i.float().sum(0), zeros, dz_go.float().sum(0)])
-        return dx, dw, db, None
-
-
-def _tanh(z: torch.Tensor) -> torch.Tensor:
-    """tanh(z) as 2 sigmoid(2z) - 1 (absolute error ~1e-7): torch's CPU tanh is ~4x slower than its sigmoid."""
-    return torch.sigmoid(2 * z).mul_(2).sub_(1)
 
 
 class SequenceLSTM(nn.Module):
