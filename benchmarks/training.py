@@ -169,6 +169,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.epochs < 2 or args.repeats < 1:
+        parser.error("--epochs must be at least 2 (the first epoch of each process is setup) and --repeats at least 1")
     if args.only:
         print(json.dumps(measure(args.only, args)))
         return
