@@ -5,9 +5,11 @@ drawn from a seeded `torch.Generator` (no DataLoader, no per-item Python). Step 
 on the device and are read once per epoch, so a step costs no host sync unless a hook asks
 for its loss. Same seed + config + data on CPU -> identical numbers, also across a resume.
 
-Determinism note: dropout draws from torch's global RNG, which all threads of a process
-share; two runs training at the same time in one process can change each other's dropout
-masks (model initialisation is serialised by a lock and is not affected).
+Dropout draws from torch's global generator, which all threads of a process share. Each run
+keeps its own copy of that generator's state (`RunRNG`) and swaps it in, under a lock, for
+each training forward pass, so that runs training at the same time in one process get the
+same masks as each alone. (Not covered: cuDNN's multi-layer LSTM dropout on a GPU, which
+keeps its own generator inside cuDNN.)
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -31,7 +34,39 @@ from .metrics import evaluate
 from .model import autocast, build_model
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
-_INIT_LOCK = threading.Lock()  # torch.manual_seed + build_model, atomically
+_GLOBAL_RNG_LOCK = threading.Lock()  # whoever holds it may seed, draw from or swap torch's global generators
+
+
+class RunRNG:
+    """One run's own state of torch's global generators (CPU, and CUDA on a CUDA device).
+
+    `active()` installs it for a block and saves what the block drew, under the lock, so
+    that dropout masks depend only on the run's seed, also with other runs training at once.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device.startswith("cuda")
+        self.device = device
+        self.cpu_state, self.cuda_state = self._read()
+
+    def _read(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.cuda else None
+
+    def load(self, cpu_state: torch.Tensor, cuda_state: torch.Tensor | None) -> None:
+        self.cpu_state = cpu_state
+        if self.cuda and cuda_state is not None:
+            self.cuda_state = cuda_state
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        with _GLOBAL_RNG_LOCK:
+            torch.set_rng_state(self.cpu_state)
+            if self.cuda:
+                torch.cuda.set_rng_state(self.cuda_state, self.device)
+            try:
+                yield
+            finally:
+                self.cpu_state, self.cuda_state = self._read()
 
 
 @dataclass
@@ -151,7 +186,7 @@ def _cpu(obj: Any) -> Any:
     return obj
 
 
-def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report) -> tuple[torch.Tensor, str | None]:
+def _train_epoch(model, optimizer, x, y, weight, tc, gen, rng, hooks, epoch, report) -> tuple[torch.Tensor, str | None]:
     """One pass over (x, y) in shuffled batches. Returns the step losses (steps,) on the
     device and "cancelled" / "diverged" (a hook saw a non-finite loss) / None."""
     model.train()
@@ -162,7 +197,7 @@ def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report) 
         if hooks.should_stop():
             return losses[:step], "cancelled"
         idx = order[step * tc.batch_size:(step + 1) * tc.batch_size]
-        with autocast(str(x.device), tc.precision):
+        with rng.active(), autocast(str(x.device), tc.precision):
             logits = model(x[idx])  # (batch, classes)
             loss = F.cross_entropy(logits, y[idx], weight=weight)  # float32 under autocast
         optimizer.zero_grad(set_to_none=True)
@@ -197,9 +232,10 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     splits = {name: _to_device(fs, scale, device) for name, fs in data.items() if len(fs.y)}  # empty: skipped
     x_train, y_train = splits["training"]
     weight = torch.as_tensor(class_weights(np.asarray(data["training"].y))).to(device) if tc.class_weighting else None
-    with _INIT_LOCK:
-        torch.manual_seed(tc.seed)  # initial weights, then dropout masks
+    with _GLOBAL_RNG_LOCK:
+        torch.manual_seed(tc.seed)  # initial weights, then (in `rng`) dropout masks
         model = build_model(config.model, config.features).to(device)
+        rng = RunRNG(device)
     optimizer = make_optimizer(model, tc)
     gen = torch.Generator().manual_seed(tc.seed)  # batch order
     history: list[dict] = []
@@ -211,15 +247,13 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
         history, step_losses = list(resume["history"]), list(resume["step_losses"])
         best = dict(resume["best"])
         gen.set_state(resume["rng"]["shuffle"])
-        torch.set_rng_state(resume["rng"]["torch"])
-        if device.startswith("cuda") and resume["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
+        rng.load(resume["rng"]["torch"], resume["rng"].get("cuda"))
     report, checkpoints = _provides(hooks, "on_step"), _provides(hooks, "on_epoch")
     status, error = "finished", None
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
 
     for epoch in range(len(history) + 1, tc.epochs + 1):
-        losses, stop = _train_epoch(model, optimizer, x_train, y_train, weight, tc, gen, hooks, epoch, report)
+        losses, stop = _train_epoch(model, optimizer, x_train, y_train, weight, tc, gen, rng, hooks, epoch, report)
         values = losses.tolist()  # the epoch's one host sync for training losses
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         if bad is not None:
@@ -247,11 +281,10 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
                 or record["val_accuracy"] > best["val_accuracy"]):
             best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "model": state}
         if checkpoints:
-            rng = {"shuffle": gen.get_state(), "torch": torch.get_rng_state(),
-                   "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None}
+            states = {"shuffle": gen.get_state(), "torch": rng.cpu_state, "cuda": rng.cuda_state}
             hooks.on_epoch(dict(record), {"epoch": epoch, "model": state, "optimizer": _cpu(optimizer.state_dict()),
                                           "history": [dict(r) for r in history], "step_losses": list(step_losses),
-                                          "best": dict(best), "rng": rng})
+                                          "best": dict(best), "rng": states})
 
     metrics, predictions = {}, {}
     if best["model"] is not None:

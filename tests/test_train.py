@@ -65,6 +65,27 @@ def test_same_seed_same_numbers_other_seed_others(data) -> None:
     assert a.step_losses != c.step_losses
 
 
+def test_runs_training_at_once_get_the_dropout_masks_they_get_alone(data) -> None:
+    """Each run swaps in its own generator state for dropout, so threads do not mix masks."""
+    import threading
+
+    options = {"epochs": 3, "batch_size": 8}  # 60 steps, each drawing dropout masks
+    alone = [train_run(config(seed=seed, **options), data, device="cpu").step_losses for seed in (0, 1)]
+    together: dict[int, list[float]] = {}
+    start = threading.Barrier(4)
+
+    def train(slot: int, seed: int) -> None:
+        start.wait()
+        together[slot] = train_run(config(seed=seed, **options), data, device="cpu").step_losses
+
+    threads = [threading.Thread(target=train, args=(slot, slot % 2)) for slot in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [together[slot] for slot in range(4)] == [alone[0], alone[1], alone[0], alone[1]]
+
+
 def test_every_optimizer_and_option_runs(data) -> None:
     for options in ({"optimizer": "sgd", "momentum": 0.9}, {"optimizer": "adadelta", "lr": 1.0},
                     {"weight_decay": 1e-4, "grad_clip": 1.0, "class_weighting": True}):
