@@ -92,6 +92,17 @@ def autocast(device: str, precision: str) -> torch.autocast:
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
+def fast_bfloat16(device: str) -> bool:
+    """Whether `device` runs bfloat16 matrix products natively ("cuda": Ampere or newer; CPU:
+    oneDNN's bfloat16 kernels, AVX-512 or newer), i.e. whether precision="bfloat16" can pay off."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def build_model(model: ModelConfig, features: FeatureConfig, num_classes: int = NUM_CLASSES) -> nn.Module:
     """The network for `model` over inputs shaped by `features`: (batch, num_frames, feature_dim)."""
     m, dim = model, features.feature_dim

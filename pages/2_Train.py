@@ -12,6 +12,7 @@ import streamlit as st
 from engine.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
+from engine.model import fast_bfloat16
 from engine.jobs import RESUMABLE_STATUSES
 from engine.store import ACTIVE
 from ui import charts
@@ -106,6 +107,9 @@ with st.expander("Configuration", expanded="run" not in st.query_params):
                     help="bfloat16: mixed precision, matrix products in bfloat16 (about 1.5-2x faster on CPUs "
                          "with AVX512-BF16 or AMX and on recent GPUs, slow elsewhere); results differ slightly "
                          "from float32.")
+        if st.session_state["w.train.precision"] == "bfloat16" and not fast_bfloat16(get_manager().device):
+            st.warning(f"This {get_manager().device.upper()} has no native bfloat16 arithmetic: "
+                       "bfloat16 will train slower than float32 here.")
 
     st.session_state[FORM] = {k: st.session_state[k] for k in st.session_state[FORM]}
     start = st.button("Start training", type="primary")

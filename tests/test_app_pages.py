@@ -125,6 +125,22 @@ def test_train_page_trains_and_shows_results(app_env):
     _shutdown_manager()
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_train_page_bfloat16_choice_warns_only_where_it_is_slow(app_env, monkeypatch, fast):
+    import engine.model
+
+    monkeypatch.setattr(engine.model, "fast_bfloat16", lambda device: fast)
+    at = _app()
+    at.switch_page("pages/2_Train.py").run()
+    assert not at.warning
+    at.selectbox(key="w.train.precision").set_value("bfloat16").run()
+    assert not at.exception, at.exception
+    warned = [w.value for w in at.warning if "bfloat16" in w.value]
+    assert bool(warned) is not fast, warned
+    if not fast:
+        assert "slower than float32" in warned[0]
+
+
 def test_train_page_shows_a_failed_runs_error(app_env):
     from engine.config import RunConfig
     from ui.common import get_store
