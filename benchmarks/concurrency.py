@@ -50,16 +50,18 @@ def synthetic_data(train: int, val: int, seed: int = 0) -> dict[str, Split]:
 
 def throughput(concurrent: int, runs: int, config: RunConfig, data: dict, device: str) -> float:
     """Epochs per second over `runs` runs trained `concurrent` at a time."""
-    store = RunStore(Path(tempfile.mkdtemp()) / "runs.sqlite", Path(tempfile.mkdtemp()))
-    manager = JobManager(store, max_concurrent=concurrent, data_loader=lambda _: data, device=device)
-    start = time.perf_counter()
-    ids = [manager.submit(config, name=f"bench {k}") for k in range(runs)]
-    manager.wait(ids)
-    seconds = time.perf_counter() - start
-    manager.shutdown()
-    statuses = {store.get(i).status for i in ids}
-    if statuses != {"finished"}:
-        raise SystemExit(f"runs ended {statuses}: " + str([store.get(i).error for i in ids]))
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as folder:
+        store = RunStore(Path(folder) / "runs.sqlite", Path(folder) / "runs")
+        manager = JobManager(store, max_concurrent=concurrent, data_loader=lambda _: data, device=device)
+        start = time.perf_counter()
+        ids = [manager.submit(config, name=f"bench {k}") for k in range(runs)]
+        manager.wait(ids)
+        seconds = time.perf_counter() - start
+        manager.shutdown()
+        records = [store.get(i) for i in ids]
+        store.close()
+    if {r.status for r in records} != {"finished"}:
+        raise SystemExit(f"runs ended {sorted({r.status for r in records})}: {[r.error for r in records]}")
     return runs * config.train.epochs / seconds
 
 
