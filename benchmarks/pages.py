@@ -102,10 +102,11 @@ def main() -> None:
 
     from engine.demo import make_demo
 
-    work = Path(tempfile.mkdtemp(prefix="bench-pages-"))
-    data = str(make_demo("tiny", root=work / "data"))
-    empty = measure(work / "empty", data, 0, args.repeats)
-    full = measure(work / "full", data, args.runs, args.repeats)
+    with tempfile.TemporaryDirectory(prefix="bench-pages-") as folder:
+        work = Path(folder)
+        data = str(make_demo("tiny", root=work / "data"))
+        empty = measure(work / "empty", data, 0, args.repeats)
+        full = measure(work / "full", data, args.runs, args.repeats)
     print(f"{'page':<22} {'empty store':>12} {f'{args.runs} runs':>10} {'ratio':>7}")
     for page in PAGES:
         print(f"{page:<22} {empty[page]:>11.3f}s {full[page]:>9.3f}s {full[page] / empty[page]:>6.2f}x")
