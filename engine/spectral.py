@@ -264,11 +264,6 @@ def _workspace(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: to
     return cached
 
 
-def _stft_magnitude(y: torch.Tensor, config: FeatureConfig, t: _Tables) -> torch.Tensor:
-    """|STFT| as (n, frames, 1 + n_fft // 2) float32 (see _stft_power)."""
-    return torch.sqrt(_stft_power(y, config, t))
-
-
 def _power_to_db(x: torch.Tensor) -> torch.Tensor:
     """librosa.power_to_db(ref=1, amin=1e-10, top_db=80) per clip: x (n, ...) -> dB, same shape."""
     db = torch.clamp(x, min=AMIN).log10_().mul_(10.0)  # one new tensor, then in place
