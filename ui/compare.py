@@ -32,7 +32,7 @@ import pandas as pd
 from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.labels import SHORT_NAMES
-from engine.stats import aggregate_histories, confusion_difference, generalisation_gap, mean_std
+from engine.stats import AGGREGATE_COLUMNS, aggregate_histories, confusion_difference, generalisation_gap, mean_std
 
 # Parameters shown in the runs table next to the metrics (every parameter is filterable).
 KEY_PARAMS: tuple[str, ...] = (
@@ -308,10 +308,10 @@ def group_bands(groups: Mapping[str, Sequence[Any]], key: str, x: str = "epoch")
     frames = []
     for label, members in groups.items():
         histories = [run.history or [] for run in members]
-        agg = aggregate_histories(histories, key)
+        agg = pd.DataFrame(aggregate_histories(histories, key), columns=list(AGGREGATE_COLUMNS))
         if agg.empty:
             continue
-        secs = aggregate_histories(histories, "seconds")
+        secs = pd.DataFrame(aggregate_histories(histories, "seconds"), columns=list(AGGREGATE_COLUMNS))
         agg = agg.merge(secs[["epoch", "mean"]].rename(columns={"mean": "seconds"}), on="epoch", how="left")
         agg.insert(0, "group", label)
         frames.append(agg)
