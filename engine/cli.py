@@ -1,4 +1,4 @@
-"""Command line: data, features, train, ablate, runs, show, predict, export.
+"""Command line: data, features, train, ablate, runs, show, compare, predict, export.
 
 Machine-readable forms (`--json`) print exactly one JSON document on stdout; progress bars
 and messages go to stderr. Exit status 0 on success, 1 when the work failed, 2 on bad input.
@@ -121,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
         if extra:
             p.add_argument(extra, help="comma-separated tags" if extra == "tags" else "new name")
         p.set_defaults(handler=handler)
+
+    compare = sub.add_parser("compare", help="is B better than A? two runs or two seed groups, one honest test")
+    compare.add_argument("a", help="run id, or comma-separated run ids of a seed group (the reference)")
+    compare.add_argument("b", help="run id, or comma-separated run ids of a seed group")
+    compare.add_argument("--split", choices=["validation", "test"], default="validation",
+                         help="validation (default: choose on validation) or test (the final report)")
+    compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    compare.add_argument("--json", action="store_true", help="print one JSON object")
+    compare.set_defaults(handler=cmd_compare)
 
     predict = sub.add_parser("predict", help="predict the instrument of audio files with a stored run")
     predict.add_argument("--run", required=True, help="run id (see `runs`)")
@@ -404,6 +413,34 @@ def _print_run(record: Any) -> None:
         if m:
             print(f"  {split:<10} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
                   f"macro-F1 {m['macro_f1']:.3f}  (n={m['n']})")
+
+
+def _run_ids(text: str) -> list[str]:
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise EngineError(f"no run id in {text!r}; give a run id or comma-separated run ids")
+    return ids
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import stats, verdicts
+
+    store = _store()
+    runs_a = [store.get(i) for i in _run_ids(args.a)]
+    runs_b = [store.get(i) for i in _run_ids(args.b)]
+    result = stats.compare_run_groups(runs_a, runs_b, lambda r: store.load_predictions(r.id),
+                                      split=args.split, alpha=args.alpha)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"A = {', '.join(result['runs_a'])}; B = {', '.join(result['runs_b'])}")
+    print(verdicts.verdict(result))
+    for note in verdicts.caveats(result):
+        print(note)
+    print(verdicts.method_why(result))
+    if args.split == "test":
+        print(verdicts.TEST_SPLIT_NOTE)
+    return 0
 
 
 def cmd_rename(args: argparse.Namespace) -> int:

@@ -647,7 +647,7 @@ def compare_groups(
     same_configuration: the two groups share every parameter but the seed (caller knows from
     the store's group keys). Then no difference is ever declared significant: any difference
     is seed noise by construction. The numbers are still reported.
-    Returns a JSON-able dict: method, scope, split, n (clips), runs_a, runs_b (counts),
+    Returns a JSON-able dict: method, scope, split, n (clips), n_runs_a, n_runs_b,
     accuracy_a, accuracy_b (mean over runs), spread_a, spread_b (std over seeds, ddof=1;
     0 for one run), difference (B - A), ci [low, high] at 95%, p_value, df (None for
     McNemar), alpha, significant, better ("A", "B" or None), same_configuration, mcnemar
@@ -661,7 +661,7 @@ def compare_groups(
     runs_a = [_split_predictions(p, split, f"run {k + 1} of A") for k, p in enumerate(preds_a)]
     runs_b = [_split_predictions(p, split, f"run {k + 1} of B") for k, p in enumerate(preds_b)]
     k_a, k_b = len(runs_a), len(runs_b)
-    out: dict[str, Any] = {"split": split, "runs_a": k_a, "runs_b": k_b, "alpha": float(alpha),
+    out: dict[str, Any] = {"split": split, "n_runs_a": k_a, "n_runs_b": k_b, "alpha": float(alpha),
                            "same_configuration": bool(same_configuration)}
     if k_a == 1 and k_b == 1:
         one = compare_runs(runs_a[0], runs_b[0], split=split, alpha=alpha, n_boot=n_boot, seed=seed)
@@ -766,7 +766,7 @@ def compare_run_groups(
     runs_a, runs_b: run records (anything with .id and .group_key); load_predictions(run)
     -> the run's stored {"validation": ..., "test": ...} predictions. The groups must not
     share a run. same_configuration is set when every run of both groups has one group key
-    (the configuration without the seed). Adds "run_ids_a", "run_ids_b" to the result.
+    (the configuration without the seed). Adds "runs_a", "runs_b": the run ids of each side.
     """
     ids_a, ids_b = [r.id for r in runs_a], [r.id for r in runs_b]
     shared = sorted(set(ids_a) & set(ids_b))
@@ -777,7 +777,7 @@ def compare_run_groups(
     keys = {r.group_key for r in [*runs_a, *runs_b]}
     result = compare_groups([load_predictions(r) for r in runs_a], [load_predictions(r) for r in runs_b],
                             split=split, alpha=alpha, same_configuration=len(keys) == 1)
-    result["run_ids_a"], result["run_ids_b"] = ids_a, ids_b
+    result["runs_a"], result["runs_b"] = ids_a, ids_b
     return result
 
 

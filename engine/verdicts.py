@@ -75,7 +75,7 @@ def verdict(result: dict[str, Any], name_a: str = "A", name_b: str = "B") -> str
     numbers = (
         f"{acc_b:.1%} vs {acc_a:.1%} {mean}, difference {_points(diff)} points "
         f"(95% interval {_points(low)} to {_points(high)}), {p_text}; "
-        f"{_runs(result['runs_a'])} v {_runs(result['runs_b'])} on {result['n']} clips"
+        f"{_runs(result['n_runs_a'])} v {_runs(result['n_runs_b'])} on {result['n']} clips"
     )
     if result.get("same_configuration"):
         return (
@@ -101,13 +101,13 @@ def caveats(result: dict[str, Any], name_a: str = "A", name_b: str = "B") -> lis
     else:
         notes.append(
             f"Seed-to-seed spread (std of per-seed accuracy): {name_a} ±{result['spread_a'] * 100:.1f} points "
-            f"({_runs(result['runs_a'])}), {name_b} ±{result['spread_b'] * 100:.1f} points "
-            f"({_runs(result['runs_b'])})."
+            f"({_runs(result['n_runs_a'])}), {name_b} ±{result['spread_b'] * 100:.1f} points "
+            f"({_runs(result['n_runs_b'])})."
         )
         if result.get("too_few_seeds"):
             low, high = result["ci"]
             notes.append(
-                f"Too few seeds to resolve a difference: with {result['runs_a']} and {result['runs_b']} runs "
+                f"Too few seeds to resolve a difference: with {result['n_runs_a']} and {result['n_runs_b']} runs "
                 f"only a difference beyond ±{(high - low) / 2 * 100:.1f} points could show; repeat over more seeds."
             )
     return notes

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from engine.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--hidden", "8", "--epochs", "2", "--batch-size", "16"]
@@ -75,3 +78,54 @@ def test_train_predict_runs_resume_round_trip(data, tmp_path):
 def test_bad_flag_values_are_refused_with_the_name(data, tmp_path):
     done = engine("train", "--data", str(data), "--dropout", "1.5", "--json", cache=tmp_path / "c", check=False)
     assert done.returncode == 2 and "dropout" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_compare_json_one_run_and_seed_groups(tmp_path, monkeypatch):
+    from test_app_compare import add_run, make_splits
+
+    from engine import stats
+    from engine.store import RunStore
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MEDLEY_CACHE", str(cache))
+    store = RunStore()
+    splits = make_splits(n=200)
+    base = RunConfig(data="demo:tiny")
+    better = base.with_values(**{"train.lr": 1e-3})
+    a = [add_run(store, base.with_values(**{"train.seed": s}), f"a{s}", skill=0.3, seed=s, splits=splits)
+         for s in range(3)]
+    b = [add_run(store, better.with_values(**{"train.seed": s}), f"b{s}", skill=0.9, seed=10 + s, splits=splits)
+         for s in range(3)]
+    records = {r.id: r for r in store.list_runs()}
+    store.close()
+
+    one = json.loads(engine("compare", a[0], b[0], "--json", cache=cache).stdout)
+    assert {"method", "split", "difference", "ci", "p_value", "runs_a", "runs_b"} <= set(one)
+    assert one["split"] == "validation" and one["method"].startswith("McNemar")
+    assert (one["runs_a"], one["runs_b"]) == ([a[0]], [b[0]])
+    val = lambda i: records[i].metrics["validation"]["accuracy"]  # noqa: E731
+    assert one["difference"] == pytest.approx(val(b[0]) - val(a[0]))
+    assert one["ci"][0] <= one["difference"] <= one["ci"][1]
+
+    group = json.loads(engine("compare", ",".join(a), ",".join(b[:2]), "--split", "test", "--json",
+                              cache=cache).stdout)
+    test_acc = lambda ids: np.mean([records[i].metrics["test"]["accuracy"] for i in ids])  # noqa: E731
+    assert group["split"] == "test" and group["scope"] == "configurations"
+    assert (group["n_runs_a"], group["n_runs_b"]) == (3, 2)
+    assert group["difference"] == pytest.approx(test_acc(b[:2]) - test_acc(a))
+    store = RunStore()  # the page's function gives the same numbers
+    same = stats.compare_run_groups([store.get(i) for i in a], [store.get(i) for i in b[:2]],
+                                    lambda r: store.load_predictions(r.id), split="test")
+    store.close()
+    assert same == group
+
+    seeds = json.loads(engine("compare", a[0], f"{a[1]},{a[2]}", "--json", cache=cache).stdout)
+    assert seeds["same_configuration"] and not seeds["significant"]
+
+    words = engine("compare", ",".join(a), ",".join(b), cache=cache).stdout
+    assert "Configuration B is better than A" in words and "unit of replication is the seed" in words
+
+    for bad, message in (([a[0], "nope"], "nope"), ([a[0], a[0]], "both groups"), ([a[0], ","], "no run id")):
+        done = engine("compare", *bad, "--json", cache=cache, check=False)
+        assert done.returncode == 2 and message in done.stderr and done.stdout == ""
+        assert "Traceback" not in done.stderr

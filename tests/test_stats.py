@@ -541,7 +541,7 @@ def test_compare_groups_reports_the_seed_level_numbers():
     out = compare_groups(group_preds(np.stack(group_a), ids, y), group_preds(np.stack(group_b), ids, y))
     accs_a = [float(r.mean()) for r in group_a]
     assert out["scope"] == "configurations" and out["method"].startswith("two-level")
-    assert (out["runs_a"], out["runs_b"], out["n"], out["split"]) == (3, 3, n, "validation")
+    assert (out["n_runs_a"], out["n_runs_b"], out["n"], out["split"]) == (3, 3, n, "validation")
     assert out["accuracy_a"] == pytest.approx(np.mean(accs_a))
     assert out["accuracy_b"] == pytest.approx(2.5 / 3)
     assert out["difference"] == pytest.approx(2.5 / 3 - np.mean(accs_a))
