@@ -73,18 +73,19 @@ cols[1].metric("queued", int(by_status.get("queued", 0)))
 cols[2].metric("finished", int(by_status.get("finished", 0)))
 cols[3].metric("failed / cancelled / other", len(runs) - int(by_status.reindex(["running", "queued", "finished"]).fillna(0).sum()))
 
-finished = [r for r in runs if r.status == "finished" and r.metrics.get("test")]
+finished = [r for r in runs if r.status == "finished" and r.metrics.get("validation")]
 if finished:
     def _m(r, split, key):
         return (r.metrics.get(split) or {}).get(key)
 
     table = pd.DataFrame([
-        {"run": r.name, "id": r.id, "test balanced acc.": _m(r, "test", "balanced_accuracy"),
-         "test acc.": _m(r, "test", "accuracy"), "val balanced acc.": _m(r, "validation", "balanced_accuracy"),
-         "val acc.": _m(r, "validation", "accuracy"), "epochs": r.epochs_done, "tags": ", ".join(r.tags)}
+        {"run": r.name, "id": r.id, "val balanced acc.": _m(r, "validation", "balanced_accuracy"),
+         "val acc.": _m(r, "validation", "accuracy"), "test balanced acc.": _m(r, "test", "balanced_accuracy"),
+         "test acc.": _m(r, "test", "accuracy"), "epochs": r.epochs_done, "tags": ", ".join(r.tags)}
         for r in finished
-    ]).sort_values("test balanced acc.", ascending=False, na_position="last").head(10)
-    st.markdown("**Best finished runs** (by test balanced accuracy = mean per-class recall on the test split)")
+    ]).sort_values("val balanced acc.", ascending=False, na_position="last", kind="stable").head(10)
+    st.markdown("**Best finished runs** (by validation balanced accuracy = mean per-class recall on the "
+                "validation split; test is shown as the final report, never used to choose)")
     pct = {c: st.column_config.NumberColumn(c, format="percent") for c in
            ("test balanced acc.", "test acc.", "val balanced acc.", "val acc.")}
     st.dataframe(table, hide_index=True, width="stretch", column_config=pct)

@@ -69,7 +69,7 @@ def verdict(result: dict[str, Any], name_a: str = "A", name_b: str = "B") -> str
     where = split_words(result["split"])
     acc_a, acc_b, diff = result["accuracy_a"], result["accuracy_b"], result["difference"]
     low, high = result["ci"]
-    adjusted = result.get("p_adjusted")
+    adjusted = result.get("p_adjusted") if result.get("family_size", 1) > 1 else None
     p_text = format_p(result["p_value"]) + (f", Holm-adjusted {format_p(adjusted)}" if adjusted is not None else "")
     mean = "accuracy" if result["scope"] == "runs" else "mean accuracy"
     numbers = (

@@ -161,6 +161,24 @@ def filter_runs(
     return df[keep]
 
 
+# Sort keys of the runs table, validation first: validation chooses, test reports.
+SORT_COLUMNS: tuple[str, ...] = ("val acc", "created", "test acc", "test balanced acc", "test macro-F1", "val-test gap")
+
+
+def is_test_metric(column: str) -> bool:
+    """True for a column measured on the test split (choosing by it selects on test)."""
+    return column in METRICS and METRICS[column][0] == "test" or column == "val-test gap"
+
+
+def sort_runs(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Rows of `df` best first by `column`: highest metric (lowest for the val-test gap), newest
+    run for "created"; runs without a value last, ties in the given order."""
+    if column not in df or df.empty:
+        return df
+    ascending = column == "val-test gap"
+    return df.sort_values(column, ascending=ascending, na_position="last", kind="stable")
+
+
 def all_tags(df: pd.DataFrame) -> list[str]:
     """Every tag used by a run, sorted."""
     return sorted({tag for tags in df["tags"] for tag in tags}) if len(df) else []
