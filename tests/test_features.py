@@ -35,24 +35,29 @@ def study_features(path) -> np.ndarray:
     return np.concatenate(rows).T
 
 
+def column_error(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """(frames, cols) pair -> (cols,): max |ours - ref| over frames / (max |ref| + 1e-6)."""
+    return np.abs(ours - ref).max(axis=0) / (np.abs(ref).max(axis=0) + 1e-6)
+
+
 def test_librosa_backend_matches_the_study_code(small_ds):
     path = small_ds.clips[0].path
     ours = clip_features(load_audio(path), SPECTRAL, backend="librosa")
     ref = study_features(path)
     assert ours.shape == ref.shape == (129, 21)
     assert ours.dtype == np.float32
-    scale = np.abs(ref).max(axis=0)
-    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5 * scale.max())
+    # per column, relative to its largest value: measured 5.7e-8 (float32 rounding)
+    assert column_error(ours, ref).max() < 1e-6
     assert ours[:, 13].mean() > 100  # column 13 is the centroid, in Hz
-    np.testing.assert_allclose(ours[:, 13], ref[:, 13], rtol=1e-5)
+    np.testing.assert_allclose(ours[:, 13], ref[:, 13], rtol=1e-6)
 
 
 def test_torch_backend_agrees_with_librosa(small_ds):
     y = load_audio(small_ds.clips[1].path)
     ref = clip_features(y, SPECTRAL, backend="librosa")
     fast = clip_features(y, SPECTRAL, backend="torch")
-    np.testing.assert_allclose(fast[:, :14], ref[:, :14], rtol=1e-3, atol=1e-3 * np.abs(ref[:, :13]).max())
-    np.testing.assert_allclose(fast[:, 14:], ref[:, 14:], rtol=1e-2, atol=1e-2)
+    err = column_error(fast, ref)  # measured on these clips: MFCC + centroid <= 2.2e-6, contrast <= 2e-7
+    assert err[:14].max() < 2e-5 and err[14:].max() < 2e-6, err
 
 
 def test_chroma_and_deltas_extend_each_frame(small_ds):
@@ -102,7 +107,7 @@ def test_load_features_shapes_labels_and_order(small_ds, medley_cache):
 def test_librosa_backend_dataset_path(small_ds, medley_cache):
     data = load_features(small_ds, FeatureConfig(frames=2), backend="librosa")
     clip = small_ds.subset("validation")[0]
-    np.testing.assert_allclose(data["validation"].x[0], study_features(clip.path)[:2], rtol=1e-5, atol=1e-4)
+    assert column_error(data["validation"].x[0], study_features(clip.path)[:2]).max() < 1e-6
 
 
 def count_extractions(monkeypatch) -> list[int]:
