@@ -24,6 +24,7 @@ FEATURE_FLAGS = {
     "frames": ("features.frames", "frames"),
     "chroma": ("features.chroma", bool),
     "deltas": ("features.deltas", bool),
+    "inputs": ("features.inputs", str),
 }
 MODEL_FLAGS = {
     "arch": ("model.arch", str),
@@ -253,13 +254,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _report_run(record, args.json)
 
 
+def ablation_base(args: argparse.Namespace) -> RunConfig:
+    """The base of `ablate --preset ...` with the flags applied: the study's own base (its 2019
+    inputs included) for the study's ablation, the plain defaults otherwise."""
+    from .presets import STUDY_BASE
+
+    return config_from_args(args, STUDY_BASE if args.preset == "study" else RunConfig())
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from .presets import ABLATIONS, STUDY_FINAL_ROW, STUDY_REPORTED, STUDY_REPORTED_FINAL_TEST
 
     if args.preset not in ABLATIONS:
         raise EngineError(f"unknown ablation {args.preset!r}; choose one of {sorted(ABLATIONS)}")
-    base = config_from_args(args, RunConfig())
-    rows = ABLATIONS[args.preset](base)
+    rows = ABLATIONS[args.preset](ablation_base(args))
     records = _train_and_wait([(name, config, ("ablation", args.preset)) for name, config in rows], args.device)
     table = []
     for (name, _), record in zip(rows, records):

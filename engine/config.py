@@ -20,10 +20,30 @@ Optimizer = Literal["adam", "sgd", "adadelta"]
 Pooling = Literal["last", "mean", "max"]
 Select = Literal["best", "last"]
 Precision = Literal["float32", "bfloat16"]
+Inputs = Literal["librosa_0.11", "librosa_0.7"]
+INPUTS: tuple[str, ...] = ("librosa_0.11", "librosa_0.7")
+
+# Fields added after the first release: left out of digests while at their default, so that
+# the digests made before they existed (feature caches, seed groups of stored runs) stay valid.
+_LATER_DEFAULTS: dict[str, dict[str, Any]] = {"FeatureConfig": {"inputs": "librosa_0.11"}}
+
+
+def canonical_dict(obj: Any) -> dict[str, Any]:
+    """dataclasses.asdict(obj) without the later fields that hold their default (see _LATER_DEFAULTS):
+    what every digest of a configuration is made from."""
+
+    def strip(value: Any) -> Any:
+        if not dataclasses.is_dataclass(value):
+            return value
+        later = _LATER_DEFAULTS.get(type(value).__name__, {})
+        return {f.name: strip(getattr(value, f.name)) for f in fields(value)
+                if not (f.name in later and getattr(value, f.name) == later[f.name])}
+
+    return json.loads(json.dumps(strip(obj)))
 
 
 def _digest(obj: Any) -> str:
-    text = json.dumps(dataclasses.asdict(obj), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(canonical_dict(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -37,6 +57,11 @@ class FeatureConfig:
     representation="waveform": the raw waveform cut into non-overlapping frames of
     `waveform_frame` samples (65,536 / 512 -> 128 frames of 512 values).
     `frames`: keep only the first N frames (the study used 3), or None for the whole clip.
+    `inputs`: which librosa's audio inputs to reproduce. "librosa_0.11" (current): soxr "HQ"
+    resampling and STFT frames centred with zero padding. "librosa_0.7": the study's April
+    2019 librosa (0.6/0.7): resampy "kaiser_best" resampling and centred frames padded by
+    reflection, which changes frames 0-1 (two of the three the study model sees) and the last
+    two frames; frames in between differ only by the resampler.
     """
 
     representation: Representation = "spectral"
@@ -49,10 +74,13 @@ class FeatureConfig:
     chroma: bool = False
     deltas: bool = False
     waveform_frame: int = 512
+    inputs: Inputs = "librosa_0.11"
 
     def __post_init__(self) -> None:
         if self.representation not in ("spectral", "waveform"):
             raise ConfigError(f"representation must be 'spectral' or 'waveform', not {self.representation!r}")
+        if self.inputs not in INPUTS:
+            raise ConfigError(f"inputs must be one of {list(INPUTS)}, not {self.inputs!r}")
         if self.frames is not None and self.frames < 1:
             raise ConfigError(f"frames must be at least 1 or None (whole clip), not {self.frames}")
         for name in ("sample_rate", "clip_samples", "n_mfcc", "n_fft", "hop_length", "waveform_frame"):
@@ -66,6 +94,16 @@ class FeatureConfig:
             return self.waveform_frame
         dim = self.n_mfcc + 1 + 7 + (12 if self.chroma else 0)
         return dim * (2 if self.deltas else 1)
+
+    @property
+    def pad_mode(self) -> str:
+        """How the centred STFT pads the clip's ends: "constant" (zeros) or "reflect"."""
+        return "reflect" if self.inputs == "librosa_0.7" else "constant"
+
+    @property
+    def resampler(self) -> str:
+        """The resampler of audio not at sample_rate: "soxr_hq" or "kaiser_best" (resampy)."""
+        return "kaiser_best" if self.inputs == "librosa_0.7" else "soxr_hq"
 
     @property
     def total_frames(self) -> int:

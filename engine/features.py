@@ -91,7 +91,7 @@ def librosa_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     import librosa
 
     sr, n_fft, hop = config.sample_rate, config.n_fft, config.hop_length
-    magnitude = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop))
+    magnitude = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, pad_mode=config.pad_mode))
     power = magnitude**2
     mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr, n_fft=n_fft, hop_length=hop))
     rows = [
@@ -116,7 +116,7 @@ def waveform_frames(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
 def decode_clip(path: Path | str, config: FeatureConfig) -> np.ndarray:
     """A dataset file as mono float32 at config.sample_rate, fitted to (config.clip_samples,)."""
-    return fit_to_length(load_audio(path, sr=config.sample_rate), config.clip_samples)
+    return fit_to_length(load_audio(path, sr=config.sample_rate, resampler=config.resampler), config.clip_samples)
 
 
 # --- a dataset -----------------------------------------------------------------------------

@@ -121,7 +121,8 @@ class Predictor:
 
     def predict_file(self, source: AudioSource) -> Prediction:
         """Classify a file path, bytes or binary file (decoded with engine.audio.load_audio)."""
-        return self.predict_samples(load_audio(source, sr=self.config.features.sample_rate))
+        features = self.config.features
+        return self.predict_samples(load_audio(source, sr=features.sample_rate, resampler=features.resampler))
 
     def predict_files(self, files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         """One dict per file: {"file", "label", "probabilities"} or {"file", "error"}; a bad

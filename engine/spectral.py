@@ -230,14 +230,14 @@ def _base_features_torch(power: torch.Tensor, t: _Tables) -> torch.Tensor:
 
 
 def _stft_power(y: torch.Tensor, config: FeatureConfig, t: _Tables) -> torch.Tensor:
-    """|STFT|^2 as (n, frames, 1 + n_fft // 2) float32: periodic Hann, centred, zero padding.
+    """|STFT|^2 as (n, frames, 1 + n_fft // 2) float32: periodic Hann, centred, padded by config.pad_mode.
 
     Computed in float64 and rounded to complex64, as librosa does (see the module notes).
     Frames-first layout keeps every later reduction over frequency on the contiguous axis.
     re^2 + im^2 avoids abs()'s slower hypot; magnitudes are its square root.
     """
     half = config.n_fft // 2
-    padded = torch.nn.functional.pad(y.to(torch.float64), (half, half))
+    padded = torch.nn.functional.pad(y.to(torch.float64), (half, half), mode=config.pad_mode)
     windows = padded.unfold(-1, config.n_fft, config.hop_length)
     frames = torch.mul(windows, t.window, out=_workspace("frames", windows.shape, torch.float64, y.device))
     spec = torch.fft.rfft(frames, dim=-1)  # out= would only add a copy (MKL writes a new tensor)
@@ -358,7 +358,7 @@ def _base_features_cpu(
 
 
 def _unwindowed_spectrum(y: torch.Tensor, config: FeatureConfig) -> np.ndarray:
-    """float64 rfft of one clip's centred, zero-padded frames, with NO window applied.
+    """float64 rfft of one clip's centred frames (padded by config.pad_mode), with NO window applied.
 
     y (samples,) float32 on the CPU. Returns (frames, bins) complex128. The Hann window is
     applied in frequency by _hann_power, which saves writing out the windowed frames (2 MB
@@ -366,9 +366,13 @@ def _unwindowed_spectrum(y: torch.Tensor, config: FeatureConfig) -> np.ndarray:
     """
     half = config.n_fft // 2
     padded = _workspace("clip_padded", (y.shape[0] + 2 * half,), torch.float64, y.device)
-    padded[:half] = 0.0
-    padded[-half:] = 0.0
     padded[half:-half] = y
+    if config.pad_mode == "reflect":  # numpy's "reflect": the edge sample is not repeated
+        padded[:half] = torch.flip(padded[half + 1 : 2 * half + 1], dims=(0,))
+        padded[-half:] = torch.flip(padded[-2 * half - 1 : -half - 1], dims=(0,))
+    else:
+        padded[:half] = 0.0
+        padded[-half:] = 0.0
     frames = padded.unfold(0, config.n_fft, config.hop_length)
     return torch.fft.rfft(frames, dim=-1).numpy()  # out= would only add a copy (MKL writes a new tensor)
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import paths
-from .config import RunConfig
+from .config import RunConfig, canonical_dict
 from .errors import ConfigError, StoreError
 from .labels import CLASS_NAMES
 from .processes import process_alive, process_start
@@ -114,7 +114,7 @@ class RunRecord:
 
 def group_key(config: RunConfig) -> str:
     """Digest of the config without `train.seed`: seed repeats of one setup share it."""
-    raw = config.to_dict()
+    raw = canonical_dict(config)
     raw["train"].pop("seed", None)
     text = json.dumps(raw, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

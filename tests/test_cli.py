@@ -129,3 +129,15 @@ def test_compare_json_one_run_and_seed_groups(tmp_path, monkeypatch):
         done = engine("compare", *bad, "--json", cache=cache, check=False)
         assert done.returncode == 2 and message in done.stderr and done.stdout == ""
         assert "Traceback" not in done.stderr
+
+
+def test_study_ablation_and_train_use_the_study_2019_inputs():
+    from engine.cli import ablation_base, build_parser, config_from_args
+    from engine.presets import PRESETS
+
+    parser = build_parser()
+    assert ablation_base(parser.parse_args(["ablate", "--preset", "study"])).features.inputs == "librosa_0.7"
+    assert ablation_base(parser.parse_args(["ablate", "--preset", "study", "--inputs", "librosa_0.11"])
+                         ).features.inputs == "librosa_0.11"
+    args = parser.parse_args(["train", "--preset", "study"])
+    assert config_from_args(args, PRESETS[args.preset]).features.inputs == "librosa_0.7"

@@ -10,7 +10,7 @@ import pytest
 
 from engine import features as F
 from engine.audio import load_audio
-from engine.config import FeatureConfig
+from engine.config import FeatureConfig, RunConfig
 from engine.dataset import load_dataset
 from engine.errors import ConfigError
 from engine.features import clip_features, fit_standardizer, load_features
@@ -177,3 +177,55 @@ def test_fit_standardizer_over_clips_and_frames():
 def test_unknown_backend_is_a_config_error(small_ds):
     with pytest.raises(ConfigError, match="'numpy'"):
         load_features(small_ds, FeatureConfig(), backend="numpy")
+
+
+# ---- the study's 2019 inputs (librosa 0.6/0.7) -------------------------------------------------
+
+
+def study_2019_features(path) -> np.ndarray:
+    """The study's code as it ran in 2019: librosa.load with resampy's kaiser_best, STFT frames
+    padded by reflection (librosa 0.11 still offers both), (frames, 21)."""
+    y, sr = librosa.load(path, res_type="kaiser_best")
+    return np.concatenate([
+        librosa.feature.mfcc(y=y, sr=sr, n_mfcc=13, pad_mode="reflect"),
+        librosa.feature.spectral_centroid(y=y, sr=sr, pad_mode="reflect"),
+        librosa.feature.spectral_contrast(y=y, sr=sr, pad_mode="reflect"),
+    ]).T
+
+
+def test_study_2019_inputs_reproduce_the_2019_study_code(small_ds):
+    path = small_ds.clips[1].path
+    config = FeatureConfig(frames=None, inputs="librosa_0.7")
+    samples = F.decode_clip(path, config)
+    reference, _ = librosa.load(path, res_type="kaiser_best")
+    np.testing.assert_array_equal(samples, reference)  # the same resampler, bit for bit
+    assert np.abs(samples - F.decode_clip(path, FeatureConfig())).max() > 1e-4  # soxr differs
+    ref = study_2019_features(path)
+    for backend in ("librosa", "torch"):
+        assert column_error(clip_features(samples, config, backend=backend), ref).max() < 2e-5, backend
+    # the current inputs do not reproduce it: frames 0-1 differ by far more than rounding
+    assert column_error(clip_features(F.decode_clip(path, FeatureConfig()), SPECTRAL)[:2], ref[:2]).max() > 1e-3
+
+
+def test_study_presets_use_the_2019_inputs_and_digests_stay():
+    from engine.audio import resample
+    from engine.errors import AudioError
+    from engine.presets import RECOMMENDED, STUDY_BASE, study_ablation
+    from engine.store import group_key
+
+    assert all(config.features.inputs == "librosa_0.7" for _, config in study_ablation())
+    assert STUDY_BASE.features.pad_mode == "reflect" and STUDY_BASE.features.resampler == "kaiser_best"
+    assert RECOMMENDED.features.inputs == "librosa_0.11"
+    # a different feature cache and seed group for the 2019 inputs...
+    assert STUDY_BASE.features.digest() != FeatureConfig().digest()
+    assert group_key(STUDY_BASE) != group_key(STUDY_BASE.with_values(**{"features.inputs": "librosa_0.11"}))
+    # ...while the digests of configurations made before the option existed do not change
+    assert FeatureConfig().digest() == "c23a595ba3ac51b2" and group_key(RunConfig()) == "9f2c1e9497a1f01f"
+    assert RECOMMENDED.digest() == "759a019778c09ed9"
+    assert RunConfig.from_json(STUDY_BASE.to_json()) == STUDY_BASE
+    with pytest.raises(ConfigError, match="inputs"):
+        FeatureConfig(inputs="librosa_0.5")
+    y = np.random.default_rng(0).standard_normal(44100).astype(np.float32)
+    assert resample(y, 44100, 22050, method="kaiser_best").shape == (22050,)
+    with pytest.raises(AudioError, match="resampler"):
+        resample(y, 44100, 22050, method="linear")

@@ -292,3 +292,52 @@ def test_cuda_matches_cpu(clips: np.ndarray) -> None:
         rtol=1e-4,
         atol=1e-4,
     )
+
+
+# --------------------------------------------------------------------------- the study's 2019 inputs
+
+
+def _librosa_reflect(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The study's feature calls with librosa 0.6/0.7's STFT padding: pad_mode="reflect"."""
+    rows = [
+        librosa.feature.mfcc(y=y, sr=SR, n_mfcc=config.n_mfcc, pad_mode="reflect"),
+        librosa.feature.spectral_centroid(y=y, sr=SR, pad_mode="reflect"),
+        librosa.feature.spectral_contrast(y=y, sr=SR, pad_mode="reflect"),
+    ]
+    if config.chroma:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rows.append(librosa.feature.chroma_stft(y=y, sr=SR, pad_mode="reflect"))
+    return np.concatenate(rows).T
+
+
+@pytest.mark.parametrize("chroma", [False, True])
+def test_study_2019_inputs_match_librosa_with_reflect_padding(clips: np.ndarray, chroma: bool) -> None:
+    config = FeatureConfig(clip_samples=SAMPLES, chroma=chroma, inputs="librosa_0.7")
+    assert config.pad_mode == "reflect"
+    t = spectral._tables(config, "cpu")
+    audio = torch.from_numpy(clips)
+    torch_path = spectral._base_features_torch(spectral._stft_power(audio, config, t), t).numpy()
+    ours = batch_spectral_features(clips, config)  # the CPU kernels
+    current = batch_spectral_features(clips, FeatureConfig(clip_samples=SAMPLES, chroma=chroma))
+    tol = _tolerances(config)
+    for i, y in enumerate(clips):
+        ref = _librosa_reflect(y, config)
+        err = _rel_err(ours[i], ref)
+        assert np.all(err <= tol), f"clip {i}: columns {np.flatnonzero(err > tol)} errors {err[err > tol]}"
+        base = config.n_mfcc + 8
+        assert _rel_err(torch_path[i], ref[:, :base]).max() <= TOL_MFCC_CENTROID
+        # frames 2 .. n-3 never see the padding: centroid and contrast equal the current inputs'
+        # (MFCC can move everywhere: power_to_db's top_db floor follows the clip's loudest frame)
+        mfcc = config.n_mfcc
+        np.testing.assert_array_equal(ours[i, 2:-2, mfcc:mfcc + 8], current[i, 2:-2, mfcc:mfcc + 8])
+    # ...and the first frames do differ (the study model sees frames 0-2)
+    assert np.abs(ours[:, :2] - current[:, :2]).max() > 1.0
+
+
+def test_study_2019_librosa_backend_uses_reflect_padding(clips: np.ndarray) -> None:
+    from engine.features import librosa_features
+
+    config = FeatureConfig(clip_samples=SAMPLES, inputs="librosa_0.7")
+    for y in clips[:2]:
+        np.testing.assert_allclose(librosa_features(y, config), _librosa_reflect(y, config), rtol=1e-6, atol=1e-5)
