@@ -70,22 +70,78 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int, *, method: str = "soxr
 
     method "soxr_hq": soxr high quality (librosa >= 0.10's default). "kaiser_best": resampy's
     windowed-sinc filter, as librosa 0.6/0.7's `load` did, with its output length
-    ceil(samples * target_sr / orig_sr) (librosa's fix_length). It is slow: about 0.25 s of
-    CPU per 3-second clip at 44.1 kHz (soxr: 1 ms); the feature cache makes it a one-off.
+    ceil(samples * target_sr / orig_sr) (librosa's fix_length). It is far slower than soxr
+    (benchmarks/resample.py); the feature cache makes it a one-off per dataset.
     """
     if method not in RESAMPLERS:
         raise AudioError(f"resampler must be one of {list(RESAMPLERS)}, not {method!r}")
     if orig_sr == target_sr:
         return np.ascontiguousarray(y, dtype=np.float32)
     if method == "kaiser_best":
-        import resampy
-
-        out = resampy.resample(np.ascontiguousarray(y, dtype=np.float32), orig_sr, target_sr, filter="kaiser_best")
         length = int(np.ceil(len(y) * target_sr / orig_sr))
-        return fit_to_length(out.astype(np.float32, copy=False), length)
+        return fit_to_length(_kaiser_best(np.ascontiguousarray(y, dtype=np.float32), orig_sr, target_sr), length)
     import soxr
 
     return soxr.resample(y, orig_sr, target_sr, quality="HQ").astype(np.float32)
+
+
+def _kaiser_best(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """resampy's "kaiser_best" resampling of float32 y (samples,) -> (int(samples * ratio),) float32.
+
+    For an integer decimation factor L whose filter table resampy reads at whole steps (44.1 ->
+    22.05 kHz: L = 2), resampy's loop reduces to a symmetric FIR on every L-th sample,
+    y[t] = sum_j h[|j|] x[L t + j] (zeros outside the clip) with h[m] = ratio * window[m * step].
+    `_decimate` runs that loop in resampy's own order and float32 accumulation, so the result
+    is bit-identical, but reads a compact copy of the taps instead of striding through
+    resampy's 3 MB table, with the loops interchanged for SIMD (benchmarks/resample.py measures
+    the gain). Other ratios call resampy itself.
+    """
+    import resampy
+    from resampy.filters import get_filter
+
+    window, num_table, _ = get_filter("kaiser_best")
+    factor, rest = divmod(orig_sr, target_sr)
+    if rest or factor < 2 or num_table % factor:
+        return resampy.resample(y, orig_sr, target_sr, filter="kaiser_best").astype(np.float32, copy=False)
+    step = num_table // factor
+    scaled = window * (target_sr / orig_sr)  # resampy scales the window by the ratio when decimating
+    left = np.ascontiguousarray(scaled[step * np.arange(window.shape[0] // step)])  # x[n - i]
+    right = np.ascontiguousarray(scaled[step + step * np.arange((window.shape[0] - step) // step)])  # x[n + 1 + k]
+    out = np.zeros(int(len(y) * target_sr / orig_sr), dtype=np.float32)
+    pad = max(left.shape[0], right.shape[0] + 1)
+    padded = np.zeros(len(y) + 2 * pad, dtype=np.float32)  # adding w * 0.0 leaves a sum unchanged,
+    padded[pad:-pad] = y  # so zeros stand in for resampy's shortened wings at the clip's ends
+    _decimate_kernel()(padded, pad, factor, left, right, out)
+    return out
+
+
+_DECIMATE = None
+
+
+def _decimate_kernel():
+    """The compiled loop of `_kaiser_best` (numba, compiled on first use and cached on disk).
+
+    Per output sample the same sum as resampy, in the same order (left wing i = 0, 1, ...,
+    then right wing k = 0, 1, ...), rounded to float32 after every term; the loops are only
+    interchanged so that the inner one runs over output samples in SIMD lanes.
+    """
+    global _DECIMATE
+    if _DECIMATE is None:
+        import numba
+
+        @numba.njit(nogil=True, cache=True)
+        def decimate(x, pad, factor, left, right, y):  # pragma: no cover - compiled
+            for i in range(left.shape[0]):
+                w = left[i]
+                for t in range(y.shape[0]):
+                    y[t] = np.float32(y[t] + w * x[pad + t * factor - i])
+            for k in range(right.shape[0]):
+                w = right[k]
+                for t in range(y.shape[0]):
+                    y[t] = np.float32(y[t] + w * x[pad + t * factor + k + 1])
+
+        _DECIMATE = decimate
+    return _DECIMATE
 
 
 def fit_to_length(y: np.ndarray, length: int = CLIP_SAMPLES) -> np.ndarray:
