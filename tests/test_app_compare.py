@@ -524,3 +524,10 @@ def test_home_best_runs_are_chosen_on_validation(populated):
     assert list(best["run"]) == [r.name for r in by_val]
     assert list(best.columns[:4]) == ["run", "id", "val balanced acc.", "val acc."]
     assert "by validation balanced accuracy" in texts(at)
+
+
+def test_study_row_matches_either_librosa_inputs():
+    current = STUDY_BASE.with_values(**{"features.inputs": "librosa_0.11", "train.lr": 1e-5})
+    assert STUDY_BASE.features.inputs == "librosa_0.7"
+    assert cmp.study_row(current, STUDY_ABLATION_CHANGES, STUDY_BASE) == "lr 1e-5"
+    assert cmp.study_row(STUDY_BASE.with_values(**{"train.lr": 1e-5}), STUDY_ABLATION_CHANGES, STUDY_BASE) == "lr 1e-5"

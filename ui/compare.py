@@ -475,8 +475,10 @@ def per_class_frame(runs: Sequence[Any], labels: Mapping[str, str], split: str,
 
 def study_row(config: RunConfig, changes: Mapping[str, Mapping[str, Any]], base: RunConfig) -> str | None:
     """Name of the ablation row whose changes turn `base` into `config`, ignoring data,
-    seed and epochs (those may be set for every row); None when no row matches."""
-    ignore = {"data", "train.seed", "train.epochs"}
+    seed, epochs (those may be set for every row) and which librosa's inputs were reproduced
+    (runs made before the study presets used the 2019 inputs are still study rows); None when
+    no row matches."""
+    ignore = {"data", "train.seed", "train.epochs", "features.inputs"}
     flat = {k: v for k, v in config.flat().items() if k not in ignore}
     for name, change in changes.items():
         row = {k: v for k, v in base.with_values(**change).flat().items() if k not in ignore}
