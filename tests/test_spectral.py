@@ -284,8 +284,9 @@ def test_rejects_bad_input() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_matches_cpu(clips: np.ndarray) -> None:
-    config = FeatureConfig(clip_samples=SAMPLES, chroma=True, deltas=True)
+@pytest.mark.parametrize("inputs", ["librosa_0.11", "librosa_0.7"])
+def test_cuda_matches_cpu(clips: np.ndarray, inputs: str) -> None:
+    config = FeatureConfig(clip_samples=SAMPLES, chroma=True, deltas=True, inputs=inputs)
     np.testing.assert_allclose(
         batch_spectral_features(clips, config, device="cuda"),
         batch_spectral_features(clips, config),
