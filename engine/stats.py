@@ -466,22 +466,8 @@ def group_correct(preds: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]
     order = [clip for clip in ids0 if clip in common]
     if not order:
         raise ComparisonError(f"the {len(preds)} runs of the group share no clips")
-    total = np.zeros(len(order))
-    y_ref: np.ndarray | None = None
-    for k, (ids, y, probs) in enumerate(checked):
-        pos = {clip: i for i, clip in enumerate(ids)}
-        rows = np.asarray([pos[clip] for clip in order])
-        y_k = y[rows]
-        if y_ref is None:
-            y_ref = y_k
-        elif not np.array_equal(y_ref, y_k):
-            bad = int(np.flatnonzero(y_ref != y_k)[0])
-            raise ComparisonError(
-                f"clip {order[bad]!r} has label {int(y_ref[bad])} in run 1 but {int(y_k[bad])} in run {k + 1}"
-            )
-        total += probs[rows].argmax(axis=1) == y_k
-    assert y_ref is not None
-    return order, y_ref.copy(), total / len(preds)
+    correct, y = correctness_matrix(preds, order)
+    return order, y, correct.mean(axis=0)
 
 
 def correctness_matrix(preds: list[dict], ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
