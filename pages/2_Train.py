@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
+from engine.config import INPUTS, FeatureConfig, ModelConfig, RunConfig, TrainConfig
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
 from engine.model import fast_bfloat16
@@ -50,8 +50,8 @@ def apply_preset() -> None:
     st.session_state.update(st.session_state[FORM])
 
 
-if FORM not in st.session_state:
-    st.session_state[FORM] = widget_values(RunConfig())
+if FORM not in st.session_state:  # the first preset (the study's base, with its 2019 inputs)
+    st.session_state[FORM] = widget_values(next(iter(PRESETS.values())))
 for key, value in st.session_state[FORM].items():
     st.session_state.setdefault(key, value)
 
@@ -75,6 +75,10 @@ with st.expander("Configuration", expanded="run" not in st.query_params):
                  help="The study kept only the first 3 frames (0.07 s) of each clip.")
         st.checkbox("+ 12 chroma", key="w.features.chroma")
         st.checkbox("+ deltas", key="w.features.deltas")
+        st.selectbox("inputs as librosa", list(INPUTS), key="w.features.inputs",
+                     help="librosa_0.7: the study's 2019 inputs (resampy kaiser_best resampling, STFT frames padded "
+                          "by reflection); librosa_0.11: today's (soxr, zero padding). They differ in the first "
+                          "and last two frames.")
     with m:
         st.markdown("**Model**")
         st.selectbox("architecture", ["study", "study_2plus1", "sequence", "waveform"], key="w.model.arch",

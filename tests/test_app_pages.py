@@ -99,6 +99,7 @@ def test_train_page_trains_and_shows_results(app_env):
     at.switch_page("pages/2_Train.py").run()
     assert not at.exception
     assert at.number_input(key="w.model.hidden_size").value == 500  # the study's base
+    assert at.selectbox(key="w.features.inputs").value == "librosa_0.7"  # with the study's 2019 inputs
     at.number_input(key="w.train.epochs").set_value(2)
     at.number_input(key="w.model.hidden_size").set_value(8)
     at.number_input(key="w.train.batch_size").set_value(8)
@@ -119,6 +120,7 @@ def test_train_page_trains_and_shows_results(app_env):
     record = get_store().get(runs[0].id)
     assert record.status == "finished", record.error
     assert record.config.train.epochs == 2 and record.config.model.hidden_size == 8
+    assert record.config.features.inputs == "librosa_0.7"
     labels = [m.label for m in at.metric]
     assert labels.count("balanced accuracy") == 2  # validation and test
     assert "macro-F1" in labels
