@@ -538,8 +538,8 @@ def seed_level_test(correct_a: np.ndarray, correct_b: np.ndarray, level: float =
     The two variances combine with Welch-Satterthwaite degrees of freedom; p is two-sided
     from Student's t and the interval is D +- t_(1+level)/2 * se, so p < 1 - level exactly
     when the interval excludes 0. Few seeds give few degrees of freedom and wide intervals
-    (2 v 3: a difference must exceed about 3.2 standard errors): the test stays calibrated
-    and says so by its width rather than by claiming a difference.
+    (2 v 3: 1 to 3 df, so a difference must exceed 3.2 to 12.7 standard errors): the test
+    stays calibrated and says so by its width rather than by claiming a difference.
     Returns arrays of the batch shape: difference, se, df, p_value, ci_low, ci_high,
     accuracy_a, accuracy_b, spread_a, spread_b (ddof=1 std of per-run accuracies; 0 for one
     run), seed_variance, clip_variance.
