@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,3 +76,37 @@ def test_train_predict_runs_resume_round_trip(data, tmp_path):
 def test_bad_flag_values_are_refused_with_the_name(data, tmp_path):
     done = engine("train", "--data", str(data), "--dropout", "1.5", "--json", cache=tmp_path / "c", check=False)
     assert done.returncode == 2 and "dropout" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_predict_flips_and_agreement_over_several_runs(data, tmp_path):
+    from engine.stats import mcnemar_exact
+    from engine.store import RunStore
+
+    cache = tmp_path / "cache"
+    a, b = (json.loads(engine("train", "--data", str(data), *TINY, "--seed", seed, "--lr", lr, "--json",
+                              cache=cache).stdout)["run_id"] for seed, lr in (("0", "0.001"), ("1", "0.01")))
+    clip = next((data / "audio").glob("*test-3_*.wav"))
+    entries = json.loads(engine("predict", "--run", f"{a},{b}", str(clip), "--json", cache=cache).stdout)
+    assert [(e["run_id"], e["file"]) for e in entries] == [(a, str(clip)), (b, str(clip))]
+    assert all(e["label"] in e["probabilities"] for e in entries)
+
+    out = json.loads(engine("flips", a, b, "--split", "test", "--json", cache=cache).stdout)
+    stored = RunStore(cache / "runs.sqlite", cache / "runs")
+    pa, pb = stored.load_predictions(a)["test"], stored.load_predictions(b)["test"]
+    assert pa["ids"] == pb["ids"]
+    y = np.asarray(pa["y"])
+    table = mcnemar_exact(np.argmax(pa["probs"], 1) == y, np.argmax(pb["probs"], 1) == y)
+    assert out["n"] == table.n == len(y)
+    assert (len(out["fixed"]), len(out["broken"])) == (table.b_only, table.a_only)
+    for entry in out["fixed"] + out["broken"] + out["still_wrong"]:
+        assert {"file", "true_label", "label_a", "label_b", "probabilities_a", "probabilities_b"} <= set(entry)
+
+    grouped = json.loads(engine("flips", f"{a},{b}", b, "--json", cache=cache).stdout)
+    assert grouped["runs_a"] == 2 and grouped["split"] == "validation"
+
+    agree = json.loads(engine("agreement", f"{a},{b}", "--json", cache=cache).stdout)
+    assert agree["runs"] == [a, b] and agree["agreement"][0][0] == 1.0
+    assert 0.0 <= agree["agreement"][0][1] <= 1.0
+
+    missing = engine("flips", a, "nosuchrun", "--json", cache=cache, check=False)
+    assert missing.returncode == 2 and "nosuchrun" in missing.stderr and "Traceback" not in missing.stderr
