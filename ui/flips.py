@@ -53,9 +53,9 @@ def agreement_chart(result: Mapping[str, Any], labels: Mapping[str, str]) -> alt
             rows.append({"run": a, "other": b, "agreement": result["agreement"][i][j],
                          "text": f"{result['agreement'][i][j]:.0%}" + ("" if i == j or kappa is None else f" κ {kappa:.2f}")})
     df = pd.DataFrame(rows)
-    axis = alt.Axis(labelLimit=160, labelOverlap=False)
-    base = alt.Chart(df).encode(x=alt.X("other:N", sort=names, title=None, axis=axis),
-                                y=alt.Y("run:N", sort=names, title=None, axis=axis))
+    base = alt.Chart(df).encode(
+        x=alt.X("other:N", sort=names, title=None, axis=alt.Axis(labelLimit=160, labelAngle=-20, orient="top")),
+        y=alt.Y("run:N", sort=names, title=None, axis=alt.Axis(labelLimit=160, labelOverlap=False)))
     cells = base.mark_rect().encode(
         color=alt.Color("agreement:Q", scale=alt.Scale(domain=[0, 1], scheme="blues"), title="agree"),
         tooltip=["run:N", "other:N", alt.Tooltip("agreement:Q", format=".1%"), "text:N"])
