@@ -61,7 +61,7 @@ def agreement_chart(result: Mapping[str, Any], labels: Mapping[str, str]) -> alt
         tooltip=["run:N", "other:N", alt.Tooltip("agreement:Q", format=".1%"), "text:N"])
     text = base.mark_text(fontSize=11).encode(
         text="text:N", color=alt.condition(alt.datum.agreement > 0.6, alt.value("white"), alt.value("black")))
-    return (cells + text).properties(height=max(160, 42 * len(names)))
+    return (cells + text).properties(height=42 * len(names) + 90)  # axes included (Streamlit fits)
 
 
 def render_flips(units: Mapping[str, Sequence[Any]], load: Callable[[Any], dict], split: str,

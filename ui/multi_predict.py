@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from engine.labels import CLASS_NAMES, SHORT_NAMES
 from engine.store import group_key
 
 MAX_DEFAULT_RUNS = 6
@@ -60,11 +61,13 @@ def agreement(results: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, int
 
 def runs_heatmap(df: pd.DataFrame, true_label: str | None = None) -> alt.Chart:
     """Runs (rows) x classes (columns), colour = probability, text = percent, each run's label outlined."""
+    short = dict(zip(CLASS_NAMES, SHORT_NAMES))
+    df = df.assign(text=df["probability"].map(lambda p: f"{100 * p:.0f}%"),
+                   **{"class": df["class"].map(lambda c: short.get(c, c))})
     classes = list(dict.fromkeys(df["class"]))
     runs = list(dict.fromkeys(df["run"]))
-    df = df.assign(text=df["probability"].map(lambda p: f"{100 * p:.0f}%"))
-    x_title = "class" + (f" (true: {true_label})" if true_label else "")
-    base = alt.Chart(df).encode(x=alt.X("class:N", sort=classes, title=x_title, axis=alt.Axis(labelAngle=-30)),
+    x_title = "class" + (f" (true: {short.get(true_label, true_label)})" if true_label else "")
+    base = alt.Chart(df).encode(x=alt.X("class:N", sort=classes, title=x_title, axis=alt.Axis(labelAngle=0)),
                                 y=alt.Y("run:N", sort=runs, title=None, axis=alt.Axis(labelLimit=220)))
     heat = base.mark_rect().encode(
         color=alt.Color("probability:Q", scale=alt.Scale(domain=[0, 1], scheme="blues"), title="probability"),
@@ -72,7 +75,8 @@ def runs_heatmap(df: pd.DataFrame, true_label: str | None = None) -> alt.Chart:
     outline = base.transform_filter(alt.datum.top).mark_rect(fill=None, stroke="#d62728", strokeWidth=2)
     text = base.mark_text(fontSize=11).encode(
         text="text:N", color=alt.condition(alt.datum.probability > 0.5, alt.value("white"), alt.value("black")))
-    return (heat + outline + text).properties(height=36 * len(runs) + 50)
+    # Streamlit fits the whole chart, axes included, into `height`
+    return (heat + outline + text).properties(height=36 * len(runs) + 90)
 
 
 def windows_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -97,7 +101,7 @@ def windows_chart(df: pd.DataFrame, classes: Sequence[str]) -> alt.Chart:
         color=alt.Color("label:N", scale=alt.Scale(domain=list(classes), scheme="tableau10"), title="label"),
         opacity=alt.Opacity("probability:Q", scale=alt.Scale(domain=[0, 1], range=[0.35, 1]), legend=None),
         tooltip=["run:N", "label:N", alt.Tooltip("start:Q", format=".1f"), alt.Tooltip("probability:Q", format=".0%")],
-    ).properties(height=30 * len(runs) + 40)
+    ).properties(height=30 * len(runs) + 70)
 
 
 def render_runs_panel(clip_name: str, true_label: str | None, results: Mapping[str, Mapping[str, Any]],
