@@ -1,4 +1,4 @@
-"""Command line: data, features, train, ablate, runs, show, compare, predict, export.
+"""Command line: data, features, train, ablate, runs, show, compare, predict, flips, agreement, export.
 
 Machine-readable forms (`--json`) print exactly one JSON document on stdout; progress bars
 and messages go to stderr. Exit status 0 on success, 1 when the work failed, 2 on bad input.
@@ -133,10 +133,24 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(handler=cmd_compare)
 
     predict = sub.add_parser("predict", help="predict the instrument of audio files with a stored run")
-    predict.add_argument("--run", required=True, help="run id (see `runs`)")
+    predict.add_argument("--run", required=True, help="run id (see `runs`), or several separated by commas")
     predict.add_argument("files", nargs="+")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(handler=cmd_predict)
+
+    flips = sub.add_parser("flips", help="the clips whose prediction changed between run(s) A and run(s) B")
+    flips.add_argument("a", help="run id, or comma-separated run ids of a seed group (A, the reference)")
+    flips.add_argument("b", help="run id, or comma-separated run ids (B)")
+    flips.add_argument("--split", default="validation", choices=["validation", "test"])
+    flips.add_argument("--limit", type=int, default=10, help="clips listed per kind without --json (default 10)")
+    flips.add_argument("--json", action="store_true")
+    flips.set_defaults(handler=cmd_flips)
+
+    agree = sub.add_parser("agreement", help="how often runs predict the same label (share and Cohen's kappa)")
+    agree.add_argument("runs", help="comma-separated run ids (two or more)")
+    agree.add_argument("--split", default="validation", choices=["validation", "test"])
+    agree.add_argument("--json", action="store_true")
+    agree.set_defaults(handler=cmd_agreement)
 
     export = sub.add_parser("export", help="export runs and metrics as CSV")
     export.add_argument("--out", help="CSV file (default: stdout)")
@@ -469,18 +483,62 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor
 
-    predictor = Predictor.from_store(_store(), args.run)
-    results = predictor.predict_files(args.files)
+    store = _store()
+    predictors = {run_id: Predictor.from_store(store, run_id) for run_id in _run_ids(args.run)}
+    results = [{"run_id": run_id} | r for run_id, predictor in predictors.items()
+               for r in predictor.predict_files(args.files)]
     if args.json:
         print(json.dumps(results))
     else:
         for r in results:
+            where = f"{r['file']} [{r['run_id']}]" if len(predictors) > 1 else r["file"]
             if "error" in r:
-                print(f"{r['file']}: error: {r['error']}")
+                print(f"{where}: error: {r['error']}")
             else:
                 top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-                print(f"{r['file']}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")")
+                print(f"{where}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")")
     return 0 if all("error" not in r for r in results) else 1
+
+
+def _predictions_of(store: Any, ids: list[str]) -> list[dict]:
+    return [store.load_predictions(run_id) for run_id in ids]
+
+
+def cmd_flips(args: argparse.Namespace) -> int:
+    from .agreement import flips
+
+    store = _store()
+    ids_a, ids_b = _run_ids(args.a), _run_ids(args.b)
+    out = flips(_predictions_of(store, ids_a), _predictions_of(store, ids_b), split=args.split)
+    out = {"a": ids_a, "b": ids_b} | out
+    if args.json:
+        print(json.dumps(out, allow_nan=False))
+        return 0
+    c = out["counts"]
+    print(f"{out['n']} {args.split} clips: {c['fixed']} fixed, {c['broken']} broken, "
+          f"{c['still_wrong']} changed but still wrong, {c['same']} unchanged")
+    for kind in ("fixed", "broken", "still_wrong"):
+        for e in out[kind][: args.limit]:
+            print(f"  {kind:<11} {e['file']}  true {e['true_label']}: {e['label_a']} -> {e['label_b']}"
+                  f"  (change {e['change']:.2f})")
+    return 0
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    from .agreement import agreement_matrix
+
+    store = _store()
+    ids = _run_ids(args.runs)
+    out = agreement_matrix({run_id: store.load_predictions(run_id) for run_id in ids}, split=args.split)
+    if args.json:
+        print(json.dumps(out, allow_nan=False))
+        return 0
+    print(f"agreement on {out['n']} {args.split} clips (share of equal labels / Cohen's kappa)")
+    for i, a in enumerate(ids):
+        cells = [f"{out['agreement'][i][j]:.0%}/" + ("-" if out["kappa"][i][j] is None else f"{out['kappa'][i][j]:.2f}")
+                 for j in range(len(ids))]
+        print(f"  {a:<24} " + "  ".join(f"{c:>10}" for c in cells))
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from engine.store import STATUSES
 from ui import charts
 from ui import compare as cmp
 from ui import significance as sig
+from ui import flips as flips_view
 from ui.common import data_setting, dataset_ready, get_manager, get_store, load_dataset_cached, render_sidebar
 
 st.set_page_config(page_title="Compare · Medley LSTM lab", page_icon="🎻", layout="wide")
@@ -306,6 +307,36 @@ if finished_sel:
                     st.caption(uuid)
                 except EngineError as exc:
                     st.caption(f"{uuid}: {exc}")
+
+# ---- clip by clip: what changed, and how often runs agree ------------------------------------
+if len(finished_sel) >= 2:
+    st.subheader("Clips that flip")
+    flip_units = {labels[r.id]: [r] for r in finished_sel}
+    if grouped and has_groups:
+        flip_units = {k: v for k, v in ((label, [r for r in members if r.metrics.get("test")])
+                                        for label, members in groups.items()) if v}
+    flip_split = st.radio("Split", ["validation", "test"], horizontal=True, key="flip_split")
+
+    def play_clip(clip_id: str, data: str = finished_sel[0].config.data) -> None:
+        """Audio player and mel spectrogram of a dataset clip (nothing when the dataset is absent)."""
+        if not dataset_ready(data):
+            st.caption("The dataset is not available here, so the clip cannot be played.")
+            return
+        try:
+            from engine.audio import MODEL_SAMPLE_RATE, load_audio
+            from engine.dataset import find_clip
+
+            path = find_clip(load_dataset_cached(data), clip_id).path
+            st.audio(str(path))
+            mel = charts.mel_db(load_audio(path), MODEL_SAMPLE_RATE, n_mels=64)
+            st.altair_chart(charts.matrix_heatmap(mel, frame_seconds=512 / MODEL_SAMPLE_RATE, row_title="mel band",
+                                                  color_title="dB"), width="stretch")
+        except EngineError as exc:
+            st.caption(f"{clip_id}: {exc}")
+
+    flips_view.render_flips(flip_units, lambda r: predictions(r.id, r.finished), flip_split, play_clip)
+    st.subheader("Agreement between runs")
+    flips_view.render_agreement(finished_sel, labels, lambda r: predictions(r.id, r.finished), flip_split)
 
 # ---- every finished run: generalisation gap, parameters vs metrics -----------------------------
 gaps = cmp.gap_frame(runs, labels)

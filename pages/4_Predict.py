@@ -10,6 +10,7 @@ import streamlit as st
 
 from engine.audio import SUPPORTED_FORMATS
 from engine.errors import EngineError
+from ui import multi_predict as mp
 from ui import predict_view as pv
 from ui.common import data_setting, get_store, render_sidebar
 
@@ -44,6 +45,13 @@ except EngineError as exc:
     st.error(f"Cannot load the model of run `{run_id}`: {exc}")
     st.stop()
 
+many = st.multiselect(
+    "Also compare several models on each clip", list(by_id), key="predict_many",
+    default=mp.default_runs(runs, st.session_state.get("_cmp_sel", [])) if "predict_many" not in st.session_state else None,
+    format_func=lambda rid: pv.run_option(by_id[rid]),
+    help="Default: the runs selected on the Compare page, else the best run of each configuration by "
+         "validation accuracy. Each clip then gets a models x classes table of probabilities.")
+
 # ---- the audio --------------------------------------------------------------------------
 source = st.radio("Audio", ["Upload files", "Record", "Dataset clip"], horizontal=True, key="predict_source")
 clips: list[pv.ClipInput] = []
@@ -67,7 +75,13 @@ if not clips:
 
 # ---- the answers ------------------------------------------------------------------------
 summary = st.container()
-rows = [pv.render_clip(clip, run_id, predictor) for clip in clips]
+rows = []
+for clip in clips:
+    rows.append(pv.render_clip(clip, run_id, predictor))
+    if len(many) >= 2 and rows[-1]["predicted"] is not None:
+        results, failures = pv.predict_with_runs(clip, many, store, {rid: by_id[rid].name for rid in many})
+        with st.container(border=True):
+            mp.render_runs_panel(clip.name, clip.true_label, results, failures)
 if len(rows) > 1:
     with summary:
         st.markdown("**Summary**")

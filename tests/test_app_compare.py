@@ -531,3 +531,38 @@ def test_study_row_matches_either_librosa_inputs():
     assert STUDY_BASE.features.inputs == "librosa_0.7"
     assert cmp.study_row(current, STUDY_ABLATION_CHANGES, STUDY_BASE) == "lr 1e-5"
     assert cmp.study_row(STUDY_BASE.with_values(**{"train.lr": 1e-5}), STUDY_ABLATION_CHANGES, STUDY_BASE) == "lr 1e-5"
+def test_flips_and_agreement_sections(populated):
+    from engine.stats import mcnemar_exact
+
+    ids = populated.ids
+    at = open_compare({"runs": f"{ids['a']},{ids['b0']}"})
+    at.radio(key="flip_split").set_value("test").run()
+    assert not at.exception
+    pa = populated.store.load_predictions(ids["a"])["test"]
+    pb = populated.store.load_predictions(ids["b0"])["test"]
+    y = np.asarray(pa["y"])
+    table = mcnemar_exact(np.argmax(pa["probs"], 1) == y, np.argmax(pb["probs"], 1) == y)
+    assert table.b_only > 0
+    assert f"B **fixed {table.b_only}**, **broke {table.a_only}**" in texts(at)
+    flip_table = [df.value for df in at.dataframe if "A says" in df.value.columns][0]
+    assert len(flip_table) == table.b_only  # "fixed" is shown first
+    assert (flip_table["true"] == flip_table["B says"]).all() and (flip_table["true"] != flip_table["A says"]).all()
+    assert flip_table["change"].is_monotonic_decreasing
+    # filtering by the true class keeps only that class
+    cls = flip_table["true"].iloc[0]
+    at.selectbox(key="flip_true").set_value(cls).run()
+    filtered = [df.value for df in at.dataframe if "A says" in df.value.columns][0]
+    assert set(filtered["true"]) == {cls} and len(filtered) == int((flip_table["true"] == cls).sum())
+    # each shown flip is playable: the tiny dataset is on disk
+    assert len(at.get("audio")) >= 1
+    assert "Share of the" in texts(at) and "Cohen's kappa" in texts(at)
+
+
+def test_flips_with_seed_groups_say_how_many_seeds_agree(populated):
+    ids = populated.ids
+    at = open_compare({"runs": f"{ids['a']},{ids['b0']},{ids['b1']}"})
+    assert at.toggle(key="cmp_grouped").value is True
+    assert "Seed groups vote" in texts(at) and "B 2" in texts(at)
+    flip_table = [df.value for df in at.dataframe if "A says" in df.value.columns][0]
+    assert "B seeds agreeing" in flip_table.columns
+    assert flip_table["B seeds agreeing"].between(1, 2).all()

@@ -141,3 +141,35 @@ def test_study_ablation_and_train_use_the_study_2019_inputs():
                          ).features.inputs == "librosa_0.11"
     args = parser.parse_args(["train", "--preset", "study"])
     assert config_from_args(args, PRESETS[args.preset]).features.inputs == "librosa_0.7"
+def test_predict_flips_and_agreement_over_several_runs(data, tmp_path):
+    from engine.stats import mcnemar_exact
+    from engine.store import RunStore
+
+    cache = tmp_path / "cache"
+    a, b = (json.loads(engine("train", "--data", str(data), *TINY, "--seed", seed, "--lr", lr, "--json",
+                              cache=cache).stdout)["run_id"] for seed, lr in (("0", "0.001"), ("1", "0.01")))
+    clip = next((data / "audio").glob("*test-3_*.wav"))
+    entries = json.loads(engine("predict", "--run", f"{a},{b}", str(clip), "--json", cache=cache).stdout)
+    assert [(e["run_id"], e["file"]) for e in entries] == [(a, str(clip)), (b, str(clip))]
+    assert all(e["label"] in e["probabilities"] for e in entries)
+
+    out = json.loads(engine("flips", a, b, "--split", "test", "--json", cache=cache).stdout)
+    stored = RunStore(cache / "runs.sqlite", cache / "runs")
+    pa, pb = stored.load_predictions(a)["test"], stored.load_predictions(b)["test"]
+    assert pa["ids"] == pb["ids"]
+    y = np.asarray(pa["y"])
+    table = mcnemar_exact(np.argmax(pa["probs"], 1) == y, np.argmax(pb["probs"], 1) == y)
+    assert out["n"] == table.n == len(y)
+    assert (len(out["fixed"]), len(out["broken"])) == (table.b_only, table.a_only)
+    for entry in out["fixed"] + out["broken"] + out["still_wrong"]:
+        assert {"file", "true_label", "label_a", "label_b", "probabilities_a", "probabilities_b"} <= set(entry)
+
+    grouped = json.loads(engine("flips", f"{a},{b}", b, "--json", cache=cache).stdout)
+    assert grouped["runs_a"] == 2 and grouped["split"] == "validation"
+
+    agree = json.loads(engine("agreement", f"{a},{b}", "--json", cache=cache).stdout)
+    assert agree["runs"] == [a, b] and agree["agreement"][0][0] == 1.0
+    assert 0.0 <= agree["agreement"][0][1] <= 1.0
+
+    missing = engine("flips", a, "nosuchrun", "--json", cache=cache, check=False)
+    assert missing.returncode == 2 and "nosuchrun" in missing.stderr and "Traceback" not in missing.stderr

@@ -298,6 +298,23 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
     return row
 
 
+def predict_with_runs(clip: ClipInput, run_ids: Sequence[str], store, names: dict[str, str]
+                      ) -> tuple[dict[str, dict], dict[str, str]]:
+    """Each run's Prediction.to_dict() on `clip`, keyed by a unique display label, and the runs
+    that could not answer (label -> message). The clip must decode (render_clip checked it)."""
+    y = decode(clip.digest, clip.data, clip.name)
+    results: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+    for rid in run_ids:
+        label = names.get(rid, rid)
+        label = label if list(names.values()).count(label) == 1 else f"{label} [{rid}]"
+        try:
+            results[label] = predict(rid, clip.digest, load_predictor(str(store.db_path), rid, store), y)
+        except Exception as exc:  # one broken model must not hide the others' answers
+            failures[label] = f"cannot predict: {exc}"
+    return results, failures
+
+
 def summary_frame(rows: Sequence[dict]) -> pd.DataFrame:
     """The per-file summary table (confidence as a fraction)."""
     return pd.DataFrame(list(rows))
