@@ -59,8 +59,10 @@ with right:
                  "~/mir_datasets/medley_solos_db, else the built-in demo.",
         )
         if st.form_submit_button("Use this dataset"):
-            set_data_setting(value)
-            st.rerun()
+            problem = set_data_setting(value)
+            if problem is None:
+                st.rerun()
+            st.error(f"Not switched: {problem}")
     st.caption("Also: `streamlit run dashboard.py -- --data /path/to/medley_solos_db`, "
                "or `MEDLEY_DATA=/path streamlit run dashboard.py`, or `?data=...` in the URL.")
 

@@ -381,7 +381,7 @@ def _demo_size(data: str | os.PathLike | None) -> str | None:
     if name == "demo":
         return "default"
     if name.startswith("demo:"):
-        size = name.split(":", 1)[1]
+        size = name.split(":", 1)[1].strip()
         if size not in DEMO_SIZES:
             raise DatasetError(f"unknown demo size {size!r} in {data!r}; expected one of {', '.join(DEMO_SIZES)}")
         return size

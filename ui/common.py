@@ -25,6 +25,7 @@ import streamlit as st
 
 from engine import paths
 from engine.dataset import demo_size
+from engine.errors import EngineError
 
 DATA_KEY = "data_setting"  # session_state key (not a widget key, so it survives page switches)
 _DATA_LOCK = threading.Lock()  # one dataset load / demo build at a time per server
@@ -103,17 +104,38 @@ def data_setting() -> str:
     return st.session_state[DATA_KEY]
 
 
-def set_data_setting(value: str) -> None:
-    """Switch this session to another dataset ("" = default, "demo", "demo:tiny" or a folder)."""
-    st.session_state[DATA_KEY] = value.strip()
-    if value.strip():
-        st.query_params["data"] = value.strip()
+def set_data_setting(value: str) -> str | None:
+    """Switch this session to another dataset ("" = default, "demo", "demo:tiny" or a folder).
+
+    Returns None when switched, else the message saying why `value` is not a setting (the
+    session keeps its dataset and the URL is left alone)."""
+    value = value.strip()
+    problem = data_problem(value)
+    if problem is not None:
+        return problem
+    st.session_state[DATA_KEY] = value
+    if value:
+        st.query_params["data"] = value
     elif "data" in st.query_params:
         del st.query_params["data"]
+    return None
+
+
+def data_problem(data: str) -> str | None:
+    """Why the setting `data` (or, when empty, $MEDLEY_DATA) names no dataset, or None when it
+    is well-formed (a folder is only read later, by load_dataset_cached)."""
+    try:
+        demo_size(data)
+    except EngineError as exc:
+        source = "$MEDLEY_DATA" if not data else "the dataset setting"
+        return f"{source} is not usable: {exc}"
+    return None
 
 
 def describe_data(data: str) -> str:
     """One line naming the dataset `data` resolves to, without reading it."""
+    if data_problem(data) is not None:
+        return "none (the dataset setting is not usable; fix it on the home page)"
     size = demo_size(data)
     if size is not None:
         return f"built-in demo ({size})"
@@ -122,7 +144,10 @@ def describe_data(data: str) -> str:
 
 
 def dataset_ready(data: str) -> bool:
-    """True when loading `data` needs no demo to be generated first."""
+    """True when loading `data` needs no demo to be generated first (also when the setting is
+    malformed: loading it then raises the DatasetError that pages show)."""
+    if data_problem(data) is not None:
+        return True
     size = demo_size(data)
     if size is None:
         return True
@@ -213,6 +238,9 @@ def render_sidebar() -> None:
     """Dataset in use, compute device, and the live list of running / queued jobs."""
     data = data_setting()
     with st.sidebar:
+        problem = data_problem(data)
+        if problem is not None:
+            st.error(problem)
         st.caption(f"**Dataset:** {describe_data(data)}")
         st.caption(f"**Device:** {compute_device()}")
         _jobs_panel()
