@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--status", help="only runs with this status")
     runs.add_argument("--tag", help="only runs with this tag")
     runs.add_argument("--json", action="store_true")
+    runs.add_argument("--rebuild", action="store_true",
+                      help="set a damaged run store aside and rebuild it from the run folders, then list")
     runs.set_defaults(handler=cmd_runs)
 
     show = sub.add_parser("show", help="one run in full")
@@ -372,6 +374,15 @@ def _store() -> Any:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    if args.rebuild:
+        from .store import rebuild_store
+
+        report = rebuild_store()
+        if report.moved_to is not None:
+            print(f"the old run store was kept as {report.moved_to}", file=sys.stderr)
+        print(f"rebuilt the run store: {len(report.recovered)} run(s) recovered", file=sys.stderr)
+        for folder, reason in report.skipped:
+            print(f"  not recovered: {folder}: {reason}", file=sys.stderr)
     records = _store().list_runs(status=args.status, tag=args.tag)
     if args.json:
         print(json.dumps([run_summary(r) | {"tags": list(r.tags), "created": r.created} for r in records], default=str))

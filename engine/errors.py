@@ -21,5 +21,10 @@ class StoreError(EngineError):
     """The run store cannot find or write a run."""
 
 
+class StoreDamaged(StoreError):
+    """The run store's database file is corrupt, or emptied while run folders remain; the
+    message says how to rebuild the index from the run folders."""
+
+
 class RunCancelled(EngineError):
     """Raised inside a training loop when its run is cancelled."""

@@ -77,3 +77,29 @@ def test_demo_size_tolerates_spaces():
     from engine.dataset import demo_size
 
     assert demo_size("demo: tiny") == "tiny"
+
+
+# ---- 2. a damaged run store -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["header", "truncate"])
+def test_damaged_store_shows_one_message_on_every_page_and_the_button_rebuilds(app_env, medley_cache, how):
+    from tests.test_hardening_store import _damage, _filled_store
+
+    names = _filled_store(medley_cache, n=2)
+    _damage(medley_cache / "runs.sqlite", how)
+    at = _app()
+    assert not at.exception, at.exception
+    assert "--rebuild" in _errors(at)
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        assert "run store cannot be read" in _errors(at), page
+    at.switch_page("dashboard.py").run()
+    at.button(key="rebuild_store").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, _errors(at)
+    assert any("2 run(s) recovered" in s.value for s in at.success)
+    from ui.common import get_store
+
+    assert {r.id for r in get_store().list_runs()} >= set(names)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from dataclasses import asdict, is_dataclass
 
 import streamlit as st
@@ -35,7 +36,7 @@ _DATA_LOCK = threading.Lock()  # one dataset load / demo build at a time per ser
 
 
 @st.cache_resource(show_spinner=False)
-def get_store():
+def _open_store():
     """The run store (cache/runs.sqlite), one per server. Runs left 'running' by a dead
     process are marked interrupted once, when the server first opens the store."""
     from engine.store import RunStore
@@ -45,12 +46,54 @@ def get_store():
     return store
 
 
+STORE_CHECK_EVERY_S = 10.0  # how often get_store re-checks the database file (PRAGMA quick_check)
+_last_store_check = [0.0]
+
+
+def get_store():
+    """The run store, one per server. When its file is damaged: an error naming the problem,
+    a *Rebuild the run index* button, and st.stop() (the page stops there, no traceback)."""
+    from engine.errors import StoreDamaged, StoreError
+
+    try:
+        store = _open_store()
+        if time.monotonic() - _last_store_check[0] >= STORE_CHECK_EVERY_S:
+            store.check()
+            _last_store_check[0] = time.monotonic()
+        if "store_flash" in st.session_state:
+            st.success(st.session_state.pop("store_flash"))
+        return store
+    except StoreDamaged as exc:
+        _last_store_check[0] = 0.0
+        st.error(f"The run store cannot be read: {exc}")
+        if st.button("Rebuild the run index", type="primary", key="rebuild_store",
+                     help="Keeps the damaged file beside it and lists every saved run again from its folder."):
+            _rebuild_store()
+        st.stop()
+    except StoreError as exc:
+        st.error(f"The run store cannot be used: {exc}")
+        st.stop()
+
+
+def _rebuild_store() -> None:
+    """Rebuild the index from the run folders (engine.store.rebuild_store) and reopen it."""
+    from engine.store import rebuild_store
+
+    _open_store.clear()
+    get_manager.clear()
+    report = rebuild_store()
+    kept = f" The damaged file was kept as `{report.moved_to}`." if report.moved_to else ""
+    skipped = f" Not recovered: {', '.join(f for f, _ in report.skipped)}." if report.skipped else ""
+    st.session_state["store_flash"] = f"Rebuilt the run index: {len(report.recovered)} run(s) recovered.{kept}{skipped}"
+    st.rerun()
+
+
 @st.cache_resource(show_spinner=False)
 def get_manager():
-    """The job manager (daemon worker threads), one per server, sharing get_store()."""
+    """The job manager (daemon worker threads), one per server, sharing the store."""
     from engine.jobs import JobManager
 
-    return JobManager(get_store())
+    return JobManager(_open_store())
 
 
 TERMINAL_PHASES = ("finished", "failed", "cancelled", "interrupted", "diverged", "deleted")
@@ -250,11 +293,18 @@ def render_sidebar() -> None:
 def _jobs_panel() -> None:
     try:
         jobs = job_progress()
+    except EngineError as exc:  # a damaged run store: the same message as on the pages
+        st.error(f"The run store cannot be read: {exc}")
+        return
     except Exception as exc:  # the engine's job manager not importable / broken: say so, keep the page
         st.caption(f"Jobs unavailable: {exc}")
         return
     ours = {j["run_id"] for j in jobs}
-    elsewhere = [r for r in get_store().list_runs(status="running") if r.id not in ours]
+    try:
+        elsewhere = [r for r in _open_store().list_runs(status="running") if r.id not in ours]
+    except EngineError as exc:
+        st.caption(f"Runs unavailable: {exc}")
+        return
     if elsewhere:  # trained by another process: the CLI, or another server on this cache
         st.caption("Running in another process: " + ", ".join(
             f"{r.name} (epoch {r.epochs_done}/{r.config.train.epochs})" for r in elsewhere[:5]))
