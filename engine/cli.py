@@ -451,7 +451,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     records = _store().list_runs()
-    rows = [run_summary(r) | {"tags": ",".join(r.tags)} | r.config.flat() for r in records]
+    from .store import csv_cell
+
+    rows = [{k: csv_cell(v) for k, v in (run_summary(r) | {"tags": ",".join(r.tags)} | r.config.flat()).items()}
+            for r in records]
     fields = list(rows[0]) if rows else list(run_summary.__annotations__)
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     try:

@@ -619,6 +619,18 @@ def _record(row: sqlite3.Row) -> RunRecord:
     )
 
 
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """`value` safe for a CSV cell that a spreadsheet opens: text starting with = + - @ (or a
+    tab / carriage return) gets a leading apostrophe, so it is never run as a formula
+    (OWASP "CSV injection"). Numbers and other values pass unchanged."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _check_status(status: str) -> None:
     if status not in STATUSES:
         raise StoreError(f"unknown run status {status!r}; expected one of {', '.join(STATUSES)}")

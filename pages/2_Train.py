@@ -19,6 +19,7 @@ from ui import charts
 from ui.compare import history_frame
 from ui.common import (
     data_setting, describe_data, fmt_pct, get_manager, get_store, job_progress, render_sidebar,
+    plain,
     run_label,
 )
 
@@ -165,7 +166,7 @@ except EngineError as exc:
     st.error(str(exc))
     st.stop()
 
-st.subheader(f"Run {run_label(record)}")
+st.subheader(f"Run {plain(run_label(record))}")
 
 
 # ---- live progress ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from engine.labels import SHORT_NAMES
 from engine.store import STATUSES
 from ui import charts
 from ui import compare as cmp
-from ui.common import data_setting, dataset_ready, get_manager, get_store, load_dataset_cached, render_sidebar
+from ui.common import csv_bytes, data_setting, dataset_ready, get_manager, get_store, load_dataset_cached, plain, render_sidebar
 
 st.set_page_config(page_title="Compare · Medley LSTM lab", page_icon="🎻", layout="wide")
 render_sidebar()
@@ -62,7 +62,7 @@ shown = cmp.filter_runs(df, status_filter, None if tag_filter == "(any)" else ta
 st.caption(f"{len(shown)} of {len(df)} runs. Click a column header to sort. Rates are on the validation "
            "or test split; *val-test gap* = validation minus test accuracy.")
 st.dataframe(shown[cmp.table_columns(shown)], hide_index=True, width="stretch", column_config=PCT)
-st.download_button("Download this table (CSV)", shown.to_csv(index=False).encode(), "runs.csv", "text/csv")
+st.download_button("Download this table (CSV)", csv_bytes(shown), "runs.csv", "text/csv")
 
 study_rows = cmp.study_frame([by_id[i] for i in shown["id"]], labels, presets.STUDY_REPORTED,
                              presets.STUDY_ABLATION_CHANGES, presets.STUDY_BASE,
@@ -79,7 +79,7 @@ if url and st.session_state.get("_cmp_url") != url:  # a shared link, or the fir
     ids, missing = cmp.parse_run_ids(url, by_id)
     st.session_state["cmp_runs"] = ids
     if missing:
-        st.warning(f"Not in this store: {', '.join(missing)}")
+        st.warning(f"Not in this store: {plain(', '.join(missing))}")
 elif "cmp_runs" not in st.session_state:
     st.session_state["cmp_runs"] = st.session_state.get("_cmp_sel", [])
 st.session_state["cmp_runs"] = [i for i in st.session_state["cmp_runs"] if i in by_id]
@@ -195,7 +195,7 @@ if selected:
     else:
         st.dataframe(diff, width="stretch")
     comparison = df[df["id"].isin(chosen)]
-    st.download_button("Download the comparison (CSV)", comparison.to_csv(index=False).encode(),
+    st.download_button("Download the comparison (CSV)", csv_bytes(comparison),
                        "comparison.csv", "text/csv")
 
 # ---- honest comparison of two runs -----------------------------------------------------------
@@ -218,7 +218,7 @@ if len(finished_sel) >= 2:
             if len(runs_a) == 1 and len(runs_b) == 1:
                 a, b = runs_a[0], runs_b[0]
                 result = significance(a.id, b.id, "A", "B", (a.finished, b.finished), "test")
-                st.markdown(f"**A** = {name_a}, **B** = {name_b}")
+                st.markdown(f"**A** = {plain(name_a)}, **B** = {plain(name_b)}")
                 (st.success if result["significant"] else st.info)(result["sentence"])
                 st.caption(result["detail"])
                 ci = [(name_a, result["ci_a"]), (name_b, result["ci_b"])]
@@ -232,7 +232,7 @@ if len(finished_sel) >= 2:
             else:
                 result = stats.compare_groups([predictions(r.id, r.finished) for r in runs_a],
                                               [predictions(r.id, r.finished) for r in runs_b], "A", "B")
-                st.markdown(f"**A** = {name_a}, **B** = {name_b}")
+                st.markdown(f"**A** = {plain(name_a)}, **B** = {plain(name_b)}")
                 (st.success if result["significant"] else st.info)(result["sentence"])
         except EngineError as exc:
             st.warning(f"Cannot test these two: {exc}")

@@ -11,7 +11,7 @@ import streamlit as st
 from engine.audio import SUPPORTED_FORMATS
 from engine.errors import EngineError
 from ui import predict_view as pv
-from ui.common import data_setting, get_store, render_sidebar
+from ui.common import data_setting, get_store, plain, render_sidebar
 
 st.set_page_config(page_title="Predict · Medley LSTM lab", page_icon="🎻", layout="wide")
 render_sidebar()
@@ -32,7 +32,7 @@ by_id = {r.id: r for r in runs}
 wanted = st.query_params.get("run")
 index = pv.default_run_index(runs, wanted)
 if index is None:
-    st.warning(f"Run `{wanted}` from the link is not a finished run in this store; showing the newest one.")
+    st.warning(f"Run {plain(wanted)} from the link is not a finished run in this store; showing the newest one.")
     index = 0
 run_id = st.selectbox("Model (a finished run)", list(by_id), index=index,
                       format_func=lambda rid: pv.run_option(by_id[rid]))

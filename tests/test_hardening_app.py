@@ -103,3 +103,55 @@ def test_damaged_store_shows_one_message_on_every_page_and_the_button_rebuilds(a
     from ui.common import get_store
 
     assert {r.id for r in get_store().list_runs()} >= set(names)
+
+
+# ---- 4. user text is plain text; CSV cells are not formulas -----------------------------------
+
+EVIL = "![x](http://evil.example/p.png) **bold** :red[red] <img src=x>"
+
+
+def _unescaped_markup(text: str) -> list[str]:
+    """Markdown-active characters of `text` not preceded by a backslash."""
+    import re
+
+    cleaned = re.sub(r"\\.", "", text)
+    return [c for c in "![]()*:<>`" if c in cleaned]
+
+
+def test_plain_escapes_every_markdown_character():
+    from ui.common import plain
+
+    out = plain(EVIL + "\nnext line")
+    assert _unescaped_markup(out) == [] and "\n" not in out
+    assert out.replace("\\", "") == (EVIL + " next line").replace("\\", "")  # the text itself is kept
+
+
+def test_train_page_shows_a_run_name_as_text(app_env, medley_cache):
+    from tests.test_hardening_store import _filled_store
+
+    _filled_store(medley_cache, n=1)
+    from engine.store import RunStore
+
+    store = RunStore()
+    run_id = store.list_runs(status="finished")[0].id
+    store.rename(run_id, EVIL)
+    at = _app()
+    at.switch_page("pages/2_Train.py")
+    at.session_state["run"] = run_id
+    at.run()
+    assert not at.exception, at.exception
+    headings = [h.value for h in at.subheader if "evil" in h.value]
+    assert headings, [h.value for h in at.subheader]
+    assert all(_unescaped_markup(h) == [] for h in headings), headings
+
+
+def test_csv_download_cells_are_not_formulas():
+    import pandas as pd
+
+    from ui.common import csv_bytes
+
+    frame = pd.DataFrame({"name": ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "ok"], "acc": [0.5, -0.1, 1, 2, 3]})
+    lines = csv_bytes(frame).decode().splitlines()[1:]
+    assert [line.split(",")[0] for line in lines[1:4]] == ["'+1", "'-2", "'@SUM(A1)"]
+    assert lines[0].startswith("\"'=HYPERLINK") and lines[4] == "ok,3.0"
+    assert lines[1].endswith(",-0.1")  # numbers are left alone

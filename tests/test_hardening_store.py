@@ -13,9 +13,25 @@ import pytest
 
 from engine.errors import StoreDamaged
 from engine.store import RunStore, rebuild_store
+from engine.metrics import evaluate
 from tests.test_store import fake_result, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def realistic_result():
+    """fake_result with full metrics and predictions for validation and test (as train_run gives)."""
+    import numpy as np
+
+    result = fake_result()
+    rng = np.random.default_rng(0)
+    y = np.arange(16) % 8
+    probs = rng.dirichlet(np.ones(8), size=16).astype(np.float32)
+    result.metrics = {split: evaluate(y, probs) for split in ("validation", "test")}
+    result.metrics["validation"]["accuracy"] = 0.5  # a value the tests recognise
+    result.predictions = {split: {"ids": [f"c{i}" for i in range(16)], "y": y, "probs": probs}
+                          for split in ("validation", "test")}
+    return result
 
 
 def _filled_store(cache: Path, n: int = 3) -> dict[str, str]:
@@ -25,7 +41,7 @@ def _filled_store(cache: Path, n: int = 3) -> dict[str, str]:
     for i in range(n):
         run_id = store.create_run(tiny_config(**{"train.seed": i}), name=f"run {i}", tags=["t"])
         store.set_status(run_id, "running")
-        store.save_result(run_id, fake_result())
+        store.save_result(run_id, realistic_result())
         names[run_id] = f"run {i}"
     for i in range(200):  # padding rows so that the file has pages in the middle
         store.create_run(tiny_config(), name="x" * 300)
@@ -87,7 +103,7 @@ def test_rebuild_recomputes_metrics_for_folders_saved_without_a_run_section(tmp_
     report = rebuild_store(cache / "runs.sqlite", cache / "runs")
     assert report.recovered == [run_id]
     record = RunStore(cache / "runs.sqlite", cache / "runs").get(run_id)
-    assert record.status == "finished" and record.metrics["validation"]["n"] == 2
+    assert record.status == "finished" and record.metrics["test"]["n"] == 16
 
 
 @pytest.mark.parametrize("how", ["header", "middle", "truncate"])

@@ -11,12 +11,14 @@ Contract used by every page (keep these names):
 Also here (usable by any page):
 - set_data_setting(value), describe_data(data) -> str, dataset_ready(data) -> bool,
   require_dataset(data) -> MedleyDataset (st.info + "Make demo data" button + st.stop when the demo is missing),
-  compute_device() -> str, job_progress() -> list[dict], run_label(record) -> str, fmt_pct(x) -> str.
+  compute_device() -> str, job_progress() -> list[dict], run_label(record) -> str, fmt_pct(x) -> str,
+  plain(text) -> str (user text made literal inside Markdown: names, file names, their errors).
 (Per-epoch history frames for charts: ui.compare.history_frame.)
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -274,6 +276,25 @@ def run_label(record) -> str:
     return record.id if record.name == record.id else f"{record.name} ({record.id})"
 
 
+def csv_bytes(frame) -> bytes:
+    """A DataFrame as CSV bytes for st.download_button, every text cell guarded against
+    spreadsheet formulas (engine.store.csv_cell)."""
+    from engine.store import csv_cell
+
+    return frame.map(csv_cell).to_csv(index=False).encode()
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def plain(text: object) -> str:
+    """`text` (a run name, a file name, an error quoting one) made safe to put into Markdown
+    (st.markdown, captions, headings, alerts, progress text): every ASCII punctuation
+    character is backslash-escaped, so it shows literally and never becomes a link, an image
+    (which the browser would fetch), emphasis, a heading or an emoji/colour directive."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
 # ---- sidebar ----------------------------------------------------------------------------
 
 
@@ -307,7 +328,7 @@ def _jobs_panel() -> None:
         return
     if elsewhere:  # trained by another process: the CLI, or another server on this cache
         st.caption("Running in another process: " + ", ".join(
-            f"{r.name} (epoch {r.epochs_done}/{r.config.train.epochs})" for r in elsewhere[:5]))
+            f"{plain(r.name)} (epoch {r.epochs_done}/{r.config.train.epochs})" for r in elsewhere[:5]))
     if not jobs:
         if not elsewhere:
             st.caption("No training running.")
@@ -318,14 +339,14 @@ def _jobs_panel() -> None:
     manager = get_manager()
     for job in running:
         text, cancel = st.columns([5, 1], vertical_alignment="bottom")
-        text.progress(min(1.0, max(0.0, job["fraction"])), text=f"{job['name']}: {job['message']}")
+        text.progress(min(1.0, max(0.0, job["fraction"])), text=f"{plain(job['name'])}: {job['message']}")
         if cancel.button(":material/close:", key=f"sidebar_cancel_{job['run_id']}", help=f"Cancel {job['name']}"):
             manager.cancel(job["run_id"])
             st.rerun(scope="fragment")
     if queued:
         names = [j["name"] for j in queued]
         more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-        st.caption("Queued: " + ", ".join(names[:5]) + more)
+        st.caption("Queued: " + ", ".join(plain(n) for n in names[:5]) + more)
         if st.button("Cancel queued runs", key="sidebar_cancel_queued"):
             for job in queued:
                 manager.cancel(job["run_id"])

@@ -23,7 +23,7 @@ from engine.audio import MAX_UPLOAD_BYTES, MODEL_SAMPLE_RATE, is_silent, load_au
 from engine.errors import AudioError, EngineError
 from engine.labels import CLASS_NAMES, SUBSETS
 from ui import charts
-from ui.common import fmt_pct
+from ui.common import fmt_pct, plain
 
 HIGHLIGHT = "#2f6db5"
 MUTED = "#c5cbd3"
@@ -132,9 +132,9 @@ def dataset_clip_picker(data: str) -> ClipInput | None:
     try:
         raw = clip.path.read_bytes()
     except OSError as exc:
-        st.error(f"Cannot read {clip.path.name}: {exc}")
+        st.error(f"Cannot read {plain(clip.path.name)}: {plain(exc)}")
         return None
-    st.caption(f"True label: **{CLASS_NAMES[clip.label]}** · file `{clip.path.name}`")
+    st.caption(f"True label: **{CLASS_NAMES[clip.label]}** · file {plain(clip.path.name)}")
     return clip_input(clip.path.name, raw, "audio/wav", CLASS_NAMES[clip.label])
 
 
@@ -226,27 +226,27 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
     if clip.true_label is not None:
         row["true label"] = clip.true_label
     with st.container(border=True):
-        st.markdown(f"#### {clip.name}")
+        st.markdown(f"#### {plain(clip.name)}")
         try:
             y = decode(clip.digest, clip.data, clip.name)
         except AudioError as exc:
             row["problem"] = str(exc)
-            st.error(f"**{clip.name}** cannot be used: {row['problem']}")
+            st.error(f"**{plain(clip.name)}** cannot be used: {plain(row['problem'])}")
             return row
         except Exception as exc:  # anything else the decoder trips on: name the file, keep the page
             row["problem"] = f"{type(exc).__name__}: {exc}"
-            st.error(f"**{clip.name}** could not be decoded: {row['problem']}")
+            st.error(f"**{plain(clip.name)}** could not be decoded: {plain(row['problem'])}")
             return row
         seconds = len(y) / MODEL_SAMPLE_RATE
         if is_silent(y):
             row["problem"] = "silent"
-            st.warning(f"**{clip.name}** is silent (peak level below -80 dBFS). It is still classified "
+            st.warning(f"**{plain(clip.name)}** is silent (peak level below -80 dBFS). It is still classified "
                        "below, but an answer for silence means nothing.")
         try:
             pred = predict(run_id, clip.digest, predictor, y)
         except Exception as exc:  # a broken model or feature step: name the file, keep the page
             row["problem"] = f"prediction failed: {exc}"
-            st.error(f"**{clip.name}**: prediction failed: {exc}")
+            st.error(f"**{plain(clip.name)}**: prediction failed: {plain(exc)}")
             return row
         probs = pred["probabilities"]
         label = pred["label"]
