@@ -383,7 +383,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"rebuilt the run store: {len(report.recovered)} run(s) recovered", file=sys.stderr)
         for folder, reason in report.skipped:
             print(f"  not recovered: {folder}: {reason}", file=sys.stderr)
-    records = _store().list_runs(status=args.status, tag=args.tag)
+    store = _store()
+    store.mark_interrupted()  # runs whose process was killed show as interrupted (resumable)
+    records = store.list_runs(status=args.status, tag=args.tag)
     if args.json:
         print(json.dumps([run_summary(r) | {"tags": list(r.tags), "created": r.created} for r in records], default=str))
         return 0
@@ -396,7 +398,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    record = _store().get(args.run_id)
+    store = _store()
+    store.mark_interrupted()
+    record = store.get(args.run_id)
     if args.json:
         print(json.dumps(run_summary(record) | {"config": record.config.to_dict(), "metrics": record.metrics,
                                                 "history": record.history, "tags": list(record.tags)}, default=str))

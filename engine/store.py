@@ -40,6 +40,7 @@ STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted
 ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "failed", "cancelled", "interrupted", "diverged")
 BUSY_TIMEOUT_MS = 30_000
+HEARTBEAT_STALE_S = 60.0  # an active run whose owner has not beaten for this long is interrupted
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -60,7 +61,8 @@ CREATE TABLE IF NOT EXISTS runs (
     pid_start TEXT,
     metrics TEXT NOT NULL DEFAULT '{}',
     history TEXT NOT NULL DEFAULT '[]',
-    best_epoch INTEGER
+    best_epoch INTEGER,
+    heartbeat REAL
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
@@ -180,6 +182,9 @@ class RunStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         con.execute(statement)
+                columns = {row["name"] for row in con.execute("PRAGMA table_info(runs)")}
+                if "heartbeat" not in columns:  # a store made before heartbeats
+                    con.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
         except sqlite3.DatabaseError as exc:
             if not _is_damage(exc):
                 raise StoreError(f"cannot write the run store {self.db_path}: {exc}") from exc
@@ -261,13 +266,13 @@ class RunStore:
             run_id = f"r-{time.strftime('%Y%m%d', time.localtime(now))}-{secrets.token_hex(3)}"
             row = (
                 run_id, name or run_id, json.dumps(_clean_tags(tags)), notes, config.to_json(),
-                config.digest(), group_key(config), status, now, os.getpid(), self._pid_start,
+                config.digest(), group_key(config), status, now, os.getpid(), self._pid_start, now,
             )
             try:
                 with self._write() as con:
                     con.execute(
                         "INSERT INTO runs (id, name, tags, notes, config, config_digest, group_key, "
-                        "status, created, pid, pid_start) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        "status, created, pid, pid_start, heartbeat) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                         row,
                     )
                 return run_id
@@ -330,13 +335,13 @@ class RunStore:
             if status == "running":
                 con.execute(
                     "UPDATE runs SET status=?, error=NULL, started=COALESCE(started, ?), finished=NULL, "
-                    "device=COALESCE(?, device), pid=?, pid_start=? WHERE id=?",
-                    (status, now, device, os.getpid(), self._pid_start, run_id),
+                    "device=COALESCE(?, device), pid=?, pid_start=?, heartbeat=? WHERE id=?",
+                    (status, now, device, os.getpid(), self._pid_start, now, run_id),
                 )
             elif status == "queued":
                 con.execute(
-                    "UPDATE runs SET status=?, error=NULL, finished=NULL, pid=?, pid_start=? WHERE id=?",
-                    (status, os.getpid(), self._pid_start, run_id),
+                    "UPDATE runs SET status=?, error=NULL, finished=NULL, pid=?, pid_start=?, heartbeat=? WHERE id=?",
+                    (status, os.getpid(), self._pid_start, now, run_id),
                 )
             else:
                 con.execute(
@@ -386,19 +391,44 @@ class RunStore:
             con.execute("DELETE FROM step_losses WHERE run_id=?", (run_id,))
         shutil.rmtree(self.runs_dir / run_id, ignore_errors=True)
 
-    def mark_interrupted(self, alive: Callable[[int | None, str | None], bool] | None = None) -> list[str]:
-        """Runs 'queued' or 'running' whose owner process is gone become 'interrupted'.
-
-        `alive(pid, pid_start)` decides; default `process_alive`. Returns the ids changed."""
-        alive = alive or process_alive
+    def heartbeat(self, run_ids: Sequence[str]) -> None:
+        """Stamp 'now' on the active runs `run_ids` (their owner calls this every few seconds)."""
+        if not run_ids:
+            return
         with self._write() as con:
-            rows = con.execute("SELECT id, pid, pid_start FROM runs WHERE status IN ('queued','running')").fetchall()
-            dead = [r["id"] for r in rows if not alive(r["pid"], r["pid_start"])]
-            for run_id in dead:
-                con.execute(
-                    "UPDATE runs SET status='interrupted', error=?, finished=? WHERE id=?",
-                    ("the process running it stopped", time.time(), run_id),
-                )
+            con.execute(f"UPDATE runs SET heartbeat=? WHERE status IN ('queued','running') AND id IN "
+                        f"({','.join('?' * len(run_ids))})", (time.time(), *run_ids))
+
+    def mark_interrupted(self, alive: Callable[[int | None, str | None], bool] | None = None,
+                         stale_after: float = HEARTBEAT_STALE_S) -> list[str]:
+        """Runs 'queued' or 'running' whose owner is gone become 'interrupted' (resumable).
+
+        Gone: its process no longer runs (`alive(pid, pid_start)`, default `process_alive`,
+        so a killed process is seen at once), or it has not stamped a heartbeat for
+        `stale_after` seconds (a stopped or hung owner, or one on another machine). Cheap when
+        nothing changed: one read, no write. Returns the ids changed."""
+        alive = alive or process_alive
+
+        def gone(row: sqlite3.Row, now: float) -> str | None:
+            if not alive(row["pid"], row["pid_start"]):
+                return f"the process running it (pid {row['pid']}) stopped"
+            if row["heartbeat"] is not None and now - row["heartbeat"] > stale_after:
+                return f"the process running it (pid {row['pid']}) gave no sign of life for {now - row['heartbeat']:.0f} s"
+            return None
+
+        query = "SELECT id, pid, pid_start, heartbeat FROM runs WHERE status IN ('queued','running')"
+        now = time.time()
+        if not any(gone(r, now) for r in self._conn().execute(query).fetchall()):
+            return []
+        dead = []
+        with self._write() as con:  # again under the write lock: an owner may have moved on meanwhile
+            now = time.time()
+            for row in con.execute(query).fetchall():
+                reason = gone(row, now)
+                if reason is not None:
+                    con.execute("UPDATE runs SET status='interrupted', error=?, finished=? WHERE id=?",
+                                (reason, now, row["id"]))
+                    dead.append(row["id"])
         return dead
 
     def _update(self, run_id: str, **values: Any) -> None:
@@ -511,6 +541,7 @@ class RunStore:
 
 for _name in ("create_run", "get", "exists", "list_runs", "status", "clear_progress", "set_status",
               "append_epoch", "step_losses", "rename", "set_tags", "set_notes", "delete", "mark_interrupted",
+              "heartbeat",
               "save_checkpoint", "load_checkpoint", "save_result", "load_meta", "load_predictions",
               "load_state_dict"):
     setattr(RunStore, _name, _guarded(getattr(RunStore, _name)))

@@ -127,3 +127,30 @@ def test_busy_or_unreadable_is_not_called_damaged(tmp_path):
     store = RunStore(cache / "runs.sqlite", cache / "runs")
     store.check()  # a healthy file passes
     assert len(store.list_runs()) == 201
+
+
+# ---- 5. a killed run is seen as interrupted within seconds ------------------------------------
+
+
+def test_stale_heartbeat_marks_a_live_owner_interrupted(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
+    fresh = store.create_run(tiny_config())
+    stale = store.create_run(tiny_config())
+    store.set_status(stale, "running")
+    store._conn().execute("UPDATE runs SET heartbeat=heartbeat-600 WHERE id=?", (stale,))
+    assert store.mark_interrupted() == [stale]  # this process is alive, but the run gave no sign of life
+    assert store.get(fresh).status == "queued"
+    assert "no sign of life" in store.get(stale).error
+
+
+def test_store_made_before_heartbeats_is_migrated(tmp_path):
+    import sqlite3
+
+    from engine import store as store_module
+
+    con = sqlite3.connect(tmp_path / "runs.sqlite")
+    con.executescript(store_module._SCHEMA.replace("best_epoch INTEGER,\n    heartbeat REAL", "best_epoch INTEGER"))
+    con.close()
+    store = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
+    run_id = store.create_run(tiny_config())
+    assert store.mark_interrupted() == [] and store.status(run_id) == "queued"

@@ -49,7 +49,9 @@ def _open_store():
 
 
 STORE_CHECK_EVERY_S = 10.0  # how often get_store re-checks the database file (PRAGMA quick_check)
+OWNERS_CHECK_EVERY_S = 2.0  # how often get_store looks for runs whose process died
 _last_store_check = [0.0]
+_last_owners_check = [0.0]
 
 
 def get_store():
@@ -62,6 +64,9 @@ def get_store():
         if time.monotonic() - _last_store_check[0] >= STORE_CHECK_EVERY_S:
             store.check()
             _last_store_check[0] = time.monotonic()
+        if time.monotonic() - _last_owners_check[0] >= OWNERS_CHECK_EVERY_S:
+            store.mark_interrupted()  # a killed CLI or server: its runs become interrupted (resumable)
+            _last_owners_check[0] = time.monotonic()
         if "store_flash" in st.session_state:
             st.success(st.session_state.pop("store_flash"))
         return store
@@ -322,7 +327,11 @@ def _jobs_panel() -> None:
         return
     ours = {j["run_id"] for j in jobs}
     try:
-        elsewhere = [r for r in _open_store().list_runs(status="running") if r.id not in ours]
+        store = _open_store()
+        if time.monotonic() - _last_owners_check[0] >= OWNERS_CHECK_EVERY_S:
+            store.mark_interrupted()
+            _last_owners_check[0] = time.monotonic()
+        elsewhere = [r for r in store.list_runs(status="running") if r.id not in ours]
     except EngineError as exc:
         st.caption(f"Runs unavailable: {exc}")
         return
