@@ -79,3 +79,45 @@ def test_killed_cli_run_is_interrupted_within_seconds_everywhere_with_resume(mak
         assert store.status(run_id) == "interrupted"
     finally:
         st.cache_resource.clear()
+
+
+# ---- 6. nonsense settings are refused when the configuration is made ---------------------------
+
+BAD_VALUES = [
+    ("train.lr", float("inf")), ("train.lr", float("nan")), ("train.batch_size", 2.5), ("model.hidden_size", 2.5),
+    ("model.num_layers", "2"), ("train.standardize", "yes"), ("train.epochs", True), ("features.frames", 1.5),
+    ("train.momentum", -0.5), ("train.grad_clip", 0.0), ("model.dropout", float("nan")), ("train.eps", 0.0),
+]
+
+
+@pytest.mark.parametrize("name,value", BAD_VALUES)
+def test_bad_values_are_refused_naming_the_field(name, value):
+    from engine.config import RunConfig
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=name.replace(".", r"\.")):
+        RunConfig().with_values(**{name: value})
+    section, key = name.split(".")
+    with pytest.raises(ConfigError, match=name.split(".")[1]):
+        RunConfig.from_dict({section: {key: value}})
+
+
+def test_whole_floats_from_json_are_accepted_as_ints():
+    from engine.config import RunConfig
+
+    config = RunConfig.from_json('{"train": {"batch_size": 50.0, "lr": 1}, "model": {"hidden_size": 8.0}}')
+    assert config.train.batch_size == 50 and isinstance(config.train.batch_size, int)
+    assert isinstance(config.train.lr, float) and config.model.hidden_size == 8
+    assert RunConfig.from_json(config.to_json()) == config
+
+
+def test_cli_refuses_bad_settings_before_training(tmp_path):
+    cache = tmp_path / "cache"
+    done = _engine("train", "--lr", "inf", "--json", cache=cache)
+    assert done.returncode == 2 and "train.lr must be a finite number" in done.stderr, done.stderr
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"train": {"batch_size": 2.5}}))
+    done = _engine("train", "--config", str(config), "--json", cache=cache)
+    assert done.returncode == 2 and "train.batch_size must be a whole number" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (cache / "runs.sqlite").exists() or not RunStore(cache / "runs.sqlite", cache / "runs").list_runs()
