@@ -83,7 +83,8 @@ if finished:
     table = pd.DataFrame([
         {"run": r.name, "id": r.id, "test balanced acc.": _m(r, "test", "balanced_accuracy"),
          "test acc.": _m(r, "test", "accuracy"), "val balanced acc.": _m(r, "validation", "balanced_accuracy"),
-         "val acc.": _m(r, "validation", "accuracy"), "epochs": r.epochs_done, "tags": ", ".join(r.tags)}
+         "val acc.": _m(r, "validation", "accuracy"), "epochs": r.epochs_done, "tags": ", ".join(r.tags),
+         "warning": r.warning or ""}
         for r in finished
     ]).sort_values("test balanced acc.", ascending=False, na_position="last").head(10)
     st.markdown("**Best finished runs** (by test balanced accuracy = mean per-class recall on the test split)")

@@ -341,6 +341,7 @@ def run_summary(record: Any) -> dict[str, Any]:
         "name": record.name,
         "status": record.status,
         "error": record.error,
+        "warning": getattr(record, "warning", None),
         "val_accuracy": val.get("accuracy"),
         "val_balanced_accuracy": val.get("balanced_accuracy"),
         "test_accuracy": test.get("accuracy"),
@@ -393,7 +394,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         s = run_summary(r)
         val = "-" if s["val_accuracy"] is None else f"{100 * s['val_accuracy']:.1f}%"
         test = "-" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.1f}%"
-        print(f"{r.id}  {r.status:<11} val {val:>6}  test {test:>6}  {r.name}")
+        flag = "  (did not learn)" if r.warning else ""
+        print(f"{r.id}  {r.status:<11} val {val:>6}  test {test:>6}  {r.name}{flag}")
     return 0
 
 
@@ -414,6 +416,8 @@ def _print_run(record: Any) -> None:
     print(f"run {s['run_id']} ({s['name']}): {s['status']} after {s['epochs']} epochs on {s['device']}")
     if s["error"]:
         print(f"  error: {s['error']}")
+    if s["warning"]:
+        print(f"  warning: {s['warning']}")
     for split in ("validation", "test"):
         m = (record.metrics or {}).get(split)
         if m:

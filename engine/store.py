@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS runs (
     metrics TEXT NOT NULL DEFAULT '{}',
     history TEXT NOT NULL DEFAULT '[]',
     best_epoch INTEGER,
-    heartbeat REAL
+    heartbeat REAL,
+    warning TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
@@ -77,7 +78,7 @@ CREATE TABLE IF NOT EXISTS step_losses (
 
 _LIST_COLUMNS = (
     "id, name, tags, notes, config, config_digest, group_key, status, error, created, "
-    "started, finished, device, pid, pid_start, metrics, history, best_epoch"
+    "started, finished, device, pid, pid_start, metrics, history, best_epoch, warning"
 )
 
 
@@ -102,6 +103,7 @@ class RunRecord:
     metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
+    warning: str | None = None  # e.g. "did not learn: ..." on a run that finished without learning
 
     @property
     def epochs_done(self) -> int:
@@ -183,8 +185,9 @@ class RunStore:
                     if statement.strip():
                         con.execute(statement)
                 columns = {row["name"] for row in con.execute("PRAGMA table_info(runs)")}
-                if "heartbeat" not in columns:  # a store made before heartbeats
-                    con.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
+                for column, kind in (("heartbeat", "REAL"), ("warning", "TEXT")):  # stores made before them
+                    if column not in columns:
+                        con.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
         except sqlite3.DatabaseError as exc:
             if not _is_damage(exc):
                 raise StoreError(f"cannot write the run store {self.db_path}: {exc}") from exc
@@ -334,7 +337,7 @@ class RunStore:
             self._require(con, run_id)
             if status == "running":
                 con.execute(
-                    "UPDATE runs SET status=?, error=NULL, started=COALESCE(started, ?), finished=NULL, "
+                    "UPDATE runs SET status=?, error=NULL, warning=NULL, started=COALESCE(started, ?), finished=NULL, "
                     "device=COALESCE(?, device), pid=?, pid_start=?, heartbeat=? WHERE id=?",
                     (status, now, device, os.getpid(), self._pid_start, now, run_id),
                 )
@@ -489,7 +492,8 @@ class RunStore:
             "run": {  # what rebuild_store needs to list the run again if the database is lost
                 "name": record.name, "tags": record.tags, "notes": record.notes, "created": record.created,
                 "started": record.started, "finished": time.time(), "status": result.status,
-                "error": result.error, "device": result.device or record.device,
+                "error": result.error, "warning": getattr(result, "warning", None),
+                "device": result.device or record.device,
                 "metrics": _plain(result.metrics or {}), "history": _plain(result.history or []),
             },
         }
@@ -499,9 +503,9 @@ class RunStore:
         losses = [float(v) for v in (result.step_losses or [])]
         with self._write() as con:
             con.execute(
-                "UPDATE runs SET status=?, error=?, finished=?, device=COALESCE(?, device), metrics=?, "
+                "UPDATE runs SET status=?, error=?, warning=?, finished=?, device=COALESCE(?, device), metrics=?, "
                 "history=?, best_epoch=? WHERE id=?",
-                (result.status, result.error, time.time(), result.device,
+                (result.status, result.error, getattr(result, "warning", None), time.time(), result.device,
                  json.dumps(_plain(result.metrics or {})), json.dumps(history), result.best_epoch, run_id),
             )
             stored = con.execute(
@@ -600,13 +604,13 @@ def rebuild_store(db_path: Path | str | None = None, runs_dir: Path | str | None
         with store._write() as con:
             con.execute(
                 "INSERT OR REPLACE INTO runs (id, name, tags, notes, config, config_digest, group_key, status, "
-                "error, created, started, finished, device, metrics, history, best_epoch) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "error, created, started, finished, device, metrics, history, best_epoch, warning) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (folder.name, run.get("name") or folder.name, json.dumps(_clean_tags(run.get("tags") or [])),
                  run.get("notes") or "", config.to_json(), config.digest(), group_key(config), status,
                  run.get("error"), created, run.get("started"), run.get("finished") or created,
                  run.get("device"), json.dumps(_plain(metrics)), json.dumps(run.get("history") or []),
-                 meta.get("best_epoch")),
+                 meta.get("best_epoch"), run.get("warning")),
             )
         recovered.append(folder.name)
     store.close()
@@ -646,7 +650,7 @@ def _record(row: sqlite3.Row) -> RunRecord:
         config_digest=row["config_digest"], group_key=row["group_key"], status=row["status"],
         error=row["error"], created=row["created"], started=row["started"], finished=row["finished"],
         device=row["device"], pid=row["pid"], metrics=json.loads(row["metrics"]),
-        history=json.loads(row["history"]), best_epoch=row["best_epoch"],
+        history=json.loads(row["history"]), best_epoch=row["best_epoch"], warning=row["warning"],
     )
 
 

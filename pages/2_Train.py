@@ -216,7 +216,9 @@ if record.duration:
     status_line += f" in {record.duration:.0f} s on {record.device or '?'}"
 if record.best_epoch:
     status_line += f"; model kept from epoch {record.best_epoch}"
-if record.status == "finished":
+if record.status == "finished" and record.warning:
+    st.warning(f"{status_line}.\n\n**{record.warning}**")
+elif record.status == "finished":
     st.success(status_line)
 elif record.status in ("diverged", "failed"):
     st.error(f"{status_line}.\n\n{record.error or 'no error message recorded'}")

@@ -121,3 +121,45 @@ def test_cli_refuses_bad_settings_before_training(tmp_path):
     assert done.returncode == 2 and "train.batch_size must be a whole number" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert not (cache / "runs.sqlite").exists() or not RunStore(cache / "runs.sqlite", cache / "runs").list_runs()
+
+
+# ---- 7. a run that learns nothing says so ------------------------------------------------------
+
+
+def test_sgd_with_a_huge_learning_rate_is_flagged_not_silently_finished(tmp_path):
+    from engine.train import train_run
+    from tests.test_hardening_store import realistic_result
+    from tests.test_train import config, make_split
+
+    data = {"training": make_split(160, 0), "validation": make_split(48, 1), "test": make_split(40, 2)}
+    bad = train_run(config(optimizer="sgd", lr=1e3, epochs=6), data, device="cpu")
+    losses = [h["train_loss"] for h in bad.history]
+    assert bad.status == "finished" and bad.warning is not None, losses
+    assert bad.warning.startswith("did not learn: training loss rose from") or "no lower than guessing" in bad.warning
+    good = train_run(config(epochs=6, standardize=True), data, device="cpu")
+    assert good.warning is None
+
+    store = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
+    run_id = store.create_run(config())
+    result = realistic_result()
+    result.warning = bad.warning
+    store.save_result(run_id, result)
+    assert store.get(run_id).warning == bad.warning
+    store.set_status(run_id, "running")  # resumed or restarted: the old verdict no longer holds
+    assert store.get(run_id).warning is None
+
+
+@pytest.mark.parametrize("losses,accuracy,flagged", [
+    ([2.09, 5.0, 40.0, 1500.0], 0.125, "rose from 2.09 to 1.5e+03"),
+    ([2.09, 2.085, 2.081, 2.08], 0.13, "no lower than guessing"),
+    ([2.09, 1.9, 1.5, 1.0], 0.6, None),
+    ([2.09, 2.08, 2.07, 2.07], 0.40, None),  # slow, but validation accuracy is well above chance
+    ([2.09, 2.5, 1.2, 1.1], 0.7, None),  # one bad epoch, then it learned
+    ([2.0], None, None),
+])
+def test_learning_warning_signs(losses, accuracy, flagged):
+    from engine.train import learning_warning
+
+    history = [{"epoch": i + 1, "train_loss": v, "val_accuracy": accuracy} for i, v in enumerate(losses)]
+    warning = learning_warning(history)
+    assert (warning is None) if flagged is None else (flagged in warning), warning
