@@ -182,8 +182,14 @@ def _check_data(config: RunConfig, data: dict) -> None:
 
 
 def _to_device(fs: Any, scale: tuple[np.ndarray, np.ndarray] | None, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A FeatureSet as (x (n, frames, features) float32, y (n,) int64) on `device`, scaled if asked."""
-    x = torch.as_tensor(np.asarray(fs.x, dtype=np.float32)).to(device)
+    """A FeatureSet as (x (n, frames, features) float32, y (n,) int64) on `device`, scaled if asked.
+
+    A memory-mapped or read-only array is copied first: a tensor sharing a file's pages dies
+    with SIGBUS when the file shrinks under it."""
+    array = np.asarray(fs.x, dtype=np.float32)
+    if isinstance(fs.x, np.memmap) or not array.flags.writeable:
+        array = array.copy()
+    x = torch.as_tensor(array).to(device)
     if scale is not None:
         mean, std = (torch.as_tensor(v).to(device) for v in scale)
         x = (x - mean) / std

@@ -55,3 +55,71 @@ def test_training_runs_past_a_nan_clip_and_summary_lists_it(make_tiny_dataset, t
                    cache=cache)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "finished"
+
+
+# ---- 9. feature cache integrity ----------------------------------------------------------------
+
+
+def _cache_files(cache: Path) -> list[Path]:
+    return sorted((cache / "features").glob("*-training.npy"))
+
+
+def test_garbled_cache_bytes_are_detected_and_recomputed(make_tiny_dataset, medley_cache):
+    from engine.config import FeatureConfig
+    from engine.dataset import load_dataset
+    from engine.features import load_features
+
+    ds = load_dataset(make_tiny_dataset(per_class=2))
+    config = FeatureConfig(frames=None)
+    fresh = load_features(ds, config)["training"].x
+    [path] = _cache_files(medley_cache)
+    data = bytearray(path.read_bytes())
+    data[-4000:-2000] = np.full(500, 1e38, dtype=np.float32).tobytes()  # behind a valid .npy header
+    path.write_bytes(bytes(data))
+    again = load_features(ds, config)["training"].x
+    np.testing.assert_array_equal(again, fresh)
+    assert np.isfinite(again).all() and np.abs(again).max() < 1e30
+    assert np.load(path).tobytes() == fresh.tobytes()  # the entry was rewritten
+
+
+def test_cache_entries_are_not_memory_mapped_and_never_read_only(make_tiny_dataset, medley_cache):
+    from engine.config import FeatureConfig
+    from engine.dataset import load_dataset
+    from engine.features import load_features
+
+    ds = load_dataset(make_tiny_dataset(per_class=2))
+    load_features(ds, FeatureConfig(frames=None))
+    x = load_features(ds, FeatureConfig(frames=None))["training"].x  # from the cache, whole clip
+    assert not isinstance(x, np.memmap) and not isinstance(x.base, np.memmap) and x.flags.writeable
+
+
+CHILD = r"""
+import os, sys
+from pathlib import Path
+import numpy as np
+from engine.config import FeatureConfig, RunConfig
+from engine.dataset import load_dataset
+from engine.features import load_features
+from engine.train import train_run
+
+ds = load_dataset(sys.argv[1])
+config = RunConfig(features=FeatureConfig(frames=None)).with_values(
+    **{"model.arch": "sequence", "model.hidden_size": 8, "train.epochs": 1, "train.batch_size": 8})
+load_features(ds, config.features)                 # fill the cache
+data = load_features(ds, config.features)          # a run's data, from the cache
+for path in (Path(os.environ["MEDLEY_CACHE"]) / "features").glob("*.npy"):
+    os.truncate(path, 128)                         # the cache file shrinks under the run
+print(float(sum(fs.x.sum() for fs in data.values())))
+result = train_run(config, data, device="cpu")
+print(result.status)
+"""
+
+
+def test_truncating_a_cache_file_under_a_run_does_not_kill_it(make_tiny_dataset, medley_cache):
+    root = make_tiny_dataset(per_class=2)
+    env = {**os.environ, "MEDLEY_CACHE": str(medley_cache)}
+    done = subprocess.run([sys.executable, "-c", CHILD, str(root)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # -7 would be SIGBUS
+    assert done.stdout.split()[-1] == "finished"
+    assert "not writable" not in done.stderr  # no read-only array reached torch
