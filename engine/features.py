@@ -25,6 +25,7 @@ and a waveform split is not cached when it would exceed WAVEFORM_CACHE_BYTES.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -251,8 +252,7 @@ def _checksum(x: np.ndarray) -> dict:
 
 def _write_cache(path: Path, x: np.ndarray) -> None:
     """Write x to `path` and its checksum to `<name>.sum`, each atomically (temp file in the
-    same folder, then os.replace). A cache folder that cannot be written raises ConfigError
-    naming it (the features are computed, only not kept)."""
+    same folder, then os.replace). A folder that cannot be written raises CacheError naming it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     tmp_sum = path.with_name(f".{path.name}.sum.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
@@ -261,9 +261,12 @@ def _write_cache(path: Path, x: np.ndarray) -> None:
         tmp_sum.write_text(json.dumps(_checksum(x)))
         os.replace(tmp, path)
         os.replace(tmp_sum, _sum_path(path))
+    except OSError as exc:
+        raise paths.cache_error(path.parent, exc) from exc
     finally:
-        tmp.unlink(missing_ok=True)
-        tmp_sum.unlink(missing_ok=True)
+        for leftover in (tmp, tmp_sum):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
 
 
 # --- extraction ----------------------------------------------------------------------------

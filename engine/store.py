@@ -166,8 +166,8 @@ class RunStore:
                  *, verify: bool = True) -> None:
         self.db_path = Path(db_path) if db_path is not None else paths.store_path()
         self.runs_dir = Path(runs_dir) if runs_dir is not None else paths.runs_dir()
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        paths.make_writable_dir(self.db_path.parent)
+        paths.make_writable_dir(self.runs_dir)
         self._local = threading.local()
         self._pid_start = process_start(os.getpid())
         if verify:

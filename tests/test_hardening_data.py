@@ -123,3 +123,54 @@ def test_truncating_a_cache_file_under_a_run_does_not_kill_it(make_tiny_dataset,
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # -7 would be SIGBUS
     assert done.stdout.split()[-1] == "finished"
     assert "not writable" not in done.stderr  # no read-only array reached torch
+
+
+# ---- 10. a cache folder that cannot be written -------------------------------------------------
+
+
+def test_unwritable_feature_cache_fails_the_run_with_a_message_naming_the_folder(make_tiny_dataset, tmp_path,
+                                                                                 monkeypatch):
+    """A file where the features folder should be (works as root too, unlike chmod)."""
+    from engine.jobs import JobManager
+    from engine.config import RunConfig
+    from engine.store import RunStore
+
+    root = make_tiny_dataset(per_class=2)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "features").write_text("not a folder")
+    monkeypatch.setenv("MEDLEY_CACHE", str(cache))
+    manager = JobManager(RunStore(cache / "runs.sqlite", cache / "runs"))
+    run_id = manager.submit(RunConfig(data=str(root)).with_values(**{"model.hidden_size": 8, "train.epochs": 1}))
+    assert manager.wait([run_id], timeout=300)
+    record = manager.store.get(run_id)
+    manager.shutdown()
+    assert record.status == "failed"
+    assert str(cache / "features") in record.error and "MEDLEY_CACHE" in record.error
+    assert "Traceback" not in record.error and "Error:" not in record.error.split("(")[0]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
+def test_read_only_feature_folder_names_it(make_tiny_dataset, medley_cache):
+    from engine.config import FeatureConfig
+    from engine.dataset import load_dataset
+    from engine.errors import CacheError
+    from engine.features import load_features
+
+    ds = load_dataset(make_tiny_dataset(per_class=2))
+    folder = medley_cache / "features"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(CacheError, match="features"):
+            load_features(ds, FeatureConfig())
+    finally:
+        folder.chmod(0o755)
+
+
+def test_cli_with_a_cache_under_a_file_says_so(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    done = _engine("runs", cache=blocker / "cache")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "cannot write to the cache folder" in done.stderr and "--cache" in done.stderr
