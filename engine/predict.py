@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .audio import AudioSource, is_silent, load_audio, split_windows
+from .audio import AudioSource, fit_to_length, is_silent, load_audio, window_starts
 from .config import RunConfig
 from .errors import StoreError
 from .labels import CLASS_NAMES
@@ -98,9 +98,11 @@ class Predictor:
         from .features import clip_features
 
         fc = self.config.features
-        windows = split_windows(np.asarray(y, dtype=np.float32), fc.clip_samples)  # (windows, clip_samples)
-        feats = np.stack([clip_features(w, fc) for w in windows]).astype(np.float32)
-        return feats, [i * fc.clip_samples / fc.sample_rate for i in range(len(windows))]
+        y = np.asarray(y, dtype=np.float32)
+        starts = window_starts(len(y), fc.clip_samples)  # one window at a time: no (windows, samples) copy
+        feats = np.stack([clip_features(fit_to_length(y[s:s + fc.clip_samples], fc.clip_samples), fc)
+                          for s in starts]).astype(np.float32)
+        return feats, [s / fc.sample_rate for s in starts]
 
     def predict_samples(self, y: np.ndarray) -> Prediction:
         """Classify mono samples `y` (samples,) at config.features.sample_rate (22,050 Hz)."""

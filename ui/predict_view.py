@@ -28,6 +28,7 @@ from ui.common import fmt_pct, plain
 HIGHLIGHT = "#2f6db5"
 MUTED = "#c5cbd3"
 HOP = 512  # spectrogram hop (samples at 22,050 Hz)
+MEL_COLUMNS = 2000  # spectrogram columns computed at most (the chart shows fewer)
 
 
 # ---- runs -------------------------------------------------------------------------------
@@ -156,8 +157,9 @@ def predict(run_id: str, digest: str, _predictor, _y: np.ndarray) -> dict:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def mel_db(digest: str, _y: np.ndarray) -> np.ndarray:
-    """Mel spectrogram in dB (64 bands, frames every 512 samples) of the clip `digest`."""
-    return charts.mel_db(_y, MODEL_SAMPLE_RATE, n_mels=64, hop_length=HOP)
+    """Mel spectrogram in dB (64 bands, columns of charts.mel_step(len(y), HOP, MEL_COLUMNS)
+    frames of 512 samples) of the clip `digest`; bounded memory for any length."""
+    return charts.mel_db(_y, MODEL_SAMPLE_RATE, n_mels=64, hop_length=HOP, max_frames=MEL_COLUMNS)
 
 
 # ---- charts -----------------------------------------------------------------------------
@@ -278,7 +280,8 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
             st.altair_chart(charts.waveform_chart(y, MODEL_SAMPLE_RATE), width="stretch")
         with spec:
             st.markdown("**Mel spectrogram (dB)**")
-            st.altair_chart(charts.matrix_heatmap(mel_db(clip.digest, y), frame_seconds=HOP / MODEL_SAMPLE_RATE,
+            step = charts.mel_step(len(y), HOP, MEL_COLUMNS)
+            st.altair_chart(charts.matrix_heatmap(mel_db(clip.digest, y), frame_seconds=HOP * step / MODEL_SAMPLE_RATE,
                                                   row_title="mel band", color_title="dB"),
                             width="stretch")
 
