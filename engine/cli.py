@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -59,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["MEDLEY_CACHE"] = str(Path(args.cache).expanduser())
     try:
         return args.handler(args)
+    except BrokenPipeError:  # `engine runs | head`: the reader left; stop quietly like other tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -194,10 +199,10 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_data_summary(args: argparse.Namespace) -> int:
     from .dataset import resolve_dataset, summarize
 
-    ds = resolve_dataset(args.data, progress=_progress_bar("making demo data"))
+    ds = resolve_dataset(args.data, progress=_progress_bar(_dataset_step(args.data)))
     info = summarize(ds)
     if args.json:
-        print(json.dumps(info, default=str))
+        print(json_text(info))
         return 0
     print(f"dataset: {info['root']} ({info['layout']} layout)")
     for subset, counts in info["counts"].items():
@@ -206,6 +211,14 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
     for problem in info["problems"][:20]:
         print(f"  {problem['file']}: {problem['reason']}")
     return 0
+
+
+def _dataset_step(data: str | None) -> str:
+    """The progress bar's label while the dataset `data` is resolved: making a demo dataset
+    (which is only done when it is missing) or checking a real folder's files."""
+    from .dataset import demo_size
+
+    return "demo data" if demo_size(data) is not None else "checking dataset"
 
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
@@ -223,7 +236,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from .features import load_features
 
     config = RunConfig().with_values(**flag_overrides(args)).features
-    ds = resolve_dataset(args.data, progress=_progress_bar("making demo data"))
+    ds = resolve_dataset(args.data, progress=_progress_bar(_dataset_step(args.data)))
     start = time.perf_counter()
     sets = load_features(ds, config, progress=_progress_bar("features"))
     for subset, fs in sets.items():
@@ -262,7 +275,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         summary["study_test_accuracy"] = STUDY_REPORTED_FINAL_TEST if (args.preset == "study" and name == STUDY_FINAL_ROW) else None
         table.append(summary)
     if args.json:
-        print(json.dumps(table))
+        print(json_text(table))
     else:
         print(format_ablation_table(table))
     return 0 if all(r.status == "finished" for r in records) else 1
@@ -280,7 +293,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 def _report_run(record: Any, as_json: bool) -> int:
     if as_json:
-        print(json.dumps(run_summary(record)))
+        print(json_text(run_summary(record)))
     else:
         _print_run(record)
     return 0 if record.status == "finished" else 1
@@ -388,7 +401,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     store.mark_interrupted()  # runs whose process was killed show as interrupted (resumable)
     records = store.list_runs(status=args.status, tag=args.tag)
     if args.json:
-        print(json.dumps([run_summary(r) | {"tags": list(r.tags), "created": r.created} for r in records], default=str))
+        print(json_text([run_summary(r) | {"tags": list(r.tags), "created": r.created} for r in records]))
         return 0
     for r in records:
         s = run_summary(r)
@@ -404,8 +417,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     store.mark_interrupted()
     record = store.get(args.run_id)
     if args.json:
-        print(json.dumps(run_summary(record) | {"config": record.config.to_dict(), "metrics": record.metrics,
-                                                "history": record.history, "tags": list(record.tags)}, default=str))
+        print(json_text(run_summary(record) | {"config": record.config.to_dict(), "metrics": record.metrics,
+                                                "history": record.history, "tags": list(record.tags)}))
     else:
         _print_run(record)
     return 0
@@ -445,8 +458,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_store(_store(), args.run)
     results = predictor.predict_files(args.files)
+    for r in results:  # the same warnings as the Predict page, also when stdout is JSON
+        for warning in r.get("warnings", []):
+            print(f"warning: {r['file']}: {warning}", file=sys.stderr)
+        if "error" in r and args.json:
+            print(f"error: {r['file']}: {r['error']}", file=sys.stderr)
     if args.json:
-        print(json.dumps(results))
+        print(json_text(results))
     else:
         for r in results:
             if "error" in r:
@@ -455,6 +473,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
                 print(f"{r['file']}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")")
     return 0 if all("error" not in r for r in results) else 1
+
+
+def json_text(obj: Any) -> str:
+    """Strict JSON (no NaN or Infinity, which strict parsers reject): non-finite floats become null."""
+    return json.dumps(_finite(obj), allow_nan=False, default=str)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def cmd_export(args: argparse.Namespace) -> int:

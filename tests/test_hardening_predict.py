@@ -89,3 +89,73 @@ def test_long_spectrogram_is_computed_in_bounded_memory_and_matches_the_direct_o
     finally:
         charts.MEL_CHUNK_FRAMES = old
     np.testing.assert_allclose(chunked_every_frame, whole, atol=1e-4)
+
+
+# ---- 12. the CLI on unusable audio -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_cache(tmp_path_factory) -> tuple[Path, str]:
+    """A cache holding one tiny finished run (trained through the CLI on the synthetic dataset)."""
+    from conftest import write_tiny_dataset
+
+    base = tmp_path_factory.mktemp("predict_cli")
+    data = write_tiny_dataset(base / "data", per_class=2)
+    cache = base / "cache"
+    done = _engine("train", "--data", str(data), "--hidden", "8", "--epochs", "1", "--batch-size", "8", "--json",
+                   cache=cache)
+    assert done.returncode == 0, done.stderr
+    return cache, json.loads(done.stdout)["run_id"]
+
+
+def _engine(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MEDLEY_DATA"} | {"MEDLEY_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _wav(path: Path, y: np.ndarray, sr: int = 22050) -> Path:
+    sf.write(path, np.asarray(y, dtype=np.float32), sr, subtype="FLOAT")
+    return path
+
+
+def _strict(text: str):
+    def refuse(name: str):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_cli_predict_refuses_unusable_audio_and_reports_warnings(trained_cache, tmp_path):
+    cache, run_id = trained_cache
+    rng = np.random.default_rng(0)
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(22050 * 3) / 22050)
+    files = {
+        "silent.wav": _wav(tmp_path / "silent.wav", np.zeros(22050 * 3)),
+        "tiny.wav": _wav(tmp_path / "tiny.wav", tone[:220]),  # 0.01 s
+        "short.wav": _wav(tmp_path / "short.wav", tone[:2205]),  # 0.1 s
+        "huge.wav": _wav(tmp_path / "huge.wav", 1e30 * rng.standard_normal(22050 * 3)),
+        "half.wav": _wav(tmp_path / "half.wav", tone[:22050]),  # 1 s: classified, with a warning
+        "good.wav": _wav(tmp_path / "good.wav", tone),
+    }
+    done = _engine("predict", "--run", run_id, *map(str, files.values()), "--json", cache=cache)
+    assert done.returncode == 1  # some files could not be classified
+    results = {Path(r["file"]).name: r for r in _strict(done.stdout)}
+    for name in ("silent.wav", "tiny.wav", "short.wav", "huge.wav"):
+        assert "label" not in results[name] and results[name]["error"], results[name]
+        assert f"{name}" in done.stderr
+    assert "silent" in results["silent.wav"]["error"]
+    assert "at least 0.25 s" in results["tiny.wav"]["error"]
+    assert "full scale" in results["huge.wav"]["error"]
+    assert results["half.wav"]["label"] and any("padded" in w for w in results["half.wav"]["warnings"])
+    assert "warning: " in done.stderr and "half.wav" in done.stderr
+    assert results["good.wav"]["warnings"] == []
+    probabilities = results["good.wav"]["probabilities"]
+    assert all(np.isfinite(v) for v in probabilities.values()) and abs(sum(probabilities.values()) - 1) < 1e-4
+
+
+def test_cli_json_never_contains_nan():
+    from engine.cli import json_text
+
+    text = json_text({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}, "e": 2})
+    assert _strict(text) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": 2}

@@ -4,8 +4,8 @@ prediction, the charts, and one result panel per clip.
 Uploads stay in memory: bytes -> engine.audio.load_audio(bytes, max_bytes=MAX_UPLOAD_BYTES);
 nothing is written to disk under a name the user chose. Decoding is cached per file hash,
 predictions per (run, file hash). A file that cannot be used gets an st.error naming it and
-the other files go on. A silent clip gets a warning and is still classified (the answer
-for silence means nothing, and the warning says so).
+the other files go on. Audio with no usable signal (silent, under 0.25 s, absurd levels) is
+such a file: an error, never a label. A clip shorter than a training clip gets a warning.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.audio import MAX_UPLOAD_BYTES, MODEL_SAMPLE_RATE, is_silent, load_audio
+from engine.audio import MAX_UPLOAD_BYTES, MODEL_SAMPLE_RATE, load_audio
 from engine.errors import AudioError, EngineError
 from engine.labels import CLASS_NAMES, SUBSETS
 from ui import charts
@@ -240,12 +240,12 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
             st.error(f"**{plain(clip.name)}** could not be decoded: {plain(row['problem'])}")
             return row
         seconds = len(y) / MODEL_SAMPLE_RATE
-        if is_silent(y):
-            row["problem"] = "silent"
-            st.warning(f"**{plain(clip.name)}** is silent (peak level below -80 dBFS). It is still classified "
-                       "below, but an answer for silence means nothing.")
         try:
             pred = predict(run_id, clip.digest, predictor, y)
+        except AudioError as exc:  # no usable signal: silent, too short, absurd levels
+            row["problem"] = str(exc)
+            st.error(f"**{plain(clip.name)}** cannot be classified: {plain(exc)}")
+            return row
         except Exception as exc:  # a broken model or feature step: name the file, keep the page
             row["problem"] = f"prediction failed: {exc}"
             st.error(f"**{plain(clip.name)}**: prediction failed: {plain(exc)}")
@@ -267,9 +267,9 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
                              f"({100 * probs.get(clip.true_label, 0.0):.1f}% probability).")
             windows = pred["windows"]
             note = f"{seconds:.2f} s of audio at {MODEL_SAMPLE_RATE:,} Hz, {len(windows)} window(s) of 3 s"
-            if seconds < 2.9:
-                note += "; shorter than a training clip, so padded with silence"
             st.caption(note)
+            for warning in pred.get("warnings", []):  # the same words the CLI prints
+                st.warning(warning)
         with right:
             st.markdown("**Probability of each class**")
             st.altair_chart(probability_chart(probs, label, clip.true_label), width="stretch")
