@@ -61,7 +61,7 @@ def load_audio(
         if len(source) == 0:
             raise AudioError(f"{name} is empty (0 bytes)")
         if max_bytes is not None and len(source) > max_bytes:
-            raise AudioError(f"{name} is {len(source) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB")
+            raise AudioError(f"{name} is {_size(len(source))}; the limit is {_size(max_bytes)}")
         source = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -101,6 +101,11 @@ def _decode_mono(source: Any, name: str, limit: float) -> tuple[np.ndarray, int]
                 raise AudioError(_too_long(name, None, limit))
             blocks.append(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0].copy())
     return (np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)), rate
+
+
+def _size(n: int) -> str:
+    """Bytes as the upload widget counts them (MB = 2**20 bytes): 52,428,800 -> '50 MB'."""
+    return f"{n / 2**20:.1f} MB".replace(".0 MB", " MB") if n >= 2**20 else f"{n / 2**10:.0f} kB"
 
 
 def _too_long(name: str, seconds: float | None, limit: float) -> str:

@@ -115,7 +115,7 @@ def _unescaped_markup(text: str) -> list[str]:
     import re
 
     cleaned = re.sub(r"\\.", "", text)
-    return [c for c in "![]()*:<>`" if c in cleaned]
+    return [c for c in "[]*<>`" if c in cleaned]
 
 
 def test_plain_escapes_every_markdown_character():

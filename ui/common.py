@@ -289,14 +289,15 @@ def csv_bytes(frame) -> bytes:
     return frame.map(csv_cell).to_csv(index=False).encode()
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$])")  # characters that can open Markdown/LaTeX/HTML
 
 
 def plain(text: object) -> str:
     """`text` (a run name, a file name, an error quoting one) made safe to put into Markdown
-    (st.markdown, captions, headings, alerts, progress text): every ASCII punctuation
-    character is backslash-escaped, so it shows literally and never becomes a link, an image
-    (which the browser would fetch), emphasis, a heading or an emoji/colour directive."""
+    (st.markdown, captions, headings, alerts, progress text): the characters that open markup
+    (brackets, emphasis, code, HTML, headings, tables, strikethrough, LaTeX) are
+    backslash-escaped and newlines become spaces, so it shows literally and never becomes a
+    link, an image (which the browser would fetch), a colour directive or a heading."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
