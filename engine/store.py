@@ -31,8 +31,7 @@ import torch
 
 from . import paths
 from .config import RunConfig
-from .errors import ConfigError, StoreDamaged, StoreError
-from .errors import EngineError as EngineErrorBase
+from .errors import ConfigError, EngineError, StoreDamaged, StoreError
 from .labels import CLASS_NAMES
 from .processes import process_alive, process_start
 
@@ -596,7 +595,7 @@ def rebuild_store(db_path: Path | str | None = None, runs_dir: Path | str | None
                 predictions = json.loads((folder / "predictions.json").read_text())
                 metrics = {split: evaluate(np.asarray(p["y"]), np.asarray(p["probs"], dtype=np.float64))
                            for split, p in predictions.items() if p.get("y")}
-        except (OSError, KeyError, TypeError, ValueError, EngineErrorBase) as exc:
+        except (OSError, KeyError, TypeError, ValueError, EngineError) as exc:
             skipped.append((folder.name, f"{type(exc).__name__}: {exc}"))
             continue
         created = float(run.get("created") or (folder / "meta.json").stat().st_mtime)

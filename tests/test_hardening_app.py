@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
+
+from tests.test_app_pages import _shutdown_manager
+from tests.test_app_pages import app_env as pages_env  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
@@ -15,25 +17,11 @@ PAGES = ("pages/1_Dataset.py", "pages/2_Train.py", "pages/3_Compare.py", "pages/
 
 
 @pytest.fixture
-def app_env(tiny_dataset: Path, medley_cache: Path, monkeypatch: pytest.MonkeyPatch):
-    """Tiny dataset as MEDLEY_DATA, empty cache, fresh Streamlit caches."""
-    monkeypatch.setenv("MEDLEY_DATA", str(tiny_dataset))
-    monkeypatch.chdir(ROOT)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield tiny_dataset
+def app_env(pages_env: Path):
+    """test_app_pages' environment (tiny dataset, empty cache, fresh Streamlit caches), and
+    any job manager a page started is shut down afterwards."""
+    yield pages_env
     _shutdown_manager()
-    st.cache_resource.clear()
-    st.cache_data.clear()
-
-
-def _shutdown_manager() -> None:
-    from ui import common
-
-    try:
-        common.get_manager().shutdown()
-    except Exception:
-        pass
 
 
 def _app() -> AppTest:

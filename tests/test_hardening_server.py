@@ -7,7 +7,6 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-import pytest
 
 from tests.test_e2e_browser import server  # noqa: F401  (the fixture: a fresh loopback server)
 
