@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.test_app_pages import _shutdown_manager
-from tests.test_app_pages import app_env as pages_env  # noqa: F401  (a fixture)
+from test_app_pages import _shutdown_manager
+from test_app_pages import app_env as pages_env  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
@@ -72,7 +72,7 @@ def test_demo_size_tolerates_spaces():
 
 @pytest.mark.parametrize("how", ["header", "truncate"])
 def test_damaged_store_shows_one_message_on_every_page_and_the_button_rebuilds(app_env, medley_cache, how):
-    from tests.test_hardening_store import _damage, _filled_store
+    from test_hardening_store import _damage, _filled_store
 
     names = _filled_store(medley_cache, n=2)
     _damage(medley_cache / "runs.sqlite", how)
@@ -115,7 +115,7 @@ def test_plain_escapes_every_markdown_character():
 
 
 def test_train_page_shows_a_run_name_as_text(app_env, medley_cache):
-    from tests.test_hardening_store import _filled_store
+    from test_hardening_store import _filled_store
 
     _filled_store(medley_cache, n=1)
     from engine.store import RunStore

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from engine.store import RunStore
-from tests.test_hardening_store import _filled_store
+from test_hardening_store import _filled_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def test_export_guards_names_that_spreadsheets_would_run(tmp_path):
 def test_runs_piped_into_head_ends_quietly(tmp_path):
     cache = tmp_path / "cache"
     store = RunStore(cache / "runs.sqlite", cache / "runs")
-    from tests.test_store import tiny_config
+    from test_store import tiny_config
 
     for i in range(1500):  # ~100 kB of listing: many writes after `head` has left
         store.create_run(tiny_config(), name=f"run number {i} " + "x" * 40)

@@ -128,8 +128,8 @@ def test_cli_refuses_bad_settings_before_training(tmp_path):
 
 def test_sgd_with_a_huge_learning_rate_is_flagged_not_silently_finished(tmp_path):
     from engine.train import train_run
-    from tests.test_hardening_store import realistic_result
-    from tests.test_train import config, make_split
+    from test_hardening_store import realistic_result
+    from test_train import config, make_split
 
     data = {"training": make_split(160, 0), "validation": make_split(48, 1), "test": make_split(40, 2)}
     bad = train_run(config(optimizer="sgd", lr=1e3, epochs=6), data, device="cpu")

@@ -14,7 +14,7 @@ import pytest
 from engine.errors import StoreDamaged
 from engine.store import RunStore, rebuild_store
 from engine.metrics import evaluate
-from tests.test_store import fake_result, tiny_config
+from test_store import fake_result, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
