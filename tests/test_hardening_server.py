@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 
-from tests.test_e2e_browser import server  # noqa: F401  (the fixture: a fresh loopback server)
+from test_e2e_browser import server  # noqa: F401  (the fixture: a fresh loopback server)
 
 ROOT = Path(__file__).resolve().parent.parent
 
