@@ -134,7 +134,7 @@ if start:
                            model=ModelConfig(**model), train=TrainConfig(**{**base.train.__dict__, **train}))
         run_id = get_manager().submit(config, name=name.strip() or None, tags=("train-page",))
     except EngineError as exc:
-        st.error(f"Cannot start: {exc}")
+        st.error(f"Cannot start: {plain(exc)}")
     else:
         st.session_state["run"] = run_id
         st.query_params["run"] = run_id
@@ -163,7 +163,7 @@ if chosen != run_id:
 try:
     record = store.get(run_id)
 except EngineError as exc:
-    st.error(str(exc))
+    st.error(plain(exc))
     st.stop()
 
 st.subheader(f"Run {plain(run_label(record))}")

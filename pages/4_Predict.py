@@ -41,7 +41,7 @@ st.caption(pv.run_summary(by_id[run_id]))
 try:
     predictor = pv.load_predictor(str(store.db_path), run_id, store)
 except EngineError as exc:
-    st.error(f"Cannot load the model of run `{run_id}`: {exc}")
+    st.error(f"Cannot load the model of run {plain(run_id)}: {plain(exc)}")
     st.stop()
 
 # ---- the audio --------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def _unescaped_markup(text: str) -> list[str]:
     import re
 
     cleaned = re.sub(r"\\.", "", text)
-    return [c for c in "[]*<>`" if c in cleaned]
+    return [c for c in "[]<>`" if c in cleaned]  # links, images, HTML, code (the page's own ** is fine)
 
 
 def test_plain_escapes_every_markdown_character():
@@ -111,6 +111,7 @@ def test_plain_escapes_every_markdown_character():
 
     out = plain(EVIL + "\nnext line")
     assert _unescaped_markup(out) == [] and "\n" not in out
+    assert "\\*\\*bold\\*\\*" in out  # no emphasis either
     assert out.replace("\\", "") == (EVIL + " next line").replace("\\", "")  # the text itself is kept
 
 
@@ -143,3 +144,20 @@ def test_csv_download_cells_are_not_formulas():
     assert [line.split(",")[0] for line in lines[1:4]] == ["'+1", "'-2", "'@SUM(A1)"]
     assert lines[0].startswith("\"'=HYPERLINK") and lines[4] == "ok,3.0"
     assert lines[1].endswith(",-0.1")  # numbers are left alone
+
+
+def test_a_crafted_link_cannot_put_markup_on_the_page(app_env):
+    """?data=... and ?run=... come from links anyone can send; they show as text."""
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=TIMEOUT)
+    at.query_params["data"] = "/nowhere/" + EVIL
+    at.run()
+    assert not at.exception, at.exception
+    shown = [e.value for e in at.error] + [m.value for m in at.markdown] + [c.value for c in at.caption]
+    assert any("evil" in s for s in shown), shown
+    assert all(_unescaped_markup(s) == [] for s in shown if "evil" in s), [s for s in shown if "evil" in s]
+    at.switch_page("pages/2_Train.py")
+    at.query_params["run"] = EVIL
+    at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error if "evil" in e.value]
+    assert errors and all(_unescaped_markup(e) == [] for e in errors), errors

@@ -72,13 +72,13 @@ def get_store():
         return store
     except StoreDamaged as exc:
         _last_store_check[0] = 0.0
-        st.error(f"The run store cannot be read: {exc}")
+        st.error(f"The run store cannot be read: {plain(exc)}")
         if st.button("Rebuild the run index", type="primary", key="rebuild_store",
                      help="Keeps the damaged file beside it and lists every saved run again from its folder."):
             _rebuild_store()
         st.stop()
     except StoreError as exc:
-        st.error(f"The run store cannot be used: {exc}")
+        st.error(f"The run store cannot be used: {plain(exc)}")
         st.stop()
 
 
@@ -190,7 +190,7 @@ def describe_data(data: str) -> str:
     if size is not None:
         return f"built-in demo ({size})"
     root = paths.resolve_data_root(data or None)
-    return f"Medley-solos-DB at `{root}`"
+    return f"Medley-solos-DB at {plain(root)}"
 
 
 def dataset_ready(data: str) -> bool:
@@ -254,7 +254,7 @@ def require_dataset(data: str):
     try:
         return load_dataset_cached(data)
     except EngineError as exc:
-        st.error(f"Cannot read the dataset: {exc}")
+        st.error(f"Cannot read the dataset: {plain(exc)}")
         st.stop()
 
 
@@ -310,7 +310,7 @@ def render_sidebar() -> None:
     with st.sidebar:
         problem = data_problem(data)
         if problem is not None:
-            st.error(problem)
+            st.error(plain(problem))
         st.caption(f"**Dataset:** {describe_data(data)}")
         st.caption(f"**Device:** {compute_device()}")
         _jobs_panel()
@@ -321,7 +321,7 @@ def _jobs_panel() -> None:
     try:
         jobs = job_progress()
     except EngineError as exc:  # a damaged run store: the same message as on the pages
-        st.error(f"The run store cannot be read: {exc}")
+        st.error(f"The run store cannot be read: {plain(exc)}")
         return
     except Exception as exc:  # the engine's job manager not importable / broken: say so, keep the page
         st.caption(f"Jobs unavailable: {exc}")

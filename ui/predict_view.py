@@ -116,7 +116,7 @@ def dataset_clip_picker(data: str) -> ClipInput | None:
     try:
         ds = load_dataset_cached(data)
     except EngineError as exc:
-        st.error(f"Cannot read the dataset: {exc}")
+        st.error(f"Cannot read the dataset: {plain(exc)}")
         return None
     a, b, c = st.columns([1, 1, 2])
     subset = a.selectbox("Split", SUBSETS, index=SUBSETS.index("test"), key="predict_split")
