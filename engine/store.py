@@ -198,7 +198,7 @@ class RunStore:
 
     def check(self) -> None:
         """Raise StoreDamaged when the database file is corrupt (SQLite's quick_check: page
-        structure and encoding, without index cross-checks; ~ms per MB)."""
+        structure and encoding, without index cross-checks)."""
         try:
             rows = self._conn().execute("PRAGMA quick_check").fetchall()
         except (sqlite3.DatabaseError, StoreError) as exc:
