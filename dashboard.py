@@ -13,7 +13,7 @@ from engine.errors import EngineError
 from engine.labels import SUBSETS
 from engine.presets import beyond_study, study_ablation
 from ui.common import (
-    compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store,
+    compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store, plain,
     load_dataset_cached, render_sidebar, set_data_setting,
 )
 
@@ -40,12 +40,12 @@ with left:
         try:
             ds = load_dataset_cached(data)
         except EngineError as exc:
-            st.error(f"Cannot read the dataset: {exc}")
+            st.error(f"Cannot read the dataset: {plain(exc)}")
         else:
             kind = "demo (synthetic, rendered from General MIDI soundfonts)" if ds.is_demo else "Medley-solos-DB"
             counts = pd.DataFrame(ds.counts()).reindex(columns=list(SUBSETS))
             counts.loc["total"] = counts.sum()
-            st.caption(f"{kind} at `{ds.root}` ({ds.layout} layout), {len(ds.clips)} clips, "
+            st.caption(f"{kind} at {plain(ds.root)} ({ds.layout} layout), {len(ds.clips)} clips, "
                        f"{len(ds.problems)} problem(s) found.")
             st.dataframe(counts, width="stretch")
     else:
@@ -59,8 +59,10 @@ with right:
                  "~/mir_datasets/medley_solos_db, else the built-in demo.",
         )
         if st.form_submit_button("Use this dataset"):
-            set_data_setting(value)
-            st.rerun()
+            problem = set_data_setting(value)
+            if problem is None:
+                st.rerun()
+            st.error(f"Not switched: {plain(problem)}")
     st.caption("Also: `streamlit run dashboard.py -- --data /path/to/medley_solos_db`, "
                "or `MEDLEY_DATA=/path streamlit run dashboard.py`, or `?data=...` in the URL.")
 
@@ -81,7 +83,8 @@ if finished:
     table = pd.DataFrame([
         {"run": r.name, "id": r.id, "val balanced acc.": _m(r, "validation", "balanced_accuracy"),
          "val acc.": _m(r, "validation", "accuracy"), "test balanced acc.": _m(r, "test", "balanced_accuracy"),
-         "test acc.": _m(r, "test", "accuracy"), "epochs": r.epochs_done, "tags": ", ".join(r.tags)}
+         "test acc.": _m(r, "test", "accuracy"), "epochs": r.epochs_done, "tags": ", ".join(r.tags),
+         "warning": r.warning or ""}
         for r in finished
     ]).sort_values("val balanced acc.", ascending=False, na_position="last", kind="stable").head(10)
     st.markdown("**Best finished runs** (by validation balanced accuracy = mean per-class recall on the "
@@ -103,7 +106,7 @@ if not dataset_ready(data) and st.button("Make demo data", type="primary"):
     try:
         load_dataset_cached(data)
     except EngineError as exc:
-        st.error(f"Could not make the demo data: {exc}")
+        st.error(f"Could not make the demo data: {plain(exc)}")
     else:
         st.rerun()
 
@@ -124,7 +127,7 @@ for tag, (column, label, make_rows, prefix, help_text) in presets.items():
         try:
             load_dataset_cached(data)
         except EngineError as exc:
-            st.error(f"Could not make the demo data: {exc}")
+            st.error(f"Could not make the demo data: {plain(exc)}")
             st.stop()
     manager = get_manager()
     rows = make_rows(RunConfig(data=data), **{"train.epochs": int(epochs)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -60,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["MEDLEY_CACHE"] = str(Path(args.cache).expanduser())
     try:
         return args.handler(args)
+    except BrokenPipeError:  # `engine runs | head`: the reader left; stop quietly like other tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -109,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--status", help="only runs with this status")
     runs.add_argument("--tag", help="only runs with this tag")
     runs.add_argument("--json", action="store_true")
+    runs.add_argument("--rebuild", action="store_true",
+                      help="set a damaged run store aside and rebuild it from the run folders, then list")
     runs.set_defaults(handler=cmd_runs)
 
     show = sub.add_parser("show", help="one run in full")
@@ -216,10 +223,10 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_data_summary(args: argparse.Namespace) -> int:
     from .dataset import resolve_dataset, summarize
 
-    ds = resolve_dataset(args.data, progress=_progress_bar("making demo data"))
+    ds = resolve_dataset(args.data, progress=_progress_bar(_dataset_step(args.data)))
     info = summarize(ds)
     if args.json:
-        print(json.dumps(info, default=str))
+        print(json_text(info))
         return 0
     print(f"dataset: {info['root']} ({info['layout']} layout)")
     for subset, counts in info["counts"].items():
@@ -228,6 +235,14 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
     for problem in info["problems"][:20]:
         print(f"  {problem['file']}: {problem['reason']}")
     return 0
+
+
+def _dataset_step(data: str | None) -> str:
+    """The progress bar's label while the dataset `data` is resolved: making a demo dataset
+    (which is only done when it is missing) or checking a real folder's files."""
+    from .dataset import demo_size
+
+    return "demo data" if demo_size(data) is not None else "checking dataset"
 
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
@@ -245,7 +260,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from .features import load_features
 
     config = RunConfig().with_values(**flag_overrides(args)).features
-    ds = resolve_dataset(args.data, progress=_progress_bar("making demo data"))
+    ds = resolve_dataset(args.data, progress=_progress_bar(_dataset_step(args.data)))
     start = time.perf_counter()
     sets = load_features(ds, config, progress=_progress_bar("features"))
     for subset, fs in sets.items():
@@ -291,7 +306,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         summary["study_test_accuracy"] = STUDY_REPORTED_FINAL_TEST if (args.preset == "study" and name == STUDY_FINAL_ROW) else None
         table.append(summary)
     if args.json:
-        print(json.dumps(table))
+        print(json_text(table))
     else:
         print(format_ablation_table(table))
     return 0 if all(r.status == "finished" for r in records) else 1
@@ -309,7 +324,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 def _report_run(record: Any, as_json: bool) -> int:
     if as_json:
-        print(json.dumps(run_summary(record)))
+        print(json_text(run_summary(record)))
     else:
         _print_run(record)
     return 0 if record.status == "finished" else 1
@@ -370,6 +385,7 @@ def run_summary(record: Any) -> dict[str, Any]:
         "name": record.name,
         "status": record.status,
         "error": record.error,
+        "warning": getattr(record, "warning", None),
         "val_accuracy": val.get("accuracy"),
         "val_balanced_accuracy": val.get("balanced_accuracy"),
         "test_accuracy": test.get("accuracy"),
@@ -403,23 +419,37 @@ def _store() -> Any:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    records = _store().list_runs(status=args.status, tag=args.tag)
+    if args.rebuild:
+        from .store import rebuild_store
+
+        report = rebuild_store()
+        if report.moved_to is not None:
+            print(f"the old run store was kept as {report.moved_to}", file=sys.stderr)
+        print(f"rebuilt the run store: {len(report.recovered)} run(s) recovered", file=sys.stderr)
+        for folder, reason in report.skipped:
+            print(f"  not recovered: {folder}: {reason}", file=sys.stderr)
+    store = _store()
+    store.mark_interrupted()  # runs whose process was killed show as interrupted (resumable)
+    records = store.list_runs(status=args.status, tag=args.tag)
     if args.json:
-        print(json.dumps([run_summary(r) | {"tags": list(r.tags), "created": r.created} for r in records], default=str))
+        print(json_text([run_summary(r) | {"tags": list(r.tags), "created": r.created} for r in records]))
         return 0
     for r in records:
         s = run_summary(r)
         val = "-" if s["val_accuracy"] is None else f"{100 * s['val_accuracy']:.1f}%"
         test = "-" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.1f}%"
-        print(f"{r.id}  {r.status:<11} val {val:>6}  test {test:>6}  {r.name}")
+        flag = "  (did not learn)" if r.warning else ""
+        print(f"{r.id}  {r.status:<11} val {val:>6}  test {test:>6}  {r.name}{flag}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    record = _store().get(args.run_id)
+    store = _store()
+    store.mark_interrupted()
+    record = store.get(args.run_id)
     if args.json:
-        print(json.dumps(run_summary(record) | {"config": record.config.to_dict(), "metrics": record.metrics,
-                                                "history": record.history, "tags": list(record.tags)}, default=str))
+        print(json_text(run_summary(record) | {"config": record.config.to_dict(), "metrics": record.metrics,
+                                                "history": record.history, "tags": list(record.tags)}))
     else:
         _print_run(record)
     return 0
@@ -430,6 +460,8 @@ def _print_run(record: Any) -> None:
     print(f"run {s['run_id']} ({s['name']}): {s['status']} after {s['epochs']} epochs on {s['device']}")
     if s["error"]:
         print(f"  error: {s['error']}")
+    if s["warning"]:
+        print(f"  warning: {s['warning']}")
     for split in ("validation", "test"):
         m = (record.metrics or {}).get(split)
         if m:
@@ -487,8 +519,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictors = {run_id: Predictor.from_store(store, run_id) for run_id in _run_ids(args.run)}
     results = [{"run_id": run_id} | r for run_id, predictor in predictors.items()
                for r in predictor.predict_files(args.files)]
+    for r in results:  # the same warnings as the Predict page, also when stdout is JSON
+        for warning in r.get("warnings", []):
+            print(f"warning: {r['file']}: {warning}", file=sys.stderr)
+        if "error" in r and args.json:
+            print(f"error: {r['file']}: {r['error']}", file=sys.stderr)
     if args.json:
-        print(json.dumps(results))
+        print(json_text(results))
     else:
         for r in results:
             where = f"{r['file']} [{r['run_id']}]" if len(predictors) > 1 else r["file"]
@@ -512,7 +549,7 @@ def cmd_flips(args: argparse.Namespace) -> int:
     out = flips(_predictions_of(store, ids_a), _predictions_of(store, ids_b), split=args.split)
     out = {"a": ids_a, "b": ids_b} | out
     if args.json:
-        print(json.dumps(out, allow_nan=False))
+        print(json_text(out))
         return 0
     c = out["counts"]
     print(f"{out['n']} {args.split} clips: {c['fixed']} fixed, {c['broken']} broken, "
@@ -531,7 +568,7 @@ def cmd_agreement(args: argparse.Namespace) -> int:
     ids = _run_ids(args.runs)
     out = agreement_matrix({run_id: store.load_predictions(run_id) for run_id in ids}, split=args.split)
     if args.json:
-        print(json.dumps(out, allow_nan=False))
+        print(json_text(out))
         return 0
     print(f"agreement on {out['n']} {args.split} clips (share of equal labels / Cohen's kappa)")
     for i, a in enumerate(ids):
@@ -541,9 +578,27 @@ def cmd_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
+def json_text(obj: Any) -> str:
+    """Strict JSON (no NaN or Infinity, which strict parsers reject): non-finite floats become null."""
+    return json.dumps(_finite(obj), allow_nan=False, default=str)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     records = _store().list_runs()
-    rows = [run_summary(r) | {"tags": ",".join(r.tags)} | r.config.flat() for r in records]
+    from .store import csv_cell
+
+    rows = [{k: csv_cell(v) for k, v in (run_summary(r) | {"tags": ",".join(r.tags)} | r.config.flat()).items()}
+            for r in records]
     fields = list(rows[0]) if rows else list(run_summary.__annotations__)
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     try:

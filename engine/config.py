@@ -7,8 +7,12 @@ entries and is stored with the run; `FeatureConfig.digest()` names the feature c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -40,6 +44,61 @@ def canonical_dict(obj: Any) -> dict[str, Any]:
                 if not (f.name in later and getattr(value, f.name) == later[f.name])}
 
     return json.loads(json.dumps(strip(obj)))
+
+
+_SECTIONS = {"FeatureConfig": "features", "ModelConfig": "model", "TrainConfig": "train"}
+
+
+@functools.cache
+def _hints(klass: type) -> dict[str, Any]:
+    return typing.get_type_hints(klass)
+
+
+def _check_types(obj: Any) -> None:
+    """Check every field of the frozen dataclass `obj` against its annotation (int, float,
+    bool, str, Literal, X | None); ConfigError naming the field ("train.batch_size") otherwise.
+    Whole-valued floats for int fields (JSON's 100.0) become ints; ints for float fields
+    become floats; floats must be finite."""
+    section = _SECTIONS.get(type(obj).__name__, type(obj).__name__)
+    for name, hint in _hints(type(obj)).items():
+        value = getattr(obj, name)
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+        if value is None and type(None) in allowed:
+            continue
+        kinds = [a for a in allowed if a is not type(None)]
+        checked, problem = value, None
+        for kind in kinds:
+            checked, problem = _coerce(value, kind)
+            if problem is None:
+                break
+        if problem is not None:
+            optional = " or null" if type(None) in allowed else ""
+            raise ConfigError(f"{section}.{name} must be {problem}{optional}, not {value!r}")
+        if checked is not value:
+            object.__setattr__(obj, name, checked)
+
+
+def _coerce(value: Any, kind: Any) -> tuple[Any, str | None]:
+    """(value converted to `kind`, None) or (value, what was expected)."""
+    if typing.get_origin(kind) is Literal:
+        options = typing.get_args(kind)
+        return (value, None) if value in options and isinstance(value, str) else (
+            value, "one of " + ", ".join(repr(o) for o in options))
+    if kind is bool:
+        return (value, None) if isinstance(value, bool) else (value, "true or false")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value), None
+        return value, "a whole number"
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value), None
+        return value, "a finite number"
+    if kind is str:
+        return (value, None) if isinstance(value, str) else (value, "text")
+    return value, None
 
 
 def _digest(obj: Any) -> str:
@@ -77,6 +136,7 @@ class FeatureConfig:
     inputs: Inputs = "librosa_0.11"
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.representation not in ("spectral", "waveform"):
             raise ConfigError(f"representation must be 'spectral' or 'waveform', not {self.representation!r}")
         if self.inputs not in INPUTS:
@@ -141,6 +201,7 @@ class ModelConfig:
     extra_hidden: int = 30
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.arch not in ("study", "study_2plus1", "sequence", "waveform"):
             raise ConfigError(f"arch must be study, study_2plus1, sequence or waveform, not {self.arch!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -186,6 +247,7 @@ class TrainConfig:
     precision: Precision = "float32"
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.precision not in ("float32", "bfloat16"):
             raise ConfigError(f"precision must be float32 or bfloat16, not {self.precision!r}")
         if self.optimizer not in ("adam", "sgd", "adadelta"):
@@ -198,6 +260,16 @@ class TrainConfig:
             raise ConfigError(f"epochs must be at least 1, not {self.epochs}")
         if self.select not in ("best", "last"):
             raise ConfigError(f"select must be 'best' or 'last', not {self.select!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"train.momentum must be in [0, 1), not {self.momentum}")
+        if not 0.0 <= self.rho <= 1.0:
+            raise ConfigError(f"train.rho must be in [0, 1], not {self.rho}")
+        if not self.eps > 0:
+            raise ConfigError(f"train.eps must be positive, not {self.eps}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be zero or positive, not {self.weight_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"train.grad_clip must be positive or null, not {self.grad_clip}")
 
     def digest(self) -> str:
         return _digest(self)

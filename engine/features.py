@@ -25,6 +25,9 @@ and a waveform split is not cached when it would exceed WAVEFORM_CACHE_BYTES.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -216,31 +219,54 @@ def _cache_limit(config: FeatureConfig) -> float:
 
 
 def _read_cache(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray | None:
-    """The cached array (memory-mapped) if `path` holds one of this shape and dtype, else None.
+    """The cached array, read into memory, if `path` holds one of this shape and dtype whose
+    data matches the checksum in its sidecar (`<name>.sum`), else None.
 
-    A corrupt or mismatched file is deleted so that it is recomputed.
+    Read, not memory-mapped: a cache file truncated or rewritten while a run uses it cannot
+    reach the run (a memory map would die with SIGBUS). A corrupt, mismatched or unverified
+    file is deleted so that it is recomputed.
     """
     if not path.exists():
         return None
     try:
-        x = np.load(path, mmap_mode="r", allow_pickle=False)
-        if x.shape == shape and x.dtype == dtype:
+        expected = json.loads(_sum_path(path).read_text())
+        x = np.load(path, allow_pickle=False)
+        if x.shape == shape and x.dtype == dtype and expected == _checksum(x):
             return x
     except (OSError, ValueError, EOFError):
         pass
     path.unlink(missing_ok=True)
+    _sum_path(path).unlink(missing_ok=True)
     return None
 
 
+def _sum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sum")
+
+
+def _checksum(x: np.ndarray) -> dict:
+    """{"shape", "dtype", "sha256"} of an array's data (C order)."""
+    data = np.ascontiguousarray(x)
+    return {"shape": list(data.shape), "dtype": str(data.dtype), "sha256": hashlib.sha256(memoryview(data).cast("B")).hexdigest()}
+
+
 def _write_cache(path: Path, x: np.ndarray) -> None:
-    """Write x to `path` atomically (temp file in the same folder, then os.replace)."""
+    """Write x to `path` and its checksum to `<name>.sum`, each atomically (temp file in the
+    same folder, then os.replace). A folder that cannot be written raises CacheError naming it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    tmp_sum = path.with_name(f".{path.name}.sum.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as handle:
             np.save(handle, x, allow_pickle=False)
+        tmp_sum.write_text(json.dumps(_checksum(x)))
         os.replace(tmp, path)
+        os.replace(tmp_sum, _sum_path(path))
+    except OSError as exc:
+        raise paths.cache_error(path.parent, exc) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        for leftover in (tmp, tmp_sum):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
 
 
 # --- extraction ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ DataLoader = Callable[[RunConfig], dict]
 RECENT_LOSSES = 200  # step losses kept in Progress.recent_losses
 CHECKPOINT_EVERY_S = 10.0  # at most one checkpoint per run this often (first epoch always)
 CANCEL_POLL_S = 2.0  # how often a running run checks the store for a cancel from another process
+HEARTBEAT_EVERY_S = 5.0  # how often the manager stamps its active runs (store.HEARTBEAT_STALE_S: 60 s)
 
 
 class JobError(EngineError):
@@ -175,6 +176,18 @@ class JobManager:
         self._data_locks: dict[tuple, threading.Lock] = {}
         self.data_cache_size = 2
         self.interrupted = self.store.mark_interrupted()
+        self._heart = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
+        self._heart.start()
+
+    def _beat(self) -> None:
+        """Heartbeat thread: stamp this manager's queued and running runs every HEARTBEAT_EVERY_S,
+        so that other processes can tell them from runs whose owner died."""
+        while not self._shutdown.wait(HEARTBEAT_EVERY_S):
+            try:
+                self.store.heartbeat(self.active())
+            except EngineError as exc:  # a busy or damaged store: try again next beat
+                log.warning("heartbeat failed: %s", exc)
+        self.store.close()
 
     # ---- submitting ----------------------------------------------------------------------
 

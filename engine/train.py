@@ -81,6 +81,7 @@ class TrainResult:
     standardizer: dict | None  # {"mean": [...], "std": [...]} when train.standardize
     device: str
     error: str | None = None
+    warning: str | None = None  # learning_warning(history): the run finished but learned nothing
 
 
 class TrainHooks:
@@ -113,6 +114,28 @@ class TrainHooks:
 
     def should_stop(self) -> bool:
         return False
+
+
+def learning_warning(history: list[dict], num_classes: int = NUM_CLASSES) -> str | None:
+    """'did not learn: ...' when a run's epochs show it learned nothing, else None.
+
+    Two signs, from the per-epoch mean training loss (cross-entropy, nats): it rose (the best
+    of the last 3 epochs is over 10% above epoch 1: the optimiser is blowing up, e.g. SGD with
+    lr 1e3), or it never got below ln(num_classes), the loss of guessing every class equally,
+    while validation accuracy (when measured) stayed within 1.5x of chance."""
+    losses = [float(h["train_loss"]) for h in history if h.get("train_loss") is not None
+              and math.isfinite(h["train_loss"])]
+    if not losses:
+        return None
+    if len(losses) >= 2 and min(losses[-3:]) > 1.1 * losses[0]:
+        return (f"did not learn: training loss rose from {losses[0]:.3g} to {losses[-1]:.3g} over "
+                f"{len(losses)} epochs; try a lower learning rate, grad_clip or standardize")
+    chance = math.log(num_classes)
+    accuracy = history[-1].get("val_accuracy")
+    if losses[-1] >= chance and (accuracy is None or accuracy <= 1.5 / num_classes):
+        return (f"did not learn: training loss {losses[-1]:.3g} is no lower than guessing ({chance:.3g} = "
+                f"ln {num_classes})" + ("" if accuracy is None else f", validation accuracy {accuracy:.1%}"))
+    return None
 
 
 def _provides(hooks: TrainHooks, name: str) -> bool:
@@ -159,8 +182,14 @@ def _check_data(config: RunConfig, data: dict) -> None:
 
 
 def _to_device(fs: Any, scale: tuple[np.ndarray, np.ndarray] | None, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A FeatureSet as (x (n, frames, features) float32, y (n,) int64) on `device`, scaled if asked."""
-    x = torch.as_tensor(np.asarray(fs.x, dtype=np.float32)).to(device)
+    """A FeatureSet as (x (n, frames, features) float32, y (n,) int64) on `device`, scaled if asked.
+
+    A memory-mapped or read-only array is copied first: a tensor sharing a file's pages dies
+    with SIGBUS when the file shrinks under it."""
+    array = np.asarray(fs.x, dtype=np.float32)
+    if isinstance(fs.x, np.memmap) or not array.flags.writeable:
+        array = array.copy()
+    x = torch.as_tensor(array).to(device)
     if scale is not None:
         mean, std = (torch.as_tensor(v).to(device) for v in scale)
         x = (x - mean) / std
@@ -301,5 +330,5 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
         status=status, history=history, step_losses=step_losses, metrics=metrics, predictions=predictions,
         best_epoch=best["epoch"], state_dict=best["model"] or {},
         standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},
-        device=device, error=error,
+        device=device, error=error, warning=learning_warning(history) if status == "finished" else None,
     )

@@ -19,6 +19,7 @@ from ui import charts
 from ui.compare import history_frame
 from ui.common import (
     data_setting, describe_data, fmt_pct, get_manager, get_store, job_progress, render_sidebar,
+    plain,
     run_label,
 )
 
@@ -137,7 +138,7 @@ if start:
                            model=ModelConfig(**model), train=TrainConfig(**{**base.train.__dict__, **train}))
         run_id = get_manager().submit(config, name=name.strip() or None, tags=("train-page",))
     except EngineError as exc:
-        st.error(f"Cannot start: {exc}")
+        st.error(f"Cannot start: {plain(exc)}")
     else:
         st.session_state["run"] = run_id
         st.query_params["run"] = run_id
@@ -166,10 +167,10 @@ if chosen != run_id:
 try:
     record = store.get(run_id)
 except EngineError as exc:
-    st.error(str(exc))
+    st.error(plain(exc))
     st.stop()
 
-st.subheader(f"Run {run_label(record)}")
+st.subheader(f"Run {plain(run_label(record))}")
 
 
 # ---- live progress ----------------------------------------------------------------------
@@ -219,7 +220,9 @@ if record.duration:
     status_line += f" in {record.duration:.0f} s on {record.device or '?'}"
 if record.best_epoch:
     status_line += f"; model kept from epoch {record.best_epoch}"
-if record.status == "finished":
+if record.status == "finished" and record.warning:
+    st.warning(f"{status_line}.\n\n**{record.warning}**")
+elif record.status == "finished":
     st.success(status_line)
 elif record.status in ("diverged", "failed"):
     st.error(f"{status_line}.\n\n{record.error or 'no error message recorded'}")

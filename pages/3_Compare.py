@@ -15,7 +15,8 @@ from ui import charts
 from ui import compare as cmp
 from ui import significance as sig
 from ui import flips as flips_view
-from ui.common import data_setting, dataset_ready, get_manager, get_store, load_dataset_cached, render_sidebar
+from ui.common import (csv_bytes, data_setting, dataset_ready, get_manager, get_store, load_dataset_cached, plain,
+                       render_sidebar)
 
 st.set_page_config(page_title="Compare · Medley LSTM lab", page_icon="🎻", layout="wide")
 render_sidebar()
@@ -74,7 +75,7 @@ shown = cmp.sort_runs(shown, sort_by)
 st.caption(f"{len(shown)} of {len(df)} runs, best {sort_by} first (or click a column header). Rates are on the "
            "validation or test split; *val-test gap* = validation minus test accuracy.")
 st.dataframe(shown[cmp.table_columns(shown)], hide_index=True, width="stretch", column_config=PCT)
-st.download_button("Download this table (CSV)", shown.to_csv(index=False).encode(), "runs.csv", "text/csv")
+st.download_button("Download this table (CSV)", csv_bytes(shown), "runs.csv", "text/csv")
 
 study_rows = cmp.study_frame([by_id[i] for i in shown["id"]], labels, presets.STUDY_REPORTED,
                              presets.STUDY_ABLATION_CHANGES, presets.STUDY_BASE,
@@ -91,7 +92,7 @@ if url and st.session_state.get("_cmp_url") != url:  # a shared link, or the fir
     ids, missing = cmp.parse_run_ids(url, by_id)
     st.session_state["cmp_runs"] = ids
     if missing:
-        st.warning(f"Not in this store: {', '.join(missing)}")
+        st.warning(f"Not in this store: {plain(', '.join(missing))}")
 elif "cmp_runs" not in st.session_state:
     st.session_state["cmp_runs"] = st.session_state.get("_cmp_sel", [])
 st.session_state["cmp_runs"] = [i for i in st.session_state["cmp_runs"] if i in by_id]
@@ -210,7 +211,7 @@ if selected:
     else:
         st.dataframe(diff, width="stretch")
     comparison = df[df["id"].isin(chosen)]
-    st.download_button("Download the comparison (CSV)", comparison.to_csv(index=False).encode(),
+    st.download_button("Download the comparison (CSV)", csv_bytes(comparison),
                        "comparison.csv", "text/csv")
 
 # ---- honest comparison of two runs -----------------------------------------------------------
@@ -238,7 +239,7 @@ if len(finished_sel) >= 2:
         key = tuple((label, tuple((r.id, r.finished) for r in members)) for label, members in units.items())
         rows = family(key, pairs, split)
         result = next(r for r in rows if (r["a"], r["b"]) == (name_a, name_b))
-        st.markdown(f"**A** = {name_a}, **B** = {name_b}")
+        st.markdown(f"**A** = {plain(name_a)}, **B** = {plain(name_b)}")
         if "error" in result:
             st.warning(f"Cannot test these two: {result['error']}")
         else:

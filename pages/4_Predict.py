@@ -12,7 +12,7 @@ from engine.audio import SUPPORTED_FORMATS
 from engine.errors import EngineError
 from ui import multi_predict as mp
 from ui import predict_view as pv
-from ui.common import data_setting, get_store, render_sidebar
+from ui.common import data_setting, get_store, plain, render_sidebar
 
 st.set_page_config(page_title="Predict · Medley LSTM lab", page_icon="🎻", layout="wide")
 render_sidebar()
@@ -33,7 +33,7 @@ by_id = {r.id: r for r in runs}
 wanted = st.query_params.get("run")
 index = pv.default_run_index(runs, wanted)
 if index is None:
-    st.warning(f"Run `{wanted}` from the link is not a finished run in this store; showing the newest one.")
+    st.warning(f"Run {plain(wanted)} from the link is not a finished run in this store; showing the newest one.")
     index = 0
 run_id = st.selectbox("Model (a finished run)", list(by_id), index=index,
                       format_func=lambda rid: pv.run_option(by_id[rid]))
@@ -42,7 +42,7 @@ st.caption(pv.run_summary(by_id[run_id]))
 try:
     predictor = pv.load_predictor(str(store.db_path), run_id, store)
 except EngineError as exc:
-    st.error(f"Cannot load the model of run `{run_id}`: {exc}")
+    st.error(f"Cannot load the model of run {plain(run_id)}: {plain(exc)}")
     st.stop()
 
 many = st.multiselect(

@@ -106,6 +106,7 @@ def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
             "created": datetime.fromtimestamp(run.created),
             "epochs": len(run.history or []),
             "group": run.group_key,
+            "warning": getattr(run, "warning", None),
         }
         for column, (split, key) in METRICS.items():
             row[column] = metric(run, split, key)
@@ -113,7 +114,7 @@ def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
         row["val-test gap"] = None if val is None or test is None else val - test
         row.update(run.config.flat())
         rows.append(row)
-    columns = [*BASE_COLUMNS, "group", *METRIC_COLUMNS, *RunConfig().flat()]
+    columns = [*BASE_COLUMNS, "group", "warning", *METRIC_COLUMNS, *RunConfig().flat()]
     df = pd.DataFrame(rows, columns=columns)
     for column in METRIC_COLUMNS:
         df[column] = pd.to_numeric(df[column], errors="coerce")
@@ -188,7 +189,8 @@ def table_columns(df: pd.DataFrame) -> list[str]:
     """Columns of the runs table as shown: base, key parameters, metrics, and any other
     parameter whose value differs between the listed runs."""
     varying = [p for p in param_names() if p not in KEY_PARAMS and p in df and df[p].map(value_label).nunique() > 1]
-    return ["name", "status", "tags", "created", "epochs", *KEY_PARAMS, *varying, *METRIC_COLUMNS, "id"]
+    warned = ["warning"] if "warning" in df and df["warning"].notna().any() else []
+    return ["name", "status", *warned, "tags", "created", "epochs", *KEY_PARAMS, *varying, *METRIC_COLUMNS, "id"]
 
 
 # --------------------------------------------------------------------------- selection in the URL

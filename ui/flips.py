@@ -14,6 +14,7 @@ import streamlit as st
 from engine.agreement import FLIP_KINDS, agreement_matrix, flips
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
+from ui.common import plain
 
 KIND_TITLES = {"fixed": "fixed (A wrong, B right)", "broken": "broken (A right, B wrong)",
                "still_wrong": "changed, still wrong"}
@@ -78,7 +79,7 @@ def render_flips(units: Mapping[str, Sequence[Any]], load: Callable[[Any], dict]
     try:
         out = flips([load(r) for r in units[name_a]], [load(r) for r in units[name_b]], split=split)
     except EngineError as exc:
-        st.warning(f"Cannot compare these two clip by clip: {exc}")
+        st.warning(plain(f"Cannot compare these two clip by clip: {exc}"))
         return
     grouped = out["runs_a"] > 1 or out["runs_b"] > 1
     c = out["counts"]
@@ -126,7 +127,7 @@ def render_agreement(runs: Sequence[Any], labels: Mapping[str, str], load: Calla
     try:
         result = agreement_matrix({run.id: load(run) for run in runs}, split=split)
     except EngineError as exc:
-        st.warning(f"Cannot measure agreement: {exc}")
+        st.warning(plain(f"Cannot measure agreement: {exc}"))
         return
     st.caption(f"Share of the {result['n']} {split} clips on which two runs give the same label; κ is Cohen's "
                "kappa (agreement beyond what two runs with these label frequencies would reach by chance). "

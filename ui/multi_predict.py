@@ -14,6 +14,7 @@ import streamlit as st
 
 from engine.labels import CLASS_NAMES, SHORT_NAMES
 from engine.store import group_key
+from ui.common import plain
 
 MAX_DEFAULT_RUNS = 6
 
@@ -107,9 +108,9 @@ def windows_chart(df: pd.DataFrame, classes: Sequence[str]) -> alt.Chart:
 def render_runs_panel(clip_name: str, true_label: str | None, results: Mapping[str, Mapping[str, Any]],
                       failures: Mapping[str, str]) -> None:
     """The "every run" panel for one clip (results: run label -> Prediction.to_dict())."""
-    st.markdown(f"**{clip_name}: {len(results)} models**")
+    st.markdown(f"**{plain(clip_name)}: {len(results)} models**")
     for run, problem in failures.items():
-        st.warning(f"{run}: {problem}")
+        st.warning(plain(f"{run}: {problem}"))
     if not results:
         return
     label, count = agreement(results)
