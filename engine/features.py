@@ -230,14 +230,45 @@ def _read_cache(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray |
         return None
     try:
         expected = json.loads(_sum_path(path).read_text())
-        x = np.load(path, allow_pickle=False)
-        if x.shape == shape and x.dtype == dtype and expected == _checksum(x):
+        x = _read_npy(path, shape, dtype)
+        if expected == _checksum(x):
             return x
     except (OSError, ValueError, EOFError):
         pass
     path.unlink(missing_ok=True)
     _sum_path(path).unlink(missing_ok=True)
     return None
+
+
+def _read_npy(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """The (shape) array of `dtype` in the .npy file `path`, read into a new writable array.
+
+    The header is checked as text instead of parsed: numpy parses it with ast.literal_eval,
+    and on CPython 3.11 two threads using `ast` at once can fail with "SystemError: AST
+    constructor recursion depth mismatch" (CPython gh-106905). Streamlit parses every page
+    script with `ast` on each rerun, so a training thread must not. ValueError when the file
+    does not hold exactly that array (other header, other size, truncated).
+    """
+    want = np.dtype(dtype)
+    with open(path, "rb") as handle:
+        prefix = handle.read(12)
+        if len(prefix) < 10 or prefix[:6] != b"\x93NUMPY":
+            raise ValueError(f"{path} is not a .npy file")
+        size_bytes = 2 if prefix[6] == 1 else 4
+        header_len = int.from_bytes(prefix[8:8 + size_bytes], "little")
+        start = 8 + size_bytes + header_len
+        handle.seek(8 + size_bytes)
+        header = handle.read(header_len).decode("latin1")
+        expected = (f"'descr': '{want.str}'", "'fortran_order': False", f"'shape': {tuple(shape)!r}")
+        if not all(part in header for part in expected):
+            raise ValueError(f"{path} holds another array than {shape} {want}")
+        if os.fstat(handle.fileno()).st_size != start + int(np.prod(shape)) * want.itemsize:
+            raise ValueError(f"{path} has the wrong size for {shape} {want}")
+        x = np.empty(shape, dtype=want)
+        handle.seek(start)
+        if handle.readinto(memoryview(x).cast("B")) != x.nbytes:
+            raise ValueError(f"{path} ended early")
+    return x
 
 
 def _sum_path(path: Path) -> Path:

@@ -242,3 +242,34 @@ def test_kaiser_best_equals_resampy(orig_sr, target_sr, samples):
     assert ours.dtype == np.float32 and ours.shape == (int(np.ceil(samples * target_sr / orig_sr)),)
     n = min(len(ref), len(ours))
     np.testing.assert_array_equal(ours[:n], ref[:n])  # bit-identical, fast path (integer factors) or not
+
+
+def test_cache_reads_never_use_ast(small_ds, medley_cache, monkeypatch):
+    """numpy parses .npy headers with ast.literal_eval, which races Streamlit's ast.parse in
+    another thread on CPython 3.11 (gh-106905: 'AST constructor recursion depth mismatch')."""
+    import ast
+
+    first = load_features(small_ds, FeatureConfig(frames=None))
+
+    def no_ast(*args, **kwargs):
+        raise SystemError("AST constructor recursion depth mismatch (before=54, after=52)")
+
+    monkeypatch.setattr(ast, "parse", no_ast)
+    monkeypatch.setattr(ast, "literal_eval", no_ast)
+    calls = count_extractions(monkeypatch)
+    again = load_features(small_ds, FeatureConfig(frames=None))
+    assert calls == []  # every split came from the cache
+    np.testing.assert_array_equal(again["validation"].x, first["validation"].x)
+    assert again["validation"].x.flags.writeable
+
+
+def test_cache_file_of_another_shape_or_size_is_recomputed(small_ds, medley_cache, monkeypatch):
+    config = FeatureConfig(frames=None)
+    first = load_features(small_ds, config)
+    path = F.cache_path(small_ds, config, "test")
+    np.save(path, first["test"].x[:1])  # a valid .npy of another shape (the sidecar is stale too)
+    calls = count_extractions(monkeypatch)
+    assert load_features(small_ds, config)["test"].x.shape == (2, 129, 21) and calls == [2]
+    with open(path, "ab") as handle:  # one byte too many
+        handle.write(b"\0")
+    assert load_features(small_ds, config)["test"].x.shape == (2, 129, 21) and calls == [2, 2]
