@@ -87,4 +87,44 @@ def beyond_study(base: RunConfig = STUDY_BASE, **overrides: object) -> list[tupl
     return rows
 
 
-ABLATIONS = {"study": study_ablation, "beyond": beyond_study}
+# The robustness ablation (issue "models that carry over"): each option of FeatureConfig /
+# ModelConfig / TrainConfig meant to help a model carry over to another collection, as
+# (values that turn it on, values that turn it off). A row flips one option of the base
+# (RECOMMENDED): "+ name" turns it on, "- name" off when the base already has it.
+ROBUSTNESS_OPTIONS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
+    "per-clip CMVN": ({"features.clip_norm": True}, {"features.clip_norm": False}),
+    "log-mel frames": ({"features.representation": "logmel"}, {"features.representation": "spectral"}),
+    "statistics pooling": ({"model.pooling": "stats"}, {"model.pooling": "mean"}),
+    "audio augmentation": ({"train.augment": "gain,eq,speed,noise"}, {"train.augment": ""}),
+    "SpecAugment masking": ({"train.time_mask": 20, "train.freq_mask": 4}, {"train.time_mask": 0, "train.freq_mask": 0}),
+}
+ROBUSTNESS_SEEDS = (0, 1, 2)
+
+
+def option_is_on(config: RunConfig, on: dict[str, object]) -> bool:
+    """Whether `config` already has every value of `on` (dotted names)."""
+    flat = config.flat()
+    return all(flat.get(key) == value for key, value in on.items())
+
+
+def robustness_ablation(base: RunConfig | None = None, **overrides: object) -> list[tuple[str, RunConfig]]:
+    """The recommended configuration and one row per ROBUSTNESS_OPTIONS entry flipped, as
+    (row name, configuration); `overrides` (dotted names) apply to every row. One run per row:
+    seeds are added by `with_seeds`. `base` defaults to RECOMMENDED (its data is kept)."""
+    base = (base or RECOMMENDED).with_values(**overrides) if overrides else (base or RECOMMENDED)
+    rows = [("recommended", base)]
+    for name, (on, off) in ROBUSTNESS_OPTIONS.items():
+        has = option_is_on(base, on)
+        rows.append((f"{'-' if has else '+'} {name}", base.with_values(**(off if has else on))))
+    return rows
+
+
+def with_seeds(rows: list[tuple[str, RunConfig]], seeds: tuple[int, ...] | list[int]) -> list[tuple[str, int, RunConfig]]:
+    """Every row once per seed (train.seed): [(row name, seed, configuration)], rows outer."""
+    return [(name, int(seed), config.with_values(**{"train.seed": int(seed)})) for name, config in rows for seed in seeds]
+
+
+ABLATIONS = {"study": study_ablation, "beyond": beyond_study, "robustness": robustness_ablation}
+# The configuration each ablation's rows start from (CLI flags change this base).
+ABLATION_BASES: dict[str, RunConfig] = {"study": STUDY_BASE, "beyond": STUDY_BASE, "robustness": RECOMMENDED}
+ABLATION_SEEDS: dict[str, tuple[int, ...]] = {"study": (0,), "beyond": (0,), "robustness": ROBUSTNESS_SEEDS}
