@@ -60,7 +60,9 @@ value_filter = f4.multiselect("Values", cmp.param_values(df, param_filter) if pa
 shown = cmp.filter_runs(df, status_filter, None if tag_filter == "(any)" else tag_filter,
                         None if param_filter == "(none)" else param_filter, value_filter)
 st.caption(f"{len(shown)} of {len(df)} runs. Click a column header to sort. Rates are on the validation "
-           "or test split; *val-test gap* = validation minus test accuracy.")
+           "or test split; *val-test gap* = validation minus test accuracy; *cross-val acc* = accuracy on the "
+           "validation clips played through a held-out recording chain (docs/PROTOCOL.md), the signal used "
+           "to choose configurations.")
 st.dataframe(shown[cmp.table_columns(shown)], hide_index=True, width="stretch", column_config=PCT)
 st.download_button("Download this table (CSV)", shown.to_csv(index=False).encode(), "runs.csv", "text/csv")
 
@@ -165,7 +167,9 @@ if selected:
         left.altair_chart(charts.loss_curves(hist, x=x_axis, log_scale=log_scale, smoothing=smoothing),
                           width="stretch")
         right.altair_chart(charts.accuracy_curves(hist, x=x_axis, smoothing=smoothing,
-                                                  columns={"val_accuracy": "validation accuracy"}), width="stretch")
+                                                  columns={"val_accuracy": "validation accuracy",
+                                                           "val_shift_accuracy": "cross-collection validation"}),
+                           width="stretch")
         chosen_rows = df[df["id"].isin(chosen)]
         st.dataframe(chosen_rows[["name", "status", *cmp.METRIC_COLUMNS]], hide_index=True, width="stretch",
                      column_config=PCT)
@@ -296,7 +300,8 @@ if len(gaps):
     finished_df = df[df["id"].isin(gaps["id"])]
     p1, p2, p3 = st.columns(3)
     view = p1.radio("View", ["scatter", "parallel coordinates"], horizontal=True, key="pm_view")
-    pm_metric = p2.selectbox("Metric", list(cmp.METRICS), index=2, key="pm_metric")
+    pm_metric = p2.selectbox("Metric", list(cmp.METRICS), index=list(cmp.METRICS).index("test balanced acc"),
+                         key="pm_metric")
     varying = [p for p in cmp.param_names() if finished_df[p].map(cmp.value_label).nunique() > 1] or list(cmp.KEY_PARAMS)
     if view == "scatter":
         pm_param = p3.selectbox("Parameter", varying, key="pm_param")

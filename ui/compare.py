@@ -50,6 +50,7 @@ KEY_PARAMS: tuple[str, ...] = (
 # Table column -> (split, key of engine.metrics.evaluate()).
 METRICS: dict[str, tuple[str, str]] = {
     "val acc": ("validation", "accuracy"),
+    "cross-val acc": ("validation_shift", "accuracy"),  # validation clips through the held-out recording chain
     "test acc": ("test", "accuracy"),
     "test balanced acc": ("test", "balanced_accuracy"),
     "test macro-F1": ("test", "macro_f1"),
