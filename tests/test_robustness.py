@@ -293,3 +293,15 @@ def test_ablate_robustness_cli_prints_one_table_with_cross_validation(tiny_datas
     assert out["protocol_choice"] in ("recommended", "+ per-clip CMVN")
     runs = json.loads((cli.main(["runs", "--json"]), capsys.readouterr().out)[1])
     assert len(runs) == 4 and all(r["val_shift_accuracy"] is not None for r in runs)
+
+
+def test_training_and_prediction_features_agree_with_cmvn_and_log_mel(tiny):
+    from engine.features import decode_clip
+
+    for config in (FeatureConfig(frames=None, clip_norm=True), FeatureConfig(frames=20, representation="logmel",
+                                                                              clip_norm=True)):
+        loaded = load_features(tiny, config)["test"]
+        clip = tiny.subset("test")[0]
+        assert loaded.ids[0] == clip.uuid
+        np.testing.assert_allclose(loaded.x[0], clip_features(decode_clip(clip.path, config), config), atol=1e-4)
+        assert np.abs(loaded.x[0].mean(axis=0)).max() < 1e-4  # CMVN applied on the training path too
