@@ -306,3 +306,15 @@ def test_training_and_prediction_features_agree_with_cmvn_and_log_mel(tiny):
         assert loaded.ids[0] == clip.uuid
         np.testing.assert_allclose(loaded.x[0], clip_features(decode_clip(clip.path, config), config), atol=1e-4)
         assert np.abs(loaded.x[0].mean(axis=0)).max() < 1e-4  # CMVN applied on the training path too
+
+
+def test_format_rows_prints_mean_and_seed_spread_per_row():
+    from engine.ablation import format_rows
+
+    table = summarize_rows([("recommended", [_Run("a", 0, 0.9, 0.5, 0.4), _Run("b", 1, 0.8, 0.6, 0.5)]),
+                            ("+ x", [_Run("c", 0, 0.7, 0.4, 0.6)]), ("+ y", [])])
+    lines = format_rows(table).splitlines()
+    assert "cross-val" in lines[0] and len(lines) == 4
+    assert "85.0 +-  7.1" in lines[1] and "55.0 +-  7.1" in lines[1] and lines[1].rstrip().endswith("40.0")
+    assert "70.0" in lines[2] and "+-" not in lines[2]  # one seed: no spread
+    assert lines[3].split()[-1] == "-"  # no finished run
