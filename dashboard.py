@@ -11,7 +11,8 @@ import streamlit as st
 from engine.config import RunConfig
 from engine.errors import EngineError
 from engine.labels import SUBSETS
-from engine.presets import beyond_study, study_ablation
+from engine.ablation import summarize_rows
+from engine.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row, beyond_study, robustness_runs, study_ablation
 from ui.common import (
     compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store, plain,
     load_dataset_cached, render_sidebar, set_data_setting,
@@ -110,8 +111,10 @@ if not dataset_ready(data) and st.button("Make demo data", type="primary"):
     else:
         st.rerun()
 
-c1, c2, c3 = st.columns([1, 2, 2], vertical_alignment="bottom")
-epochs = c1.number_input("epochs per run (the study: 50)", 1, 500, 50, key="ablation_epochs")
+c1, c2, c3, c4 = st.columns([1, 2, 2, 2], vertical_alignment="bottom")
+epochs = c1.number_input("epochs per run (the study: 50)", 1, 500, 50, key="ablation_epochs",
+                          help="For the study's ablation and 'what the study missed'; the robustness "
+                               "ablation trains the recommended configuration's own number of epochs.")
 presets = {
     "study": (c2, "Run the study's ablation", study_ablation, "study: ",
               "Queues one run per ablation row (10 runs: base, batch 50/20, lr 1e-3/1e-5, dropout "
@@ -119,6 +122,11 @@ presets = {
     "beyond": (c3, "Run what the study missed", beyond_study, "beyond: ",
                "Queues 5 runs tagged 'beyond': the study's base, + standardised features, + the whole clip "
                "read as a sequence, + class weighting, and our recommended configuration."),
+    "robustness": (c4, "Run the robustness ablation", robustness_runs, "robustness: ",
+                   f"Queues {(1 + len(ROBUSTNESS_OPTIONS)) * len(ROBUSTNESS_SEEDS)} runs tagged 'robustness': "
+                   f"the recommended configuration and the same with one option flipped ("
+                   f"{', '.join(ROBUSTNESS_OPTIONS)}), {len(ROBUSTNESS_SEEDS)} seeds each. The table below "
+                   "compares validation, cross-collection validation and test."),
 }
 for tag, (column, label, make_rows, prefix, help_text) in presets.items():
     if not column.button(label, type="primary" if dataset_ready(data) else "secondary", help=help_text, key=f"run_{tag}"):
@@ -130,7 +138,8 @@ for tag, (column, label, make_rows, prefix, help_text) in presets.items():
             st.error(f"Could not make the demo data: {plain(exc)}")
             st.stop()
     manager = get_manager()
-    rows = make_rows(RunConfig(data=data), **{"train.epochs": int(epochs)})
+    overrides = {} if tag == "robustness" else {"train.epochs": int(epochs)}  # robustness: the preset's epochs
+    rows = make_rows(RunConfig(data=data), **overrides)
     for name, config in rows:
         manager.submit(config, name=f"{prefix}{name}", tags=(tag,))
     st.session_state["home_flash"] = (f"Queued {len(rows)} runs tagged '{tag}'. Progress is in the sidebar; "
@@ -138,3 +147,21 @@ for tag, (column, label, make_rows, prefix, help_text) in presets.items():
     st.rerun()
 if "home_flash" in st.session_state:
     st.success(st.session_state.pop("home_flash"))
+
+# ---- robustness ablation ----------------------------------------------------------------
+robust = [r for r in runs if "robustness" in r.tags]
+if robust:
+    st.subheader("Robustness ablation")
+    order: dict[str, list] = {}
+    for r in sorted(robust, key=lambda r: r.created):
+        order.setdefault(ablation_row(r.name), []).append(r)
+    table = pd.DataFrame(summarize_rows(list(order.items())))
+    shown = {"row": "configuration", "finished": "seeds done", "val_accuracy_mean": "val",
+             "val_accuracy_std": "val ±", "val_shift_accuracy_mean": "cross-val", "val_shift_accuracy_std": "cross-val ±",
+             "test_accuracy_mean": "test", "test_accuracy_std": "test ±", "gap_mean": "val-test gap"}
+    st.caption("Mean and seed standard deviation over the finished runs of each row. *cross-val* = the "
+               "validation clips through a held-out recording chain: the protocol chooses on it, never on "
+               "test (docs/PROTOCOL.md).")
+    st.dataframe(table[list(shown)].rename(columns=shown), hide_index=True, width="stretch",
+                 column_config={label: st.column_config.NumberColumn(label, format="percent")
+                                for key, label in shown.items() if key not in ("row", "finished")})

@@ -26,6 +26,7 @@ FEATURE_FLAGS = {
     "chroma": ("features.chroma", bool),
     "deltas": ("features.deltas", bool),
     "inputs": ("features.inputs", str),
+    "clip_norm": ("features.clip_norm", bool),
 }
 MODEL_FLAGS = {
     "arch": ("model.arch", str),
@@ -51,6 +52,20 @@ TRAIN_FLAGS = {
     "select": ("train.select", str),
     "grad_clip": ("train.grad_clip", float),
     "precision": ("train.precision", str),
+    "augment": ("train.augment", str),
+    "augment_views": ("train.augment_views", int),
+    "augment_seed": ("train.augment_seed", int),
+    "time_mask": ("train.time_mask", int),
+    "freq_mask": ("train.freq_mask", int),
+}
+FLAG_HELP = {
+    "representation": "spectral (MFCC + centroid + contrast), logmel (128 mel bands in dB) or waveform",
+    "clip_norm": "per-clip mean/variance normalisation of every feature (CMVN)",
+    "augment": "comma-separated audio augmentations of the training clips: gain, eq, speed, noise ('' = none)",
+    "augment_views": "augmented copies of each training clip (cached; each epoch reads the clean clip or one copy)",
+    "augment_seed": "seed of the augmented copies",
+    "time_mask": "SpecAugment: mask up to N consecutive frames per training clip (0 = off)",
+    "freq_mask": "SpecAugment: mask up to N consecutive feature rows per training clip (0 = off)",
 }
 
 
@@ -100,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablate = sub.add_parser("ablate", help="run a whole ablation and print a table")
     _add_run_flags(ablate)
+    ablate.add_argument("--seeds", type=int, default=None,
+                        help="runs per row with seeds seed..seed+N-1 (default: 3 for robustness, else 1)")
     ablate.set_defaults(handler=cmd_ablate)
 
     for name, help_text in (("resume", "continue an interrupted, cancelled or failed run from its last saved epoch"),
@@ -173,17 +190,19 @@ def _add_data_flag(parser: argparse.ArgumentParser) -> None:
 def _add_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, Any]]) -> None:
     for flag, (dotted, kind) in flags.items():
         name = "--" + flag.replace("_", "-")
+        text = f"{dotted}: {FLAG_HELP[flag]}" if flag in FLAG_HELP else dotted
         if kind is bool:
-            parser.add_argument(name, dest=flag, action=argparse.BooleanOptionalAction, default=None, help=dotted)
+            parser.add_argument(name, dest=flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif kind == "frames":
             parser.add_argument(name, dest=flag, default=None, help="frames per clip: a number (study: 3) or 'all'")
         else:
-            parser.add_argument(name, dest=flag, type=kind, default=None, help=dotted)
+            parser.add_argument(name, dest=flag, type=kind, default=None, help=text)
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     _add_data_flag(parser)
-    parser.add_argument("--preset", default="study", help="study (the study's base/ablation), recommended, beyond")
+    parser.add_argument("--preset", default="study",
+                        help="train: study or recommended; ablate: study, beyond or robustness")
     parser.add_argument("--config", help="a JSON file with a whole RunConfig (flags override single values)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -285,18 +304,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def ablation_base(args: argparse.Namespace) -> RunConfig:
     """The base of `ablate --preset ...` with the flags applied: the study's own base (its 2019
-    inputs included) for the study's ablation, the plain defaults otherwise."""
-    from .presets import STUDY_BASE
+    inputs included) for the study's ablations, the recommended preset for robustness."""
+    from .presets import ABLATION_BASES
 
-    return config_from_args(args, STUDY_BASE if args.preset == "study" else RunConfig())
+    if args.preset not in ABLATION_BASES:
+        raise EngineError(f"unknown ablation {args.preset!r}; choose one of {sorted(ABLATION_BASES)}")
+    return config_from_args(args, ABLATION_BASES[args.preset])
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .presets import ABLATIONS, STUDY_FINAL_ROW, STUDY_REPORTED, STUDY_REPORTED_FINAL_TEST
+    from .presets import ABLATION_BASES, ABLATIONS, STUDY_FINAL_ROW, STUDY_REPORTED, STUDY_REPORTED_FINAL_TEST
 
     if args.preset not in ABLATIONS:
         raise EngineError(f"unknown ablation {args.preset!r}; choose one of {sorted(ABLATIONS)}")
-    rows = ABLATIONS[args.preset](ablation_base(args))
+    base = ablation_base(args)
+    if args.preset == "robustness" or (args.seeds or 1) > 1:
+        return _ablate_with_seeds(args, base)
+    rows = ABLATIONS[args.preset](base)
     records = _train_and_wait([(name, config, ("ablation", args.preset)) for name, config in rows], args.device)
     table = []
     for (name, _), record in zip(rows, records):
@@ -309,6 +333,31 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(json_text(table))
     else:
         print(format_ablation_table(table))
+    return 0 if all(r.status == "finished" for r in records) else 1
+
+
+def _ablate_with_seeds(args: argparse.Namespace, base: RunConfig) -> int:
+    """An ablation with every row repeated over seeds; prints mean +- seed std per row and
+    which row the protocol (docs/PROTOCOL.md: cross-collection validation only) picks."""
+    from .ablation import format_rows, select_by_cross_validation, summarize_rows
+    from .presets import ABLATION_SEEDS, ABLATIONS, with_seeds
+
+    if args.seeds is not None and args.seeds < 1:
+        raise EngineError(f"--seeds must be at least 1, not {args.seeds}")
+    first = base.train.seed
+    seeds = tuple(range(first, first + args.seeds)) if args.seeds else tuple(first + s for s in ABLATION_SEEDS[args.preset])
+    rows = ABLATIONS[args.preset](base)
+    jobs = with_seeds(rows, seeds)
+    records = _train_and_wait([(f"{name} seed {seed}", config, ("ablation", args.preset))
+                               for name, seed, config in jobs], args.device)
+    grouped = [(name, [rec for (row, _, _), rec in zip(jobs, records) if row == name]) for name, _ in rows]
+    table = summarize_rows(grouped)
+    choice = select_by_cross_validation(table)
+    if args.json:
+        print(json.dumps({"preset": args.preset, "seeds": list(seeds), "rows": table, "protocol_choice": choice}))
+    else:
+        print(format_rows(table))
+        print(f"protocol choice (highest cross-collection validation, beyond the seed spread): {choice}")
     return 0 if all(r.status == "finished" for r in records) else 1
 
 
@@ -388,6 +437,7 @@ def run_summary(record: Any) -> dict[str, Any]:
         "warning": getattr(record, "warning", None),
         "val_accuracy": val.get("accuracy"),
         "val_balanced_accuracy": val.get("balanced_accuracy"),
+        "val_shift_accuracy": (metrics.get("validation_shift") or {}).get("accuracy"),
         "test_accuracy": test.get("accuracy"),
         "test_balanced_accuracy": test.get("balanced_accuracy"),
         "test_macro_f1": test.get("macro_f1"),
@@ -437,9 +487,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r in records:
         s = run_summary(r)
         val = "-" if s["val_accuracy"] is None else f"{100 * s['val_accuracy']:.1f}%"
+        shift = "-" if s["val_shift_accuracy"] is None else f"{100 * s['val_shift_accuracy']:.1f}%"
         test = "-" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.1f}%"
         flag = "  (did not learn)" if r.warning else ""
-        print(f"{r.id}  {r.status:<11} val {val:>6}  test {test:>6}  {r.name}{flag}")
+        print(f"{r.id}  {r.status:<11} val {val:>6}  cross-val {shift:>6}  test {test:>6}  {r.name}{flag}")
     return 0
 
 
@@ -462,10 +513,10 @@ def _print_run(record: Any) -> None:
         print(f"  error: {s['error']}")
     if s["warning"]:
         print(f"  warning: {s['warning']}")
-    for split in ("validation", "test"):
+    for split in ("validation", "validation_shift", "test"):
         m = (record.metrics or {}).get(split)
         if m:
-            print(f"  {split:<10} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
+            print(f"  {split:<16} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
                   f"macro-F1 {m['macro_f1']:.3f}  (n={m['n']})")
 
 

@@ -16,12 +16,13 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from .augment import parse_augment
 from .errors import ConfigError
 
-Representation = Literal["spectral", "waveform"]
+Representation = Literal["spectral", "waveform", "logmel"]
 Arch = Literal["study", "study_2plus1", "sequence", "waveform"]
 Optimizer = Literal["adam", "sgd", "adadelta"]
-Pooling = Literal["last", "mean", "max"]
+Pooling = Literal["last", "mean", "max", "stats"]
 Select = Literal["best", "last"]
 Precision = Literal["float32", "bfloat16"]
 Inputs = Literal["librosa_0.11", "librosa_0.7"]
@@ -29,7 +30,10 @@ INPUTS: tuple[str, ...] = ("librosa_0.11", "librosa_0.7")
 
 # Fields added after the first release: left out of digests while at their default, so that
 # the digests made before they existed (feature caches, seed groups of stored runs) stay valid.
-_LATER_DEFAULTS: dict[str, dict[str, Any]] = {"FeatureConfig": {"inputs": "librosa_0.11"}}
+_LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "FeatureConfig": {"inputs": "librosa_0.11", "clip_norm": False},
+    "TrainConfig": {"augment": "", "augment_views": 4, "augment_seed": 0, "time_mask": 0, "freq_mask": 0},
+}
 
 
 def canonical_dict(obj: Any) -> dict[str, Any]:
@@ -101,6 +105,9 @@ def _coerce(value: Any, kind: Any) -> tuple[Any, str | None]:
     return value, None
 
 
+LOGMEL_BANDS = 128  # mel bands of representation="logmel" (librosa's default n_mels)
+
+
 def _digest(obj: Any) -> str:
     text = json.dumps(canonical_dict(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -115,12 +122,17 @@ class FeatureConfig:
     chroma values if `chroma`, and the first-order deltas of all of them if `deltas`.
     representation="waveform": the raw waveform cut into non-overlapping frames of
     `waveform_frame` samples (65,536 / 512 -> 128 frames of 512 values).
+    representation="logmel": per STFT frame the 128 slaney mel-band energies in dB
+    (librosa.power_to_db(melspectrogram), top_db 80), plus chroma / deltas as for "spectral".
     `frames`: keep only the first N frames (the study used 3), or None for the whole clip.
     `inputs`: which librosa's audio inputs to reproduce. "librosa_0.11" (current): soxr "HQ"
     resampling and STFT frames centred with zero padding. "librosa_0.7": the study's April
     2019 librosa (0.6/0.7): resampy "kaiser_best" resampling and centred frames padded by
     reflection, which changes frames 0-1 (two of the three the study model sees) and the last
     two frames; frames in between differ only by the resampler.
+    `clip_norm`: per-clip cepstral mean and variance normalisation (CMVN): every feature is
+    centred and scaled by its own mean and std over the clip's kept frames, which removes a
+    fixed channel (EQ, microphone, level) from MFCC and log-mel values.
     """
 
     representation: Representation = "spectral"
@@ -134,11 +146,12 @@ class FeatureConfig:
     deltas: bool = False
     waveform_frame: int = 512
     inputs: Inputs = "librosa_0.11"
+    clip_norm: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)
-        if self.representation not in ("spectral", "waveform"):
-            raise ConfigError(f"representation must be 'spectral' or 'waveform', not {self.representation!r}")
+        if self.representation not in ("spectral", "waveform", "logmel"):
+            raise ConfigError(f"representation must be 'spectral', 'waveform' or 'logmel', not {self.representation!r}")
         if self.inputs not in INPUTS:
             raise ConfigError(f"inputs must be one of {list(INPUTS)}, not {self.inputs!r}")
         if self.frames is not None and self.frames < 1:
@@ -152,7 +165,8 @@ class FeatureConfig:
         """Values per frame."""
         if self.representation == "waveform":
             return self.waveform_frame
-        dim = self.n_mfcc + 1 + 7 + (12 if self.chroma else 0)
+        base = LOGMEL_BANDS if self.representation == "logmel" else self.n_mfcc + 1 + 7
+        dim = base + (12 if self.chroma else 0)
         return dim * (2 if self.deltas else 1)
 
     @property
@@ -188,7 +202,8 @@ class ModelConfig:
       (frames*features inputs), `num_layers` LSTM layers of `hidden_size`, linear head.
     - "study_2plus1": the same plus a second LSTM hidden_size -> `extra_hidden` (the "2+1").
     - "sequence": an LSTM that reads the clip frame by frame, optional bidirectional,
-      then `pooling` over time ("last", "mean", "max") and a linear head.
+      then `pooling` over time ("last", "mean", "max", or "stats": mean and standard
+      deviation concatenated, as x-vector statistics pooling) and a linear head.
     - "waveform": like "sequence", over raw-waveform frames.
     """
 
@@ -208,8 +223,8 @@ class ModelConfig:
             raise ConfigError(f"dropout must be in [0, 1), not {self.dropout}")
         if self.hidden_size < 1 or self.num_layers < 1 or self.extra_hidden < 1:
             raise ConfigError("hidden_size, num_layers and extra_hidden must be positive")
-        if self.pooling not in ("last", "mean", "max"):
-            raise ConfigError(f"pooling must be last, mean or max, not {self.pooling!r}")
+        if self.pooling not in ("last", "mean", "max", "stats"):
+            raise ConfigError(f"pooling must be last, mean, max or stats, not {self.pooling!r}")
 
     def digest(self) -> str:
         return _digest(self)
@@ -229,6 +244,15 @@ class TrainConfig:
     in float32). Faster where the hardware has bfloat16 units (AVX512-BF16 or AMX CPUs, recent
     GPUs), slower elsewhere, and not bit-identical to float32: docs/PERFORMANCE.md measures
     what it changes.
+
+    Augmentation (docs/PROTOCOL.md; engine.augment says what each transform does):
+    `augment`: comma-separated audio augmentations from engine.augment.AUGMENTATIONS
+    ("gain", "eq", "speed", "noise"; "" = none). Each training clip gets `augment_views`
+    augmented copies, drawn once from `augment_seed` and cached apart from the clean features;
+    every epoch each clip is read as its clean version or one of its copies, at random.
+    `time_mask` / `freq_mask`: SpecAugment-style masking on the (standardised) feature frames
+    of every training batch: one run of up to N consecutive frames / N consecutive feature
+    rows per clip set to 0 (0 = off).
     """
 
     optimizer: Optimizer = "adam"
@@ -245,9 +269,19 @@ class TrainConfig:
     select: Select = "last"
     grad_clip: float | None = None
     precision: Precision = "float32"
+    augment: str = ""
+    augment_views: int = 4
+    augment_seed: int = 0
+    time_mask: int = 0
+    freq_mask: int = 0
 
     def __post_init__(self) -> None:
         _check_types(self)
+        object.__setattr__(self, "augment", ",".join(parse_augment(self.augment)))  # canonical order
+        if self.augment_views < 1:
+            raise ConfigError(f"augment_views must be at least 1, not {self.augment_views}")
+        if self.time_mask < 0 or self.freq_mask < 0:
+            raise ConfigError(f"time_mask and freq_mask must be 0 (off) or positive, not {self.time_mask}, {self.freq_mask}")
         if self.precision not in ("float32", "bfloat16"):
             raise ConfigError(f"precision must be float32 or bfloat16, not {self.precision!r}")
         if self.optimizer not in ("adam", "sgd", "adadelta"):

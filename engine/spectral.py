@@ -176,8 +176,8 @@ def batch_spectral_features(
     config.chroma, then the deltas of all of those if config.deltas.
     Runs on `device` ("cpu", "cuda", ...) in chunks of CPU_CHUNK_CLIPS or GPU_CHUNK_CLIPS clips.
     """
-    if config.representation != "spectral":
-        raise ConfigError("batch_spectral_features needs representation='spectral'")
+    if config.representation not in ("spectral", "logmel"):
+        raise ConfigError("batch_spectral_features needs representation='spectral' or 'logmel'")
     clips = torch.as_tensor(y)
     if clips.ndim != 2:
         raise AudioError(f"expected clips as a (n, samples) array, got shape {tuple(clips.shape)}")
@@ -215,7 +215,7 @@ def _chunk_features(y: torch.Tensor, config: FeatureConfig, t: _Tables) -> torch
         feats, power = _base_features_cpu(y, config, t)
     else:
         power = _stft_power(y, config, t)
-        feats = _base_features_torch(power, t)
+        feats = _power_to_db(power @ t.mel.T) if config.representation == "logmel" else _base_features_torch(power, t)
     if config.chroma:
         feats = torch.cat([feats, _chroma(power, _tuning_bins(power, config, t), config, t)], dim=2)
     if config.deltas:
@@ -351,6 +351,8 @@ def _base_features_cpu(
         keep = power[i].numpy() if power is not None else _NO_POWER
         _clip_kernel(_unwindowed_spectrum(y[i], config), t.mel_support, t.mel_weights, t.freqs_cpu,
                      t.band_table, power_t, keep, out.mel[i], out.centroid[i, 0], out.peaks[i], out.valleys[i])
+    if config.representation == "logmel":  # (n, 128, frames) mel dB -> (n, frames, 128)
+        return _power_to_db(torch.from_numpy(out.mel)).transpose(1, 2), power
     mfcc = t.dct @ _power_to_db(torch.from_numpy(out.mel))
     contrast = _power_to_db(torch.from_numpy(out.peaks)) - _power_to_db(torch.from_numpy(out.valleys))
     feats = torch.cat([mfcc, torch.from_numpy(out.centroid), contrast], dim=1)

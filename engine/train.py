@@ -34,6 +34,8 @@ from .metrics import evaluate
 from .model import autocast, build_model
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
+EVAL_SPLITS = ("validation", "validation_shift", "test")  # evaluated at the end, when present
+AUGMENTED = "training_augmented"  # data key of the augmented training views (FeatureSet, x (views, n, frames, features))
 _GLOBAL_RNG_LOCK = threading.Lock()  # whoever holds it may seed, draw from or swap torch's global generators
 
 
@@ -72,10 +74,10 @@ class RunRNG:
 @dataclass
 class TrainResult:
     status: str  # "finished" | "diverged" | "cancelled"
-    history: list[dict]  # per epoch: epoch (1-based), train_loss, val_loss, val_accuracy, seconds
+    history: list[dict]  # per epoch: epoch (1-based), train_loss, val_loss, val_accuracy, [val_shift_accuracy,] seconds
     step_losses: list[float]
-    metrics: dict  # {"validation": evaluate(...), "test": evaluate(...)}; {} when no epoch ended
-    predictions: dict  # {"validation": {"ids", "y", "probs"}, "test": {...}}
+    metrics: dict  # {"validation": evaluate(...), "validation_shift": ..., "test": ...}; {} when no epoch ended
+    predictions: dict  # {"validation": {"ids", "y", "probs"}, "validation_shift": {...}, "test": {...}}
     best_epoch: int | None
     state_dict: dict  # weights of the selected epoch (CPU tensors); {} when no epoch ended
     standardizer: dict | None  # {"mean": [...], "std": [...]} when train.standardize
@@ -170,7 +172,13 @@ def _check_data(config: RunConfig, data: dict) -> None:
     if "training" not in data or len(data["training"].y) == 0:
         raise ConfigError("training needs a non-empty 'training' split")
     fc = config.features
+    if AUGMENTED in data:
+        views = np.asarray(data[AUGMENTED].x)
+        if views.ndim != 4 or views.shape[1:] != np.asarray(data["training"].x).shape:
+            raise ConfigError(f"augmented views have shape {views.shape}; expected (views, *{data['training'].x.shape})")
     for name, fs in data.items():
+        if name == AUGMENTED:
+            continue
         x, y = fs.x, np.asarray(fs.y)
         if x.ndim != 3 or x.shape[2] != fc.feature_dim or len(y) != len(x):
             raise ConfigError(f"{name} features have shape {x.shape} for {len(y)} labels; "
@@ -182,18 +190,23 @@ def _check_data(config: RunConfig, data: dict) -> None:
 
 
 def _to_device(fs: Any, scale: tuple[np.ndarray, np.ndarray] | None, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A FeatureSet as (x (n, frames, features) float32, y (n,) int64) on `device`, scaled if asked.
+    """A FeatureSet as (x (n, frames, features) float32, y (n,) int64) on `device`, scaled if asked."""
+    return _scaled(fs.x, scale, device), torch.as_tensor(np.asarray(fs.y, dtype=np.int64)).to(device)
+
+
+def _scaled(x: np.ndarray, scale: tuple[np.ndarray, np.ndarray] | None, device: str) -> torch.Tensor:
+    """x (..., features) as float32 on `device`, minus mean and over std (per feature) when `scale`.
 
     A memory-mapped or read-only array is copied first: a tensor sharing a file's pages dies
     with SIGBUS when the file shrinks under it."""
-    array = np.asarray(fs.x, dtype=np.float32)
-    if isinstance(fs.x, np.memmap) or not array.flags.writeable:
+    array = np.asarray(x, dtype=np.float32)
+    if isinstance(x, np.memmap) or not array.flags.writeable:
         array = array.copy()
-    x = torch.as_tensor(array).to(device)
+    out = torch.as_tensor(array).to(device)
     if scale is not None:
         mean, std = (torch.as_tensor(v).to(device) for v in scale)
-        x = (x - mean) / std
-    return x, torch.as_tensor(np.asarray(fs.y, dtype=np.int64)).to(device)
+        out = (out - mean) / std
+    return out
 
 
 @torch.inference_mode()
@@ -215,9 +228,45 @@ def _cpu(obj: Any) -> Any:
     return obj
 
 
-def _train_epoch(model, optimizer, x, y, weight, tc, gen, rng, hooks, epoch, report) -> tuple[torch.Tensor, str | None]:
-    """One pass over (x, y) in shuffled batches. Returns the step losses (steps,) on the
-    device and "cancelled" / "diverged" (a hook saw a non-finite loss) / None."""
+def spec_mask(x: torch.Tensor, time_mask: int, freq_mask: int, gen: torch.Generator) -> torch.Tensor:
+    """SpecAugment-style masking (Park et al., Interspeech 2019) of x (batch, frames, features):
+    per clip one run of t ~ U{0..time_mask} consecutive frames and one of f ~ U{0..freq_mask}
+    consecutive feature rows set to 0 (the mean, for standardised features). Returns a new tensor;
+    the random draws come from `gen` (CPU), so a run stays reproducible and resumable."""
+    batch, frames, features = x.shape
+    keep = torch.ones(batch, frames, features)
+    for size, axis, length in ((time_mask, 1, frames), (freq_mask, 2, features)):
+        if size <= 0:
+            continue
+        width = torch.randint(0, min(size, length) + 1, (batch,), generator=gen)  # (batch,)
+        start = (torch.rand(batch, generator=gen) * (length - width + 1)).long()  # (batch,)
+        pos = torch.arange(length)[None, :]  # (1, length)
+        hit = (pos >= start[:, None]) & (pos < (start + width)[:, None])  # (batch, length)
+        keep = keep * (~hit).float().unsqueeze(3 - axis)
+    return x * keep.to(x.device, x.dtype)
+
+
+def _batch(x: torch.Tensor, views: torch.Tensor | None, idx: torch.Tensor, tc: TrainConfig,
+           gen: torch.Generator) -> torch.Tensor:
+    """The training batch for indices idx: each clip clean or one of its augmented views (chosen
+    uniformly, with `gen`), then spec masking if configured. (batch, frames, features)."""
+    xb = x[idx]
+    if views is not None:
+        pick = torch.randint(0, views.shape[0] + 1, (len(idx),), generator=gen).to(x.device)  # 0: clean
+        use = pick > 0
+        if bool(use.any()):
+            xb = xb.clone()
+            xb[use] = views[pick[use] - 1, idx[use]]
+    if tc.time_mask or tc.freq_mask:
+        xb = spec_mask(xb, tc.time_mask, tc.freq_mask, gen)
+    return xb
+
+
+def _train_epoch(model, optimizer, x, y, weight, tc, gen, rng, hooks, epoch, report,
+                 views=None) -> tuple[torch.Tensor, str | None]:
+    """One pass over (x, y) in shuffled batches (clips drawn from `views` (views, n, frames,
+    features) too, when given). Returns the step losses (steps,) on the device and
+    "cancelled" / "diverged" (a hook saw a non-finite loss) / None."""
     model.train()
     steps = math.ceil(len(x) / tc.batch_size)
     order = torch.randperm(len(x), generator=gen).to(x.device)  # (n,)
@@ -226,8 +275,9 @@ def _train_epoch(model, optimizer, x, y, weight, tc, gen, rng, hooks, epoch, rep
         if hooks.should_stop():
             return losses[:step], "cancelled"
         idx = order[step * tc.batch_size:(step + 1) * tc.batch_size]
+        xb = _batch(x, views, idx, tc, gen)
         with rng.active(), autocast(str(x.device), tc.precision):
-            logits = model(x[idx])  # (batch, classes)
+            logits = model(xb)  # (batch, classes)
             loss = F.cross_entropy(logits, y[idx], weight=weight)  # float32 under autocast
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -248,7 +298,10 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     """Train `config` on data["training"], validate each epoch on data["validation"] (if
     present), then evaluate the selected epoch's model on validation and test (if present).
 
-    `data`: split name -> FeatureSet (only .x, .y, .ids are used). `device`: default "cuda"
+    `data`: split name -> FeatureSet (only .x, .y, .ids are used): "training", optionally
+    "validation", "validation_shift" (the cross-collection validation, evaluated each epoch
+    and at the end, never used to select) and "test", and AUGMENTED (x: the training clips'
+    augmented views, (views, n, frames, features), drawn from in every batch). `device`: default "cuda"
     when available, else "cpu". `resume`: a checkpoint given to hooks.on_epoch; training
     continues from its epoch + 1 and ends as an uninterrupted run with the same seed would.
     The validation loss is unweighted cross-entropy even with class_weighting.
@@ -258,8 +311,10 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _check_data(config, data)
     scale = fit_standardizer(np.asarray(data["training"].x, dtype=np.float32)) if tc.standardize else None
-    splits = {name: _to_device(fs, scale, device) for name, fs in data.items() if len(fs.y)}  # empty: skipped
+    splits = {name: _to_device(fs, scale, device) for name, fs in data.items()
+              if name != AUGMENTED and len(fs.y)}  # empty: skipped
     x_train, y_train = splits["training"]
+    views = _scaled(data[AUGMENTED].x, scale, device) if AUGMENTED in data else None  # (views, n, frames, features)
     weight = torch.as_tensor(class_weights(np.asarray(data["training"].y))).to(device) if tc.class_weighting else None
     with _GLOBAL_RNG_LOCK:
         torch.manual_seed(tc.seed)  # initial weights, then (in `rng`) dropout masks
@@ -282,7 +337,8 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
 
     for epoch in range(len(history) + 1, tc.epochs + 1):
-        losses, stop = _train_epoch(model, optimizer, x_train, y_train, weight, tc, gen, rng, hooks, epoch, report)
+        losses, stop = _train_epoch(model, optimizer, x_train, y_train, weight, tc, gen, rng, hooks, epoch, report,
+                                    views)
         values = losses.tolist()  # the epoch's one host sync for training losses
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         if bad is not None:
@@ -303,6 +359,9 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
             val_loss, val_acc = torch.stack([F.cross_entropy(logits, y_val),
                                              (logits.argmax(1) == y_val).float().mean()]).tolist()
             record.update(val_loss=val_loss if math.isfinite(val_loss) else None, val_accuracy=val_acc)
+        if "validation_shift" in splits:
+            x_shift, y_shift = splits["validation_shift"]
+            record["val_shift_accuracy"] = (_logits(model, x_shift, tc.precision).argmax(1) == y_shift).float().mean().item()
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         state = _cpu(model.state_dict())
@@ -318,7 +377,7 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     metrics, predictions = {}, {}
     if best["model"] is not None:
         model.load_state_dict(best["model"])
-        for name in ("validation", "test"):
+        for name in EVAL_SPLITS:
             if name in splits:
                 x, y = splits[name]
                 probs = torch.softmax(_logits(model, x, tc.precision), dim=1).cpu().numpy()  # (n, classes)

@@ -73,7 +73,9 @@ if cmp.is_test_metric(sort_by):
     st.caption(verdicts.TEST_SPLIT_NOTE)
 shown = cmp.sort_runs(shown, sort_by)
 st.caption(f"{len(shown)} of {len(df)} runs, best {sort_by} first (or click a column header). Rates are on the "
-           "validation or test split; *val-test gap* = validation minus test accuracy.")
+           "validation or test split; *val-test gap* = validation minus test accuracy; *cross-val acc* = accuracy "
+           "on the validation clips played through a held-out recording chain (docs/PROTOCOL.md), the signal "
+           "used to choose configurations.")
 st.dataframe(shown[cmp.table_columns(shown)], hide_index=True, width="stretch", column_config=PCT)
 st.download_button("Download this table (CSV)", csv_bytes(shown), "runs.csv", "text/csv")
 
@@ -178,7 +180,9 @@ if selected:
         left.altair_chart(charts.loss_curves(hist, x=x_axis, log_scale=log_scale, smoothing=smoothing),
                           width="stretch")
         right.altair_chart(charts.accuracy_curves(hist, x=x_axis, smoothing=smoothing,
-                                                  columns={"val_accuracy": "validation accuracy"}), width="stretch")
+                                                  columns={"val_accuracy": "validation accuracy",
+                                                           "val_shift_accuracy": "cross-collection validation"}),
+                           width="stretch")
         chosen_rows = df[df["id"].isin(chosen)]
         st.dataframe(chosen_rows[["name", "status", *cmp.METRIC_COLUMNS]], hide_index=True, width="stretch",
                      column_config=PCT)
@@ -356,7 +360,7 @@ if len(gaps):
     finished_df = df[df["id"].isin(gaps["id"])]
     p1, p2, p3 = st.columns(3)
     view = p1.radio("View", ["scatter", "parallel coordinates"], horizontal=True, key="pm_view")
-    pm_metric = p2.selectbox("Metric", list(cmp.METRICS), index=0, key="pm_metric")
+    pm_metric = p2.selectbox("Metric", list(cmp.METRICS), index=list(cmp.METRICS).index("val acc"), key="pm_metric")
     if cmp.is_test_metric(pm_metric):
         p2.caption(verdicts.TEST_SPLIT_NOTE)
     varying = [p for p in cmp.param_names() if finished_df[p].map(cmp.value_label).nunique() > 1] or list(cmp.KEY_PARAMS)

@@ -50,6 +50,7 @@ KEY_PARAMS: tuple[str, ...] = (
 # Table column -> (split, key of engine.metrics.evaluate()).
 METRICS: dict[str, tuple[str, str]] = {
     "val acc": ("validation", "accuracy"),
+    "cross-val acc": ("validation_shift", "accuracy"),  # validation clips through the held-out recording chain
     "test acc": ("test", "accuracy"),
     "test balanced acc": ("test", "balanced_accuracy"),
     "test macro-F1": ("test", "macro_f1"),
@@ -163,7 +164,7 @@ def filter_runs(
 
 
 # Sort keys of the runs table, validation first: validation chooses, test reports.
-SORT_COLUMNS: tuple[str, ...] = ("val acc", "created", "test acc", "test balanced acc", "test macro-F1", "val-test gap")
+SORT_COLUMNS: tuple[str, ...] = ("val acc", "cross-val acc", "created", "test acc", "test balanced acc", "test macro-F1", "val-test gap")
 
 
 def is_test_metric(column: str) -> bool:
