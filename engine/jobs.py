@@ -15,6 +15,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 import traceback
@@ -25,6 +26,7 @@ import torch
 
 from .config import RunConfig
 from .errors import ConfigError, EngineError
+from .eta import EpochClock
 from .store import ACTIVE, RunStore
 from .train import TrainHooks, train_run
 
@@ -35,6 +37,28 @@ DataLoader = Callable[[RunConfig], dict]
 RECENT_LOSSES = 200  # step losses kept in Progress.recent_losses
 CHECKPOINT_EVERY_S = 10.0  # at most one checkpoint per run this often (first epoch always)
 CANCEL_POLL_S = 2.0  # how often a running run checks the store for a cancel from another process
+THREADS_ENV = "MEDLEY_TORCH_THREADS"  # overrides cpu_threads() (torch intra-op threads for CPU training)
+
+
+def cpu_threads(cpu_count: int | None = None, env: str | None = None) -> int:
+    """torch intra-op threads for training on the CPU: $MEDLEY_TORCH_THREADS when set (a
+    positive integer), else all cores but one (at least 1).
+
+    Why not all cores: torch's OpenMP threads spin at every barrier, so a training run that
+    owns every core stalls whenever anything else needs one (the dashboard's server, the
+    browser showing it, another process). Measured on a loaded 2-core machine: the study's
+    model trained 10 epochs in 0.8 s with 1 thread and 29 s with 2 (docs/PERFORMANCE.md)."""
+    text = os.environ.get(THREADS_ENV, "") if env is None else env
+    if text.strip():
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"${THREADS_ENV} must be a positive integer, not {text!r}") from None
+        if value < 1:
+            raise ConfigError(f"${THREADS_ENV} must be a positive integer, not {text!r}")
+        return value
+    cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return max(1, cores - 1)
 
 
 class JobError(EngineError):
@@ -55,8 +79,10 @@ class Progress:
     train_loss: float | None = None
     val_accuracy: float | None = None
     elapsed: float = 0.0
-    eta: float | None = None
+    eta: float | None = None  # seconds of training left, from measured epoch times (engine.eta)
     recent_losses: list[float] = field(default_factory=list)
+    data_done: int = 0  # loading data: clips (or files) done of data_total, from the loader's progress
+    data_total: int = 0
 
     @property
     def fraction(self) -> float:
@@ -100,12 +126,14 @@ class _RunHooks(TrainHooks):
         self.losses_stored = len(resume["step_losses"]) if resume else 0
         self.first_epoch = int(resume["epoch"]) if resume else 0
         self.started = time.monotonic()
+        self.clock = EpochClock(epochs=progress.epochs, epoch_started=self.started)
         self.last_checkpoint = 0.0
         self.last_poll = time.monotonic()
         self.recent: collections.deque[float] = collections.deque(maxlen=RECENT_LOSSES)
 
     def on_step(self, epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
         self.recent.append(loss)
+        self.clock.step(time.monotonic())
         p = self.progress
         with self.manager._lock:
             p.phase, p.epoch, p.step, p.steps_per_epoch, p.train_loss = "training", epoch, step, steps_per_epoch, loss
@@ -113,14 +141,14 @@ class _RunHooks(TrainHooks):
             self._times(p)
 
     def _times(self, p: Progress) -> None:
-        p.elapsed = time.monotonic() - self.started
-        done = p.fraction * p.epochs - self.first_epoch  # epochs trained in this session
-        left = p.epochs - self.first_epoch - done
-        p.eta = p.elapsed / done * left if done > 0 else None
+        now = time.monotonic()
+        p.elapsed = now - self.started
+        p.eta = self.clock.eta(now, max(p.epoch, 1), p.step, p.steps_per_epoch)
 
     def on_epoch(self, record: dict, checkpoint: dict) -> None:
         losses = checkpoint["step_losses"][self.losses_stored:]
         self.losses_stored = len(checkpoint["step_losses"])
+        self.clock.epoch_end(time.monotonic())
         self.store.append_epoch(self.run_id, record, losses)
         now = time.monotonic()
         if record["epoch"] == 1 or now - self.last_checkpoint >= self.manager.checkpoint_every_s:
@@ -160,6 +188,8 @@ class JobManager:
         self.store = store or RunStore()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.max_concurrent = max(1, int(max_concurrent or (4 if self.device.startswith("cuda") else 1)))
+        if not self.device.startswith("cuda"):
+            torch.set_num_threads(cpu_threads())  # process-wide: leave a core to everything else
         self.checkpoint_every_s = checkpoint_every_s
         self._data_loader = data_loader
         self._lock = threading.RLock()
@@ -337,7 +367,8 @@ class JobManager:
                     self._data_cache.move_to_end(key)
                     return self._data_cache[key]
             data = _default_loader(config, self.device,
-                                   lambda done, total, message: self._set(progress, message=message))
+                                   lambda done, total, message: self._set(progress, message=message, data_done=done,
+                                                                          data_total=total))
             with self._lock:
                 self._data_cache[key] = data
                 while len(self._data_cache) > self.data_cache_size:
@@ -374,6 +405,15 @@ class JobManager:
         """Snapshots of every run this manager has queued or run, by id."""
         with self._lock:
             return {run_id: replace(p, recent_losses=list(p.recent_losses)) for run_id, p in self._progress.items()}
+
+    def queued_behind(self, run_id: str) -> list[str]:
+        """Ids a queued run waits for, nearest first: the queued runs ahead of it (last one
+        first), then the runs training now. Empty when the run is not queued here."""
+        with self._lock:
+            if run_id not in self._queue:
+                return []
+            ahead = list(self._queue)[: list(self._queue).index(run_id)]
+            return [*reversed(ahead), *self._threads]
 
     def active(self) -> list[str]:
         """Ids queued or running in this manager."""

@@ -15,7 +15,7 @@ from engine.labels import SHORT_NAMES
 from engine.model import fast_bfloat16
 from engine.jobs import RESUMABLE_STATUSES
 from engine.store import ACTIVE
-from ui import charts
+from ui import charts, live
 from ui.compare import history_frame
 from ui.common import (
     data_setting, describe_data, fmt_pct, get_manager, get_store, job_progress, render_sidebar,
@@ -169,6 +169,12 @@ st.subheader(f"Run {run_label(record)}")
 
 
 # ---- live progress ----------------------------------------------------------------------
+# Two timers, both cheap: the progress line every LIVE_EVERY_S reads the job manager's memory
+# (one status query); the charts every CHARTS_EVERY_S ask the store whether an epoch was added
+# and are rebuilt only then, from the new records alone (ui.live.LiveCharts).
+LIVE_EVERY_S, CHARTS_EVERY_S = 2.0, 5.0
+
+
 def _progress_of(run_id: str) -> dict:
     try:
         return next((p for p in job_progress() if p.get("run_id") == run_id), {})
@@ -176,37 +182,38 @@ def _progress_of(run_id: str) -> dict:
         return {}
 
 
-@st.fragment(run_every=1)
-def live(run_id: str) -> None:
-    rec = store.get(run_id)
-    if rec.status not in ACTIVE:
+@st.fragment(run_every=LIVE_EVERY_S)
+def live_status(run_id: str, epochs: int) -> None:
+    status = store.status(run_id)
+    if status not in ACTIVE:
         st.rerun()  # the whole page, which now shows the results
-    p = _progress_of(run_id)
-    epochs = rec.config.train.epochs
-    fraction = p.get("fraction") or rec.epochs_done / epochs
-    text = p.get("message") or f"{rec.status}: epoch {rec.epochs_done}/{epochs}"
-    eta = p.get("eta")
-    if eta is not None and rec.status == "running":
-        text += f" · about {eta:.0f} s left"
-    st.progress(min(1.0, max(0.0, float(fraction))), text=text)
+    p = _progress_of(run_id)  # trained by this server: its live line; else (another process) the store's count
+    fraction, text = (p["fraction"], p["message"]) if p else live.progress_line({}, status, store.epochs_done(run_id),
+                                                                                 epochs)
+    st.progress(fraction, text=text)
     if st.button("Cancel run", key="cancel_current"):
         get_manager().cancel(run_id)
         st.rerun(scope="fragment")
-    steps = store.step_losses(run_id)  # epochs already stored
-    if p.get("phase") == "training" and p.get("epoch", 0) > rec.epochs_done and p.get("step"):
-        steps = steps + list(p.get("recent_losses", []))[-p["step"]:]  # the epoch in progress
+
+
+@st.fragment(run_every=CHARTS_EVERY_S)
+def live_charts(run_id: str) -> None:
+    cache = st.session_state.setdefault("_live_charts", live.LiveCharts())
+    specs = cache.update(store, run_id)
+    if specs["steps"] is None and specs["accuracy"] is None:
+        st.caption("The charts appear when the first epoch ends (the data is prepared first, once per "
+                   "feature setting; later runs reuse it).")
+        return
     a, b = st.columns(2)
-    if steps:
-        spe = p.get("steps_per_epoch") or None
-        a.altair_chart(charts.step_loss_chart(steps, steps_per_epoch=spe), width="stretch")
-    if rec.history:
-        b.altair_chart(charts.accuracy_curves(history_frame([rec])), width="stretch")
-    if not steps and not rec.history:
-        st.caption("Waiting for the first steps (features are computed and cached first)…")
+    if specs["steps"] is not None:
+        a.vega_lite_chart(specs["steps"], width="stretch")
+    if specs["accuracy"] is not None:
+        b.vega_lite_chart(specs["accuracy"], width="stretch")
 
 
 if record.status in ACTIVE:
-    live(run_id)
+    live_status(run_id, record.config.train.epochs)
+    live_charts(run_id)
     st.stop()
 
 # ---- results ----------------------------------------------------------------------------

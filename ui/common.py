@@ -58,9 +58,23 @@ TERMINAL_PHASES = ("finished", "failed", "cancelled", "interrupted", "diverged",
 def job_progress(include_ended: bool = False) -> list[dict]:
     """Queued and running jobs of this server's manager (manager.all_progress()) as dicts:
     run_id, name, status ("queued" | "running" | a final status), phase, fraction (0..1),
-    message (one line), eta (seconds or None), epoch, epochs, step, steps_per_epoch,
-    recent_losses (last step losses), val_accuracy."""
+    message (one line: ui.live.progress_line), eta (seconds of training left or None), epoch,
+    epochs, step, steps_per_epoch, recent_losses (last step losses), val_accuracy, data_done,
+    data_total, behind (name of the run a queued one waits for, else None)."""
+    from ui.live import progress_line
+
     manager = get_manager()
+    store = get_store()
+    names: dict[str, str] = {}
+
+    def name_of(run_id: str) -> str:
+        if run_id not in names:
+            try:
+                names[run_id] = store.get(run_id).name
+            except Exception:
+                names[run_id] = run_id
+        return names[run_id]
+
     out = []
     for run_id, p in manager.all_progress().items():
         ended = p.phase in TERMINAL_PHASES
@@ -69,14 +83,12 @@ def job_progress(include_ended: bool = False) -> list[dict]:
         d = asdict(p) if is_dataclass(p) else dict(p)
         d["fraction"] = float(getattr(p, "fraction", 0.0) or 0.0)
         d["status"] = p.phase if (ended or p.phase == "queued") else "running"
-        if p.phase == "training" and p.steps_per_epoch:
-            d["message"] = f"epoch {p.epoch}/{p.epochs}, step {p.step}/{p.steps_per_epoch}"
-        else:
-            d["message"] = p.phase + (f": {p.message}" if p.message else "")
-        try:
-            d["name"] = get_store().get(run_id).name
-        except Exception:
-            d["name"] = run_id
+        behind = manager.queued_behind(run_id) if p.phase == "queued" and hasattr(manager, "queued_behind") else []
+        d["behind"] = name_of(behind[0]) if behind else None
+        if behind and len(behind) > 1:
+            d["behind"] += f" (+{len(behind) - 1} more)"
+        d["fraction"], d["message"] = progress_line(d, d["status"], 0, p.epochs, behind=d["behind"])
+        d["name"] = name_of(run_id)
         out.append(d)
     return out
 

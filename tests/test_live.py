@@ -1,0 +1,128 @@
+"""Live views: progress lines, incremental store reads, charts rebuilt only on a new epoch,
+what a queued run waits for, and the data-preparation progress of the job manager."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
+
+from engine.jobs import JobManager  # noqa: E402
+from engine.store import RunStore  # noqa: E402
+from ui.live import LiveCharts, fmt_duration, progress_line  # noqa: E402
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    return RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
+
+
+def until(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+def add_epoch(store: RunStore, run_id: str, epoch: int, steps: int = 3) -> None:
+    store.append_epoch(run_id, {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch,
+                                "val_accuracy": 0.1 * epoch, "seconds": float(epoch)},
+                       [float(epoch)] * steps)
+
+
+def test_fmt_duration() -> None:
+    assert fmt_duration(None) == "?"
+    assert fmt_duration(12.4) == "12 s"
+    assert fmt_duration(185) == "3 min 05 s"
+    assert fmt_duration(3725) == "1 h 02 min"
+
+
+def test_progress_lines_say_what_happens() -> None:
+    assert progress_line({"phase": "queued"}, "queued", 0, 50, behind="study: SGD") == (0.0, "queued behind study: SGD")
+    fraction, text = progress_line({"phase": "loading data", "message": "features training: 120/475 clips",
+                                    "data_done": 120, "data_total": 1120}, "running", 0, 50)
+    assert fraction == pytest.approx(120 / 1120) and "features training: 120/475 clips" in text
+    fraction, text = progress_line({"phase": "training", "epoch": 3, "epochs": 50, "step": 2, "steps_per_epoch": 5,
+                                    "train_loss": 1.2345, "val_accuracy": 0.5, "eta": 475.0, "fraction": 0.048},
+                                   "running", 2, 50)
+    assert fraction == 0.048
+    assert text == "epoch 3/50 · step 2/5 · loss 1.234 · val acc. 50.0% · about 7 min 55 s left"
+    _, text = progress_line({"phase": "training", "epoch": 1, "epochs": 50, "step": 0, "steps_per_epoch": 5,
+                             "eta": None}, "running", 0, 50)
+    assert "timing the first epoch" in text and "None" not in text
+    assert progress_line({}, "running", 7, 50) == (7 / 50, "running: epoch 7/50")  # trained by another process
+
+
+def test_step_losses_since_and_epochs_done_read_only_what_is_new(store: RunStore) -> None:
+    run_id = store.create_run(tiny_config(epochs=5))
+    assert store.epochs_done(run_id) == 0
+    for epoch in (1, 2, 3):
+        add_epoch(store, run_id, epoch)
+    assert store.epochs_done(run_id) == 3
+    assert store.step_losses(run_id) == [1.0] * 3 + [2.0] * 3 + [3.0] * 3
+    assert store.step_losses(run_id, since_epoch=2) == [3.0] * 3
+    assert store.step_losses(run_id, since_epoch=3) == []
+
+
+def test_live_charts_rebuild_only_when_an_epoch_is_stored(store: RunStore) -> None:
+    run_id = store.create_run(tiny_config(epochs=5), name="live")
+    charts = LiveCharts()
+    assert charts.update(store, run_id) == {"steps": None, "accuracy": None}
+    add_epoch(store, run_id, 1)
+    first = charts.update(store, run_id)
+    assert charts.builds == 1 and first["steps"] is not None and first["accuracy"] is not None
+    for _ in range(5):  # timer refreshes with nothing new: the same specs, nothing rebuilt
+        assert charts.update(store, run_id) is first
+    assert charts.builds == 1
+    add_epoch(store, run_id, 2)
+    second = charts.update(store, run_id)
+    assert charts.builds == 2 and charts.losses == [1.0] * 3 + [2.0] * 3  # appended, not re-read
+    values = [row["value"] for row in next(iter(second["accuracy"]["datasets"].values()))]
+    assert values == pytest.approx([0.1, 0.2])
+    other = store.create_run(tiny_config(epochs=5), name="other")  # switching runs starts afresh
+    assert charts.update(store, other) == {"steps": None, "accuracy": None} and charts.losses == []
+
+
+def test_queued_runs_know_what_they_wait_for(store: RunStore) -> None:
+    gate = threading.Event()
+
+    def loader(config):
+        gate.wait(20)
+        return synthetic_data(config)
+
+    manager = JobManager(store, max_concurrent=1, data_loader=loader)
+    first, second, third = (manager.submit(tiny_config(**{"train.seed": s}), name=f"r{s}") for s in range(3))
+    until(lambda: manager.progress(first).phase == "loading data")
+    assert manager.queued_behind(first) == []
+    assert manager.queued_behind(second) == [first]
+    assert manager.queued_behind(third) == [second, first]  # nearest first
+    gate.set()
+    assert manager.wait([first, second, third], timeout=60)
+    assert manager.queued_behind(third) == []
+
+
+def test_manager_reports_data_progress_and_an_eta_from_epochs(store: RunStore, monkeypatch) -> None:
+    from engine import jobs
+
+    seen: list[tuple[int, int]] = []
+
+    def fake_loader(config, device, progress):
+        for done in range(0, 101, 25):
+            progress(done, 100, f"features training: {done}/100 clips")
+            seen.append((done, 100))
+        return synthetic_data(config)
+
+    monkeypatch.setattr(jobs, "_default_loader", fake_loader)
+    manager = JobManager(store)
+    run_id = manager.submit(tiny_config(epochs=3))
+    assert manager.wait([run_id], timeout=60)
+    p = manager.progress(run_id)
+    assert (p.data_done, p.data_total) == (100, 100) and seen[-1] == (100, 100)
+    assert p.eta == 0.0  # measured, and nothing left
