@@ -27,6 +27,7 @@ import torch
 from .config import RunConfig
 from .errors import ConfigError, EngineError
 from .eta import EpochClock
+from .naming import describe
 from .store import ACTIVE, RunStore
 from .train import TrainHooks, train_run
 
@@ -226,15 +227,15 @@ class JobManager:
                 config = base.with_values(**dict(zip(keys, values)))
             except TypeError as exc:  # an unknown name inside a known section
                 raise ConfigError(f"unknown parameter in grid {keys}: {exc}") from exc
-            label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values))
-            jobs.append((config, f"{name_prefix} {label}" if name_prefix else label))
+            label = ", ".join(describe(k, v) for k, v in zip(keys, values))  # "lr 1e-3, dropout 0.5"
+            jobs.append((config, f"{label} of {name_prefix}" if name_prefix else label))
         return [self.submit(config, name=name, tags=tags) for config, name in jobs]
 
     def repeat_seeds(self, config: RunConfig, seeds: Iterable[int], name: str | None = None,
                      tags: Iterable[str] = ()) -> list[str]:
-        """Queue `config` once per seed (train.seed); the runs share a group_key."""
+        """Queue `config` once per seed (train.seed), named 'seed 2 of <name>'; the runs share a group_key."""
         configs = [(config.with_values(**{"train.seed": int(s)}), int(s)) for s in seeds]
-        return [self.submit(c, name=f"{name or 'run'} seed {s}", tags=tags) for c, s in configs]
+        return [self.submit(c, name=f"seed {s} of {name or 'run'}", tags=tags) for c, s in configs]
 
     def resume(self, run_id: str) -> str:
         """Queue an interrupted, cancelled or failed run again under the same id. With a

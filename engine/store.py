@@ -302,6 +302,19 @@ class RunStore:
             rows = con.execute("SELECT losses FROM step_losses WHERE run_id=? ORDER BY epoch", (run_id,))
         return [v for (text,) in rows for v in json.loads(text)]
 
+    def signature(self) -> tuple:
+        """(runs, active runs, last created, last finished, digest of ids and statuses): changes
+        when a run is added, deleted, renamed or tagged, or changes status; not on a new epoch."""
+        row = self._conn().execute(
+            "SELECT COUNT(*), SUM(status IN ('queued','running')), MAX(created), MAX(COALESCE(finished, 0)), "
+            "GROUP_CONCAT(id || status || name || tags || notes, '|') FROM runs").fetchone()
+        return (*tuple(row)[:4], hashlib.sha1((row[4] or "").encode()).hexdigest())
+
+    def creation_order(self) -> dict[str, int]:
+        """run id -> its row number (creation order; stable while the run exists): the index
+        behind a run's colour on every page."""
+        return {row["id"]: int(row["n"]) for row in self._conn().execute("SELECT id, rowid AS n FROM runs")}
+
     def epochs_done(self, run_id: str) -> int:
         """Epochs stored in the run's history, without reading the history (cheap to poll)."""
         return int(self._require(self._conn(), run_id, "json_array_length(history) AS n")["n"])

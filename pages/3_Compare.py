@@ -5,6 +5,8 @@ The selection lives in the URL (?runs=id1,id2) so a comparison can be shared."""
 
 from __future__ import annotations
 
+import html
+
 import streamlit as st
 
 from engine import presets, stats
@@ -13,6 +15,7 @@ from engine.labels import SHORT_NAMES
 from engine.store import STATUSES
 from ui import charts
 from ui import compare as cmp
+from ui.colors import label_colors, run_colors, swatch
 from ui.common import data_setting, dataset_ready, get_manager, get_store, load_dataset_cached, render_sidebar
 
 st.set_page_config(page_title="Compare · Medley LSTM lab", page_icon="🎻", layout="wide")
@@ -23,6 +26,17 @@ store = get_store()
 runs = store.list_runs()
 by_id = {run.id: run for run in runs}
 labels = cmp.run_labels(runs)
+colors = run_colors(store)  # run id -> its colour on every page
+
+
+@st.fragment(run_every=3)
+def refresh_on_change(seen: tuple) -> None:
+    """Rerun the page when runs are added, deleted, queued or end (one small query every 3 s)."""
+    if store.signature() != seen:
+        st.rerun()
+
+
+refresh_on_change(store.signature())
 df = cmp.runs_frame(runs)
 PCT = {c: st.column_config.NumberColumn(c, format="percent") for c in cmp.METRIC_COLUMNS}
 
@@ -92,6 +106,10 @@ if chosen:
 elif "runs" in st.query_params:
     del st.query_params["runs"]
 selected = [by_id[i] for i in chosen]
+lab_colors = label_colors(chosen, labels, colors)
+if chosen:
+    st.markdown(" &nbsp; ".join(f"{swatch(colors[i], labels[i])} {html.escape(labels[i])}" for i in chosen),
+                unsafe_allow_html=True)
 
 # ---- ablation builder -------------------------------------------------------------------------
 with st.expander("Ablation builder: queue runs that vary parameters of a base configuration"):
@@ -154,17 +172,18 @@ if selected:
         loss_bands = cmp.smooth_bands(cmp.group_bands(groups, "val_loss"), smoothing)
         acc_bands = cmp.smooth_bands(cmp.group_bands(groups, "val_accuracy"), smoothing)
         left, right = st.columns(2)
+        group_colors = {label: colors[members[0].id] for label, members in groups.items()}
         left.altair_chart(cmp.band_chart(loss_bands, x=x_axis, band=band, y_title="validation loss",
-                                         log_scale=log_scale), width="stretch")
-        right.altair_chart(cmp.band_chart(acc_bands, x=x_axis, band=band, y_title="validation accuracy"),
-                           width="stretch")
+                                         log_scale=log_scale, colors=group_colors), width="stretch")
+        right.altair_chart(cmp.band_chart(acc_bands, x=x_axis, band=band, y_title="validation accuracy",
+                                          colors=group_colors), width="stretch")
         st.dataframe(cmp.group_summary(groups), hide_index=True, width="stretch")
     else:
         hist = cmp.history_frame(selected, labels)
         left, right = st.columns(2)
-        left.altair_chart(charts.loss_curves(hist, x=x_axis, log_scale=log_scale, smoothing=smoothing),
-                          width="stretch")
-        right.altair_chart(charts.accuracy_curves(hist, x=x_axis, smoothing=smoothing,
+        left.altair_chart(charts.loss_curves(hist, x=x_axis, log_scale=log_scale, smoothing=smoothing,
+                                             colors=lab_colors), width="stretch")
+        right.altair_chart(charts.accuracy_curves(hist, x=x_axis, smoothing=smoothing, colors=lab_colors,
                                                   columns={"val_accuracy": "validation accuracy"}), width="stretch")
         chosen_rows = df[df["id"].isin(chosen)]
         st.dataframe(chosen_rows[["name", "status", *cmp.METRIC_COLUMNS]], hide_index=True, width="stretch",
@@ -182,7 +201,8 @@ if selected:
                                                       title=labels[run.id], domain=domain), width="stretch")
     if with_matrix:
         st.altair_chart(charts.per_class_bars(cmp.per_class_frame(with_matrix, labels, split),
-                                              title=f"per-class accuracy ({split})"), width="stretch")
+                                              title=f"per-class accuracy ({split})", colors=lab_colors),
+                        width="stretch")
     else:
         st.info("None of the chosen runs has finished evaluation yet.")
 
@@ -211,6 +231,10 @@ if len(finished_sel) >= 2:
     name_a = h1.selectbox("A (reference)", names, index=0, key="cmp_a")
     name_b = h2.selectbox("B", names, index=min(1, len(names) - 1), key="cmp_b")
     runs_a, runs_b = units[name_a], units[name_b]
+    stopped = [labels[r.id] for r in [*runs_a, *runs_b] if cmp.partial_epochs(r)]
+    if stopped:
+        st.warning(f"Partial: {', '.join(stopped)} stopped before all its epochs, so this compares unequal "
+                   "training budgets; a difference may be the missing epochs rather than the setting.")
     if name_a == name_b:
         st.info("Choose two different runs.")
     else:

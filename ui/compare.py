@@ -55,7 +55,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "test macro-F1": ("test", "macro_f1"),
 }
 METRIC_COLUMNS: tuple[str, ...] = (*METRICS, "val-test gap")
-BASE_COLUMNS: tuple[str, ...] = ("id", "name", "status", "tags", "created", "epochs")
+BASE_COLUMNS: tuple[str, ...] = ("id", "name", "status", "tags", "created", "epochs", "partial")
 
 
 # --------------------------------------------------------------------------- values and labels
@@ -81,12 +81,27 @@ def metric(run: Any, split: str, key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def partial_epochs(run: Any) -> tuple[int, int] | None:
+    """(epochs trained, epochs planned) of a run that stopped before its epochs (cancelled,
+    interrupted, failed or diverged with some history), else None."""
+    done, planned = len(run.history or []), run.config.train.epochs
+    if run.status in ("queued", "running") or done == 0 or done >= planned:
+        return None
+    return done, planned
+
+
 def run_labels(runs: Sequence[Any]) -> dict[str, str]:
-    """run id -> a unique display label: the name, plus the id where names repeat."""
+    """run id -> a unique display label: the name, plus the id where names repeat, plus
+    '(partial 41/50)' for a run that stopped before its epochs."""
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.name] = counts.get(run.name, 0) + 1
-    return {run.id: run.name if counts[run.name] == 1 or run.name == run.id else f"{run.name} [{run.id}]" for run in runs}
+    labels = {}
+    for run in runs:
+        label = run.name if counts[run.name] == 1 or run.name == run.id else f"{run.name} [{run.id}]"
+        partial = partial_epochs(run)
+        labels[run.id] = f"{label} (partial {partial[0]}/{partial[1]})" if partial else label
+    return labels
 
 
 # --------------------------------------------------------------------------- the runs table
@@ -105,6 +120,7 @@ def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
             "tags": list(run.tags),
             "created": datetime.fromtimestamp(run.created),
             "epochs": len(run.history or []),
+            "partial": partial_epochs(run) is not None,
             "group": run.group_key,
         }
         for column, (split, key) in METRICS.items():
@@ -170,7 +186,7 @@ def table_columns(df: pd.DataFrame) -> list[str]:
     """Columns of the runs table as shown: base, key parameters, metrics, and any other
     parameter whose value differs between the listed runs."""
     varying = [p for p in param_names() if p not in KEY_PARAMS and p in df and df[p].map(value_label).nunique() > 1]
-    return ["name", "status", "tags", "created", "epochs", *KEY_PARAMS, *varying, *METRIC_COLUMNS, "id"]
+    return ["name", "status", "tags", "created", "epochs", "partial", *KEY_PARAMS, *varying, *METRIC_COLUMNS, "id"]
 
 
 # --------------------------------------------------------------------------- selection in the URL
@@ -336,8 +352,9 @@ def smooth_bands(bands: pd.DataFrame, smoothing: float) -> pd.DataFrame:
 
 
 def band_chart(bands: pd.DataFrame, *, x: str = "epoch", band: str = "std", y_title: str = "value",
-               log_scale: bool = False) -> alt.Chart:
-    """Mean line per group with a shaded band: mean ± std (`band="std"`) or min..max (`band="minmax"`)."""
+               log_scale: bool = False, colors: Mapping[str, str] | None = None) -> alt.Chart:
+    """Mean line per group with a shaded band: mean ± std (`band="std"`) or min..max (`band="minmax"`).
+    colors: group label -> colour (a seed group takes its first run's colour, ui.colors)."""
     lo, hi = ("lo", "hi") if band == "std" else ("min", "max")
     df = bands.copy()
     if log_scale:
@@ -346,7 +363,8 @@ def band_chart(bands: pd.DataFrame, *, x: str = "epoch", band: str = "std", y_ti
     scale = alt.Scale(type="log") if log_scale else alt.Scale(zero=False)
     base = alt.Chart(df).encode(
         x=alt.X(f"{x}:Q", title="wall-clock seconds" if x == "seconds" else "epoch"),
-        color=alt.Color("group:N", title="seed group"),
+        color=alt.Color("group:N", title="seed group", scale=alt.Scale(domain=list(colors), range=list(colors.values()))
+                        if colors else alt.Scale(scheme="tableau10")),
     )
     area = base.mark_area(opacity=0.2).encode(y=alt.Y(f"{lo}:Q", title=y_title, scale=scale), y2=f"{hi}:Q")
     line = base.mark_line().encode(

@@ -80,7 +80,8 @@ class LiveCharts:
     builds: int = 0  # how many times the specs were rebuilt (tests check that idle refreshes build nothing)
 
     def update(self, store: Any, run_id: str, steps_per_epoch: int | None = None,
-               colors: Mapping[str, str] | None = None) -> dict[str, dict | None]:
+               color: str | None = None) -> dict[str, dict | None]:
+        """The specs (see the class); `color`: the run's colour (ui.colors)."""
         from ui.compare import history_frame
 
         epochs = store.epochs_done(run_id)
@@ -94,9 +95,10 @@ class LiveCharts:
         record = store.get(run_id)
         spe = steps_per_epoch or (len(self.losses) // epochs if epochs else None) or None
         self.specs = {
-            "steps": charts.step_loss_chart(self.losses, steps_per_epoch=spe, max_points=LIVE_POINTS).to_dict()
-            if self.losses else None,
-            "accuracy": charts.accuracy_curves(history_frame([record])).to_dict() if record.history else None,
+            "steps": charts.step_loss_chart(self.losses, steps_per_epoch=spe, max_points=LIVE_POINTS,
+                                            color=color).to_dict() if self.losses else None,
+            "accuracy": charts.accuracy_curves(history_frame([record]), colors={record.name: color} if color else None
+                                               ).to_dict() if record.history else None,
         }
         self.builds += 1
         return self.specs
