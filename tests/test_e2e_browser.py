@@ -172,6 +172,25 @@ def wait_finished(page, base: str, run_id: str) -> None:
     assert_no_exception(page, f"/Train?run={run_id}")
 
 
+def stored(db: Path, run_id: str, columns: str):
+    """Columns of the run's row in the server's store (None when the row is gone)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        row = con.execute(f"SELECT {columns} FROM runs WHERE id=?", (run_id,)).fetchone()
+    finally:
+        con.close()
+    return row if row is None or len(row) > 1 else row[0]
+
+
+def swatch_color(page, title: str) -> str:
+    """Computed colour of the run's colour dot (ui.colors.swatch) titled `title`."""
+    dot = page.locator(f'span.run-swatch[title="{title}"]').first
+    dot.wait_for()
+    return dot.evaluate("e => getComputedStyle(e).color")
+
+
 # ---- the test -----------------------------------------------------------------------------
 
 
@@ -181,6 +200,7 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
     from playwright.sync_api import sync_playwright
 
     base, log_path = server
+    db = tmp_path / "cache" / "runs.sqlite"
     t0 = time.monotonic()
 
     def step(what: str) -> None:
@@ -208,16 +228,31 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             wait_finished(page, base, second)
             step("runs finished")
 
-            # 3. Compare them from a shared link.
+            # 3. Rename and tag the first run on its Train page; note its colour.
+            open_page(page, base, f"/Train?run={first}", "Train")
+            page.get_by_text("Name, tags, notes · delete").first.click()
+            page.get_by_label("Name", exact=True).fill("e2e renamed")
+            page.get_by_label("Tags (comma-separated)", exact=True).fill("e2e, small one")
+            page.get_by_role("button", name="Save name, tags and notes").click()
+            page.get_by_text("Run e2e renamed").first.wait_for()
+            wait_idle(page)
+            assert_no_exception(page, "/Train rename")
+            assert stored(db, first, "name, tags") == ("e2e renamed", '["e2e", "small one"]')
+            train_color = swatch_color(page, "e2e renamed")
+            step("renamed and tagged")
+
+            # 4. Compare them from a shared link: the renamed run has the same colour here.
             open_page(page, base, f"/Compare?runs={first},{second}", "Compare runs")
             page.get_by_text("Side by side").first.wait_for()
             page.get_by_text("Is the difference real?").first.wait_for()
-            assert "e2e hidden 8" in page.inner_text("body") and "e2e hidden 16" in page.inner_text("body")
+            assert "e2e renamed" in page.inner_text("body") and "e2e hidden 16" in page.inner_text("body")
+            assert swatch_color(page, "e2e renamed") == train_color
+            assert swatch_color(page, "e2e hidden 16") != train_color
             assert_no_exception(page, "/Compare")
             screenshot(page, "3_compare")
             step("compared")
 
-            # 4. Predict: a 7-second WAV and a file that is not audio, with the first run.
+            # 5. Predict: a 7-second WAV and a file that is not audio, with the first run.
             open_page(page, base, f"/Predict?run={first}", "Predict")
             page.locator('[data-testid="stFileUploaderDropzoneInput"], input[type="file"]').first.set_input_files([
                 {"name": "violin-7s.wav", "mimeType": "audio/wav", "buffer": wav_buffer(7.0, label=7)},
@@ -234,6 +269,19 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             assert_no_exception(page, "/Predict")
             screenshot(page, "4_predict")
             step("predicted")
+
+            # 6. Delete the second run from its Train page (after a confirmation).
+            open_page(page, base, f"/Train?run={second}", "Train")
+            page.get_by_text("Name, tags, notes · delete").first.click()
+            delete = page.get_by_role("button", name="Delete run")
+            assert delete.is_disabled()  # not before the confirmation
+            page.get_by_text("Yes, delete this run").first.click()
+            wait_idle(page)
+            page.get_by_role("button", name="Delete run").click()
+            page.get_by_text("Deleted run e2e hidden 16").first.wait_for()
+            assert_no_exception(page, "/Train delete")
+            assert stored(db, second, "name") is None
+            step("deleted")
         except Exception:
             try:
                 screenshot(page, "failure")

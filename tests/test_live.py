@@ -126,3 +126,38 @@ def test_manager_reports_data_progress_and_an_eta_from_epochs(store: RunStore, m
     p = manager.progress(run_id)
     assert (p.data_done, p.data_total) == (100, 100) and seen[-1] == (100, 100)
     assert p.eta == 0.0  # measured, and nothing left
+
+
+def test_process_isolation_trains_reports_and_cancels(tmp_path: Path, monkeypatch) -> None:
+    """Runs trained in a worker process: the same store records, progress relayed to the
+    manager, a cancel reaches the process, and the process is reused for the next run."""
+    from conftest import write_tiny_dataset
+
+    data = str(write_tiny_dataset(tmp_path / "data", per_class=2))
+    monkeypatch.setenv("MEDLEY_CACHE", str(tmp_path / "cache"))
+    store = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
+    manager = JobManager(store, isolation="process")
+    try:
+        done = manager.submit(tiny_config(epochs=3).with_values(data=data), name="in a process")
+        long = manager.submit(tiny_config(epochs=5000).with_values(data=data), name="cancel me")
+        assert manager.wait([done], timeout=180)
+        record = store.get(done)
+        assert record.status == "finished", record.error
+        assert record.epochs_done == 3 and record.metrics["test"]["n"] == 16
+        p = manager.progress(done)
+        assert p.phase == "finished" and p.data_total > 0 and p.eta == 0.0
+        until(lambda: (manager.progress(long).epoch or 0) >= 2, timeout=120)  # progress relayed from the process
+        manager.cancel(long)
+        assert manager.wait([long], timeout=60)
+        assert store.get(long).status == "cancelled" and 2 <= store.get(long).epochs_done < 5000
+        assert len(manager._workers) == 1  # one process trained both, and waits for more
+    finally:
+        manager.shutdown()
+    assert manager._workers == []
+
+
+def test_process_isolation_refuses_a_custom_loader(store: RunStore) -> None:
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="isolation='thread'"):
+        JobManager(store, data_loader=synthetic_data, isolation="process")

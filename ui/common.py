@@ -46,10 +46,11 @@ def get_store():
 
 @st.cache_resource(show_spinner=False)
 def get_manager():
-    """The job manager (daemon worker threads), one per server, sharing get_store()."""
+    """The job manager, one per server, sharing get_store(). Runs train in worker processes:
+    a run in the server's own process would share its GIL with every page refresh."""
     from engine.jobs import JobManager
 
-    return JobManager(get_store())
+    return JobManager(get_store(), isolation="process")
 
 
 TERMINAL_PHASES = ("finished", "failed", "cancelled", "interrupted", "diverged", "deleted")
