@@ -29,9 +29,9 @@ labels = cmp.run_labels(runs)
 colors = run_colors(store)  # run id -> its colour on every page
 
 
-@st.fragment(run_every=3)
+@st.fragment(run_every=5)
 def refresh_on_change(seen: tuple) -> None:
-    """Rerun the page when runs are added, deleted, queued or end (one small query every 3 s)."""
+    """Rerun the page when runs are added, deleted, queued or end (one small query every 5 s)."""
     if store.signature() != seen:
         st.rerun()
 
@@ -278,9 +278,14 @@ if finished_sel:
     m1, m2, m3, m4 = st.columns(4)
     who = m1.selectbox("Run", [r.id for r in finished_sel], format_func=labels.get, key="mis_run")
     m_split = m2.selectbox("Split", ["test", "validation"], key="mis_split")
+    cell = (who, m_split)
+    if st.session_state.get("_mis_cell") != cell:  # a new run or split opens on its largest mistake
+        st.session_state["_mis_cell"] = cell
+        largest = cmp.largest_mistake(cmp.confusion_matrix_of(by_id[who], m_split))
+        st.session_state["mis_actual"], st.session_state["mis_pred"] = largest or (0, 1)
     actual = m3.selectbox("Actual", range(len(SHORT_NAMES)), format_func=SHORT_NAMES.__getitem__, key="mis_actual")
-    predicted = m4.selectbox("Predicted as", range(len(SHORT_NAMES)), index=1,
-                             format_func=SHORT_NAMES.__getitem__, key="mis_pred")
+    predicted = m4.selectbox("Predicted as", range(len(SHORT_NAMES)), format_func=SHORT_NAMES.__getitem__,
+                             key="mis_pred")
     run = by_id[who]
     clips = cmp.mistakes_frame(predictions(run.id, run.finished).get(m_split) or {}, actual, predicted)
     st.caption(f"{len(clips)} {SHORT_NAMES[actual]} clips of the {m_split} split predicted as "

@@ -81,6 +81,8 @@ def test_home_with_empty_store_and_no_data_shows_getting_started(medley_cache, m
         assert "Make demo data" in labels
         assert "Run the study's ablation" in labels
         assert "built-in demo" in _texts(at)
+        steps = next(m.value for m in at.markdown if m.value.startswith("1. "))
+        assert steps.count("\n") == 2 and "\n2. " in steps and "done" not in steps  # a real list, nothing done yet
     finally:
         st.cache_resource.clear()
 

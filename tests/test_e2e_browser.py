@@ -42,6 +42,7 @@ PAGES = [  # (path, title) in the order they are deep-linked on the fresh server
     ("/", "Medley-solos-DB LSTM lab"),
 ]
 WIDTH, HEIGHT = 1400, 900
+NARROW = 390  # a phone's width: the pages must stack, nothing cut or overlapping
 LOAD_MS = 90_000  # first page loads import torch and read the dataset on a slow shared machine
 TRAIN_MS = 150_000  # one tiny run (features of 72 clips, then 2 epochs)
 
@@ -125,16 +126,20 @@ def assert_no_exception(page, where: str) -> None:
     assert "Traceback" not in body, f"{where}: a traceback is shown"
 
 
-def screenshot(page, name: str) -> Path:
-    """Full-page screenshot: the viewport is grown to the app's scroll height first (Streamlit
-    scrolls inside its own container, so a plain full_page shot would stop at the fold)."""
+def screenshot(page, name: str, width: int = WIDTH) -> Path:
+    """Full-page screenshot `width` px wide: the viewport is grown to the app's scroll height
+    first (Streamlit scrolls inside its own container, so a plain full_page shot would stop at
+    the fold)."""
     ARTIFACTS.mkdir(exist_ok=True)
+    if width != WIDTH:
+        page.set_viewport_size({"width": width, "height": HEIGHT})
+        page.wait_for_timeout(1500)
     height = page.evaluate(
         """() => Math.max(document.body.scrollHeight, ...Array.from(document.querySelectorAll(
             '[data-testid="stMain"], [data-testid="stAppViewContainer"], [data-testid="stMainBlockContainer"]'
         )).map(e => e.scrollHeight))"""
     )
-    page.set_viewport_size({"width": WIDTH, "height": int(min(max(height + 60, HEIGHT), 9000))})
+    page.set_viewport_size({"width": width, "height": int(min(max(height + 60, HEIGHT), 12000))})
     page.wait_for_timeout(1500)  # Vega charts re-render after the resize
     wait_idle(page)
     path = ARTIFACTS / f"{name}.png"
@@ -225,6 +230,7 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             step("runs started")
             wait_finished(page, base, first)
             screenshot(page, "2_train_result")
+            screenshot(page, "2_train_result_390", width=NARROW)
             wait_finished(page, base, second)
             step("runs finished")
 
@@ -250,6 +256,7 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             assert swatch_color(page, "e2e hidden 16") != train_color
             assert_no_exception(page, "/Compare")
             screenshot(page, "3_compare")
+            screenshot(page, "3_compare_390", width=NARROW)
             step("compared")
 
             # 5. Predict: a 7-second WAV and a file that is not audio, with the first run.
@@ -268,6 +275,7 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             page.locator('[data-testid="stAlertContentError"]', has_text="garbage.wav").first.wait_for()
             assert_no_exception(page, "/Predict")
             screenshot(page, "4_predict")
+            screenshot(page, "4_predict_390", width=NARROW)
             step("predicted")
 
             # 6. Delete the second run from its Train page (after a confirmation).

@@ -228,11 +228,26 @@ def render_sidebar() -> None:
     with st.sidebar:
         st.caption(f"**Dataset:** {describe_data(data)}")
         st.caption(f"**Device:** {compute_device()}")
-        _jobs_panel()
+        busy = _busy()
+        # Adaptive refresh: each timer rerun costs the server ~0.1-0.2 s of CPU on these pages
+        # (docs/PERFORMANCE.md), so poll often only while this server has jobs.
+        st.fragment(run_every=JOBS_EVERY_BUSY_S if busy else JOBS_EVERY_IDLE_S)(_jobs_panel)(busy)
 
 
-@st.fragment(run_every=2)
-def _jobs_panel() -> None:
+JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = 4.0, 15.0
+
+
+def _busy() -> bool:
+    """True while this server's job manager has queued or running runs."""
+    try:
+        return bool(get_manager().active())
+    except Exception:
+        return False
+
+
+def _jobs_panel(busy: bool) -> None:
+    if _busy() != busy:  # a job started or the last one ended: rerun the page (and pick the new pace)
+        st.rerun()
     try:
         jobs = job_progress()
     except Exception as exc:  # the engine's job manager not importable / broken: say so, keep the page

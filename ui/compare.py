@@ -549,6 +549,20 @@ def gap_per_class_frame(run: Any, class_names: Sequence[str] = SHORT_NAMES) -> p
 # --------------------------------------------------------------------------- mistakes
 
 
+def largest_mistake(confusion: Sequence[Sequence[float]] | None) -> tuple[int, int] | None:
+    """(actual, predicted) of the largest off-diagonal cell of a confusion matrix (rows =
+    actual), the first such cell on ties; None when there is no mistake at all."""
+    if confusion is None:
+        return None
+    m = np.asarray(confusion, dtype=float)
+    if m.ndim != 2 or m.size == 0:
+        return None
+    off = m.copy()
+    np.fill_diagonal(off, -np.inf)
+    actual, predicted = np.unravel_index(int(np.argmax(off)), off.shape)
+    return (int(actual), int(predicted)) if off[actual, predicted] > 0 else None
+
+
 def mistakes_frame(pred: Mapping[str, Any], actual: int, predicted: int, limit: int | None = None,
                    class_names: Sequence[str] = SHORT_NAMES) -> pd.DataFrame:
     """Clips of one split's predictions ({"ids", "y", "probs"}) whose label is `actual` and whose
