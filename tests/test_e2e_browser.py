@@ -283,7 +283,7 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             page.get_by_text("Name, tags, notes · delete").first.click()
             delete = page.get_by_role("button", name="Delete run")
             assert delete.is_disabled()  # not before the confirmation
-            page.get_by_text("Yes, delete this run").first.click()
+            page.locator('[data-testid="stCheckbox"] label', has_text="Yes, delete this run").first.click()
             wait_idle(page)
             page.get_by_role("button", name="Delete run").click()
             page.get_by_text("Deleted run e2e hidden 16").first.wait_for()

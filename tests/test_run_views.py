@@ -109,3 +109,10 @@ def test_largest_mistake_opens_the_mistakes_view() -> None:
     assert cmp.largest_mistake(m) == (1, 0)
     assert cmp.largest_mistake([[3, 0], [0, 4]]) is None  # no mistakes at all
     assert cmp.largest_mistake(None) is None
+
+
+def test_confusion_cells_hold_short_text() -> None:
+    normalised = charts.confusion_heatmap([[3, 1], [0, 4]], ["a", "b"], normalize=True).to_dict()
+    assert [r["label"] for r in next(iter(normalised["datasets"].values()))] == ["75", "25", "", "100"]
+    counts = charts.confusion_heatmap([[3, 1], [0, 4]], ["a", "b"]).to_dict()
+    assert [r["label"] for r in next(iter(counts["datasets"].values()))] == ["3", "1", "", "4"]

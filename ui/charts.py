@@ -86,12 +86,13 @@ def _curves(long: pd.DataFrame, x: str, y_title: str, log_scale: bool, y_domain=
     encodings = dict(  # colour = the run (its own colour on every page), dash = the series
         x=alt.X(f"{x}:Q", title=X_TITLES.get(x, x)),
         y=alt.Y("value:Q", title=y_title, scale=scale),
-        color=alt.Color("run:N", title="run", scale=run_scale(colors), legend=alt.Legend(orient="bottom",
-                                                                                       columns=2, labelLimit=320)),
+        color=alt.Color("run:N", title="run", scale=run_scale(colors),  # below the plot, one run a line:
+                        legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=300)),  # fits 390 px
         tooltip=["run:N", "series:N", alt.Tooltip(f"{x}:Q", format=".4~g"), alt.Tooltip("value:Q", format=".4f")],
     )
     if long["series"].nunique() > 1:
-        encodings["strokeDash"] = alt.StrokeDash("series:N", title=None, legend=alt.Legend(orient="bottom"))
+        encodings["strokeDash"] = alt.StrokeDash("series:N", title=None, legend=alt.Legend(
+            orient="top", direction="horizontal", symbolType="stroke", symbolStrokeColor="#555555"))
     return alt.Chart(long).mark_line(point=len(long) <= 60).encode(**encodings).properties(height=300)
 
 
@@ -192,8 +193,9 @@ def confusion_heatmap(
 ) -> alt.Chart:
     """Confusion matrix: rows = actual class, columns = predicted class (engine.metrics order).
 
-    matrix: (classes, classes) counts. Cells show the count (and the row share when
-    `normalize`); colour is the count, or the row-normalised share (recall along the diagonal)
+    matrix: (classes, classes) counts. Cells show the count, or the row share in whole percent
+    when `normalize` (short enough for a cell at 390 px; empty cells stay blank; the hover
+    shows both); colour is the count, or the row-normalised share (recall along the diagonal)
     when `normalize`. domain: fixed colour domain, e.g. (0, 1) for normalised matrices or
     (0, max count over all matrices), so several heatmaps share one scale.
     """
@@ -207,7 +209,7 @@ def confusion_heatmap(
             n = int(counts[i, j])
             rows.append({
                 "actual": actual, "predicted": predicted, "count": n, "share": float(share[i, j]),
-                "label": f"{n} ({share[i, j]:.0%})" if normalize and n else str(n),
+                "label": "" if n == 0 else (f"{100 * share[i, j]:.0f}" if normalize else str(n)),
                 "fill": float(share[i, j]) if normalize else float(n),
             })
     df = pd.DataFrame(rows)
@@ -219,11 +221,12 @@ def confusion_heatmap(
         y=alt.Y("actual:N", sort=names, title="actual", axis=alt.Axis(labelOverlap=False)),
     )
     rects = base.mark_rect().encode(
-        color=alt.Color("fill:Q", scale=scale, title="row share" if normalize else "clips"),
+        color=alt.Color("fill:Q", scale=scale, title="% of row" if normalize else "clips",
+                        legend=alt.Legend(format=".0%") if normalize else alt.Legend()),
         tooltip=["actual:N", "predicted:N", "count:Q", alt.Tooltip("share:Q", format=".1%", title="share of row")],
     )
     threshold = lo + 0.55 * (top - lo)
-    text = base.mark_text(fontSize=11).encode(
+    text = base.mark_text(fontSize=10).encode(
         text="label:N",
         color=alt.condition(alt.datum.fill > threshold, alt.value("white"), alt.value("black")),
     )
