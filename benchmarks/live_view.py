@@ -8,7 +8,9 @@ interleaved in each repeat (order rotated) so that drift of a shared machine hit
 
 - unwatched: the tab that pressed Start is closed at once (no browser session at all);
 - train: the Train page stays open on the run (live progress and charts);
-- compare: the Train tab is closed and the Compare page stays open with 10 finished runs chosen.
+- compare: the Compare page, open (and drawn) with 10 finished runs chosen before the run is
+  started from a Train tab that then closes, stays open (it redraws when the run is queued and
+  when it finishes).
 
 One unwatched warm-up run first (features extracted and cached, torch warmed up). Prints each
 run, the medians, and `overhead: <ratio>x` (median watched / median unwatched, the worse page).
@@ -130,20 +132,21 @@ def wait_run(db: Path, run_id: str) -> float:
 
 
 def one_run(context, base: str, db: Path, mode: str, epochs: int, compared: list[str]) -> float:
-    """Start the default run and time it with `mode`'s page open (or none)."""
-    page, run_id = start_run(context, base, epochs)
+    """Start the default run and time it with `mode`'s page open (or none). The Compare page is
+    opened (and fully drawn) first, as by someone who watches it while a run is started."""
     watcher = None
+    if mode == "compare":
+        watcher = context.new_page()
+        watcher.goto(f"{base}/Compare?runs={','.join(compared)}", wait_until="domcontentloaded")
+        watcher.get_by_text("Side by side").first.wait_for(timeout=LOAD_MS)
+        wait_idle(watcher)
+    page, run_id = start_run(context, base, epochs)
     if mode == "train":
         watcher = page
     else:
         page.close()
-        if mode == "compare":
-            watcher = context.new_page()
-            watcher.goto(f"{base}/Compare?runs={','.join(compared)}", wait_until="domcontentloaded")
     seconds = wait_run(db, run_id)
     if watcher is not None:
-        if mode == "compare":
-            watcher.get_by_text("Side by side").first.wait_for(timeout=LOAD_MS)  # it really rendered
         watcher.close()
     return seconds
 
@@ -203,6 +206,10 @@ def main() -> None:
     for mode in MODES:
         print(f"  {mode:<10} {med[mode]:7.1f} s  ({', '.join(f'{v:.1f}' for v in times[mode])})")
     train, compare = med["train"] / med["unwatched"], med["compare"] / med["unwatched"]
+    for mode in ("train", "compare"):  # within one repeat the runs were minutes apart: less drift
+        paired = [w / u for w, u in zip(times[mode], times["unwatched"])]
+        print(f"  {mode} / unwatched per repeat: {', '.join(f'{r:.2f}' for r in paired)} "
+              f"(median {statistics.median(paired):.2f})")
     print(f"Train page open:   {train:.2f}x")
     print(f"Compare page open: {compare:.2f}x ({COMPARED_RUNS} runs chosen)")
     print(f"overhead: {max(train, compare):.2f}x")

@@ -303,12 +303,14 @@ class RunStore:
         return [v for (text,) in rows for v in json.loads(text)]
 
     def signature(self) -> tuple:
-        """(runs, active runs, last created, last finished, digest of ids and statuses): changes
-        when a run is added, deleted, renamed or tagged, or changes status; not on a new epoch."""
+        """Changes when a run is added, deleted, renamed, tagged or annotated, or ends (or is
+        queued again); not when a queued run starts, nor on a new epoch. One query: what a
+        page polls to know whether to redraw its lists."""
         row = self._conn().execute(
-            "SELECT COUNT(*), SUM(status IN ('queued','running')), MAX(created), MAX(COALESCE(finished, 0)), "
-            "GROUP_CONCAT(id || status || name || tags || notes, '|') FROM runs").fetchone()
-        return (*tuple(row)[:4], hashlib.sha1((row[4] or "").encode()).hexdigest())
+            "SELECT COUNT(*), MAX(created), MAX(COALESCE(finished, 0)), GROUP_CONCAT(id || "
+            "CASE WHEN status IN ('queued','running') THEN 'active' ELSE status END || name || tags || notes, '|') "
+            "FROM runs").fetchone()
+        return (*tuple(row)[:3], hashlib.sha1((row[3] or "").encode()).hexdigest())
 
     def creation_order(self) -> dict[str, int]:
         """run id -> its row number (creation order; stable while the run exists): the index

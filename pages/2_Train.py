@@ -212,8 +212,9 @@ manage(record)
 # ---- live progress ----------------------------------------------------------------------
 # Two timers, both cheap: the progress line every LIVE_EVERY_S reads the job manager's memory
 # (one status query); the charts every CHARTS_EVERY_S ask the store whether an epoch was added
-# and are rebuilt only then, from the new records alone (ui.live.LiveCharts).
-LIVE_EVERY_S, CHARTS_EVERY_S = 2.0, 5.0
+# and are rebuilt only then, from the new records alone (ui.live.LiveCharts). Each timer rerun
+# still costs the server ~0.1-0.2 s of CPU here (docs/PERFORMANCE.md), hence the slow pace.
+LIVE_EVERY_S, CHARTS_EVERY_S = 3.0, 10.0
 
 
 def _progress_of(run_id: str) -> dict:

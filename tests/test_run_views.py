@@ -95,6 +95,7 @@ def test_signature_changes_when_runs_change_but_not_on_an_epoch(store: RunStore)
     assert queued != first
     store.set_status(run_id, "running")
     running = store.signature()
+    assert running == queued  # starting changes nothing a list shows that is worth a redraw
     store.append_epoch(run_id, {"epoch": 1}, [1.0])
     assert store.signature() == running  # epochs do not rerun the Compare page
     store.set_status(run_id, "finished")

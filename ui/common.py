@@ -234,7 +234,7 @@ def render_sidebar() -> None:
         st.fragment(run_every=JOBS_EVERY_BUSY_S if busy else JOBS_EVERY_IDLE_S)(_jobs_panel)(busy)
 
 
-JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = 4.0, 15.0
+JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = 5.0, 15.0
 
 
 def _busy() -> bool:
