@@ -642,7 +642,7 @@ def _worker_train(store: RunStore, run_id: str, config: RunConfig, resumed: bool
                         epochs=config.train.epochs)
     last = [0.0]
 
-    def send(p: Progress, force: bool = True) -> None:
+    def send(p: Progress) -> None:
         with contextlib.suppress(OSError):
             outbox.send(("progress", {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "run_id"}))
 

@@ -128,15 +128,23 @@ def test_manager_reports_data_progress_and_an_eta_from_epochs(store: RunStore, m
     assert p.eta == 0.0  # measured, and nothing left
 
 
-def test_process_isolation_trains_reports_and_cancels(tmp_path: Path, monkeypatch) -> None:
-    """Runs trained in a worker process: the same store records, progress relayed to the
-    manager, a cancel reaches the process, and the process is reused for the next run."""
+@pytest.fixture
+def in_process(tmp_path: Path, monkeypatch) -> tuple[str, RunStore, JobManager]:
+    """(tiny dataset folder, store, a JobManager training in worker processes); shut down after."""
     from conftest import write_tiny_dataset
 
     data = str(write_tiny_dataset(tmp_path / "data", per_class=2))
     monkeypatch.setenv("MEDLEY_CACHE", str(tmp_path / "cache"))
     store = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
     manager = JobManager(store, isolation="process")
+    yield data, store, manager
+    manager.shutdown()
+
+
+def test_process_isolation_trains_reports_and_cancels(in_process) -> None:
+    """Runs trained in a worker process: the same store records, progress relayed to the
+    manager, a cancel reaches the process, and the process is reused for the next run."""
+    data, store, manager = in_process
     try:
         done = manager.submit(tiny_config(epochs=3).with_values(data=data), name="in a process")
         long = manager.submit(tiny_config(epochs=5000).with_values(data=data), name="cancel me")
@@ -163,27 +171,19 @@ def test_process_isolation_refuses_a_custom_loader(store: RunStore) -> None:
         JobManager(store, data_loader=synthetic_data, isolation="process")
 
 
-def test_a_killed_worker_process_fails_its_run_with_a_message(tmp_path: Path, monkeypatch) -> None:
+def test_a_killed_worker_process_fails_its_run_with_a_message(in_process) -> None:
     import multiprocessing
     import os
     import signal
 
-    from conftest import write_tiny_dataset
-
-    data = str(write_tiny_dataset(tmp_path / "data", per_class=2))
-    monkeypatch.setenv("MEDLEY_CACHE", str(tmp_path / "cache"))
-    store = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
-    manager = JobManager(store, isolation="process")
-    try:
-        run_id = manager.submit(tiny_config(epochs=5000).with_values(data=data), name="doomed")
-        until(lambda: (manager.progress(run_id).epoch or 0) >= 1, timeout=120)
-        workers = [p for p in multiprocessing.active_children() if p.name == "medley-train-worker"]
-        assert len(workers) == 1
-        os.kill(workers[0].pid, signal.SIGKILL)
-        assert manager.wait([run_id], timeout=30)
-        record = store.get(run_id)
-        assert record.status == "failed" and "stopped unexpectedly" in record.error
-        again = manager.submit(tiny_config(epochs=2).with_values(data=data), name="next")  # a fresh process
-        assert manager.wait([again], timeout=120) and store.get(again).status == "finished"
-    finally:
-        manager.shutdown()
+    data, store, manager = in_process
+    run_id = manager.submit(tiny_config(epochs=5000).with_values(data=data), name="doomed")
+    until(lambda: (manager.progress(run_id).epoch or 0) >= 1, timeout=120)
+    workers = [p for p in multiprocessing.active_children() if p.name == "medley-train-worker"]
+    assert len(workers) == 1
+    os.kill(workers[0].pid, signal.SIGKILL)
+    assert manager.wait([run_id], timeout=30)
+    record = store.get(run_id)
+    assert record.status == "failed" and "stopped unexpectedly" in record.error
+    again = manager.submit(tiny_config(epochs=2).with_values(data=data), name="next")  # a fresh process
+    assert manager.wait([again], timeout=120) and store.get(again).status == "finished"
