@@ -19,7 +19,9 @@ import logging
 import multiprocessing
 import os
 import queue
+import sys
 import threading
+import types
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -512,7 +514,8 @@ class _Worker:
         self._process = ctx.Process(
             target=_worker_main, name="medley-train-worker", daemon=True,
             args=(device, str(store.db_path), str(store.runs_dir), checkpoint_every_s, child_in, child_out))
-        self._process.start()
+        with _bare_main():
+            self._process.start()
         child_in.close()
         child_out.close()
 
@@ -561,6 +564,26 @@ class _Worker:
         for end in (self._in, self._out):
             with contextlib.suppress(OSError):
                 end.close()
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _bare_main() -> Any:
+    """Start processes with a bare `__main__`. multiprocessing's spawn re-runs the parent's
+    `__main__` in the child, and under Streamlit that is whichever page script ran last
+    (Streamlit installs each script run as `__main__`): the child would execute a page. With a
+    module that has no file and no spec the child imports only what it unpickles."""
+    with _MAIN_LOCK:
+        original = sys.modules.get("__main__")
+        bare = types.ModuleType("__main__")
+        sys.modules["__main__"] = bare
+        try:
+            yield
+        finally:
+            if sys.modules.get("__main__") is bare:  # unless a script run installed its own meanwhile
+                sys.modules["__main__"] = original
 
 
 class _WorkerHost:

@@ -187,3 +187,24 @@ def test_a_killed_worker_process_fails_its_run_with_a_message(in_process) -> Non
     assert record.status == "failed" and "stopped unexpectedly" in record.error
     again = manager.submit(tiny_config(epochs=2).with_values(data=data), name="next")  # a fresh process
     assert manager.wait([again], timeout=120) and store.get(again).status == "finished"
+
+
+def test_worker_processes_do_not_run_the_parents_main(in_process, tmp_path: Path) -> None:
+    """Under Streamlit `__main__` is the page script last run; a spawned worker must not run it."""
+    import types
+
+    data, store, manager = in_process
+    marker = tmp_path / "page-ran"
+    page = tmp_path / "page.py"
+    page.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(page)
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = fake_main  # what Streamlit's script runner leaves behind
+    try:
+        run_id = manager.submit(tiny_config(epochs=1).with_values(data=data), name="clean child")
+        assert manager.wait([run_id], timeout=180)
+    finally:
+        sys.modules["__main__"] = saved
+    assert store.get(run_id).status == "finished", store.get(run_id).error
+    assert not marker.exists()
