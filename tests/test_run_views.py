@@ -117,3 +117,14 @@ def test_confusion_cells_hold_short_text() -> None:
     assert [r["label"] for r in next(iter(normalised["datasets"].values()))] == ["75", "25", "", "100"]
     counts = charts.confusion_heatmap([[3, 1], [0, 4]], ["a", "b"]).to_dict()
     assert [r["label"] for r in next(iter(counts["datasets"].values()))] == ["3", "1", "", "4"]
+
+
+def test_prediction_summary_never_says_none() -> None:
+    from ui.predict_view import summary_frame
+
+    df = summary_frame([{"file": "a.wav", "predicted": "piano", "confidence": 0.146, "problem": None},
+                        {"file": "b.wav", "predicted": None, "confidence": None, "problem": "not audio"}])
+    assert df.to_dict("records") == [
+        {"file": "a.wav", "predicted": "piano", "confidence": "14.6%", "problem": ""},
+        {"file": "b.wav", "predicted": "–", "confidence": "–", "problem": "not audio"}]
+    assert "None" not in df.to_string() and "nan" not in df.to_string()
