@@ -90,9 +90,14 @@ def _curves(long: pd.DataFrame, x: str, y_title: str, log_scale: bool, y_domain=
                         legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=300)),  # fits 390 px
         tooltip=["run:N", "series:N", alt.Tooltip(f"{x}:Q", format=".4~g"), alt.Tooltip("value:Q", format=".4f")],
     )
-    if long["series"].nunique() > 1:
-        encodings["strokeDash"] = alt.StrokeDash("series:N", title=None, legend=alt.Legend(
-            orient="top", direction="horizontal", symbolType="stroke", symbolStrokeColor="#555555"))
+    series = list(dict.fromkeys(long["series"]))
+    if len(series) > 1:  # the legend names the line style too (its stroke symbols may not show)
+        styles = list(zip(("solid", "dashed", "dotted"), ([1, 0], [6, 4], [2, 2])))[:len(series)]
+        named = {name: f"{name} ({style})" for name, (style, _) in zip(series, styles)}
+        long = long.assign(series=long["series"].map(named).fillna(long["series"]))
+        encodings["strokeDash"] = alt.StrokeDash(
+            "series:N", title=None, scale=alt.Scale(domain=list(named.values()), range=[d for _, d in styles]),
+            legend=alt.Legend(orient="top", direction="horizontal", symbolType="stroke", symbolStrokeWidth=2))
     return alt.Chart(long).mark_line(point=len(long) <= 60).encode(**encodings).properties(height=300)
 
 
