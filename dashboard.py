@@ -19,6 +19,19 @@ from ui.common import (
 )
 
 st.set_page_config(page_title="Medley LSTM lab", page_icon="🎻", layout="wide")
+
+
+def getting_started(have_data: bool, have_runs: bool, have_finished: bool) -> str:
+    """The newcomer's three steps as a Markdown numbered list, steps already done ticked."""
+    steps = [
+        (have_data, "Make the demo data (1-2 minutes; or point the dashboard at Medley-solos-DB above)."),
+        (have_runs, "Run the study's ablation: its base configuration and the nine variations it reported "
+                    "(the CPU trains one run at a time; the others wait in the queue)."),
+        (have_finished, "Watch them on the **Train** page or in the sidebar, then **Compare**."),
+    ]
+    return "\n".join(f"{k}. {'~~' + text + '~~ done' if done else text}" for k, (done, text) in enumerate(steps, 1))
+
+
 render_sidebar()
 
 st.title("Medley-solos-DB LSTM lab")
@@ -100,9 +113,7 @@ elif not runs:
 # ---- getting started --------------------------------------------------------------------
 st.subheader("Getting started" if not runs or not dataset_ready(data) else "The study's ablation")
 if not runs or not dataset_ready(data):
-    st.write("1. Make the demo data (or point the dashboard at Medley-solos-DB above). "
-             "2. Run the study's ablation: its base configuration and the nine variations it reported. "
-             "3. Watch them on the **Train** page or in the sidebar, then **Compare**.")
+    st.markdown(getting_started(dataset_ready(data), bool(runs), any(r.status == "finished" for r in runs)))
 if not dataset_ready(data) and st.button("Make demo data", type="primary"):
     try:
         load_dataset_cached(data)

@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import itertools
 import logging
+import multiprocessing
+import os
+import queue
+import sys
 import threading
+import types
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -25,6 +31,8 @@ import torch
 
 from .config import RunConfig
 from .errors import ConfigError, EngineError
+from .eta import EpochClock
+from .naming import describe
 from .store import ACTIVE, RunStore
 from .train import TrainHooks, train_run
 
@@ -36,6 +44,28 @@ RECENT_LOSSES = 200  # step losses kept in Progress.recent_losses
 CHECKPOINT_EVERY_S = 10.0  # at most one checkpoint per run this often (first epoch always)
 CANCEL_POLL_S = 2.0  # how often a running run checks the store for a cancel from another process
 HEARTBEAT_EVERY_S = 5.0  # how often the manager stamps its active runs (store.HEARTBEAT_STALE_S: 60 s)
+THREADS_ENV = "MEDLEY_TORCH_THREADS"  # overrides cpu_threads() (torch intra-op threads for CPU training)
+
+
+def cpu_threads(cpu_count: int | None = None, env: str | None = None) -> int:
+    """torch intra-op threads for training on the CPU: $MEDLEY_TORCH_THREADS when set (a
+    positive integer), else all cores but one (at least 1).
+
+    Why not all cores: torch's OpenMP threads spin at every barrier, so a training run that
+    owns every core stalls whenever anything else needs one (the dashboard's server, the
+    browser showing it, another process). Measured on a loaded 2-core machine: the study's
+    model trained 10 epochs in 0.8 s with 1 thread and 29 s with 2 (docs/PERFORMANCE.md)."""
+    text = os.environ.get(THREADS_ENV, "") if env is None else env
+    if text.strip():
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"${THREADS_ENV} must be a positive integer, not {text!r}") from None
+        if value < 1:
+            raise ConfigError(f"${THREADS_ENV} must be a positive integer, not {text!r}")
+        return value
+    cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return max(1, cores - 1)
 
 
 class JobError(EngineError):
@@ -56,8 +86,10 @@ class Progress:
     train_loss: float | None = None
     val_accuracy: float | None = None
     elapsed: float = 0.0
-    eta: float | None = None
+    eta: float | None = None  # seconds of training left, from measured epoch times (engine.eta)
     recent_losses: list[float] = field(default_factory=list)
+    data_done: int = 0  # loading data: clips (or files) done of data_total, from the loader's progress
+    data_total: int = 0
 
     @property
     def fraction(self) -> float:
@@ -101,12 +133,14 @@ class _RunHooks(TrainHooks):
         self.losses_stored = len(resume["step_losses"]) if resume else 0
         self.first_epoch = int(resume["epoch"]) if resume else 0
         self.started = time.monotonic()
+        self.clock = EpochClock(epochs=progress.epochs, epoch_started=self.started)
         self.last_checkpoint = 0.0
         self.last_poll = time.monotonic()
         self.recent: collections.deque[float] = collections.deque(maxlen=RECENT_LOSSES)
 
     def on_step(self, epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
         self.recent.append(loss)
+        self.clock.step(time.monotonic())
         p = self.progress
         with self.manager._lock:
             p.phase, p.epoch, p.step, p.steps_per_epoch, p.train_loss = "training", epoch, step, steps_per_epoch, loss
@@ -114,14 +148,14 @@ class _RunHooks(TrainHooks):
             self._times(p)
 
     def _times(self, p: Progress) -> None:
-        p.elapsed = time.monotonic() - self.started
-        done = p.fraction * p.epochs - self.first_epoch  # epochs trained in this session
-        left = p.epochs - self.first_epoch - done
-        p.eta = p.elapsed / done * left if done > 0 else None
+        now = time.monotonic()
+        p.elapsed = now - self.started
+        p.eta = self.clock.eta(now, max(p.epoch, 1), p.step, p.steps_per_epoch)
 
     def on_epoch(self, record: dict, checkpoint: dict) -> None:
         losses = checkpoint["step_losses"][self.losses_stored:]
         self.losses_stored = len(checkpoint["step_losses"])
+        self.clock.epoch_end(time.monotonic())
         self.store.append_epoch(self.run_id, record, losses)
         now = time.monotonic()
         if record["epoch"] == 1 or now - self.last_checkpoint >= self.manager.checkpoint_every_s:
@@ -157,11 +191,19 @@ class JobManager:
 
     def __init__(self, store: RunStore | None = None, max_concurrent: int | None = None,
                  data_loader: DataLoader | None = None, device: str | None = None,
-                 checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
+                 checkpoint_every_s: float = CHECKPOINT_EVERY_S, isolation: str = "thread") -> None:
         self.store = store or RunStore()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.max_concurrent = max(1, int(max_concurrent or (4 if self.device.startswith("cuda") else 1)))
+        if not self.device.startswith("cuda"):
+            torch.set_num_threads(cpu_threads())  # process-wide: leave a core to everything else
         self.checkpoint_every_s = checkpoint_every_s
+        if isolation not in ("thread", "process"):
+            raise ConfigError(f"isolation must be 'thread' or 'process', not {isolation!r}")
+        if isolation == "process" and data_loader is not None:
+            raise ConfigError("a custom data_loader needs isolation='thread' (worker processes load data themselves)")
+        self.isolation = isolation
+        self._workers: list[_Worker] = []  # idle training processes (isolation="process")
         self._data_loader = data_loader
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -209,15 +251,15 @@ class JobManager:
                 config = base.with_values(**dict(zip(keys, values)))
             except TypeError as exc:  # an unknown name inside a known section
                 raise ConfigError(f"unknown parameter in grid {keys}: {exc}") from exc
-            label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values))
-            jobs.append((config, f"{name_prefix} {label}" if name_prefix else label))
+            label = ", ".join(describe(k, v) for k, v in zip(keys, values))  # "lr 1e-3, dropout 0.5"
+            jobs.append((config, f"{label} of {name_prefix}" if name_prefix else label))
         return [self.submit(config, name=name, tags=tags) for config, name in jobs]
 
     def repeat_seeds(self, config: RunConfig, seeds: Iterable[int], name: str | None = None,
                      tags: Iterable[str] = ()) -> list[str]:
-        """Queue `config` once per seed (train.seed); the runs share a group_key."""
+        """Queue `config` once per seed (train.seed), named 'seed 2 of <name>'; the runs share a group_key."""
         configs = [(config.with_values(**{"train.seed": int(s)}), int(s)) for s in seeds]
-        return [self.submit(c, name=f"{name or 'run'} seed {s}", tags=tags) for c, s in configs]
+        return [self.submit(c, name=f"seed {s} of {name or 'run'}", tags=tags) for c, s in configs]
 
     def resume(self, run_id: str) -> str:
         """Queue an interrupted, cancelled or failed run again under the same id. With a
@@ -311,6 +353,8 @@ class JobManager:
         """Load data, train, store the result; returns the final status."""
         self.store.set_status(run_id, "running", device=self.device)
         self._set(progress, phase="loading data")
+        if self.isolation == "process":
+            return self._train_in_worker(run_id, config, resume is not None, stop, progress)
         data = self._load_data(config, progress)
         if stop.is_set():
             return self._end_stopped(run_id)
@@ -324,6 +368,27 @@ class JobManager:
         if result.status in ("finished", "diverged"):
             self.store.delete_checkpoint(run_id)
         return result.status
+
+    def _train_in_worker(self, run_id: str, config: RunConfig, resumed: bool, stop: threading.Event,
+                         progress: Progress) -> str:
+        """Train in a worker process (an idle one, else a new one): this thread relays its
+        progress into `progress` and `stop` to it; the worker writes the store itself."""
+        with self._lock:
+            worker = self._workers.pop() if self._workers else None
+        if worker is None or not worker.alive():
+            worker = _Worker(self.device, self.store, self.checkpoint_every_s)
+        final = worker.run(run_id, config, resumed, stop, self._shutdown, lambda values: self._set(progress, **values))
+        if final is None:  # the process died (killed, out of memory...): say so, do not reuse it
+            worker.close()
+            error = f"the training process stopped unexpectedly (exit code {worker.exitcode()})"
+            self.store.set_status(run_id, "failed", error=error)
+            return "failed"
+        with self._lock:
+            if self._shutdown.is_set():
+                worker.close()
+            else:
+                self._workers.append(worker)
+        return final
 
     def _end_stopped(self, run_id: str) -> str:
         status = "interrupted" if self._shutdown.is_set() else "cancelled"
@@ -352,7 +417,8 @@ class JobManager:
                     self._data_cache.move_to_end(key)
                     return self._data_cache[key]
             data = _default_loader(config, self.device,
-                                   lambda done, total, message: self._set(progress, message=message))
+                                   lambda done, total, message: self._set(progress, message=message, data_done=done,
+                                                                          data_total=total))
             with self._lock:
                 self._data_cache[key] = data
                 while len(self._data_cache) > self.data_cache_size:
@@ -389,6 +455,15 @@ class JobManager:
         """Snapshots of every run this manager has queued or run, by id."""
         with self._lock:
             return {run_id: replace(p, recent_losses=list(p.recent_losses)) for run_id, p in self._progress.items()}
+
+    def queued_behind(self, run_id: str) -> list[str]:
+        """Ids a queued run waits for, nearest first: the queued runs ahead of it (last one
+        first), then the runs training now. Empty when the run is not queued here."""
+        with self._lock:
+            if run_id not in self._queue:
+                return []
+            ahead = list(self._queue)[: list(self._queue).index(run_id)]
+            return [*reversed(ahead), *self._threads]
 
     def active(self) -> list[str]:
         """Ids queued or running in this manager."""
@@ -428,6 +503,217 @@ class JobManager:
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.close()
+
+
+# ---- training worker processes (isolation="process") ---------------------------------------
+# Why: a run trained in the dashboard's own process shares the GIL with the server's threads;
+# on a busy machine the training thread waits for the GIL whenever a page refreshes (measured:
+# 1.5-2x slower with a page open). A worker process has its own interpreter and GIL, and the
+# store and this job manager's API stay the same: the worker writes epochs, checkpoints and
+# results to the store as the thread would; progress comes back through a pipe.
+SEND_EVERY_S = 0.25  # a worker sends progress at most this often (and at every epoch)
+
+
+class _Worker:
+    """One training process that trains runs one after another (so the dataset and its
+    features stay loaded between runs), driven by the parent's thread of the current run."""
+
+    def __init__(self, device: str, store: RunStore, checkpoint_every_s: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._out, child_out = ctx.Pipe(duplex=False)  # worker -> parent: progress and results
+        child_in, self._in = ctx.Pipe(duplex=False)    # parent -> worker: jobs and stop requests
+        self._process = ctx.Process(
+            target=_worker_main, name="medley-train-worker", daemon=True,
+            args=(device, str(store.db_path), str(store.runs_dir), checkpoint_every_s, child_in, child_out))
+        with _bare_main():
+            self._process.start()
+        child_in.close()
+        child_out.close()
+
+    def alive(self) -> bool:
+        return self._process.is_alive()
+
+    def exitcode(self) -> int | None:
+        return self._process.exitcode
+
+    def run(self, run_id: str, config: RunConfig, resumed: bool, stop: threading.Event,
+            shutdown: threading.Event, report: Callable[[dict], None]) -> str | None:
+        """Train one run; the final status, or None when the process died on the way."""
+        try:
+            self._in.send(("train", run_id, config.to_json(), resumed))
+        except OSError:
+            return None
+        told = False
+        while True:
+            if stop.is_set() and not told:
+                with contextlib.suppress(OSError):
+                    self._in.send(("shutdown" if shutdown.is_set() else "stop", run_id))
+                told = True
+            try:
+                ready = self._out.poll(0.2)
+                message = self._out.recv() if ready else None
+            except (EOFError, OSError):
+                return None
+            if message is None:
+                if not self._process.is_alive() and not self._out.poll(0):
+                    return None
+                continue
+            kind, value = message
+            if kind == "progress":
+                report(value)
+            elif kind == "done":
+                return value
+
+    def close(self) -> None:
+        """Ask the process to exit (and make sure it does)."""
+        with contextlib.suppress(OSError):
+            self._in.send(("exit", None))
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+        for end in (self._in, self._out):
+            with contextlib.suppress(OSError):
+                end.close()
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _bare_main() -> Any:
+    """Start processes with a bare `__main__`. multiprocessing's spawn re-runs the parent's
+    `__main__` in the child, and under Streamlit that is whichever page script ran last
+    (Streamlit installs each script run as `__main__`): the child would execute a page. With a
+    module that has no file and no spec the child imports only what it unpickles."""
+    with _MAIN_LOCK:
+        original = sys.modules.get("__main__")
+        bare = types.ModuleType("__main__")
+        sys.modules["__main__"] = bare
+        try:
+            yield
+        finally:
+            if sys.modules.get("__main__") is bare:  # unless a script run installed its own meanwhile
+                sys.modules["__main__"] = original
+
+
+class _WorkerHost:
+    """What _RunHooks needs of a JobManager, inside a worker process."""
+
+    def __init__(self, store: RunStore, checkpoint_every_s: float) -> None:
+        self.store, self.checkpoint_every_s = store, checkpoint_every_s
+        self._lock = threading.RLock()
+
+
+class _WorkerHooks(_RunHooks):
+    """_RunHooks that also send the Progress to the parent (throttled; always at an epoch)."""
+
+    def __init__(self, *args: Any, send: Callable[[Progress], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.send, self.last_send = send, 0.0
+
+    def on_step(self, epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
+        super().on_step(epoch, step, steps_per_epoch, loss)
+        now = time.monotonic()
+        if now - self.last_send >= SEND_EVERY_S:
+            self.last_send = now
+            self.send(self.progress)
+
+    def on_epoch(self, record: dict, checkpoint: dict) -> None:
+        super().on_epoch(record, checkpoint)
+        self.send(self.progress)
+
+
+def _worker_main(device: str, db_path: str, runs_dir: str, checkpoint_every_s: float,
+                 inbox: Any, outbox: Any) -> None:
+    """A worker process: train the runs the parent sends, until told to exit or the parent is gone."""
+    if not device.startswith("cuda"):
+        torch.set_num_threads(cpu_threads())
+    store = RunStore(db_path, runs_dir)
+    jobs: queue.Queue = queue.Queue()
+    stop, shutdown = threading.Event(), threading.Event()
+
+    def listen() -> None:  # the inbox: jobs go to the queue, stop requests set the events at once
+        try:
+            while True:
+                kind, *rest = inbox.recv()
+                if kind == "train":
+                    stop.clear()
+                    jobs.put(rest)
+                elif kind in ("stop", "shutdown"):
+                    if kind == "shutdown":
+                        shutdown.set()
+                    stop.set()
+                elif kind == "exit":
+                    break
+        except (EOFError, OSError):  # the parent is gone: stop, and end as interrupted
+            shutdown.set()
+            stop.set()
+        jobs.put(None)
+
+    threading.Thread(target=listen, name="inbox", daemon=True).start()
+    data_cache: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
+    while (job := jobs.get()) is not None:
+        run_id, config_json, resumed = job
+        final = "failed"
+        try:
+            final = _worker_train(store, run_id, RunConfig.from_json(config_json), resumed, device,
+                                  checkpoint_every_s, stop, shutdown, data_cache, outbox)
+        except BaseException as exc:  # record every failure, as a worker thread does
+            with contextlib.suppress(Exception):
+                store.set_status(run_id, "failed", error=_failure_message(exc, device))
+        with contextlib.suppress(OSError):
+            outbox.send(("done", final))
+    store.close()
+
+
+def _worker_train(store: RunStore, run_id: str, config: RunConfig, resumed: bool, device: str,
+                  checkpoint_every_s: float, stop: threading.Event, shutdown: threading.Event,
+                  data_cache: collections.OrderedDict, outbox: Any) -> str:
+    """JobManager._train's steps inside a worker process; returns the final status."""
+    resume = store.load_checkpoint(run_id) if resumed else None
+    progress = Progress(run_id, phase="loading data", epoch=int(resume["epoch"]) if resume else 0,
+                        epochs=config.train.epochs)
+    last = [0.0]
+
+    def send(p: Progress) -> None:
+        with contextlib.suppress(OSError):
+            outbox.send(("progress", {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "run_id"}))
+
+    def data_progress(done: int, total: int, message: str) -> None:
+        progress.data_done, progress.data_total, progress.message = done, total, message
+        if time.monotonic() - last[0] >= SEND_EVERY_S or done >= total:
+            last[0] = time.monotonic()
+            send(progress)
+
+    key = (config.data, config.features.digest())
+    if key in data_cache:
+        data_cache.move_to_end(key)
+    else:
+        data_cache[key] = _default_loader(config, device, data_progress)
+        while len(data_cache) > 2:
+            data_cache.popitem(last=False)
+    data = data_cache[key]
+    if stop.is_set():
+        status = "interrupted" if shutdown.is_set() else "cancelled"
+        store.set_status(run_id, status, error="the job manager shut down" if status == "interrupted" else None)
+        return status
+    progress.phase, progress.message = "training", ""
+    send(progress)
+    hooks = _WorkerHooks(_WorkerHost(store, checkpoint_every_s), run_id, progress, stop, resume,
+                         step_every=10 if device.startswith("cuda") else 1, send=send)
+    with _stream(device):
+        result = train_run(config, data, device=device, hooks=hooks, resume=resume)
+    if result.status == "cancelled" and shutdown.is_set():
+        result.status, result.error = "interrupted", "the job manager shut down"
+    store.save_result(run_id, result)
+    if result.status in ("finished", "diverged"):
+        store.delete_checkpoint(run_id)
+    return result.status
 
 
 def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int, str], None]) -> dict:

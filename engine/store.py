@@ -366,12 +366,36 @@ class RunStore:
                 (run_id, epoch, json.dumps([float(v) for v in step_losses])),
             )
 
-    def step_losses(self, run_id: str) -> list[float]:
-        """All training-step losses of the run, in order."""
+    def step_losses(self, run_id: str, since_epoch: int = 0) -> list[float]:
+        """Training-step losses of the run, in order: all of them, or only those of epochs
+        after `since_epoch` (1-based; a live view reads only what is new)."""
         con = self._conn()
         self._require(con, run_id)
-        rows = con.execute("SELECT losses FROM step_losses WHERE run_id=? ORDER BY epoch", (run_id,))
+        if since_epoch > 0:
+            rows = con.execute("SELECT losses FROM step_losses WHERE run_id=? AND epoch>? ORDER BY epoch",
+                               (run_id, int(since_epoch)))
+        else:
+            rows = con.execute("SELECT losses FROM step_losses WHERE run_id=? ORDER BY epoch", (run_id,))
         return [v for (text,) in rows for v in json.loads(text)]
+
+    def signature(self) -> tuple:
+        """Changes when a run is added, deleted, renamed, tagged or annotated, or ends (or is
+        queued again); not when a queued run starts, nor on a new epoch. One query: what a
+        page polls to know whether to redraw its lists."""
+        row = self._conn().execute(
+            "SELECT COUNT(*), MAX(created), MAX(COALESCE(finished, 0)), GROUP_CONCAT(id || "
+            "CASE WHEN status IN ('queued','running') THEN 'active' ELSE status END || name || tags || notes, '|') "
+            "FROM runs").fetchone()
+        return (*tuple(row)[:3], hashlib.sha1((row[3] or "").encode()).hexdigest())
+
+    def creation_order(self) -> dict[str, int]:
+        """run id -> its row number (creation order; stable while the run exists): the index
+        behind a run's colour on every page."""
+        return {row["id"]: int(row["n"]) for row in self._conn().execute("SELECT id, rowid AS n FROM runs")}
+
+    def epochs_done(self, run_id: str) -> int:
+        """Epochs stored in the run's history, without reading the history (cheap to poll)."""
+        return int(self._require(self._conn(), run_id, "json_array_length(history) AS n")["n"])
 
     def rename(self, run_id: str, name: str) -> None:
         """Set the display name (blank -> the id)."""

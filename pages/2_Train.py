@@ -3,6 +3,7 @@ then the run's results: metrics, curves, per-class accuracy and confusion matric
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from engine.config import INPUTS, FeatureConfig, ModelConfig, RunConfig, TrainCo
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
 from engine.model import fast_bfloat16
+from engine.naming import run_name
 from engine.jobs import RESUMABLE_STATUSES
 from engine.store import ACTIVE
-from ui import charts
+from ui import charts, live
+from ui.colors import run_colors, swatch
 from ui.compare import history_frame
 from ui.common import (
     data_setting, describe_data, fmt_pct, get_manager, get_store, job_progress, render_sidebar,
@@ -63,7 +66,7 @@ with st.expander("Configuration", expanded="run" not in st.query_params):
     top = st.columns([2, 2, 3])
     top[0].selectbox("Preset", list(PRESETS), key="preset", on_change=apply_preset,
                      help="study = the student study's base configuration; recommended = our fixes.")
-    name = top[1].text_input("Run name", placeholder="(optional)")
+    name = top[1].text_input("Run name", placeholder="(optional: named by what differs from the preset)")
     top[2].markdown(f"Dataset: **{describe_data(data)}**  \n(change it on the home page)")
 
     f, m, t = st.columns(3)
@@ -167,7 +170,9 @@ if start:
         base = PRESETS[st.session_state["preset"]]
         config = RunConfig(data=data, features=FeatureConfig(**{**base.features.__dict__, **feats}),
                            model=ModelConfig(**model), train=TrainConfig(**{**base.train.__dict__, **train}))
-        run_id = get_manager().submit(config, name=name.strip() or None, tags=("train-page",))
+        preset = st.session_state["preset"]  # unnamed runs are named by what differs from the preset
+        auto_name = run_name(config, base.with_values(data=data), "study base" if preset == "study" else preset)
+        run_id = get_manager().submit(config, name=name.strip() or auto_name, tags=("train-page",))
     except EngineError as exc:
         st.error(f"Cannot start: {plain(exc)}")
     else:
@@ -176,6 +181,8 @@ if start:
         st.rerun()
 
 # ---- which run --------------------------------------------------------------------------
+if "train_flash" in st.session_state:
+    st.success(st.session_state.pop("train_flash"))
 recent = store.list_runs(limit=30)
 run_id = st.query_params.get("run") or st.session_state.get("run")
 if run_id is None:
@@ -201,10 +208,52 @@ except EngineError as exc:
     st.error(plain(exc))
     st.stop()
 
-st.subheader(f"Run {plain(run_label(record))}")
+color = run_colors(store, [run_id])[run_id]  # the run's colour on every page (ui.colors)
+# plain() keeps a name from becoming Markdown (a link, an image the browser would fetch), html.escape from HTML
+st.markdown(f"### {swatch(color, record.name)} Run {plain(html.escape(run_label(record)))}", unsafe_allow_html=True)
+if record.notes:
+    st.caption(f"Notes: {plain(record.notes)}")
+
+
+def manage(record) -> None:
+    """Rename, tag, write notes on or delete the run."""
+    with st.expander("Name, tags, notes · delete"):
+        with st.form(f"manage_{record.id}"):
+            new_name = st.text_input("Name", value=record.name, key=f"m_name_{record.id}")
+            new_tags = st.text_input("Tags (comma-separated)", value=", ".join(record.tags), key=f"m_tags_{record.id}")
+            new_notes = st.text_area("Notes", value=record.notes, key=f"m_notes_{record.id}")
+            if st.form_submit_button("Save name, tags and notes"):
+                store.rename(record.id, new_name)
+                store.set_tags(record.id, new_tags.split(","))
+                store.set_notes(record.id, new_notes)
+                st.session_state["train_flash"] = "Saved."
+                st.rerun()
+        active = record.status in ACTIVE
+        sure = st.checkbox("Yes, delete this run, its model and its results", key=f"m_sure_{record.id}",
+                           disabled=active, help="Cancel it first." if active else None)
+        if st.button("Delete run", key=f"m_delete_{record.id}", disabled=active or not sure):
+            try:
+                store.delete(record.id)
+            except EngineError as exc:
+                st.error(f"Cannot delete: {plain(exc)}")
+                return
+            st.session_state.pop("run", None)
+            st.query_params.pop("run", None)
+            st.session_state["train_flash"] = f"Deleted run {plain(record.name)}."
+            st.rerun()
+
+
+manage(record)
 
 
 # ---- live progress ----------------------------------------------------------------------
+# Two timers, both cheap: the progress line every LIVE_EVERY_S reads the job manager's memory
+# (one status query); the charts every CHARTS_EVERY_S ask the store whether an epoch was added
+# and are rebuilt only then, from the new records alone (ui.live.LiveCharts). Each timer rerun
+# still costs the server ~0.1-0.2 s of CPU here (docs/PERFORMANCE.md), hence the slow pace.
+LIVE_EVERY_S, CHARTS_EVERY_S = 3.0, 10.0
+
+
 def _progress_of(run_id: str) -> dict:
     try:
         return next((p for p in job_progress() if p.get("run_id") == run_id), {})
@@ -212,37 +261,38 @@ def _progress_of(run_id: str) -> dict:
         return {}
 
 
-@st.fragment(run_every=1)
-def live(run_id: str) -> None:
-    rec = store.get(run_id)
-    if rec.status not in ACTIVE:
+@st.fragment(run_every=LIVE_EVERY_S)
+def live_status(run_id: str, epochs: int) -> None:
+    status = store.status(run_id)
+    if status not in ACTIVE:
         st.rerun()  # the whole page, which now shows the results
-    p = _progress_of(run_id)
-    epochs = rec.config.train.epochs
-    fraction = p.get("fraction") or rec.epochs_done / epochs
-    text = p.get("message") or f"{rec.status}: epoch {rec.epochs_done}/{epochs}"
-    eta = p.get("eta")
-    if eta is not None and rec.status == "running":
-        text += f" · about {eta:.0f} s left"
-    st.progress(min(1.0, max(0.0, float(fraction))), text=text)
+    p = _progress_of(run_id)  # trained by this server: its live line; else (another process) the store's count
+    fraction, text = (p["fraction"], p["message"]) if p else live.progress_line({}, status, store.epochs_done(run_id),
+                                                                                 epochs)
+    st.progress(fraction, text=text)
     if st.button("Cancel run", key="cancel_current"):
         get_manager().cancel(run_id)
         st.rerun(scope="fragment")
-    steps = store.step_losses(run_id)  # epochs already stored
-    if p.get("phase") == "training" and p.get("epoch", 0) > rec.epochs_done and p.get("step"):
-        steps = steps + list(p.get("recent_losses", []))[-p["step"]:]  # the epoch in progress
+
+
+@st.fragment(run_every=CHARTS_EVERY_S)
+def live_charts(run_id: str) -> None:
+    cache = st.session_state.setdefault("_live_charts", live.LiveCharts())
+    specs = cache.update(store, run_id, color=color)
+    if specs["steps"] is None and specs["accuracy"] is None:
+        st.caption("The charts appear when the first epoch ends (the data is prepared first, once per "
+                   "feature setting; later runs reuse it).")
+        return
     a, b = st.columns(2)
-    if steps:
-        spe = p.get("steps_per_epoch") or None
-        a.altair_chart(charts.step_loss_chart(steps, steps_per_epoch=spe), width="stretch")
-    if rec.history:
-        b.altair_chart(charts.accuracy_curves(history_frame([rec])), width="stretch")
-    if not steps and not rec.history:
-        st.caption("Waiting for the first steps (features are computed and cached first)…")
+    if specs["steps"] is not None:
+        a.vega_lite_chart(specs["steps"], width="stretch")
+    if specs["accuracy"] is not None:
+        b.vega_lite_chart(specs["accuracy"], width="stretch")
 
 
 if record.status in ACTIVE:
-    live(run_id)
+    live_status(run_id, record.config.train.epochs)
+    live_charts(run_id)
     st.stop()
 
 # ---- results ----------------------------------------------------------------------------
@@ -298,14 +348,16 @@ if len(hist):
     smoothing = c[1].slider("smoothing", 0.0, 0.95, 0.0, 0.05)
     x = c[2].radio("x axis", ["epoch", "seconds"], horizontal=True)
     a, b = st.columns(2)
-    a.altair_chart(charts.loss_curves(hist, x=x, log_scale=log_scale, smoothing=smoothing), width="stretch")
-    b.altair_chart(charts.accuracy_curves(hist, x=x, smoothing=smoothing, columns={
+    own = {record.name: color}
+    a.altair_chart(charts.loss_curves(hist, x=x, log_scale=log_scale, smoothing=smoothing, colors=own), width="stretch")
+    b.altair_chart(charts.accuracy_curves(hist, x=x, smoothing=smoothing, colors=own, columns={
         "val_accuracy": "validation accuracy", "val_shift_accuracy": "cross-collection validation",
         "train_accuracy": "train accuracy", "val_balanced_accuracy": "validation balanced acc."}), width="stretch")
     steps = store.step_losses(run_id)
     if steps:
         spe = max(1, len(steps) // max(1, record.epochs_done))
-        st.altair_chart(charts.step_loss_chart(steps, steps_per_epoch=spe, log_scale=log_scale), width="stretch")
+        st.altair_chart(charts.step_loss_chart(steps, steps_per_epoch=spe, log_scale=log_scale, color=color),
+                        width="stretch")
 
 if metrics:
     st.markdown("**Per class**")

@@ -5,6 +5,8 @@ The selection lives in the URL (?runs=id1,id2) so a comparison can be shared."""
 
 from __future__ import annotations
 
+import html
+
 import streamlit as st
 
 from engine import presets, stats, verdicts
@@ -15,6 +17,7 @@ from ui import charts
 from ui import compare as cmp
 from ui import significance as sig
 from ui import flips as flips_view
+from ui.colors import label_colors, run_colors, swatch
 from ui.common import (csv_bytes, data_setting, dataset_ready, get_manager, get_store, load_dataset_cached, plain,
                        render_sidebar)
 
@@ -26,6 +29,17 @@ store = get_store()
 runs = store.list_runs()
 by_id = {run.id: run for run in runs}
 labels = cmp.run_labels(runs)
+colors = run_colors(store)  # run id -> its colour on every page
+
+
+@st.fragment(run_every=5)
+def refresh_on_change(seen: tuple) -> None:
+    """Rerun the page when runs are added, deleted, queued or end (one small query every 5 s)."""
+    if store.signature() != seen:
+        st.rerun()
+
+
+refresh_on_change(store.signature())
 df = cmp.runs_frame(runs)
 PCT = {c: st.column_config.NumberColumn(c, format="percent") for c in cmp.METRIC_COLUMNS}
 
@@ -107,6 +121,10 @@ if chosen:
 elif "runs" in st.query_params:
     del st.query_params["runs"]
 selected = [by_id[i] for i in chosen]
+lab_colors = label_colors(chosen, labels, colors)
+if chosen:
+    st.markdown(" &nbsp; ".join(f"{swatch(colors[i], labels[i])} {html.escape(labels[i])}" for i in chosen),
+                unsafe_allow_html=True)
 
 # ---- ablation builder -------------------------------------------------------------------------
 with st.expander("Ablation builder: queue runs that vary parameters of a base configuration"):
@@ -169,17 +187,18 @@ if selected:
         loss_bands = cmp.smooth_bands(cmp.group_bands(groups, "val_loss"), smoothing)
         acc_bands = cmp.smooth_bands(cmp.group_bands(groups, "val_accuracy"), smoothing)
         left, right = st.columns(2)
+        group_colors = {label: colors[members[0].id] for label, members in groups.items()}
         left.altair_chart(cmp.band_chart(loss_bands, x=x_axis, band=band, y_title="validation loss",
-                                         log_scale=log_scale), width="stretch")
-        right.altair_chart(cmp.band_chart(acc_bands, x=x_axis, band=band, y_title="validation accuracy"),
-                           width="stretch")
+                                         log_scale=log_scale, colors=group_colors), width="stretch")
+        right.altair_chart(cmp.band_chart(acc_bands, x=x_axis, band=band, y_title="validation accuracy",
+                                          colors=group_colors), width="stretch")
         st.dataframe(cmp.group_summary(groups), hide_index=True, width="stretch")
     else:
         hist = cmp.history_frame(selected, labels)
         left, right = st.columns(2)
-        left.altair_chart(charts.loss_curves(hist, x=x_axis, log_scale=log_scale, smoothing=smoothing),
-                          width="stretch")
-        right.altair_chart(charts.accuracy_curves(hist, x=x_axis, smoothing=smoothing,
+        left.altair_chart(charts.loss_curves(hist, x=x_axis, log_scale=log_scale, smoothing=smoothing,
+                                             colors=lab_colors), width="stretch")
+        right.altair_chart(charts.accuracy_curves(hist, x=x_axis, smoothing=smoothing, colors=lab_colors,
                                                   columns={"val_accuracy": "validation accuracy",
                                                            "val_shift_accuracy": "cross-collection validation"}),
                            width="stretch")
@@ -202,7 +221,8 @@ if selected:
                                                       title=labels[run.id], domain=domain), width="stretch")
     if with_matrix:
         st.altair_chart(charts.per_class_bars(cmp.per_class_frame(with_matrix, labels, split),
-                                              title=f"per-class accuracy ({split})"), width="stretch")
+                                              title=f"per-class accuracy ({split})", colors=lab_colors),
+                        width="stretch")
     else:
         st.info("None of the chosen runs has finished evaluation yet.")
 
@@ -236,6 +256,10 @@ if len(finished_sel) >= 2:
                     help="Every unit against A (an ablation's rows against its base), or every pair. "
                          "p-values are Holm-adjusted over the comparisons made.")
     runs_a, runs_b = units[name_a], units[name_b]
+    stopped = [labels[r.id] for r in [*runs_a, *runs_b] if cmp.partial_epochs(r)]
+    if stopped:
+        st.warning(f"Partial: {plain(', '.join(stopped))} stopped before all its epochs, so this compares unequal "
+                   "training budgets; a difference may be the missing epochs rather than the setting.")
     if name_a == name_b:
         st.info("Choose two different runs.")
     else:
@@ -288,9 +312,14 @@ if finished_sel:
     m1, m2, m3, m4 = st.columns(4)
     who = m1.selectbox("Run", [r.id for r in finished_sel], format_func=labels.get, key="mis_run")
     m_split = m2.selectbox("Split", ["test", "validation"], key="mis_split")
+    cell = (who, m_split)
+    if st.session_state.get("_mis_cell") != cell:  # a new run or split opens on its largest mistake
+        st.session_state["_mis_cell"] = cell
+        largest = cmp.largest_mistake(cmp.confusion_matrix_of(by_id[who], m_split))
+        st.session_state["mis_actual"], st.session_state["mis_pred"] = largest or (0, 1)
     actual = m3.selectbox("Actual", range(len(SHORT_NAMES)), format_func=SHORT_NAMES.__getitem__, key="mis_actual")
-    predicted = m4.selectbox("Predicted as", range(len(SHORT_NAMES)), index=1,
-                             format_func=SHORT_NAMES.__getitem__, key="mis_pred")
+    predicted = m4.selectbox("Predicted as", range(len(SHORT_NAMES)), format_func=SHORT_NAMES.__getitem__,
+                             key="mis_pred")
     run = by_id[who]
     clips = cmp.mistakes_frame(predictions(run.id, run.finished).get(m_split) or {}, actual, predicted)
     st.caption(f"{len(clips)} {SHORT_NAMES[actual]} clips of the {m_split} split predicted as "

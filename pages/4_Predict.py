@@ -85,5 +85,4 @@ for clip in clips:
 if len(rows) > 1:
     with summary:
         st.markdown("**Summary**")
-        st.dataframe(pv.summary_frame(rows), hide_index=True, width="stretch",
-                     column_config={"confidence": st.column_config.NumberColumn("confidence", format="percent")})
+        st.dataframe(pv.summary_frame(rows), hide_index=True, width="stretch")

@@ -15,6 +15,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from engine import paths
+from engine.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120  # seconds per script run: the first run imports torch and reads the dataset
@@ -80,6 +81,8 @@ def test_home_with_empty_store_and_no_data_shows_getting_started(medley_cache, m
         assert "Make demo data" in labels
         assert "Run the study's ablation" in labels
         assert "built-in demo" in _texts(at)
+        steps = next(m.value for m in at.markdown if m.value.startswith("1. "))
+        assert steps.count("\n") == 2 and "\n2. " in steps and "done" not in steps  # a real list, nothing done yet
     finally:
         st.cache_resource.clear()
 
@@ -258,3 +261,25 @@ def test_home_queues_the_robustness_ablation_and_tabulates_it(app_env, monkeypat
     assert len(table) == rows and list(table["seeds done"]) == [2] * rows
     assert table["cross-val"].between(0, 1).all()
     _shutdown_manager()
+
+
+def test_train_page_live_view_of_a_running_run(app_env):
+    """A run training elsewhere (this process owns it, so it stays 'running'): the live view
+    shows the store's progress line and both charts, with no exception."""
+    from ui.common import get_store
+
+    store = get_store()
+    run_id = store.create_run(RunConfig().with_values(**{"train.epochs": 5}), name="live one")
+    store.set_status(run_id, "running", device="cpu")
+    for epoch in (1, 2):
+        store.append_epoch(run_id, {"epoch": epoch, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.3,
+                                    "seconds": float(epoch)}, [1.0, 0.9])
+    at = _app()
+    at.switch_page("pages/2_Train.py")
+    at.query_params["run"] = run_id
+    at.run()
+    assert not at.exception, at.exception
+    text = " ".join(str(p.proto.text) for p in at.get("progress"))
+    assert "running: epoch 2/5" in text
+    assert len(at.get("vega_lite_chart")) == 2
+    store.set_status(run_id, "cancelled")

@@ -42,6 +42,7 @@ PAGES = [  # (path, title) in the order they are deep-linked on the fresh server
     ("/", "Medley-solos-DB LSTM lab"),
 ]
 WIDTH, HEIGHT = 1400, 900
+NARROW = 390  # a phone's width: the pages must stack, nothing cut or overlapping
 LOAD_MS = 90_000  # first page loads import torch and read the dataset on a slow shared machine
 TRAIN_MS = 150_000  # one tiny run (features of 72 clips, then 2 epochs)
 
@@ -125,16 +126,20 @@ def assert_no_exception(page, where: str) -> None:
     assert "Traceback" not in body, f"{where}: a traceback is shown"
 
 
-def screenshot(page, name: str) -> Path:
-    """Full-page screenshot: the viewport is grown to the app's scroll height first (Streamlit
-    scrolls inside its own container, so a plain full_page shot would stop at the fold)."""
+def screenshot(page, name: str, width: int = WIDTH) -> Path:
+    """Full-page screenshot `width` px wide: the viewport is grown to the app's scroll height
+    first (Streamlit scrolls inside its own container, so a plain full_page shot would stop at
+    the fold)."""
     ARTIFACTS.mkdir(exist_ok=True)
+    if width != WIDTH:
+        page.set_viewport_size({"width": width, "height": HEIGHT})
+        page.wait_for_timeout(1500)
     height = page.evaluate(
         """() => Math.max(document.body.scrollHeight, ...Array.from(document.querySelectorAll(
             '[data-testid="stMain"], [data-testid="stAppViewContainer"], [data-testid="stMainBlockContainer"]'
         )).map(e => e.scrollHeight))"""
     )
-    page.set_viewport_size({"width": WIDTH, "height": int(min(max(height + 60, HEIGHT), 9000))})
+    page.set_viewport_size({"width": width, "height": int(min(max(height + 60, HEIGHT), 12000))})
     page.wait_for_timeout(1500)  # Vega charts re-render after the resize
     wait_idle(page)
     path = ARTIFACTS / f"{name}.png"
@@ -172,6 +177,25 @@ def wait_finished(page, base: str, run_id: str) -> None:
     assert_no_exception(page, f"/Train?run={run_id}")
 
 
+def stored(db: Path, run_id: str, columns: str):
+    """Columns of the run's row in the server's store (None when the row is gone)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        row = con.execute(f"SELECT {columns} FROM runs WHERE id=?", (run_id,)).fetchone()
+    finally:
+        con.close()
+    return row if row is None or len(row) > 1 else row[0]
+
+
+def swatch_color(page, title: str) -> str:
+    """Computed colour of the run's colour dot (ui.colors.swatch) titled `title`."""
+    dot = page.locator(f'span.run-swatch[title="{title}"]').first
+    dot.wait_for()
+    return dot.evaluate("e => getComputedStyle(e).color")
+
+
 # ---- the test -----------------------------------------------------------------------------
 
 
@@ -181,6 +205,7 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
     from playwright.sync_api import sync_playwright
 
     base, log_path = server
+    db = tmp_path / "cache" / "runs.sqlite"
     t0 = time.monotonic()
 
     def step(what: str) -> None:
@@ -205,16 +230,33 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             step("runs started")
             wait_finished(page, base, first)
             screenshot(page, "2_train_result")
+            screenshot(page, "2_train_result_390", width=NARROW)
             wait_finished(page, base, second)
             step("runs finished")
 
-            # 3. Compare them from a shared link.
+            # 3. Rename and tag the first run on its Train page; note its colour.
+            open_page(page, base, f"/Train?run={first}", "Train")
+            page.get_by_text("Name, tags, notes · delete").first.click()
+            page.get_by_label("Name", exact=True).fill("e2e renamed")
+            page.get_by_label("Tags (comma-separated)", exact=True).fill("e2e, small one")
+            page.get_by_role("button", name="Save name, tags and notes").click()
+            page.get_by_text("Run e2e renamed").first.wait_for()
+            wait_idle(page)
+            assert_no_exception(page, "/Train rename")
+            assert stored(db, first, "name, tags") == ("e2e renamed", '["e2e", "small one"]')
+            train_color = swatch_color(page, "e2e renamed")
+            step("renamed and tagged")
+
+            # 4. Compare them from a shared link: the renamed run has the same colour here.
             open_page(page, base, f"/Compare?runs={first},{second}", "Compare runs")
             page.get_by_text("Side by side").first.wait_for()
             page.get_by_text("Is the difference real?").first.wait_for()
-            assert "e2e hidden 8" in page.inner_text("body") and "e2e hidden 16" in page.inner_text("body")
+            assert "e2e renamed" in page.inner_text("body") and "e2e hidden 16" in page.inner_text("body")
+            assert swatch_color(page, "e2e renamed") == train_color
+            assert swatch_color(page, "e2e hidden 16") != train_color
             assert_no_exception(page, "/Compare")
             screenshot(page, "3_compare")
+            screenshot(page, "3_compare_390", width=NARROW)
             step("compared")
 
             # 3b. The clips that flip between the two runs, on the test split, each playable.
@@ -234,7 +276,7 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             assert_no_exception(page, "/Compare flips")
             screenshot(page, "3_compare_flips")
 
-            # 4. Predict: a 7-second WAV and a file that is not audio, with the first run.
+            # 5. Predict: a 7-second WAV and a file that is not audio, with the first run.
             open_page(page, base, f"/Predict?run={first}", "Predict")
             page.locator('[data-testid="stFileUploaderDropzoneInput"], input[type="file"]').first.set_input_files([
                 {"name": "violin-7s.wav", "mimeType": "audio/wav", "buffer": wav_buffer(7.0, label=7)},
@@ -250,9 +292,10 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             page.locator('[data-testid="stAlertContentError"]', has_text="garbage.wav").first.wait_for()
             assert_no_exception(page, "/Predict")
             screenshot(page, "4_predict")
+            screenshot(page, "4_predict_390", width=NARROW)
             step("predicted")
 
-            # 5. One dataset clip through both runs (the Compare selection is the default).
+            # 5b. One dataset clip through both runs (the Compare selection is the default).
             page.get_by_text("Dataset clip", exact=True).click()
             wait_idle(page)
             panel = page.get_by_text(re.compile(r": 2 models")).first
@@ -262,6 +305,19 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             assert_no_exception(page, "/Predict many")
             screenshot(page, "4_predict_many")
             step("one clip through both runs")
+
+            # 6. Delete the second run from its Train page (after a confirmation).
+            open_page(page, base, f"/Train?run={second}", "Train")
+            page.get_by_text("Name, tags, notes · delete").first.click()
+            delete = page.get_by_role("button", name="Delete run")
+            assert delete.is_disabled()  # not before the confirmation
+            page.locator('[data-testid="stCheckbox"] label', has_text="Yes, delete this run").first.click()
+            wait_idle(page)
+            page.get_by_role("button", name="Delete run").click()
+            page.get_by_text("Deleted run e2e hidden 16").first.wait_for()
+            assert_no_exception(page, "/Train delete")
+            assert stored(db, second, "name") is None
+            step("deleted")
         except Exception:
             try:
                 screenshot(page, "failure")

@@ -134,7 +134,9 @@ def test_grid_and_seed_repeats(store: RunStore) -> None:
         manager.submit_grid(tiny_config(), {"train.nope": [1]})
     configs = [store.get(r).config for r in grid]
     assert {(c.train.lr, c.model.dropout) for c in configs} == {(1e-2, 0.0), (1e-2, 0.2), (1e-3, 0.0), (1e-3, 0.2)}
-    assert store.get(grid[0]).name == "g lr=0.01, dropout=0.0" and store.get(grid[0]).tags == ["grid"]
+    assert store.get(grid[0]).name == "lr 0.01, dropout 0 of g" and store.get(grid[0]).tags == ["grid"]
+    assert store.get(grid[3]).name == "lr 1e-3, dropout 0.2 of g"
+    assert store.get(seeds[1]).name == "seed 2 of rep"
     assert store.get(seeds[0]).group_key == store.get(seeds[1]).group_key
     manager.shutdown(timeout=0.1)  # queued runs end 'interrupted', the running one too
     gate.set()

@@ -67,28 +67,43 @@ def _long(df: pd.DataFrame, x: str, columns: Mapping[str, str], smoothing: float
     return pd.concat(rows, ignore_index=True)
 
 
-def _curves(long: pd.DataFrame, x: str, y_title: str, log_scale: bool, y_domain=None) -> alt.Chart:
+def run_scale(colors: Mapping[str, str] | None) -> alt.Scale:
+    """The colour scale of run labels: each run's own colour (ui.colors) when given."""
+    if colors:
+        return alt.Scale(domain=list(colors), range=list(colors.values()))
+    return alt.Scale(scheme="tableau10")
+
+
+def _curves(long: pd.DataFrame, x: str, y_title: str, log_scale: bool, y_domain=None,
+            colors: Mapping[str, str] | None = None) -> alt.Chart:
     if log_scale:
         long = long[long["value"] > 0]
         scale = alt.Scale(type="log", nice=False)
     else:
         scale = alt.Scale(zero=False, domain=y_domain) if y_domain else alt.Scale(zero=False)
-    many_runs = long["run"].nunique() > 1
-    palette = alt.Scale(scheme="tableau10")
-    color = alt.Color("run:N", title="run", scale=palette) if many_runs else alt.Color("series:N", title=None, scale=palette)
-    encodings = dict(
+    if colors:  # only the runs drawn here, in the legend
+        colors = {label: colors[label] for label in dict.fromkeys(long["run"]) if label in colors}
+    encodings = dict(  # colour = the run (its own colour on every page), dash = the series
         x=alt.X(f"{x}:Q", title=X_TITLES.get(x, x)),
         y=alt.Y("value:Q", title=y_title, scale=scale),
-        color=color,
+        color=alt.Color("run:N", title="run", scale=run_scale(colors),  # below the plot, one run a line:
+                        legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=300)),  # fits 390 px
         tooltip=["run:N", "series:N", alt.Tooltip(f"{x}:Q", format=".4~g"), alt.Tooltip("value:Q", format=".4f")],
     )
-    if many_runs:
-        encodings["strokeDash"] = alt.StrokeDash("series:N", title=None)
+    series = list(dict.fromkeys(long["series"]))
+    if len(series) > 1:  # the legend names the line style too (its stroke symbols may not show)
+        styles = list(zip(("solid", "dashed", "dotted"), ([1, 0], [6, 4], [2, 2])))[:len(series)]
+        named = {name: f"{name} ({style})" for name, (style, _) in zip(series, styles)}
+        long = long.assign(series=long["series"].map(named).fillna(long["series"]))
+        encodings["strokeDash"] = alt.StrokeDash(
+            "series:N", title=None, scale=alt.Scale(domain=list(named.values()), range=[d for _, d in styles]),
+            legend=alt.Legend(orient="top", direction="horizontal", symbolType="stroke", symbolStrokeWidth=2))
     return alt.Chart(long).mark_line(point=len(long) <= 60).encode(**encodings).properties(height=300)
 
 
 def loss_curves(
-    df: pd.DataFrame, *, x: str = "epoch", log_scale: bool = False, smoothing: float = 0.0
+    df: pd.DataFrame, *, x: str = "epoch", log_scale: bool = False, smoothing: float = 0.0,
+    colors: Mapping[str, str] | None = None,
 ) -> alt.Chart:
     """Training and validation loss per epoch.
 
@@ -96,10 +111,11 @@ def loss_curves(
     (wall-clock since the run started), `train_loss`, `val_loss` (either loss column may be absent).
     x: "epoch" or "seconds". log_scale: log y axis (non-positive values dropped).
     smoothing: EMA factor in [0, 1) applied per run and series.
-    One run: colour = train/val. Several runs: colour = run, dash = train/val.
+    colors: run label -> colour (ui.colors), so that a run looks the same on every page.
+    Colour = run, dash = train/val.
     """
     long = _long(df, x, {"train_loss": "train", "val_loss": "validation"}, smoothing)
-    return _curves(long, x, "loss (log)" if log_scale else "loss", log_scale)
+    return _curves(long, x, "loss (log)" if log_scale else "loss", log_scale, colors=colors)
 
 
 def accuracy_curves(
@@ -108,6 +124,7 @@ def accuracy_curves(
     x: str = "epoch",
     columns: Mapping[str, str] | None = None,
     smoothing: float = 0.0,
+    colors: Mapping[str, str] | None = None,
 ) -> alt.Chart:
     """Accuracy per epoch, y in [0, 1].
 
@@ -122,7 +139,7 @@ def accuracy_curves(
         "val_balanced_accuracy": "validation balanced acc.",
     }
     long = _long(df, x, columns, smoothing)
-    return _curves(long, x, "accuracy", False, y_domain=[0, 1])
+    return _curves(long, x, "accuracy", False, y_domain=[0, 1], colors=colors)
 
 
 def step_loss_chart(
@@ -132,11 +149,13 @@ def step_loss_chart(
     log_scale: bool = False,
     smoothing: float = 0.6,
     max_points: int = 2000,
+    color: str | None = None,
 ) -> alt.Chart:
     """Training loss per optimiser step of one run: raw values faint, EMA on top.
 
     losses: one float per step, in order. steps_per_epoch: when given, x is fractional epochs.
     Long runs are thinned to about `max_points` points (every k-th step; EMA over all steps).
+    color: the run's colour (ui.colors) for the smoothed line; the raw steps are drawn faint.
     """
     raw = np.asarray(losses, dtype=float)
     smooth = ema(raw, smoothing)
@@ -155,11 +174,18 @@ def step_loss_chart(
         .encode(
             x=alt.X("x:Q", title=x_title),
             y=alt.Y("loss:Q", title="train loss per step" + (" (log)" if log_scale else ""), scale=scale),
-            color=alt.Color("series:N", title=None, scale=alt.Scale(domain=["raw", "smoothed"], range=["#b9cde5", "#2f6db5"])),
+            color=alt.Color("series:N", title=None, scale=alt.Scale(domain=["raw", "smoothed"],
+                                                                    range=[_faint(color or "#2f6db5"), color or "#2f6db5"])),
             tooltip=[alt.Tooltip("x:Q", title=x_title, format=".3~f"), "series:N", alt.Tooltip("loss:Q", format=".4f")],
         )
         .properties(height=260)
     )
+
+
+def _faint(color: str, amount: float = 0.6) -> str:
+    """`color` ('#rrggbb') mixed with white by `amount` in [0, 1]."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return "#{:02x}{:02x}{:02x}".format(*(round(c + (255 - c) * amount) for c in (r, g, b)))
 
 
 def confusion_heatmap(
@@ -172,8 +198,9 @@ def confusion_heatmap(
 ) -> alt.Chart:
     """Confusion matrix: rows = actual class, columns = predicted class (engine.metrics order).
 
-    matrix: (classes, classes) counts. Cells show the count (and the row share when
-    `normalize`); colour is the count, or the row-normalised share (recall along the diagonal)
+    matrix: (classes, classes) counts. Cells show the count, or the row share in whole percent
+    when `normalize` (short enough for a cell at 390 px; empty cells stay blank; the hover
+    shows both); colour is the count, or the row-normalised share (recall along the diagonal)
     when `normalize`. domain: fixed colour domain, e.g. (0, 1) for normalised matrices or
     (0, max count over all matrices), so several heatmaps share one scale.
     """
@@ -187,7 +214,7 @@ def confusion_heatmap(
             n = int(counts[i, j])
             rows.append({
                 "actual": actual, "predicted": predicted, "count": n, "share": float(share[i, j]),
-                "label": f"{n} ({share[i, j]:.0%})" if normalize and n else str(n),
+                "label": "" if n == 0 else (f"{100 * share[i, j]:.0f}" if normalize else str(n)),
                 "fill": float(share[i, j]) if normalize else float(n),
             })
     df = pd.DataFrame(rows)
@@ -199,11 +226,12 @@ def confusion_heatmap(
         y=alt.Y("actual:N", sort=names, title="actual", axis=alt.Axis(labelOverlap=False)),
     )
     rects = base.mark_rect().encode(
-        color=alt.Color("fill:Q", scale=scale, title="row share" if normalize else "clips"),
+        color=alt.Color("fill:Q", scale=scale, title="% of row" if normalize else "clips",
+                        legend=alt.Legend(format=".0%") if normalize else alt.Legend()),
         tooltip=["actual:N", "predicted:N", "count:Q", alt.Tooltip("share:Q", format=".1%", title="share of row")],
     )
     threshold = lo + 0.55 * (top - lo)
-    text = base.mark_text(fontSize=11).encode(
+    text = base.mark_text(fontSize=10).encode(
         text="label:N",
         color=alt.condition(alt.datum.fill > threshold, alt.value("white"), alt.value("black")),
     )
@@ -212,12 +240,14 @@ def confusion_heatmap(
 
 
 def per_class_bars(
-    df: pd.DataFrame, *, group: str = "run", value: str = "accuracy", title: str = "", y_title: str | None = None
+    df: pd.DataFrame, *, group: str = "run", value: str = "accuracy", title: str = "", y_title: str | None = None,
+    colors: Mapping[str, str] | None = None,
 ) -> alt.Chart:
     """Grouped bars: one group per class, one bar per `group` value (run, or split).
 
     df: long format with columns `class` (name; order kept as first seen), `group` (default
     "run") and `value` (default "accuracy", a rate in [0, 1]; NaN/None bars are dropped).
+    colors: group value -> colour (runs: ui.colors), else tableau10.
     """
     df = df.dropna(subset=[value])
     order = list(dict.fromkeys(df["class"]))
@@ -232,7 +262,8 @@ def per_class_bars(
             xOffset=alt.XOffset(f"{group}:N", sort=groups),
             y=alt.Y(f"{value}:Q", title=y_title or value.replace("_", " "), scale=y_scale,
                     axis=alt.Axis(format="%") if is_rate else alt.Axis()),
-            color=alt.Color(f"{group}:N", title=group, sort=groups, scale=alt.Scale(scheme="tableau10")),
+            color=alt.Color(f"{group}:N", title=group, sort=groups,
+                            scale=run_scale({g: colors[g] for g in groups if g in colors} if colors else None)),
             tooltip=["class:N", f"{group}:N", alt.Tooltip(f"{value}:Q", format=".1%" if is_rate else ",")],
         )
         .properties(height=280)

@@ -97,10 +97,11 @@ def _rebuild_store() -> None:
 
 @st.cache_resource(show_spinner=False)
 def get_manager():
-    """The job manager (daemon worker threads), one per server, sharing the store."""
+    """The job manager, one per server, sharing the store. Runs train in worker processes:
+    a run in the server's own process would share its GIL with every page refresh."""
     from engine.jobs import JobManager
 
-    return JobManager(_open_store())
+    return JobManager(_open_store(), isolation="process")
 
 
 TERMINAL_PHASES = ("finished", "failed", "cancelled", "interrupted", "diverged", "deleted")
@@ -109,9 +110,23 @@ TERMINAL_PHASES = ("finished", "failed", "cancelled", "interrupted", "diverged",
 def job_progress(include_ended: bool = False) -> list[dict]:
     """Queued and running jobs of this server's manager (manager.all_progress()) as dicts:
     run_id, name, status ("queued" | "running" | a final status), phase, fraction (0..1),
-    message (one line), eta (seconds or None), epoch, epochs, step, steps_per_epoch,
-    recent_losses (last step losses), val_accuracy."""
+    message (one line: ui.live.progress_line), eta (seconds of training left or None), epoch,
+    epochs, step, steps_per_epoch, recent_losses (last step losses), val_accuracy, data_done,
+    data_total, behind (name of the run a queued one waits for, else None)."""
+    from ui.live import progress_line
+
     manager = get_manager()
+    store = get_store()
+    names: dict[str, str] = {}
+
+    def name_of(run_id: str) -> str:
+        if run_id not in names:
+            try:
+                names[run_id] = store.get(run_id).name
+            except Exception:
+                names[run_id] = run_id
+        return names[run_id]
+
     out = []
     for run_id, p in manager.all_progress().items():
         ended = p.phase in TERMINAL_PHASES
@@ -120,14 +135,12 @@ def job_progress(include_ended: bool = False) -> list[dict]:
         d = asdict(p) if is_dataclass(p) else dict(p)
         d["fraction"] = float(getattr(p, "fraction", 0.0) or 0.0)
         d["status"] = p.phase if (ended or p.phase == "queued") else "running"
-        if p.phase == "training" and p.steps_per_epoch:
-            d["message"] = f"epoch {p.epoch}/{p.epochs}, step {p.step}/{p.steps_per_epoch}"
-        else:
-            d["message"] = p.phase + (f": {p.message}" if p.message else "")
-        try:
-            d["name"] = get_store().get(run_id).name
-        except Exception:
-            d["name"] = run_id
+        behind = manager.queued_behind(run_id) if p.phase == "queued" and hasattr(manager, "queued_behind") else []
+        d["behind"] = name_of(behind[0]) if behind else None
+        if behind and len(behind) > 1:
+            d["behind"] += f" (+{len(behind) - 1} more)"
+        d["fraction"], d["message"] = progress_line(d, d["status"], 0, p.epochs, behind=d["behind"])
+        d["name"] = name_of(run_id)
         out.append(d)
     return out
 
@@ -313,11 +326,26 @@ def render_sidebar() -> None:
             st.error(plain(problem))
         st.caption(f"**Dataset:** {describe_data(data)}")
         st.caption(f"**Device:** {compute_device()}")
-        _jobs_panel()
+        busy = _busy()
+        # Adaptive refresh: each timer rerun costs the server ~0.1-0.2 s of CPU on these pages
+        # (docs/PERFORMANCE.md), so poll often only while this server has jobs.
+        st.fragment(run_every=JOBS_EVERY_BUSY_S if busy else JOBS_EVERY_IDLE_S)(_jobs_panel)(busy)
 
 
-@st.fragment(run_every=2)
-def _jobs_panel() -> None:
+JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = 5.0, 15.0
+
+
+def _busy() -> bool:
+    """True while this server's job manager has queued or running runs."""
+    try:
+        return bool(get_manager().active())
+    except Exception:
+        return False
+
+
+def _jobs_panel(busy: bool) -> None:
+    if _busy() != busy:  # a job started or the last one ended: rerun the page (and pick the new pace)
+        st.rerun()
     try:
         jobs = job_progress()
     except EngineError as exc:  # a damaged run store: the same message as on the pages

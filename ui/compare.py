@@ -56,7 +56,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "test macro-F1": ("test", "macro_f1"),
 }
 METRIC_COLUMNS: tuple[str, ...] = (*METRICS, "val-test gap")
-BASE_COLUMNS: tuple[str, ...] = ("id", "name", "status", "tags", "created", "epochs")
+BASE_COLUMNS: tuple[str, ...] = ("id", "name", "status", "tags", "created", "epochs", "partial")
 
 
 # --------------------------------------------------------------------------- values and labels
@@ -82,12 +82,27 @@ def metric(run: Any, split: str, key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def partial_epochs(run: Any) -> tuple[int, int] | None:
+    """(epochs trained, epochs planned) of a run that stopped before its epochs (cancelled,
+    interrupted, failed or diverged with some history), else None."""
+    done, planned = len(run.history or []), run.config.train.epochs
+    if run.status in ("queued", "running") or done == 0 or done >= planned:
+        return None
+    return done, planned
+
+
 def run_labels(runs: Sequence[Any]) -> dict[str, str]:
-    """run id -> a unique display label: the name, plus the id where names repeat."""
+    """run id -> a unique display label: the name, plus the id where names repeat, plus
+    '(partial 41/50)' for a run that stopped before its epochs."""
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.name] = counts.get(run.name, 0) + 1
-    return {run.id: run.name if counts[run.name] == 1 or run.name == run.id else f"{run.name} [{run.id}]" for run in runs}
+    labels = {}
+    for run in runs:
+        label = run.name if counts[run.name] == 1 or run.name == run.id else f"{run.name} [{run.id}]"
+        partial = partial_epochs(run)
+        labels[run.id] = f"{label} (partial {partial[0]}/{partial[1]})" if partial else label
+    return labels
 
 
 # --------------------------------------------------------------------------- the runs table
@@ -106,8 +121,9 @@ def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
             "tags": list(run.tags),
             "created": datetime.fromtimestamp(run.created),
             "epochs": len(run.history or []),
+            "partial": partial_epochs(run) is not None,
             "group": run.group_key,
-            "warning": getattr(run, "warning", None),
+            "warning": getattr(run, "warning", None) or "",
         }
         for column, (split, key) in METRICS.items():
             row[column] = metric(run, split, key)
@@ -190,8 +206,9 @@ def table_columns(df: pd.DataFrame) -> list[str]:
     """Columns of the runs table as shown: base, key parameters, metrics, and any other
     parameter whose value differs between the listed runs."""
     varying = [p for p in param_names() if p not in KEY_PARAMS and p in df and df[p].map(value_label).nunique() > 1]
-    warned = ["warning"] if "warning" in df and df["warning"].notna().any() else []
-    return ["name", "status", *warned, "tags", "created", "epochs", *KEY_PARAMS, *varying, *METRIC_COLUMNS, "id"]
+    warned = ["warning"] if "warning" in df and (df["warning"].fillna("") != "").any() else []
+    return ["name", "status", *warned, "tags", "created", "epochs", "partial", *KEY_PARAMS, *varying, *METRIC_COLUMNS,
+            "id"]
 
 
 # --------------------------------------------------------------------------- selection in the URL
@@ -357,8 +374,9 @@ def smooth_bands(bands: pd.DataFrame, smoothing: float) -> pd.DataFrame:
 
 
 def band_chart(bands: pd.DataFrame, *, x: str = "epoch", band: str = "std", y_title: str = "value",
-               log_scale: bool = False) -> alt.Chart:
-    """Mean line per group with a shaded band: mean ± std (`band="std"`) or min..max (`band="minmax"`)."""
+               log_scale: bool = False, colors: Mapping[str, str] | None = None) -> alt.Chart:
+    """Mean line per group with a shaded band: mean ± std (`band="std"`) or min..max (`band="minmax"`).
+    colors: group label -> colour (a seed group takes its first run's colour, ui.colors)."""
     lo, hi = ("lo", "hi") if band == "std" else ("min", "max")
     df = bands.copy()
     if log_scale:
@@ -367,7 +385,8 @@ def band_chart(bands: pd.DataFrame, *, x: str = "epoch", band: str = "std", y_ti
     scale = alt.Scale(type="log") if log_scale else alt.Scale(zero=False)
     base = alt.Chart(df).encode(
         x=alt.X(f"{x}:Q", title="wall-clock seconds" if x == "seconds" else "epoch"),
-        color=alt.Color("group:N", title="seed group"),
+        color=alt.Color("group:N", title="seed group", scale=alt.Scale(domain=list(colors), range=list(colors.values()))
+                        if colors else alt.Scale(scheme="tableau10")),
     )
     area = base.mark_area(opacity=0.2).encode(y=alt.Y(f"{lo}:Q", title=y_title, scale=scale), y2=f"{hi}:Q")
     line = base.mark_line().encode(
@@ -552,6 +571,20 @@ def gap_per_class_frame(run: Any, class_names: Sequence[str] = SHORT_NAMES) -> p
 
 
 # --------------------------------------------------------------------------- mistakes
+
+
+def largest_mistake(confusion: Sequence[Sequence[float]] | None) -> tuple[int, int] | None:
+    """(actual, predicted) of the largest off-diagonal cell of a confusion matrix (rows =
+    actual), the first such cell on ties; None when there is no mistake at all."""
+    if confusion is None:
+        return None
+    m = np.asarray(confusion, dtype=float)
+    if m.ndim != 2 or m.size == 0:
+        return None
+    off = m.copy()
+    np.fill_diagonal(off, -np.inf)
+    actual, predicted = np.unravel_index(int(np.argmax(off)), off.shape)
+    return (int(actual), int(predicted)) if off[actual, predicted] > 0 else None
 
 
 def mistakes_frame(pred: Mapping[str, Any], actual: int, predicted: int, limit: int | None = None,

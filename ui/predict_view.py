@@ -319,5 +319,12 @@ def predict_with_runs(clip: ClipInput, run_ids: Sequence[str], store, names: dic
 
 
 def summary_frame(rows: Sequence[dict]) -> pd.DataFrame:
-    """The per-file summary table (confidence as a fraction)."""
-    return pd.DataFrame(list(rows))
+    """The per-file summary table: confidence as text ('14.6%'), and '–' / '' instead of
+    None where a file has no prediction or no problem (a table never says "None")."""
+    df = pd.DataFrame(list(rows))
+    if "confidence" in df:
+        df["confidence"] = [("–" if c is None or pd.isna(c) else f"{100 * float(c):.1f}%") for c in df["confidence"]]
+    for column, blank in (("predicted", "–"), ("problem", ""), ("true label", "")):
+        if column in df:
+            df[column] = [blank if v is None or v != v else v for v in df[column]]  # v != v: NaN
+    return df
