@@ -258,7 +258,8 @@ def test_home_queues_the_robustness_ablation_and_tabulates_it(app_env, monkeypat
     at.run()
     assert not at.exception, at.exception
     table = next(d.value for d in at.dataframe if "cross-val" in d.value.columns)
-    assert len(table) == rows and list(table["seeds done"]) == [2] * rows
+    ended = [(r.name, r.status, r.error) for r in get_store().list_runs()]
+    assert len(table) == rows and list(table["seeds done"]) == [2] * rows, ended
     assert table["cross-val"].between(0, 1).all()
     _shutdown_manager()
 

@@ -129,9 +129,14 @@ def test_train_page_shows_a_run_name_as_text(app_env, medley_cache):
     at.session_state["run"] = run_id
     at.run()
     assert not at.exception, at.exception
-    headings = [h.value for h in at.subheader if "evil" in h.value]
-    assert headings, [h.value for h in at.subheader]
-    assert all(_unescaped_markup(h) == [] for h in headings), headings
+    import re
+
+    headings = [m.value for m in at.markdown if m.value.startswith("### ") and "evil" in m.value]
+    assert headings, [m.value for m in at.markdown]
+    # the page's own colour dot is HTML; the name in its title attribute is quoted and escaped
+    dot = re.compile(r'<span class="run-swatch" title="[^"]*" style="color:#[0-9a-fA-F]{6}">&#9679;</span>')
+    assert all(dot.search(h) for h in headings), headings
+    assert all(_unescaped_markup(dot.sub("", h)) == [] for h in headings), headings
 
 
 def test_csv_download_cells_are_not_formulas():
