@@ -118,14 +118,17 @@ class _RunHooks(TrainHooks):
         left = p.epochs - self.first_epoch - done
         p.eta = p.elapsed / done * left if done > 0 else None
 
+    def checkpoint_due(self, epoch: int) -> bool:
+        """The first epoch, then at most one checkpoint per `checkpoint_every_s`."""
+        return epoch == 1 or time.monotonic() - self.last_checkpoint >= self.manager.checkpoint_every_s
+
     def on_epoch(self, record: dict, checkpoint: dict) -> None:
         losses = checkpoint["step_losses"][self.losses_stored:]
         self.losses_stored = len(checkpoint["step_losses"])
         self.store.append_epoch(self.run_id, record, losses)
-        now = time.monotonic()
-        if record["epoch"] == 1 or now - self.last_checkpoint >= self.manager.checkpoint_every_s:
+        if "model" in checkpoint:  # a full one: checkpoint_due said so
             self.store.save_checkpoint(self.run_id, checkpoint)
-            self.last_checkpoint = now
+            self.last_checkpoint = time.monotonic()
         p = self.progress
         with self.manager._lock:
             p.epoch, p.step, p.val_accuracy = record["epoch"], p.steps_per_epoch, record.get("val_accuracy")
