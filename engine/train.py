@@ -87,6 +87,7 @@ class TrainResult:
     standardizer: dict | None  # {"mean": [...], "std": [...]} when train.standardize
     device: str
     error: str | None = None
+    group: dict | None = None  # trained in a group (engine.batched): {"size", "seeds", "member"}
 
 
 class TrainHooks:
@@ -141,13 +142,14 @@ def class_weights(y: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def make_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
-    """Adam, SGD (with momentum) or Adadelta (rho, eps) over the model's parameters.
+def make_optimizer(model: nn.Module | list[torch.Tensor], tc: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, SGD (with momentum) or Adadelta (rho, eps) over the model's parameters (or a list
+    of tensors: a group's stacked parameters, `engine.batched`).
 
     Adam and SGD use their fused kernels (one pass over all parameters per step, on CPU and
     CUDA): the same update, measured 1.5x faster per epoch than the default for the study model.
     """
-    params, wd = model.parameters(), tc.weight_decay
+    params, wd = (model.parameters() if isinstance(model, nn.Module) else model), tc.weight_decay
     if tc.optimizer == "sgd":
         return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=wd, fused=True)
     if tc.optimizer == "adadelta":

@@ -1,0 +1,309 @@
+"""Seed repeats trained as one stacked model: `train_group(configs, data) -> [TrainResult]`.
+
+Runs that differ only in seed and dropout (`group_key`) of the study models train together:
+every parameter is stacked over the members into one tensor (G, ...), each step gathers
+each member's own batch (G, batch, inputs) and runs the layers as batched matrix products
+(`torch.baddbmm`), so one pass of Python, autograd and optimizer serves all G members.
+Each member keeps what it has alone: its seed's initial weights (`init_member`), its batch
+order and dropout generators, its share of the optimizer state (Adam, SGD and Adadelta are
+elementwise, so one optimizer over stacked tensors is G optimizers), its per-member
+gradient clipping, history, selection, checkpoints, cancel and divergence; a member that
+stops leaves the group and the others go on. Results are `train_run`'s `TrainResult`s, and
+a member's checkpoint is a `train_run` checkpoint: a member resumes alone with `train_run`.
+
+Same numbers as alone to float rounding, not bit for bit: a batched product sums in another
+order than the single one (tests/test_batched.py states the tolerance).
+
+Sequence models are not grouped: `nn.LSTM` has no batched-weights kernel, and a grouped
+LSTM written with `bmm` per frame was measured slower than one run after another on CPU
+(benchmarks/seeds.py reports both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import RunConfig
+from .errors import ConfigError
+from .model import autocast, build_model, dropout_mask
+from .train import (EVAL_BATCH, TrainHooks, TrainResult, _check_data, _cpu, _provides, divergence_message,
+                    final_evaluation, init_member, is_better, loss_weight, make_optimizer, shared_split,
+                    standardizer_of, validation_record)
+
+GROUPABLE_ARCHS = ("study", "study_2plus1")
+VARYING = ("train.seed", "model.dropout")  # what members of one group may differ in
+
+
+def group_key(config: RunConfig) -> str | None:
+    """A string equal for configurations that can train in one group (None: trains alone)."""
+    if config.model.arch not in GROUPABLE_ARCHS:
+        return None
+    flat = config.flat()
+    return repr(sorted((k, v) for k, v in flat.items() if k not in VARYING))
+
+
+@dataclass
+class _Member:
+    """One run of the group: its configuration, hooks, generators and what it has done."""
+
+    config: RunConfig
+    hooks: TrainHooks
+    order: torch.Generator  # batch order (CPU), seeded with the run's seed as in train_run
+    drops: torch.Generator  # dropout masks, on the device
+    history: list[dict] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"epoch": None, "val_accuracy": None, "model": None})
+    status: str | None = None  # set when the member leaves: "finished" | "cancelled" | "diverged"
+    error: str | None = None
+
+    @property
+    def p(self) -> float:
+        """Dropout between LSTM layers, as the single model's `between` (0 with one layer)."""
+        return self.config.model.dropout if self.config.model.num_layers > 1 else 0.0
+
+
+def _stacked_forward(params: dict[str, torch.Tensor], x: torch.Tensor, config: RunConfig,
+                     drops: list[tuple[float, torch.Generator]] | None) -> torch.Tensor:
+    """The study model of every member at once: x (G, batch, frames*features) -> logits (G, batch, classes).
+
+    The same function as `model.StudyLSTM` (one LSTM step from a zero state, see `one_step`)
+    with each weight stacked (G, ...). `drops`: per member (p, generator) for the dropout
+    between LSTM layers while training; None in evaluation.
+    """
+    m = config.model
+    h = _one_step(params, "lstm", m.num_layers, m.hidden_size, x, drops)  # (G, batch, hidden)
+    if m.arch == "study_2plus1":
+        h = _one_step(params, "extra", 1, m.extra_hidden, h, None)  # (G, batch, extra_hidden)
+    return torch.baddbmm(params["head.bias"][:, None], h, params["head.weight"].transpose(1, 2))
+
+
+def _one_step(params: dict[str, torch.Tensor], name: str, layers: int, hidden: int, x: torch.Tensor,
+              drops: list[tuple[float, torch.Generator]] | None) -> torch.Tensor:
+    """`model.one_step` with stacked weights: x (G, batch, inputs) -> (G, batch, hidden)."""
+    for layer in range(layers):
+        if layer > 0 and drops is not None and any(p > 0 for p, _ in drops):
+            masks = [dropout_mask(x.shape[1:], p, gen, x.dtype, x.device) if p > 0
+                     else torch.ones(x.shape[1:], dtype=x.dtype, device=x.device) for p, gen in drops]
+            x = x * torch.stack(masks)  # each member's own mask, as its `Dropout` would draw it
+        w = params[f"{name}.weight_ih_l{layer}"]  # (G, 4*hidden, inputs): gates i, f, g, o
+        b = (params[f"{name}.bias_ih_l{layer}"] + params[f"{name}.bias_hh_l{layer}"])[:, None]  # (G, 1, 4*hidden)
+        i = torch.baddbmm(b[..., :hidden], x, w[:, :hidden].transpose(1, 2))  # (G, batch, hidden)
+        g, o = torch.baddbmm(b[..., 2 * hidden:], x, w[:, 2 * hidden:].transpose(1, 2)).chunk(2, dim=2)
+        x = torch.sigmoid(o) * torch.tanh(torch.sigmoid(i) * torch.tanh(g))
+    return x
+
+
+def _member_losses(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Each member's mean (class-weighted) cross-entropy: logits (G, batch, classes), y (G, batch) -> (G,).
+    One `F.cross_entropy` per member, as alone (a single batched reduction would sum in another order)."""
+    return torch.stack([F.cross_entropy(lg, t, weight=weight) for lg, t in zip(logits, y)])
+
+
+def _clip_per_member(params: list[torch.Tensor], max_norm: float) -> None:
+    """`nn.utils.clip_grad_norm_` for each member: its gradients scaled so their norm is <= max_norm."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # (G,)
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
+
+
+def _member_state(names: list[str], params: list[torch.Tensor], g: int) -> dict[str, torch.Tensor]:
+    """Member g's state_dict, in the single model's key order (a copy on the device)."""
+    return {name: p[g].detach().clone() for name, p in zip(names, params)}
+
+
+def _member_optimizer_state(state: dict, g: int) -> dict:
+    """Member g's share of the stacked optimizer's state_dict: the state_dict its optimizer
+    would have alone (stacked tensors sliced; scalar ones such as Adam's step kept)."""
+    return {"state": {i: {k: (v[g] if isinstance(v, torch.Tensor) and v.dim() > 0 else v) for k, v in s.items()}
+                      for i, s in state["state"].items()},
+            "param_groups": state["param_groups"]}
+
+
+def _keep_rows(params: list[torch.Tensor], optimizer: torch.optim.Optimizer, keep: list[int],
+               config: RunConfig) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+    """The stacked parameters and optimizer with only the members at rows `keep`."""
+    state = optimizer.state_dict()
+    new = [p.detach()[keep].clone().requires_grad_() for p in params]
+    opt = make_optimizer(new, config.train)
+    state["state"] = {i: {k: (v[keep] if isinstance(v, torch.Tensor) and v.dim() > 0 else v) for k, v in s.items()}
+                      for i, s in state["state"].items()}
+    opt.load_state_dict(state)
+    return new, opt
+
+
+def _check_group(configs: list[RunConfig]) -> None:
+    if not configs:
+        raise ConfigError("a group needs at least one configuration")
+    keys = {group_key(c) for c in configs}
+    if None in keys:
+        raise ConfigError(f"only the study models train in groups ({', '.join(GROUPABLE_ARCHS)}), "
+                          f"not {sorted({c.model.arch for c in configs} - set(GROUPABLE_ARCHS))}")
+    if len(keys) > 1:
+        raise ConfigError(f"a group's runs may differ only in {', '.join(VARYING)}")
+
+
+def train_group(configs: list[RunConfig], data: dict[str, Any], *, device: str | None = None,
+                hooks: list[TrainHooks | None] | None = None) -> list[TrainResult]:
+    """Train `configs` (same `group_key`) together; result i is what `train_run(configs[i],
+    data)` returns, to float rounding, with `.group` set. `hooks[i]`: member i's TrainHooks
+    (its checkpoints are `train_run` checkpoints)."""
+    _check_group(configs)
+    device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    config = configs[0]
+    _check_data(config, data)
+    scale = standardizer_of(config, data)
+    hooks = list(hooks) if hooks is not None else [None] * len(configs)
+    with contextlib.ExitStack() as stack:
+        x_train, y_train = stack.enter_context(shared_split(data["training"], scale, device))
+        val = (stack.enter_context(shared_split(data["validation"], scale, device))
+               if "validation" in data and len(data["validation"].y) else None)
+        members, names = _train_members(configs, hooks, x_train, y_train, val,
+                                         loss_weight(config, data, device), device)
+    results = []
+    model = build_model(config.model, config.features).to(device)
+    seeds = [c.train.seed for c in configs]
+    for g, m in enumerate(members):
+        metrics, predictions = final_evaluation(model, m.best["model"], data, scale, device, config.train.precision)
+        results.append(TrainResult(
+            status=m.status or "finished", history=m.history, step_losses=m.step_losses, metrics=metrics,
+            predictions=predictions, best_epoch=m.best["epoch"],
+            state_dict=_cpu(m.best["model"]) if m.best["model"] is not None else {},
+            standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},
+            device=device, error=m.error, group={"size": len(configs), "seeds": seeds, "member": g}))
+    return results
+
+
+def _train_members(configs, hooks, x_train, y_train, val, weight, device) -> tuple[list[_Member], list[str]]:
+    """The epochs of `train_group`; returns the members (history, best, status) and parameter names."""
+    config, tc = configs[0], configs[0].train
+    members, models = [], []
+    for c, h in zip(configs, hooks):
+        model, drops = init_member(c, device)
+        models.append(model)
+        members.append(_Member(c, h or TrainHooks(), torch.Generator().manual_seed(c.train.seed), drops))
+    names = [n for n, _ in models[0].named_parameters()]
+    params = [torch.stack([m.get_parameter(n).detach() for m in models]).requires_grad_() for n in names]  # (G, ...)
+    del models
+    optimizer = make_optimizer(params, tc)
+    active = list(range(len(members)))  # members still training, in row order of `params`
+    n, batch = len(x_train), tc.batch_size
+    steps = math.ceil(n / batch)
+    t0 = time.perf_counter()
+    for epoch in range(1, tc.epochs + 1):
+        if not active:
+            break
+        orders = torch.stack([torch.randperm(n, generator=members[i].order) for i in active]).to(device)  # (G, n)
+        losses = torch.zeros(len(active), steps, device=device)
+        for step in range(steps):
+            leaving = {i: "cancelled" for i in active if members[i].hooks.should_stop()}
+            if leaving:
+                params, optimizer, orders, losses = _leave(leaving, active, members, params, optimizer, orders,
+                                                           losses, step, epoch, steps, config)
+                if not active:
+                    break
+            idx = orders[:, step * batch:(step + 1) * batch]  # (G, b)
+            xb = x_train[idx].flatten(2)  # (G, b, frames*features)
+            named = dict(zip(names, params))
+            with autocast(device, tc.precision):
+                logits = _stacked_forward(named, xb, config, [(members[i].p, members[i].drops) for i in active])
+                member_loss = _member_losses(logits, y_train[idx], weight)  # (G,)
+            optimizer.zero_grad(set_to_none=True)
+            member_loss.sum().backward()  # members share no parameter: each gets its own gradient
+            if tc.grad_clip:
+                _clip_per_member(params, tc.grad_clip)
+            optimizer.step()
+            losses[:, step] = member_loss.detach()
+            due = [r for r, i in enumerate(active) if _provides(members[i].hooks, "on_step")
+                   and ((step + 1) % members[i].hooks.step_every == 0 or step + 1 == steps)]
+            if due:  # a host sync, only when a member's hooks ask for step losses
+                values = losses[:, step].tolist()
+                for r in due:
+                    members[active[r]].hooks.on_step(epoch, step + 1, steps, values[r])
+                bad = {active[r]: "diverged" for r in due if not math.isfinite(values[r])}
+                if bad:
+                    params, optimizer, orders, losses = _leave(bad, active, members, params, optimizer, orders,
+                                                               losses, step + 1, epoch, steps, config)
+                    if not active:
+                        break
+        if not active:
+            break
+        values = losses.tolist()  # the epoch's one host sync for training losses
+        bad = {i: "diverged" for r, i in enumerate(active) if not all(map(math.isfinite, values[r]))}
+        if bad:
+            params, optimizer, orders, losses = _leave(bad, active, members, params, optimizer, orders,
+                                                       losses, steps, epoch, steps, config)
+            values = losses.tolist()
+        if not active:
+            break
+        records = [{"epoch": epoch, "train_loss": float(np.mean(v)), "val_loss": None, "val_accuracy": None}
+                   for v in values]
+        if val is not None:
+            logits = _stacked_logits(dict(zip(names, params)), val[0], config)  # (G, n_val, classes)
+            for r in range(len(active)):
+                records[r].update(validation_record(logits[r], val[1]))
+        seconds = time.perf_counter() - t0
+        state = None
+        for r, i in enumerate(active):
+            m = members[i]
+            m.step_losses += values[r]
+            records[r]["seconds"] = seconds
+            m.history.append(records[r])
+            if is_better(tc.select, m.best, records[r]):
+                m.best = {"epoch": epoch, "val_accuracy": records[r]["val_accuracy"], "model": _member_state(names, params, r)}
+            if _provides(m.hooks, "on_epoch"):
+                checkpoint = {"epoch": epoch, "history": [dict(h) for h in m.history], "step_losses": list(m.step_losses)}
+                if m.hooks.checkpoint_due(epoch):
+                    state = state or optimizer.state_dict()
+                    checkpoint.update(model=_cpu(_member_state(names, params, r)),
+                                      optimizer=_cpu(_member_optimizer_state(state, r)), best=_cpu(m.best),
+                                      rng={"shuffle": m.order.get_state(), "dropout": m.drops.get_state()})
+                m.hooks.on_epoch(dict(records[r]), checkpoint)
+    return members, names
+
+
+def _leave(leaving: dict[int, str], active: list[int], members: list[_Member], params, optimizer, orders, losses,
+           done_steps: int, epoch: int, steps: int, config: RunConfig):
+    """Members in `leaving` (index -> "cancelled" | "diverged") stop after `done_steps` steps of
+    `epoch`: their losses so far are kept as a lone run keeps them; the group goes on without them.
+    Updates `active` in place; returns params, optimizer, orders and losses of the rest."""
+    values = losses[:, :done_steps].tolist()
+    keep = []
+    for r, i in enumerate(list(active)):
+        if i not in leaving:
+            keep.append(r)
+            continue
+        m, row = members[i], values[r]
+        bad = next((k for k, v in enumerate(row) if not math.isfinite(v)), None)
+        if bad is not None:
+            m.step_losses += row[:bad]
+            m.status, m.error = "diverged", divergence_message(row[bad], epoch, bad + 1, steps)
+        else:
+            m.step_losses += row
+            m.status = "cancelled"
+        active.remove(i)
+    if not active:
+        return params, optimizer, orders, losses
+    params, optimizer = _keep_rows(params, optimizer, keep, config)
+    return params, optimizer, orders[keep], losses[keep]
+
+
+@torch.inference_mode()
+def _stacked_logits(params: dict[str, torch.Tensor], x: torch.Tensor, config: RunConfig) -> torch.Tensor:
+    """Every member's logits (G, n, classes) float32 for all of x (n, frames, features), in
+    evaluation mode (no dropout), EVAL_BATCH clips at a time, as `train._logits`."""
+    groups = next(iter(params.values())).shape[0]
+    flat = x.flatten(1)  # (n, frames*features)
+    with autocast(str(x.device), config.train.precision):
+        return torch.cat([_stacked_forward(params, flat[i:i + EVAL_BATCH].expand(groups, -1, -1), config, None).float()
+                          for i in range(0, len(flat), EVAL_BATCH)], dim=1)
