@@ -242,3 +242,44 @@ def test_runs_on_the_same_features_share_one_device_copy(data) -> None:
         with train_module.shared_split(fs, None, "cpu") as (c, _):
             assert c.data_ptr() != a.data_ptr()  # other scaling, other copy
     assert not train_module._SHARED  # freed with its last user
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@CUDA
+def test_cuda_resume_continues_the_same_training_to_rounding(data) -> None:
+    """On CUDA batch order and dropout masks are exact (the run's own generators), but cuBLAS
+    may sum in another order from call to call (no use_deterministic_algorithms): so the
+    check is to float tolerance there, where the CPU test above asks for identical numbers."""
+    full = train_run(config(), data, device="cuda")
+    checkpoints: list[dict] = []
+    hooks = TrainHooks(on_epoch=lambda record, ckpt: checkpoints.append(ckpt), should_stop=lambda: len(checkpoints) >= 2)
+    train_run(config(), data, device="cuda", hooks=hooks)
+    resumed = train_run(config(), data, device="cuda", resume=checkpoints[1])
+    np.testing.assert_allclose(resumed.step_losses, full.step_losses, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(resumed.predictions["test"]["probs"], full.predictions["test"]["probs"], atol=1e-4)
+
+
+@CUDA
+def test_cuda_concurrent_runs_get_their_own_masks_and_learn(data) -> None:
+    import threading
+    alone = train_run(config(epochs=3, standardize=True), data, device="cuda")
+    results: list = [None, None]
+
+    def run(slot: int) -> None:
+        results[slot] = train_run(config(epochs=3, standardize=True), data, device="cuda")
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for result in results:
+        np.testing.assert_allclose(result.step_losses, alone.step_losses, rtol=1e-4, atol=1e-5)
+    assert alone.metrics["validation"]["accuracy"] > 0.5
+
+
+@CUDA
+@pytest.mark.parametrize("arch", ["study", "sequence"])
+def test_cuda_bfloat16_trains_without_float16(data, arch: str) -> None:
+    cfg = config(epochs=3, standardize=True, precision="bfloat16").with_values(**{"model.arch": arch})
+    result = train_run(cfg, data, device="cuda")
+    assert result.status == "finished" and all(np.isfinite(result.step_losses))
