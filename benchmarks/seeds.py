@@ -132,7 +132,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternations of the two sides")
     parser.add_argument("--sequence-steps", type=int, default=1, help="timed steps of the sequence model after one warm-up (0: skip)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads for both sides (0: torch's default; 1 keeps a shared machine's "
+                             "other load from stalling every operation at OpenMP barriers)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.epochs < 2 or args.repeats < 1 or args.seeds < 1:
         parser.error("--epochs must be at least 2, --repeats and --seeds at least 1")
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.seeds} seeds, "
