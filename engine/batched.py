@@ -41,6 +41,7 @@ from .train import (EVAL_BATCH, TrainHooks, TrainResult, _check_data, _cpu, _pro
 
 GROUPABLE_ARCHS = ("study", "study_2plus1")
 VARYING = ("train.seed", "model.dropout")  # what members of one group may differ in
+MAX_GROUP = 16  # members per group (device memory grows with it)
 
 
 def group_key(config: RunConfig) -> str | None:
@@ -49,6 +50,15 @@ def group_key(config: RunConfig) -> str | None:
         return None
     flat = config.flat()
     return repr(sorted((k, v) for k, v in flat.items() if k not in VARYING))
+
+
+def companions(first: RunConfig, queued: list[tuple[str, RunConfig]], limit: int = MAX_GROUP) -> list[str]:
+    """Ids of the queued runs (id, config), in queue order, that can train in one group with
+    `first` (same `group_key`), at most `limit - 1` of them; [] when `first` trains alone."""
+    key = group_key(first)
+    if key is None:
+        return []
+    return [run_id for run_id, config in queued if group_key(config) == key][:max(0, limit - 1)]
 
 
 @dataclass

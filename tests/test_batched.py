@@ -152,3 +152,13 @@ def test_cuda_group_equals_alone_to_rounding(data) -> None:
         assert result.status == alone.status == "finished"
         np.testing.assert_allclose(result.step_losses, alone.step_losses, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(result.predictions["test"]["probs"], alone.predictions["test"]["probs"], atol=1e-4)
+
+
+def test_companions_are_the_queued_runs_that_group_with_the_first() -> None:
+    from engine.batched import companions
+    first = config(seed=0)
+    queued = [("a", config(seed=1)), ("b", config(seed=1, lr=1e-3)), ("c", with_model(config(seed=2), dropout=0.3)),
+              ("d", with_model(config(seed=3), arch="sequence")), ("e", config(seed=4))]
+    assert companions(first, queued) == ["a", "c", "e"]
+    assert companions(first, queued, limit=3) == ["a", "c"]
+    assert companions(with_model(first, arch="sequence"), queued) == []
