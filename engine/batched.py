@@ -1,18 +1,20 @@
 """Seed repeats trained as one stacked model: `train_group(configs, data) -> [TrainResult]`.
 
-Runs that differ only in seed and dropout (`group_key`) of the study models train together:
+Runs of the study models that differ only in seed, dropout, learning rate and weight decay
+(`group_key`) train together:
 every parameter is stacked over the members into one tensor (G, ...), each step gathers
 each member's own batch (G, batch, inputs) and runs the layers as batched matrix products
 (`torch.baddbmm`), so one pass of Python, autograd and optimizer serves all G members.
 Each member keeps what it has alone: its seed's initial weights (`init_member`), its batch
 order and dropout generators, its share of the optimizer state (Adam, SGD and Adadelta are
-elementwise, so one optimizer over stacked tensors is G optimizers), its per-member
+elementwise, so one optimizer over stacked tensors is G optimizers; its own lr and weight
+decay, see `_step`), its per-member
 gradient clipping, history, selection, checkpoints, cancel and divergence; a member that
 stops leaves the group and the others go on. Results are `train_run`'s `TrainResult`s, and
 a member's checkpoint is a `train_run` checkpoint: a member resumes alone with `train_run`.
 
-Same numbers as alone to float rounding, not bit for bit: a batched product sums in another
-order than the single one (tests/test_batched.py states the tolerance).
+Same numbers as alone to float rounding (bit for bit on this CPU when the members share lr
+and weight decay; tests/test_batched.py states the tolerance).
 
 Sequence models are not grouped: `nn.LSTM` has no batched-weights kernel, and a grouped
 LSTM written with `bmm` per frame was measured slower than one run after another on CPU
@@ -24,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import RunConfig
+from .config import RunConfig, TrainConfig
 from .errors import ConfigError
 from .model import autocast, build_model, dropout_mask
 from .train import (EVAL_BATCH, TrainHooks, TrainResult, _check_data, _cpu, _provides, divergence_message,
@@ -40,7 +42,7 @@ from .train import (EVAL_BATCH, TrainHooks, TrainResult, _check_data, _cpu, _pro
                     standardizer_of, validation_record)
 
 GROUPABLE_ARCHS = ("study", "study_2plus1")
-VARYING = ("train.seed", "model.dropout")  # what members of one group may differ in
+VARYING = ("train.seed", "model.dropout", "train.lr", "train.weight_decay")  # what members of one group may differ in
 MAX_GROUP = 16  # members per group (device memory grows with it)
 
 
@@ -164,10 +166,11 @@ class _Layout:
         named = self.named(leaves)
         return {name: torch.cat([named[key][g].detach() for key, _, _ in self.parts[name]]) for name in self.names}
 
-    def member_optimizer_state(self, state: dict, leaves: list[torch.Tensor], g: int) -> dict:
+    def member_optimizer_state(self, state: dict, leaves: list[torch.Tensor], g: int, tc: TrainConfig) -> dict:
         """Member g's share of the group optimizer's state_dict: what its optimizer would hold
         alone (gate leaves joined again; rows that never had a gradient hold zeros, as a lone
-        optimizer's state does for zero gradient rows; scalar entries such as Adam's step kept)."""
+        optimizer's state does for zero gradient rows; scalar entries such as Adam's step kept;
+        the member's own lr and weight decay, `tc`)."""
         index = {key: j for j, key in enumerate(self.keys)}
         out = {}
         for i, name in enumerate(self.names):
@@ -183,16 +186,40 @@ class _Layout:
                 else:
                     entry[k] = v
             out[i] = entry
-        groups = [dict(group, params=list(range(len(self.names)))) for group in state["param_groups"]]
+        groups = [dict(group, params=list(range(len(self.names))), lr=tc.lr, weight_decay=tc.weight_decay)
+                  for group in state["param_groups"]]
         return {"state": out, "param_groups": groups}
 
 
+def _step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], members: list[TrainConfig] | None) -> None:
+    """One optimizer step. `members` None: they share lr and weight decay, which the optimizer
+    holds (the exact lone update). Else the optimizer runs with lr 1 and no weight decay, each
+    member's decay is added to its gradient first (as torch's optimizers add it) and its step
+    is scaled by its lr afterwards: Adam, SGD and Adadelta all move a parameter by lr times a
+    direction that does not depend on lr, so p_new = p - lr * (p - p_at_lr_1); equal to the
+    lone update to float rounding (not bit for bit)."""
+    if members is None:
+        optimizer.step()
+        return
+    with torch.no_grad():
+        live = [p for p in params if p.grad is not None]
+        lr = torch.tensor([m.lr for m in members], device=live[0].device)
+        wd = torch.tensor([m.weight_decay for m in members], device=live[0].device)
+        for p in live:
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            p.grad.add_(p * wd.view(shape))
+        before = [p.detach().clone() for p in live]
+        optimizer.step()
+        for p, b in zip(live, before):
+            p.copy_(b - lr.view((-1,) + (1,) * (p.dim() - 1)) * (b - p))
+
+
 def _keep_rows(params: list[torch.Tensor], optimizer: torch.optim.Optimizer, keep: list[int],
-               config: RunConfig) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+               opt_config: TrainConfig) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
     """The stacked parameters and optimizer with only the members at rows `keep`."""
     state = optimizer.state_dict()
     new = [p.detach()[keep].clone().requires_grad_() for p in params]
-    opt = make_optimizer(new, config.train)
+    opt = make_optimizer(new, opt_config)
     state["state"] = {i: {k: (v[keep] if isinstance(v, torch.Tensor) and v.dim() > 0 else v) for k, v in s.items()}
                       for i, s in state["state"].items()}
     opt.load_state_dict(state)
@@ -252,7 +279,9 @@ def _train_members(configs, hooks, x_train, y_train, val, weight, device) -> lis
     layout = _Layout(models[0])
     params = layout.stack(models)  # leaves (G, ...)
     del models
-    optimizer = make_optimizer(params, tc)
+    scaled = len({(c.train.lr, c.train.weight_decay) for c in configs}) > 1
+    opt_config = replace(tc, lr=1.0, weight_decay=0.0) if scaled else tc  # see _step
+    optimizer = make_optimizer(params, opt_config)
     active = list(range(len(members)))  # members still training, in row order of `params`
     n, batch = len(x_train), tc.batch_size
     steps = math.ceil(n / batch)
@@ -266,7 +295,7 @@ def _train_members(configs, hooks, x_train, y_train, val, weight, device) -> lis
             leaving = {i: "cancelled" for i in active if members[i].hooks.should_stop()}
             if leaving:
                 params, optimizer, orders, losses = _leave(leaving, active, members, params, optimizer, orders,
-                                                           losses, step, epoch, steps, config)
+                                                           losses, step, epoch, steps, opt_config)
                 if not active:
                     break
             idx = orders[:, step * batch:(step + 1) * batch]  # (G, b)
@@ -277,12 +306,12 @@ def _train_members(configs, hooks, x_train, y_train, val, weight, device) -> lis
                 member_loss = _member_losses(logits, y_train[idx], weight)  # (G,)
             optimizer.zero_grad(set_to_none=True)
             member_loss.sum().backward()  # members share no parameter: each gets its own gradient
-            if tc.weight_decay:  # alone, the unused forget-gate rows get a zero gradient, so decay applies to them
-                for leaf in layout.unused(params):
+            if any(members[i].config.train.weight_decay for i in active):
+                for leaf in layout.unused(params):  # alone, these rows get a zero gradient, so decay applies to them
                     leaf.grad = torch.zeros_like(leaf)
             if tc.grad_clip:
                 _clip_per_member(params, tc.grad_clip)
-            optimizer.step()
+            _step(optimizer, params, [members[i].config.train for i in active] if scaled else None)
             losses[:, step] = member_loss.detach()
             due = [r for r, i in enumerate(active) if _provides(members[i].hooks, "on_step")
                    and ((step + 1) % members[i].hooks.step_every == 0 or step + 1 == steps)]
@@ -293,7 +322,7 @@ def _train_members(configs, hooks, x_train, y_train, val, weight, device) -> lis
                 bad = {active[r]: "diverged" for r in due if not math.isfinite(values[r])}
                 if bad:
                     params, optimizer, orders, losses = _leave(bad, active, members, params, optimizer, orders,
-                                                               losses, step + 1, epoch, steps, config)
+                                                               losses, step + 1, epoch, steps, opt_config)
                     if not active:
                         break
         if not active:
@@ -302,7 +331,7 @@ def _train_members(configs, hooks, x_train, y_train, val, weight, device) -> lis
         bad = {i: "diverged" for r, i in enumerate(active) if not all(map(math.isfinite, values[r]))}
         if bad:
             params, optimizer, orders, losses = _leave(bad, active, members, params, optimizer, orders,
-                                                       losses, steps, epoch, steps, config)
+                                                       losses, steps, epoch, steps, opt_config)
             values = losses.tolist()
         if not active:
             break
@@ -326,14 +355,14 @@ def _train_members(configs, hooks, x_train, y_train, val, weight, device) -> lis
                 if m.hooks.checkpoint_due(epoch):
                     state = state or optimizer.state_dict()
                     checkpoint.update(model=_cpu(layout.member_state(params, r)),
-                                      optimizer=_cpu(layout.member_optimizer_state(state, params, r)), best=_cpu(m.best),
+                                      optimizer=_cpu(layout.member_optimizer_state(state, params, r, m.config.train)), best=_cpu(m.best),
                                       rng={"shuffle": m.order.get_state(), "dropout": m.drops.get_state()})
                 m.hooks.on_epoch(dict(records[r]), checkpoint)
     return members
 
 
 def _leave(leaving: dict[int, str], active: list[int], members: list[_Member], params, optimizer, orders, losses,
-           done_steps: int, epoch: int, steps: int, config: RunConfig):
+           done_steps: int, epoch: int, steps: int, opt_config: TrainConfig):
     """Members in `leaving` (index -> "cancelled" | "diverged") stop after `done_steps` steps of
     `epoch`: their losses so far are kept as a lone run keeps them; the group goes on without them.
     Updates `active` in place; returns params, optimizer, orders and losses of the rest."""
@@ -354,7 +383,7 @@ def _leave(leaving: dict[int, str], active: list[int], members: list[_Member], p
         active.remove(i)
     if not active:
         return params, optimizer, orders, losses
-    params, optimizer = _keep_rows(params, optimizer, keep, config)
+    params, optimizer = _keep_rows(params, optimizer, keep, opt_config)
     return params, optimizer, orders[keep], losses[keep]
 
 
