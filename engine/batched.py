@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .config import RunConfig, TrainConfig
 from .errors import ConfigError
-from .model import autocast, build_model, dropout_mask
+from .model import autocast, dropout_mask
 from .train import (EVAL_BATCH, TrainHooks, TrainResult, _check_data, _cpu, _provides, divergence_message,
                     final_evaluation, init_member, is_better, loss_weight, make_optimizer, shared_split,
                     standardizer_of, validation_record)
@@ -248,14 +248,15 @@ def train_group(configs: list[RunConfig], data: dict[str, Any], *, device: str |
     _check_data(config, data)
     scale = standardizer_of(config, data)
     hooks = list(hooks) if hooks is not None else [None] * len(configs)
+    if len(hooks) != len(configs):
+        raise ConfigError(f"{len(hooks)} hooks for {len(configs)} configurations")
     with contextlib.ExitStack() as stack:
         x_train, y_train = stack.enter_context(shared_split(data["training"], scale, device))
         val = (stack.enter_context(shared_split(data["validation"], scale, device))
                if "validation" in data and len(data["validation"].y) else None)
-        members = _train_members(configs, hooks, x_train, y_train, val,
-                                         loss_weight(config, data, device), device)
+        members = _train_members(configs, hooks, x_train, y_train, val, loss_weight(config, data, device), device)
     results = []
-    model = build_model(config.model, config.features).to(device)
+    model, _ = init_member(config, device)  # a model to evaluate in (built under the global-generator lock)
     seeds = [c.train.seed for c in configs]
     for g, m in enumerate(members):
         metrics, predictions = final_evaluation(model, m.best["model"], data, scale, device, config.train.precision)
