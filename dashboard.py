@@ -11,9 +11,10 @@ import streamlit as st
 from engine.config import RunConfig
 from engine.errors import EngineError
 from engine.labels import SUBSETS
-from engine.presets import beyond_study, study_ablation
+from engine.ablation import summarize_rows
+from engine.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row, beyond_study, robustness_runs, study_ablation
 from ui.common import (
-    compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store,
+    compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store, plain,
     load_dataset_cached, render_sidebar, set_data_setting,
 )
 
@@ -40,12 +41,12 @@ with left:
         try:
             ds = load_dataset_cached(data)
         except EngineError as exc:
-            st.error(f"Cannot read the dataset: {exc}")
+            st.error(f"Cannot read the dataset: {plain(exc)}")
         else:
             kind = "demo (synthetic, rendered from General MIDI soundfonts)" if ds.is_demo else "Medley-solos-DB"
             counts = pd.DataFrame(ds.counts()).reindex(columns=list(SUBSETS))
             counts.loc["total"] = counts.sum()
-            st.caption(f"{kind} at `{ds.root}` ({ds.layout} layout), {len(ds.clips)} clips, "
+            st.caption(f"{kind} at {plain(ds.root)} ({ds.layout} layout), {len(ds.clips)} clips, "
                        f"{len(ds.problems)} problem(s) found.")
             st.dataframe(counts, width="stretch")
     else:
@@ -59,8 +60,10 @@ with right:
                  "~/mir_datasets/medley_solos_db, else the built-in demo.",
         )
         if st.form_submit_button("Use this dataset"):
-            set_data_setting(value)
-            st.rerun()
+            problem = set_data_setting(value)
+            if problem is None:
+                st.rerun()
+            st.error(f"Not switched: {plain(problem)}")
     st.caption("Also: `streamlit run dashboard.py -- --data /path/to/medley_solos_db`, "
                "or `MEDLEY_DATA=/path streamlit run dashboard.py`, or `?data=...` in the URL.")
 
@@ -73,18 +76,20 @@ cols[1].metric("queued", int(by_status.get("queued", 0)))
 cols[2].metric("finished", int(by_status.get("finished", 0)))
 cols[3].metric("failed / cancelled / other", len(runs) - int(by_status.reindex(["running", "queued", "finished"]).fillna(0).sum()))
 
-finished = [r for r in runs if r.status == "finished" and r.metrics.get("test")]
+finished = [r for r in runs if r.status == "finished" and r.metrics.get("validation")]
 if finished:
     def _m(r, split, key):
         return (r.metrics.get(split) or {}).get(key)
 
     table = pd.DataFrame([
-        {"run": r.name, "id": r.id, "test balanced acc.": _m(r, "test", "balanced_accuracy"),
-         "test acc.": _m(r, "test", "accuracy"), "val balanced acc.": _m(r, "validation", "balanced_accuracy"),
-         "val acc.": _m(r, "validation", "accuracy"), "epochs": r.epochs_done, "tags": ", ".join(r.tags)}
+        {"run": r.name, "id": r.id, "val balanced acc.": _m(r, "validation", "balanced_accuracy"),
+         "val acc.": _m(r, "validation", "accuracy"), "test balanced acc.": _m(r, "test", "balanced_accuracy"),
+         "test acc.": _m(r, "test", "accuracy"), "epochs": r.epochs_done, "tags": ", ".join(r.tags),
+         "warning": r.warning or ""}
         for r in finished
-    ]).sort_values("test balanced acc.", ascending=False, na_position="last").head(10)
-    st.markdown("**Best finished runs** (by test balanced accuracy = mean per-class recall on the test split)")
+    ]).sort_values("val balanced acc.", ascending=False, na_position="last", kind="stable").head(10)
+    st.markdown("**Best finished runs** (by validation balanced accuracy = mean per-class recall on the "
+                "validation split; test is shown as the final report, never used to choose)")
     pct = {c: st.column_config.NumberColumn(c, format="percent") for c in
            ("test balanced acc.", "test acc.", "val balanced acc.", "val acc.")}
     st.dataframe(table, hide_index=True, width="stretch", column_config=pct)
@@ -102,12 +107,14 @@ if not dataset_ready(data) and st.button("Make demo data", type="primary"):
     try:
         load_dataset_cached(data)
     except EngineError as exc:
-        st.error(f"Could not make the demo data: {exc}")
+        st.error(f"Could not make the demo data: {plain(exc)}")
     else:
         st.rerun()
 
-c1, c2, c3 = st.columns([1, 2, 2], vertical_alignment="bottom")
-epochs = c1.number_input("epochs per run (the study: 50)", 1, 500, 50, key="ablation_epochs")
+c1, c2, c3, c4 = st.columns([1, 2, 2, 2], vertical_alignment="bottom")
+epochs = c1.number_input("epochs per run (the study: 50)", 1, 500, 50, key="ablation_epochs",
+                          help="For the study's ablation and 'what the study missed'; the robustness "
+                               "ablation trains the recommended configuration's own number of epochs.")
 presets = {
     "study": (c2, "Run the study's ablation", study_ablation, "study: ",
               "Queues one run per ablation row (10 runs: base, batch 50/20, lr 1e-3/1e-5, dropout "
@@ -115,6 +122,11 @@ presets = {
     "beyond": (c3, "Run what the study missed", beyond_study, "beyond: ",
                "Queues 5 runs tagged 'beyond': the study's base, + standardised features, + the whole clip "
                "read as a sequence, + class weighting, and our recommended configuration."),
+    "robustness": (c4, "Run the robustness ablation", robustness_runs, "robustness: ",
+                   f"Queues {(1 + len(ROBUSTNESS_OPTIONS)) * len(ROBUSTNESS_SEEDS)} runs tagged 'robustness': "
+                   f"the recommended configuration and the same with one option flipped ("
+                   f"{', '.join(ROBUSTNESS_OPTIONS)}), {len(ROBUSTNESS_SEEDS)} seeds each. The table below "
+                   "compares validation, cross-collection validation and test."),
 }
 for tag, (column, label, make_rows, prefix, help_text) in presets.items():
     if not column.button(label, type="primary" if dataset_ready(data) else "secondary", help=help_text, key=f"run_{tag}"):
@@ -123,10 +135,11 @@ for tag, (column, label, make_rows, prefix, help_text) in presets.items():
         try:
             load_dataset_cached(data)
         except EngineError as exc:
-            st.error(f"Could not make the demo data: {exc}")
+            st.error(f"Could not make the demo data: {plain(exc)}")
             st.stop()
     manager = get_manager()
-    rows = make_rows(RunConfig(data=data), **{"train.epochs": int(epochs)})
+    overrides = {} if tag == "robustness" else {"train.epochs": int(epochs)}  # robustness: the preset's epochs
+    rows = make_rows(RunConfig(data=data), **overrides)
     for name, config in rows:
         manager.submit(config, name=f"{prefix}{name}", tags=(tag,))
     st.session_state["home_flash"] = (f"Queued {len(rows)} runs tagged '{tag}'. Progress is in the sidebar; "
@@ -134,3 +147,21 @@ for tag, (column, label, make_rows, prefix, help_text) in presets.items():
     st.rerun()
 if "home_flash" in st.session_state:
     st.success(st.session_state.pop("home_flash"))
+
+# ---- robustness ablation ----------------------------------------------------------------
+robust = [r for r in runs if "robustness" in r.tags]
+if robust:
+    st.subheader("Robustness ablation")
+    order: dict[str, list] = {}
+    for r in sorted(robust, key=lambda r: r.created):
+        order.setdefault(ablation_row(r.name), []).append(r)
+    table = pd.DataFrame(summarize_rows(list(order.items())))
+    shown = {"row": "configuration", "finished": "seeds done", "val_accuracy_mean": "val",
+             "val_accuracy_std": "val ±", "val_shift_accuracy_mean": "cross-val", "val_shift_accuracy_std": "cross-val ±",
+             "test_accuracy_mean": "test", "test_accuracy_std": "test ±", "gap_mean": "val-test gap"}
+    st.caption("Mean and seed standard deviation over the finished runs of each row. *cross-val* = the "
+               "validation clips through a held-out recording chain: the protocol chooses on it, never on "
+               "test (docs/PROTOCOL.md).")
+    st.dataframe(table[list(shown)].rename(columns=shown), hide_index=True, width="stretch",
+                 column_config={label: st.column_config.NumberColumn(label, format="percent")
+                                for key, label in shown.items() if key not in ("row", "finished")})

@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from .config import RunConfig, TrainConfig
 from .errors import ConfigError
 from .model import autocast, dropout_mask
-from .train import (EVAL_BATCH, TrainHooks, TrainResult, _check_data, _cpu, _provides, divergence_message,
-                    final_evaluation, init_member, is_better, loss_weight, make_optimizer, shared_split,
-                    standardizer_of, validation_record)
+from .train import (AUGMENTED, EVAL_BATCH, TrainHooks, TrainResult, _batch, _check_data, _cpu, _provides, _scaled,
+                    divergence_message, epoch_record, final_evaluation, init_member, is_better, learning_warning,
+                    loss_weight, make_optimizer, shared_evaluation_splits, shared_split, standardizer_of)
 
 GROUPABLE_ARCHS = ("study", "study_2plus1")
 VARYING = ("train.seed", "model.dropout", "train.lr", "train.weight_decay")  # what members of one group may differ in
@@ -250,11 +250,12 @@ def train_group(configs: list[RunConfig], data: dict[str, Any], *, device: str |
     hooks = list(hooks) if hooks is not None else [None] * len(configs)
     if len(hooks) != len(configs):
         raise ConfigError(f"{len(hooks)} hooks for {len(configs)} configurations")
+    views = _scaled(data[AUGMENTED].x, scale, device) if AUGMENTED in data else None  # (views, n, frames, features)
     with contextlib.ExitStack() as stack:
         x_train, y_train = stack.enter_context(shared_split(data["training"], scale, device))
-        val = (stack.enter_context(shared_split(data["validation"], scale, device))
-               if "validation" in data and len(data["validation"].y) else None)
-        members = _train_members(configs, hooks, x_train, y_train, val, loss_weight(config, data, device), device)
+        evals = shared_evaluation_splits(stack, data, scale, device)
+        members = _train_members(configs, hooks, x_train, y_train, views, evals, loss_weight(config, data, device),
+                                 device)
     results = []
     model, _ = init_member(config, device)  # a model to evaluate in (built under the global-generator lock)
     seeds = [c.train.seed for c in configs]
@@ -265,11 +266,12 @@ def train_group(configs: list[RunConfig], data: dict[str, Any], *, device: str |
             predictions=predictions, best_epoch=m.best["epoch"],
             state_dict=_cpu(m.best["model"]) if m.best["model"] is not None else {},
             standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},
-            device=device, error=m.error, group={"size": len(configs), "seeds": seeds, "member": g}))
+            device=device, error=m.error, group={"size": len(configs), "seeds": seeds, "member": g},
+            warning=learning_warning(m.history) if (m.status or "finished") == "finished" else None))
     return results
 
 
-def _train_members(configs, hooks, x_train, y_train, val, weight, device) -> list[_Member]:
+def _train_members(configs, hooks, x_train, y_train, views, evals, weight, device) -> list[_Member]:
     """The epochs of `train_group`; returns the members (history, best, status)."""
     config, tc = configs[0], configs[0].train
     members, models = [], []
@@ -300,7 +302,9 @@ def _train_members(configs, hooks, x_train, y_train, val, weight, device) -> lis
                 if not active:
                     break
             idx = orders[:, step * batch:(step + 1) * batch]  # (G, b)
-            xb = x_train[idx].flatten(2)  # (G, b, frames*features)
+            # each member's batch as alone: its clips, its augmented views and masks from its generator
+            xb = torch.stack([_batch(x_train, views, idx[r], tc, members[i].order)
+                              for r, i in enumerate(active)]).flatten(2)  # (G, b, frames*features)
             named = layout.named(params)
             with autocast(device, tc.precision):
                 logits = _stacked_forward(named, xb, config, [(members[i].p, members[i].drops) for i in active])
@@ -336,12 +340,9 @@ def _train_members(configs, hooks, x_train, y_train, val, weight, device) -> lis
             values = losses.tolist()
         if not active:
             break
-        records = [{"epoch": epoch, "train_loss": float(np.mean(v)), "val_loss": None, "val_accuracy": None}
-                   for v in values]
-        if val is not None:
-            logits = _stacked_logits(layout.named(params), val[0], config)  # (G, n_val, classes)
-            for r in range(len(active)):
-                records[r].update(validation_record(logits[r], val[1]))
+        logits = {name: _stacked_logits(layout.named(params), x, config) for name, (x, _) in evals.items()}  # (G, n, classes)
+        records = [epoch_record(epoch, v, {name: lg[r] for name, lg in logits.items()}, evals)
+                   for r, v in enumerate(values)]
         seconds = time.perf_counter() - t0
         state = None
         for r, i in enumerate(active):

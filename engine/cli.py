@@ -1,4 +1,4 @@
-"""Command line: data, features, train, ablate, runs, show, predict, export.
+"""Command line: data, features, train, ablate, runs, show, compare, predict, flips, agreement, export.
 
 Machine-readable forms (`--json`) print exactly one JSON document on stdout; progress bars
 and messages go to stderr. Exit status 0 on success, 1 when the work failed, 2 on bad input.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -24,6 +25,8 @@ FEATURE_FLAGS = {
     "frames": ("features.frames", "frames"),
     "chroma": ("features.chroma", bool),
     "deltas": ("features.deltas", bool),
+    "inputs": ("features.inputs", str),
+    "clip_norm": ("features.clip_norm", bool),
 }
 MODEL_FLAGS = {
     "arch": ("model.arch", str),
@@ -49,6 +52,20 @@ TRAIN_FLAGS = {
     "select": ("train.select", str),
     "grad_clip": ("train.grad_clip", float),
     "precision": ("train.precision", str),
+    "augment": ("train.augment", str),
+    "augment_views": ("train.augment_views", int),
+    "augment_seed": ("train.augment_seed", int),
+    "time_mask": ("train.time_mask", int),
+    "freq_mask": ("train.freq_mask", int),
+}
+FLAG_HELP = {
+    "representation": "spectral (MFCC + centroid + contrast), logmel (128 mel bands in dB) or waveform",
+    "clip_norm": "per-clip mean/variance normalisation of every feature (CMVN)",
+    "augment": "comma-separated audio augmentations of the training clips: gain, eq, speed, noise ('' = none)",
+    "augment_views": "augmented copies of each training clip (cached; each epoch reads the clean clip or one copy)",
+    "augment_seed": "seed of the augmented copies",
+    "time_mask": "SpecAugment: mask up to N consecutive frames per training clip (0 = off)",
+    "freq_mask": "SpecAugment: mask up to N consecutive feature rows per training clip (0 = off)",
 }
 
 
@@ -59,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["MEDLEY_CACHE"] = str(Path(args.cache).expanduser())
     try:
         return args.handler(args)
+    except BrokenPipeError:  # `engine runs | head`: the reader left; stop quietly like other tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -96,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablate = sub.add_parser("ablate", help="run a whole ablation and print a table")
     _add_run_flags(ablate)
+    ablate.add_argument("--seeds", type=int, default=None,
+                        help="runs per row with seeds seed..seed+N-1 (default: 3 for robustness, else 1)")
     ablate.set_defaults(handler=cmd_ablate)
 
     for name, help_text in (("resume", "continue an interrupted, cancelled or failed run from its last saved epoch"),
@@ -110,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--status", help="only runs with this status")
     runs.add_argument("--tag", help="only runs with this tag")
     runs.add_argument("--json", action="store_true")
+    runs.add_argument("--rebuild", action="store_true",
+                      help="set a damaged run store aside and rebuild it from the run folders, then list")
     runs.set_defaults(handler=cmd_runs)
 
     show = sub.add_parser("show", help="one run in full")
@@ -124,11 +149,34 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(extra, help="comma-separated tags" if extra == "tags" else "new name")
         p.set_defaults(handler=handler)
 
+    compare = sub.add_parser("compare", help="is B better than A? two runs or two seed groups, one honest test")
+    compare.add_argument("a", help="run id, or comma-separated run ids of a seed group (the reference)")
+    compare.add_argument("b", help="run id, or comma-separated run ids of a seed group")
+    compare.add_argument("--split", choices=["validation", "test"], default="validation",
+                         help="validation (default: choose on validation) or test (the final report)")
+    compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    compare.add_argument("--json", action="store_true", help="print one JSON object")
+    compare.set_defaults(handler=cmd_compare)
+
     predict = sub.add_parser("predict", help="predict the instrument of audio files with a stored run")
-    predict.add_argument("--run", required=True, help="run id (see `runs`)")
+    predict.add_argument("--run", required=True, help="run id (see `runs`), or several separated by commas")
     predict.add_argument("files", nargs="+")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(handler=cmd_predict)
+
+    flips = sub.add_parser("flips", help="the clips whose prediction changed between run(s) A and run(s) B")
+    flips.add_argument("a", help="run id, or comma-separated run ids of a seed group (A, the reference)")
+    flips.add_argument("b", help="run id, or comma-separated run ids (B)")
+    flips.add_argument("--split", default="validation", choices=["validation", "test"])
+    flips.add_argument("--limit", type=int, default=10, help="clips listed per kind without --json (default 10)")
+    flips.add_argument("--json", action="store_true")
+    flips.set_defaults(handler=cmd_flips)
+
+    agree = sub.add_parser("agreement", help="how often runs predict the same label (share and Cohen's kappa)")
+    agree.add_argument("runs", help="comma-separated run ids (two or more)")
+    agree.add_argument("--split", default="validation", choices=["validation", "test"])
+    agree.add_argument("--json", action="store_true")
+    agree.set_defaults(handler=cmd_agreement)
 
     export = sub.add_parser("export", help="export runs and metrics as CSV")
     export.add_argument("--out", help="CSV file (default: stdout)")
@@ -144,17 +192,19 @@ def _add_data_flag(parser: argparse.ArgumentParser) -> None:
 def _add_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, Any]]) -> None:
     for flag, (dotted, kind) in flags.items():
         name = "--" + flag.replace("_", "-")
+        text = f"{dotted}: {FLAG_HELP[flag]}" if flag in FLAG_HELP else dotted
         if kind is bool:
-            parser.add_argument(name, dest=flag, action=argparse.BooleanOptionalAction, default=None, help=dotted)
+            parser.add_argument(name, dest=flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif kind == "frames":
             parser.add_argument(name, dest=flag, default=None, help="frames per clip: a number (study: 3) or 'all'")
         else:
-            parser.add_argument(name, dest=flag, type=kind, default=None, help=dotted)
+            parser.add_argument(name, dest=flag, type=kind, default=None, help=text)
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     _add_data_flag(parser)
-    parser.add_argument("--preset", default="study", help="study (the study's base/ablation), recommended, beyond")
+    parser.add_argument("--preset", default="study",
+                        help="train: study or recommended; ablate: study, beyond or robustness")
     parser.add_argument("--config", help="a JSON file with a whole RunConfig (flags override single values)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -194,10 +244,10 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_data_summary(args: argparse.Namespace) -> int:
     from .dataset import resolve_dataset, summarize
 
-    ds = resolve_dataset(args.data, progress=_progress_bar("making demo data"))
+    ds = resolve_dataset(args.data, progress=_progress_bar(_dataset_step(args.data)))
     info = summarize(ds)
     if args.json:
-        print(json.dumps(info, default=str))
+        print(json_text(info))
         return 0
     print(f"dataset: {info['root']} ({info['layout']} layout)")
     for subset, counts in info["counts"].items():
@@ -206,6 +256,14 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
     for problem in info["problems"][:20]:
         print(f"  {problem['file']}: {problem['reason']}")
     return 0
+
+
+def _dataset_step(data: str | None) -> str:
+    """The progress bar's label while the dataset `data` is resolved: making a demo dataset
+    (which is only done when it is missing) or checking a real folder's files."""
+    from .dataset import demo_size
+
+    return "demo data" if demo_size(data) is not None else "checking dataset"
 
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
@@ -223,7 +281,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from .features import load_features
 
     config = RunConfig().with_values(**flag_overrides(args)).features
-    ds = resolve_dataset(args.data, progress=_progress_bar("making demo data"))
+    ds = resolve_dataset(args.data, progress=_progress_bar(_dataset_step(args.data)))
     start = time.perf_counter()
     sets = load_features(ds, config, progress=_progress_bar("features"))
     for subset, fs in sets.items():
@@ -269,12 +327,24 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def ablation_base(args: argparse.Namespace) -> RunConfig:
+    """The base of `ablate --preset ...` with the flags applied: the study's own base (its 2019
+    inputs included) for the study's ablations, the recommended preset for robustness."""
+    from .presets import ABLATION_BASES
+
+    if args.preset not in ABLATION_BASES:
+        raise EngineError(f"unknown ablation {args.preset!r}; choose one of {sorted(ABLATION_BASES)}")
+    return config_from_args(args, ABLATION_BASES[args.preset])
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .presets import ABLATIONS, STUDY_FINAL_ROW, STUDY_REPORTED, STUDY_REPORTED_FINAL_TEST
+    from .presets import ABLATION_BASES, ABLATIONS, STUDY_FINAL_ROW, STUDY_REPORTED, STUDY_REPORTED_FINAL_TEST
 
     if args.preset not in ABLATIONS:
         raise EngineError(f"unknown ablation {args.preset!r}; choose one of {sorted(ABLATIONS)}")
-    base = config_from_args(args, RunConfig())
+    base = ablation_base(args)
+    if args.preset == "robustness" or (args.seeds or 1) > 1:
+        return _ablate_with_seeds(args, base)
     rows = ABLATIONS[args.preset](base)
     records = _train_and_wait([(name, config, ("ablation", args.preset)) for name, config in rows], args.device)
     table = []
@@ -285,9 +355,34 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         summary["study_test_accuracy"] = STUDY_REPORTED_FINAL_TEST if (args.preset == "study" and name == STUDY_FINAL_ROW) else None
         table.append(summary)
     if args.json:
-        print(json.dumps(table))
+        print(json_text(table))
     else:
         print(format_ablation_table(table))
+    return 0 if all(r.status == "finished" for r in records) else 1
+
+
+def _ablate_with_seeds(args: argparse.Namespace, base: RunConfig) -> int:
+    """An ablation with every row repeated over seeds; prints mean +- seed std per row and
+    which row the protocol (docs/PROTOCOL.md: cross-collection validation only) picks."""
+    from .ablation import format_rows, select_by_cross_validation, summarize_rows
+    from .presets import ABLATION_SEEDS, ABLATIONS, with_seeds
+
+    if args.seeds is not None and args.seeds < 1:
+        raise EngineError(f"--seeds must be at least 1, not {args.seeds}")
+    first = base.train.seed
+    seeds = tuple(range(first, first + args.seeds)) if args.seeds else tuple(first + s for s in ABLATION_SEEDS[args.preset])
+    rows = ABLATIONS[args.preset](base)
+    jobs = with_seeds(rows, seeds)
+    records = _train_and_wait([(f"{name} seed {seed}", config, ("ablation", args.preset))
+                               for name, seed, config in jobs], args.device)
+    grouped = [(name, [rec for (row, _, _), rec in zip(jobs, records) if row == name]) for name, _ in rows]
+    table = summarize_rows(grouped)
+    choice = select_by_cross_validation(table)
+    if args.json:
+        print(json.dumps({"preset": args.preset, "seeds": list(seeds), "rows": table, "protocol_choice": choice}))
+    else:
+        print(format_rows(table))
+        print(f"protocol choice (highest cross-collection validation, beyond the seed spread): {choice}")
     return 0 if all(r.status == "finished" for r in records) else 1
 
 
@@ -303,7 +398,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 def _report_run(record: Any, as_json: bool) -> int:
     if as_json:
-        print(json.dumps(run_summary(record)))
+        print(json_text(run_summary(record)))
     else:
         _print_run(record)
     return 0 if record.status == "finished" else 1
@@ -365,8 +460,10 @@ def run_summary(record: Any) -> dict[str, Any]:
         "name": record.name,
         "status": record.status,
         "error": record.error,
+        "warning": getattr(record, "warning", None),
         "val_accuracy": val.get("accuracy"),
         "val_balanced_accuracy": val.get("balanced_accuracy"),
+        "val_shift_accuracy": (metrics.get("validation_shift") or {}).get("accuracy"),
         "test_accuracy": test.get("accuracy"),
         "test_balanced_accuracy": test.get("balanced_accuracy"),
         "test_macro_f1": test.get("macro_f1"),
@@ -398,23 +495,38 @@ def _store() -> Any:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    records = _store().list_runs(status=args.status, tag=args.tag)
+    if args.rebuild:
+        from .store import rebuild_store
+
+        report = rebuild_store()
+        if report.moved_to is not None:
+            print(f"the old run store was kept as {report.moved_to}", file=sys.stderr)
+        print(f"rebuilt the run store: {len(report.recovered)} run(s) recovered", file=sys.stderr)
+        for folder, reason in report.skipped:
+            print(f"  not recovered: {folder}: {reason}", file=sys.stderr)
+    store = _store()
+    store.mark_interrupted()  # runs whose process was killed show as interrupted (resumable)
+    records = store.list_runs(status=args.status, tag=args.tag)
     if args.json:
-        print(json.dumps([run_summary(r) | {"tags": list(r.tags), "created": r.created} for r in records], default=str))
+        print(json_text([run_summary(r) | {"tags": list(r.tags), "created": r.created} for r in records]))
         return 0
     for r in records:
         s = run_summary(r)
         val = "-" if s["val_accuracy"] is None else f"{100 * s['val_accuracy']:.1f}%"
+        shift = "-" if s["val_shift_accuracy"] is None else f"{100 * s['val_shift_accuracy']:.1f}%"
         test = "-" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.1f}%"
-        print(f"{r.id}  {r.status:<11} val {val:>6}  test {test:>6}  {r.name}")
+        flag = "  (did not learn)" if r.warning else ""
+        print(f"{r.id}  {r.status:<11} val {val:>6}  cross-val {shift:>6}  test {test:>6}  {r.name}{flag}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    record = _store().get(args.run_id)
+    store = _store()
+    store.mark_interrupted()
+    record = store.get(args.run_id)
     if args.json:
-        print(json.dumps(run_summary(record) | {"config": record.config.to_dict(), "metrics": record.metrics,
-                                                "history": record.history, "tags": list(record.tags)}, default=str))
+        print(json_text(run_summary(record) | {"config": record.config.to_dict(), "metrics": record.metrics,
+                                                "history": record.history, "tags": list(record.tags)}))
     else:
         _print_run(record)
     return 0
@@ -425,11 +537,41 @@ def _print_run(record: Any) -> None:
     print(f"run {s['run_id']} ({s['name']}): {s['status']} after {s['epochs']} epochs on {s['device']}")
     if s["error"]:
         print(f"  error: {s['error']}")
-    for split in ("validation", "test"):
+    if s["warning"]:
+        print(f"  warning: {s['warning']}")
+    for split in ("validation", "validation_shift", "test"):
         m = (record.metrics or {}).get(split)
         if m:
-            print(f"  {split:<10} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
+            print(f"  {split:<16} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
                   f"macro-F1 {m['macro_f1']:.3f}  (n={m['n']})")
+
+
+def _run_ids(text: str) -> list[str]:
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise EngineError(f"no run id in {text!r}; give a run id or comma-separated run ids")
+    return ids
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import stats, verdicts
+
+    store = _store()
+    runs_a = [store.get(i) for i in _run_ids(args.a)]
+    runs_b = [store.get(i) for i in _run_ids(args.b)]
+    result = stats.compare_run_groups(runs_a, runs_b, lambda r: store.load_predictions(r.id),
+                                      split=args.split, alpha=args.alpha)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"A = {', '.join(result['runs_a'])}; B = {', '.join(result['runs_b'])}")
+    print(verdicts.verdict(result))
+    for note in verdicts.caveats(result):
+        print(note)
+    print(verdicts.method_why(result))
+    if args.split == "test":
+        print(verdicts.TEST_SPLIT_NOTE)
+    return 0
 
 
 def cmd_rename(args: argparse.Namespace) -> int:
@@ -450,23 +592,90 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor
 
-    predictor = Predictor.from_store(_store(), args.run)
-    results = predictor.predict_files(args.files)
+    store = _store()
+    predictors = {run_id: Predictor.from_store(store, run_id) for run_id in _run_ids(args.run)}
+    results = [{"run_id": run_id} | r for run_id, predictor in predictors.items()
+               for r in predictor.predict_files(args.files)]
+    for r in results:  # the same warnings as the Predict page, also when stdout is JSON
+        for warning in r.get("warnings", []):
+            print(f"warning: {r['file']}: {warning}", file=sys.stderr)
+        if "error" in r and args.json:
+            print(f"error: {r['file']}: {r['error']}", file=sys.stderr)
     if args.json:
-        print(json.dumps(results))
+        print(json_text(results))
     else:
         for r in results:
+            where = f"{r['file']} [{r['run_id']}]" if len(predictors) > 1 else r["file"]
             if "error" in r:
-                print(f"{r['file']}: error: {r['error']}")
+                print(f"{where}: error: {r['error']}")
             else:
                 top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-                print(f"{r['file']}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")")
+                print(f"{where}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")")
     return 0 if all("error" not in r for r in results) else 1
+
+
+def _predictions_of(store: Any, ids: list[str]) -> list[dict]:
+    return [store.load_predictions(run_id) for run_id in ids]
+
+
+def cmd_flips(args: argparse.Namespace) -> int:
+    from .agreement import flips
+
+    store = _store()
+    ids_a, ids_b = _run_ids(args.a), _run_ids(args.b)
+    out = flips(_predictions_of(store, ids_a), _predictions_of(store, ids_b), split=args.split)
+    out = {"a": ids_a, "b": ids_b} | out
+    if args.json:
+        print(json_text(out))
+        return 0
+    c = out["counts"]
+    print(f"{out['n']} {args.split} clips: {c['fixed']} fixed, {c['broken']} broken, "
+          f"{c['still_wrong']} changed but still wrong, {c['same']} unchanged")
+    for kind in ("fixed", "broken", "still_wrong"):
+        for e in out[kind][: args.limit]:
+            print(f"  {kind:<11} {e['file']}  true {e['true_label']}: {e['label_a']} -> {e['label_b']}"
+                  f"  (change {e['change']:.2f})")
+    return 0
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    from .agreement import agreement_matrix
+
+    store = _store()
+    ids = _run_ids(args.runs)
+    out = agreement_matrix({run_id: store.load_predictions(run_id) for run_id in ids}, split=args.split)
+    if args.json:
+        print(json_text(out))
+        return 0
+    print(f"agreement on {out['n']} {args.split} clips (share of equal labels / Cohen's kappa)")
+    for i, a in enumerate(ids):
+        cells = [f"{out['agreement'][i][j]:.0%}/" + ("-" if out["kappa"][i][j] is None else f"{out['kappa'][i][j]:.2f}")
+                 for j in range(len(ids))]
+        print(f"  {a:<24} " + "  ".join(f"{c:>10}" for c in cells))
+    return 0
+
+
+def json_text(obj: Any) -> str:
+    """Strict JSON (no NaN or Infinity, which strict parsers reject): non-finite floats become null."""
+    return json.dumps(_finite(obj), allow_nan=False, default=str)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     records = _store().list_runs()
-    rows = [run_summary(r) | {"tags": ",".join(r.tags)} | r.config.flat() for r in records]
+    from .store import csv_cell
+
+    rows = [{k: csv_cell(v) for k, v in (run_summary(r) | {"tags": ",".join(r.tags)} | r.config.flat()).items()}
+            for r in records]
     fields = list(rows[0]) if rows else list(run_summary.__annotations__)
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     try:

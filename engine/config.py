@@ -7,23 +7,109 @@ entries and is stored with the run; `FeatureConfig.digest()` names the feature c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from .augment import parse_augment
 from .errors import ConfigError
 
-Representation = Literal["spectral", "waveform"]
+Representation = Literal["spectral", "waveform", "logmel"]
 Arch = Literal["study", "study_2plus1", "sequence", "waveform"]
 Optimizer = Literal["adam", "sgd", "adadelta"]
-Pooling = Literal["last", "mean", "max"]
+Pooling = Literal["last", "mean", "max", "stats"]
 Select = Literal["best", "last"]
 Precision = Literal["float32", "bfloat16"]
+Inputs = Literal["librosa_0.11", "librosa_0.7"]
+INPUTS: tuple[str, ...] = ("librosa_0.11", "librosa_0.7")
+
+# Fields added after the first release: left out of digests while at their default, so that
+# the digests made before they existed (feature caches, seed groups of stored runs) stay valid.
+_LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "FeatureConfig": {"inputs": "librosa_0.11", "clip_norm": False},
+    "TrainConfig": {"augment": "", "augment_views": 4, "augment_seed": 0, "time_mask": 0, "freq_mask": 0},
+}
+
+
+def canonical_dict(obj: Any) -> dict[str, Any]:
+    """dataclasses.asdict(obj) without the later fields that hold their default (see _LATER_DEFAULTS):
+    what every digest of a configuration is made from."""
+
+    def strip(value: Any) -> Any:
+        if not dataclasses.is_dataclass(value):
+            return value
+        later = _LATER_DEFAULTS.get(type(value).__name__, {})
+        return {f.name: strip(getattr(value, f.name)) for f in fields(value)
+                if not (f.name in later and getattr(value, f.name) == later[f.name])}
+
+    return json.loads(json.dumps(strip(obj)))
+
+
+_SECTIONS = {"FeatureConfig": "features", "ModelConfig": "model", "TrainConfig": "train"}
+
+
+@functools.cache
+def _hints(klass: type) -> dict[str, Any]:
+    return typing.get_type_hints(klass)
+
+
+def _check_types(obj: Any) -> None:
+    """Check every field of the frozen dataclass `obj` against its annotation (int, float,
+    bool, str, Literal, X | None); ConfigError naming the field ("train.batch_size") otherwise.
+    Whole-valued floats for int fields (JSON's 100.0) become ints; ints for float fields
+    become floats; floats must be finite."""
+    section = _SECTIONS.get(type(obj).__name__, type(obj).__name__)
+    for name, hint in _hints(type(obj)).items():
+        value = getattr(obj, name)
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+        if value is None and type(None) in allowed:
+            continue
+        kinds = [a for a in allowed if a is not type(None)]
+        checked, problem = value, None
+        for kind in kinds:
+            checked, problem = _coerce(value, kind)
+            if problem is None:
+                break
+        if problem is not None:
+            optional = " or null" if type(None) in allowed else ""
+            raise ConfigError(f"{section}.{name} must be {problem}{optional}, not {value!r}")
+        if checked is not value:
+            object.__setattr__(obj, name, checked)
+
+
+def _coerce(value: Any, kind: Any) -> tuple[Any, str | None]:
+    """(value converted to `kind`, None) or (value, what was expected)."""
+    if typing.get_origin(kind) is Literal:
+        options = typing.get_args(kind)
+        return (value, None) if value in options and isinstance(value, str) else (
+            value, "one of " + ", ".join(repr(o) for o in options))
+    if kind is bool:
+        return (value, None) if isinstance(value, bool) else (value, "true or false")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value), None
+        return value, "a whole number"
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value), None
+        return value, "a finite number"
+    if kind is str:
+        return (value, None) if isinstance(value, str) else (value, "text")
+    return value, None
+
+
+LOGMEL_BANDS = 128  # mel bands of representation="logmel" (librosa's default n_mels)
 
 
 def _digest(obj: Any) -> str:
-    text = json.dumps(dataclasses.asdict(obj), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(canonical_dict(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -36,7 +122,17 @@ class FeatureConfig:
     chroma values if `chroma`, and the first-order deltas of all of them if `deltas`.
     representation="waveform": the raw waveform cut into non-overlapping frames of
     `waveform_frame` samples (65,536 / 512 -> 128 frames of 512 values).
+    representation="logmel": per STFT frame the 128 slaney mel-band energies in dB
+    (librosa.power_to_db(melspectrogram), top_db 80), plus chroma / deltas as for "spectral".
     `frames`: keep only the first N frames (the study used 3), or None for the whole clip.
+    `inputs`: which librosa's audio inputs to reproduce. "librosa_0.11" (current): soxr "HQ"
+    resampling and STFT frames centred with zero padding. "librosa_0.7": the study's April
+    2019 librosa (0.6/0.7): resampy "kaiser_best" resampling and centred frames padded by
+    reflection, which changes frames 0-1 (two of the three the study model sees) and the last
+    two frames; frames in between differ only by the resampler.
+    `clip_norm`: per-clip cepstral mean and variance normalisation (CMVN): every feature is
+    centred and scaled by its own mean and std over the clip's kept frames, which removes a
+    fixed channel (EQ, microphone, level) from MFCC and log-mel values.
     """
 
     representation: Representation = "spectral"
@@ -49,10 +145,15 @@ class FeatureConfig:
     chroma: bool = False
     deltas: bool = False
     waveform_frame: int = 512
+    inputs: Inputs = "librosa_0.11"
+    clip_norm: bool = False
 
     def __post_init__(self) -> None:
-        if self.representation not in ("spectral", "waveform"):
-            raise ConfigError(f"representation must be 'spectral' or 'waveform', not {self.representation!r}")
+        _check_types(self)
+        if self.representation not in ("spectral", "waveform", "logmel"):
+            raise ConfigError(f"representation must be 'spectral', 'waveform' or 'logmel', not {self.representation!r}")
+        if self.inputs not in INPUTS:
+            raise ConfigError(f"inputs must be one of {list(INPUTS)}, not {self.inputs!r}")
         if self.frames is not None and self.frames < 1:
             raise ConfigError(f"frames must be at least 1 or None (whole clip), not {self.frames}")
         for name in ("sample_rate", "clip_samples", "n_mfcc", "n_fft", "hop_length", "waveform_frame"):
@@ -64,8 +165,19 @@ class FeatureConfig:
         """Values per frame."""
         if self.representation == "waveform":
             return self.waveform_frame
-        dim = self.n_mfcc + 1 + 7 + (12 if self.chroma else 0)
+        base = LOGMEL_BANDS if self.representation == "logmel" else self.n_mfcc + 1 + 7
+        dim = base + (12 if self.chroma else 0)
         return dim * (2 if self.deltas else 1)
+
+    @property
+    def pad_mode(self) -> str:
+        """How the centred STFT pads the clip's ends: "constant" (zeros) or "reflect"."""
+        return "reflect" if self.inputs == "librosa_0.7" else "constant"
+
+    @property
+    def resampler(self) -> str:
+        """The resampler of audio not at sample_rate: "soxr_hq" or "kaiser_best" (resampy)."""
+        return "kaiser_best" if self.inputs == "librosa_0.7" else "soxr_hq"
 
     @property
     def total_frames(self) -> int:
@@ -90,7 +202,8 @@ class ModelConfig:
       (frames*features inputs), `num_layers` LSTM layers of `hidden_size`, linear head.
     - "study_2plus1": the same plus a second LSTM hidden_size -> `extra_hidden` (the "2+1").
     - "sequence": an LSTM that reads the clip frame by frame, optional bidirectional,
-      then `pooling` over time ("last", "mean", "max") and a linear head.
+      then `pooling` over time ("last", "mean", "max", or "stats": mean and standard
+      deviation concatenated, as x-vector statistics pooling) and a linear head.
     - "waveform": like "sequence", over raw-waveform frames.
     """
 
@@ -103,14 +216,15 @@ class ModelConfig:
     extra_hidden: int = 30
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.arch not in ("study", "study_2plus1", "sequence", "waveform"):
             raise ConfigError(f"arch must be study, study_2plus1, sequence or waveform, not {self.arch!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), not {self.dropout}")
         if self.hidden_size < 1 or self.num_layers < 1 or self.extra_hidden < 1:
             raise ConfigError("hidden_size, num_layers and extra_hidden must be positive")
-        if self.pooling not in ("last", "mean", "max"):
-            raise ConfigError(f"pooling must be last, mean or max, not {self.pooling!r}")
+        if self.pooling not in ("last", "mean", "max", "stats"):
+            raise ConfigError(f"pooling must be last, mean, max or stats, not {self.pooling!r}")
 
     def digest(self) -> str:
         return _digest(self)
@@ -130,6 +244,15 @@ class TrainConfig:
     in float32). Faster where the hardware has bfloat16 units (AVX512-BF16 or AMX CPUs, recent
     GPUs), slower elsewhere, and not bit-identical to float32: docs/PERFORMANCE.md measures
     what it changes.
+
+    Augmentation (docs/PROTOCOL.md; engine.augment says what each transform does):
+    `augment`: comma-separated audio augmentations from engine.augment.AUGMENTATIONS
+    ("gain", "eq", "speed", "noise"; "" = none). Each training clip gets `augment_views`
+    augmented copies, drawn once from `augment_seed` and cached apart from the clean features;
+    every epoch each clip is read as its clean version or one of its copies, at random.
+    `time_mask` / `freq_mask`: SpecAugment-style masking on the (standardised) feature frames
+    of every training batch: one run of up to N consecutive frames / N consecutive feature
+    rows per clip set to 0 (0 = off).
     """
 
     optimizer: Optimizer = "adam"
@@ -146,8 +269,19 @@ class TrainConfig:
     select: Select = "last"
     grad_clip: float | None = None
     precision: Precision = "float32"
+    augment: str = ""
+    augment_views: int = 4
+    augment_seed: int = 0
+    time_mask: int = 0
+    freq_mask: int = 0
 
     def __post_init__(self) -> None:
+        _check_types(self)
+        object.__setattr__(self, "augment", ",".join(parse_augment(self.augment)))  # canonical order
+        if self.augment_views < 1:
+            raise ConfigError(f"augment_views must be at least 1, not {self.augment_views}")
+        if self.time_mask < 0 or self.freq_mask < 0:
+            raise ConfigError(f"time_mask and freq_mask must be 0 (off) or positive, not {self.time_mask}, {self.freq_mask}")
         if self.precision not in ("float32", "bfloat16"):
             raise ConfigError(f"precision must be float32 or bfloat16, not {self.precision!r}")
         if self.optimizer not in ("adam", "sgd", "adadelta"):
@@ -160,6 +294,16 @@ class TrainConfig:
             raise ConfigError(f"epochs must be at least 1, not {self.epochs}")
         if self.select not in ("best", "last"):
             raise ConfigError(f"select must be 'best' or 'last', not {self.select!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"train.momentum must be in [0, 1), not {self.momentum}")
+        if not 0.0 <= self.rho <= 1.0:
+            raise ConfigError(f"train.rho must be in [0, 1], not {self.rho}")
+        if not self.eps > 0:
+            raise ConfigError(f"train.eps must be positive, not {self.eps}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be zero or positive, not {self.weight_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"train.grad_clip must be positive or null, not {self.grad_clip}")
 
     def digest(self) -> str:
         return _digest(self)

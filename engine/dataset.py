@@ -16,12 +16,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import soundfile as sf
 
 from . import paths
@@ -136,7 +138,7 @@ def load_dataset(
     check = _read_header if check_audio else _stat_header_or_problem
     headers, audio_problems = _check_files(candidates, check, progress)
     kept = [clip for clip in candidates if clip.uuid in headers]
-    return MedleyDataset(
+    ds = MedleyDataset(
         root=root,
         layout=layout,
         clips=kept,
@@ -145,6 +147,13 @@ def load_dataset(
         csv_path=csv_path,
         _headers=headers if check_audio else {},
     )
+    if check_audio:
+        bad = _nonfinite_clips(ds, progress)
+        if bad:
+            ds.clips = [clip for clip in ds.clips if clip.uuid not in bad]
+            ds.problems += [Problem(clip.path.name, bad[clip.uuid]) for clip in kept if clip.uuid in bad]
+            ds._fingerprint = None
+    return ds
 
 
 def find_clip(ds: MedleyDataset, uuid: str) -> Clip:
@@ -289,7 +298,8 @@ def _parse_int(text: str) -> int | None:
 
 
 def _check_files(
-    clips: list[Clip], check: Callable[[Path], _Header | str], progress: Progress | None
+    clips: list[Clip], check: Callable[[Path], _Header | str], progress: Progress | None,
+    what: str = "checking audio files",
 ) -> tuple[dict[str, _Header], list[Problem]]:
     """Run `check` on every clip's file in a thread pool: uuid -> header for good files, Problems for bad.
 
@@ -313,7 +323,7 @@ def _check_files(
                     headers[clip.uuid] = result
             done += len(batch)
             if progress is not None:
-                progress(done, total, f"checking audio files ({done}/{total})")
+                progress(done, total, f"{what} ({done}/{total})")
     return headers, problems
 
 
@@ -332,6 +342,42 @@ def _read_header(path: Path) -> _Header | str:
     if abs(header.seconds - CLIP_SECONDS) > DURATION_TOLERANCE * CLIP_SECONDS:
         return f"lasts {header.seconds:.3f} s ({header.frames} samples at {header.sample_rate} Hz); expected {CLIP_SECONDS:.3f} s"
     return header
+
+
+def _nonfinite_clips(ds: MedleyDataset, progress: Progress | None) -> dict[str, str]:
+    """uuid -> reason for clips whose samples include NaN or infinity (floating-point WAVs only:
+    integer PCM cannot hold them). Every sample is read once per dataset version: the answer
+    is kept in cache/checks/<fingerprint>.json and reused while no file changes."""
+    memo = paths.cache_root() / "checks" / f"{ds.fingerprint()}.json"
+    try:
+        return dict(json.loads(memo.read_text())["bad"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    _, problems = _check_files(ds.clips, _sample_problem, progress, "checking audio samples")
+    uuid_of = {clip.path.name: clip.uuid for clip in ds.clips}
+    bad = {uuid_of[p.file]: p.reason for p in problems}
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"bad": bad}))
+        os.replace(tmp, memo)
+    except OSError:  # a read-only cache: check again next time
+        pass
+    return bad
+
+
+def _sample_problem(path: Path) -> str | None:
+    """None for a clip whose samples are all finite, else the reason it cannot be used."""
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            if handle.subtype not in ("FLOAT", "DOUBLE"):
+                return None
+            for block in handle.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    return "contains NaN or infinite samples"
+    except Exception as exc:  # libsndfile raises several types for bad input
+        return f"unreadable audio: {exc}"
+    return None
 
 
 def _stat_header_or_problem(path: Path) -> _Header | str:
@@ -381,7 +427,7 @@ def _demo_size(data: str | os.PathLike | None) -> str | None:
     if name == "demo":
         return "default"
     if name.startswith("demo:"):
-        size = name.split(":", 1)[1]
+        size = name.split(":", 1)[1].strip()
         if size not in DEMO_SIZES:
             raise DatasetError(f"unknown demo size {size!r} in {data!r}; expected one of {', '.join(DEMO_SIZES)}")
         return size

@@ -17,8 +17,18 @@ class ConfigError(EngineError):
     """A configuration value is out of range or of the wrong type; the message names it."""
 
 
+class CacheError(EngineError):
+    """The cache folder (features, demo data, run store) cannot be created or written; the
+    message names the folder and what to do."""
+
+
 class StoreError(EngineError):
     """The run store cannot find or write a run."""
+
+
+class StoreDamaged(StoreError):
+    """The run store's database file is corrupt, or emptied while run folders remain; the
+    message says how to rebuild the index from the run folders."""
 
 
 class RunCancelled(EngineError):

@@ -9,6 +9,17 @@ Spectral representation (the study's features, librosa at 22,050 Hz, n_fft 2048,
     [21:33]  librosa.feature.chroma_stft(y=y, sr=sr)                if config.chroma
     then     librosa.feature.delta of all rows above (whole clip)   if config.deltas
 
+Log-mel representation (`representation="logmel"`): per frame the 128 slaney mel bands in
+dB (`librosa.power_to_db(librosa.feature.melspectrogram(...))`), then chroma/deltas as above.
+With `config.clip_norm` every clip's kept frames are normalised per feature (CMVN) after
+loading: the cache holds the raw values.
+
+Besides the clean splits, two variants of the audio are featurised and cached on their own
+(the cache name carries the variant, so a transformed clip is never read as the clean one):
+`load_heldout_validation` (the validation clips through engine.augment's held-out recording
+chain: the cross-collection validation) and `load_augmented_views` (augmented copies of the
+training clips, one file per view, named by the augmentations, their seed and the view).
+
 Waveform representation: the fitted clip cut into `waveform_frame`-sample frames
 (65,536 / 512 -> 128 frames of 512 samples), rounded to float16 precision everywhere
 (relative error below 5e-4) so cached and fresh values are identical.
@@ -25,6 +36,9 @@ and a waveform split is not cached when it would exceed WAVEFORM_CACHE_BYTES.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -36,6 +50,7 @@ import numpy as np
 
 from . import paths
 from .audio import fit_to_length, load_audio
+from .augment import AUGMENT_VERSION, HELDOUT_VERSION, augment_clip, clip_seed, heldout_chain
 from .config import FeatureConfig
 from .dataset import Clip, MedleyDataset
 from .errors import ConfigError
@@ -53,6 +68,39 @@ LIBROSA_WORKERS = 2  # processes for the librosa backend
 PROCESS_POOL_MIN_CLIPS = 64  # fewer clips than this: the librosa backend runs in-process
 WAVEFORM_CACHE_BYTES = 1 << 30  # waveform splits bigger than this (as float16) are not cached
 STD_FLOOR = 1e-6  # smallest std used to scale a feature
+
+
+@dataclass(frozen=True)
+class AudioVariant:
+    """What is done to a decoded clip before its features: nothing ("clean"), the held-out
+    recording chain ("heldout"), or one augmented view ("augmented": `names` with `seed`, view
+    `view`). Every clip's randomness comes from its uuid, so the result is independent of order."""
+
+    kind: str = "clean"
+    names: tuple[str, ...] = ()
+    seed: int = 0
+    view: int = 0
+
+    def tag(self) -> str:
+        """The variant's part of a cache file name ("" for clean audio)."""
+        if self.kind == "clean":
+            return ""
+        if self.kind == "heldout":
+            return f"heldout{HELDOUT_VERSION}-"
+        return f"aug{AUGMENT_VERSION}-{'.'.join(self.names)}-s{self.seed}-v{self.view}-"
+
+    def apply(self, y: np.ndarray, sr: int, uuid: str) -> np.ndarray:
+        """y (samples,) float32 at sr Hz -> the variant's audio, same shape."""
+        if self.kind == "clean":
+            return y
+        if self.kind == "heldout":
+            return heldout_chain(y, sr, uuid)
+        rng = np.random.default_rng(clip_seed(uuid, self.seed * 1_000_003 + self.view))
+        return augment_clip(y, sr, self.names, rng)
+
+
+CLEAN = AudioVariant()
+HELDOUT = AudioVariant("heldout")
 
 
 @dataclass
@@ -80,7 +128,26 @@ def clip_features(y: np.ndarray, config: FeatureConfig, *, backend: str = "auto"
         full = _torch_features(y[None, :], config, "cpu")[0]
     else:
         full = librosa_features(y, config)
-    return np.ascontiguousarray(full[: config.num_frames])
+    return _finish_frames(full[None, : config.num_frames], config)[0]
+
+
+def normalize_clips(x: np.ndarray) -> np.ndarray:
+    """Per-clip mean and variance normalisation (CMVN): x (n, frames, features) -> same shape float32.
+
+    Each clip's features are centred on their mean over its frames and divided by their std
+    (floored at STD_FLOOR; a constant feature becomes 0). Removes a fixed channel gain/EQ
+    from dB-scaled features such as MFCC and log-mel.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    mean = x.mean(axis=1, keepdims=True, dtype=np.float64)
+    std = np.maximum(x.std(axis=1, keepdims=True, dtype=np.float64), STD_FLOOR)
+    return ((x - mean) / std).astype(np.float32)
+
+
+def _finish_frames(x: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Kept frames (n, num_frames, dim) as the model sees them: CMVN when config.clip_norm."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return normalize_clips(x) if config.clip_norm else x
 
 
 def librosa_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -91,10 +158,10 @@ def librosa_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     import librosa
 
     sr, n_fft, hop = config.sample_rate, config.n_fft, config.hop_length
-    magnitude = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop))
+    magnitude = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, pad_mode=config.pad_mode))
     power = magnitude**2
     mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr, n_fft=n_fft, hop_length=hop))
-    rows = [
+    rows = [mel_db] if config.representation == "logmel" else [
         librosa.feature.mfcc(S=mel_db, sr=sr, n_mfcc=config.n_mfcc),
         librosa.feature.spectral_centroid(S=magnitude, sr=sr, n_fft=n_fft, hop_length=hop),
         librosa.feature.spectral_contrast(S=magnitude, sr=sr, n_fft=n_fft, hop_length=hop),
@@ -116,7 +183,7 @@ def waveform_frames(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
 def decode_clip(path: Path | str, config: FeatureConfig) -> np.ndarray:
     """A dataset file as mono float32 at config.sample_rate, fitted to (config.clip_samples,)."""
-    return fit_to_length(load_audio(path, sr=config.sample_rate), config.clip_samples)
+    return fit_to_length(load_audio(path, sr=config.sample_rate, resampler=config.resampler), config.clip_samples)
 
 
 # --- a dataset -----------------------------------------------------------------------------
@@ -149,13 +216,54 @@ def load_features(
                 progress(offset + n, total, f"features {split}: {n}/{len(clips)} clips")
 
         x = _split_features(ds, split, clips, config, backend, device, use_cache, report)
-        result[split] = FeatureSet(
-            x=x,
-            y=np.array([clip.label for clip in clips], dtype=np.int64),
-            ids=[clip.uuid for clip in clips],
-        )
+        result[split] = _feature_set(x, clips)
         done += len(clips)
     return result
+
+
+def load_heldout_validation(
+    ds: MedleyDataset, config: FeatureConfig, *, progress: Progress | None = None, backend: str = "auto",
+    device: str = "cpu", use_cache: bool = True,
+) -> FeatureSet:
+    """The cross-collection validation: the validation clips passed through the held-out
+    recording chain (engine.augment.heldout_chain), featurised like load_features' splits.
+
+    Never touches the test split. x (n_validation, num_frames, feature_dim) float32, cached.
+    """
+    clips = ds.subset("validation")
+    report = _reporter(progress, len(clips), "features validation (held-out chain)")
+    x = _split_features(ds, "validation", clips, config, _resolve_backend(backend), device, use_cache, report, HELDOUT)
+    return _feature_set(x, clips)
+
+
+def load_augmented_views(
+    ds: MedleyDataset, config: FeatureConfig, names: Sequence[str], views: int, seed: int, *,
+    progress: Progress | None = None, backend: str = "auto", device: str = "cpu", use_cache: bool = True,
+) -> np.ndarray:
+    """`views` augmented copies of the training clips: (views, n_training, num_frames, feature_dim) float32.
+
+    View v of clip c is augment_clip(audio of c) with a generator seeded by (c's uuid, seed, v);
+    each view is cached under a name that holds the augmentations, the seed and v.
+    """
+    clips = ds.subset("training")
+    variants = [AudioVariant("augmented", tuple(names), int(seed), view) for view in range(views)]
+    out = np.empty((views, len(clips), config.num_frames, config.feature_dim), dtype=np.float32)
+    for view, variant in enumerate(variants):
+        report = _reporter(progress, len(clips), f"augmented training view {view + 1}/{views}")
+        out[view] = _split_features(ds, "training", clips, config, _resolve_backend(backend), device, use_cache,
+                                    report, variant)
+    return out
+
+
+def _feature_set(x: np.ndarray, clips: list[Clip]) -> FeatureSet:
+    return FeatureSet(x=x, y=np.array([clip.label for clip in clips], dtype=np.int64), ids=[clip.uuid for clip in clips])
+
+
+def _reporter(progress: Progress | None, total: int, message: str) -> Callable[[int], None]:
+    def report(n: int) -> None:
+        if progress is not None:
+            progress(n, total, f"{message}: {n}/{total} clips")
+    return report
 
 
 def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,11 +281,12 @@ def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.maximum(np.sqrt(var), STD_FLOOR).astype(np.float32)
 
 
-def cache_path(ds: MedleyDataset, config: FeatureConfig, split: str, backend: str = "auto") -> Path:
-    """The cache file of one split's whole-clip features."""
-    whole = replace(config, frames=None)
+def cache_path(ds: MedleyDataset, config: FeatureConfig, split: str, backend: str = "auto",
+               variant: AudioVariant = CLEAN) -> Path:
+    """The cache file of one split's whole-clip, un-normalised features of the audio `variant`."""
+    whole = replace(config, frames=None, clip_norm=False)
     producer = "raw" if config.representation == "waveform" else _resolve_backend(backend)
-    name = f"{ds.fingerprint()}-{whole.digest()}-{producer}-{split}.npy"
+    name = f"{ds.fingerprint()}-{whole.digest()}-{producer}-{variant.tag()}{split}.npy"
     return paths.cache_dir("features") / name
 
 
@@ -193,22 +302,25 @@ def _split_features(
     device: str,
     use_cache: bool,
     report: Callable[[int], None],
+    variant: AudioVariant = CLEAN,
 ) -> np.ndarray:
-    """(n, config.num_frames, feature_dim) float32 for `clips`, from the cache when possible."""
-    whole = replace(config, frames=None)
+    """(n, config.num_frames, feature_dim) float32 for `clips` (their audio changed by `variant`),
+    from the cache when possible; CMVN applied when config.clip_norm."""
+    whole = replace(config, frames=None, clip_norm=False)
     shape = (len(clips), whole.total_frames, whole.feature_dim)
     storage = np.float16 if config.representation == "waveform" else np.float32
     cacheable = use_cache and np.prod(shape) * np.dtype(storage).itemsize <= _cache_limit(config)
-    path = cache_path(ds, config, split, backend) if cacheable else None
+    path = cache_path(ds, config, split, backend, variant) if cacheable else None
     cached = _read_cache(path, shape, storage) if path is not None else None
     if cached is not None:
         report(len(clips))
-        return np.ascontiguousarray(cached[:, : config.num_frames], dtype=np.float32)
-    target = whole if cacheable else config  # uncached: compute only the frames we keep
-    x = _extract([clip.path for clip in clips], target, backend, device, report)
+        return _finish_frames(cached[:, : config.num_frames], config)
+    target = whole if cacheable else replace(config, clip_norm=False)  # uncached: only the frames we keep
+    x = _extract([clip.path for clip in clips], target, backend, device, report,
+                 [clip.uuid for clip in clips], variant)
     if path is not None:
         _write_cache(path, x.astype(storage, copy=False))
-    return np.ascontiguousarray(x[:, : config.num_frames], dtype=np.float32)
+    return _finish_frames(x[:, : config.num_frames], config)
 
 
 def _cache_limit(config: FeatureConfig) -> float:
@@ -216,48 +328,106 @@ def _cache_limit(config: FeatureConfig) -> float:
 
 
 def _read_cache(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray | None:
-    """The cached array (memory-mapped) if `path` holds one of this shape and dtype, else None.
+    """The cached array, read into memory, if `path` holds one of this shape and dtype whose
+    data matches the checksum in its sidecar (`<name>.sum`), else None.
 
-    A corrupt or mismatched file is deleted so that it is recomputed.
+    Read, not memory-mapped: a cache file truncated or rewritten while a run uses it cannot
+    reach the run (a memory map would die with SIGBUS). A corrupt, mismatched or unverified
+    file is deleted so that it is recomputed.
     """
     if not path.exists():
         return None
     try:
-        x = np.load(path, mmap_mode="r", allow_pickle=False)
-        if x.shape == shape and x.dtype == dtype:
+        expected = json.loads(_sum_path(path).read_text())
+        x = _read_npy(path, shape, dtype)
+        if expected == _checksum(x):
             return x
     except (OSError, ValueError, EOFError):
         pass
     path.unlink(missing_ok=True)
+    _sum_path(path).unlink(missing_ok=True)
     return None
 
 
+def _read_npy(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """The (shape) array of `dtype` in the .npy file `path`, read into a new writable array.
+
+    The header is checked as text instead of parsed: numpy parses it with ast.literal_eval,
+    and on CPython 3.11 two threads using `ast` at once can fail with "SystemError: AST
+    constructor recursion depth mismatch" (CPython gh-106905). Streamlit parses every page
+    script with `ast` on each rerun, so a training thread must not. ValueError when the file
+    does not hold exactly that array (other header, other size, truncated).
+    """
+    want = np.dtype(dtype)
+    with open(path, "rb") as handle:
+        prefix = handle.read(12)
+        if len(prefix) < 10 or prefix[:6] != b"\x93NUMPY":
+            raise ValueError(f"{path} is not a .npy file")
+        size_bytes = 2 if prefix[6] == 1 else 4
+        header_len = int.from_bytes(prefix[8:8 + size_bytes], "little")
+        start = 8 + size_bytes + header_len
+        handle.seek(8 + size_bytes)
+        header = handle.read(header_len).decode("latin1")
+        expected = (f"'descr': '{want.str}'", "'fortran_order': False", f"'shape': {tuple(shape)!r}")
+        if not all(part in header for part in expected):
+            raise ValueError(f"{path} holds another array than {shape} {want}")
+        if os.fstat(handle.fileno()).st_size != start + int(np.prod(shape)) * want.itemsize:
+            raise ValueError(f"{path} has the wrong size for {shape} {want}")
+        x = np.empty(shape, dtype=want)
+        handle.seek(start)
+        if handle.readinto(memoryview(x).cast("B")) != x.nbytes:
+            raise ValueError(f"{path} ended early")
+    return x
+
+
+def _sum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sum")
+
+
+def _checksum(x: np.ndarray) -> dict:
+    """{"shape", "dtype", "sha256"} of an array's data (C order)."""
+    data = np.ascontiguousarray(x)
+    return {"shape": list(data.shape), "dtype": str(data.dtype), "sha256": hashlib.sha256(memoryview(data).cast("B")).hexdigest()}
+
+
 def _write_cache(path: Path, x: np.ndarray) -> None:
-    """Write x to `path` atomically (temp file in the same folder, then os.replace)."""
+    """Write x to `path` and its checksum to `<name>.sum`, each atomically (temp file in the
+    same folder, then os.replace). A folder that cannot be written raises CacheError naming it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    tmp_sum = path.with_name(f".{path.name}.sum.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as handle:
             np.save(handle, x, allow_pickle=False)
+        tmp_sum.write_text(json.dumps(_checksum(x)))
         os.replace(tmp, path)
+        os.replace(tmp_sum, _sum_path(path))
+    except OSError as exc:
+        raise paths.cache_error(path.parent, exc) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        for leftover in (tmp, tmp_sum):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
 
 
 # --- extraction ----------------------------------------------------------------------------
 
 
 def _extract(
-    files: Sequence[Path], config: FeatureConfig, backend: str, device: str, report: Callable[[int], None]
+    files: Sequence[Path], config: FeatureConfig, backend: str, device: str, report: Callable[[int], None],
+    uuids: Sequence[str] | None = None, variant: AudioVariant = CLEAN,
 ) -> np.ndarray:
-    """(len(files), config.num_frames, feature_dim) float32 features of the files' audio."""
+    """(len(files), config.num_frames, feature_dim) float32 features of the files' audio,
+    changed by `variant` (which needs the clips' `uuids`)."""
     out = np.empty((len(files), config.num_frames, config.feature_dim), dtype=np.float32)
-    if config.representation == "spectral" and backend == "librosa":
-        _extract_librosa(files, config, out, report)
+    sources = [_Source(Path(f), uid, variant) for f, uid in zip(files, uuids or [""] * len(files))]
+    spectral = config.representation != "waveform"
+    if spectral and backend == "librosa":
+        _extract_librosa(sources, config, out, report)
         return out
-    if config.representation == "spectral" and device == "cpu":
-        _extract_cpu(files, config, out, report)
+    if spectral and device == "cpu":
+        _extract_cpu(sources, config, out, report)
         return out
-    for start, audio in _decoded_chunks(files, config):
+    for start, audio in _decoded_chunks(sources, config):
         if config.representation == "waveform":
             block = np.stack([waveform_frames(y, config) for y in audio])
         else:
@@ -267,7 +437,21 @@ def _extract(
     return out
 
 
-def _extract_cpu(files: Sequence[Path], config: FeatureConfig, out: np.ndarray, report: Callable[[int], None]) -> None:
+@dataclass(frozen=True)
+class _Source:
+    """One clip to featurise: its file, uuid and the variant of its audio (picklable)."""
+
+    path: Path
+    uuid: str
+    variant: AudioVariant = CLEAN
+
+    def audio(self, config: FeatureConfig) -> np.ndarray:
+        """(config.clip_samples,) float32 at config.sample_rate, changed by the variant."""
+        y = decode_clip(self.path, config)
+        return y if self.variant.kind == "clean" else self.variant.apply(y, config.sample_rate, self.uuid)
+
+
+def _extract_cpu(files: Sequence[_Source], config: FeatureConfig, out: np.ndarray, report: Callable[[int], None]) -> None:
     """Fill `out` (n, num_frames, dim) with torch features on the CPU, CPU_WORKERS tasks at a time.
 
     Each task decodes CPU_TASK_CLIPS files and computes their features in one thread, so the
@@ -276,7 +460,7 @@ def _extract_cpu(files: Sequence[Path], config: FeatureConfig, out: np.ndarray, 
     """
 
     def task(start: int) -> int:
-        audio = np.stack([decode_clip(f, config) for f in files[start : start + CPU_TASK_CLIPS]])
+        audio = np.stack([f.audio(config) for f in files[start : start + CPU_TASK_CLIPS]])
         out[start : start + len(audio)] = _torch_features(audio, config, "cpu")[:, : config.num_frames]
         return len(audio)
 
@@ -287,13 +471,13 @@ def _extract_cpu(files: Sequence[Path], config: FeatureConfig, out: np.ndarray, 
             report(done)
 
 
-def _decoded_chunks(files: Sequence[Path], config: FeatureConfig):
+def _decoded_chunks(files: Sequence[_Source], config: FeatureConfig):
     """Yield (start index, (chunk, clip_samples) float32 audio), decoding the next chunk meanwhile."""
     starts = list(range(0, len(files), CHUNK_CLIPS))
     with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
 
         def submit(start: int) -> list[Future]:
-            return [pool.submit(decode_clip, f, config) for f in files[start : start + CHUNK_CLIPS]]
+            return [pool.submit(f.audio, config) for f in files[start : start + CHUNK_CLIPS]]
 
         pending = submit(starts[0]) if starts else []
         for index, start in enumerate(starts):
@@ -303,12 +487,12 @@ def _decoded_chunks(files: Sequence[Path], config: FeatureConfig):
 
 
 def _extract_librosa(
-    files: Sequence[Path], config: FeatureConfig, out: np.ndarray, report: Callable[[int], None]
+    files: Sequence[_Source], config: FeatureConfig, out: np.ndarray, report: Callable[[int], None]
 ) -> None:
     """Fill `out` with librosa features, in LIBROSA_WORKERS processes when there are many files."""
     if len(files) < PROCESS_POOL_MIN_CLIPS or LIBROSA_WORKERS < 2:
-        for index, path in enumerate(files):
-            out[index] = _librosa_file_features(path, config)
+        for index, source in enumerate(files):
+            out[index] = _librosa_file_features(source, config)
             report(index + 1)
         return
     with spawn_context() as context:
@@ -320,9 +504,9 @@ def _extract_librosa(
             report(index + 1)
 
 
-def _librosa_file_features(path: Path, config: FeatureConfig) -> np.ndarray:
-    """(config.num_frames, feature_dim) librosa features of one file (runs in worker processes)."""
-    return librosa_features(decode_clip(path, config), config)[: config.num_frames]
+def _librosa_file_features(source: _Source, config: FeatureConfig) -> np.ndarray:
+    """(config.num_frames, feature_dim) librosa features of one clip (runs in worker processes)."""
+    return librosa_features(source.audio(config), config)[: config.num_frames]
 
 
 def _torch_features(audio: np.ndarray, config: FeatureConfig, device: str) -> np.ndarray:

@@ -38,6 +38,7 @@ DataLoader = Callable[[RunConfig], dict]
 RECENT_LOSSES = 200  # step losses kept in Progress.recent_losses
 CHECKPOINT_EVERY_S = 10.0  # at most one checkpoint per run this often (first epoch always)
 CANCEL_POLL_S = 2.0  # how often a running run checks the store for a cancel from another process
+HEARTBEAT_EVERY_S = 5.0  # how often the manager stamps its active runs (store.HEARTBEAT_STALE_S: 60 s)
 
 
 class JobError(EngineError):
@@ -182,6 +183,18 @@ class JobManager:
         self._data_locks: dict[tuple, threading.Lock] = {}
         self.data_cache_size = 2
         self.interrupted = self.store.mark_interrupted()
+        self._heart = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
+        self._heart.start()
+
+    def _beat(self) -> None:
+        """Heartbeat thread: stamp this manager's queued and running runs every HEARTBEAT_EVERY_S,
+        so that other processes can tell them from runs whose owner died."""
+        while not self._shutdown.wait(HEARTBEAT_EVERY_S):
+            try:
+                self.store.heartbeat(self.active())
+            except EngineError as exc:  # a busy or damaged store: try again next beat
+                log.warning("heartbeat failed: %s", exc)
+        self.store.close()
 
     # ---- submitting ----------------------------------------------------------------------
 
@@ -420,7 +433,9 @@ class JobManager:
         """Features for `config`: the injected loader, else the memoised dataset + feature cache."""
         if self._data_loader is not None:
             return self._data_loader(config)
-        key = (config.data, config.features.digest())
+        tc = config.train
+        key = (config.data, config.features.digest(), tc.augment, tc.augment_views if tc.augment else 0,
+               tc.augment_seed if tc.augment else 0)
         with self._lock:
             key_lock = self._data_locks.setdefault(key, threading.Lock())
         with key_lock:  # a second run with the same data waits for the first extraction
@@ -508,12 +523,24 @@ class JobManager:
 
 
 def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int, str], None]) -> dict:
-    """The run's dataset (resolved like the CLI's --data) through the feature cache."""
+    """The run's dataset (resolved like the CLI's --data) through the feature cache: the three
+    splits, the cross-collection validation ("validation_shift") and, when the run augments,
+    the augmented training views (train.AUGMENTED)."""
+    from .augment import parse_augment
     from .dataset import resolve_dataset
-    from .features import load_features
+    from .features import FeatureSet, load_augmented_views, load_features, load_heldout_validation
+    from .train import AUGMENTED
 
     ds = resolve_dataset(config.data or None, progress=progress)
-    return load_features(ds, config.features, progress=progress, device=device)
+    data = load_features(ds, config.features, progress=progress, device=device)
+    if len(data["validation"].y):
+        data["validation_shift"] = load_heldout_validation(ds, config.features, progress=progress, device=device)
+    tc = config.train
+    if tc.augment:
+        views = load_augmented_views(ds, config.features, parse_augment(tc.augment), tc.augment_views,
+                                     tc.augment_seed, progress=progress, device=device)
+        data[AUGMENTED] = FeatureSet(x=views, y=data["training"].y, ids=data["training"].ids)
+    return data
 
 
 def _stream(device: str) -> contextlib.AbstractContextManager:

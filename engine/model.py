@@ -63,7 +63,8 @@ class SequenceLSTM(nn.Module):
 
     `project`: first normalise each frame (LayerNorm) and project it to `hidden` values
     (used for raw-waveform frames of 512 samples). `pooling`: "last" (final hidden state of
-    the last layer, both directions when bidirectional), "mean" or "max" over frames.
+    the last layer, both directions when bidirectional), "mean" or "max" over frames, or
+    "stats": mean and standard deviation over frames side by side (x-vector statistics pooling).
     """
 
     def __init__(self, inputs: int, hidden: int, num_layers: int, dropout: float, num_classes: int,
@@ -76,7 +77,7 @@ class SequenceLSTM(nn.Module):
                             dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
         self.between = Dropout(self.lstm.dropout)  # between LSTM layers (see `_layers`)
         self.drop = Dropout(dropout)
-        self.head = nn.Linear(hidden * (2 if bidirectional else 1), num_classes)
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1) * (2 if pooling == "stats" else 1), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.frame(x)  # (batch, frames, inputs or hidden)
@@ -88,6 +89,8 @@ class SequenceLSTM(nn.Module):
             pooled = h[-dirs:].transpose(0, 1).reshape(x.shape[0], -1)  # (batch, dirs*hidden)
         elif self.pooling == "mean":
             pooled = out.mean(dim=1)
+        elif self.pooling == "stats":  # mean and std over frames (statistics pooling)
+            pooled = torch.cat([out.mean(dim=1), out.std(dim=1, unbiased=False)], dim=1)  # (batch, 2*dirs*hidden)
         else:
             pooled = out.amax(dim=1)
         return self.head(self.drop(pooled))  # (batch, classes)

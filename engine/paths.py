@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import CacheError
+
 DEFAULT_MEDLEY_HOME = Path("~/mir_datasets/medley_solos_db").expanduser()
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,15 +19,32 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def cache_root() -> Path:
     """The cache folder (created on demand)."""
     root = Path(os.environ.get("MEDLEY_CACHE") or PROJECT_ROOT / "cache").expanduser()
-    root.mkdir(parents=True, exist_ok=True)
+    make_writable_dir(root)
     return root
 
 
 def cache_dir(*parts: str) -> Path:
     """A sub-folder of the cache, created on demand: `cache_dir("features")`."""
     path = cache_root().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    make_writable_dir(path)
     return path
+
+
+def make_writable_dir(path: Path) -> None:
+    """Create folder `path` if needed; CacheError naming it when that fails."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cache_error(path, exc) from exc
+
+
+def cache_error(path: Path, exc: OSError) -> CacheError:
+    """The message for a cache folder or file that cannot be written."""
+    reason = exc.strerror or type(exc).__name__
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason = "a file is in the way of the folder"
+    return CacheError(f"cannot write to the cache folder {path} ({reason}); make it writable, or point "
+                      f"MEDLEY_CACHE (CLI: --cache) at a writable folder")
 
 
 def demo_root(size: str = "default") -> Path:

@@ -15,13 +15,15 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .audio import AudioSource, is_silent, load_audio, split_windows
+from .audio import AudioSource, fit_to_length, is_silent, load_audio, window_starts
 from .config import RunConfig
-from .errors import StoreError
+from .errors import AudioError, StoreError
 from .labels import CLASS_NAMES
 from .model import autocast, build_model
 
 BATCH = 1024  # windows per forward pass
+MIN_SECONDS = 0.25  # shorter audio has too few frames to classify
+MAX_PEAK = 1000.0  # samples beyond this (60 dB over full scale) are not audio at a usable level
 
 
 @dataclass
@@ -39,7 +41,9 @@ class Prediction:
 
     label: most probable class name; probabilities: class name -> mean window probability
     (sums to 1); windows: one entry per 3-second window; duration: seconds of audio;
-    silent: the recording is (nearly) silent, so the answer means little.
+    silent: the recording is (nearly) silent (predict_samples refuses those; kept for callers
+    that build a Prediction themselves); warnings: what makes the answer less certain (e.g.
+    padded with silence), for people and for the CLI's JSON.
     """
 
     label: str
@@ -47,10 +51,29 @@ class Prediction:
     windows: list[WindowPrediction] = field(default_factory=list)
     duration: float = 0.0
     silent: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return asdict(self)
+
+
+def check_signal(y: np.ndarray, sample_rate: int, clip_samples: int) -> list[str]:
+    """Warnings about mono `y` as classifier input; AudioError when it has no usable signal:
+    shorter than MIN_SECONDS, silent (peak below -80 dBFS), or samples beyond MAX_PEAK."""
+    seconds = len(y) / sample_rate
+    if seconds < MIN_SECONDS:
+        raise AudioError(f"only {seconds:.2f} s of audio; at least {MIN_SECONDS} s is needed to classify")
+    if is_silent(y):
+        raise AudioError("silent (peak level below -80 dBFS): there is nothing to classify")
+    peak = float(np.max(np.abs(y)))
+    if peak > MAX_PEAK:
+        raise AudioError(f"samples reach {peak:.3g}, far beyond full scale (1.0): not audio at a usable level")
+    warnings = []
+    if len(y) < 0.97 * clip_samples:
+        warnings.append(f"{seconds:.2f} s is shorter than a training clip ({clip_samples / sample_rate:.2f} s): "
+                        "padded with silence, so the answer is less certain")
+    return warnings
 
 
 class Predictor:
@@ -98,15 +121,23 @@ class Predictor:
         from .features import clip_features
 
         fc = self.config.features
-        windows = split_windows(np.asarray(y, dtype=np.float32), fc.clip_samples)  # (windows, clip_samples)
-        feats = np.stack([clip_features(w, fc) for w in windows]).astype(np.float32)
-        return feats, [i * fc.clip_samples / fc.sample_rate for i in range(len(windows))]
+        y = np.asarray(y, dtype=np.float32)
+        starts = window_starts(len(y), fc.clip_samples)  # one window at a time: no (windows, samples) copy
+        feats = np.stack([clip_features(fit_to_length(y[s:s + fc.clip_samples], fc.clip_samples), fc)
+                          for s in starts]).astype(np.float32)
+        return feats, [s / fc.sample_rate for s in starts]
 
     def predict_samples(self, y: np.ndarray) -> Prediction:
-        """Classify mono samples `y` (samples,) at config.features.sample_rate (22,050 Hz)."""
+        """Classify mono samples `y` (samples,) at config.features.sample_rate (22,050 Hz).
+
+        AudioError when there is no usable signal (check_signal): silence, under MIN_SECONDS,
+        absurd amplitudes, or a model output that is not finite. Never a made-up label."""
         fc = self.config.features
+        warnings = check_signal(y, fc.sample_rate, fc.clip_samples)
         feats, starts = self.window_features(y)
         probs = self.predict_features(feats)  # (windows, classes)
+        if not np.isfinite(probs).all():
+            raise AudioError("the model gives no finite answer for this audio (are its samples scaled as audio?)")
         overall = probs.mean(axis=0)
         overall = overall / overall.sum()
         window_len = fc.clip_samples / fc.sample_rate
@@ -116,16 +147,17 @@ class Predictor:
         return Prediction(
             label=self.class_names[int(overall.argmax())],
             probabilities={name: float(p) for name, p in zip(self.class_names, overall)},
-            windows=windows, duration=total, silent=is_silent(y),
+            windows=windows, duration=total, silent=is_silent(y), warnings=warnings,
         )
 
     def predict_file(self, source: AudioSource) -> Prediction:
         """Classify a file path, bytes or binary file (decoded with engine.audio.load_audio)."""
-        return self.predict_samples(load_audio(source, sr=self.config.features.sample_rate))
+        features = self.config.features
+        return self.predict_samples(load_audio(source, sr=features.sample_rate, resampler=features.resampler))
 
     def predict_files(self, files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-        """One dict per file: {"file", "label", "probabilities"} or {"file", "error"}; a bad
-        file does not stop the others."""
+        """One dict per file: {"file", "label", "probabilities", "warnings"} or {"file", "error"};
+        a bad file does not stop the others."""
         results: list[dict[str, Any]] = []
         for path in files:
             try:
@@ -133,5 +165,6 @@ class Predictor:
             except Exception as exc:  # any unreadable file is reported, the rest go on
                 results.append({"file": str(path), "error": str(exc)})
             else:
-                results.append({"file": str(path), "label": pred.label, "probabilities": pred.probabilities})
+                results.append({"file": str(path), "label": pred.label, "probabilities": pred.probabilities,
+                                "warnings": pred.warnings})
         return results

@@ -176,8 +176,8 @@ def batch_spectral_features(
     config.chroma, then the deltas of all of those if config.deltas.
     Runs on `device` ("cpu", "cuda", ...) in chunks of CPU_CHUNK_CLIPS or GPU_CHUNK_CLIPS clips.
     """
-    if config.representation != "spectral":
-        raise ConfigError("batch_spectral_features needs representation='spectral'")
+    if config.representation not in ("spectral", "logmel"):
+        raise ConfigError("batch_spectral_features needs representation='spectral' or 'logmel'")
     clips = torch.as_tensor(y)
     if clips.ndim != 2:
         raise AudioError(f"expected clips as a (n, samples) array, got shape {tuple(clips.shape)}")
@@ -215,7 +215,7 @@ def _chunk_features(y: torch.Tensor, config: FeatureConfig, t: _Tables) -> torch
         feats, power = _base_features_cpu(y, config, t)
     else:
         power = _stft_power(y, config, t)
-        feats = _base_features_torch(power, t)
+        feats = _power_to_db(power @ t.mel.T) if config.representation == "logmel" else _base_features_torch(power, t)
     if config.chroma:
         feats = torch.cat([feats, _chroma(power, _tuning_bins(power, config, t), config, t)], dim=2)
     if config.deltas:
@@ -230,14 +230,14 @@ def _base_features_torch(power: torch.Tensor, t: _Tables) -> torch.Tensor:
 
 
 def _stft_power(y: torch.Tensor, config: FeatureConfig, t: _Tables) -> torch.Tensor:
-    """|STFT|^2 as (n, frames, 1 + n_fft // 2) float32: periodic Hann, centred, zero padding.
+    """|STFT|^2 as (n, frames, 1 + n_fft // 2) float32: periodic Hann, centred, padded by config.pad_mode.
 
     Computed in float64 and rounded to complex64, as librosa does (see the module notes).
     Frames-first layout keeps every later reduction over frequency on the contiguous axis.
     re^2 + im^2 avoids abs()'s slower hypot; magnitudes are its square root.
     """
     half = config.n_fft // 2
-    padded = torch.nn.functional.pad(y.to(torch.float64), (half, half))
+    padded = torch.nn.functional.pad(y.to(torch.float64), (half, half), mode=config.pad_mode)
     windows = padded.unfold(-1, config.n_fft, config.hop_length)
     frames = torch.mul(windows, t.window, out=_workspace("frames", windows.shape, torch.float64, y.device))
     spec = torch.fft.rfft(frames, dim=-1)  # out= would only add a copy (MKL writes a new tensor)
@@ -351,6 +351,8 @@ def _base_features_cpu(
         keep = power[i].numpy() if power is not None else _NO_POWER
         _clip_kernel(_unwindowed_spectrum(y[i], config), t.mel_support, t.mel_weights, t.freqs_cpu,
                      t.band_table, power_t, keep, out.mel[i], out.centroid[i, 0], out.peaks[i], out.valleys[i])
+    if config.representation == "logmel":  # (n, 128, frames) mel dB -> (n, frames, 128)
+        return _power_to_db(torch.from_numpy(out.mel)).transpose(1, 2), power
     mfcc = t.dct @ _power_to_db(torch.from_numpy(out.mel))
     contrast = _power_to_db(torch.from_numpy(out.peaks)) - _power_to_db(torch.from_numpy(out.valleys))
     feats = torch.cat([mfcc, torch.from_numpy(out.centroid), contrast], dim=1)
@@ -358,7 +360,7 @@ def _base_features_cpu(
 
 
 def _unwindowed_spectrum(y: torch.Tensor, config: FeatureConfig) -> np.ndarray:
-    """float64 rfft of one clip's centred, zero-padded frames, with NO window applied.
+    """float64 rfft of one clip's centred frames (padded by config.pad_mode), with NO window applied.
 
     y (samples,) float32 on the CPU. Returns (frames, bins) complex128. The Hann window is
     applied in frequency by _hann_power, which saves writing out the windowed frames (2 MB
@@ -366,9 +368,13 @@ def _unwindowed_spectrum(y: torch.Tensor, config: FeatureConfig) -> np.ndarray:
     """
     half = config.n_fft // 2
     padded = _workspace("clip_padded", (y.shape[0] + 2 * half,), torch.float64, y.device)
-    padded[:half] = 0.0
-    padded[-half:] = 0.0
     padded[half:-half] = y
+    if config.pad_mode == "reflect":  # numpy's "reflect": the edge sample is not repeated
+        padded[:half] = torch.flip(padded[half + 1 : 2 * half + 1], dims=(0,))
+        padded[-half:] = torch.flip(padded[-2 * half - 1 : -half - 1], dims=(0,))
+    else:
+        padded[:half] = 0.0
+        padded[-half:] = 0.0
     frames = padded.unfold(0, config.n_fft, config.hop_length)
     return torch.fft.rfft(frames, dim=-1).numpy()  # out= would only add a copy (MKL writes a new tensor)
 

@@ -8,19 +8,21 @@ Everything here is a pure function over numbers the store already keeps:
 
 Two runs on the same clips are compared with McNemar's exact test (only the clips on
 which exactly one run is right carry information) and a paired bootstrap interval for
-the accuracy difference. Groups of runs that differ only in their seed are compared on
-majority-vote correctness per clip (see `compare_groups`).
+the accuracy difference. Groups of seed repeats are compared with a two-level t-test whose
+unit of replication is the seed (`seed_level_test`, `compare_groups`); several comparisons
+at once are Holm-corrected (`compare_family`). Only numbers here: the words that the page
+and the command line print are in `engine.verdicts`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy.stats import binomtest
 
 from .errors import EngineError
@@ -334,25 +336,6 @@ def bootstrap_difference(
 # --------------------------------------------------------------------------- comparing two runs
 
 
-def format_p(p: float) -> str:
-    """'p < 0.001', 'p = 0.003', 'p = 0.41', 'p = 1'."""
-    if not np.isfinite(p):
-        return "p = n/a"
-    if p < 0.001:
-        return "p < 0.001"
-    if p < 0.1:
-        return f"p = {p:.3f}"
-    if p >= 0.995:
-        return "p = 1"
-    return f"p = {p:.2f}"
-
-
-def _split_words(split: str) -> str:
-    return {"test": "the test set", "validation": "the validation set", "training": "the training set"}.get(
-        split, f"the {split} split"
-    )
-
-
 def _split_predictions(pred: dict, split: str, name: str) -> dict:
     """Accept one split's predictions or a run's {"validation": ..., "test": ...} dict."""
     if isinstance(pred, dict) and "ids" not in pred:
@@ -362,31 +345,10 @@ def _split_predictions(pred: dict, split: str, name: str) -> dict:
     return pred
 
 
-def _verdict(
-    acc_a: float, acc_b: float, p: float, n: int, name_a: str, name_b: str, split: str, alpha: float, test: str
-) -> tuple[str | None, str]:
-    where = _split_words(split)
-    if p < alpha and acc_a != acc_b:
-        if acc_b > acc_a:
-            win, lose, acc_w, acc_l = name_b, name_a, acc_b, acc_a
-        else:
-            win, lose, acc_w, acc_l = name_a, name_b, acc_a, acc_b
-        return win, (
-            f"{win} is better than {lose} on {where}: {acc_w:.1%} vs {acc_l:.1%} accuracy, "
-            f"{format_p(p)} ({test} on {n} clips)."
-        )
-    return None, (
-        f"{name_a} and {name_b} are not distinguishable from noise on {where}: "
-        f"{acc_a:.1%} vs {acc_b:.1%}, {format_p(p)} ({test} on {n} clips)."
-    )
-
-
 def compare_runs(
     pred_a: dict,
     pred_b: dict,
-    name_a: str = "A",
-    name_b: str = "B",
-    split: str = "test",
+    split: str = "validation",
     alpha: float = 0.05,
     n_boot: int = 2000,
     seed: int = 0,
@@ -397,10 +359,9 @@ def compare_runs(
     ({"validation": ..., "test": ...}) from which `split` is taken. Clips are aligned by
     id (see `align_predictions`). The verdict uses McNemar's exact test at level `alpha`;
     the paired bootstrap interval of accuracy(B) - accuracy(A) is reported alongside.
-    Returns {"split", "name_a", "name_b", "n", "accuracy_a", "accuracy_b", "mcnemar":
-    McNemarResult as dict, "difference": bootstrap_difference dict, "significant": bool,
-    "better": name of the better run or None, "sentence": verdict in words,
-    "detail": the difference and its interval in words}.
+    Returns {"split", "n", "accuracy_a", "accuracy_b", "mcnemar": McNemarResult as dict,
+    "difference": bootstrap_difference dict, "significant": bool, "better": "A", "B" or
+    None}. Words for it: `engine.verdicts`.
     """
     if not 0.0 < alpha < 1.0:
         raise ComparisonError(f"alpha must be between 0 and 1 (e.g. 0.05), not {alpha}")
@@ -411,28 +372,16 @@ def compare_runs(
     result = mcnemar_exact(lab_a == y, lab_b == y)
     diff = bootstrap_difference(y, lab_a, lab_b, n_boot=n_boot, seed=seed)
     acc_a, acc_b = diff["accuracy_a"], diff["accuracy_b"]
-    better, sentence = _verdict(
-        acc_a, acc_b, result.p_value, len(ids), name_a, name_b, split, alpha, "McNemar exact test"
-    )
-    low, high = diff["ci"]
-    detail = (
-        f"Accuracy difference {name_b} - {name_a}: {diff['difference'] * 100:+.1f} points "
-        f"({diff['level']:.0%} bootstrap interval {low * 100:+.1f} to {high * 100:+.1f}); "
-        f"{result.b_only} clips only {name_b} got right, {result.a_only} only {name_a}."
-    )
+    significant = result.p_value < alpha and acc_a != acc_b
     return {
         "split": split,
-        "name_a": name_a,
-        "name_b": name_b,
         "n": len(ids),
         "accuracy_a": acc_a,
         "accuracy_b": acc_b,
         "mcnemar": result.to_dict(),
         "difference": diff,
-        "significant": better is not None,
-        "better": better,
-        "sentence": sentence,
-        "detail": detail,
+        "significant": bool(significant),
+        "better": ("B" if acc_b > acc_a else "A") if significant else None,
     }
 
 
@@ -467,14 +416,17 @@ def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:
     return float(arr.mean()), std, n
 
 
-def aggregate_histories(histories: list[list[dict]], key: str) -> pd.DataFrame:
+AGGREGATE_COLUMNS: tuple[str, ...] = ("epoch", "mean", "std", "min", "max", "n")
+
+
+def aggregate_histories(histories: list[list[dict]], key: str) -> list[dict[str, float]]:
     """Per-epoch mean/std/min/max of `key` over several runs' histories.
 
     histories: one list of per-epoch dicts per run (each with "epoch", 1-based; position
     + 1 when absent). Runs of different lengths are aggregated over the runs that reached
     that epoch; missing or non-finite values are skipped.
-    Returns a DataFrame with columns epoch, mean, std (ddof=1, 0.0 for one run), min, max, n,
-    one row per epoch in increasing order (empty when there is nothing to aggregate).
+    Returns one dict per epoch in increasing order with the AGGREGATE_COLUMNS: epoch, mean,
+    std (ddof=1, 0.0 for one run), min, max, n (empty list when there is nothing to aggregate).
     """
     by_epoch: dict[int, list[float]] = {}
     for history in histories:
@@ -494,7 +446,7 @@ def aggregate_histories(histories: list[list[dict]], key: str) -> pd.DataFrame:
         vals = np.asarray(by_epoch[epoch])
         mean, std, n = mean_std(vals)
         rows.append({"epoch": epoch, "mean": mean, "std": std, "min": float(vals.min()), "max": float(vals.max()), "n": n})
-    return pd.DataFrame(rows, columns=["epoch", "mean", "std", "min", "max", "n"])
+    return rows
 
 
 def group_correct(preds: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -514,88 +466,305 @@ def group_correct(preds: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]
     order = [clip for clip in ids0 if clip in common]
     if not order:
         raise ComparisonError(f"the {len(preds)} runs of the group share no clips")
-    total = np.zeros(len(order))
-    y_ref: np.ndarray | None = None
-    for k, (ids, y, probs) in enumerate(checked):
-        pos = {clip: i for i, clip in enumerate(ids)}
-        rows = np.asarray([pos[clip] for clip in order])
-        y_k = y[rows]
+    correct, y = correctness_matrix(preds, order)
+    return order, y, correct.mean(axis=0)
+
+
+def correctness_matrix(preds: list[dict], ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-run, per-clip correctness over the clips `ids`, in that order.
+
+    preds: one split's {"ids", "y", "probs"} per run (each must hold every clip of `ids`).
+    Returns (correct (runs, len(ids)) bool, y (len(ids),) int64). ComparisonError when a run
+    lacks a clip or labels disagree between runs.
+    """
+    rows, y_ref = [], None
+    for k, pred in enumerate(preds):
+        run_ids, y, probs = _check_prediction(pred, f"run {k + 1}")
+        pos = {clip: i for i, clip in enumerate(run_ids)}
+        missing = [clip for clip in ids if clip not in pos]
+        if missing:
+            raise ComparisonError(f"run {k + 1} has no prediction for clip {missing[0]!r} ({len(missing)} missing)")
+        idx = np.asarray([pos[clip] for clip in ids], dtype=np.int64)
+        y_k = y[idx]
         if y_ref is None:
             y_ref = y_k
         elif not np.array_equal(y_ref, y_k):
             bad = int(np.flatnonzero(y_ref != y_k)[0])
             raise ComparisonError(
-                f"clip {order[bad]!r} has label {int(y_ref[bad])} in run 1 but {int(y_k[bad])} in run {k + 1}"
+                f"clip {ids[bad]!r} has label {int(y_ref[bad])} in run 1 but {int(y_k[bad])} in run {k + 1}"
             )
-        total += probs[rows].argmax(axis=1) == y_k
-    assert y_ref is not None
-    return order, y_ref.copy(), total / len(preds)
+        rows.append(probs[idx].argmax(axis=1) == y_k)
+    if y_ref is None:
+        raise ComparisonError("correctness_matrix needs at least one run's predictions")
+    return np.stack(rows), y_ref.copy()
+
+
+def _satterthwaite(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent variance estimates.
+
+    parts: (variance, its degrees of freedom) pairs, arrays of one shape. Returns
+    (sum v)^2 / sum(v^2 / df); inf where every variance is 0.
+    """
+    total = sum(v for v, _ in parts)
+    denom = sum(np.divide(v * v, df, out=np.zeros_like(v * v), where=df > 0) for v, df in parts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denom > 0, total * total / np.where(denom > 0, denom, 1.0), np.inf)
+
+
+def seed_level_test(correct_a: np.ndarray, correct_b: np.ndarray, level: float = 0.95) -> dict[str, np.ndarray]:
+    """Two-level (seeds, then clips) t-test of mean accuracy(B) - mean accuracy(A).
+
+    correct_a: (..., k_a, n), correct_b: (..., k_b, n) per-run, per-clip correctness (bool or
+    0/1) of two groups of seed repeats on the SAME n clips (same order); k_a + k_b >= 3 and
+    n >= 2. Leading dimensions are batch dimensions (the calibration test runs thousands of
+    simulated comparisons in one call). The statistic is D = mean over B's runs and clips
+    minus the same for A; its variance has two parts (a random-effects decomposition of
+    run x clip correctness, as in Bouthillier et al. 2021, "Accounting for variance in
+    machine learning benchmarks", MLSys):
+
+    1. seeds: the spread of per-run accuracies, Welch's s_a^2/k_a + s_b^2/k_b when both
+       sides have >= 2 runs (Welch's t-test on per-seed scores, as Reimers & Gurevych 2017
+       recommend for comparing score distributions), or the pooled variance
+       s_p^2 (1/k_a + 1/k_b) with k_a + k_b - 2 df when one side has a single run (assuming
+       that run's configuration varies over seeds as the other does). This part already
+       holds the per-run clip noise of these clips.
+    2. clips: the variance, over the population of clips, of the per-clip paired difference
+       d_i = mean_B(c_i) - mean_A(c_i): var_i(d_i)/n minus the per-run noise already counted
+       in part 1 (method of moments; never below 0). Pairing makes clip difficulty cancel;
+       what is left is how much the two configurations' clip-by-clip skill could differ on
+       another sample of clips. It is 0 in expectation when only the seeds differ, so it
+       makes the test conservative there.
+
+    The two variances combine with Welch-Satterthwaite degrees of freedom; p is two-sided
+    from Student's t and the interval is D +- t_(1+level)/2 * se, so p < 1 - level exactly
+    when the interval excludes 0. Few seeds give few degrees of freedom and wide intervals
+    (2 v 3: 1 to 3 df, so a difference must exceed 3.2 to 12.7 standard errors): the test
+    stays calibrated and says so by its width rather than by claiming a difference.
+    Returns arrays of the batch shape: difference, se, df, p_value, ci_low, ci_high,
+    accuracy_a, accuracy_b, spread_a, spread_b (ddof=1 std of per-run accuracies; 0 for one
+    run), seed_variance, clip_variance.
+    """
+    from scipy.stats import t as student_t
+
+    ca = np.asarray(correct_a, dtype=np.float64)
+    cb = np.asarray(correct_b, dtype=np.float64)
+    if ca.ndim < 2 or cb.ndim < 2 or ca.shape[-1] != cb.shape[-1] or ca.shape[:-2] != cb.shape[:-2]:
+        raise ComparisonError(f"correct_a and correct_b must be (..., runs, clips) on the same clips: {ca.shape} and {cb.shape}")
+    k_a, k_b, n = ca.shape[-2], cb.shape[-2], ca.shape[-1]
+    if k_a + k_b < 3 or min(k_a, k_b) < 1:
+        raise ComparisonError(f"the seed-level test needs at least 3 runs in all and 1 per side, not {k_a} and {k_b}")
+    if n < 2:
+        raise ComparisonError(f"the seed-level test needs at least 2 clips, not {n}")
+    _check_bootstrap_args(1, level)
+    acc_a, acc_b = ca.mean(axis=-1), cb.mean(axis=-1)  # (..., k)
+    mean_a, mean_b = acc_a.mean(axis=-1), acc_b.mean(axis=-1)
+    diff = mean_b - mean_a
+    ss_a = ((acc_a - mean_a[..., None]) ** 2).sum(axis=-1)
+    ss_b = ((acc_b - mean_b[..., None]) ** 2).sum(axis=-1)
+    zero = np.zeros_like(diff)
+    if k_a >= 2 and k_b >= 2:  # Welch
+        v_a, v_b = ss_a / (k_a - 1) / k_a, ss_b / (k_b - 1) / k_b
+        seed_var = v_a + v_b
+        seed_parts = [(v_a, zero + (k_a - 1)), (v_b, zero + (k_b - 1))]
+    else:  # one side has a single run: pooled variance
+        pooled = (ss_a + ss_b) / (k_a + k_b - 2)
+        seed_var = pooled * (1.0 / k_a + 1.0 / k_b)
+        seed_parts = [(seed_var, zero + (k_a + k_b - 2))]
+    # Per-run clip noise: within-clip variance across runs minus the variance of run accuracies
+    # (both hold the seed effect), pooled over the sides with >= 2 runs.
+    noise_num, noise_df = zero.copy(), 0
+    for c, acc, k in ((ca, acc_a, k_a), (cb, acc_b, k_b)):
+        if k >= 2:
+            within = c.var(axis=-2, ddof=1).mean(axis=-1)
+            between = acc.var(axis=-1, ddof=1)
+            noise_num = noise_num + (k - 1) * np.maximum(0.0, within - between) * n / (n - 1)
+            noise_df += k - 1
+    noise = noise_num / noise_df
+    d = cb.mean(axis=-2) - ca.mean(axis=-2)  # (..., n) paired per-clip difference
+    clip_var = np.maximum(0.0, d.var(axis=-1, ddof=1) - noise * (1.0 / k_a + 1.0 / k_b)) / n
+    var = seed_var + clip_var
+    df = _satterthwaite(seed_parts)  # the clip part adds variance but never degrees of freedom
+    se = np.sqrt(var)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tstat = np.where(se > 0, diff / np.where(se > 0, se, 1.0), np.where(diff == 0, 0.0, np.inf))
+    p = np.minimum(1.0, 2.0 * student_t.sf(np.abs(tstat), df))
+    half = student_t.ppf(0.5 + level / 2.0, df) * se
+    return {
+        "difference": diff,
+        "se": se,
+        "df": df,
+        "p_value": p,
+        "ci_low": diff - half,
+        "ci_high": diff + half,
+        "accuracy_a": mean_a,
+        "accuracy_b": mean_b,
+        "spread_a": np.sqrt(ss_a / (k_a - 1)) if k_a > 1 else zero,
+        "spread_b": np.sqrt(ss_b / (k_b - 1)) if k_b > 1 else zero,
+        "seed_variance": seed_var,
+        "clip_variance": clip_var,
+    }
+
+
+# With this many runs in all (1 v 1, 1 v 2, 1 v 3, 2 v 2) the seed spread rests on <= 2 degrees of
+# freedom: only very large differences can come out significant, and the page says so.
+TOO_FEW_RUNS = 4
+METHOD_MCNEMAR = "McNemar exact test + paired bootstrap (one run per side)"
+METHOD_SEEDS = "two-level t-test over seeds and clips (Welch-Satterthwaite)"
 
 
 def compare_groups(
     preds_a: list[dict],
     preds_b: list[dict],
-    name_a: str = "A",
-    name_b: str = "B",
-    split: str = "test",
+    split: str = "validation",
     alpha: float = 0.05,
+    same_configuration: bool = False,
+    n_boot: int = 2000,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Compare two groups of seed repeats on the same clips.
+    """Is configuration B better than configuration A? Groups of seed repeats on the same clips.
 
-    preds_a, preds_b: per-run predictions (one split's dict, or whole-run dicts from which
-    `split` is taken). A clip counts as correct for a group when a strict majority of the
-    group's runs got it right (mean correctness > 0.5; a tie counts as wrong), and McNemar's
-    exact test is applied to these majority-vote correctness vectors. The group's mean
-    accuracy ± std over its runs is reported alongside ("accuracy_a" = (mean, std, n)).
-    Returns {"split", "name_a", "name_b", "n", "runs_a", "runs_b", "accuracy_a",
-    "accuracy_b", "majority_accuracy_a", "majority_accuracy_b", "mcnemar",
-    "significant", "better", "sentence"}.
+    preds_a, preds_b: per-run predictions (one split's {"ids", "y", "probs"}, or whole-run
+    dicts from which `split` is taken); the clips compared are those every run has.
+    - One run per side: McNemar's exact test on the paired per-clip correctness and a paired
+      bootstrap interval (`compare_runs`). This is about the two trained models; it cannot
+      separate the configuration from seed luck ("scope": "runs").
+    - Otherwise: `seed_level_test`, whose unit of replication is the seed ("scope":
+      "configurations").
+    same_configuration: the two groups share every parameter but the seed (caller knows from
+    the store's group keys). Then no difference is ever declared significant: any difference
+    is seed noise by construction. The numbers are still reported.
+    Returns a JSON-able dict: method, scope, split, n (clips), n_runs_a, n_runs_b,
+    accuracy_a, accuracy_b (mean over runs), spread_a, spread_b (std over seeds, ddof=1;
+    0 for one run), difference (B - A), ci [low, high] at 95%, p_value, df (None for
+    McNemar), alpha, significant, better ("A", "B" or None), same_configuration, mcnemar
+    (table dict, one run per side only), too_few_seeds (True when k_a + k_b <= TOO_FEW_RUNS: only
+    very large differences can be resolved).
     """
+    if not 0.0 < alpha < 1.0:
+        raise ComparisonError(f"alpha must be between 0 and 1 (e.g. 0.05), not {alpha}")
     if not preds_a or not preds_b:
         raise ComparisonError(f"each group needs at least one run: got {len(preds_a)} and {len(preds_b)}")
-    runs_a = [_split_predictions(p, split, f"{name_a} run") for p in preds_a]
-    runs_b = [_split_predictions(p, split, f"{name_b} run") for p in preds_b]
-    ids_a, y_a, mean_a = group_correct(runs_a)
-    ids_b, y_b, mean_b = group_correct(runs_b)
-    ids, y, ca, cb = align_predictions(
-        {"ids": ids_a, "y": y_a, "probs": mean_a[:, None]}, {"ids": ids_b, "y": y_b, "probs": mean_b[:, None]}
-    )
-    maj_a, maj_b = ca[:, 0] > 0.5, cb[:, 0] > 0.5
-    result = mcnemar_exact(maj_a, maj_b)
+    runs_a = [_split_predictions(p, split, f"run {k + 1} of A") for k, p in enumerate(preds_a)]
+    runs_b = [_split_predictions(p, split, f"run {k + 1} of B") for k, p in enumerate(preds_b)]
+    k_a, k_b = len(runs_a), len(runs_b)
+    out: dict[str, Any] = {"split": split, "n_runs_a": k_a, "n_runs_b": k_b, "alpha": float(alpha),
+                           "same_configuration": bool(same_configuration)}
+    if k_a == 1 and k_b == 1:
+        one = compare_runs(runs_a[0], runs_b[0], split=split, alpha=alpha, n_boot=n_boot, seed=seed)
+        diff = one["difference"]
+        out.update(method=METHOD_MCNEMAR, scope="runs", n=one["n"], accuracy_a=one["accuracy_a"],
+                   accuracy_b=one["accuracy_b"], spread_a=0.0, spread_b=0.0, difference=diff["difference"],
+                   ci=[float(diff["ci"][0]), float(diff["ci"][1])], p_value=one["mcnemar"]["p_value"], df=None,
+                   mcnemar=one["mcnemar"])
+    else:
+        ids_a, _, _ = group_correct(runs_a)
+        ids_b, _, _ = group_correct(runs_b)
+        shared_b = set(ids_b)
+        ids = [clip for clip in ids_a if clip in shared_b]
+        if len(ids) < 2:
+            raise ComparisonError(f"the two groups share {len(ids)} clips; were they trained on the same dataset?")
+        ca, y_a = correctness_matrix(runs_a, ids)
+        cb, y_b = correctness_matrix(runs_b, ids)
+        if not np.array_equal(y_a, y_b):
+            bad = int(np.flatnonzero(y_a != y_b)[0])
+            raise ComparisonError(f"clip {ids[bad]!r} has label {int(y_a[bad])} in A but {int(y_b[bad])} in B")
+        res = {key: float(value) for key, value in seed_level_test(ca, cb).items()}
+        out.update(method=METHOD_SEEDS, scope="configurations", n=len(ids), accuracy_a=res["accuracy_a"],
+                   accuracy_b=res["accuracy_b"], spread_a=res["spread_a"], spread_b=res["spread_b"],
+                   difference=res["difference"], ci=[res["ci_low"], res["ci_high"]], p_value=res["p_value"],
+                   df=res["df"] if math.isfinite(res["df"]) else None, mcnemar=None)
+    significant = out["p_value"] < alpha and out["difference"] != 0 and not same_configuration
+    out["significant"] = bool(significant)
+    out["better"] = ("B" if out["difference"] > 0 else "A") if significant else None
+    out["too_few_seeds"] = bool(k_a + k_b <= TOO_FEW_RUNS)
+    return out
 
-    def run_accuracies(runs: list[dict]) -> tuple[float, float, int]:
-        accs = []
-        for run in runs:
-            _, yy, pp = _check_prediction(run, "run")
-            if yy.size:
-                accs.append(float((pp.argmax(axis=1) == yy).mean()))
-        return mean_std(accs)
 
-    acc_a, acc_b = run_accuracies(runs_a), run_accuracies(runs_b)
-    m_a, m_b = float(maj_a.mean()), float(maj_b.mean())
-    better, sentence = _verdict(
-        m_a, m_b, result.p_value, len(ids), name_a, name_b, split, alpha, "McNemar exact test on majority votes"
-    )
-    sentence += (
-        f" Mean accuracy over seeds: {name_a} {acc_a[0]:.1%} ± {acc_a[1]:.1%} ({acc_a[2]} runs), "
-        f"{name_b} {acc_b[0]:.1%} ± {acc_b[1]:.1%} ({acc_b[2]} runs)."
-    )
-    return {
-        "split": split,
-        "name_a": name_a,
-        "name_b": name_b,
-        "n": len(ids),
-        "runs_a": len(runs_a),
-        "runs_b": len(runs_b),
-        "accuracy_a": acc_a,
-        "accuracy_b": acc_b,
-        "majority_accuracy_a": m_a,
-        "majority_accuracy_b": m_b,
-        "mcnemar": result.to_dict(),
-        "significant": better is not None,
-        "better": better,
-        "sentence": sentence,
-    }
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm 1979), same order as given.
+
+    p_values: (m,) raw p-values. Adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j))
+    for the sorted p_(1) <= ... <= p_(m); rejecting where adjusted p < alpha controls the
+    family-wise error rate at alpha under any dependence between the tests.
+    """
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    if p.size and (np.isnan(p).any() or (p < 0).any() or (p > 1).any()):
+        raise ComparisonError(f"p-values must lie in [0, 1], got {p.tolist()}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted
+
+
+def compare_family(
+    units: Mapping[str, Sequence[Any]],
+    pairs: Sequence[tuple[str, str]],
+    load_predictions: Callable[[Any], dict],
+    split: str = "validation",
+    alpha: float = 0.05,
+) -> list[dict[str, Any]]:
+    """Several comparisons at once, Holm-corrected: one `compare_run_groups` result per pair.
+
+    units: label -> runs (records with .id and .group_key: one run or a seed group);
+    pairs: (label_a, label_b) to test (see `against_reference`, `all_pairs`). Each result
+    gains "a", "b" (labels), "p_adjusted" (Holm over the pairs that could be tested) and
+    "significant" re-decided on the adjusted p (a same-configuration pair never is). A pair
+    that cannot be compared gets "error" (the message) and no p.
+    """
+    results: list[dict[str, Any]] = []
+    for label_a, label_b in pairs:
+        try:
+            res = compare_run_groups(units[label_a], units[label_b], load_predictions, split=split, alpha=alpha)
+        except EngineError as exc:
+            res = {"error": str(exc)}
+        res.update(a=label_a, b=label_b)
+        results.append(res)
+    tested = [r for r in results if "error" not in r]
+    for res, adjusted in zip(tested, holm([r["p_value"] for r in tested])):
+        res["p_adjusted"] = float(adjusted)
+        res["family_size"] = len(tested)
+        res["significant"] = bool(adjusted < alpha and res["difference"] != 0 and not res["same_configuration"])
+        res["better"] = ("B" if res["difference"] > 0 else "A") if res["significant"] else None
+    return results
+
+
+def against_reference(labels: Sequence[str], reference: str) -> list[tuple[str, str]]:
+    """(reference, other) for every other label: an ablation's rows against its base."""
+    return [(reference, label) for label in labels if label != reference]
+
+
+def all_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
+    """Every unordered pair of labels, in the given order."""
+    return list(itertools.combinations(labels, 2))
+
+
+def compare_run_groups(
+    runs_a: Sequence[Any],
+    runs_b: Sequence[Any],
+    load_predictions: Callable[[Any], dict],
+    split: str = "validation",
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """`compare_groups` for stored runs: what the Compare page and `python -m engine compare` call.
+
+    runs_a, runs_b: run records (anything with .id and .group_key); load_predictions(run)
+    -> the run's stored {"validation": ..., "test": ...} predictions. The groups must not
+    share a run. same_configuration is set when every run of both groups has one group key
+    (the configuration without the seed). Adds "runs_a", "runs_b": the run ids of each side.
+    """
+    ids_a, ids_b = [r.id for r in runs_a], [r.id for r in runs_b]
+    shared = sorted(set(ids_a) & set(ids_b))
+    if shared:
+        raise ComparisonError(f"run {shared[0]!r} is in both groups; a run cannot be compared with itself")
+    if split not in ("validation", "test"):
+        raise ComparisonError(f"split must be 'validation' or 'test', not {split!r}")
+    keys = {r.group_key for r in [*runs_a, *runs_b]}
+    result = compare_groups([load_predictions(r) for r in runs_a], [load_predictions(r) for r in runs_b],
+                            split=split, alpha=alpha, same_configuration=len(keys) == 1)
+    result["runs_a"], result["runs_b"] = ids_a, ids_b
+    return result
 
 
 # --------------------------------------------------------------------------- confusion, generalisation
@@ -624,49 +793,6 @@ def confusion_difference(conf_a: Any, conf_b: Any) -> np.ndarray:
     if np.allclose(diff, np.round(diff)):
         return np.round(diff).astype(np.int64)
     return diff
-
-
-def describe_confusion_difference(
-    conf_a: Any,
-    conf_b: Any,
-    class_names: Sequence[str],
-    name_a: str = "A",
-    name_b: str = "B",
-    top: int = 5,
-) -> list[str]:
-    """The `top` largest changes between two confusion matrices, in words, biggest first.
-
-    e.g. "B fixed 12 flute clips that A called clarinet" (actual flute predicted clarinet:
-    12 fewer in B) and "B broke 5 violin clips, calling them trumpet (A: 2, B: 7)".
-    Counts are net changes per cell. Empty list when the off-diagonal cells are equal.
-    """
-    diff = confusion_difference(conf_a, conf_b)
-    a = np.asarray(conf_a)
-    b = np.asarray(conf_b)
-    if len(class_names) != diff.shape[0]:
-        raise ComparisonError(f"{len(class_names)} class names given for a {diff.shape[0]}x{diff.shape[0]} confusion matrix")
-    cells = [
-        (abs(float(diff[i, j])), i, j)
-        for i in range(diff.shape[0])
-        for j in range(diff.shape[1])
-        if i != j and diff[i, j] != 0
-    ]
-    cells.sort(key=lambda c: (-c[0], c[1], c[2]))
-
-    def count(x: float) -> str:
-        return f"{int(x)}" if float(x).is_integer() else f"{x:g}"
-
-    out = []
-    for size, i, j in cells[: max(0, top)]:
-        actual, predicted = class_names[i], class_names[j]
-        if diff[i, j] < 0:
-            out.append(f"{name_b} fixed {count(size)} {actual} clips that {name_a} called {predicted}")
-        else:
-            out.append(
-                f"{name_b} broke {count(size)} {actual} clips, calling them {predicted} "
-                f"({name_a}: {count(a[i, j])}, {name_b}: {count(b[i, j])})"
-            )
-    return out
 
 
 def _maybe(value: Any) -> float | None:

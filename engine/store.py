@@ -20,6 +20,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,8 @@ import numpy as np
 import torch
 
 from . import paths
-from .config import RunConfig
-from .errors import ConfigError, StoreError
+from .config import RunConfig, canonical_dict
+from .errors import ConfigError, EngineError, StoreDamaged, StoreError
 from .labels import CLASS_NAMES
 from .processes import process_alive, process_start
 
@@ -38,6 +39,7 @@ STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted
 ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "failed", "cancelled", "interrupted", "diverged")
 BUSY_TIMEOUT_MS = 30_000
+HEARTBEAT_STALE_S = 60.0  # an active run whose owner has not beaten for this long is interrupted
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -58,7 +60,9 @@ CREATE TABLE IF NOT EXISTS runs (
     pid_start TEXT,
     metrics TEXT NOT NULL DEFAULT '{}',
     history TEXT NOT NULL DEFAULT '[]',
-    best_epoch INTEGER
+    best_epoch INTEGER,
+    heartbeat REAL,
+    warning TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
@@ -73,7 +77,7 @@ CREATE TABLE IF NOT EXISTS step_losses (
 
 _LIST_COLUMNS = (
     "id, name, tags, notes, config, config_digest, group_key, status, error, created, "
-    "started, finished, device, pid, pid_start, metrics, history, best_epoch"
+    "started, finished, device, pid, pid_start, metrics, history, best_epoch, warning"
 )
 
 
@@ -98,6 +102,7 @@ class RunRecord:
     metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
+    warning: str | None = None  # e.g. "did not learn: ..." on a run that finished without learning
 
     @property
     def epochs_done(self) -> int:
@@ -114,26 +119,97 @@ class RunRecord:
 
 def group_key(config: RunConfig) -> str:
     """Digest of the config without `train.seed`: seed repeats of one setup share it."""
-    raw = config.to_dict()
+    raw = canonical_dict(config)
     raw["train"].pop("seed", None)
     text = json.dumps(raw, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class RunStore:
-    """Runs in `db_path` (SQLite) and `runs_dir` (one folder per run)."""
+REBUILD_HINT = "run `python -m engine runs --rebuild` (or press *Rebuild the run index* in the dashboard)"
 
-    def __init__(self, db_path: Path | str | None = None, runs_dir: Path | str | None = None) -> None:
+
+def _is_damage(exc: BaseException | None) -> bool:
+    """True for errors that mean a corrupt file (not a busy or unwritable one)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "decode" in str(exc).lower() or "malformed" in str(exc).lower()
+    return isinstance(exc, (sqlite3.DatabaseError, UnicodeDecodeError, json.JSONDecodeError)) and not isinstance(
+        exc, sqlite3.IntegrityError)
+
+
+def _guarded(method: Callable) -> Callable:
+    """`method` with SQLite's errors turned into StoreError (StoreDamaged for a corrupt file),
+    so that no raw sqlite3 traceback reaches a user. IntegrityError passes (create_run retries)."""
+
+    @functools.wraps(method)
+    def call(self: "RunStore", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.IntegrityError:
+            raise
+        except (sqlite3.DatabaseError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if _is_damage(exc):
+                raise self._damaged(exc) from exc
+            raise StoreError(f"the run store {self.db_path} failed: {exc}") from exc
+
+    return call
+
+
+class RunStore:
+    """Runs in `db_path` (SQLite) and `runs_dir` (one folder per run).
+
+    Opening checks the file (`PRAGMA quick_check`): a corrupt file, or an empty or missing one
+    while run folders with saved results exist, raises StoreDamaged, whose message says how to
+    rebuild the index from the run folders (`rebuild_store`). Nothing is overwritten."""
+
+    def __init__(self, db_path: Path | str | None = None, runs_dir: Path | str | None = None,
+                 *, verify: bool = True) -> None:
         self.db_path = Path(db_path) if db_path is not None else paths.store_path()
         self.runs_dir = Path(runs_dir) if runs_dir is not None else paths.runs_dir()
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        paths.make_writable_dir(self.db_path.parent)
+        paths.make_writable_dir(self.runs_dir)
         self._local = threading.local()
         self._pid_start = process_start(os.getpid())
-        with self._write() as con:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    con.execute(statement)
+        if verify:
+            fresh = not self.db_path.exists() or self.db_path.stat().st_size == 0
+            orphans = len(stored_run_folders(self.runs_dir)) if fresh else 0
+            if orphans:
+                state = "empty (0 bytes)" if self.db_path.exists() else "missing"
+                raise StoreDamaged(
+                    f"the run store {self.db_path} is {state}, but {self.runs_dir} holds {orphans} saved "
+                    f"run(s); to list them again, {REBUILD_HINT}")
+            self.check()
+        try:
+            with self._write() as con:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+                columns = {row["name"] for row in con.execute("PRAGMA table_info(runs)")}
+                for column, kind in (("heartbeat", "REAL"), ("warning", "TEXT")):  # stores made before them
+                    if column not in columns:
+                        con.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise StoreError(f"cannot write the run store {self.db_path}: {exc}") from exc
+            raise self._damaged(exc) from exc
+
+    def _damaged(self, exc: BaseException) -> StoreDamaged:
+        return StoreDamaged(f"the run store {self.db_path} is damaged ({exc}); the run folders in "
+                            f"{self.runs_dir} are intact: to rebuild the index from them, {REBUILD_HINT}")
+
+    def check(self) -> None:
+        """Raise StoreDamaged when the database file is corrupt (SQLite's quick_check: page
+        structure and encoding, without index cross-checks)."""
+        try:
+            rows = self._conn().execute("PRAGMA quick_check").fetchall()
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            cause = exc if isinstance(exc, sqlite3.DatabaseError) else exc.__cause__
+            self.close()
+            if not _is_damage(cause):
+                raise
+            raise self._damaged(cause) from exc
+        if [tuple(r) for r in rows] != [("ok",)]:
+            self.close()
+            raise self._damaged(RuntimeError("; ".join(str(r[0]) for r in rows[:3])))
 
     # ---- connections -------------------------------------------------------------------
 
@@ -192,13 +268,13 @@ class RunStore:
             run_id = f"r-{time.strftime('%Y%m%d', time.localtime(now))}-{secrets.token_hex(3)}"
             row = (
                 run_id, name or run_id, json.dumps(_clean_tags(tags)), notes, config.to_json(),
-                config.digest(), group_key(config), status, now, os.getpid(), self._pid_start,
+                config.digest(), group_key(config), status, now, os.getpid(), self._pid_start, now,
             )
             try:
                 with self._write() as con:
                     con.execute(
                         "INSERT INTO runs (id, name, tags, notes, config, config_digest, group_key, "
-                        "status, created, pid, pid_start) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        "status, created, pid, pid_start, heartbeat) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                         row,
                     )
                 return run_id
@@ -260,14 +336,14 @@ class RunStore:
             self._require(con, run_id)
             if status == "running":
                 con.execute(
-                    "UPDATE runs SET status=?, error=NULL, started=COALESCE(started, ?), finished=NULL, "
-                    "device=COALESCE(?, device), pid=?, pid_start=? WHERE id=?",
-                    (status, now, device, os.getpid(), self._pid_start, run_id),
+                    "UPDATE runs SET status=?, error=NULL, warning=NULL, started=COALESCE(started, ?), finished=NULL, "
+                    "device=COALESCE(?, device), pid=?, pid_start=?, heartbeat=? WHERE id=?",
+                    (status, now, device, os.getpid(), self._pid_start, now, run_id),
                 )
             elif status == "queued":
                 con.execute(
-                    "UPDATE runs SET status=?, error=NULL, finished=NULL, pid=?, pid_start=? WHERE id=?",
-                    (status, os.getpid(), self._pid_start, run_id),
+                    "UPDATE runs SET status=?, error=NULL, finished=NULL, pid=?, pid_start=?, heartbeat=? WHERE id=?",
+                    (status, os.getpid(), self._pid_start, now, run_id),
                 )
             else:
                 con.execute(
@@ -317,19 +393,44 @@ class RunStore:
             con.execute("DELETE FROM step_losses WHERE run_id=?", (run_id,))
         shutil.rmtree(self.runs_dir / run_id, ignore_errors=True)
 
-    def mark_interrupted(self, alive: Callable[[int | None, str | None], bool] | None = None) -> list[str]:
-        """Runs 'queued' or 'running' whose owner process is gone become 'interrupted'.
-
-        `alive(pid, pid_start)` decides; default `process_alive`. Returns the ids changed."""
-        alive = alive or process_alive
+    def heartbeat(self, run_ids: Sequence[str]) -> None:
+        """Stamp 'now' on the active runs `run_ids` (their owner calls this every few seconds)."""
+        if not run_ids:
+            return
         with self._write() as con:
-            rows = con.execute("SELECT id, pid, pid_start FROM runs WHERE status IN ('queued','running')").fetchall()
-            dead = [r["id"] for r in rows if not alive(r["pid"], r["pid_start"])]
-            for run_id in dead:
-                con.execute(
-                    "UPDATE runs SET status='interrupted', error=?, finished=? WHERE id=?",
-                    ("the process running it stopped", time.time(), run_id),
-                )
+            con.execute(f"UPDATE runs SET heartbeat=? WHERE status IN ('queued','running') AND id IN "
+                        f"({','.join('?' * len(run_ids))})", (time.time(), *run_ids))
+
+    def mark_interrupted(self, alive: Callable[[int | None, str | None], bool] | None = None,
+                         stale_after: float = HEARTBEAT_STALE_S) -> list[str]:
+        """Runs 'queued' or 'running' whose owner is gone become 'interrupted' (resumable).
+
+        Gone: its process no longer runs (`alive(pid, pid_start)`, default `process_alive`,
+        so a killed process is seen at once), or it has not stamped a heartbeat for
+        `stale_after` seconds (a stopped or hung owner, or one on another machine). Cheap when
+        nothing changed: one read, no write. Returns the ids changed."""
+        alive = alive or process_alive
+
+        def gone(row: sqlite3.Row, now: float) -> str | None:
+            if not alive(row["pid"], row["pid_start"]):
+                return f"the process running it (pid {row['pid']}) stopped"
+            if row["heartbeat"] is not None and now - row["heartbeat"] > stale_after:
+                return f"the process running it (pid {row['pid']}) gave no sign of life for {now - row['heartbeat']:.0f} s"
+            return None
+
+        query = "SELECT id, pid, pid_start, heartbeat FROM runs WHERE status IN ('queued','running')"
+        now = time.time()
+        if not any(gone(r, now) for r in self._conn().execute(query).fetchall()):
+            return []
+        dead = []
+        with self._write() as con:  # again under the write lock: an owner may have moved on meanwhile
+            now = time.time()
+            for row in con.execute(query).fetchall():
+                reason = gone(row, now)
+                if reason is not None:
+                    con.execute("UPDATE runs SET status='interrupted', error=?, finished=? WHERE id=?",
+                                (reason, now, row["id"]))
+                    dead.append(row["id"])
         return dead
 
     def _update(self, run_id: str, **values: Any) -> None:
@@ -387,6 +488,13 @@ class RunStore:
             "class_names": list(CLASS_NAMES),
             "standardizer": _plain(result.standardizer),
             "best_epoch": result.best_epoch,
+            "run": {  # what rebuild_store needs to list the run again if the database is lost
+                "name": record.name, "tags": record.tags, "notes": record.notes, "created": record.created,
+                "started": record.started, "finished": time.time(), "status": result.status,
+                "error": result.error, "warning": getattr(result, "warning", None),
+                "device": result.device or record.device,
+                "metrics": _plain(result.metrics or {}), "history": _plain(result.history or []),
+            },
         }
         if getattr(result, "group", None):  # trained in a group (engine.batched): {"size", "seeds", "member"}
             meta["trained_in_group"] = _plain(result.group)
@@ -396,9 +504,9 @@ class RunStore:
         losses = [float(v) for v in (result.step_losses or [])]
         with self._write() as con:
             con.execute(
-                "UPDATE runs SET status=?, error=?, finished=?, device=COALESCE(?, device), metrics=?, "
+                "UPDATE runs SET status=?, error=?, warning=?, finished=?, device=COALESCE(?, device), metrics=?, "
                 "history=?, best_epoch=? WHERE id=?",
-                (result.status, result.error, time.time(), result.device,
+                (result.status, result.error, getattr(result, "warning", None), time.time(), result.device,
                  json.dumps(_plain(result.metrics or {})), json.dumps(history), result.best_epoch, run_id),
             )
             stored = con.execute(
@@ -436,6 +544,100 @@ class RunStore:
             raise StoreError(f"run '{run_id}': cannot read {filename}: {exc}") from exc
 
 
+for _name in ("create_run", "get", "exists", "list_runs", "status", "clear_progress", "set_status",
+              "append_epoch", "step_losses", "rename", "set_tags", "set_notes", "delete", "mark_interrupted",
+              "heartbeat",
+              "save_checkpoint", "load_checkpoint", "save_result", "load_meta", "load_predictions",
+              "load_state_dict"):
+    setattr(RunStore, _name, _guarded(getattr(RunStore, _name)))
+
+
+# ---- rebuilding the index from the run folders ----------------------------------------------
+
+
+@dataclass
+class RebuildReport:
+    """What `rebuild_store` did: runs recovered (ids), folders skipped (folder, reason), and
+    where the damaged database was moved (None when there was no file)."""
+
+    recovered: list[str]
+    skipped: list[tuple[str, str]]
+    moved_to: Path | None
+
+
+def stored_run_folders(runs_dir: Path) -> list[Path]:
+    """Run folders holding a saved result (meta.json), sorted by name."""
+    if not runs_dir.is_dir():
+        return []
+    return sorted(p for p in runs_dir.iterdir() if p.is_dir() and (p / "meta.json").is_file())
+
+
+def rebuild_store(db_path: Path | str | None = None, runs_dir: Path | str | None = None) -> RebuildReport:
+    """Set the database file aside (renamed `<name>.damaged-<time>`, with its -wal/-shm; never
+    overwritten) and build a new index from the run folders: every folder with meta.json
+    becomes a run again, with its configuration, name, tags, status, history and metrics
+    (runs saved before this was recorded get their metrics recomputed from predictions.json
+    and their folder name as name). Step losses are not kept in the folders and are lost.
+    Call with no other process using the store."""
+    from .metrics import evaluate
+
+    db = Path(db_path) if db_path is not None else paths.store_path()
+    folder_root = Path(runs_dir) if runs_dir is not None else paths.runs_dir()
+    moved = _set_aside(db)
+    store = RunStore(db, folder_root, verify=False)
+    recovered: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for folder in stored_run_folders(folder_root):
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            config = RunConfig.from_dict(meta["config"])
+            run = meta.get("run") or {}
+            metrics = run.get("metrics")
+            if metrics is None:
+                predictions = json.loads((folder / "predictions.json").read_text())
+                metrics = {split: evaluate(np.asarray(p["y"]), np.asarray(p["probs"], dtype=np.float64))
+                           for split, p in predictions.items() if p.get("y")}
+        except (OSError, KeyError, TypeError, ValueError, EngineError) as exc:
+            skipped.append((folder.name, f"{type(exc).__name__}: {exc}"))
+            continue
+        created = float(run.get("created") or (folder / "meta.json").stat().st_mtime)
+        status = run.get("status") or ("finished" if (folder / "model.pt").exists() else "failed")
+        with store._write() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO runs (id, name, tags, notes, config, config_digest, group_key, status, "
+                "error, created, started, finished, device, metrics, history, best_epoch, warning) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (folder.name, run.get("name") or folder.name, json.dumps(_clean_tags(run.get("tags") or [])),
+                 run.get("notes") or "", config.to_json(), config.digest(), group_key(config), status,
+                 run.get("error"), created, run.get("started"), run.get("finished") or created,
+                 run.get("device"), json.dumps(_plain(metrics)), json.dumps(run.get("history") or []),
+                 meta.get("best_epoch"), run.get("warning")),
+            )
+        recovered.append(folder.name)
+    store.close()
+    return RebuildReport(recovered, skipped, moved)
+
+
+def _set_aside(db: Path) -> Path | None:
+    """Rename db (and its -wal / -shm files) to `<name>.damaged-<YYYYmmdd-HHMMSS>[-n]`."""
+    if not db.exists():
+        for extra in (db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            extra.unlink(missing_ok=True)
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = db.with_name(f"{db.name}.damaged-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = db.with_name(f"{db.name}.damaged-{stamp}-{n}")
+    os.replace(db, target)
+    for suffix in ("-wal", "-shm"):
+        extra = db.with_name(db.name + suffix)
+        if extra.exists():
+            os.replace(extra, target.with_name(target.name + suffix))
+    return target
+
+
 # ---- helpers -----------------------------------------------------------------------------
 
 
@@ -449,8 +651,20 @@ def _record(row: sqlite3.Row) -> RunRecord:
         config_digest=row["config_digest"], group_key=row["group_key"], status=row["status"],
         error=row["error"], created=row["created"], started=row["started"], finished=row["finished"],
         device=row["device"], pid=row["pid"], metrics=json.loads(row["metrics"]),
-        history=json.loads(row["history"]), best_epoch=row["best_epoch"],
+        history=json.loads(row["history"]), best_epoch=row["best_epoch"], warning=row["warning"],
     )
+
+
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """`value` safe for a CSV cell that a spreadsheet opens: text starting with = + - @ (or a
+    tab / carriage return) gets a leading apostrophe, so it is never run as a formula
+    (OWASP "CSV injection"). Numbers and other values pass unchanged."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _check_status(status: str) -> None:

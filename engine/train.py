@@ -41,6 +41,8 @@ from .metrics import evaluate
 from .model import autocast, build_model, set_dropout_generator
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
+EVAL_SPLITS = ("validation", "validation_shift", "test")  # evaluated at the end, when present
+AUGMENTED = "training_augmented"  # data key of the augmented training views (FeatureSet, x (views, n, frames, features))
 _GLOBAL_RNG_LOCK = threading.Lock()  # whoever holds it may seed, draw from or swap torch's global generators
 
 
@@ -78,15 +80,16 @@ def shared_split(fs: Any, scale: tuple[np.ndarray, np.ndarray] | None, device: s
 @dataclass
 class TrainResult:
     status: str  # "finished" | "diverged" | "cancelled"
-    history: list[dict]  # per epoch: epoch (1-based), train_loss, val_loss, val_accuracy, seconds
+    history: list[dict]  # per epoch: epoch (1-based), train_loss, val_loss, val_accuracy, [val_shift_accuracy,] seconds
     step_losses: list[float]
-    metrics: dict  # {"validation": evaluate(...), "test": evaluate(...)}; {} when no epoch ended
-    predictions: dict  # {"validation": {"ids", "y", "probs"}, "test": {...}}
+    metrics: dict  # {"validation": evaluate(...), "validation_shift": ..., "test": ...}; {} when no epoch ended
+    predictions: dict  # {"validation": {"ids", "y", "probs"}, "validation_shift": {...}, "test": {...}}
     best_epoch: int | None
     state_dict: dict  # weights of the selected epoch (CPU tensors); {} when no epoch ended
     standardizer: dict | None  # {"mean": [...], "std": [...]} when train.standardize
     device: str
     error: str | None = None
+    warning: str | None = None  # learning_warning(history): the run finished but learned nothing
     group: dict | None = None  # trained in a group (engine.batched): {"size", "seeds", "member"}
 
 
@@ -128,6 +131,28 @@ class TrainHooks:
         return True
 
 
+def learning_warning(history: list[dict], num_classes: int = NUM_CLASSES) -> str | None:
+    """'did not learn: ...' when a run's epochs show it learned nothing, else None.
+
+    Two signs, from the per-epoch mean training loss (cross-entropy, nats): it rose (the best
+    of the last 3 epochs is over 10% above epoch 1: the optimiser is blowing up, e.g. SGD with
+    lr 1e3), or it never got below ln(num_classes), the loss of guessing every class equally,
+    while validation accuracy (when measured) stayed within 1.5x of chance."""
+    losses = [float(h["train_loss"]) for h in history if h.get("train_loss") is not None
+              and math.isfinite(h["train_loss"])]
+    if not losses:
+        return None
+    if len(losses) >= 2 and min(losses[-3:]) > 1.1 * losses[0]:
+        return (f"did not learn: training loss rose from {losses[0]:.3g} to {losses[-1]:.3g} over "
+                f"{len(losses)} epochs; try a lower learning rate, grad_clip or standardize")
+    chance = math.log(num_classes)
+    accuracy = history[-1].get("val_accuracy")
+    if losses[-1] >= chance and (accuracy is None or accuracy <= 1.5 / num_classes):
+        return (f"did not learn: training loss {losses[-1]:.3g} is no lower than guessing ({chance:.3g} = "
+                f"ln {num_classes})" + ("" if accuracy is None else f", validation accuracy {accuracy:.1%}"))
+    return None
+
+
 def _provides(hooks: TrainHooks, name: str) -> bool:
     """True when `hooks` replaces the no-op default `name` (so calling it is worth a sync)."""
     return name in vars(hooks) or getattr(type(hooks), name) is not getattr(TrainHooks, name)
@@ -161,7 +186,13 @@ def _check_data(config: RunConfig, data: dict) -> None:
     if "training" not in data or len(data["training"].y) == 0:
         raise ConfigError("training needs a non-empty 'training' split")
     fc = config.features
+    if AUGMENTED in data:
+        views = np.asarray(data[AUGMENTED].x)
+        if views.ndim != 4 or views.shape[1:] != np.asarray(data["training"].x).shape:
+            raise ConfigError(f"augmented views have shape {views.shape}; expected (views, *{data['training'].x.shape})")
     for name, fs in data.items():
+        if name == AUGMENTED:
+            continue
         x, y = fs.x, np.asarray(fs.y)
         if x.ndim != 3 or x.shape[2] != fc.feature_dim or len(y) != len(x):
             raise ConfigError(f"{name} features have shape {x.shape} for {len(y)} labels; "
@@ -174,11 +205,22 @@ def _check_data(config: RunConfig, data: dict) -> None:
 
 def _to_device(fs: Any, scale: tuple[np.ndarray, np.ndarray] | None, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """A FeatureSet as (x (n, frames, features) float32, y (n,) int64) on `device`, scaled if asked."""
-    x = torch.as_tensor(np.asarray(fs.x, dtype=np.float32)).to(device)
+    return _scaled(fs.x, scale, device), torch.as_tensor(np.asarray(fs.y, dtype=np.int64)).to(device)
+
+
+def _scaled(x: np.ndarray, scale: tuple[np.ndarray, np.ndarray] | None, device: str) -> torch.Tensor:
+    """x (..., features) as float32 on `device`, minus mean and over std (per feature) when `scale`.
+
+    A memory-mapped or read-only array is copied first: a tensor sharing a file's pages dies
+    with SIGBUS when the file shrinks under it."""
+    array = np.asarray(x, dtype=np.float32)
+    if isinstance(x, np.memmap) or not array.flags.writeable:
+        array = array.copy()
+    out = torch.as_tensor(array).to(device)
     if scale is not None:
         mean, std = (torch.as_tensor(v).to(device) for v in scale)
-        x = (x - mean) / std
-    return x, torch.as_tensor(np.asarray(fs.y, dtype=np.int64)).to(device)
+        out = (out - mean) / std
+    return out
 
 
 @torch.inference_mode()
@@ -200,9 +242,45 @@ def _cpu(obj: Any) -> Any:
     return obj
 
 
-def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report) -> tuple[torch.Tensor, str | None]:
-    """One pass over (x, y) in shuffled batches. Returns the step losses (steps,) on the
-    device and "cancelled" / "diverged" (a hook saw a non-finite loss) / None."""
+def spec_mask(x: torch.Tensor, time_mask: int, freq_mask: int, gen: torch.Generator) -> torch.Tensor:
+    """SpecAugment-style masking (Park et al., Interspeech 2019) of x (batch, frames, features):
+    per clip one run of t ~ U{0..time_mask} consecutive frames and one of f ~ U{0..freq_mask}
+    consecutive feature rows set to 0 (the mean, for standardised features). Returns a new tensor;
+    the random draws come from `gen` (CPU), so a run stays reproducible and resumable."""
+    batch, frames, features = x.shape
+    keep = torch.ones(batch, frames, features)
+    for size, axis, length in ((time_mask, 1, frames), (freq_mask, 2, features)):
+        if size <= 0:
+            continue
+        width = torch.randint(0, min(size, length) + 1, (batch,), generator=gen)  # (batch,)
+        start = (torch.rand(batch, generator=gen) * (length - width + 1)).long()  # (batch,)
+        pos = torch.arange(length)[None, :]  # (1, length)
+        hit = (pos >= start[:, None]) & (pos < (start + width)[:, None])  # (batch, length)
+        keep = keep * (~hit).float().unsqueeze(3 - axis)
+    return x * keep.to(x.device, x.dtype)
+
+
+def _batch(x: torch.Tensor, views: torch.Tensor | None, idx: torch.Tensor, tc: TrainConfig,
+           gen: torch.Generator) -> torch.Tensor:
+    """The training batch for indices idx: each clip clean or one of its augmented views (chosen
+    uniformly, with `gen`), then spec masking if configured. (batch, frames, features)."""
+    xb = x[idx]
+    if views is not None:
+        pick = torch.randint(0, views.shape[0] + 1, (len(idx),), generator=gen).to(x.device)  # 0: clean
+        use = pick > 0
+        if bool(use.any()):
+            xb = xb.clone()
+            xb[use] = views[pick[use] - 1, idx[use]]
+    if tc.time_mask or tc.freq_mask:
+        xb = spec_mask(xb, tc.time_mask, tc.freq_mask, gen)
+    return xb
+
+
+def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report,
+                 views=None) -> tuple[torch.Tensor, str | None]:
+    """One pass over (x, y) in shuffled batches (clips drawn from `views` (views, n, frames,
+    features) too, when given). Returns the step losses (steps,) on the device and
+    "cancelled" / "diverged" (a hook saw a non-finite loss) / None."""
     model.train()
     steps = math.ceil(len(x) / tc.batch_size)
     order = torch.randperm(len(x), generator=gen).to(x.device)  # (n,)
@@ -211,8 +289,9 @@ def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report) 
         if hooks.should_stop():
             return losses[:step], "cancelled"
         idx = order[step * tc.batch_size:(step + 1) * tc.batch_size]
+        xb = _batch(x, views, idx, tc, gen)
         with autocast(str(x.device), tc.precision):
-            logits = model(x[idx])  # (batch, classes)
+            logits = model(xb)  # (batch, classes)
             loss = F.cross_entropy(logits, y[idx], weight=weight)  # float32 under autocast
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -259,13 +338,14 @@ def is_better(select: str, best: dict, record: dict) -> bool:
 
 def final_evaluation(model: nn.Module, state: dict | None, data: dict[str, Any], scale, device: str,
                      precision: str) -> tuple[dict, dict]:
-    """(metrics, predictions) of `model` with weights `state` on validation and test (those
-    present and non-empty); each split goes to the device only now. ({}, {}) when state is None."""
+    """(metrics, predictions) of `model` with weights `state` on EVAL_SPLITS (those present and
+    non-empty); each split goes to the device only now (shared with runs that hold it there).
+    ({}, {}) when state is None."""
     metrics, predictions = {}, {}
     if state is None:
         return metrics, predictions
     model.load_state_dict(state)
-    for name in ("validation", "test"):
+    for name in EVAL_SPLITS:
         if name in data and len(data[name].y):
             with shared_split(data[name], scale, device) as (x, y):
                 probs = torch.softmax(_logits(model, x, precision), dim=1).cpu().numpy()  # (n, classes)
@@ -292,7 +372,10 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     """Train `config` on data["training"], validate each epoch on data["validation"] (if
     present), then evaluate the selected epoch's model on validation and test (if present).
 
-    `data`: split name -> FeatureSet (only .x, .y, .ids are used). `device`: default "cuda"
+    `data`: split name -> FeatureSet (only .x, .y, .ids are used): "training", optionally
+    "validation", "validation_shift" (the cross-collection validation, evaluated each epoch
+    and at the end, never used to select) and "test", and AUGMENTED (x: the training clips'
+    augmented views, (views, n, frames, features), drawn from in every batch). `device`: default "cuda"
     when available, else "cpu". `resume`: a checkpoint given to hooks.on_epoch; training
     continues from its epoch + 1 and ends as an uninterrupted run with the same seed would.
     The validation loss is unweighted cross-entropy even with class_weighting.
@@ -303,22 +386,44 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _check_data(config, data)
     scale = standardizer_of(config, data)
+    views = _scaled(data[AUGMENTED].x, scale, device) if AUGMENTED in data else None  # (views, n, frames, features)
     with contextlib.ExitStack() as stack:
         x_train, y_train = stack.enter_context(shared_split(data["training"], scale, device))
-        val = (stack.enter_context(shared_split(data["validation"], scale, device))
-               if "validation" in data and len(data["validation"].y) else None)
+        evals = shared_evaluation_splits(stack, data, scale, device)
         status, error, history, step_losses, model, best = _train_loop(
-            config, x_train, y_train, val, loss_weight(config, data, device), device, hooks, resume)
+            config, x_train, y_train, views, evals, loss_weight(config, data, device), device, hooks, resume)
     metrics, predictions = final_evaluation(model, best["model"], data, scale, device, config.train.precision)
     return TrainResult(
         status=status, history=history, step_losses=step_losses, metrics=metrics, predictions=predictions,
         best_epoch=best["epoch"], state_dict=_cpu(best["model"]) if best["model"] is not None else {},
         standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},
-        device=device, error=error,
+        device=device, error=error, warning=learning_warning(history) if status == "finished" else None,
     )
 
 
-def _train_loop(config, x_train, y_train, val, weight, device, hooks, resume):
+EPOCH_SPLITS = ("validation", "validation_shift")  # evaluated after every epoch, when present
+
+
+def shared_evaluation_splits(stack: contextlib.ExitStack, data: dict[str, Any], scale, device: str) -> dict:
+    """The per-epoch evaluation splits present and non-empty, name -> (x, y) shared on the device
+    for as long as `stack` is open."""
+    return {name: stack.enter_context(shared_split(data[name], scale, device))
+            for name in EPOCH_SPLITS if name in data and len(data[name].y)}
+
+
+def epoch_record(epoch: int, values: list[float], logits: dict[str, torch.Tensor], evals: dict) -> dict:
+    """An epoch's history record from its step losses and the logits (n, classes) of each
+    per-epoch evaluation split (name -> logits; their labels in evals[name][1])."""
+    record = {"epoch": epoch, "train_loss": float(np.mean(values)), "val_loss": None, "val_accuracy": None}
+    if "validation" in logits:
+        record.update(validation_record(logits["validation"], evals["validation"][1]))
+    if "validation_shift" in logits:
+        y_shift = evals["validation_shift"][1]
+        record["val_shift_accuracy"] = (logits["validation_shift"].argmax(1) == y_shift).float().mean().item()
+    return record
+
+
+def _train_loop(config, x_train, y_train, views, evals, weight, device, hooks, resume):
     """The epochs of `train_run`: (status, error, history, step_losses, model, best), where
     best["model"] is the selected epoch's state_dict (on the device)."""
     tc = config.train
@@ -341,7 +446,7 @@ def _train_loop(config, x_train, y_train, val, weight, device, hooks, resume):
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
 
     for epoch in range(len(history) + 1, tc.epochs + 1):
-        losses, stop = _train_epoch(model, optimizer, x_train, y_train, weight, tc, gen, hooks, epoch, report)
+        losses, stop = _train_epoch(model, optimizer, x_train, y_train, weight, tc, gen, hooks, epoch, report, views)
         values = losses.tolist()  # the epoch's one host sync for training losses
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         if bad is not None:
@@ -353,9 +458,8 @@ def _train_loop(config, x_train, y_train, val, weight, device, hooks, resume):
         if stop == "cancelled":
             status = "cancelled"
             break
-        record = {"epoch": epoch, "train_loss": float(np.mean(values)), "val_loss": None, "val_accuracy": None}
-        if val is not None:
-            record.update(validation_record(_logits(model, val[0], tc.precision), val[1]))
+        record = epoch_record(epoch, values, {name: _logits(model, x, tc.precision) for name, (x, _) in evals.items()},
+                              evals)
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         if is_better(tc.select, best, record):
@@ -367,6 +471,7 @@ def _train_loop(config, x_train, y_train, val, weight, device, hooks, resume):
                                   rng={"shuffle": gen.get_state(), "dropout": drops.get_state()})
             hooks.on_epoch(dict(record), checkpoint)
     return status, error, history, step_losses, model, best
+
 
 
 def _snapshot(model: nn.Module) -> dict:

@@ -12,7 +12,7 @@ from engine.config import FeatureConfig
 from engine.dataset import summarize
 from engine.labels import CLASS_NAMES, SHORT_NAMES, SUBSETS
 from ui import charts
-from ui.common import data_setting, render_sidebar, require_dataset
+from ui.common import data_setting, plain, render_sidebar, require_dataset
 
 st.set_page_config(page_title="Dataset · Medley LSTM lab", page_icon="🎻", layout="wide")
 render_sidebar()
@@ -66,7 +66,7 @@ def feature_sample(fingerprint: str, subset: str, per_class: int, _clips) -> pd.
 
 summary = dataset_summary(ds.fingerprint(), ds)
 kind = "built-in demo" if summary["is_demo"] else "Medley-solos-DB"
-st.caption(f"{kind} at `{summary['root']}` ({summary['layout']} layout)")
+st.caption(f"{kind} at {plain(summary['root'])} ({summary['layout']} layout)")
 
 totals = summary["totals"]
 cols = st.columns(5)
@@ -165,7 +165,7 @@ if st.toggle("Compute the distributions (reads and analyses the sampled clips)",
     try:
         sample = feature_sample(ds.fingerprint(), dist_subset, int(per_class), ds.subset(dist_subset))
     except Exception as exc:
-        st.error(f"Could not compute features: {exc}")
+        st.error(f"Could not compute features: {plain(exc)}")
     else:
         feature = st.selectbox("feature (mean over the clip)", FEATURE_NAMES, index=0)
         a, b = st.columns(2)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
+from engine.augment import AUGMENTATIONS, parse_augment
+from engine.config import INPUTS, FeatureConfig, ModelConfig, RunConfig, TrainConfig
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
 from engine.model import fast_bfloat16
@@ -19,6 +20,7 @@ from ui import charts
 from ui.compare import history_frame
 from ui.common import (
     data_setting, describe_data, fmt_pct, get_manager, get_store, job_progress, render_sidebar,
+    plain,
     run_label,
 )
 
@@ -42,6 +44,7 @@ def widget_values(config: RunConfig) -> dict:
     values = {f"w.{k}": v for k, v in config.flat().items() if k != "data"}
     values["w.features.frames"] = WHOLE if config.features.frames is None else config.features.frames
     values["w.train.grad_clip"] = float(config.train.grad_clip or 0.0)
+    values["w.train.augment"] = list(parse_augment(config.train.augment))  # a multiselect holds a list
     return values
 
 
@@ -50,8 +53,8 @@ def apply_preset() -> None:
     st.session_state.update(st.session_state[FORM])
 
 
-if FORM not in st.session_state:
-    st.session_state[FORM] = widget_values(RunConfig())
+if FORM not in st.session_state:  # the first preset (the study's base, with its 2019 inputs)
+    st.session_state[FORM] = widget_values(next(iter(PRESETS.values())))
 for key, value in st.session_state[FORM].items():
     st.session_state.setdefault(key, value)
 
@@ -66,8 +69,9 @@ with st.expander("Configuration", expanded="run" not in st.query_params):
     f, m, t = st.columns(3)
     with f:
         st.markdown("**Features**")
-        st.selectbox("representation", ["spectral", "waveform"], key="w.features.representation",
-                     help="spectral: 13 MFCC + centroid + 7 contrast per frame; waveform: raw 512-sample frames.")
+        st.selectbox("representation", ["spectral", "logmel", "waveform"], key="w.features.representation",
+                     help="spectral: 13 MFCC + centroid + 7 contrast per frame; logmel: the 128 mel-band "
+                          "energies in dB per frame; waveform: raw 512-sample frames.")
         frame_options = [3, WHOLE]
         if st.session_state["w.features.frames"] not in frame_options:
             frame_options.insert(0, st.session_state["w.features.frames"])
@@ -75,6 +79,14 @@ with st.expander("Configuration", expanded="run" not in st.query_params):
                  help="The study kept only the first 3 frames (0.07 s) of each clip.")
         st.checkbox("+ 12 chroma", key="w.features.chroma")
         st.checkbox("+ deltas", key="w.features.deltas")
+        st.selectbox("inputs as librosa", list(INPUTS), key="w.features.inputs",
+                     help="librosa_0.7: the study's 2019 inputs (resampy kaiser_best resampling, STFT frames padded "
+                          "by reflection); librosa_0.11: today's (soxr, zero padding). They differ in the first "
+                          "and last two frames.")
+        st.checkbox("per-clip normalisation (CMVN)", key="w.features.clip_norm",
+                    help="Centre and scale every feature by its own mean and std over the clip's frames. "
+                         "Removes a fixed EQ, microphone colour or level from MFCC / log-mel values, and "
+                         "with it the clip's average spectral envelope.")
     with m:
         st.markdown("**Model**")
         st.selectbox("architecture", ["study", "study_2plus1", "sequence", "waveform"], key="w.model.arch",
@@ -84,7 +96,9 @@ with st.expander("Configuration", expanded="run" not in st.query_params):
         st.number_input("LSTM layers", 1, 8, key="w.model.num_layers")
         st.number_input("dropout", 0.0, 0.95, step=0.05, key="w.model.dropout")
         st.checkbox("bidirectional (sequence archs)", key="w.model.bidirectional")
-        st.selectbox("pooling over time (sequence archs)", ["last", "mean", "max"], key="w.model.pooling")
+        st.selectbox("pooling over time (sequence archs)", ["last", "mean", "max", "stats"], key="w.model.pooling",
+                     help="How the frame-by-frame outputs become one vector: the last state, their mean, "
+                          "their max, or stats = mean and standard deviation side by side (x-vector pooling).")
         st.number_input("extra LSTM size (study_2plus1)", 1, 4096, key="w.model.extra_hidden")
     with t:
         st.markdown("**Training**")
@@ -112,6 +126,27 @@ with st.expander("Configuration", expanded="run" not in st.query_params):
             st.warning(f"This {device.upper()} has no native bfloat16 arithmetic: "
                        "bfloat16 will train slower than float32 here.")
 
+    st.markdown("**Augmentation** (training clips only; validation, cross-collection validation and test "
+                "are never augmented)")
+    g = st.columns([3, 1, 1, 1, 1])
+    g[0].multiselect("audio augmentation", list(AUGMENTATIONS), key="w.train.augment",
+                     help="Random changes of each training clip's audio, made once and cached apart from the "
+                          "clean clip: gain = level -12..+6 dB; eq = random shelves and peaks (+-6 dB), like "
+                          "another instrument body or microphone; speed = resampled by up to +-1 semitone "
+                          "(pitch and formants move together); noise = background noise at 15-40 dB SNR. "
+                          "Costs one feature extraction per copy, once; epochs stay as fast.")
+    g[1].number_input("copies per clip", 1, 32, key="w.train.augment_views",
+                      help="Augmented copies of each training clip; every epoch reads each clip clean or as "
+                           "one of its copies, at random.")
+    g[2].number_input("augmentation seed", 0, 2**31 - 1, key="w.train.augment_seed",
+                      help="Seed of the augmented copies (the same seed reuses the cached copies).")
+    g[3].number_input("time mask (frames)", 0, 1000, key="w.train.time_mask",
+                      help="SpecAugment: in every training batch, up to this many consecutive frames of each "
+                           "clip are set to 0 (0 = off).")
+    g[4].number_input("feature mask (rows)", 0, 1000, key="w.train.freq_mask",
+                      help="SpecAugment: up to this many consecutive feature rows (MFCC coefficients, mel "
+                           "bands) of each clip are set to 0 in every training batch (0 = off).")
+
     st.session_state[FORM] = {k: st.session_state[k] for k in st.session_state[FORM]}
     start = st.button("Start training", type="primary")
 
@@ -123,8 +158,9 @@ if start:
         feats["frames"] = None if feats["frames"] == WHOLE else int(feats["frames"])
         train = section("train")
         train["grad_clip"] = train["grad_clip"] or None
-        for key in ("batch_size", "epochs", "seed"):
+        for key in ("batch_size", "epochs", "seed", "augment_views", "augment_seed", "time_mask", "freq_mask"):
             train[key] = int(train[key])
+        train["augment"] = ",".join(train["augment"])
         model = section("model")
         for key in ("hidden_size", "num_layers", "extra_hidden"):
             model[key] = int(model[key])
@@ -133,7 +169,7 @@ if start:
                            model=ModelConfig(**model), train=TrainConfig(**{**base.train.__dict__, **train}))
         run_id = get_manager().submit(config, name=name.strip() or None, tags=("train-page",))
     except EngineError as exc:
-        st.error(f"Cannot start: {exc}")
+        st.error(f"Cannot start: {plain(exc)}")
     else:
         st.session_state["run"] = run_id
         st.query_params["run"] = run_id
@@ -162,10 +198,10 @@ if chosen != run_id:
 try:
     record = store.get(run_id)
 except EngineError as exc:
-    st.error(str(exc))
+    st.error(plain(exc))
     st.stop()
 
-st.subheader(f"Run {run_label(record)}")
+st.subheader(f"Run {plain(run_label(record))}")
 
 
 # ---- live progress ----------------------------------------------------------------------
@@ -215,7 +251,9 @@ if record.duration:
     status_line += f" in {record.duration:.0f} s on {record.device or '?'}"
 if record.best_epoch:
     status_line += f"; model kept from epoch {record.best_epoch}"
-if record.status == "finished":
+if record.status == "finished" and record.warning:
+    st.warning(f"{status_line}.\n\n**{record.warning}**")
+elif record.status == "finished":
     st.success(status_line)
 elif record.status in ("diverged", "failed"):
     st.error(f"{status_line}.\n\n{record.error or 'no error message recorded'}")
@@ -235,12 +273,17 @@ if record.status in RESUMABLE_STATUSES:
         st.rerun()
 
 metrics = record.metrics or {}
-for split, label in (("validation", "Validation"), ("test", "Test")):
+SPLIT_HELP = {"validation_shift": "The validation clips played through a held-out recording chain (band-limited "
+                                  "microphone, compressor, room, MP3 codec) that training never uses: how well "
+                                  "the model carries over to another collection. Configurations are chosen on "
+                                  "this, never on test (docs/PROTOCOL.md)."}
+for split, label in (("validation", "Validation"), ("validation_shift", "Cross-collection validation"),
+                     ("test", "Test")):
     m = metrics.get(split)
     if not m:
         continue
     cols = st.columns([1, 2, 2, 2])
-    cols[0].markdown(f"**{label}**  \n{m.get('n', '?')} clips")
+    cols[0].markdown(f"**{label}**  \n{m.get('n', '?')} clips", help=SPLIT_HELP.get(split))
     cols[1].metric("accuracy", fmt_pct(m.get("accuracy")))
     cols[2].metric("balanced accuracy", fmt_pct(m.get("balanced_accuracy")), help="mean per-class recall")
     cols[3].metric("macro-F1", fmt_pct(m.get("macro_f1")))
@@ -256,7 +299,9 @@ if len(hist):
     x = c[2].radio("x axis", ["epoch", "seconds"], horizontal=True)
     a, b = st.columns(2)
     a.altair_chart(charts.loss_curves(hist, x=x, log_scale=log_scale, smoothing=smoothing), width="stretch")
-    b.altair_chart(charts.accuracy_curves(hist, x=x, smoothing=smoothing), width="stretch")
+    b.altair_chart(charts.accuracy_curves(hist, x=x, smoothing=smoothing, columns={
+        "val_accuracy": "validation accuracy", "val_shift_accuracy": "cross-collection validation",
+        "train_accuracy": "train accuracy", "val_balanced_accuracy": "validation balanced acc."}), width="stretch")
     steps = store.step_losses(run_id)
     if steps:
         spe = max(1, len(steps) // max(1, record.epochs_done))

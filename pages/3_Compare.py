@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine import presets, stats
+from engine import presets, stats, verdicts
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
 from engine.store import STATUSES
 from ui import charts
 from ui import compare as cmp
-from ui.common import data_setting, dataset_ready, get_manager, get_store, load_dataset_cached, render_sidebar
+from ui import significance as sig
+from ui import flips as flips_view
+from ui.common import (csv_bytes, data_setting, dataset_ready, get_manager, get_store, load_dataset_cached, plain,
+                       render_sidebar)
 
 st.set_page_config(page_title="Compare · Medley LSTM lab", page_icon="🎻", layout="wide")
 render_sidebar()
@@ -37,14 +40,19 @@ def predictions(run_id: str, finished: float | None) -> dict:
 
 
 @st.cache_data(max_entries=32, show_spinner="Testing the difference…")
-def significance(a: str, b: str, name_a: str, name_b: str, stamps: tuple, split: str) -> dict:
-    pa, pb = predictions(a, stamps[0]), predictions(b, stamps[1])
-    result = stats.compare_runs(pa, pb, name_a, name_b, split=split)
-    ya = pa[split]
-    result["ci_a"] = stats.bootstrap_accuracy(ya["y"], ya["probs"])
-    yb = pb[split]
-    result["ci_b"] = stats.bootstrap_accuracy(yb["y"], yb["probs"])
-    return result
+def family(units: tuple, pairs: tuple, split: str) -> list[dict]:
+    """engine.stats.compare_family over units ((label, ((run id, finished), ...)), ...): the same
+    function `python -m engine compare` calls, Holm-corrected over `pairs`."""
+    records = {label: [get_store().get(run_id) for run_id, _ in members] for label, members in units}
+    stamps = {run_id: finished for _, members in units for run_id, finished in members}
+    return stats.compare_family(records, list(pairs), lambda r: predictions(r.id, stamps[r.id]), split=split)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def accuracy_intervals(run_id: str, finished: float | None, split: str) -> dict:
+    """Bootstrap intervals of one run's accuracy and balanced accuracy on `split`."""
+    pred = predictions(run_id, finished)[split]
+    return stats.bootstrap_accuracy(pred["y"], pred["probs"])
 
 
 # ---- the runs table -------------------------------------------------------------------------
@@ -59,10 +67,17 @@ value_filter = f4.multiselect("Values", cmp.param_values(df, param_filter) if pa
                               key="cmp_values")
 shown = cmp.filter_runs(df, status_filter, None if tag_filter == "(any)" else tag_filter,
                         None if param_filter == "(none)" else param_filter, value_filter)
-st.caption(f"{len(shown)} of {len(df)} runs. Click a column header to sort. Rates are on the validation "
-           "or test split; *val-test gap* = validation minus test accuracy.")
+sort_by = st.selectbox("Sort by", cmp.SORT_COLUMNS, key="cmp_sort",
+                       help="Validation chooses, test reports: sorting by a test column picks on the test split.")
+if cmp.is_test_metric(sort_by):
+    st.caption(verdicts.TEST_SPLIT_NOTE)
+shown = cmp.sort_runs(shown, sort_by)
+st.caption(f"{len(shown)} of {len(df)} runs, best {sort_by} first (or click a column header). Rates are on the "
+           "validation or test split; *val-test gap* = validation minus test accuracy; *cross-val acc* = accuracy "
+           "on the validation clips played through a held-out recording chain (docs/PROTOCOL.md), the signal "
+           "used to choose configurations.")
 st.dataframe(shown[cmp.table_columns(shown)], hide_index=True, width="stretch", column_config=PCT)
-st.download_button("Download this table (CSV)", shown.to_csv(index=False).encode(), "runs.csv", "text/csv")
+st.download_button("Download this table (CSV)", csv_bytes(shown), "runs.csv", "text/csv")
 
 study_rows = cmp.study_frame([by_id[i] for i in shown["id"]], labels, presets.STUDY_REPORTED,
                              presets.STUDY_ABLATION_CHANGES, presets.STUDY_BASE,
@@ -79,7 +94,7 @@ if url and st.session_state.get("_cmp_url") != url:  # a shared link, or the fir
     ids, missing = cmp.parse_run_ids(url, by_id)
     st.session_state["cmp_runs"] = ids
     if missing:
-        st.warning(f"Not in this store: {', '.join(missing)}")
+        st.warning(f"Not in this store: {plain(', '.join(missing))}")
 elif "cmp_runs" not in st.session_state:
     st.session_state["cmp_runs"] = st.session_state.get("_cmp_sel", [])
 st.session_state["cmp_runs"] = [i for i in st.session_state["cmp_runs"] if i in by_id]
@@ -163,13 +178,18 @@ if selected:
         left.altair_chart(charts.loss_curves(hist, x=x_axis, log_scale=log_scale, smoothing=smoothing),
                           width="stretch")
         right.altair_chart(charts.accuracy_curves(hist, x=x_axis, smoothing=smoothing,
-                                                  columns={"val_accuracy": "validation accuracy"}), width="stretch")
+                                                  columns={"val_accuracy": "validation accuracy",
+                                                           "val_shift_accuracy": "cross-collection validation"}),
+                           width="stretch")
         chosen_rows = df[df["id"].isin(chosen)]
         st.dataframe(chosen_rows[["name", "status", *cmp.METRIC_COLUMNS]], hide_index=True, width="stretch",
                      column_config=PCT)
 
     d1, d2 = st.columns(2)
-    split = d1.radio("Split", ["test", "validation"], horizontal=True, key="cmp_split")
+    split = d1.radio("Split", ["validation", "test"], horizontal=True, key="cmp_split",
+                     help="Validation chooses, test reports: the significance test below follows this too.")
+    if split == "test":
+        d1.caption(verdicts.TEST_SPLIT_NOTE)
     normalize = d2.toggle("row-normalised", value=True, key="cmp_norm")
     matrices = {run.id: cmp.confusion_matrix_of(run, split) for run in selected}
     domain = cmp.confusion_domain(matrices.values(), normalize)
@@ -193,47 +213,61 @@ if selected:
     else:
         st.dataframe(diff, width="stretch")
     comparison = df[df["id"].isin(chosen)]
-    st.download_button("Download the comparison (CSV)", comparison.to_csv(index=False).encode(),
+    st.download_button("Download the comparison (CSV)", csv_bytes(comparison),
                        "comparison.csv", "text/csv")
 
 # ---- honest comparison of two runs -----------------------------------------------------------
-finished_sel = [run for run in selected if run.metrics.get("test")]
+split = st.session_state.get("cmp_split", "validation")
+finished_sel = [run for run in selected if (run.metrics or {}).get(split)]
 if len(finished_sel) >= 2:
     st.subheader("Is the difference real?")
+    st.caption(f"On the **{split}** split (the *Split* selector above).")
     units = {f"{labels[r.id]}": [r] for r in finished_sel}
     if grouped and has_groups:
-        units = {label: [r for r in members if r.metrics.get("test")] for label, members in groups.items()}
+        units = {label: [r for r in members if (r.metrics or {}).get(split)] for label, members in groups.items()}
         units = {k: v for k, v in units.items() if v}
     names = list(units)
-    h1, h2 = st.columns(2)
-    name_a = h1.selectbox("A (reference)", names, index=0, key="cmp_a")
+    h1, h2, h3 = st.columns([2, 2, 1.5])
+    name_a = h1.selectbox("A (reference, e.g. the ablation's base)", names, index=0, key="cmp_a")
     name_b = h2.selectbox("B", names, index=min(1, len(names) - 1), key="cmp_b")
+    mode = h3.radio("Test", sig.MODES, key="cmp_family", disabled=len(names) < 3,
+                    help="Every unit against A (an ablation's rows against its base), or every pair. "
+                         "p-values are Holm-adjusted over the comparisons made.")
     runs_a, runs_b = units[name_a], units[name_b]
     if name_a == name_b:
         st.info("Choose two different runs.")
     else:
-        try:
+        pairs = tuple(sig.family_pairs(names, name_a, name_b, mode))
+        key = tuple((label, tuple((r.id, r.finished) for r in members)) for label, members in units.items())
+        rows = family(key, pairs, split)
+        result = next(r for r in rows if (r["a"], r["b"]) == (name_a, name_b))
+        st.markdown(f"**A** = {plain(name_a)}, **B** = {plain(name_b)}")
+        if "error" in result:
+            st.warning(f"Cannot test these two: {result['error']}")
+        else:
+            (st.success if result["significant"] else st.info)(verdicts.verdict(result, "A", "B"))
+            for note in verdicts.caveats(result, "A", "B"):
+                st.caption(note)
+            if result["family_size"] > 1:
+                st.caption(verdicts.HOLM_NOTE.format(m=result["family_size"], alpha=result["alpha"]))
+            st.caption(verdicts.method_why(result))
             if len(runs_a) == 1 and len(runs_b) == 1:
-                a, b = runs_a[0], runs_b[0]
-                result = significance(a.id, b.id, "A", "B", (a.finished, b.finished), "test")
-                st.markdown(f"**A** = {name_a}, **B** = {name_b}")
-                (st.success if result["significant"] else st.info)(result["sentence"])
-                st.caption(result["detail"])
-                ci = [(name_a, result["ci_a"]), (name_b, result["ci_b"])]
-                st.dataframe([{"run": n, "test accuracy": c["accuracy"],
+                ci = [(name_a, accuracy_intervals(runs_a[0].id, runs_a[0].finished, split)),
+                      (name_b, accuracy_intervals(runs_b[0].id, runs_b[0].finished, split))]
+                st.dataframe([{"run": n, f"{split} accuracy": c["accuracy"],
                                "95% CI": f"{c['accuracy_ci'][0]:.1%} – {c['accuracy_ci'][1]:.1%}",
                                "balanced accuracy": c["balanced_accuracy"],
                                "95% CI (balanced)": f"{c['balanced_accuracy_ci'][0]:.1%} – {c['balanced_accuracy_ci'][1]:.1%}"}
                               for n, c in ci], hide_index=True, column_config={
-                    "test accuracy": st.column_config.NumberColumn(format="percent"),
+                    f"{split} accuracy": st.column_config.NumberColumn(format="percent"),
                     "balanced accuracy": st.column_config.NumberColumn(format="percent")})
-            else:
-                result = stats.compare_groups([predictions(r.id, r.finished) for r in runs_a],
-                                              [predictions(r.id, r.finished) for r in runs_b], "A", "B")
-                st.markdown(f"**A** = {name_a}, **B** = {name_b}")
-                (st.success if result["significant"] else st.info)(result["sentence"])
-        except EngineError as exc:
-            st.warning(f"Cannot test these two: {exc}")
+        if len(rows) > 1:
+            what = "every selected run or seed group against A" if mode == sig.MODES[0] else "every pair"
+            st.markdown(f"**Ablation table: {what}** ({split} split)")
+            st.dataframe(sig.family_frame(rows), hide_index=True, width="stretch", column_config={
+                c: st.column_config.NumberColumn(c, format="percent") for c in ("accuracy A", "accuracy B")})
+            tested = sum("error" not in r for r in rows)
+            st.caption(verdicts.HOLM_NOTE.format(m=tested, alpha=0.05) + " Verdicts use the adjusted p.")
 
         # a seed group counts as its mean confusion matrix
         conf_a = cmp.mean_confusion(runs_a, split)
@@ -243,7 +277,7 @@ if len(finished_sel) >= 2:
             st.markdown(f"**Confusion difference B - A ({split}{per})**: blue cells are what B fixed, red what it broke.")
             diff_df = cmp.confusion_difference_frame(conf_a, conf_b, normalize)
             st.altair_chart(cmp.confusion_difference_chart(diff_df, normalize=normalize), width="stretch")
-            for sentence in stats.describe_confusion_difference(conf_a, conf_b, SHORT_NAMES):
+            for sentence in verdicts.describe_confusion_difference(conf_a, conf_b, SHORT_NAMES):
                 st.markdown(f"- {sentence}")
 
 # ---- listen to the mistakes ------------------------------------------------------------------
@@ -277,6 +311,36 @@ if finished_sel:
                 except EngineError as exc:
                     st.caption(f"{uuid}: {exc}")
 
+# ---- clip by clip: what changed, and how often runs agree ------------------------------------
+if len(finished_sel) >= 2:
+    st.subheader("Clips that flip")
+    flip_units = {labels[r.id]: [r] for r in finished_sel}
+    if grouped and has_groups:
+        flip_units = {k: v for k, v in ((label, [r for r in members if r.metrics.get("test")])
+                                        for label, members in groups.items()) if v}
+    flip_split = st.radio("Split", ["validation", "test"], horizontal=True, key="flip_split")
+
+    def play_clip(clip_id: str, data: str = finished_sel[0].config.data) -> None:
+        """Audio player and mel spectrogram of a dataset clip (nothing when the dataset is absent)."""
+        if not dataset_ready(data):
+            st.caption("The dataset is not available here, so the clip cannot be played.")
+            return
+        try:
+            from engine.audio import MODEL_SAMPLE_RATE, load_audio
+            from engine.dataset import find_clip
+
+            path = find_clip(load_dataset_cached(data), clip_id).path
+            st.audio(str(path))
+            mel = charts.mel_db(load_audio(path), MODEL_SAMPLE_RATE, n_mels=64)
+            st.altair_chart(charts.matrix_heatmap(mel, frame_seconds=512 / MODEL_SAMPLE_RATE, row_title="mel band",
+                                                  color_title="dB"), width="stretch")
+        except EngineError as exc:
+            st.caption(f"{clip_id}: {exc}")
+
+    flips_view.render_flips(flip_units, lambda r: predictions(r.id, r.finished), flip_split, play_clip)
+    st.subheader("Agreement between runs")
+    flips_view.render_agreement(finished_sel, labels, lambda r: predictions(r.id, r.finished), flip_split)
+
 # ---- every finished run: generalisation gap, parameters vs metrics -----------------------------
 gaps = cmp.gap_frame(runs, labels)
 if len(gaps):
@@ -294,7 +358,9 @@ if len(gaps):
     finished_df = df[df["id"].isin(gaps["id"])]
     p1, p2, p3 = st.columns(3)
     view = p1.radio("View", ["scatter", "parallel coordinates"], horizontal=True, key="pm_view")
-    pm_metric = p2.selectbox("Metric", list(cmp.METRICS), index=2, key="pm_metric")
+    pm_metric = p2.selectbox("Metric", list(cmp.METRICS), index=list(cmp.METRICS).index("val acc"), key="pm_metric")
+    if cmp.is_test_metric(pm_metric):
+        p2.caption(verdicts.TEST_SPLIT_NOTE)
     varying = [p for p in cmp.param_names() if finished_df[p].map(cmp.value_label).nunique() > 1] or list(cmp.KEY_PARAMS)
     if view == "scatter":
         pm_param = p3.selectbox("Parameter", varying, key="pm_param")

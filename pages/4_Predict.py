@@ -10,8 +10,9 @@ import streamlit as st
 
 from engine.audio import SUPPORTED_FORMATS
 from engine.errors import EngineError
+from ui import multi_predict as mp
 from ui import predict_view as pv
-from ui.common import data_setting, get_store, render_sidebar
+from ui.common import data_setting, get_store, plain, render_sidebar
 
 st.set_page_config(page_title="Predict · Medley LSTM lab", page_icon="🎻", layout="wide")
 render_sidebar()
@@ -32,7 +33,7 @@ by_id = {r.id: r for r in runs}
 wanted = st.query_params.get("run")
 index = pv.default_run_index(runs, wanted)
 if index is None:
-    st.warning(f"Run `{wanted}` from the link is not a finished run in this store; showing the newest one.")
+    st.warning(f"Run {plain(wanted)} from the link is not a finished run in this store; showing the newest one.")
     index = 0
 run_id = st.selectbox("Model (a finished run)", list(by_id), index=index,
                       format_func=lambda rid: pv.run_option(by_id[rid]))
@@ -41,8 +42,15 @@ st.caption(pv.run_summary(by_id[run_id]))
 try:
     predictor = pv.load_predictor(str(store.db_path), run_id, store)
 except EngineError as exc:
-    st.error(f"Cannot load the model of run `{run_id}`: {exc}")
+    st.error(f"Cannot load the model of run {plain(run_id)}: {plain(exc)}")
     st.stop()
+
+many = st.multiselect(
+    "Also compare several models on each clip", list(by_id), key="predict_many",
+    default=mp.default_runs(runs, st.session_state.get("_cmp_sel", [])) if "predict_many" not in st.session_state else None,
+    format_func=lambda rid: pv.run_option(by_id[rid]),
+    help="Default: the runs selected on the Compare page, else the best run of each configuration by "
+         "validation accuracy. Each clip then gets a models x classes table of probabilities.")
 
 # ---- the audio --------------------------------------------------------------------------
 source = st.radio("Audio", ["Upload files", "Record", "Dataset clip"], horizontal=True, key="predict_source")
@@ -67,7 +75,13 @@ if not clips:
 
 # ---- the answers ------------------------------------------------------------------------
 summary = st.container()
-rows = [pv.render_clip(clip, run_id, predictor) for clip in clips]
+rows = []
+for clip in clips:
+    rows.append(pv.render_clip(clip, run_id, predictor))
+    if len(many) >= 2 and rows[-1]["predicted"] is not None:
+        results, failures = pv.predict_with_runs(clip, many, store, {rid: by_id[rid].name for rid in many})
+        with st.container(border=True):
+            mp.render_runs_panel(clip.name, clip.true_label, results, failures)
 if len(rows) > 1:
     with summary:
         st.markdown("**Summary**")

@@ -21,7 +21,10 @@ from engine.errors import ConfigError, EngineError
 from engine.metrics import evaluate
 from engine.presets import STUDY_ABLATION_CHANGES, STUDY_BASE, STUDY_REPORTED
 from engine.store import RunStore
+from engine import stats, verdicts
+from engine.labels import SHORT_NAMES
 from ui import compare as cmp
+from ui import significance as sig
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "pages/3_Compare.py"
@@ -158,9 +161,26 @@ def test_url_selection_shows_comparison(populated):
     # loss + accuracy curves, two heatmaps, per-class bars, difference heatmap, gap bars, scatter
     assert len(charts) >= 8
     sentence = texts(at)
-    assert "better than" in sentence or "not distinguishable from noise" in sentence
-    assert "B fixed" in sentence or "B broke" in sentence
-    assert any("95% CI" in df.value.columns for df in at.dataframe)
+    # the verdict is the engine's (the function `python -m engine compare` calls), on the page's split
+    runs = {i: populated.store.get(i) for i in (ids["a"], ids["b0"])}
+    load = populated.store.load_predictions
+    for split in ("validation", "test"):
+        if split == "test":
+            at.radio(key="cmp_split").set_value("test").run()
+            assert not at.exception
+            sentence = texts(at)
+            assert verdicts.TEST_SPLIT_NOTE in sentence
+        else:
+            assert at.radio(key="cmp_split").value == "validation"  # validation first
+            assert verdicts.TEST_SPLIT_NOTE not in sentence
+        result = stats.compare_run_groups([runs[ids["a"]]], [runs[ids["b0"]]], lambda r: load(r.id), split=split)
+        assert result["split"] == split and result["scope"] == "runs"
+        assert verdicts.verdict(result, "A", "B") in sentence
+        assert "not two configurations" in sentence  # one run per side: scoped to the two models
+        conf = [np.asarray(runs[i].metrics[split]["confusion"]) for i in (ids["a"], ids["b0"])]
+        lines = verdicts.describe_confusion_difference(*conf, SHORT_NAMES)
+        assert lines and all(line in sentence for line in lines)
+        assert any(f"{split} accuracy" in df.value.columns and "95% CI" in df.value.columns for df in at.dataframe)
     # the differing parameter (lr) is in the diff table
     diff_tables = [df.value for df in at.dataframe if df.value.index.name == "parameter"]
     assert diff_tables and list(diff_tables[0].index) == ["train.lr"]
@@ -173,13 +193,16 @@ def test_seed_group_and_mistakes_audio(populated):
     at = open_compare({"runs": f"{ids['a']},{ids['b0']},{ids['b1']}"})
     assert at.toggle(key="cmp_grouped").value is True
     assert any("group" in df.value.columns and "beta s0 (2 seeds)" in set(df.value["group"]) for df in at.dataframe)
-    assert "Mean accuracy over seeds" in texts(at)
-    assert "Confusion difference B - A (test, mean over seeds)" in texts(at)
+    words = texts(at)
+    assert "Seed-to-seed spread" in words and "unit of replication is the seed" in words
+    assert "Too few seeds to resolve a difference: with 1 and 2 runs" in words  # 1 v 2 cannot resolve much
+    assert "Confusion difference B - A (validation, mean over seeds)" in words
     # listen to the mistakes: pick the actual/predicted cell of one of alpha's mistakes
     pred = populated.store.load_predictions(ids["a"])["test"]
     probs = np.asarray(pred["probs"])
     wrong = int(np.flatnonzero(probs.argmax(1) != np.asarray(pred["y"]))[0])
     at.selectbox(key="mis_run").set_value(ids["a"]).run()
+    at.selectbox(key="mis_split").set_value("test").run()
     at.selectbox(key="mis_actual").set_value(int(pred["y"][wrong])).run()
     at.selectbox(key="mis_pred").set_value(int(probs[wrong].argmax())).run()
     assert not at.exception
@@ -330,7 +353,15 @@ def test_confusion_difference_frame_marks_fixes_and_breaks():
     assert df.loc[("singer", "flute"), "verdict"] == "broke"
     assert df.loc[("singer", "singer"), "effect"] == -2
     assert (df["verdict"] == "same").sum() == 64 - 4
-    cmp.confusion_difference_chart(df.reset_index()).to_dict()
+    spec = cmp.confusion_difference_chart(df.reset_index(), name_b="new").to_dict()
+    rects, text = spec["layer"]
+    assert rects["mark"]["type"] == "rect" and rects["encoding"]["color"]["field"] == "effect"
+    assert rects["encoding"]["color"]["scale"]["domain"] == [-5.0, 5.0]  # symmetric around 0
+    assert rects["encoding"]["color"]["title"] == "better for new"
+    assert text["encoding"]["text"]["field"] == "label"
+    cells = {(r["actual"], r["predicted"]): r["label"] for r in next(iter(spec["datasets"].values()))}
+    assert cells[("clarinet", "guitar")] == "-5" and cells[("singer", "flute")] == "+2"
+    assert cells[("piano", "piano")] == "" and len(cells) == 64
     assert cmp.confusion_domain([a, b], normalize=False) == (0.0, 15.0)
     assert cmp.confusion_domain([a, b], normalize=True) == (0.0, 1.0)
     runs = [SimpleNamespace(metrics={"test": {"confusion": m.tolist()}}) for m in (a, b)] + [SimpleNamespace(metrics={})]
@@ -357,7 +388,13 @@ def test_seed_groups_and_bands():
     bands = cmp.group_bands(groups, "val_loss")
     first = bands[(bands.group == "a (2 seeds)") & (bands.epoch == 1)].iloc[0]
     assert first["mean"] == 2.0 and first["min"] == 1.0 and first["max"] == 3.0 and first["n"] == 2
-    cmp.band_chart(bands, band="minmax", log_scale=True).to_dict()
+    spec = cmp.band_chart(bands, band="minmax", log_scale=True).to_dict()
+    area, line = spec["layer"]
+    assert area["mark"]["type"] == "area" and (area["encoding"]["y"]["field"], area["encoding"]["y2"]["field"]) == ("min", "max")
+    assert line["encoding"]["y"]["field"] == "mean" and line["encoding"]["y"]["scale"]["type"] == "log"
+    assert spec["encoding"]["color"]["field"] == "group" if "encoding" in spec else area["encoding"]["color"]["field"] == "group"
+    std_spec = cmp.band_chart(bands, band="std").to_dict()
+    assert (std_spec["layer"][0]["encoding"]["y"]["field"], std_spec["layer"][0]["encoding"]["y2"]["field"]) == ("lo", "hi")
     smooth = cmp.smooth_bands(bands, 0.5).set_index(["group", "epoch"])
     assert smooth.loc[("a (2 seeds)", 1), "mean"] == 2.0  # bias-corrected EMA starts at the value
     assert 1.0 < smooth.loc[("a (2 seeds)", 2), "mean"] < 2.0
@@ -368,13 +405,24 @@ def test_param_metric_views():
                    metrics={"validation": {"accuracy": 0.5}, "test": {"accuracy": 0.1 * k}})
             for k, (lr, opt) in enumerate([(1e-5, "adam"), (1e-3, "sgd"), (1e-4, "adam")])]
     df = cmp.runs_frame(runs)
-    cmp.param_metric_chart(df, "train.lr", "test acc").to_dict()
-    cmp.param_metric_chart(df, "train.optimizer", "test acc").to_dict()
+    numeric = cmp.param_metric_chart(df, "train.lr", "val acc").to_dict()
+    assert numeric["encoding"]["x"]["field"] == "x" and numeric["encoding"]["x"]["scale"]["type"] == "log"
+    assert numeric["encoding"]["y"]["field"] == "val acc"
+    rows = next(iter(numeric["datasets"].values()))
+    assert sorted(r["x"] for r in rows) == [1e-5, 1e-4, 1e-3]
+    category = cmp.param_metric_chart(df, "train.optimizer", "test acc").to_dict()
+    assert category["encoding"]["x"]["field"] == "value" and category["encoding"]["x"]["type"] == "nominal"
+    assert category["encoding"]["x"]["sort"] == ["adam", "sgd"]
     long = cmp.parallel_frame(df, ["train.lr", "train.optimizer"], "test acc")
     assert len(long) == 9
     lr_pos = long[long.axis == "train.lr"].set_index("id")["position"]
     assert lr_pos["r0"] == 0 and lr_pos["r1"] == 1 and lr_pos["r2"] == pytest.approx(0.5)  # log scale
-    cmp.parallel_coordinates_chart(long, ["train.lr", "train.optimizer", "test acc"]).to_dict()
+    spec = cmp.parallel_coordinates_chart(long, ["train.lr", "train.optimizer", "test acc"]).to_dict()
+    lines, ticks = spec["layer"]
+    assert lines["mark"]["type"] == "line" and lines["encoding"]["detail"]["field"] == "id"
+    assert spec["encoding"]["x"]["sort"] == ["train.lr", "train.optimizer", "test acc"] if "encoding" in spec \
+        else lines["encoding"]["x"]["sort"] == ["train.lr", "train.optimizer", "test acc"]
+    assert len(next(iter(spec["datasets"].values()))) == 9
 
 
 def test_unfinished_and_diverged_runs_do_not_break_the_page(populated):
@@ -393,3 +441,128 @@ def test_unfinished_and_diverged_runs_do_not_break_the_page(populated):
     at.multiselect(key="cmp_runs").set_value([running, diverged, populated.ids["a"]]).run()
     assert not at.exception
     assert at.query_params["runs"] == f"{running},{diverged},{populated.ids['a']}"
+
+
+def test_ablation_table_is_holm_corrected_and_same_configurations_never_win(populated):
+    ids = populated.ids
+    at = open_compare({"runs": f"{ids['a']},{ids['b0']},{ids['b1']}"})
+    at.toggle(key="cmp_grouped").set_value(False).run()  # three single runs: alpha, beta s0, beta s1
+    assert not at.exception
+    table = next(df.value for df in at.dataframe if "Holm-adjusted p" in df.value.columns)
+    assert list(table["A"]) == ["alpha", "alpha"] and list(table["B"]) == ["beta s0", "beta s1"]
+    words = texts(at)
+    assert "Holm-adjusted over the 2 comparisons" in words and "Verdicts use the adjusted p" in words
+    runs = [populated.store.get(i) for i in (ids["a"], ids["b0"], ids["b1"])]
+    units = {"alpha": runs[:1], "beta s0": runs[1:2], "beta s1": runs[2:]}
+    expected = stats.compare_family(units, stats.against_reference(list(units), "alpha"),
+                                    lambda r: populated.store.load_predictions(r.id))
+    assert list(table["Holm-adjusted p"]) == [verdicts.format_p(r["p_adjusted"]) for r in expected]
+    assert list(table["verdict"]) == [sig.row_verdict(r) for r in expected]
+    # every pair: beta s0 v beta s1 are one configuration (two seeds): never "better"
+    at.radio(key="cmp_family").set_value("every pair").run()
+    assert not at.exception
+    table = next(df.value for df in at.dataframe if "Holm-adjusted p" in df.value.columns)
+    assert len(table) == 3
+    row = table[(table["A"] == "beta s0") & (table["B"] == "beta s1")].iloc[0]
+    assert row["verdict"] == "same configuration: seed noise"
+    assert "Holm-adjusted over the 3 comparisons" in texts(at)
+    at.selectbox(key="cmp_a").set_value("beta s0").run()
+    at.selectbox(key="cmp_b").set_value("beta s1").run()
+    assert "are the same configuration (they differ only in the seed)" in texts(at)
+    assert not at.success  # no green verdict for two seeds of one configuration
+
+
+def test_runs_table_sorts_by_validation_and_warns_about_test(populated):
+    at = open_compare()
+    assert at.selectbox(key="cmp_sort").value == "val acc"
+    order = [populated.store.get(populated.ids[k]) for k in ("a", "b0", "b1")]
+    by_val = sorted(order, key=lambda r: -r.metrics["validation"]["accuracy"])
+    assert table_names(at)[:3] == [r.name for r in by_val] and table_names(at)[3] == "broken"
+    assert verdicts.TEST_SPLIT_NOTE not in texts(at)
+    assert at.selectbox(key="pm_metric").value == "val acc"
+    at.selectbox(key="cmp_sort").set_value("test acc").run()
+    assert verdicts.TEST_SPLIT_NOTE in texts(at)
+    by_test = sorted(order, key=lambda r: -r.metrics["test"]["accuracy"])
+    assert table_names(at)[:3] == [r.name for r in by_test]
+
+
+def test_sort_runs_and_test_metrics():
+    df = pd.DataFrame({"val acc": [0.5, None, 0.9], "val-test gap": [0.1, 0.3, -0.2], "name": ["a", "b", "c"],
+                       "created": [1, 3, 2]})
+    assert list(cmp.sort_runs(df, "val acc")["name"]) == ["c", "a", "b"]
+    assert list(cmp.sort_runs(df, "val-test gap")["name"]) == ["c", "a", "b"]
+    assert list(cmp.sort_runs(df, "created")["name"]) == ["b", "c", "a"]
+    assert [c for c in cmp.SORT_COLUMNS if cmp.is_test_metric(c)] == [
+        "test acc", "test balanced acc", "test macro-F1", "val-test gap"]
+    assert cmp.SORT_COLUMNS[0] == "val acc"
+
+
+def test_family_pairs_and_frame():
+    names = ["base", "lr", "sgd"]
+    assert sig.family_pairs(names, "base", "lr", sig.MODES[0]) == [("base", "lr"), ("base", "sgd")]
+    assert sig.family_pairs(names, "sgd", "lr", sig.MODES[1]) == [("base", "lr"), ("base", "sgd"), ("sgd", "lr")]
+    row = {"a": "base", "b": "lr", "n_runs_a": 3, "n_runs_b": 3, "accuracy_a": 0.6, "accuracy_b": 0.65,
+           "difference": 0.05, "ci": [0.01, 0.09], "p_value": 0.012, "p_adjusted": 0.024, "significant": True,
+           "better": "B", "scope": "configurations", "same_configuration": False, "too_few_seeds": False}
+    frame = sig.family_frame([row, {"a": "base", "b": "x", "error": "no clips"}])
+    assert list(frame.columns) == list(sig.FAMILY_COLUMNS)
+    first = frame.iloc[0]
+    assert (first["runs"], first["difference (B - A)"], first["95% interval"]) == ("3 v 3", "+5.0 points", "+1.0 to +9.0")
+    assert (first["p"], first["Holm-adjusted p"], first["verdict"]) == ("p = 0.012", "p = 0.024", "lr better")
+    assert frame.iloc[1]["verdict"] == "cannot test: no clips"
+    assert sig.row_verdict(row | {"significant": False, "better": None, "too_few_seeds": True}).startswith(
+        "no difference shown (too few seeds")
+
+
+def test_home_best_runs_are_chosen_on_validation(populated):
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    best = next(df.value for df in at.dataframe if "val balanced acc." in df.value.columns)
+    runs = [populated.store.get(populated.ids[k]) for k in ("a", "b0", "b1")]
+    by_val = sorted(runs, key=lambda r: -r.metrics["validation"]["balanced_accuracy"])
+    assert list(best["run"]) == [r.name for r in by_val]
+    assert list(best.columns[:4]) == ["run", "id", "val balanced acc.", "val acc."]
+    assert "by validation balanced accuracy" in texts(at)
+
+
+def test_study_row_matches_either_librosa_inputs():
+    current = STUDY_BASE.with_values(**{"features.inputs": "librosa_0.11", "train.lr": 1e-5})
+    assert STUDY_BASE.features.inputs == "librosa_0.7"
+    assert cmp.study_row(current, STUDY_ABLATION_CHANGES, STUDY_BASE) == "lr 1e-5"
+    assert cmp.study_row(STUDY_BASE.with_values(**{"train.lr": 1e-5}), STUDY_ABLATION_CHANGES, STUDY_BASE) == "lr 1e-5"
+def test_flips_and_agreement_sections(populated):
+    from engine.stats import mcnemar_exact
+
+    ids = populated.ids
+    at = open_compare({"runs": f"{ids['a']},{ids['b0']}"})
+    at.radio(key="flip_split").set_value("test").run()
+    assert not at.exception
+    pa = populated.store.load_predictions(ids["a"])["test"]
+    pb = populated.store.load_predictions(ids["b0"])["test"]
+    y = np.asarray(pa["y"])
+    table = mcnemar_exact(np.argmax(pa["probs"], 1) == y, np.argmax(pb["probs"], 1) == y)
+    assert table.b_only > 0
+    assert f"B **fixed {table.b_only}**, **broke {table.a_only}**" in texts(at)
+    flip_table = [df.value for df in at.dataframe if "A says" in df.value.columns][0]
+    assert len(flip_table) == table.b_only  # "fixed" is shown first
+    assert (flip_table["true"] == flip_table["B says"]).all() and (flip_table["true"] != flip_table["A says"]).all()
+    assert flip_table["change"].is_monotonic_decreasing
+    # filtering by the true class keeps only that class
+    cls = flip_table["true"].iloc[0]
+    at.selectbox(key="flip_true").set_value(cls).run()
+    filtered = [df.value for df in at.dataframe if "A says" in df.value.columns][0]
+    assert set(filtered["true"]) == {cls} and len(filtered) == int((flip_table["true"] == cls).sum())
+    # each shown flip is playable: the tiny dataset is on disk
+    assert len(at.get("audio")) >= 1
+    assert "Share of the" in texts(at) and "Cohen's kappa" in texts(at)
+
+
+def test_flips_with_seed_groups_say_how_many_seeds_agree(populated):
+    ids = populated.ids
+    at = open_compare({"runs": f"{ids['a']},{ids['b0']},{ids['b1']}"})
+    assert at.toggle(key="cmp_grouped").value is True
+    assert "Seed groups vote" in texts(at) and "B 2" in texts(at)
+    flip_table = [df.value for df in at.dataframe if "A says" in df.value.columns][0]
+    assert "B seeds agreeing" in flip_table.columns
+    assert flip_table["B seeds agreeing"].between(1, 2).all()

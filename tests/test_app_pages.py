@@ -99,6 +99,7 @@ def test_train_page_trains_and_shows_results(app_env):
     at.switch_page("pages/2_Train.py").run()
     assert not at.exception
     assert at.number_input(key="w.model.hidden_size").value == 500  # the study's base
+    assert at.selectbox(key="w.features.inputs").value == "librosa_0.7"  # with the study's 2019 inputs
     at.number_input(key="w.train.epochs").set_value(2)
     at.number_input(key="w.model.hidden_size").set_value(8)
     at.number_input(key="w.train.batch_size").set_value(8)
@@ -119,8 +120,9 @@ def test_train_page_trains_and_shows_results(app_env):
     record = get_store().get(runs[0].id)
     assert record.status == "finished", record.error
     assert record.config.train.epochs == 2 and record.config.model.hidden_size == 8
+    assert record.config.features.inputs == "librosa_0.7"
     labels = [m.label for m in at.metric]
-    assert labels.count("balanced accuracy") == 2  # validation and test
+    assert labels.count("balanced accuracy") == 3  # validation, cross-collection validation and test
     assert "macro-F1" in labels
     _shutdown_manager()
 
@@ -183,4 +185,76 @@ def test_train_page_restarts_a_cancelled_run(app_env):
         assert time.time() < deadline, "the restarted run did not finish in time"
         time.sleep(0.5)
     assert store.get(new_id).status == "finished", store.get(new_id).error
+    _shutdown_manager()
+
+
+def _wait_finished(store, run_ids, seconds: float = 240) -> None:
+    deadline = time.time() + seconds
+    while any(store.get(r).status in ("queued", "running") for r in run_ids):  # run_every never fires in AppTest
+        assert time.time() < deadline, "runs did not finish in time"
+        time.sleep(0.5)
+
+
+def test_train_page_offers_robustness_options_and_shows_cross_collection_validation(app_env):
+    at = _app()
+    at.switch_page("pages/2_Train.py").run()
+    assert not at.exception
+    for key in ("w.train.augment", "w.train.augment_views", "w.train.time_mask", "w.train.freq_mask",
+                "w.features.clip_norm"):
+        assert at.session_state[key] is not None
+    helps = {w.label: w.help for w in [*at.multiselect, *at.number_input, *at.checkbox]}
+    assert "speed" in helps["audio augmentation"] and "SpecAugment" in helps["time mask (frames)"]
+    assert "mean and std" in helps["per-clip normalisation (CMVN)"]
+    at.multiselect(key="w.train.augment").set_value(["eq", "gain"])
+    at.number_input(key="w.train.augment_views").set_value(1)
+    at.number_input(key="w.train.time_mask").set_value(1)
+    at.checkbox(key="w.features.clip_norm").check()
+    at.selectbox(key="w.model.arch").set_value("sequence")
+    at.selectbox(key="w.model.pooling").set_value("stats")
+    at.number_input(key="w.train.epochs").set_value(1)
+    at.number_input(key="w.model.hidden_size").set_value(4)
+    at.number_input(key="w.train.batch_size").set_value(16)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception, at.exception
+
+    from ui.common import get_store
+
+    [run] = get_store().list_runs()
+    config = run.config
+    assert (config.train.augment, config.train.augment_views, config.train.time_mask) == ("gain,eq", 1, 1)  # canonical order
+    assert config.features.clip_norm and config.model.pooling == "stats"
+    _wait_finished(get_store(), [run.id])
+    at.run()
+    assert not at.exception, at.exception
+    assert get_store().get(run.id).status == "finished", get_store().get(run.id).error
+    assert "validation_shift" in get_store().get(run.id).metrics
+    assert any("Cross-collection validation" in m.value for m in at.markdown)
+    _shutdown_manager()
+
+
+def test_home_queues_the_robustness_ablation_and_tabulates_it(app_env, monkeypatch):
+    from engine import presets
+    from engine.config import RunConfig
+
+    tiny = RunConfig().with_values(**{"features.frames": 4, "model.arch": "sequence", "model.hidden_size": 4,
+                                      "train.epochs": 1, "train.batch_size": 16, "train.augment_views": 1})
+    monkeypatch.setattr(presets, "RECOMMENDED", tiny)
+    monkeypatch.setattr(presets, "ROBUSTNESS_SEEDS", (0, 1))
+    at = _app()
+    next(b for b in at.button if b.label == "Run the robustness ablation").click().run()
+    assert not at.exception, at.exception
+
+    from ui.common import get_store
+
+    runs = get_store().list_runs()
+    rows = 1 + len(presets.ROBUSTNESS_OPTIONS)
+    assert len(runs) == 2 * rows and all("robustness" in r.tags for r in runs)
+    assert {r.config.train.seed for r in runs} == {0, 1}
+    assert {presets.ablation_row(r.name) for r in runs} == {"recommended", *(f"+ {o}" for o in presets.ROBUSTNESS_OPTIONS)}
+    _wait_finished(get_store(), [r.id for r in runs], seconds=400)
+    at.run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "cross-val" in d.value.columns)
+    assert len(table) == rows and list(table["seeds done"]) == [2] * rows
+    assert table["cross-val"].between(0, 1).all()
     _shutdown_manager()

@@ -181,3 +181,20 @@ def test_companions_are_the_queued_runs_that_group_with_the_first() -> None:
     assert companions(first, queued) == ["a", "c", "e"]
     assert companions(first, queued, limit=3) == ["a", "c"]
     assert companions(with_model(first, arch="sequence"), queued) == []
+
+
+def test_augmented_views_masks_and_shifted_validation_as_alone(data) -> None:
+    """Each member draws its augmented views and SpecAugment masks from its own generator, as
+    alone; the cross-collection validation is recorded every epoch and evaluated at the end."""
+    from engine.train import AUGMENTED
+    rng = np.random.default_rng(5)
+    train = data["training"]
+    views = type(train)((train.x[None] + rng.normal(0, 1, (2, *train.x.shape))).astype(np.float32), train.y, train.ids)
+    augmented = dict(data, validation_shift=make_split(24, 3, offset=1.0), **{AUGMENTED: views})
+    configs = [config(seed=seed, time_mask=1, freq_mask=3, standardize=True) for seed in (0, 1)]
+    for cfg, result in zip(configs, train_group(configs, augmented, device="cpu")):
+        alone = train_run(cfg, augmented, device="cpu")
+        assert_same_run(alone, result)
+        assert [r["val_shift_accuracy"] for r in result.history] == [r["val_shift_accuracy"] for r in alone.history]
+        assert result.metrics["validation_shift"]["accuracy"] == alone.metrics["validation_shift"]["accuracy"]
+        assert result.warning == alone.warning

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from engine.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--hidden", "8", "--epochs", "2", "--batch-size", "16"]
@@ -90,3 +93,98 @@ def test_train_seeds_trains_one_group_of_ordinary_runs(data, tmp_path):
     assert alone["test_accuracy"] == runs[1]["test_accuracy"]  # grouped or alone: the same run
     bad = engine("train", "--data", str(data), *TINY, "--seeds", "0,x", cache=cache, check=False)
     assert bad.returncode == 2 and "--seeds" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_compare_json_one_run_and_seed_groups(tmp_path, monkeypatch):
+    from test_app_compare import add_run, make_splits
+
+    from engine import stats
+    from engine.store import RunStore
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MEDLEY_CACHE", str(cache))
+    store = RunStore()
+    splits = make_splits(n=200)
+    base = RunConfig(data="demo:tiny")
+    better = base.with_values(**{"train.lr": 1e-3})
+    a = [add_run(store, base.with_values(**{"train.seed": s}), f"a{s}", skill=0.3, seed=s, splits=splits)
+         for s in range(3)]
+    b = [add_run(store, better.with_values(**{"train.seed": s}), f"b{s}", skill=0.9, seed=10 + s, splits=splits)
+         for s in range(3)]
+    records = {r.id: r for r in store.list_runs()}
+    store.close()
+
+    one = json.loads(engine("compare", a[0], b[0], "--json", cache=cache).stdout)
+    assert {"method", "split", "difference", "ci", "p_value", "runs_a", "runs_b"} <= set(one)
+    assert one["split"] == "validation" and one["method"].startswith("McNemar")
+    assert (one["runs_a"], one["runs_b"]) == ([a[0]], [b[0]])
+    val = lambda i: records[i].metrics["validation"]["accuracy"]  # noqa: E731
+    assert one["difference"] == pytest.approx(val(b[0]) - val(a[0]))
+    assert one["ci"][0] <= one["difference"] <= one["ci"][1]
+
+    group = json.loads(engine("compare", ",".join(a), ",".join(b[:2]), "--split", "test", "--json",
+                              cache=cache).stdout)
+    test_acc = lambda ids: np.mean([records[i].metrics["test"]["accuracy"] for i in ids])  # noqa: E731
+    assert group["split"] == "test" and group["scope"] == "configurations"
+    assert (group["n_runs_a"], group["n_runs_b"]) == (3, 2)
+    assert group["difference"] == pytest.approx(test_acc(b[:2]) - test_acc(a))
+    store = RunStore()  # the page's function gives the same numbers
+    same = stats.compare_run_groups([store.get(i) for i in a], [store.get(i) for i in b[:2]],
+                                    lambda r: store.load_predictions(r.id), split="test")
+    store.close()
+    assert same == group
+
+    seeds = json.loads(engine("compare", a[0], f"{a[1]},{a[2]}", "--json", cache=cache).stdout)
+    assert seeds["same_configuration"] and not seeds["significant"]
+
+    words = engine("compare", ",".join(a), ",".join(b), cache=cache).stdout
+    assert "Configuration B is better than A" in words and "unit of replication is the seed" in words
+
+    for bad, message in (([a[0], "nope"], "nope"), ([a[0], a[0]], "both groups"), ([a[0], ","], "no run id")):
+        done = engine("compare", *bad, "--json", cache=cache, check=False)
+        assert done.returncode == 2 and message in done.stderr and done.stdout == ""
+        assert "Traceback" not in done.stderr
+
+
+def test_study_ablation_and_train_use_the_study_2019_inputs():
+    from engine.cli import ablation_base, build_parser, config_from_args
+    from engine.presets import PRESETS
+
+    parser = build_parser()
+    assert ablation_base(parser.parse_args(["ablate", "--preset", "study"])).features.inputs == "librosa_0.7"
+    assert ablation_base(parser.parse_args(["ablate", "--preset", "study", "--inputs", "librosa_0.11"])
+                         ).features.inputs == "librosa_0.11"
+    args = parser.parse_args(["train", "--preset", "study"])
+    assert config_from_args(args, PRESETS[args.preset]).features.inputs == "librosa_0.7"
+def test_predict_flips_and_agreement_over_several_runs(data, tmp_path):
+    from engine.stats import mcnemar_exact
+    from engine.store import RunStore
+
+    cache = tmp_path / "cache"
+    a, b = (json.loads(engine("train", "--data", str(data), *TINY, "--seed", seed, "--lr", lr, "--json",
+                              cache=cache).stdout)["run_id"] for seed, lr in (("0", "0.001"), ("1", "0.01")))
+    clip = next((data / "audio").glob("*test-3_*.wav"))
+    entries = json.loads(engine("predict", "--run", f"{a},{b}", str(clip), "--json", cache=cache).stdout)
+    assert [(e["run_id"], e["file"]) for e in entries] == [(a, str(clip)), (b, str(clip))]
+    assert all(e["label"] in e["probabilities"] for e in entries)
+
+    out = json.loads(engine("flips", a, b, "--split", "test", "--json", cache=cache).stdout)
+    stored = RunStore(cache / "runs.sqlite", cache / "runs")
+    pa, pb = stored.load_predictions(a)["test"], stored.load_predictions(b)["test"]
+    assert pa["ids"] == pb["ids"]
+    y = np.asarray(pa["y"])
+    table = mcnemar_exact(np.argmax(pa["probs"], 1) == y, np.argmax(pb["probs"], 1) == y)
+    assert out["n"] == table.n == len(y)
+    assert (len(out["fixed"]), len(out["broken"])) == (table.b_only, table.a_only)
+    for entry in out["fixed"] + out["broken"] + out["still_wrong"]:
+        assert {"file", "true_label", "label_a", "label_b", "probabilities_a", "probabilities_b"} <= set(entry)
+
+    grouped = json.loads(engine("flips", f"{a},{b}", b, "--json", cache=cache).stdout)
+    assert grouped["runs_a"] == 2 and grouped["split"] == "validation"
+
+    agree = json.loads(engine("agreement", f"{a},{b}", "--json", cache=cache).stdout)
+    assert agree["runs"] == [a, b] and agree["agreement"][0][0] == 1.0
+    assert 0.0 <= agree["agreement"][0][1] <= 1.0
+
+    missing = engine("flips", a, "nosuchrun", "--json", cache=cache, check=False)
+    assert missing.returncode == 2 and "nosuchrun" in missing.stderr and "Traceback" not in missing.stderr

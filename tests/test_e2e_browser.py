@@ -217,6 +217,23 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             screenshot(page, "3_compare")
             step("compared")
 
+            # 3b. The clips that flip between the two runs, on the test split, each playable.
+            page.get_by_text("Clips that flip").first.wait_for()
+            page.locator('[data-testid="stRadio"]', has_text="Split").filter(has_text="validation").last \
+                .get_by_text("test", exact=True).click()
+            wait_idle(page)
+            summary = page.get_by_text(re.compile(r"On \d+ test clips, B fixed")).first
+            summary.wait_for()
+            counts = [int(n) for n in re.findall(r"(?:fixed|broke) (\d+)", summary.inner_text())]
+            step(f"flips: fixed/broken {counts}")
+            flipped = page.locator('[data-testid="stExpander"]', has_text="· true ")
+            if flipped.count():  # two near-chance tiny models: flips are almost certain, not guaranteed
+                flipped.first.click()
+                flipped.first.locator("audio").first.wait_for(state="attached")
+            page.get_by_text("Agreement between runs").first.wait_for()
+            assert_no_exception(page, "/Compare flips")
+            screenshot(page, "3_compare_flips")
+
             # 4. Predict: a 7-second WAV and a file that is not audio, with the first run.
             open_page(page, base, f"/Predict?run={first}", "Predict")
             page.locator('[data-testid="stFileUploaderDropzoneInput"], input[type="file"]').first.set_input_files([
@@ -234,6 +251,17 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             assert_no_exception(page, "/Predict")
             screenshot(page, "4_predict")
             step("predicted")
+
+            # 5. One dataset clip through both runs (the Compare selection is the default).
+            page.get_by_text("Dataset clip", exact=True).click()
+            wait_idle(page)
+            panel = page.get_by_text(re.compile(r": 2 models")).first
+            panel.wait_for(timeout=LOAD_MS)
+            body = page.inner_text("body")
+            assert re.search(r"\d of 2 models say", body) and "The true label is" in body
+            assert_no_exception(page, "/Predict many")
+            screenshot(page, "4_predict_many")
+            step("one clip through both runs")
         except Exception:
             try:
                 screenshot(page, "failure")

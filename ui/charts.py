@@ -277,14 +277,46 @@ def waveform_chart(y: np.ndarray, sr: int, *, points: int = 800) -> alt.Chart:
     )
 
 
-def mel_db(y: np.ndarray, sr: int = 22050, *, n_mels: int = 128, hop_length: int = 512) -> np.ndarray:
-    """Mel spectrogram of mono `y` in dB relative to its loudest bin: (n_mels, frames), n_fft 2048.
+MEL_CHUNK_FRAMES = 1024  # frames per piece of a long recording's spectrogram (~8 MB of STFT at n_fft 2048)
 
-    The picture data for matrix_heatmap; a silent clip gives a flat picture, not an error.
+
+def mel_step(samples: int, hop_length: int = 512, max_frames: int | None = None) -> int:
+    """How many STFT frames mel_db averages into one column for a recording of `samples`."""
+    frames = 1 + samples // hop_length
+    return 1 if not max_frames or frames <= max_frames else int(np.ceil(frames / max_frames))
+
+
+def mel_db(y: np.ndarray, sr: int = 22050, *, n_mels: int = 128, hop_length: int = 512,
+           max_frames: int | None = None) -> np.ndarray:
+    """Mel spectrogram of mono `y` in dB relative to its loudest bin: (n_mels, columns), n_fft 2048.
+
+    Each column is the mean power of `mel_step(len(y), hop_length, max_frames)` consecutive
+    frames (1: every frame), and a long recording is computed in pieces of MEL_CHUNK_FRAMES
+    frames, so memory stays bounded (about 15 MB) whatever its length. The picture data for
+    matrix_heatmap; a silent clip gives a flat picture, not an error.
     """
     import librosa
 
-    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=hop_length, n_mels=n_mels)
+    n_fft = 2048
+    step = mel_step(len(y), hop_length, max_frames)
+    frames = 1 + len(y) // hop_length
+    if step == 1 and frames <= MEL_CHUNK_FRAMES:
+        mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
+    else:
+        chunk = max(step, MEL_CHUNK_FRAMES // step * step)  # frames per piece: a multiple of step
+        columns = []
+        for first in range(0, frames, chunk):
+            count = min(chunk, frames - first)
+            start = first * hop_length - n_fft // 2  # frame f is centred on sample f * hop (center=True)
+            stop = start + (count - 1) * hop_length + n_fft
+            piece = np.zeros(stop - start, dtype=np.float32)  # zeros beyond the ends, as center=True pads
+            piece[max(0, -start):max(0, -start) + len(y[max(0, start):stop])] = y[max(0, start):stop]
+            power = librosa.feature.melspectrogram(y=piece, sr=sr, n_fft=n_fft, hop_length=hop_length,
+                                                   n_mels=n_mels, center=False)  # (n_mels, count)
+            groups = -(-power.shape[1] // step)
+            power = np.pad(power, ((0, 0), (0, groups * step - power.shape[1])), mode="edge")
+            columns.append(power.reshape(n_mels, groups, step).mean(axis=2))
+        mel = np.concatenate(columns, axis=1)
     return librosa.power_to_db(mel, ref=float(mel.max()) if mel.max() > 0 else 1.0)
 
 

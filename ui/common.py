@@ -11,20 +11,24 @@ Contract used by every page (keep these names):
 Also here (usable by any page):
 - set_data_setting(value), describe_data(data) -> str, dataset_ready(data) -> bool,
   require_dataset(data) -> MedleyDataset (st.info + "Make demo data" button + st.stop when the demo is missing),
-  compute_device() -> str, job_progress() -> list[dict], run_label(record) -> str, fmt_pct(x) -> str.
+  compute_device() -> str, job_progress() -> list[dict], run_label(record) -> str, fmt_pct(x) -> str,
+  plain(text) -> str (user text made literal inside Markdown: names, file names, their errors).
 (Per-epoch history frames for charts: ui.compare.history_frame.)
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
+import time
 from dataclasses import asdict, is_dataclass
 
 import streamlit as st
 
 from engine import paths
 from engine.dataset import demo_size
+from engine.errors import EngineError
 
 DATA_KEY = "data_setting"  # session_state key (not a widget key, so it survives page switches)
 _DATA_LOCK = threading.Lock()  # one dataset load / demo build at a time per server
@@ -34,7 +38,7 @@ _DATA_LOCK = threading.Lock()  # one dataset load / demo build at a time per ser
 
 
 @st.cache_resource(show_spinner=False)
-def get_store():
+def _open_store():
     """The run store (cache/runs.sqlite), one per server. Runs left 'running' by a dead
     process are marked interrupted once, when the server first opens the store."""
     from engine.store import RunStore
@@ -44,12 +48,59 @@ def get_store():
     return store
 
 
+STORE_CHECK_EVERY_S = 10.0  # how often get_store re-checks the database file (PRAGMA quick_check)
+OWNERS_CHECK_EVERY_S = 2.0  # how often get_store looks for runs whose process died
+_last_store_check = [0.0]
+_last_owners_check = [0.0]
+
+
+def get_store():
+    """The run store, one per server. When its file is damaged: an error naming the problem,
+    a *Rebuild the run index* button, and st.stop() (the page stops there, no traceback)."""
+    from engine.errors import StoreDamaged, StoreError
+
+    try:
+        store = _open_store()
+        if time.monotonic() - _last_store_check[0] >= STORE_CHECK_EVERY_S:
+            store.check()
+            _last_store_check[0] = time.monotonic()
+        if time.monotonic() - _last_owners_check[0] >= OWNERS_CHECK_EVERY_S:
+            store.mark_interrupted()  # a killed CLI or server: its runs become interrupted (resumable)
+            _last_owners_check[0] = time.monotonic()
+        if "store_flash" in st.session_state:
+            st.success(st.session_state.pop("store_flash"))
+        return store
+    except StoreDamaged as exc:
+        _last_store_check[0] = 0.0
+        st.error(f"The run store cannot be read: {plain(exc)}")
+        if st.button("Rebuild the run index", type="primary", key="rebuild_store",
+                     help="Keeps the damaged file beside it and lists every saved run again from its folder."):
+            _rebuild_store()
+        st.stop()
+    except StoreError as exc:
+        st.error(f"The run store cannot be used: {plain(exc)}")
+        st.stop()
+
+
+def _rebuild_store() -> None:
+    """Rebuild the index from the run folders (engine.store.rebuild_store) and reopen it."""
+    from engine.store import rebuild_store
+
+    _open_store.clear()
+    get_manager.clear()
+    report = rebuild_store()
+    kept = f" The damaged file was kept as `{report.moved_to}`." if report.moved_to else ""
+    skipped = f" Not recovered: {', '.join(f for f, _ in report.skipped)}." if report.skipped else ""
+    st.session_state["store_flash"] = f"Rebuilt the run index: {len(report.recovered)} run(s) recovered.{kept}{skipped}"
+    st.rerun()
+
+
 @st.cache_resource(show_spinner=False)
 def get_manager():
-    """The job manager (daemon worker threads), one per server, sharing get_store()."""
+    """The job manager (daemon worker threads), one per server, sharing the store."""
     from engine.jobs import JobManager
 
-    return JobManager(get_store())
+    return JobManager(_open_store())
 
 
 TERMINAL_PHASES = ("finished", "failed", "cancelled", "interrupted", "diverged", "deleted")
@@ -103,26 +154,50 @@ def data_setting() -> str:
     return st.session_state[DATA_KEY]
 
 
-def set_data_setting(value: str) -> None:
-    """Switch this session to another dataset ("" = default, "demo", "demo:tiny" or a folder)."""
-    st.session_state[DATA_KEY] = value.strip()
-    if value.strip():
-        st.query_params["data"] = value.strip()
+def set_data_setting(value: str) -> str | None:
+    """Switch this session to another dataset ("" = default, "demo", "demo:tiny" or a folder).
+
+    Returns None when switched, else the message saying why `value` is not a setting (the
+    session keeps its dataset and the URL is left alone)."""
+    value = value.strip()
+    problem = data_problem(value)
+    if problem is not None:
+        return problem
+    st.session_state[DATA_KEY] = value
+    if value:
+        st.query_params["data"] = value
     elif "data" in st.query_params:
         del st.query_params["data"]
+    return None
+
+
+def data_problem(data: str) -> str | None:
+    """Why the setting `data` (or, when empty, $MEDLEY_DATA) names no dataset, or None when it
+    is well-formed (a folder is only read later, by load_dataset_cached)."""
+    try:
+        demo_size(data)
+    except EngineError as exc:
+        source = "$MEDLEY_DATA" if not data else "the dataset setting"
+        return f"{source} is not usable: {exc}"
+    return None
 
 
 def describe_data(data: str) -> str:
     """One line naming the dataset `data` resolves to, without reading it."""
+    if data_problem(data) is not None:
+        return "none (the dataset setting is not usable; fix it on the home page)"
     size = demo_size(data)
     if size is not None:
         return f"built-in demo ({size})"
     root = paths.resolve_data_root(data or None)
-    return f"Medley-solos-DB at `{root}`"
+    return f"Medley-solos-DB at {plain(root)}"
 
 
 def dataset_ready(data: str) -> bool:
-    """True when loading `data` needs no demo to be generated first."""
+    """True when loading `data` needs no demo to be generated first (also when the setting is
+    malformed: loading it then raises the DatasetError that pages show)."""
+    if data_problem(data) is not None:
+        return True
     size = demo_size(data)
     if size is None:
         return True
@@ -179,7 +254,7 @@ def require_dataset(data: str):
     try:
         return load_dataset_cached(data)
     except EngineError as exc:
-        st.error(f"Cannot read the dataset: {exc}")
+        st.error(f"Cannot read the dataset: {plain(exc)}")
         st.stop()
 
 
@@ -206,6 +281,26 @@ def run_label(record) -> str:
     return record.id if record.name == record.id else f"{record.name} ({record.id})"
 
 
+def csv_bytes(frame) -> bytes:
+    """A DataFrame as CSV bytes for st.download_button, every text cell guarded against
+    spreadsheet formulas (engine.store.csv_cell)."""
+    from engine.store import csv_cell
+
+    return frame.map(csv_cell).to_csv(index=False).encode()
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$])")  # characters that can open Markdown/LaTeX/HTML
+
+
+def plain(text: object) -> str:
+    """`text` (a run name, a file name, an error quoting one) made safe to put into Markdown
+    (st.markdown, captions, headings, alerts, progress text): the characters that open markup
+    (brackets, emphasis, code, HTML, headings, tables, strikethrough, LaTeX) are
+    backslash-escaped and newlines become spaces, so it shows literally and never becomes a
+    link, an image (which the browser would fetch), a colour directive or a heading."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
 # ---- sidebar ----------------------------------------------------------------------------
 
 
@@ -213,6 +308,9 @@ def render_sidebar() -> None:
     """Dataset in use, compute device, and the live list of running / queued jobs."""
     data = data_setting()
     with st.sidebar:
+        problem = data_problem(data)
+        if problem is not None:
+            st.error(plain(problem))
         st.caption(f"**Dataset:** {describe_data(data)}")
         st.caption(f"**Device:** {compute_device()}")
         _jobs_panel()
@@ -222,14 +320,25 @@ def render_sidebar() -> None:
 def _jobs_panel() -> None:
     try:
         jobs = job_progress()
+    except EngineError as exc:  # a damaged run store: the same message as on the pages
+        st.error(f"The run store cannot be read: {plain(exc)}")
+        return
     except Exception as exc:  # the engine's job manager not importable / broken: say so, keep the page
         st.caption(f"Jobs unavailable: {exc}")
         return
     ours = {j["run_id"] for j in jobs}
-    elsewhere = [r for r in get_store().list_runs(status="running") if r.id not in ours]
+    try:
+        store = _open_store()
+        if time.monotonic() - _last_owners_check[0] >= OWNERS_CHECK_EVERY_S:
+            store.mark_interrupted()
+            _last_owners_check[0] = time.monotonic()
+        elsewhere = [r for r in store.list_runs(status="running") if r.id not in ours]
+    except EngineError as exc:
+        st.caption(f"Runs unavailable: {exc}")
+        return
     if elsewhere:  # trained by another process: the CLI, or another server on this cache
         st.caption("Running in another process: " + ", ".join(
-            f"{r.name} (epoch {r.epochs_done}/{r.config.train.epochs})" for r in elsewhere[:5]))
+            f"{plain(r.name)} (epoch {r.epochs_done}/{r.config.train.epochs})" for r in elsewhere[:5]))
     if not jobs:
         if not elsewhere:
             st.caption("No training running.")
@@ -240,14 +349,14 @@ def _jobs_panel() -> None:
     manager = get_manager()
     for job in running:
         text, cancel = st.columns([5, 1], vertical_alignment="bottom")
-        text.progress(min(1.0, max(0.0, job["fraction"])), text=f"{job['name']}: {job['message']}")
+        text.progress(min(1.0, max(0.0, job["fraction"])), text=f"{plain(job['name'])}: {job['message']}")
         if cancel.button(":material/close:", key=f"sidebar_cancel_{job['run_id']}", help=f"Cancel {job['name']}"):
             manager.cancel(job["run_id"])
             st.rerun(scope="fragment")
     if queued:
         names = [j["name"] for j in queued]
         more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-        st.caption("Queued: " + ", ".join(names[:5]) + more)
+        st.caption("Queued: " + ", ".join(plain(n) for n in names[:5]) + more)
         if st.button("Cancel queued runs", key="sidebar_cancel_queued"):
             for job in queued:
                 manager.cancel(job["run_id"])

@@ -32,7 +32,7 @@ import pandas as pd
 from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.labels import SHORT_NAMES
-from engine.stats import aggregate_histories, confusion_difference, generalisation_gap, mean_std
+from engine.stats import AGGREGATE_COLUMNS, aggregate_histories, confusion_difference, generalisation_gap, mean_std
 
 # Parameters shown in the runs table next to the metrics (every parameter is filterable).
 KEY_PARAMS: tuple[str, ...] = (
@@ -50,6 +50,7 @@ KEY_PARAMS: tuple[str, ...] = (
 # Table column -> (split, key of engine.metrics.evaluate()).
 METRICS: dict[str, tuple[str, str]] = {
     "val acc": ("validation", "accuracy"),
+    "cross-val acc": ("validation_shift", "accuracy"),  # validation clips through the held-out recording chain
     "test acc": ("test", "accuracy"),
     "test balanced acc": ("test", "balanced_accuracy"),
     "test macro-F1": ("test", "macro_f1"),
@@ -106,6 +107,7 @@ def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
             "created": datetime.fromtimestamp(run.created),
             "epochs": len(run.history or []),
             "group": run.group_key,
+            "warning": getattr(run, "warning", None),
         }
         for column, (split, key) in METRICS.items():
             row[column] = metric(run, split, key)
@@ -113,7 +115,7 @@ def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
         row["val-test gap"] = None if val is None or test is None else val - test
         row.update(run.config.flat())
         rows.append(row)
-    columns = [*BASE_COLUMNS, "group", *METRIC_COLUMNS, *RunConfig().flat()]
+    columns = [*BASE_COLUMNS, "group", "warning", *METRIC_COLUMNS, *RunConfig().flat()]
     df = pd.DataFrame(rows, columns=columns)
     for column in METRIC_COLUMNS:
         df[column] = pd.to_numeric(df[column], errors="coerce")
@@ -161,6 +163,24 @@ def filter_runs(
     return df[keep]
 
 
+# Sort keys of the runs table, validation first: validation chooses, test reports.
+SORT_COLUMNS: tuple[str, ...] = ("val acc", "cross-val acc", "created", "test acc", "test balanced acc", "test macro-F1", "val-test gap")
+
+
+def is_test_metric(column: str) -> bool:
+    """True for a column measured on the test split (choosing by it selects on test)."""
+    return column in METRICS and METRICS[column][0] == "test" or column == "val-test gap"
+
+
+def sort_runs(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Rows of `df` best first by `column`: highest metric (lowest for the val-test gap), newest
+    run for "created"; runs without a value last, ties in the given order."""
+    if column not in df or df.empty:
+        return df
+    ascending = column == "val-test gap"
+    return df.sort_values(column, ascending=ascending, na_position="last", kind="stable")
+
+
 def all_tags(df: pd.DataFrame) -> list[str]:
     """Every tag used by a run, sorted."""
     return sorted({tag for tags in df["tags"] for tag in tags}) if len(df) else []
@@ -170,7 +190,8 @@ def table_columns(df: pd.DataFrame) -> list[str]:
     """Columns of the runs table as shown: base, key parameters, metrics, and any other
     parameter whose value differs between the listed runs."""
     varying = [p for p in param_names() if p not in KEY_PARAMS and p in df and df[p].map(value_label).nunique() > 1]
-    return ["name", "status", "tags", "created", "epochs", *KEY_PARAMS, *varying, *METRIC_COLUMNS, "id"]
+    warned = ["warning"] if "warning" in df and df["warning"].notna().any() else []
+    return ["name", "status", *warned, "tags", "created", "epochs", *KEY_PARAMS, *varying, *METRIC_COLUMNS, "id"]
 
 
 # --------------------------------------------------------------------------- selection in the URL
@@ -308,10 +329,10 @@ def group_bands(groups: Mapping[str, Sequence[Any]], key: str, x: str = "epoch")
     frames = []
     for label, members in groups.items():
         histories = [run.history or [] for run in members]
-        agg = aggregate_histories(histories, key)
+        agg = pd.DataFrame(aggregate_histories(histories, key), columns=list(AGGREGATE_COLUMNS))
         if agg.empty:
             continue
-        secs = aggregate_histories(histories, "seconds")
+        secs = pd.DataFrame(aggregate_histories(histories, "seconds"), columns=list(AGGREGATE_COLUMNS))
         agg = agg.merge(secs[["epoch", "mean"]].rename(columns={"mean": "seconds"}), on="epoch", how="left")
         agg.insert(0, "group", label)
         frames.append(agg)
@@ -457,8 +478,10 @@ def per_class_frame(runs: Sequence[Any], labels: Mapping[str, str], split: str,
 
 def study_row(config: RunConfig, changes: Mapping[str, Mapping[str, Any]], base: RunConfig) -> str | None:
     """Name of the ablation row whose changes turn `base` into `config`, ignoring data,
-    seed and epochs (those may be set for every row); None when no row matches."""
-    ignore = {"data", "train.seed", "train.epochs"}
+    seed, epochs (those may be set for every row) and which librosa's inputs were reproduced
+    (runs made before the study presets used the 2019 inputs are still study rows); None when
+    no row matches."""
+    ignore = {"data", "train.seed", "train.epochs", "features.inputs"}
     flat = {k: v for k, v in config.flat().items() if k not in ignore}
     for name, change in changes.items():
         row = {k: v for k, v in base.with_values(**change).flat().items() if k not in ignore}

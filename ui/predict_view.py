@@ -4,8 +4,8 @@ prediction, the charts, and one result panel per clip.
 Uploads stay in memory: bytes -> engine.audio.load_audio(bytes, max_bytes=MAX_UPLOAD_BYTES);
 nothing is written to disk under a name the user chose. Decoding is cached per file hash,
 predictions per (run, file hash). A file that cannot be used gets an st.error naming it and
-the other files go on. A silent clip gets a warning and is still classified (the answer
-for silence means nothing, and the warning says so).
+the other files go on. Audio with no usable signal (silent, under 0.25 s, absurd levels) is
+such a file: an error, never a label. A clip shorter than a training clip gets a warning.
 """
 
 from __future__ import annotations
@@ -19,15 +19,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.audio import MAX_UPLOAD_BYTES, MODEL_SAMPLE_RATE, is_silent, load_audio
+from engine.audio import MAX_UPLOAD_BYTES, MODEL_SAMPLE_RATE, load_audio
 from engine.errors import AudioError, EngineError
 from engine.labels import CLASS_NAMES, SUBSETS
 from ui import charts
-from ui.common import fmt_pct
+from ui.common import fmt_pct, plain
 
 HIGHLIGHT = "#2f6db5"
 MUTED = "#c5cbd3"
 HOP = 512  # spectrogram hop (samples at 22,050 Hz)
+MEL_COLUMNS = 2000  # spectrogram columns computed at most (the chart shows fewer)
 
 
 # ---- runs -------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ def dataset_clip_picker(data: str) -> ClipInput | None:
     try:
         ds = load_dataset_cached(data)
     except EngineError as exc:
-        st.error(f"Cannot read the dataset: {exc}")
+        st.error(f"Cannot read the dataset: {plain(exc)}")
         return None
     a, b, c = st.columns([1, 1, 2])
     subset = a.selectbox("Split", SUBSETS, index=SUBSETS.index("test"), key="predict_split")
@@ -132,9 +133,9 @@ def dataset_clip_picker(data: str) -> ClipInput | None:
     try:
         raw = clip.path.read_bytes()
     except OSError as exc:
-        st.error(f"Cannot read {clip.path.name}: {exc}")
+        st.error(f"Cannot read {plain(clip.path.name)}: {plain(exc)}")
         return None
-    st.caption(f"True label: **{CLASS_NAMES[clip.label]}** · file `{clip.path.name}`")
+    st.caption(f"True label: **{CLASS_NAMES[clip.label]}** · file {plain(clip.path.name)}")
     return clip_input(clip.path.name, raw, "audio/wav", CLASS_NAMES[clip.label])
 
 
@@ -156,8 +157,9 @@ def predict(run_id: str, digest: str, _predictor, _y: np.ndarray) -> dict:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def mel_db(digest: str, _y: np.ndarray) -> np.ndarray:
-    """Mel spectrogram in dB (64 bands, frames every 512 samples) of the clip `digest`."""
-    return charts.mel_db(_y, MODEL_SAMPLE_RATE, n_mels=64, hop_length=HOP)
+    """Mel spectrogram in dB (64 bands, columns of charts.mel_step(len(y), HOP, MEL_COLUMNS)
+    frames of 512 samples) of the clip `digest`; bounded memory for any length."""
+    return charts.mel_db(_y, MODEL_SAMPLE_RATE, n_mels=64, hop_length=HOP, max_frames=MEL_COLUMNS)
 
 
 # ---- charts -----------------------------------------------------------------------------
@@ -226,27 +228,27 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
     if clip.true_label is not None:
         row["true label"] = clip.true_label
     with st.container(border=True):
-        st.markdown(f"#### {clip.name}")
+        st.markdown(f"#### {plain(clip.name)}")
         try:
             y = decode(clip.digest, clip.data, clip.name)
         except AudioError as exc:
             row["problem"] = str(exc)
-            st.error(f"**{clip.name}** cannot be used: {row['problem']}")
+            st.error(f"**{plain(clip.name)}** cannot be used: {plain(row['problem'])}")
             return row
         except Exception as exc:  # anything else the decoder trips on: name the file, keep the page
             row["problem"] = f"{type(exc).__name__}: {exc}"
-            st.error(f"**{clip.name}** could not be decoded: {row['problem']}")
+            st.error(f"**{plain(clip.name)}** could not be decoded: {plain(row['problem'])}")
             return row
         seconds = len(y) / MODEL_SAMPLE_RATE
-        if is_silent(y):
-            row["problem"] = "silent"
-            st.warning(f"**{clip.name}** is silent (peak level below -80 dBFS). It is still classified "
-                       "below, but an answer for silence means nothing.")
         try:
             pred = predict(run_id, clip.digest, predictor, y)
+        except AudioError as exc:  # no usable signal: silent, too short, absurd levels
+            row["problem"] = str(exc)
+            st.error(f"**{plain(clip.name)}** cannot be classified: {plain(exc)}")
+            return row
         except Exception as exc:  # a broken model or feature step: name the file, keep the page
             row["problem"] = f"prediction failed: {exc}"
-            st.error(f"**{clip.name}**: prediction failed: {exc}")
+            st.error(f"**{plain(clip.name)}**: prediction failed: {plain(exc)}")
             return row
         probs = pred["probabilities"]
         label = pred["label"]
@@ -265,9 +267,9 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
                              f"({100 * probs.get(clip.true_label, 0.0):.1f}% probability).")
             windows = pred["windows"]
             note = f"{seconds:.2f} s of audio at {MODEL_SAMPLE_RATE:,} Hz, {len(windows)} window(s) of 3 s"
-            if seconds < 2.9:
-                note += "; shorter than a training clip, so padded with silence"
             st.caption(note)
+            for warning in pred.get("warnings", []):  # the same words the CLI prints
+                st.warning(warning)
         with right:
             st.markdown("**Probability of each class**")
             st.altair_chart(probability_chart(probs, label, clip.true_label), width="stretch")
@@ -278,7 +280,8 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
             st.altair_chart(charts.waveform_chart(y, MODEL_SAMPLE_RATE), width="stretch")
         with spec:
             st.markdown("**Mel spectrogram (dB)**")
-            st.altair_chart(charts.matrix_heatmap(mel_db(clip.digest, y), frame_seconds=HOP / MODEL_SAMPLE_RATE,
+            step = charts.mel_step(len(y), HOP, MEL_COLUMNS)
+            st.altair_chart(charts.matrix_heatmap(mel_db(clip.digest, y), frame_seconds=HOP * step / MODEL_SAMPLE_RATE,
                                                   row_title="mel band", color_title="dB"),
                             width="stretch")
 
@@ -296,6 +299,23 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
                        f"{agree} of {len(windows)} windows pick it on their own; outlined: each window's top class."
                        + rest)
     return row
+
+
+def predict_with_runs(clip: ClipInput, run_ids: Sequence[str], store, names: dict[str, str]
+                      ) -> tuple[dict[str, dict], dict[str, str]]:
+    """Each run's Prediction.to_dict() on `clip`, keyed by a unique display label, and the runs
+    that could not answer (label -> message). The clip must decode (render_clip checked it)."""
+    y = decode(clip.digest, clip.data, clip.name)
+    results: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+    for rid in run_ids:
+        label = names.get(rid, rid)
+        label = label if list(names.values()).count(label) == 1 else f"{label} [{rid}]"
+        try:
+            results[label] = predict(rid, clip.digest, load_predictor(str(store.db_path), rid, store), y)
+        except Exception as exc:  # one broken model must not hide the others' answers
+            failures[label] = f"cannot predict: {exc}"
+    return results, failures
 
 
 def summary_frame(rows: Sequence[dict]) -> pd.DataFrame:

@@ -1,0 +1,108 @@
+"""Predict page: one clip through several runs (models x classes panel), in AppTest, with real tiny runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from conftest import write_tiny_dataset
+from test_app_predict import TIMEOUT, wav_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "pages" / "4_Predict.py")
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory: pytest.TempPathFactory):
+    """(data folder, [run ids], store): two seeds of one configuration and a second configuration."""
+    from engine.config import ModelConfig, RunConfig, TrainConfig
+    from engine.dataset import load_dataset
+    from engine.features import load_features
+    from engine.store import RunStore
+    from engine.train import train_run
+
+    base = tmp_path_factory.mktemp("predict_many")
+    data = write_tiny_dataset(base / "data")
+    cache = base / "cache"
+    cache.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDLEY_CACHE", str(cache))
+        mp.setenv("MEDLEY_DATA", str(data))
+        mp.chdir(ROOT)
+        config = RunConfig(data=str(data), model=ModelConfig(hidden_size=8, num_layers=1, dropout=0.0),
+                           train=TrainConfig(epochs=2, batch_size=8, lr=1e-2, standardize=True))
+        features = load_features(load_dataset(data), config.features)
+        store = RunStore()
+        ids = []
+        for name, cfg in (("first seed 0", config), ("first seed 1", config.with_values(**{"train.seed": 1})),
+                          ("second", config.with_values(**{"train.lr": 3e-2}))):
+            result = train_run(cfg, features, device="cpu")
+            run_id = store.create_run(cfg, name=name, status="running")
+            store.save_result(run_id, result)
+            ids.append(run_id)
+        yield data, ids, store
+        store.close()
+
+
+@pytest.fixture
+def app(three_runs):
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def test_default_models_are_the_best_of_each_configuration(three_runs, app):
+    from ui.multi_predict import best_per_configuration
+
+    _, ids, store = three_runs
+    app.run()
+    assert not app.exception
+    expected = best_per_configuration(store.list_runs(status="finished"))
+    assert len(expected) == 2 and ids[2] in expected  # one per configuration
+    assert app.multiselect(key="predict_many").value == expected
+
+
+def test_compare_selection_is_the_default(three_runs, app):
+    _, ids, _ = three_runs
+    app.session_state["_cmp_sel"] = [ids[0], ids[1], "gone"]
+    app.run()
+    assert app.multiselect(key="predict_many").value == [ids[0], ids[1]]
+
+
+def test_one_clip_through_every_chosen_run(three_runs, app):
+    _, ids, _ = three_runs
+    app.run()
+    app.multiselect(key="predict_many").set_value(ids).run()
+    app.file_uploader[0].set_value([("long.wav", wav_bytes(7.0, label=4), "audio/wav")]).run()
+    assert not app.exception, [e.value for e in app.exception]
+    text = "\n".join(str(m.value) for m in app.markdown)
+    assert "long.wav: 3 models" in text and "of 3 models say" in text
+    captions = "\n".join(str(c.value) for c in app.caption)
+    assert "one row per model" in captions  # 7 s: window by window for every run
+    # the panel's heatmap has one row per (run, class)
+    specs = [c.spec for c in app.get("vega_lite_chart")]
+    assert any("probability" in str(s) and "first seed 1" in str(s) for s in specs)
+
+
+def test_probability_frame_and_agreement():
+    from ui.multi_predict import agreement, probability_frame, windows_frame
+
+    results = {
+        "a": {"label": "flute", "probabilities": {"flute": 0.7, "piano": 0.3},
+              "windows": [{"start": 0.0, "duration": 3.0, "probabilities": [0.7, 0.3]}]},
+        "b": {"label": "piano", "probabilities": {"flute": 0.4, "piano": 0.6},
+              "windows": [{"start": 0.0, "duration": 3.0, "probabilities": [0.4, 0.6]}]},
+        "c": {"label": "flute", "probabilities": {"flute": 0.9, "piano": 0.1},
+              "windows": [{"start": 0.0, "duration": 3.0, "probabilities": [0.9, 0.1]}]},
+    }
+    df = probability_frame(results)
+    assert len(df) == 6 and df[df.top]["class"].tolist() == ["flute", "piano", "flute"]
+    assert agreement(results) == ("flute", 2)
+    assert agreement({}) == (None, 0)
+    w = windows_frame(results)
+    assert w["label"].tolist() == ["flute", "piano", "flute"] and w["end"].tolist() == [3.0] * 3

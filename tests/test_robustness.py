@@ -1,0 +1,320 @@
+"""Models that carry over: the cross-collection validation, augmentation, CMVN, log-mel,
+statistics pooling and the robustness ablation. Synthetic arrays and the tiny dataset only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine import augment, features
+from engine.ablation import mean_std, select_by_cross_validation, summarize_rows
+from engine.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
+from engine.dataset import load_dataset
+from engine.errors import ConfigError
+from engine.features import (
+    FeatureSet, cache_path, clip_features, load_augmented_views, load_features, load_heldout_validation,
+    normalize_clips,
+)
+from engine.model import build_model
+from engine.presets import RECOMMENDED, ROBUSTNESS_OPTIONS, robustness_ablation, with_seeds
+from engine.train import AUGMENTED, spec_mask, train_run
+
+SR = 22050
+
+
+def _tone(seconds: float = 1.0, f0: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.4 * np.sin(2 * np.pi * f0 * t) + 0.1 * np.sin(2 * np.pi * 3 * f0 * t)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- audio transforms
+
+
+def test_parse_augment_is_canonical_and_names_unknown_values():
+    assert augment.parse_augment(" noise, EQ ,eq") == ("eq", "noise")
+    assert augment.parse_augment("") == ()
+    with pytest.raises(ConfigError, match="reverb"):
+        augment.parse_augment("eq,reverb")
+    assert TrainConfig(augment="noise,gain").augment == "gain,noise"  # stored in canonical order
+    with pytest.raises(ConfigError, match="augment_views"):
+        TrainConfig(augment_views=0)
+    with pytest.raises(ConfigError, match="time_mask"):
+        TrainConfig(time_mask=-1)
+
+
+@pytest.mark.parametrize("names", [("gain",), ("eq",), ("speed",), ("noise",), augment.AUGMENTATIONS])
+def test_augment_clip_is_seeded_changes_the_audio_and_keeps_the_shape(names):
+    y = _tone()
+    a = augment.augment_clip(y, SR, names, np.random.default_rng(1))
+    b = augment.augment_clip(y, SR, names, np.random.default_rng(1))
+    c = augment.augment_clip(y, SR, names, np.random.default_rng(2))
+    assert a.shape == y.shape and a.dtype == np.float32 and np.isfinite(a).all() and np.abs(a).max() <= 1.0
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, y, atol=1e-4) and not np.allclose(a, c, atol=1e-4)
+
+
+def test_heldout_chain_depends_on_the_clip_only_and_differs_from_training_augmentation():
+    y = _tone()
+    first = augment.heldout_chain(y, SR, "clip-a")
+    np.testing.assert_array_equal(first, augment.heldout_chain(y.copy(), SR, "clip-a"))
+    other = augment.heldout_chain(y, SR, "clip-b")
+    assert first.shape == y.shape and np.isfinite(first).all() and np.abs(first).max() <= 1.0
+    assert not np.allclose(first, other, atol=1e-4)
+    # band-limited microphone: the energy above 8 kHz is mostly gone (training EQ never does this)
+    noise = np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1
+    spectrum = np.abs(np.fft.rfft(augment.heldout_chain(noise, SR, "clip-a")))
+    freqs = np.fft.rfftfreq(SR, 1 / SR)
+    clean = np.abs(np.fft.rfft(noise))
+    high = freqs > 8000
+    ratio = (spectrum[high] ** 2).sum() / (spectrum ** 2).sum()
+    assert ratio < 0.1 * (clean[high] ** 2).sum() / (clean ** 2).sum()
+
+
+# --------------------------------------------------------------------------- features
+
+
+def test_normalize_clips_centres_and_scales_each_clip_and_feature():
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 3.0, size=(4, 50, 6)).astype(np.float32)
+    x[1] = x[1] * 10 - 40  # another channel gain / offset: CMVN removes it
+    x[2, :, 3] = 7.0  # a constant feature becomes 0, not NaN
+    out = normalize_clips(x)
+    assert out.shape == x.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.mean(axis=1)[[0, 1, 3]], 0.0, atol=1e-5)
+    np.testing.assert_allclose(out[[0, 1, 3]].std(axis=1), 1.0, atol=1e-4)
+    assert np.all(out[2, :, 3] == 0.0)
+    np.testing.assert_allclose(normalize_clips(x[1:2] * 0.5 + 3), out[1:2], atol=1e-4)
+
+
+def test_clip_features_apply_cmvn_and_log_mel_matches_librosa():
+    import librosa
+
+    y = _tone(3.0) + 0.01 * np.random.default_rng(0).standard_normal(3 * SR).astype(np.float32)
+    plain = clip_features(y, FeatureConfig(frames=None))
+    normed = clip_features(y, FeatureConfig(frames=None, clip_norm=True))
+    np.testing.assert_allclose(normed, normalize_clips(plain[None])[0], atol=1e-5)
+
+    config = FeatureConfig(frames=None, representation="logmel")
+    assert config.feature_dim == 128
+    ours = clip_features(y, config)
+    fitted = y[: config.clip_samples]  # the tone lasts longer than a clip: cut, as clip_features does
+    reference = librosa.power_to_db(librosa.feature.melspectrogram(y=fitted, sr=SR, n_fft=2048, hop_length=512)).T
+    assert ours.shape == reference.shape == (config.total_frames, 128)
+    np.testing.assert_allclose(ours, reference, atol=2e-3)
+    np.testing.assert_allclose(clip_features(y, config, backend="librosa"), reference, atol=2e-3)
+
+
+@pytest.fixture
+def tiny(tiny_dataset, medley_cache):
+    return load_dataset(tiny_dataset)
+
+
+def test_cross_collection_validation_is_cached_deterministic_and_never_touches_test(tiny, monkeypatch):
+    config = FeatureConfig(frames=None)
+    clean = load_features(tiny, config)
+    seen: list[str] = []
+    chain = augment.heldout_chain
+
+    def spy(y, sr, uuid):
+        seen.append(uuid)
+        return chain(y, sr, uuid)
+
+    monkeypatch.setattr(features, "heldout_chain", spy)
+    shifted = load_heldout_validation(tiny, config)
+    assert set(seen) == {c.uuid for c in tiny.subset("validation")}  # validation clips, every one, nothing else
+    assert not set(seen) & {c.uuid for c in tiny.subset("test")}
+    assert shifted.ids == clean["validation"].ids and np.array_equal(shifted.y, clean["validation"].y)
+    assert shifted.x.shape == clean["validation"].x.shape and not np.allclose(shifted.x, clean["validation"].x)
+
+    path = cache_path(tiny, config, "validation", variant=features.HELDOUT)
+    assert path.exists() and path != cache_path(tiny, config, "validation")
+    seen.clear()
+    again = load_heldout_validation(tiny, config)  # from the cache: no audio transformed
+    assert seen == [] and np.array_equal(again.x, shifted.x)
+    fresh = load_heldout_validation(tiny, config, use_cache=False)
+    np.testing.assert_allclose(fresh.x, shifted.x, atol=1e-5)
+    # the clean validation features were not overwritten by the shifted ones
+    np.testing.assert_array_equal(load_features(tiny, config)["validation"].x, clean["validation"].x)
+
+
+def test_augmented_views_are_cached_apart_from_the_clean_clips(tiny):
+    config = FeatureConfig(frames=5)
+    clean = load_features(tiny, config)["training"].x
+    views = load_augmented_views(tiny, config, ("eq", "gain"), 2, seed=3)
+    assert views.shape == (2, *clean.shape)
+    assert not np.allclose(views[0], clean) and not np.allclose(views[0], views[1])
+    names = {p.name for p in cache_path(tiny, config, "training").parent.glob("*.npy")}
+    tagged = [n for n in names if "aug1-eq.gain-s3-v" in n]
+    assert len(tagged) == 2 and cache_path(tiny, config, "training").name in names
+    np.testing.assert_array_equal(load_augmented_views(tiny, config, ("eq", "gain"), 2, seed=3), views)
+    other_seed = load_augmented_views(tiny, config, ("eq", "gain"), 1, seed=4)
+    assert not np.allclose(other_seed[0], views[0])
+    np.testing.assert_array_equal(load_features(tiny, config)["training"].x, clean)
+
+
+# --------------------------------------------------------------------------- model and training
+
+
+def test_statistics_pooling_concatenates_mean_and_std():
+    fc = FeatureConfig(frames=10)
+    model = build_model(ModelConfig(arch="sequence", hidden_size=6, pooling="stats"), fc)
+    assert model.head.in_features == 12
+    assert model(torch.randn(3, 10, fc.feature_dim)).shape == (3, 8)
+
+
+def test_spec_mask_masks_runs_within_the_limits_and_is_seeded():
+    x = torch.ones(64, 30, 10)
+    out = spec_mask(x, 5, 3, torch.Generator().manual_seed(0))
+    again = spec_mask(x, 5, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again) and out.shape == x.shape
+    zero_frames = (out == 0).all(dim=2).sum(dim=1)  # frames masked entirely, per clip
+    zero_rows = (out == 0).all(dim=1).sum(dim=1)  # feature rows masked entirely, per clip
+    assert zero_frames.max() <= 5 and zero_rows.max() <= 3
+    assert zero_frames.float().mean() > 1.0 and zero_rows.float().mean() > 0.5
+    assert torch.equal(spec_mask(x, 0, 0, torch.Generator()), x)
+
+
+def _synthetic(n: int = 48, frames: int = 6, dim: int = 21, seed: int = 0) -> dict[str, FeatureSet]:
+    rng = np.random.default_rng(seed)
+    sets = {}
+    for split in ("training", "validation", "validation_shift", "test"):
+        y = rng.integers(0, 8, n)
+        x = rng.normal(size=(n, frames, dim)).astype(np.float32) + y[:, None, None] * 0.5
+        sets[split] = FeatureSet(x=x.astype(np.float32), y=y.astype(np.int64), ids=[f"{split}{i}" for i in range(n)])
+    return sets
+
+
+def test_train_run_reports_cross_collection_validation_and_reads_augmented_views():
+    data = _synthetic()
+    views = np.stack([data["training"].x + 0.3, data["training"].x - 0.3])
+    data[AUGMENTED] = FeatureSet(x=views, y=data["training"].y, ids=data["training"].ids)
+    config = RunConfig(features=FeatureConfig(frames=6), model=ModelConfig(arch="sequence", hidden_size=8),
+                       train=TrainConfig(epochs=2, batch_size=16, lr=1e-2, standardize=True, augment="eq",
+                                         time_mask=2, freq_mask=3))
+    result = train_run(config, data, device="cpu")
+    assert result.status == "finished"
+    assert set(result.metrics) == {"validation", "validation_shift", "test"}
+    assert all("val_shift_accuracy" in r for r in result.history)
+    assert result.predictions["validation_shift"]["ids"] == data["validation_shift"].ids
+    again = train_run(config, data, device="cpu")
+    assert again.metrics == result.metrics  # views and masks drawn from the run's seed
+    plain = train_run(config, {k: v for k, v in data.items() if k != AUGMENTED}, device="cpu")
+    assert plain.step_losses != result.step_losses  # the views were really read
+
+
+def test_train_run_refuses_views_of_the_wrong_shape():
+    data = _synthetic()
+    data[AUGMENTED] = FeatureSet(x=data["training"].x[None, :5], y=data["training"].y, ids=data["training"].ids)
+    config = RunConfig(features=FeatureConfig(frames=6), model=ModelConfig(arch="sequence", hidden_size=4),
+                       train=TrainConfig(epochs=1))
+    with pytest.raises(ConfigError, match="augmented views"):
+        train_run(config, data, device="cpu")
+
+
+def test_new_options_round_trip_through_json():
+    config = RunConfig(features=FeatureConfig(representation="logmel", clip_norm=True),
+                             model=ModelConfig(arch="sequence", pooling="stats"),
+                             train=TrainConfig(augment="speed,eq", augment_views=2, augment_seed=5, time_mask=7))
+    back = RunConfig.from_json(config.to_json())
+    assert back == config and back.digest() == config.digest() and back.train.augment == "eq,speed"
+
+
+# --------------------------------------------------------------------------- the ablation
+
+
+def test_robustness_rows_flip_one_option_each_and_repeat_over_seeds():
+    rows = robustness_ablation(RECOMMENDED.with_values(data="demo:tiny"), **{"train.epochs": 3})
+    assert [name for name, _ in rows][0] == "recommended" and len(rows) == 1 + len(ROBUSTNESS_OPTIONS)
+    base = rows[0][1]
+    for (name, config), option in zip(rows[1:], ROBUSTNESS_OPTIONS):
+        assert name.endswith(option)
+        changed = {k for k, v in config.flat().items() if base.flat()[k] != v}
+        assert changed and changed <= set(ROBUSTNESS_OPTIONS[option][0]) and config.train.epochs == 3
+    flipped = robustness_ablation(base.with_values(**{"features.clip_norm": True}))
+    assert ("- per-clip CMVN" in [n for n, _ in flipped])  # an option the base has is turned off
+    seeded = with_seeds(rows[:2], (0, 1, 2))
+    assert [(n, s) for n, s, _ in seeded][:3] == [("recommended", 0), ("recommended", 1), ("recommended", 2)]
+    assert [c.train.seed for _, _, c in seeded] == [0, 1, 2, 0, 1, 2]
+
+
+class _Run:
+    def __init__(self, rid, seed, val, shift, test, status="finished"):
+        self.id, self.status = rid, status
+        self.config = RunConfig(train=TrainConfig(seed=seed))
+        self.metrics = {"validation": {"accuracy": val}, "validation_shift": {"accuracy": shift},
+                        "test": {"accuracy": test, "balanced_accuracy": test}}
+
+
+def test_summary_means_and_spreads_match_numpy_and_skip_unfinished_runs():
+    runs = [_Run("a", 0, 0.9, 0.5, 0.4), _Run("b", 1, 0.8, 0.6, 0.5), _Run("c", 2, 0.7, 0.4, 0.6),
+            _Run("d", 3, 0.1, 0.1, 0.1, status="failed")]
+    [row] = summarize_rows([("base", runs)])
+    assert row["finished"] == 3 and row["seeds"] == [0, 1, 2] and row["runs"] == ["a", "b", "c", "d"]
+    assert row["val_accuracy_mean"] == pytest.approx(0.8)
+    assert row["val_accuracy_std"] == pytest.approx(np.std([0.9, 0.8, 0.7], ddof=1))
+    assert row["gap_mean"] == pytest.approx(0.8 - 0.5)
+    assert mean_std([0.5]) == (0.5, None) and mean_std([]) == (None, None)
+
+
+def test_protocol_selects_on_cross_collection_validation_and_never_on_test():
+    table = summarize_rows([
+        ("recommended", [_Run("a", 0, 0.97, 0.50, 0.90), _Run("b", 1, 0.97, 0.52, 0.92)]),
+        ("+ x", [_Run("c", 0, 0.90, 0.70, 0.10), _Run("d", 1, 0.90, 0.72, 0.12)]),
+        ("+ y", [_Run("e", 0, 0.99, 0.53, 0.99), _Run("f", 1, 0.99, 0.49, 0.99)]),
+    ])
+    assert select_by_cross_validation(table) == "+ x"  # best cross-val, though its test is the worst
+    for row in table:  # changing test changes nothing
+        row["test_accuracy_mean"] = 1.0 - (row["test_accuracy_mean"] or 0)
+    assert select_by_cross_validation(table) == "+ x"
+    noisy = summarize_rows([
+        ("recommended", [_Run("a", 0, 0.9, 0.50, 0.5), _Run("b", 1, 0.9, 0.60, 0.5)]),
+        ("+ x", [_Run("c", 0, 0.9, 0.52, 0.5), _Run("d", 1, 0.9, 0.62, 0.5)]),
+    ])
+    assert select_by_cross_validation(noisy) == "recommended"  # a gain inside the seed spread keeps the base
+
+
+def test_ablate_robustness_cli_prints_one_table_with_cross_validation(tiny_dataset, medley_cache, monkeypatch,
+                                                                     capsys):
+    from engine import cli, presets
+
+    monkeypatch.setitem(presets.ABLATIONS, "robustness", lambda base: robustness_ablation(base)[:2])
+    code = cli.main(["ablate", "--preset", "robustness", "--data", str(tiny_dataset), "--epochs", "1",
+                     "--hidden", "4", "--seeds", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["preset"] == "robustness" and out["seeds"] == [0, 1]
+    expected = [name for name, _ in robustness_ablation(RECOMMENDED)[:2]]  # "recommended", "+/- per-clip CMVN"
+    assert [row["row"] for row in out["rows"]] == expected
+    for row in out["rows"]:
+        assert row["finished"] == 2 and row["seeds"] == [0, 1]
+        for column in ("val_accuracy", "val_shift_accuracy", "test_accuracy"):
+            assert 0.0 <= row[f"{column}_mean"] <= 1.0 and row[f"{column}_std"] is not None
+    assert out["protocol_choice"] in expected
+    runs = json.loads((cli.main(["runs", "--json"]), capsys.readouterr().out)[1])
+    assert len(runs) == 4 and all(r["val_shift_accuracy"] is not None for r in runs)
+
+
+def test_training_and_prediction_features_agree_with_cmvn_and_log_mel(tiny):
+    from engine.features import decode_clip
+
+    for config in (FeatureConfig(frames=None, clip_norm=True), FeatureConfig(frames=20, representation="logmel",
+                                                                              clip_norm=True)):
+        loaded = load_features(tiny, config)["test"]
+        clip = tiny.subset("test")[0]
+        assert loaded.ids[0] == clip.uuid
+        np.testing.assert_allclose(loaded.x[0], clip_features(decode_clip(clip.path, config), config), atol=1e-4)
+        assert np.abs(loaded.x[0].mean(axis=0)).max() < 1e-4  # CMVN applied on the training path too
+
+
+def test_format_rows_prints_mean_and_seed_spread_per_row():
+    from engine.ablation import format_rows
+
+    table = summarize_rows([("recommended", [_Run("a", 0, 0.9, 0.5, 0.4), _Run("b", 1, 0.8, 0.6, 0.5)]),
+                            ("+ x", [_Run("c", 0, 0.7, 0.4, 0.6)]), ("+ y", [])])
+    lines = format_rows(table).splitlines()
+    assert "cross-val" in lines[0] and len(lines) == 4
+    assert "85.0 +-  7.1" in lines[1] and "55.0 +-  7.1" in lines[1] and lines[1].rstrip().endswith("40.0")
+    assert "70.0" in lines[2] and "+-" not in lines[2]  # one seed: no spread
+    assert lines[3].split()[-1] == "-"  # no finished run
