@@ -8,7 +8,8 @@ Both sides compute the study's 21 features (13 MFCC, centroid, 7 contrast) for e
 of the same clips in the same run. Ours: `engine.features.load_features` with a fresh, empty
 cache folder each repeat (auto backend: threaded decoding + batched torch features). The
 reference: one process, per file `librosa.load(path)` then the three librosa feature calls,
-as the study's code did. Repeats alternate (ours, reference, ours, ...) so that load from
+as the study's code did, with BLAS pinned to one thread (threadpoolctl) so that its speed
+does not swing with the machine's load. Repeats alternate (ours, reference, ours, ...) so that load from
 other processes on a shared machine hits both sides alike. Figures: median clips/second
 (wall) and median CPU seconds per clip (process time: all threads) over the repeats, after
 one untimed warm-up of each side (imports, filter tables, kernel compilation); the cached
@@ -74,9 +75,18 @@ def ours(ds: MedleyDataset, config: FeatureConfig, device: str) -> np.ndarray:
 
 
 def reference(ds: MedleyDataset) -> np.ndarray:
-    """The study's way: per file librosa.load + mfcc + spectral_centroid + spectral_contrast."""
-    import librosa
+    """The study's way: per file librosa.load + mfcc + spectral_centroid + spectral_contrast.
 
+    BLAS/OpenMP pools pinned to one thread (threadpoolctl): left free, numpy's BLAS in the
+    mel and DCT products swung this loop's speed 3-7x with the machine's load."""
+    import librosa
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _reference_loop(ds, librosa)
+
+
+def _reference_loop(ds: MedleyDataset, librosa) -> np.ndarray:
     out = []
     for clip in ds.clips:
         y, sr = librosa.load(clip.path)
@@ -209,6 +219,9 @@ def main() -> None:
         walls = ", ".join(f"{r[0]:.2f}" for r in runs)
         print(f"{name + ':':11s}{rate:8.1f} clips/s  CPU {cpu_ms:6.2f} ms/clip  (wall s of {len(runs)} repeats: {walls})")
     print(f"cached reload of the same {n} clips: {cached_s:.3f} s")
+    cpu_ratio = statistics.median(r[1] for r in ref_runs) / statistics.median(r[1] for r in our_runs)
+    print(f"CPU-time ratio (reference / ours, all threads of the process): {cpu_ratio:.1f}x; "
+          f"wall ratio below (reference pinned to 1 BLAS thread, ours free)")
     report_differences(our_x, ref_x)
     if args.memory_clips > 0:
         m = min(n, args.memory_clips)

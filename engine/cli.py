@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(train)
     train.add_argument("--name", help="run name")
     train.add_argument("--tags", default="", help="comma-separated tags")
+    train.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2,3,4: one run per seed (overrides --seed); "
+                                       "seed repeats of the study models train as one group")
     train.set_defaults(handler=cmd_train)
 
     ablate = sub.add_parser("ablate", help="run a whole ablation and print a table")
@@ -298,8 +300,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise EngineError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
     config = config_from_args(args, PRESETS[args.preset])
     tags = tuple(t for t in args.tags.split(",") if t)
-    [record] = _train_and_wait([(args.name or args.preset, config, tags)], args.device)
-    return _report_run(record, args.json)
+    name = args.name or args.preset
+    if args.seeds is None:
+        [record] = _train_and_wait([(name, config, tags)], args.device)
+        return _report_run(record, args.json)
+    seeds = parse_seeds(args.seeds)
+    records = _train_and_wait([(f"{name} seed {s}", config.with_values(**{"train.seed": s}), tags) for s in seeds],
+                              args.device)
+    if args.json:
+        print(json.dumps([run_summary(r) for r in records]))
+    else:
+        for record in records:
+            _print_run(record)
+    return 0 if all(r.status == "finished" for r in records) else 1
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2]; EngineError naming the bad part otherwise (no repeats, none negative)."""
+    seeds = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part.isdigit():
+            raise EngineError(f"--seeds takes comma-separated non-negative integers, e.g. 0,1,2; not {part!r} in {text!r}")
+        seeds.append(int(part))
+    if len(set(seeds)) != len(seeds):
+        raise EngineError(f"--seeds repeats a seed: {text!r}")
+    return seeds
 
 
 def ablation_base(args: argparse.Namespace) -> RunConfig:
@@ -380,8 +405,9 @@ def _report_run(record: Any, as_json: bool) -> int:
 
 
 def _train_and_wait(jobs: list[tuple[str, RunConfig, tuple[str, ...]]], device: str | None) -> list:
-    """Queue each (name, config, tags) in a JobManager, show progress on stderr, return finished records."""
-    return _run_and_wait(lambda manager: [manager.submit(c, name=n, tags=t) for n, c, t in jobs], device)
+    """Queue each (name, config, tags) in a JobManager (all at once: seed repeats train as a
+    group), show progress on stderr, return finished records."""
+    return _run_and_wait(lambda manager: manager.submit_many([(c, n, t) for n, c, t in jobs]), device)
 
 
 def _run_and_wait(queue: Callable[[Any], list[str]], device: str | None) -> list:

@@ -2,7 +2,9 @@
 
 `JobManager` owns an in-memory queue; whenever a slot frees (at most `max_concurrent` runs at
 once) the next queued run starts in a daemon thread: load features (memoised), `train_run`,
-store the result. Live progress lives in memory (`progress(run_id)`), updated every training
+store the result. Queued runs that can train together (seed repeats of a study model:
+`engine.batched.companions`) start as one group in one thread and slot (`train_group`); each
+is still an ordinary run in the store, with its own progress, cancel and checkpoints. Live progress lives in memory (`progress(run_id)`), updated every training
 step without touching the database; the history goes to the store once per epoch, with a
 checkpoint so that an interrupted run can be resumed.
 
@@ -34,6 +36,7 @@ from .errors import ConfigError, EngineError
 from .eta import EpochClock
 from .naming import describe
 from .store import ACTIVE, RunStore
+from .batched import companions, train_group
 from .train import TrainHooks, train_run
 
 log = logging.getLogger(__name__)
@@ -152,15 +155,18 @@ class _RunHooks(TrainHooks):
         p.elapsed = now - self.started
         p.eta = self.clock.eta(now, max(p.epoch, 1), p.step, p.steps_per_epoch)
 
+    def checkpoint_due(self, epoch: int) -> bool:
+        """The first epoch, then at most one checkpoint per `checkpoint_every_s`."""
+        return epoch == 1 or time.monotonic() - self.last_checkpoint >= self.manager.checkpoint_every_s
+
     def on_epoch(self, record: dict, checkpoint: dict) -> None:
         losses = checkpoint["step_losses"][self.losses_stored:]
         self.losses_stored = len(checkpoint["step_losses"])
         self.clock.epoch_end(time.monotonic())
         self.store.append_epoch(self.run_id, record, losses)
-        now = time.monotonic()
-        if record["epoch"] == 1 or now - self.last_checkpoint >= self.manager.checkpoint_every_s:
+        if "model" in checkpoint:  # a full one: checkpoint_due said so
             self.store.save_checkpoint(self.run_id, checkpoint)
-            self.last_checkpoint = now
+            self.last_checkpoint = time.monotonic()
         p = self.progress
         with self.manager._lock:
             p.epoch, p.step, p.val_accuracy = record["epoch"], p.steps_per_epoch, record.get("val_accuracy")
@@ -191,8 +197,12 @@ class JobManager:
 
     def __init__(self, store: RunStore | None = None, max_concurrent: int | None = None,
                  data_loader: DataLoader | None = None, device: str | None = None,
-                 checkpoint_every_s: float = CHECKPOINT_EVERY_S, isolation: str = "thread") -> None:
+                 checkpoint_every_s: float = CHECKPOINT_EVERY_S, isolation: str = "thread",
+                 group_runs: bool = True) -> None:
         self.store = store or RunStore()
+        # Train groupable queued runs together (engine.batched), in this process: so only with
+        # isolation="thread" (a worker process trains one run at a time).
+        self.group_runs = group_runs and isolation == "thread"
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.max_concurrent = max(1, int(max_concurrent or (4 if self.device.startswith("cuda") else 1)))
         if not self.device.startswith("cuda"):
@@ -240,6 +250,19 @@ class JobManager:
         self._enqueue(run_id, config, None)
         return run_id
 
+    def submit_many(self, jobs: Iterable[tuple[RunConfig, str | None, Iterable[str]]]) -> list[str]:
+        """Queue several (config, name, tags) at once, so that those that can train together
+        start as one group; returns their ids in order."""
+        self._check_open()
+        with self._lock:  # no worker starts before all are queued
+            ids = []
+            for config, name, tags in jobs:
+                run_id = self.store.create_run(config, name=name, tags=tags)
+                self._enqueue(run_id, config, None, pump=False)
+                ids.append(run_id)
+            self._pump()
+        return ids
+
     def submit_grid(self, base: RunConfig, grid: dict[str, Sequence[Any]], name_prefix: str | None = None,
                     tags: Iterable[str] = ()) -> list[str]:
         """Queue one run per combination of `grid` values ({"train.lr": [1e-3, 1e-4], ...});
@@ -252,14 +275,16 @@ class JobManager:
             except TypeError as exc:  # an unknown name inside a known section
                 raise ConfigError(f"unknown parameter in grid {keys}: {exc}") from exc
             label = ", ".join(describe(k, v) for k, v in zip(keys, values))  # "lr 1e-3, dropout 0.5"
-            jobs.append((config, f"{label} of {name_prefix}" if name_prefix else label))
-        return [self.submit(config, name=name, tags=tags) for config, name in jobs]
+            jobs.append((config, f"{label} of {name_prefix}" if name_prefix else label, tags))
+        return self.submit_many(jobs)
 
     def repeat_seeds(self, config: RunConfig, seeds: Iterable[int], name: str | None = None,
                      tags: Iterable[str] = ()) -> list[str]:
-        """Queue `config` once per seed (train.seed), named 'seed 2 of <name>'; the runs share a group_key."""
-        configs = [(config.with_values(**{"train.seed": int(s)}), int(s)) for s in seeds]
-        return [self.submit(c, name=f"seed {s} of {name or 'run'}", tags=tags) for c, s in configs]
+        """Queue `config` once per seed (train.seed), named 'seed 2 of <name>'; the runs share a
+        group_key and, for the study models, train as one group."""
+        tags = tuple(tags)
+        return self.submit_many([(config.with_values(**{"train.seed": int(s)}), f"seed {int(s)} of {name or 'run'}", tags)
+                                 for s in seeds])
 
     def resume(self, run_id: str) -> str:
         """Queue an interrupted, cancelled or failed run again under the same id. With a
@@ -283,14 +308,15 @@ class JobManager:
         record = self.store.get(run_id)
         return self.submit(record.config, name=f"{record.name} (again)", tags=record.tags)
 
-    def _enqueue(self, run_id: str, config: RunConfig, resume: dict | None) -> None:
+    def _enqueue(self, run_id: str, config: RunConfig, resume: dict | None, pump: bool = True) -> None:
         epochs_done = int(resume["epoch"]) if resume else 0
         with self._lock:
             self._configs[run_id], self._resume[run_id] = config, resume
             self._stops[run_id] = threading.Event()
             self._progress[run_id] = Progress(run_id, epoch=epochs_done, epochs=config.train.epochs)
             self._queue.append(run_id)
-            self._pump()
+            if pump:
+                self._pump()
 
     def _check_open(self) -> None:
         if self._shutdown.is_set():
@@ -300,16 +326,35 @@ class JobManager:
 
     def _pump(self) -> None:
         """Start queued runs while slots are free. Call with the lock held."""
-        while self._queue and len(self._threads) < self.max_concurrent and not self._shutdown.is_set():
+        while (self._queue and len(set(self._threads.values())) < self.max_concurrent
+               and not self._shutdown.is_set()):
             run_id = self._queue.popleft()
             status = self._status_or_none(run_id)
             if status != "queued":  # cancelled or deleted meanwhile (maybe by another process)
                 self._forget(run_id, status or "deleted")
                 continue
-            thread = threading.Thread(target=self._work, args=(run_id,), name=f"train-{run_id}", daemon=True)
-            self._threads[run_id] = thread
+            group = self._take_companions(run_id)
+            if group:
+                thread = threading.Thread(target=self._work_group, args=([run_id, *group],),
+                                          name=f"train-group-{run_id}", daemon=True)
+            else:
+                thread = threading.Thread(target=self._work, args=(run_id,), name=f"train-{run_id}", daemon=True)
+            for member in (run_id, *group):
+                self._threads[member] = thread
             thread.start()
         self._changed.notify_all()
+
+    def _take_companions(self, run_id: str) -> list[str]:
+        """Queued runs (not resuming) that train in one group with `run_id`, taken off the
+        queue; [] when grouping is off, `run_id` resumes or nothing groups with it. Lock held."""
+        if not self.group_runs or self._resume.get(run_id) is not None:
+            return []
+        queued = [(r, self._configs[r]) for r in self._queue
+                  if self._resume.get(r) is None and self._status_or_none(r) == "queued"]
+        group = companions(self._configs[run_id], queued)
+        for member in group:
+            self._queue.remove(member)
+        return group
 
     def _status_or_none(self, run_id: str) -> str | None:
         try:
@@ -389,6 +434,56 @@ class JobManager:
             else:
                 self._workers.append(worker)
         return final
+
+    def _work_group(self, run_ids: list[str]) -> None:
+        """Runs trained as one group, in one thread: never raises; each outcome goes to the store."""
+        with self._lock:
+            configs = [self._configs[r] for r in run_ids]
+            stops, progresses = [self._stops[r] for r in run_ids], [self._progress[r] for r in run_ids]
+        finals = dict.fromkeys(run_ids, "failed")
+        try:
+            finals.update(self._train_group(run_ids, configs, stops, progresses))
+        except BaseException as exc:  # a worker must record every failure, whatever it is
+            message = _failure_message(exc, self.device)
+            log.warning("group %s failed: %s", run_ids, message)
+            for run_id in run_ids:
+                with contextlib.suppress(Exception):
+                    self.store.set_status(run_id, "failed", error=message)
+            if _is_oom(exc):
+                with contextlib.suppress(Exception):
+                    torch.cuda.empty_cache()
+        finally:
+            self.store.close()
+            with self._lock:
+                for run_id in run_ids:
+                    self._forget(run_id, finals[run_id])
+                self._pump()
+
+    def _train_group(self, run_ids: list[str], configs: list[RunConfig], stops: list[threading.Event],
+                     progresses: list[Progress]) -> dict[str, str]:
+        """Load data once, train the group, store each member's result; returns final statuses."""
+        for run_id, progress in zip(run_ids, progresses):
+            self.store.set_status(run_id, "running", device=self.device)
+            self._set(progress, phase="loading data")
+        data = self._load_data(configs[0], progresses[0])
+        if all(stop.is_set() for stop in stops):
+            return {run_id: self._end_stopped(run_id) for run_id in run_ids}
+        step_every = 10 if self.device.startswith("cuda") else 1
+        hooks = [_RunHooks(self, run_id, progress, stop, None, step_every=step_every)
+                 for run_id, progress, stop in zip(run_ids, progresses, stops)]
+        for progress in progresses:
+            self._set(progress, phase="training", message="")
+        with _stream(self.device):
+            results = train_group(configs, data, device=self.device, hooks=hooks)
+        finals = {}
+        for run_id, result in zip(run_ids, results):
+            if result.status == "cancelled" and self._shutdown.is_set():
+                result.status, result.error = "interrupted", "the job manager shut down"
+            self.store.save_result(run_id, result)
+            if result.status in ("finished", "diverged"):
+                self.store.delete_checkpoint(run_id)
+            finals[run_id] = result.status
+        return finals
 
     def _end_stopped(self, run_id: str) -> str:
         status = "interrupted" if self._shutdown.is_set() else "cancelled"

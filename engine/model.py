@@ -5,6 +5,7 @@ Every model maps x (batch, frames, features) float32 -> logits (batch, num_class
 
 from __future__ import annotations
 
+import contextlib
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,28 +26,30 @@ class StudyLSTM(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(inputs, hidden, num_layers, dropout=dropout if num_layers > 1 else 0.0,
                             batch_first=True)
+        self.between = Dropout(self.lstm.dropout)  # between LSTM layers, from the run's own generator
         self.extra = nn.LSTM(hidden, extra_hidden, batch_first=True) if extra_hidden else None
         self.head = nn.Linear(extra_hidden or hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = one_step(self.lstm, x.reshape(x.shape[0], -1))  # (batch, frames*features) -> (batch, hidden)
+        h = one_step(self.lstm, x.reshape(x.shape[0], -1), self.between)  # (batch, frames*features) -> (batch, hidden)
         if self.extra is not None:
             h = one_step(self.extra, h)  # (batch, extra_hidden)
         return self.head(h)  # (batch, classes)
 
 
-def one_step(lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+def one_step(lstm: nn.LSTM, x: torch.Tensor, drop: "Dropout | None" = None) -> torch.Tensor:
     """`lstm` over ONE time step from a zero state: x (batch, inputs) -> last layer's h (batch, hidden).
 
     The same function as `lstm(x[:, None])[0][:, 0]`, but with h0 = c0 = 0 the recurrent
     products W_hh @ h0 and the forget gate's f * c0 vanish, so they are skipped (about 3/4 of
     the study model's arithmetic); the weights stay those of the nn.LSTM (same state_dict;
     W_hh and the forget-gate rows of W_ih unused). Under `autocast` the products run in bfloat16.
+    `drop`: the dropout between layers (default: `F.dropout` at `lstm.dropout`, global generator).
     """
     hidden = lstm.hidden_size
     for layer in range(lstm.num_layers):
         if layer > 0:
-            x = F.dropout(x, lstm.dropout, lstm.training)  # between layers, as nn.LSTM does
+            x = drop(x) if drop is not None else F.dropout(x, lstm.dropout, lstm.training)  # as nn.LSTM does
         w = getattr(lstm, f"weight_ih_l{layer}")  # (4*hidden, inputs): gates i, f, g, o
         b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
         i = F.linear(x, w[:hidden], b[:hidden])  # (batch, hidden)
@@ -72,12 +75,15 @@ class SequenceLSTM(nn.Module):
                       if project else nn.Identity())
         self.lstm = nn.LSTM(hidden if project else inputs, hidden, num_layers, batch_first=True,
                             dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
-        self.drop = nn.Dropout(dropout)
+        self.between = Dropout(self.lstm.dropout)  # between LSTM layers (see `_layers`)
+        self.drop = Dropout(dropout)
         self.head = nn.Linear(hidden * (2 if bidirectional else 1) * (2 if pooling == "stats" else 1), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.frame(x)  # (batch, frames, inputs or hidden)
-        out, (h, _) = self.lstm(x)  # out (batch, frames, dirs*hidden); h (layers*dirs, batch, hidden)
+        off = lstm_outside_autocast(x.device.type)
+        with torch.autocast(x.device.type, enabled=False) if off else contextlib.nullcontext():
+            out, h = self._layers(x.float() if off else x)  # out (batch, frames, dirs*hidden); h (layers*dirs, batch, hidden)
         if self.pooling == "last":
             dirs = 2 if self.lstm.bidirectional else 1
             pooled = h[-dirs:].transpose(0, 1).reshape(x.shape[0], -1)  # (batch, dirs*hidden)
@@ -88,6 +94,73 @@ class SequenceLSTM(nn.Module):
         else:
             pooled = out.amax(dim=1)
         return self.head(self.drop(pooled))  # (batch, classes)
+
+    def _layers(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LSTM's outputs and last hidden states. Training with dropout between layers runs
+        it one layer at a time (same weights, same function as nn.LSTM) so that the masks come
+        from `self.between` (the run's generator; cuDNN's fused dropout cannot take one)."""
+        lstm = self.lstm
+        if not (self.training and lstm.dropout > 0 and lstm.num_layers > 1):
+            out, (h, _) = lstm(x)
+            return out, h
+        dirs, hs = 2 if lstm.bidirectional else 1, []
+        for layer in range(lstm.num_layers):
+            if layer > 0:
+                x = self.between(x)
+            names = [f"{kind}_l{layer}{suffix}" for suffix in ("", "_reverse")[:dirs]
+                     for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            zeros = x.new_zeros(dirs, x.shape[0], lstm.hidden_size)
+            x, h, _ = torch._VF.lstm(x, (zeros, zeros), [getattr(lstm, n) for n in names], True, 1, 0.0,
+                                     True, lstm.bidirectional, True)  # nn.LSTM's own kernel, one layer
+            hs.append(h)
+        return x, torch.cat(hs)
+
+
+class Dropout(nn.Module):
+    """nn.Dropout whose masks come from `self.generator` (a torch.Generator on the input's
+    device) when one is set, so that a run's masks depend on its seed only, whatever else
+    the process is training; None: torch's global generator, as nn.Dropout."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = float(p)
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.generator is None:
+            return F.dropout(x, self.p, True)
+        return x * dropout_mask(x.shape, self.p, self.generator, x.dtype, x.device)
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, generator: torch.Generator, dtype: torch.dtype,
+                 device: torch.device | str) -> torch.Tensor:
+    """Inverted-dropout mask of `shape`: 0 with probability p, else 1 / (1 - p), drawn from `generator`."""
+    return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1.0 - p, generator=generator).div_(1.0 - p)
+
+
+def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:
+    """Make every `Dropout` of `model` draw its masks from `generator` (None: the global one)."""
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.generator = generator
+
+
+def lstm_dtype(device_type: str, precision: str) -> torch.dtype:
+    """The dtype `nn.LSTM` really computes in under `autocast(device, precision)` in this engine.
+
+    CPU autocast runs the LSTM in bfloat16 when asked. CUDA autocast would run cuDNN's RNN in
+    float16 whatever dtype it was given (no GradScaler: underflow risk), so on CUDA the LSTM
+    is taken out of autocast and runs in float32; the frame projection and head around it
+    still run in bfloat16. (The study models call no nn.LSTM kernel: see `one_step`.)
+    """
+    return torch.bfloat16 if precision == "bfloat16" and device_type == "cpu" else torch.float32
+
+
+def lstm_outside_autocast(device_type: str) -> bool:
+    """True when an nn.LSTM call must leave the active autocast and run in float32 (see `lstm_dtype`)."""
+    return torch.is_autocast_enabled(device_type) and lstm_dtype(device_type, "bfloat16") == torch.float32
 
 
 def autocast(device: str, precision: str) -> torch.autocast:

@@ -520,6 +520,8 @@ class RunStore:
                 "metrics": _plain(result.metrics or {}), "history": _plain(result.history or []),
             },
         }
+        if getattr(result, "group", None):  # trained in a group (engine.batched): {"size", "seeds", "member"}
+            meta["trained_in_group"] = _plain(result.group)
         _atomic_write_text(folder / "meta.json", json.dumps(meta))
         _atomic_write_text(folder / "predictions.json", json.dumps(_plain(result.predictions or {})))
         history = _plain(result.history or [])

@@ -5,15 +5,22 @@ drawn from a seeded `torch.Generator` (no DataLoader, no per-item Python). Step 
 on the device and are read once per epoch, so a step costs no host sync unless a hook asks
 for its loss. Same seed + config + data on CPU -> identical numbers, also across a resume.
 
-Dropout draws from torch's global generator, which all threads of a process share. Each run
-keeps its own copy of that generator's state (`RunRNG`) and swaps it in, under a lock, for
-each training forward pass, so that runs training at the same time in one process get the
-same masks as each alone. (Not covered: cuDNN's multi-layer LSTM dropout on a GPU, which
-keeps its own generator inside cuDNN.)
+Each run draws its dropout masks from its own `torch.Generator` on the training device
+(`model.Dropout`; a multi-layer sequence LSTM trains layer by layer so that no mask comes
+from cuDNN's internal generator), so runs training at once in one process get the masks
+each gets alone, with no lock. Only the initial weights come from torch's global generator,
+seeded under a lock once per run.
+
+On a GPU the same holds for batch order and masks, but not bit for bit for the arithmetic:
+cuBLAS/cuDNN may pick different kernels or reduction orders between runs (this engine does
+not set `torch.use_deterministic_algorithms`, which would slow the LSTM), so two CUDA runs
+with one seed agree to float rounding, not exactly, and a resumed CUDA run continues the
+same training to rounding. See docs/PERFORMANCE.md, "Reproducibility".
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -31,7 +38,7 @@ from .features import fit_standardizer
 from .errors import ConfigError
 from .labels import NUM_CLASSES
 from .metrics import evaluate
-from .model import autocast, build_model
+from .model import autocast, build_model, set_dropout_generator
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
 EVAL_SPLITS = ("validation", "validation_shift", "test")  # evaluated at the end, when present
@@ -39,36 +46,35 @@ AUGMENTED = "training_augmented"  # data key of the augmented training views (Fe
 _GLOBAL_RNG_LOCK = threading.Lock()  # whoever holds it may seed, draw from or swap torch's global generators
 
 
-class RunRNG:
-    """One run's own state of torch's global generators (CPU, and CUDA on a CUDA device).
+def dropout_seed(seed: int) -> int:
+    """The seed of a run's dropout generator: derived from the run's seed, distinct from the
+    batch-order generator's (which is seeded with `seed` itself)."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
 
-    `active()` installs it for a block and saves what the block drew, under the lock, so
-    that dropout masks depend only on the run's seed, also with other runs training at once.
-    """
 
-    def __init__(self, device: str) -> None:
-        self.cuda = device.startswith("cuda")
-        self.device = device
-        self.cpu_state, self.cuda_state = self._read()
+_SHARED: dict[tuple, list] = {}  # (id of the features, device, scale) -> [source array, (x, y), users]
+_SHARED_LOCK = threading.Lock()
 
-    def _read(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.cuda else None
 
-    def load(self, cpu_state: torch.Tensor, cuda_state: torch.Tensor | None) -> None:
-        self.cpu_state = cpu_state
-        if self.cuda and cuda_state is not None:
-            self.cuda_state = cuda_state
-
-    @contextmanager
-    def active(self) -> Iterator[None]:
-        with _GLOBAL_RNG_LOCK:
-            torch.set_rng_state(self.cpu_state)
-            if self.cuda:
-                torch.cuda.set_rng_state(self.cuda_state, self.device)
-            try:
-                yield
-            finally:
-                self.cpu_state, self.cuda_state = self._read()
+@contextmanager
+def shared_split(fs: Any, scale: tuple[np.ndarray, np.ndarray] | None, device: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """A FeatureSet on `device` as in `_to_device`, one copy shared by every run that uses the
+    same features with the same scaling at the same time; freed when the last one is done.
+    Callers must not modify the tensors."""
+    source = fs.x
+    key = (id(source), str(device), None if scale is None else (scale[0].tobytes(), scale[1].tobytes()))
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is None or entry[0] is not source:
+            entry = _SHARED[key] = [source, _to_device(fs, scale, device), 0]
+        entry[2] += 1
+    try:
+        yield entry[1]
+    finally:
+        with _SHARED_LOCK:
+            entry[2] -= 1
+            if entry[2] == 0 and _SHARED.get(key) is entry:
+                del _SHARED[key]
 
 
 @dataclass
@@ -84,6 +90,7 @@ class TrainResult:
     device: str
     error: str | None = None
     warning: str | None = None  # learning_warning(history): the run finished but learned nothing
+    group: dict | None = None  # trained in a group (engine.batched): {"size", "seeds", "member"}
 
 
 class TrainHooks:
@@ -94,7 +101,10 @@ class TrainHooks:
       `step_every` steps and at each epoch's last step, and only when provided: reading the
       loss is a host sync, so keep step_every > 1 on a GPU.
     - on_epoch(record, checkpoint): after each epoch; `checkpoint` is the `resume=` dict:
-      {"epoch", "model", "optimizer", "history", "step_losses", "best", "rng"} (CPU copies).
+      {"epoch", "model", "optimizer", "history", "step_losses", "best", "rng"} (CPU copies)
+      when `checkpoint_due(epoch)` said True; else only {"epoch", "history", "step_losses"}
+      (the model and optimizer are then not copied to the host).
+    - checkpoint_due(epoch) -> bool: asked once per epoch, just before on_epoch.
     - should_stop() -> bool: checked before every step; True ends the run as "cancelled".
     """
 
@@ -116,6 +126,9 @@ class TrainHooks:
 
     def should_stop(self) -> bool:
         return False
+
+    def checkpoint_due(self, epoch: int) -> bool:
+        return True
 
 
 def learning_warning(history: list[dict], num_classes: int = NUM_CLASSES) -> str | None:
@@ -154,13 +167,14 @@ def class_weights(y: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def make_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
-    """Adam, SGD (with momentum) or Adadelta (rho, eps) over the model's parameters.
+def make_optimizer(model: nn.Module | list[torch.Tensor], tc: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, SGD (with momentum) or Adadelta (rho, eps) over the model's parameters (or a list
+    of tensors: a group's stacked parameters, `engine.batched`).
 
     Adam and SGD use their fused kernels (one pass over all parameters per step, on CPU and
     CUDA): the same update, measured 1.5x faster per epoch than the default for the study model.
     """
-    params, wd = model.parameters(), tc.weight_decay
+    params, wd = (model.parameters() if isinstance(model, nn.Module) else model), tc.weight_decay
     if tc.optimizer == "sgd":
         return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=wd, fused=True)
     if tc.optimizer == "adadelta":
@@ -262,7 +276,7 @@ def _batch(x: torch.Tensor, views: torch.Tensor | None, idx: torch.Tensor, tc: T
     return xb
 
 
-def _train_epoch(model, optimizer, x, y, weight, tc, gen, rng, hooks, epoch, report,
+def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report,
                  views=None) -> tuple[torch.Tensor, str | None]:
     """One pass over (x, y) in shuffled batches (clips drawn from `views` (views, n, frames,
     features) too, when given). Returns the step losses (steps,) on the device and
@@ -276,7 +290,7 @@ def _train_epoch(model, optimizer, x, y, weight, tc, gen, rng, hooks, epoch, rep
             return losses[:step], "cancelled"
         idx = order[step * tc.batch_size:(step + 1) * tc.batch_size]
         xb = _batch(x, views, idx, tc, gen)
-        with rng.active(), autocast(str(x.device), tc.precision):
+        with autocast(str(x.device), tc.precision):
             logits = model(xb)  # (batch, classes)
             loss = F.cross_entropy(logits, y[idx], weight=weight)  # float32 under autocast
         optimizer.zero_grad(set_to_none=True)
@@ -293,6 +307,66 @@ def _train_epoch(model, optimizer, x, y, weight, tc, gen, rng, hooks, epoch, rep
     return losses, None
 
 
+def init_member(config: RunConfig, device: str) -> tuple[nn.Module, torch.Generator]:
+    """A run's model with its seeded initial weights on `device`, and its dropout generator
+    (set on the model's `Dropout`s). The global generator is seeded under a lock, once."""
+    with _GLOBAL_RNG_LOCK:
+        torch.manual_seed(config.train.seed)  # initial weights
+        model = build_model(config.model, config.features).to(device)
+    drops = torch.Generator(device=device).manual_seed(dropout_seed(config.train.seed))
+    set_dropout_generator(model, drops)
+    return model, drops
+
+
+def validation_record(logits: torch.Tensor, y: torch.Tensor) -> dict:
+    """{"val_loss", "val_accuracy"} of logits (n, classes) against labels (n,): one host sync."""
+    val_loss, val_acc = torch.stack([F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()]).tolist()
+    return {"val_loss": val_loss if math.isfinite(val_loss) else None, "val_accuracy": val_acc}
+
+
+def divergence_message(value: float, epoch: int, step: int, steps: int) -> str:
+    """What a run whose loss became `value` at (epoch, step of steps), 1-based, reports."""
+    return (f"training diverged: the loss became {value} at epoch {epoch}, step {step} of {steps}; "
+            f"try a lower learning rate, grad_clip or standardize")
+
+
+def is_better(select: str, best: dict, record: dict) -> bool:
+    """Whether epoch `record` replaces `best` as the selected epoch (`TrainConfig.select`)."""
+    return (select == "last" or best["epoch"] is None or record["val_accuracy"] is None
+            or record["val_accuracy"] > best["val_accuracy"])
+
+
+def final_evaluation(model: nn.Module, state: dict | None, data: dict[str, Any], scale, device: str,
+                     precision: str) -> tuple[dict, dict]:
+    """(metrics, predictions) of `model` with weights `state` on EVAL_SPLITS (those present and
+    non-empty); each split goes to the device only now (shared with runs that hold it there).
+    ({}, {}) when state is None."""
+    metrics, predictions = {}, {}
+    if state is None:
+        return metrics, predictions
+    model.load_state_dict(state)
+    for name in EVAL_SPLITS:
+        if name in data and len(data[name].y):
+            with shared_split(data[name], scale, device) as (x, y):
+                probs = torch.softmax(_logits(model, x, precision), dim=1).cpu().numpy()  # (n, classes)
+            y_np = np.asarray(data[name].y, dtype=np.int64)
+            metrics[name] = evaluate(y_np, probs)
+            predictions[name] = {"ids": list(data[name].ids), "y": y_np.tolist(), "probs": np.round(probs, 6).tolist()}
+    return metrics, predictions
+
+
+def standardizer_of(config: RunConfig, data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) per feature of the training split when the run standardizes, else None."""
+    return fit_standardizer(np.asarray(data["training"].x, dtype=np.float32)) if config.train.standardize else None
+
+
+def loss_weight(config: RunConfig, data: dict[str, Any], device: str) -> torch.Tensor | None:
+    """The cross-entropy class weights (classes,) on `device`, or None without class_weighting."""
+    if not config.train.class_weighting:
+        return None
+    return torch.as_tensor(class_weights(np.asarray(data["training"].y))).to(device)
+
+
 def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = None,
               hooks: TrainHooks | None = None, resume: dict | None = None) -> TrainResult:
     """Train `config` on data["training"], validate each epoch on data["validation"] (if
@@ -305,21 +379,55 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     when available, else "cpu". `resume`: a checkpoint given to hooks.on_epoch; training
     continues from its epoch + 1 and ends as an uninterrupted run with the same seed would.
     The validation loss is unweighted cross-entropy even with class_weighting.
+    Training and validation features are shared on the device with other runs on the same
+    data (`shared_split`); test goes there only for the final evaluation.
     """
-    tc = config.train
     hooks = hooks or TrainHooks()
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _check_data(config, data)
-    scale = fit_standardizer(np.asarray(data["training"].x, dtype=np.float32)) if tc.standardize else None
-    splits = {name: _to_device(fs, scale, device) for name, fs in data.items()
-              if name != AUGMENTED and len(fs.y)}  # empty: skipped
-    x_train, y_train = splits["training"]
+    scale = standardizer_of(config, data)
     views = _scaled(data[AUGMENTED].x, scale, device) if AUGMENTED in data else None  # (views, n, frames, features)
-    weight = torch.as_tensor(class_weights(np.asarray(data["training"].y))).to(device) if tc.class_weighting else None
-    with _GLOBAL_RNG_LOCK:
-        torch.manual_seed(tc.seed)  # initial weights, then (in `rng`) dropout masks
-        model = build_model(config.model, config.features).to(device)
-        rng = RunRNG(device)
+    with contextlib.ExitStack() as stack:
+        x_train, y_train = stack.enter_context(shared_split(data["training"], scale, device))
+        evals = shared_evaluation_splits(stack, data, scale, device)
+        status, error, history, step_losses, model, best = _train_loop(
+            config, x_train, y_train, views, evals, loss_weight(config, data, device), device, hooks, resume)
+    metrics, predictions = final_evaluation(model, best["model"], data, scale, device, config.train.precision)
+    return TrainResult(
+        status=status, history=history, step_losses=step_losses, metrics=metrics, predictions=predictions,
+        best_epoch=best["epoch"], state_dict=_cpu(best["model"]) if best["model"] is not None else {},
+        standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},
+        device=device, error=error, warning=learning_warning(history) if status == "finished" else None,
+    )
+
+
+EPOCH_SPLITS = ("validation", "validation_shift")  # evaluated after every epoch, when present
+
+
+def shared_evaluation_splits(stack: contextlib.ExitStack, data: dict[str, Any], scale, device: str) -> dict:
+    """The per-epoch evaluation splits present and non-empty, name -> (x, y) shared on the device
+    for as long as `stack` is open."""
+    return {name: stack.enter_context(shared_split(data[name], scale, device))
+            for name in EPOCH_SPLITS if name in data and len(data[name].y)}
+
+
+def epoch_record(epoch: int, values: list[float], logits: dict[str, torch.Tensor], evals: dict) -> dict:
+    """An epoch's history record from its step losses and the logits (n, classes) of each
+    per-epoch evaluation split (name -> logits; their labels in evals[name][1])."""
+    record = {"epoch": epoch, "train_loss": float(np.mean(values)), "val_loss": None, "val_accuracy": None}
+    if "validation" in logits:
+        record.update(validation_record(logits["validation"], evals["validation"][1]))
+    if "validation_shift" in logits:
+        y_shift = evals["validation_shift"][1]
+        record["val_shift_accuracy"] = (logits["validation_shift"].argmax(1) == y_shift).float().mean().item()
+    return record
+
+
+def _train_loop(config, x_train, y_train, views, evals, weight, device, hooks, resume):
+    """The epochs of `train_run`: (status, error, history, step_losses, model, best), where
+    best["model"] is the selected epoch's state_dict (on the device)."""
+    tc = config.train
+    model, drops = init_member(config, device)
     optimizer = make_optimizer(model, tc)
     gen = torch.Generator().manual_seed(tc.seed)  # batch order
     history: list[dict] = []
@@ -331,63 +439,41 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
         history, step_losses = list(resume["history"]), list(resume["step_losses"])
         best = dict(resume["best"])
         gen.set_state(resume["rng"]["shuffle"])
-        rng.load(resume["rng"]["torch"], resume["rng"].get("cuda"))
+        if "dropout" in resume["rng"]:  # checkpoints from before per-run generators continue with fresh masks
+            drops.set_state(resume["rng"]["dropout"])
     report, checkpoints = _provides(hooks, "on_step"), _provides(hooks, "on_epoch")
     status, error = "finished", None
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
 
     for epoch in range(len(history) + 1, tc.epochs + 1):
-        losses, stop = _train_epoch(model, optimizer, x_train, y_train, weight, tc, gen, rng, hooks, epoch, report,
-                                    views)
+        losses, stop = _train_epoch(model, optimizer, x_train, y_train, weight, tc, gen, hooks, epoch, report, views)
         values = losses.tolist()  # the epoch's one host sync for training losses
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         if bad is not None:
             step_losses += values[:bad]
             status = "diverged"
-            error = (f"training diverged: the loss became {values[bad]} at epoch {epoch}, step {bad + 1} "
-                     f"of {math.ceil(len(x_train) / tc.batch_size)}; try a lower learning rate, "
-                     f"grad_clip or standardize")
+            error = divergence_message(values[bad], epoch, bad + 1, math.ceil(len(x_train) / tc.batch_size))
             break
         step_losses += values
         if stop == "cancelled":
             status = "cancelled"
             break
-        record = {"epoch": epoch, "train_loss": float(np.mean(values)), "val_loss": None, "val_accuracy": None}
-        if "validation" in splits:
-            x_val, y_val = splits["validation"]
-            logits = _logits(model, x_val, tc.precision)
-            val_loss, val_acc = torch.stack([F.cross_entropy(logits, y_val),
-                                             (logits.argmax(1) == y_val).float().mean()]).tolist()
-            record.update(val_loss=val_loss if math.isfinite(val_loss) else None, val_accuracy=val_acc)
-        if "validation_shift" in splits:
-            x_shift, y_shift = splits["validation_shift"]
-            record["val_shift_accuracy"] = (_logits(model, x_shift, tc.precision).argmax(1) == y_shift).float().mean().item()
+        record = epoch_record(epoch, values, {name: _logits(model, x, tc.precision) for name, (x, _) in evals.items()},
+                              evals)
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
-        state = _cpu(model.state_dict())
-        if (tc.select == "last" or best["epoch"] is None or record["val_accuracy"] is None
-                or record["val_accuracy"] > best["val_accuracy"]):
-            best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "model": state}
+        if is_better(tc.select, best, record):
+            best = {"epoch": epoch, "val_accuracy": record["val_accuracy"], "model": _snapshot(model)}
         if checkpoints:
-            states = {"shuffle": gen.get_state(), "torch": rng.cpu_state, "cuda": rng.cuda_state}
-            hooks.on_epoch(dict(record), {"epoch": epoch, "model": state, "optimizer": _cpu(optimizer.state_dict()),
-                                          "history": [dict(r) for r in history], "step_losses": list(step_losses),
-                                          "best": dict(best), "rng": states})
+            checkpoint = {"epoch": epoch, "history": [dict(r) for r in history], "step_losses": list(step_losses)}
+            if hooks.checkpoint_due(epoch):  # only then the host copy of the weights (and its sync)
+                checkpoint.update(model=_cpu(model.state_dict()), optimizer=_cpu(optimizer.state_dict()), best=_cpu(best),
+                                  rng={"shuffle": gen.get_state(), "dropout": drops.get_state()})
+            hooks.on_epoch(dict(record), checkpoint)
+    return status, error, history, step_losses, model, best
 
-    metrics, predictions = {}, {}
-    if best["model"] is not None:
-        model.load_state_dict(best["model"])
-        for name in EVAL_SPLITS:
-            if name in splits:
-                x, y = splits[name]
-                probs = torch.softmax(_logits(model, x, tc.precision), dim=1).cpu().numpy()  # (n, classes)
-                y_np = y.cpu().numpy()
-                metrics[name] = evaluate(y_np, probs)
-                predictions[name] = {"ids": list(data[name].ids), "y": y_np.tolist(),
-                                     "probs": np.round(probs, 6).tolist()}
-    return TrainResult(
-        status=status, history=history, step_losses=step_losses, metrics=metrics, predictions=predictions,
-        best_epoch=best["epoch"], state_dict=best["model"] or {},
-        standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},
-        device=device, error=error, warning=learning_warning(history) if status == "finished" else None,
-    )
+
+
+def _snapshot(model: nn.Module) -> dict:
+    """A copy of the model's state_dict on its own device (no host transfer, no sync)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

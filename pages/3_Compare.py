@@ -166,10 +166,8 @@ with st.expander("Ablation builder: queue runs that vary parameters of a base co
     epochs = b3.number_input("Epochs per run (study: 50)", 1, 500, base.train.epochs, key="abl_epochs")
     if b3.button("Study ablation preset (10 runs)", key="abl_study", help="The study's base and its nine variations, "
                  "from this base, tagged 'study'."):
-        manager = get_manager()
         rows = presets.study_ablation(base, **{"train.epochs": int(epochs)})
-        for name, config in rows:
-            manager.submit(config, name=f"study: {name}", tags=("study",))
+        get_manager().submit_many([(config, f"study: {name}", ("study",)) for name, config in rows])  # rows that can, train as a group
         st.success(f"Queued {len(rows)} runs tagged 'study'.")
 
 # ---- side by side -----------------------------------------------------------------------------

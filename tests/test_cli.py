@@ -80,6 +80,21 @@ def test_bad_flag_values_are_refused_with_the_name(data, tmp_path):
     assert done.returncode == 2 and "dropout" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_train_seeds_trains_one_group_of_ordinary_runs(data, tmp_path):
+    cache = tmp_path / "cache"
+    runs = json.loads(engine("train", "--data", str(data), *TINY, "--name", "rep", "--seeds", "0,1,2", "--json",
+                             cache=cache).stdout)
+    assert [r["name"] for r in runs] == ["rep seed 0", "rep seed 1", "rep seed 2"]
+    assert all(r["status"] == "finished" for r in runs)
+    metas = [json.loads((cache / "runs" / r["run_id"] / "meta.json").read_text()) for r in runs]
+    assert [m["config"]["train"]["seed"] for m in metas] == [0, 1, 2]
+    assert [m["trained_in_group"]["member"] for m in metas] == [0, 1, 2]
+    alone = json.loads(engine("train", "--data", str(data), *TINY, "--seed", "1", "--json", cache=cache).stdout)
+    assert alone["test_accuracy"] == runs[1]["test_accuracy"]  # grouped or alone: the same run
+    bad = engine("train", "--data", str(data), *TINY, "--seeds", "0,x", cache=cache, check=False)
+    assert bad.returncode == 2 and "--seeds" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_compare_json_one_run_and_seed_groups(tmp_path, monkeypatch):
     from test_app_compare import add_run, make_splits
 

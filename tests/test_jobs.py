@@ -43,7 +43,7 @@ def test_concurrency_limit_holds(store: RunStore) -> None:
         gate.wait(10)
         return synthetic_data(config)
 
-    manager = JobManager(store, max_concurrent=2, data_loader=loader)
+    manager = JobManager(store, max_concurrent=2, data_loader=loader, group_runs=False)  # one run per slot
     ids = [manager.submit(tiny_config(**{"train.seed": s})) for s in range(5)]
     until(lambda: len(seen) == 2)
     time.sleep(0.1)
@@ -172,3 +172,51 @@ def test_kill_then_resume(store: RunStore, tmp_path: Path) -> None:
     assert [h["epoch"] for h in record.history] == list(range(1, epochs + 1))
     assert len(store.step_losses(run_id)) == epochs * 3  # 48 clips / batch 16
     assert not store.has_checkpoint(run_id)
+
+
+def test_seed_repeats_train_as_one_group_with_the_numbers_of_lone_runs(store: RunStore, tmp_path: Path) -> None:
+    loads: list[int] = []
+
+    def loader(config):
+        loads.append(1)
+        return synthetic_data(config)
+
+    manager = JobManager(store, max_concurrent=1, data_loader=loader)
+    base = tiny_config(epochs=3, **{"model.num_layers": 2, "model.dropout": 0.2})
+    other = manager.submit(tiny_config(**{"train.lr": 1e-3}), name="other")  # starts at once, alone
+    ids = manager.repeat_seeds(base, [0, 1, 2], name="rep")
+    assert manager.wait([other, *ids], timeout=60)
+    assert len(loads) == 2  # the lone run, then the group once
+    alone = JobManager(RunStore(tmp_path / "alone.sqlite", tmp_path / "alone"), data_loader=synthetic_data,
+                       group_runs=False)
+    lone_ids = alone.repeat_seeds(base, [0, 1, 2], name="rep")
+    assert alone.wait(lone_ids, timeout=60)
+    for seed, grouped_id, lone_id in zip((0, 1, 2), ids, lone_ids):
+        grouped, lone = store.get(grouped_id), alone.store.get(lone_id)
+        assert grouped.status == lone.status == "finished" and grouped.name == f"rep seed {seed}"
+        assert store.step_losses(grouped_id) == pytest.approx(alone.store.step_losses(lone_id), rel=1e-5, abs=1e-5)
+        assert store.load_meta(grouped_id)["trained_in_group"] == {"size": 3, "seeds": [0, 1, 2], "member": seed}
+        assert "trained_in_group" not in alone.store.load_meta(lone_id)
+        assert not store.has_checkpoint(grouped_id)
+    assert "trained_in_group" not in store.load_meta(other)
+    manager.shutdown()
+    alone.shutdown()
+
+
+def test_a_member_of_a_group_cancels_alone(store: RunStore) -> None:
+    gate = threading.Event()
+
+    def loader(config):
+        gate.wait(10)
+        return synthetic_data(config)
+
+    manager = JobManager(store, max_concurrent=1, data_loader=loader)
+    ids = manager.repeat_seeds(tiny_config(epochs=3), [0, 1, 2])
+    until(lambda: store.get(ids[0]).status == "running")
+    assert [store.get(r).status for r in ids] == ["running"] * 3  # one group, one slot
+    manager.cancel(ids[1])
+    gate.set()
+    assert manager.wait(ids, timeout=60)
+    assert [store.get(r).status for r in ids] == ["finished", "cancelled", "finished"]
+    assert len(store.get(ids[0]).history) == 3
+    manager.shutdown()

@@ -9,7 +9,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score,
 
 from engine.config import FeatureConfig, ModelConfig
 from engine.metrics import evaluate
-from engine.model import autocast, build_model
+from engine.model import autocast, build_model, lstm_dtype, lstm_outside_autocast, set_dropout_generator
 
 
 @pytest.mark.parametrize("arch", ["study", "study_2plus1", "sequence", "waveform"])
@@ -124,3 +124,67 @@ def test_metrics_of_perfect_and_empty_predictions() -> None:
     assert m["per_class_accuracy"][:3] == [1.0, 1.0, 1.0] and m["per_class_accuracy"][3] is None
     empty = evaluate(np.zeros(0, dtype=int), np.zeros((0, 8)))
     assert empty["n"] == 0 and empty["accuracy"] is None and np.sum(empty["confusion"]) == 0
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_sequence_lstm_trained_layer_by_layer_is_nn_lstm(bidirectional: bool) -> None:
+    """With dropout between layers the model runs one layer at a time (so its masks can come
+    from a generator); with p = 0 masks that path must be exactly nn.LSTM's function."""
+    torch.manual_seed(0)
+    layered = build_model(ModelConfig(arch="sequence", hidden_size=8, num_layers=3, dropout=0.3,
+                                      bidirectional=bidirectional, pooling="mean"), FeatureConfig())
+    fused = build_model(ModelConfig(arch="sequence", hidden_size=8, num_layers=3, dropout=0.0,
+                                    bidirectional=bidirectional, pooling="mean"), FeatureConfig())
+    fused.load_state_dict(layered.state_dict())
+    layered.train(), fused.train()
+    layered.between.p = layered.drop.p = 0.0  # masks of ones; lstm.dropout stays 0.3: layer-by-layer path
+    x = torch.randn(5, 3, 21)
+    torch.testing.assert_close(layered(x), fused(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", ["study", "sequence"])
+def test_dropout_masks_come_from_the_run_generator(arch: str) -> None:
+    model = build_model(ModelConfig(arch=arch, hidden_size=16, num_layers=2, dropout=0.5), FeatureConfig())
+    model.train()
+    x = torch.randn(6, 3, 21)
+    outs = []
+    for _ in range(2):
+        set_dropout_generator(model, torch.Generator().manual_seed(7))
+        torch.manual_seed(len(outs))  # the global generator must not matter
+        outs.append(model(x))
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    set_dropout_generator(model, torch.Generator().manual_seed(8))
+    assert not torch.equal(model(x), outs[0])
+
+
+def test_lstm_dtype_is_the_dtype_that_runs() -> None:
+    """The decision: CPU autocast runs nn.LSTM in bfloat16; on CUDA autocast would make it float16,
+    so there the LSTM leaves autocast and runs float32. Checked against what really runs on CPU."""
+    assert lstm_dtype("cpu", "bfloat16") == torch.bfloat16
+    assert lstm_dtype("cuda", "bfloat16") == torch.float32
+    assert lstm_dtype("cpu", "float32") == lstm_dtype("cuda", "float32") == torch.float32
+    model = build_model(ModelConfig(arch="sequence", hidden_size=8, num_layers=2), FeatureConfig())
+    x = torch.randn(2, 3, 21)
+    for training in (True, False):  # layer by layer (dropout between layers) and the fused nn.LSTM call
+        model.train(training)
+        with autocast("cpu", "bfloat16"):
+            assert not lstm_outside_autocast("cpu")
+            out, h = model._layers(x)
+        assert out.dtype == h.dtype == lstm_dtype("cpu", "bfloat16")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_lstm_runs_in_the_dtype_the_option_says() -> None:
+    model = build_model(ModelConfig(arch="sequence", hidden_size=8, num_layers=2), FeatureConfig()).cuda()
+    seen: list[torch.dtype] = []
+    model.lstm.register_forward_hook(lambda module, inputs, output: seen.append(output[0].dtype))
+    model.eval()
+    with autocast("cuda", "bfloat16"):
+        logits = model(torch.randn(2, 3, 21, device="cuda"))
+    assert seen == [lstm_dtype("cuda", "bfloat16")] == [torch.float32]  # not cuDNN autocast's float16
+    assert logits.dtype == torch.bfloat16  # the head still ran in bfloat16
+    model.train()
+    with autocast("cuda", "bfloat16"):
+        assert lstm_outside_autocast("cuda")
+        out, _ = model._layers(torch.randn(2, 3, 21, device="cuda"))
+    assert out.dtype == torch.float32

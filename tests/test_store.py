@@ -145,3 +145,13 @@ def test_lists_many_runs(store: RunStore) -> None:
     for _ in range(220):
         store.create_run(tiny_config())
     assert len(store.list_runs()) == 220
+
+
+def test_a_run_trained_in_a_group_says_so(store: RunStore) -> None:
+    alone, grouped = (store.create_run(tiny_config()) for _ in range(2))
+    store.save_result(alone, fake_result())
+    result = fake_result()
+    result.group = {"size": 3, "seeds": [0, 1, 2], "member": 1}
+    store.save_result(grouped, result)
+    assert "trained_in_group" not in store.load_meta(alone)
+    assert store.load_meta(grouped)["trained_in_group"] == {"size": 3, "seeds": [0, 1, 2], "member": 1}
