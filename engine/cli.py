@@ -305,10 +305,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         [record] = _train_and_wait([(name, config, tags)], args.device)
         return _report_run(record, args.json)
     seeds = parse_seeds(args.seeds)
-    records = _train_and_wait([(f"{name} seed {s}", config.with_values(**{"train.seed": s}), tags) for s in seeds],
+    records = _train_and_wait([(f"seed {s} of {name}", config.with_values(**{"train.seed": s}), tags) for s in seeds],
                               args.device)
     if args.json:
-        print(json.dumps([run_summary(r) for r in records]))
+        print(json_text([run_summary(r) for r in records]))
     else:
         for record in records:
             _print_run(record)
@@ -379,7 +379,7 @@ def _ablate_with_seeds(args: argparse.Namespace, base: RunConfig) -> int:
     table = summarize_rows(grouped)
     choice = select_by_cross_validation(table)
     if args.json:
-        print(json.dumps({"preset": args.preset, "seeds": list(seeds), "rows": table, "protocol_choice": choice}))
+        print(json_text({"preset": args.preset, "seeds": list(seeds), "rows": table, "protocol_choice": choice}))
     else:
         print(format_rows(table))
         print(f"protocol choice (highest cross-collection validation, beyond the seed spread): {choice}")
@@ -562,7 +562,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = stats.compare_run_groups(runs_a, runs_b, lambda r: store.load_predictions(r.id),
                                       split=args.split, alpha=args.alpha)
     if args.json:
-        print(json.dumps(result))
+        print(json_text(result))
         return 0
     print(f"A = {', '.join(result['runs_a'])}; B = {', '.join(result['runs_b'])}")
     print(verdicts.verdict(result))

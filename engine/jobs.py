@@ -163,16 +163,16 @@ class _RunHooks(TrainHooks):
         losses = checkpoint["step_losses"][self.losses_stored:]
         self.losses_stored = len(checkpoint["step_losses"])
         self.clock.epoch_end(time.monotonic())
-        self.store.append_epoch(self.run_id, record, losses)
-        if "model" in checkpoint:  # a full one: checkpoint_due said so
-            self.store.save_checkpoint(self.run_id, checkpoint)
-            self.last_checkpoint = time.monotonic()
         p = self.progress
-        with self.manager._lock:
+        with self.manager._lock:  # progress first: whoever sees the stored epoch sees its ETA too
             p.epoch, p.step, p.val_accuracy = record["epoch"], p.steps_per_epoch, record.get("val_accuracy")
             if record["epoch"] >= p.epochs:
                 p.phase = "evaluating"
             self._times(p)
+        self.store.append_epoch(self.run_id, record, losses)
+        if "model" in checkpoint:  # a full one: checkpoint_due said so
+            self.store.save_checkpoint(self.run_id, checkpoint)
+            self.last_checkpoint = time.monotonic()
 
     def should_stop(self) -> bool:
         if self.stop.is_set():

@@ -84,7 +84,7 @@ def test_train_seeds_trains_one_group_of_ordinary_runs(data, tmp_path):
     cache = tmp_path / "cache"
     runs = json.loads(engine("train", "--data", str(data), *TINY, "--name", "rep", "--seeds", "0,1,2", "--json",
                              cache=cache).stdout)
-    assert [r["name"] for r in runs] == ["rep seed 0", "rep seed 1", "rep seed 2"]
+    assert [r["name"] for r in runs] == ["seed 0 of rep", "seed 1 of rep", "seed 2 of rep"]
     assert all(r["status"] == "finished" for r in runs)
     metas = [json.loads((cache / "runs" / r["run_id"] / "meta.json").read_text()) for r in runs]
     assert [m["config"]["train"]["seed"] for m in metas] == [0, 1, 2]

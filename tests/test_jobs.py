@@ -193,7 +193,7 @@ def test_seed_repeats_train_as_one_group_with_the_numbers_of_lone_runs(store: Ru
     assert alone.wait(lone_ids, timeout=60)
     for seed, grouped_id, lone_id in zip((0, 1, 2), ids, lone_ids):
         grouped, lone = store.get(grouped_id), alone.store.get(lone_id)
-        assert grouped.status == lone.status == "finished" and grouped.name == f"rep seed {seed}"
+        assert grouped.status == lone.status == "finished" and grouped.name == f"seed {seed} of rep"
         assert store.step_losses(grouped_id) == pytest.approx(alone.store.step_losses(lone_id), rel=1e-5, abs=1e-5)
         assert store.load_meta(grouped_id)["trained_in_group"] == {"size": 3, "seeds": [0, 1, 2], "member": seed}
         assert "trained_in_group" not in alone.store.load_meta(lone_id)
