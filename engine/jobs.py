@@ -380,13 +380,7 @@ class JobManager:
         try:
             final = self._train(run_id, config, resume, stop, progress)
         except BaseException as exc:  # a worker must record every failure, whatever it is
-            message = _failure_message(exc, self.device)
-            log.warning("run %s failed: %s", run_id, message)
-            with contextlib.suppress(Exception):
-                self.store.set_status(run_id, "failed", error=message)
-            if _is_oom(exc):
-                with contextlib.suppress(Exception):
-                    torch.cuda.empty_cache()
+            self._record_failure([run_id], exc)
         finally:
             self.store.close()  # this thread's connection
             with self._lock:
@@ -444,20 +438,25 @@ class JobManager:
         try:
             finals.update(self._train_group(run_ids, configs, stops, progresses))
         except BaseException as exc:  # a worker must record every failure, whatever it is
-            message = _failure_message(exc, self.device)
-            log.warning("group %s failed: %s", run_ids, message)
-            for run_id in run_ids:
-                with contextlib.suppress(Exception):
-                    self.store.set_status(run_id, "failed", error=message)
-            if _is_oom(exc):
-                with contextlib.suppress(Exception):
-                    torch.cuda.empty_cache()
+            self._record_failure(run_ids, exc)
         finally:
             self.store.close()
             with self._lock:
                 for run_id in run_ids:
                     self._forget(run_id, finals[run_id])
                 self._pump()
+
+    def _record_failure(self, run_ids: list[str], exc: BaseException) -> None:
+        """Store `exc` as the error of each run (never raises); after a CUDA out-of-memory
+        error, give the cached memory back so the next run can start."""
+        message = _failure_message(exc, self.device)
+        log.warning("run%s %s failed: %s", "s" if len(run_ids) > 1 else "", ", ".join(run_ids), message)
+        for run_id in run_ids:
+            with contextlib.suppress(Exception):
+                self.store.set_status(run_id, "failed", error=message)
+        if _is_oom(exc):
+            with contextlib.suppress(Exception):
+                torch.cuda.empty_cache()
 
     def _train_group(self, run_ids: list[str], configs: list[RunConfig], stops: list[threading.Event],
                      progresses: list[Progress]) -> dict[str, str]:
