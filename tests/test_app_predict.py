@@ -8,6 +8,7 @@ by window), a dataset clip with its true label, the ?run= deep link, and an empt
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -25,16 +26,17 @@ PAGE = str(ROOT / "pages" / "4_Predict.py")
 TIMEOUT = 120  # seconds per script run (torch import, librosa warm-up on a shared machine)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory):
-    """(cache folder, data folder, run id) of one finished tiny run; env vars set for the module."""
+@contextlib.contextmanager
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory, folder: str, runs: list[tuple[str, dict]]):
+    """(cache folder, data folder, run ids): one finished tiny run per (name, config changes) on a
+    72-clip dataset, stored in a temporary cache; $MEDLEY_CACHE / $MEDLEY_DATA set meanwhile."""
     from engine.config import ModelConfig, RunConfig, TrainConfig
     from engine.dataset import load_dataset
     from engine.features import load_features
     from engine.store import RunStore
     from engine.train import train_run
 
-    base = tmp_path_factory.mktemp("predict")
+    base = tmp_path_factory.mktemp(folder)
     data = write_tiny_dataset(base / "data")
     cache = base / "cache"
     cache.mkdir()
@@ -45,12 +47,22 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         config = RunConfig(data=str(data), model=ModelConfig(hidden_size=8, num_layers=1, dropout=0.0),
                            train=TrainConfig(epochs=2, batch_size=8, lr=1e-2, standardize=True))
         features = load_features(load_dataset(data), config.features)
-        result = train_run(config, features, device="cpu")
-        assert result.status == "finished", result.error
         store = RunStore()
-        run_id = store.create_run(config, name="tiny predict run", status="running")
-        store.save_result(run_id, result)
+        ids = []
+        for name, changes in runs:
+            run_config = config.with_values(**changes)
+            result = train_run(run_config, features, device="cpu")
+            assert result.status == "finished", result.error
+            ids.append(store.create_run(run_config, name=name, status="running"))
+            store.save_result(ids[-1], result)
         store.close()
+        yield cache, data, ids
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """(cache folder, data folder, run id) of one finished tiny run; env vars set for the module."""
+    with tiny_runs(tmp_path_factory, "predict", [("tiny predict run", {})]) as (cache, data, [run_id]):
         yield cache, data, run_id
 
 

@@ -8,8 +8,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from conftest import write_tiny_dataset
-from test_app_predict import TIMEOUT, wav_bytes
+from test_app_predict import TIMEOUT, tiny_runs, wav_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "4_Predict.py")
@@ -18,31 +17,11 @@ PAGE = str(ROOT / "pages" / "4_Predict.py")
 @pytest.fixture(scope="module")
 def three_runs(tmp_path_factory: pytest.TempPathFactory):
     """(data folder, [run ids], store): two seeds of one configuration and a second configuration."""
-    from engine.config import ModelConfig, RunConfig, TrainConfig
-    from engine.dataset import load_dataset
-    from engine.features import load_features
     from engine.store import RunStore
-    from engine.train import train_run
 
-    base = tmp_path_factory.mktemp("predict_many")
-    data = write_tiny_dataset(base / "data")
-    cache = base / "cache"
-    cache.mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEDLEY_CACHE", str(cache))
-        mp.setenv("MEDLEY_DATA", str(data))
-        mp.chdir(ROOT)
-        config = RunConfig(data=str(data), model=ModelConfig(hidden_size=8, num_layers=1, dropout=0.0),
-                           train=TrainConfig(epochs=2, batch_size=8, lr=1e-2, standardize=True))
-        features = load_features(load_dataset(data), config.features)
+    runs = [("first seed 0", {}), ("first seed 1", {"train.seed": 1}), ("second", {"train.lr": 3e-2})]
+    with tiny_runs(tmp_path_factory, "predict_many", runs) as (_, data, ids):
         store = RunStore()
-        ids = []
-        for name, cfg in (("first seed 0", config), ("first seed 1", config.with_values(**{"train.seed": 1})),
-                          ("second", config.with_values(**{"train.lr": 3e-2}))):
-            result = train_run(cfg, features, device="cpu")
-            run_id = store.create_run(cfg, name=name, status="running")
-            store.save_result(run_id, result)
-            ids.append(run_id)
         yield data, ids, store
         store.close()
 
