@@ -48,6 +48,17 @@ def synthetic_data(config: RunConfig, n: int = 48, seed: int = 0) -> dict[str, F
     return data
 
 
+def gated_data(gate, timeout: float = 10.0):
+    """A data_loader that waits for `gate` (a threading.Event, at most `timeout` s) before
+    returning synthetic_data: runs stay in 'loading data' until the test sets the gate."""
+
+    def loader(config: RunConfig) -> dict[str, Features]:
+        gate.wait(timeout)
+        return synthetic_data(config)
+
+    return loader
+
+
 def main(db_path: str, runs_dir: str, epochs: str, step_delay: str) -> None:
     from engine import jobs
     from engine.store import RunStore

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
+from helpers_jobs import gated_data, synthetic_data, tiny_config  # noqa: E402
 
 from engine.errors import ConfigError  # noqa: E402
 from engine.jobs import JobError, JobManager  # noqa: E402
@@ -126,7 +126,7 @@ def test_simultaneous_submissions_from_threads(store: RunStore) -> None:
 def test_grid_and_seed_repeats(store: RunStore) -> None:
     manager = JobManager(store, data_loader=synthetic_data)
     gate = threading.Event()
-    manager._data_loader = lambda c: (gate.wait(10), synthetic_data(c))[1]
+    manager._data_loader = gated_data(gate)
     grid = manager.submit_grid(tiny_config(epochs=1), {"train.lr": [1e-2, 1e-3], "model.dropout": [0.0, 0.2]},
                                name_prefix="g", tags=["grid"])
     seeds = manager.repeat_seeds(tiny_config(epochs=1), [1, 2], name="rep")
@@ -205,12 +205,7 @@ def test_seed_repeats_train_as_one_group_with_the_numbers_of_lone_runs(store: Ru
 
 def test_a_member_of_a_group_cancels_alone(store: RunStore) -> None:
     gate = threading.Event()
-
-    def loader(config):
-        gate.wait(10)
-        return synthetic_data(config)
-
-    manager = JobManager(store, max_concurrent=1, data_loader=loader)
+    manager = JobManager(store, max_concurrent=1, data_loader=gated_data(gate))
     ids = manager.repeat_seeds(tiny_config(epochs=3), [0, 1, 2])
     until(lambda: store.get(ids[0]).status == "running")
     assert [store.get(r).status for r in ids] == ["running"] * 3  # one group, one slot

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
+from helpers_jobs import gated_data, synthetic_data, tiny_config  # noqa: E402
 
 from engine.jobs import JobManager  # noqa: E402
 from engine.store import RunStore  # noqa: E402
@@ -92,12 +92,7 @@ def test_live_charts_rebuild_only_when_an_epoch_is_stored(store: RunStore) -> No
 
 def test_queued_runs_know_what_they_wait_for(store: RunStore) -> None:
     gate = threading.Event()
-
-    def loader(config):
-        gate.wait(20)
-        return synthetic_data(config)
-
-    manager = JobManager(store, max_concurrent=1, data_loader=loader)
+    manager = JobManager(store, max_concurrent=1, data_loader=gated_data(gate, timeout=20))
     first, second, third = (manager.submit(tiny_config(**{"train.seed": s}), name=f"r{s}") for s in range(3))
     until(lambda: manager.progress(first).phase == "loading data")
     assert manager.queued_behind(first) == []
