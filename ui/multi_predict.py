@@ -14,14 +14,16 @@ import streamlit as st
 
 from engine.labels import CLASS_NAMES, SHORT_NAMES
 from engine.store import group_key
+from ui.compare import metric
 from ui.common import plain
 
 MAX_DEFAULT_RUNS = 6
 
 
 def _val_accuracy(record) -> float:
-    value = ((record.metrics or {}).get("validation") or {}).get("accuracy")
-    return -1.0 if value is None else float(value)
+    """Validation accuracy for ranking; -1 (below every run) when there is none."""
+    value = metric(record, "validation", "accuracy")
+    return -1.0 if value is None else value
 
 
 def best_per_configuration(runs: Sequence[Any], limit: int = MAX_DEFAULT_RUNS) -> list[str]:
