@@ -349,24 +349,8 @@ if len(finished_sel) >= 2:
                                         for label, members in groups.items()) if v}
     flip_split = st.radio("Split", ["validation", "test"], horizontal=True, key="flip_split")
 
-    def play_clip(clip_id: str, data: str = finished_sel[0].config.data) -> None:
-        """Audio player and mel spectrogram of a dataset clip (nothing when the dataset is absent)."""
-        if not dataset_ready(data):
-            st.caption("The dataset is not available here, so the clip cannot be played.")
-            return
-        try:
-            from engine.audio import MODEL_SAMPLE_RATE, load_audio
-            from engine.dataset import find_clip
-
-            path = find_clip(load_dataset_cached(data), clip_id).path
-            st.audio(str(path))
-            mel = charts.mel_db(load_audio(path), MODEL_SAMPLE_RATE, n_mels=64)
-            st.altair_chart(charts.matrix_heatmap(mel, frame_seconds=512 / MODEL_SAMPLE_RATE, row_title="mel band",
-                                                  color_title="dB"), width="stretch")
-        except EngineError as exc:
-            st.caption(f"{clip_id}: {exc}")
-
-    flips_view.render_flips(flip_units, lambda r: predictions(r.id, r.finished), flip_split, play_clip)
+    flips_view.render_flips(flip_units, lambda r: predictions(r.id, r.finished), flip_split,
+                            lambda clip_id: flips_view.play_dataset_clip(finished_sel[0].config.data, clip_id))
     st.subheader("Agreement between runs")
     flips_view.render_agreement(finished_sel, labels, lambda r: predictions(r.id, r.finished), flip_split)
 

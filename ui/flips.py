@@ -14,7 +14,8 @@ import streamlit as st
 from engine.agreement import FLIP_KINDS, agreement_matrix, flips
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
-from ui.common import plain
+from ui import charts
+from ui.common import dataset_ready, load_dataset_cached, plain
 
 KIND_TITLES = {"fixed": "fixed (A wrong, B right)", "broken": "broken (A right, B wrong)",
                "still_wrong": "changed, still wrong"}
@@ -137,3 +138,29 @@ def render_agreement(runs: Sequence[Any], labels: Mapping[str, str], load: Calla
     off = values[~np.eye(len(values), dtype=bool)]
     if off.size:
         st.caption(f"Pairwise agreement ranges from {off.min():.0%} to {off.max():.0%}.")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _clip_mel(path: str) -> np.ndarray:
+    """Mel spectrogram in dB (64 bands, hop 512) of the audio file at `path`, decoded once per server."""
+    from engine.audio import MODEL_SAMPLE_RATE, load_audio
+
+    return charts.mel_db(load_audio(path), MODEL_SAMPLE_RATE, n_mels=64)
+
+
+def play_dataset_clip(data: str, clip_id: str) -> None:
+    """Audio player and mel spectrogram of the clip `clip_id` of dataset `data` (a caption instead
+    when the dataset is absent or the clip cannot be read)."""
+    from engine.audio import MODEL_SAMPLE_RATE
+    from engine.dataset import find_clip
+
+    if not dataset_ready(data):
+        st.caption("The dataset is not available here, so the clip cannot be played.")
+        return
+    try:
+        path = str(find_clip(load_dataset_cached(data), clip_id).path)
+        st.audio(path)
+        st.altair_chart(charts.matrix_heatmap(_clip_mel(path), frame_seconds=512 / MODEL_SAMPLE_RATE,
+                                              row_title="mel band", color_title="dB"), width="stretch")
+    except EngineError as exc:
+        st.caption(plain(f"{clip_id}: {exc}"))
