@@ -27,7 +27,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -238,10 +238,13 @@ def _check_group(configs: list[RunConfig]) -> None:
 
 
 def train_group(configs: list[RunConfig], data: dict[str, Any], *, device: str | None = None,
-                hooks: list[TrainHooks | None] | None = None) -> list[TrainResult]:
+                hooks: list[TrainHooks | None] | None = None,
+                on_result: Callable[[int, TrainResult], None] | None = None) -> list[TrainResult]:
     """Train `configs` (same `group_key`) together; result i is what `train_run(configs[i],
     data)` returns, to float rounding, with `.group` set. `hooks[i]`: member i's TrainHooks
-    (its checkpoints are `train_run` checkpoints)."""
+    (its checkpoints are `train_run` checkpoints). `on_result(i, result)`: called as soon as
+    member i's result is known: when it leaves (cancelled, diverged) while the others train
+    on, else at the end (so a cancelled member is stored at once, not when the group ends)."""
     _check_group(configs)
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = configs[0]
@@ -251,28 +254,40 @@ def train_group(configs: list[RunConfig], data: dict[str, Any], *, device: str |
     if len(hooks) != len(configs):
         raise ConfigError(f"{len(hooks)} hooks for {len(configs)} configurations")
     views = _scaled(data[AUGMENTED].x, scale, device) if AUGMENTED in data else None  # (views, n, frames, features)
-    with contextlib.ExitStack() as stack:
-        x_train, y_train = stack.enter_context(shared_split(data["training"], scale, device))
-        evals = shared_evaluation_splits(stack, data, scale, device)
-        members = _train_members(configs, hooks, x_train, y_train, views, evals, loss_weight(config, data, device),
-                                 device)
-    results = []
-    model, _ = init_member(config, device)  # a model to evaluate in (built under the global-generator lock)
     seeds = [c.train.seed for c in configs]
-    for g, m in enumerate(members):
-        metrics, predictions = final_evaluation(model, m.best["model"], data, scale, device, config.train.precision)
-        results.append(TrainResult(
+    results: dict[int, TrainResult] = {}
+    evaluator: list[nn.Module] = []
+
+    def finish(g: int, m: _Member) -> None:  # member g's TrainResult, evaluated alone as train_run does
+        if not evaluator:
+            evaluator.append(init_member(config, device)[0])  # a model to evaluate in (built under the global-generator lock)
+        metrics, predictions = final_evaluation(evaluator[0], m.best["model"], data, scale, device,
+                                                config.train.precision)
+        results[g] = TrainResult(
             status=m.status or "finished", history=m.history, step_losses=m.step_losses, metrics=metrics,
             predictions=predictions, best_epoch=m.best["epoch"],
             state_dict=_cpu(m.best["model"]) if m.best["model"] is not None else {},
             standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},
             device=device, error=m.error, group={"size": len(configs), "seeds": seeds, "member": g},
-            warning=learning_warning(m.history) if (m.status or "finished") == "finished" else None))
-    return results
+            warning=learning_warning(m.history) if (m.status or "finished") == "finished" else None)
+        if on_result is not None:
+            on_result(g, results[g])
+
+    with contextlib.ExitStack() as stack:
+        x_train, y_train = stack.enter_context(shared_split(data["training"], scale, device))
+        evals = shared_evaluation_splits(stack, data, scale, device)
+        members = _train_members(configs, hooks, x_train, y_train, views, evals, loss_weight(config, data, device),
+                                 device, finish)
+    for g, m in enumerate(members):
+        if g not in results:
+            finish(g, m)
+    return [results[g] for g in range(len(members))]
 
 
-def _train_members(configs, hooks, x_train, y_train, views, evals, weight, device) -> list[_Member]:
-    """The epochs of `train_group`; returns the members (history, best, status)."""
+def _train_members(configs, hooks, x_train, y_train, views, evals, weight, device,
+                   left: Callable[[int, _Member], None]) -> list[_Member]:
+    """The epochs of `train_group`; returns the members (history, best, status). `left(i,
+    member)` is called when member i leaves early (cancelled, diverged)."""
     config, tc = configs[0], configs[0].train
     members, models = [], []
     for c, h in zip(configs, hooks):
@@ -298,7 +313,7 @@ def _train_members(configs, hooks, x_train, y_train, views, evals, weight, devic
             leaving = {i: "cancelled" for i in active if members[i].hooks.should_stop()}
             if leaving:
                 params, optimizer, orders, losses = _leave(leaving, active, members, params, optimizer, orders,
-                                                           losses, step, epoch, steps, opt_config)
+                                                           losses, step, epoch, steps, opt_config, left)
                 if not active:
                     break
             idx = orders[:, step * batch:(step + 1) * batch]  # (G, b)
@@ -327,7 +342,7 @@ def _train_members(configs, hooks, x_train, y_train, views, evals, weight, devic
                 bad = {active[r]: "diverged" for r in due if not math.isfinite(values[r])}
                 if bad:
                     params, optimizer, orders, losses = _leave(bad, active, members, params, optimizer, orders,
-                                                               losses, step + 1, epoch, steps, opt_config)
+                                                               losses, step + 1, epoch, steps, opt_config, left)
                     if not active:
                         break
         if not active:
@@ -336,7 +351,7 @@ def _train_members(configs, hooks, x_train, y_train, views, evals, weight, devic
         bad = {i: "diverged" for r, i in enumerate(active) if not all(map(math.isfinite, values[r]))}
         if bad:
             params, optimizer, orders, losses = _leave(bad, active, members, params, optimizer, orders,
-                                                       losses, steps, epoch, steps, opt_config)
+                                                       losses, steps, epoch, steps, opt_config, left)
             values = losses.tolist()
         if not active:
             break
@@ -364,9 +379,11 @@ def _train_members(configs, hooks, x_train, y_train, views, evals, weight, devic
 
 
 def _leave(leaving: dict[int, str], active: list[int], members: list[_Member], params, optimizer, orders, losses,
-           done_steps: int, epoch: int, steps: int, opt_config: TrainConfig):
+           done_steps: int, epoch: int, steps: int, opt_config: TrainConfig,
+           left: Callable[[int, _Member], None]):
     """Members in `leaving` (index -> "cancelled" | "diverged") stop after `done_steps` steps of
-    `epoch`: their losses so far are kept as a lone run keeps them; the group goes on without them.
+    `epoch`: their losses so far are kept as a lone run keeps them, `left(i, member)` is told;
+    the group goes on without them.
     Updates `active` in place; returns params, optimizer, orders and losses of the rest."""
     values = losses[:, :done_steps].tolist()
     keep = []
@@ -383,6 +400,7 @@ def _leave(leaving: dict[int, str], active: list[int], members: list[_Member], p
             m.step_losses += row
             m.status = "cancelled"
         active.remove(i)
+        left(i, m)
     if not active:
         return params, optimizer, orders, losses
     params, optimizer = _keep_rows(params, optimizer, keep, opt_config)

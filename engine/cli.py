@@ -111,14 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(train)
     train.add_argument("--name", help="run name")
     train.add_argument("--tags", default="", help="comma-separated tags")
-    train.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2,3,4: one run per seed (overrides --seed); "
-                                       "seed repeats of the study models train as one group")
+    train.add_argument("--seeds", help=SEEDS_HELP + " (overrides --seed); seed repeats of the study models train "
+                                       "as one group")
     train.set_defaults(handler=cmd_train)
 
     ablate = sub.add_parser("ablate", help="run a whole ablation and print a table")
     _add_run_flags(ablate)
-    ablate.add_argument("--seeds", type=int, default=None,
-                        help="runs per row with seeds seed..seed+N-1 (default: 3 for robustness, else 1)")
+    ablate.add_argument("--seeds", default=None,
+                        help=SEEDS_HELP + ": every row once per seed (default: 3 seeds for robustness, else --seed)")
     ablate.set_defaults(handler=cmd_ablate)
 
     for name, help_text in (("resume", "continue an interrupted, cancelled or failed run from its last saved epoch"),
@@ -304,7 +304,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.seeds is None:
         [record] = _train_and_wait([(name, config, tags)], args.device)
         return _report_run(record, args.json)
-    seeds = parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds, first=config.train.seed)
     records = _train_and_wait([(f"seed {s} of {name}", config.with_values(**{"train.seed": s}), tags) for s in seeds],
                               args.device)
     if args.json:
@@ -315,10 +315,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "finished" for r in records) else 1
 
 
-def parse_seeds(text: str) -> list[int]:
-    """"0,1,2" -> [0, 1, 2]; EngineError naming the bad part otherwise (no repeats, none negative)."""
+SEEDS_HELP = "a count N (seeds --seed .. --seed+N-1, e.g. 3 = 0,1,2) or a comma-separated list (e.g. 0,2,5)"
+
+
+def parse_seeds(text: str, first: int = 0) -> list[int]:
+    """--seeds in either form: a count "3" -> [first, first+1, first+2]; a list "0,2,5" ->
+    [0, 2, 5] ("5," is the one seed 5). EngineError naming the bad part otherwise (a count
+    of at least 1; list entries non-negative, none repeated)."""
+    text = str(text).strip()
+    if "," not in text:
+        if not text.isdigit() or int(text) < 1:
+            raise EngineError(f"--seeds takes a count of at least 1 (e.g. 3 = seeds {first},{first + 1},{first + 2}) "
+                              f"or comma-separated seeds (e.g. 0,2,5); not {text!r}")
+        return list(range(first, first + int(text)))
     seeds = []
     for part in (p.strip() for p in text.split(",")):
+        if not part and seeds and text.rstrip().endswith(","):  # "5,": a list of one
+            continue
         if not part.isdigit():
             raise EngineError(f"--seeds takes comma-separated non-negative integers, e.g. 0,1,2; not {part!r} in {text!r}")
         seeds.append(int(part))
@@ -343,8 +356,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if args.preset not in ABLATIONS:
         raise EngineError(f"unknown ablation {args.preset!r}; choose one of {sorted(ABLATIONS)}")
     base = ablation_base(args)
-    if args.preset == "robustness" or (args.seeds or 1) > 1:
-        return _ablate_with_seeds(args, base)
+    seeds = None if args.seeds is None else parse_seeds(args.seeds, first=base.train.seed)
+    if args.preset == "robustness" or (seeds is not None and seeds != [base.train.seed]):
+        return _ablate_with_seeds(args, base, seeds)
     rows = ABLATIONS[args.preset](base)
     records = _train_and_wait([(name, config, ("ablation", args.preset)) for name, config in rows], args.device)
     table = []
@@ -361,16 +375,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "finished" for r in records) else 1
 
 
-def _ablate_with_seeds(args: argparse.Namespace, base: RunConfig) -> int:
-    """An ablation with every row repeated over seeds; prints mean +- seed std per row and
-    which row the protocol (docs/PROTOCOL.md: cross-collection validation only) picks."""
+def _ablate_with_seeds(args: argparse.Namespace, base: RunConfig, seeds: list[int] | None) -> int:
+    """An ablation with every row repeated over `seeds` (None: the preset's, from --seed on);
+    prints mean +- seed std per row and which row the protocol (docs/PROTOCOL.md:
+    cross-collection validation only) picks."""
     from .ablation import format_rows, select_by_cross_validation, summarize_rows
     from .presets import ABLATION_SEEDS, ABLATIONS, with_seeds
 
-    if args.seeds is not None and args.seeds < 1:
-        raise EngineError(f"--seeds must be at least 1, not {args.seeds}")
-    first = base.train.seed
-    seeds = tuple(range(first, first + args.seeds)) if args.seeds else tuple(first + s for s in ABLATION_SEEDS[args.preset])
+    seeds = tuple(seeds) if seeds is not None else tuple(base.train.seed + s for s in ABLATION_SEEDS[args.preset])
     rows = ABLATIONS[args.preset](base)
     jobs = with_seeds(rows, seeds)
     records = _train_and_wait([(f"{name} seed {seed}", config, ("ablation", args.preset))

@@ -3,8 +3,9 @@
 `JobManager` owns an in-memory queue; whenever a slot frees (at most `max_concurrent` runs at
 once) the next queued run starts in a daemon thread: load features (memoised), `train_run`,
 store the result. Queued runs that can train together (seed repeats of a study model:
-`engine.batched.companions`) start as one group in one thread and slot (`train_group`); each
-is still an ordinary run in the store, with its own progress, cancel and checkpoints. Live progress lives in memory (`progress(run_id)`), updated every training
+`engine.batched.companions`) start as one group in one thread and slot (`train_group`), and
+with isolation="process" in one worker process; each is still an ordinary run in the store,
+with its own progress, cancel and checkpoints. Live progress lives in memory (`progress(run_id)`), updated every training
 step without touching the database; the history goes to the store once per epoch, with a
 checkpoint so that an interrupted run can be resumed.
 
@@ -200,9 +201,9 @@ class JobManager:
                  checkpoint_every_s: float = CHECKPOINT_EVERY_S, isolation: str = "thread",
                  group_runs: bool = True) -> None:
         self.store = store or RunStore()
-        # Train groupable queued runs together (engine.batched), in this process: so only with
-        # isolation="thread" (a worker process trains one run at a time).
-        self.group_runs = group_runs and isolation == "thread"
+        # Train groupable queued runs together (engine.batched): in this process's thread, or as
+        # one job of a worker process (isolation="process").
+        self.group_runs = group_runs and isolation in ("thread", "process")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.max_concurrent = max(1, int(max_concurrent or (4 if self.device.startswith("cuda") else 1)))
         if not self.device.startswith("cuda"):
@@ -393,41 +394,40 @@ class JobManager:
         self.store.set_status(run_id, "running", device=self.device)
         self._set(progress, phase="loading data")
         if self.isolation == "process":
-            return self._train_in_worker(run_id, config, resume is not None, stop, progress)
+            return self._train_in_worker([run_id], [config], resume is not None, [stop], [progress])[run_id]
         data = self._load_data(config, progress)
         if stop.is_set():
             return self._end_stopped(run_id)
         self._set(progress, phase="training", message="")
-        hooks = _RunHooks(self, run_id, progress, stop, resume, step_every=10 if self.device.startswith("cuda") else 1)
+        hooks = _RunHooks(self, run_id, progress, stop, resume, step_every=_step_every(self.device))
         with _stream(self.device):
             result = train_run(config, data, device=self.device, hooks=hooks, resume=resume)
-        if result.status == "cancelled" and self._shutdown.is_set():
-            result.status, result.error = "interrupted", "the job manager shut down"
-        self.store.save_result(run_id, result)
-        if result.status in ("finished", "diverged"):
-            self.store.delete_checkpoint(run_id)
-        return result.status
+        return _store_result(self.store, run_id, result, self._shutdown)
 
-    def _train_in_worker(self, run_id: str, config: RunConfig, resumed: bool, stop: threading.Event,
-                         progress: Progress) -> str:
-        """Train in a worker process (an idle one, else a new one): this thread relays its
-        progress into `progress` and `stop` to it; the worker writes the store itself."""
+    def _train_in_worker(self, run_ids: list[str], configs: list[RunConfig], resumed: bool,
+                         stops: list[threading.Event], progresses: list[Progress]) -> dict[str, str]:
+        """Train one run, or a group (`resumed` False), in a worker process (an idle one, else a
+        new one): this thread relays its progress into `progresses` and `stops` to it; the
+        worker writes the store itself. Returns each run's final status."""
         with self._lock:
             worker = self._workers.pop() if self._workers else None
         if worker is None or not worker.alive():
             worker = _Worker(self.device, self.store, self.checkpoint_every_s)
-        final = worker.run(run_id, config, resumed, stop, self._shutdown, lambda values: self._set(progress, **values))
-        if final is None:  # the process died (killed, out of memory...): say so, do not reuse it
+        progress_of = dict(zip(run_ids, progresses))
+        finals = worker.run(run_ids, configs, resumed, dict(zip(run_ids, stops)), self._shutdown,
+                            lambda run_id, values: self._set(progress_of[run_id], **values), self._ended)
+        if finals is None:  # the process died (killed, out of memory...): say so, do not reuse it
             worker.close()
             error = f"the training process stopped unexpectedly (exit code {worker.exitcode()})"
-            self.store.set_status(run_id, "failed", error=error)
-            return "failed"
+            for run_id in run_ids:
+                self.store.set_status(run_id, "failed", error=error)
+            return dict.fromkeys(run_ids, "failed")
         with self._lock:
             if self._shutdown.is_set():
                 worker.close()
             else:
                 self._workers.append(worker)
-        return final
+        return finals
 
     def _work_group(self, run_ids: list[str]) -> None:
         """Runs trained as one group, in one thread: never raises; each outcome goes to the store."""
@@ -439,6 +439,7 @@ class JobManager:
             finals.update(self._train_group(run_ids, configs, stops, progresses))
         except BaseException as exc:  # a worker must record every failure, whatever it is
             self._record_failure(run_ids, exc)
+            finals = {run_id: self._status_or_none(run_id) or "failed" for run_id in run_ids}  # members stored before stay
         finally:
             self.store.close()
             with self._lock:
@@ -447,13 +448,12 @@ class JobManager:
                 self._pump()
 
     def _record_failure(self, run_ids: list[str], exc: BaseException) -> None:
-        """Store `exc` as the error of each run (never raises); after a CUDA out-of-memory
-        error, give the cached memory back so the next run can start."""
+        """Store `exc` as the error of each run still active (a group member stored before
+        keeps its result; never raises); after a CUDA out-of-memory error, give the cached
+        memory back so the next run can start."""
         message = _failure_message(exc, self.device)
         log.warning("run%s %s failed: %s", "s" if len(run_ids) > 1 else "", ", ".join(run_ids), message)
-        for run_id in run_ids:
-            with contextlib.suppress(Exception):
-                self.store.set_status(run_id, "failed", error=message)
+        _fail_active(self.store, run_ids, message)
         if _is_oom(exc):
             with contextlib.suppress(Exception):
                 torch.cuda.empty_cache()
@@ -464,25 +464,31 @@ class JobManager:
         for run_id, progress in zip(run_ids, progresses):
             self.store.set_status(run_id, "running", device=self.device)
             self._set(progress, phase="loading data")
+        if self.isolation == "process":
+            return self._train_in_worker(run_ids, configs, False, stops, progresses)
         data = self._load_data(configs[0], progresses[0])
         if all(stop.is_set() for stop in stops):
             return {run_id: self._end_stopped(run_id) for run_id in run_ids}
-        step_every = 10 if self.device.startswith("cuda") else 1
+        step_every = _step_every(self.device)
         hooks = [_RunHooks(self, run_id, progress, stop, None, step_every=step_every)
                  for run_id, progress, stop in zip(run_ids, progresses, stops)]
         for progress in progresses:
             self._set(progress, phase="training", message="")
+        finals: dict[str, str] = {}
+
+        def store(g: int, result: Any) -> None:  # as soon as a member ends (a cancel: at once)
+            finals[run_ids[g]] = _store_result(self.store, run_ids[g], result, self._shutdown)
+            self._ended(run_ids[g], finals[run_ids[g]])
+
         with _stream(self.device):
-            results = train_group(configs, data, device=self.device, hooks=hooks)
-        finals = {}
-        for run_id, result in zip(run_ids, results):
-            if result.status == "cancelled" and self._shutdown.is_set():
-                result.status, result.error = "interrupted", "the job manager shut down"
-            self.store.save_result(run_id, result)
-            if result.status in ("finished", "diverged"):
-                self.store.delete_checkpoint(run_id)
-            finals[run_id] = result.status
+            train_group(configs, data, device=self.device, hooks=hooks, on_result=store)
         return finals
+
+    def _ended(self, run_id: str, final: str) -> None:
+        """A member of a group still training ended (stored): it is no longer active here."""
+        with self._lock:
+            self._forget(run_id, final)
+            self._changed.notify_all()
 
     def _end_stopped(self, run_id: str) -> str:
         status = "interrupted" if self._shutdown.is_set() else "cancelled"
@@ -500,9 +506,7 @@ class JobManager:
         """Features for `config`: the injected loader, else the memoised dataset + feature cache."""
         if self._data_loader is not None:
             return self._data_loader(config)
-        tc = config.train
-        key = (config.data, config.features.digest(), tc.augment, tc.augment_views if tc.augment else 0,
-               tc.augment_seed if tc.augment else 0)
+        key = _data_key(config)
         with self._lock:
             key_lock = self._data_locks.setdefault(key, threading.Lock())
         with key_lock:  # a second run with the same data waits for the first extraction
@@ -613,8 +617,9 @@ SEND_EVERY_S = 0.25  # a worker sends progress at most this often (and at every 
 
 
 class _Worker:
-    """One training process that trains runs one after another (so the dataset and its
-    features stay loaded between runs), driven by the parent's thread of the current run."""
+    """One training process that trains jobs (one run, or a group of runs trained together)
+    one after another (so the dataset and its features stay loaded between jobs), driven by
+    the parent's thread of the current job."""
 
     def __init__(self, device: str, store: RunStore, checkpoint_every_s: float) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -634,19 +639,24 @@ class _Worker:
     def exitcode(self) -> int | None:
         return self._process.exitcode
 
-    def run(self, run_id: str, config: RunConfig, resumed: bool, stop: threading.Event,
-            shutdown: threading.Event, report: Callable[[dict], None]) -> str | None:
-        """Train one run; the final status, or None when the process died on the way."""
+    def run(self, run_ids: list[str], configs: list[RunConfig], resumed: bool, stops: dict[str, threading.Event],
+            shutdown: threading.Event, report: Callable[[str, dict], None],
+            ended: Callable[[str, str], None] = lambda run_id, final: None) -> dict[str, str] | None:
+        """Train one run (or several as one group); each run's final status, or None when the
+        process died on the way. `report(run_id, progress fields)` gets the relayed progress,
+        `ended(run_id, final status)` a group member stored before the group ends; a set
+        `stops[run_id]` is passed on to the process."""
         try:
-            self._in.send(("train", run_id, config.to_json(), resumed))
+            self._in.send(("train", list(run_ids), [c.to_json() for c in configs], resumed))
         except OSError:
             return None
-        told = False
+        told: set[str] = set()
         while True:
-            if stop.is_set() and not told:
-                with contextlib.suppress(OSError):
-                    self._in.send(("shutdown" if shutdown.is_set() else "stop", run_id))
-                told = True
+            for run_id, stop in stops.items():
+                if stop.is_set() and run_id not in told:
+                    with contextlib.suppress(OSError):
+                        self._in.send(("shutdown" if shutdown.is_set() else "stop", run_id))
+                    told.add(run_id)
             try:
                 ready = self._out.poll(0.2)
                 message = self._out.recv() if ready else None
@@ -656,11 +666,13 @@ class _Worker:
                 if not self._process.is_alive() and not self._out.poll(0):
                     return None
                 continue
-            kind, value = message
+            kind, *value = message
             if kind == "progress":
-                report(value)
+                report(*value)
+            elif kind == "ended":
+                ended(*value)
             elif kind == "done":
-                return value
+                return value[0]
 
     def close(self) -> None:
         """Ask the process to exit (and make sure it does)."""
@@ -722,92 +734,155 @@ class _WorkerHooks(_RunHooks):
         self.send(self.progress)
 
 
+@dataclass
+class _WorkerJob:
+    """One job of a worker process: the runs (one, or a group) and a stop Event per run."""
+
+    run_ids: list[str]
+    config_json: list[str]  # RunConfig.to_json() per run (parsed where a bad one fails the job, not the inbox)
+    resumed: bool
+    stops: dict[str, threading.Event]
+
+
 def _worker_main(device: str, db_path: str, runs_dir: str, checkpoint_every_s: float,
                  inbox: Any, outbox: Any) -> None:
-    """A worker process: train the runs the parent sends, until told to exit or the parent is gone."""
+    """A worker process: train the jobs the parent sends, until told to exit or the parent is gone."""
     if not device.startswith("cuda"):
         torch.set_num_threads(cpu_threads())
     store = RunStore(db_path, runs_dir)
     jobs: queue.Queue = queue.Queue()
-    stop, shutdown = threading.Event(), threading.Event()
+    shutdown = threading.Event()
+    current: dict[str, threading.Event] = {}  # run id -> stop Event, of the job being trained
 
     def listen() -> None:  # the inbox: jobs go to the queue, stop requests set the events at once
         try:
             while True:
                 kind, *rest = inbox.recv()
                 if kind == "train":
-                    stop.clear()
-                    jobs.put(rest)
+                    run_ids, configs, resumed = rest
+                    stops = {run_id: threading.Event() for run_id in run_ids}
+                    current.clear()
+                    current.update(stops)
+                    jobs.put(_WorkerJob(run_ids, configs, resumed, stops))
                 elif kind in ("stop", "shutdown"):
                     if kind == "shutdown":
                         shutdown.set()
-                    stop.set()
+                    if rest and rest[0] in current:
+                        current[rest[0]].set()
                 elif kind == "exit":
                     break
         except (EOFError, OSError):  # the parent is gone: stop, and end as interrupted
             shutdown.set()
-            stop.set()
+            for stop in list(current.values()):
+                stop.set()
         jobs.put(None)
 
     threading.Thread(target=listen, name="inbox", daemon=True).start()
     data_cache: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
     while (job := jobs.get()) is not None:
-        run_id, config_json, resumed = job
-        final = "failed"
+        finals = dict.fromkeys(job.run_ids, "failed")
         try:
-            final = _worker_train(store, run_id, RunConfig.from_json(config_json), resumed, device,
-                                  checkpoint_every_s, stop, shutdown, data_cache, outbox)
+            finals = _worker_train(store, job, device, checkpoint_every_s, shutdown, data_cache, outbox)
         except BaseException as exc:  # record every failure, as a worker thread does
+            _fail_active(store, job.run_ids, _failure_message(exc, device))
             with contextlib.suppress(Exception):
-                store.set_status(run_id, "failed", error=_failure_message(exc, device))
+                finals = {run_id: store.status(run_id) for run_id in job.run_ids}
         with contextlib.suppress(OSError):
-            outbox.send(("done", final))
+            outbox.send(("done", finals))
     store.close()
 
 
-def _worker_train(store: RunStore, run_id: str, config: RunConfig, resumed: bool, device: str,
-                  checkpoint_every_s: float, stop: threading.Event, shutdown: threading.Event,
-                  data_cache: collections.OrderedDict, outbox: Any) -> str:
-    """JobManager._train's steps inside a worker process; returns the final status."""
-    resume = store.load_checkpoint(run_id) if resumed else None
-    progress = Progress(run_id, phase="loading data", epoch=int(resume["epoch"]) if resume else 0,
-                        epochs=config.train.epochs)
+def _worker_train(store: RunStore, job: _WorkerJob, device: str, checkpoint_every_s: float,
+                  shutdown: threading.Event, data_cache: collections.OrderedDict, outbox: Any) -> dict[str, str]:
+    """JobManager._train's (one run) or _train_group's (several) steps inside a worker
+    process; returns each run's final status."""
+    configs = [RunConfig.from_json(text) for text in job.config_json]
+    resume = store.load_checkpoint(job.run_ids[0]) if job.resumed else None
+    progresses = [Progress(run_id, phase="loading data", epoch=int(resume["epoch"]) if resume else 0,
+                           epochs=config.train.epochs) for run_id, config in zip(job.run_ids, configs)]
     last = [0.0]
 
     def send(p: Progress) -> None:
         with contextlib.suppress(OSError):
-            outbox.send(("progress", {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "run_id"}))
+            outbox.send(("progress", p.run_id,
+                         {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "run_id"}))
 
     def data_progress(done: int, total: int, message: str) -> None:
-        progress.data_done, progress.data_total, progress.message = done, total, message
+        for p in progresses:
+            p.data_done, p.data_total, p.message = done, total, message
         if time.monotonic() - last[0] >= SEND_EVERY_S or done >= total:
             last[0] = time.monotonic()
-            send(progress)
+            for p in progresses:
+                send(p)
 
-    key = (config.data, config.features.digest())
+    key = _data_key(configs[0])
     if key in data_cache:
         data_cache.move_to_end(key)
     else:
-        data_cache[key] = _default_loader(config, device, data_progress)
+        data_cache[key] = _default_loader(configs[0], device, data_progress)
         while len(data_cache) > 2:
             data_cache.popitem(last=False)
     data = data_cache[key]
-    if stop.is_set():
+    if all(stop.is_set() for stop in job.stops.values()):
         status = "interrupted" if shutdown.is_set() else "cancelled"
-        store.set_status(run_id, status, error="the job manager shut down" if status == "interrupted" else None)
-        return status
-    progress.phase, progress.message = "training", ""
-    send(progress)
-    hooks = _WorkerHooks(_WorkerHost(store, checkpoint_every_s), run_id, progress, stop, resume,
-                         step_every=10 if device.startswith("cuda") else 1, send=send)
+        for run_id in job.run_ids:
+            store.set_status(run_id, status, error="the job manager shut down" if status == "interrupted" else None)
+        return dict.fromkeys(job.run_ids, status)
+    host = _WorkerHost(store, checkpoint_every_s)
+    hooks = [_WorkerHooks(host, run_id, progress, job.stops[run_id], resume, step_every=_step_every(device), send=send)
+             for run_id, progress in zip(job.run_ids, progresses)]
+    for progress in progresses:
+        progress.phase, progress.message = "training", ""
+        send(progress)
     with _stream(device):
-        result = train_run(config, data, device=device, hooks=hooks, resume=resume)
+        if len(job.run_ids) == 1:
+            result = train_run(configs[0], data, device=device, hooks=hooks[0], resume=resume)
+            return {job.run_ids[0]: _store_result(store, job.run_ids[0], result, shutdown)}
+        finals: dict[str, str] = {}
+
+        def store_member(g: int, result: Any) -> None:  # as soon as a member ends (a cancel: at once)
+            run_id = job.run_ids[g]
+            finals[run_id] = _store_result(store, run_id, result, shutdown)
+            progresses[g].phase = finals[run_id]
+            send(progresses[g])
+            with contextlib.suppress(OSError):
+                outbox.send(("ended", run_id, finals[run_id]))
+
+        train_group(configs, data, device=device, hooks=hooks, on_result=store_member)
+    return finals
+
+
+def _fail_active(store: RunStore, run_ids: list[str], message: str) -> None:
+    """Mark the runs still queued or running 'failed' with `message` (never raises)."""
+    for run_id in run_ids:
+        with contextlib.suppress(Exception):
+            if store.status(run_id) in ACTIVE:
+                store.set_status(run_id, "failed", error=message)
+
+
+def _store_result(store: RunStore, run_id: str, result: Any, shutdown: threading.Event) -> str:
+    """Save a run's TrainResult (a cancel during shutdown ends 'interrupted', resumable); a
+    finished or diverged run's checkpoint goes. Returns the final status."""
     if result.status == "cancelled" and shutdown.is_set():
         result.status, result.error = "interrupted", "the job manager shut down"
     store.save_result(run_id, result)
     if result.status in ("finished", "diverged"):
         store.delete_checkpoint(run_id)
     return result.status
+
+
+def _step_every(device: str) -> int:
+    """Steps between on_step calls: every step on CPU; every 10th on a GPU (each is a host sync)."""
+    return 10 if device.startswith("cuda") else 1
+
+
+def _data_key(config: RunConfig) -> tuple:
+    """What a run's loaded data depends on: dataset, feature configuration and, when it
+    augments, the augmentation, its views and seed (a run without augmentation must not get
+    the views a run with it loaded)."""
+    tc = config.train
+    return (config.data, config.features.digest(), tc.augment, tc.augment_views if tc.augment else 0,
+            tc.augment_seed if tc.augment else 0)
 
 
 def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int, str], None]) -> dict:

@@ -188,3 +188,33 @@ def test_predict_flips_and_agreement_over_several_runs(data, tmp_path):
 
     missing = engine("flips", a, "nosuchrun", "--json", cache=cache, check=False)
     assert missing.returncode == 2 and "nosuchrun" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_parse_seeds_takes_a_count_or_a_list():
+    from engine.cli import parse_seeds
+    from engine.errors import EngineError
+
+    assert parse_seeds("3") == [0, 1, 2]
+    assert parse_seeds("2", first=5) == [5, 6]  # a count starts at --seed
+    assert parse_seeds("0,2,5", first=9) == [0, 2, 5]  # a list is taken as it is
+    assert parse_seeds(" 7, ") == [7]  # one seed, as a list
+    for bad in ("0", "-1", "x", "1,,2", "0,x", "1,1", ""):
+        with pytest.raises(EngineError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_train_and_ablate_take_both_forms_of_seeds(tiny_dataset, medley_cache, monkeypatch, capsys):
+    from engine import cli, presets
+
+    tiny = ["--data", str(tiny_dataset), "--hidden", "4", "--epochs", "1", "--batch-size", "16", "--json"]
+    assert cli.main(["train", *tiny, "--seed", "3", "--seeds", "2", "--name", "n"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in runs] == ["seed 3 of n", "seed 4 of n"]
+    monkeypatch.setitem(presets.ABLATIONS, "study", lambda base: presets.study_ablation(base)[:2])
+    assert cli.main(["ablate", "--preset", "study", *tiny, "--seeds", "0,2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == [0, 2] and all(row["seeds"] == [0, 2] for row in out["rows"])
+    assert cli.main(["ablate", "--preset", "study", *tiny, "--seeds", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["seeds"] == [0, 1]
+    assert cli.main(["ablate", "--preset", "study", *tiny, "--seeds", "0,x"]) == 2
+    assert "--seeds" in capsys.readouterr().err
