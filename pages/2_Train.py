@@ -18,7 +18,7 @@ from engine.model import fast_bfloat16
 from engine.naming import run_name
 from engine.jobs import RESUMABLE_STATUSES
 from engine.store import ACTIVE
-from ui import charts, live
+from ui import charts, downloads, live
 from ui.colors import run_colors, swatch
 from ui.compare import history_frame
 from ui.common import (
@@ -373,6 +373,7 @@ if metrics:
             col.altair_chart(charts.confusion_heatmap(metrics[split]["confusion"], SHORT_NAMES, normalize=normalize,
                                                       title=split), width="stretch")
 
+downloads.run_downloads(store, record)
 with st.expander("Configuration of this run"):
     st.code(json.dumps(record.config.to_dict(), indent=2), language="json")
 if record.status == "finished" and (Path(__file__).parent / "4_Predict.py").exists():

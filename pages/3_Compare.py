@@ -13,7 +13,7 @@ from engine import presets, stats, verdicts
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
 from engine.store import STATUSES
-from ui import charts
+from ui import charts, downloads
 from ui import compare as cmp
 from ui import significance as sig
 from ui import flips as flips_view
@@ -92,6 +92,7 @@ st.caption(f"{len(shown)} of {len(df)} runs, best {sort_by} first (or click a co
            "used to choose configurations.")
 st.dataframe(shown[cmp.table_columns(shown)], hide_index=True, width="stretch", column_config=PCT)
 st.download_button("Download this table (CSV)", csv_bytes(shown), "runs.csv", "text/csv")
+downloads.history_download([by_id[i] for i in shown["id"]])
 
 study_rows = cmp.study_frame([by_id[i] for i in shown["id"]], labels, presets.STUDY_REPORTED,
                              presets.STUDY_ABLATION_CHANGES, presets.STUDY_BASE,

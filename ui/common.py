@@ -295,11 +295,11 @@ def run_label(record) -> str:
 
 
 def csv_bytes(frame) -> bytes:
-    """A DataFrame as CSV bytes for st.download_button, every text cell guarded against
-    spreadsheet formulas (engine.store.csv_cell)."""
-    from engine.store import csv_cell
+    """A DataFrame as CSV bytes for st.download_button (engine.export.table_csv: text cells
+    guarded against spreadsheet formulas, lists such as tags as plain "a,b", missing numbers empty)."""
+    from engine.export import table_csv
 
-    return frame.map(csv_cell).to_csv(index=False).encode()
+    return table_csv(frame.to_dict("records"), [str(c) for c in frame.columns])
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$])")  # characters that can open Markdown/LaTeX/HTML

@@ -1,0 +1,155 @@
+"""Export: runs and their per-epoch history as CSV, and a run's model as a self-contained bundle.
+
+CSV (`table_csv`, `history_csv`): every text cell guarded against spreadsheet formulas
+(`store.csv_cell`), lists such as tags written as plain comma-separated text ("a,b", the form
+`python -m engine tag RUN a,b` takes), missing and non-finite numbers as empty cells.
+
+The history is in long ("tidy") format, one row per run x epoch x metric:
+`run_id, name, tags, status, seed, epochs_planned, epoch, metric, value`. Long, not one
+column per metric, because runs carry different metrics (the cross-collection validation
+only some) and pandas (`pivot`), R and Altair read it as it is; `epochs_planned` beside the
+last `epoch` shows a partial (cancelled, diverged) run.
+
+A model bundle (`model_bundle`) is a zip: `config.json` (the RunConfig), `model.pt` (the
+selected epoch's state_dict, as stored: plain tensors that `torch.load(weights_only=True)`
+reads without running code), `model.json` (class names, feature standardizer, run id,
+name, best epoch, metrics) and a README. `load_bundle` turns one back into a `Predictor`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from .config import RunConfig
+from .errors import ConfigError, StoreError
+from .labels import CLASS_NAMES
+from .predict import Predictor
+from .store import csv_cell
+
+HISTORY_COLUMNS = ("run_id", "name", "tags", "status", "seed", "epochs_planned", "epoch", "metric", "value")
+BUNDLE_FORMAT = 1  # model.json "format": bumped when the bundle's layout changes
+BUNDLE_README = """Medley LSTM Lab model bundle (format {format})
+
+config.json  the run's configuration (engine.config.RunConfig.from_dict)
+model.pt     the selected epoch's weights: a state_dict of plain tensors;
+             torch.load("model.pt", weights_only=True) reads it without running code
+model.json   class names (output order), feature standardizer (or null), run id, name,
+             best epoch and metrics
+
+Load it with the engine:  from engine.export import load_bundle
+                          predictor = load_bundle("{name}")
+                          predictor.predict_file("clip.wav")
+"""
+
+
+def cell(value: Any) -> Any:
+    """One CSV cell: lists/tuples/sets as comma-joined text, None, NaT and non-finite floats empty,
+    formula-looking text guarded (`store.csv_cell`); anything else as it is."""
+    if value is None or type(value).__name__ == "NaTType":  # pandas' missing time, without importing pandas
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return csv_cell(",".join(str(v) for v in value))
+    return csv_cell(value)
+
+
+def table_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str] | None = None) -> bytes:
+    """UTF-8 CSV of `rows` (dicts), columns in `columns` order (default: the first row's keys)."""
+    rows = list(rows)
+    columns = list(columns) if columns is not None else (list(rows[0]) if rows else [])
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: cell(_plain(row.get(c))) for c in columns})
+    return out.getvalue().encode()
+
+
+def _plain(value: Any) -> Any:
+    """numpy / pandas scalars as Python values (a NaN float stays a float, so `cell` empties it)."""
+    item = getattr(value, "item", None)
+    if callable(item) and not isinstance(value, (list, tuple, dict, str, bytes)):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
+def history_rows(runs: Iterable[Any]) -> list[dict[str, Any]]:
+    """Long format: one dict per run x epoch x metric (HISTORY_COLUMNS), runs in the given
+    order, epochs ascending, metrics in the order the history records them. `runs`: store
+    RunRecords (id, name, tags, status, config, history)."""
+    rows = []
+    for run in runs:
+        head = {"run_id": run.id, "name": run.name, "tags": list(run.tags), "status": run.status,
+                "seed": run.config.train.seed, "epochs_planned": run.config.train.epochs}
+        for record in run.history or []:
+            for metric, value in record.items():
+                if metric != "epoch":
+                    rows.append({**head, "epoch": record["epoch"], "metric": metric, "value": value})
+    return rows
+
+
+def history_csv(runs: Iterable[Any]) -> bytes:
+    """`history_rows` as CSV bytes (HISTORY_COLUMNS)."""
+    return table_csv(history_rows(runs), HISTORY_COLUMNS)
+
+
+def model_bundle(store: Any, run_id: str) -> bytes:
+    """The zip of a stored run's model (see the module docstring); StoreError when the run has
+    no saved model. `model.pt` is copied byte for byte from the store."""
+    meta = store.load_meta(run_id)
+    weights = store.runs_dir / run_id / "model.pt"
+    if not weights.is_file():
+        raise StoreError(f"run '{run_id}' has no saved model")
+    record = store.get(run_id)  # its current name (renames do not rewrite meta.json)
+    info = {"format": BUNDLE_FORMAT, "run_id": run_id, "name": record.name,
+            "class_names": meta.get("class_names") or list(CLASS_NAMES), "standardizer": meta.get("standardizer"),
+            "best_epoch": meta.get("best_epoch"), "metrics": record.metrics}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("config.json", json.dumps(meta["config"], indent=2))
+        zf.write(weights, "model.pt")
+        zf.writestr("model.json", json.dumps(info, indent=2))
+        zf.writestr("README.txt", BUNDLE_README.format(format=BUNDLE_FORMAT, name=bundle_name(run_id)))
+    return out.getvalue()
+
+
+def bundle_name(run_id: str) -> str:
+    """The download's file name."""
+    return f"medley-model-{run_id}.zip"
+
+
+def load_bundle(source: str | Path | bytes) -> Predictor:
+    """A Predictor from a bundle (a path or the zip's bytes). The weights are read with
+    `torch.load(weights_only=True)`: a bundle never runs code. StoreError names what is wrong
+    (not a zip, a part missing, weights that do not fit the configuration)."""
+    raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            config = RunConfig.from_dict(json.loads(zf.read("config.json")))
+            info = json.loads(zf.read("model.json"))
+            state = torch.load(io.BytesIO(zf.read("model.pt")), map_location="cpu", weights_only=True)
+    except zipfile.BadZipFile:
+        raise StoreError("not a model bundle: the file is not a zip archive") from None
+    except KeyError as exc:
+        raise StoreError(f"not a model bundle: {exc.args[0] if exc.args else exc}") from None
+    except (ValueError, RuntimeError, TypeError, ConfigError) as exc:  # bad JSON or config, weights torch refuses
+        raise StoreError(f"a damaged model bundle: {exc}") from None
+    if int(info.get("format", 0)) > BUNDLE_FORMAT:
+        raise StoreError(f"model bundle format {info.get('format')} is newer than this version reads ({BUNDLE_FORMAT})")
+    try:
+        return Predictor(config, state, info.get("standardizer"), info.get("class_names") or CLASS_NAMES,
+                         info.get("run_id"))
+    except (KeyError, RuntimeError) as exc:
+        raise StoreError(f"the bundle's weights do not match its configuration: {exc}") from None

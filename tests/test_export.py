@@ -1,0 +1,109 @@
+"""Export: CSV of tables and per-epoch history (long format, tags as text, formulas guarded)
+and a run's model bundle that loads back into a Predictor without running code."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
+
+from engine import export  # noqa: E402
+from engine.errors import StoreError  # noqa: E402
+from engine.predict import Predictor  # noqa: E402
+from engine.store import RunStore  # noqa: E402
+from engine.train import train_run  # noqa: E402
+
+
+def read(data: bytes) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(data.decode())))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    return RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
+
+
+def test_history_is_long_format_with_plain_tags(store: RunStore) -> None:
+    a = store.create_run(tiny_config(epochs=5), name="=HYPERLINK(1)", tags=("ablation", "study"))
+    b = store.create_run(tiny_config(epochs=2, **{"train.seed": 3}), name="b")
+    for epoch in (1, 2):
+        store.append_epoch(a, {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": float("nan"),
+                               "val_accuracy": 0.1 * epoch, "seconds": 2.0 * epoch}, [1.0])
+    store.append_epoch(b, {"epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "val_accuracy": 0.7,
+                           "val_shift_accuracy": 0.4, "seconds": 1.0}, [1.0])
+    rows = read(export.history_csv([store.get(a), store.get(b)]))
+    assert list(rows[0]) == list(export.HISTORY_COLUMNS)
+    assert len(rows) == 2 * 4 + 5  # run a: 2 epochs x 4 metrics; run b: 1 epoch x 5
+    first = rows[0]
+    assert first["tags"] == "ablation,study"  # plain text, not "['ablation', 'study']"
+    assert first["name"] == "'=HYPERLINK(1)"  # a formula is never run by a spreadsheet
+    assert (first["epoch"], first["metric"], float(first["value"])) == ("1", "train_loss", 1.0)
+    assert (first["epochs_planned"], first["status"]) == ("5", "queued")  # 2 of 5 epochs: partial, visibly
+    nan = next(r for r in rows if r["run_id"] == a and r["metric"] == "val_loss")
+    assert nan["value"] == ""  # non-finite: empty, not "nan"
+    shift = [r for r in rows if r["run_id"] == b and r["metric"] == "val_shift_accuracy"]
+    assert [(r["seed"], r["tags"], float(r["value"])) for r in shift] == [("3", "", 0.4)]
+
+
+def test_a_table_writes_lists_as_text_and_missing_numbers_empty() -> None:
+    import pandas as pd
+
+    rows = [{"id": "r1", "tags": ["x", "y"], "acc": np.float64(0.5), "gap": float("nan"), "note": pd.NaT},
+            {"id": "r2", "tags": [], "acc": 0.25, "gap": 0.1, "note": "+1"}]
+    out = read(export.table_csv(rows, ["id", "tags", "acc", "gap", "note"]))
+    assert out == [{"id": "r1", "tags": "x,y", "acc": "0.5", "gap": "", "note": ""},
+                   {"id": "r2", "tags": "", "acc": "0.25", "gap": "0.1", "note": "'+1"}]
+
+
+@pytest.fixture
+def finished(store: RunStore) -> str:
+    config = tiny_config(epochs=2, **{"train.standardize": True})
+    result = train_run(config, synthetic_data(config), device="cpu")
+    run_id = store.create_run(config, name="to download", status="running")
+    store.save_result(run_id, result)
+    return run_id
+
+
+def test_the_model_bundle_loads_back_and_predicts_as_the_stored_run(store: RunStore, finished: str,
+                                                                      tmp_path: Path) -> None:
+    store.rename(finished, "renamed")
+    bundle = export.model_bundle(store, finished)
+    with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
+        assert sorted(zf.namelist()) == ["README.txt", "config.json", "model.json", "model.pt"]
+        info = json.loads(zf.read("model.json"))
+        state = torch.load(io.BytesIO(zf.read("model.pt")), weights_only=True)  # no code runs
+    assert info["name"] == "renamed" and info["run_id"] == finished and info["standardizer"] is not None
+    assert set(state) == set(store.load_state_dict(finished))
+    path = tmp_path / export.bundle_name(finished)
+    path.write_bytes(bundle)
+    loaded, stored = export.load_bundle(path), Predictor.from_store(store, finished)
+    x = synthetic_data(stored.config)["test"].x
+    np.testing.assert_array_equal(loaded.predict_features(x), stored.predict_features(x))
+    assert loaded.class_names == stored.class_names and loaded.config == stored.config
+
+
+def test_a_bad_bundle_says_what_is_wrong(store: RunStore, finished: str) -> None:
+    with pytest.raises(StoreError, match="not a zip"):
+        export.load_bundle(b"garbage")
+    bundle = export.model_bundle(store, finished)
+    broken = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(bundle)) as src, zipfile.ZipFile(broken, "w") as dst:
+        for name in src.namelist():
+            if name != "model.pt":
+                dst.writestr(name, src.read(name))
+    with pytest.raises(StoreError, match="model.pt"):
+        export.load_bundle(broken.getvalue())
+    queued = store.create_run(tiny_config(), name="never trained")
+    with pytest.raises(StoreError, match="no saved model"):
+        export.model_bundle(store, queued)
