@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import struct
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,7 @@ def make_demo(
     root: Path | None = None,
     *,
     progress: Progress | None = None,
-    workers: int = 2,
+    workers: int | None = None,
     seed: int = 0,
 ) -> Path:
     """Write the demo dataset of `size` ("tiny", "default" or "full") and return its folder.
@@ -142,8 +143,11 @@ def make_demo(
     `root` defaults to `engine.paths.demo_root(size)`. A complete folder made with the same
     size and seed is reused without touching it; anything else there that looks like a demo
     folder (a half-written one from a killed run) is regenerated. `workers` processes render
-    in parallel (1: in this process). Same size and seed give the same CSV and audio.
+    in parallel (default: one per core, `default_workers`; 1: in this process). Same size and
+    seed give the same CSV and audio. `progress(done, total, message)`: clips written of all,
+    the message with an estimate of the time left (`progress_message`).
     """
+    workers = default_workers() if workers is None else workers
     if size not in DEMO_SIZES:
         raise ConfigError(f"demo size must be one of {sorted(DEMO_SIZES)}, not {size!r}")
     if workers < 1:
@@ -276,15 +280,36 @@ def _build(size: str, folder: Path, seed: int, workers: int, progress: Progress 
     (folder / "annotation").mkdir()
     specs = _plan(size, folder, seed)
     total = len(specs)
-    message = f"rendering {size} demo dataset"
     if progress:
-        progress(0, total, message)
+        progress(0, total, progress_message(size, 0, total, None))
+    first: tuple[int, float] | None = None  # (clips, time) when the first clips were written: workers started
     for done, _ in enumerate(_render_all(specs, workers), start=1):
+        now = time.monotonic()
         if progress and (done % 8 == 0 or done == total):
-            progress(done, total, message)
+            first = first or (done, now)
+            rate = (done - first[0]) / (now - first[1]) if now > first[1] and done > first[0] else None  # clips/s
+            progress(done, total, progress_message(size, done, total, None if rate is None else (total - done) / rate))
     _write_metadata(folder / "annotation" / METADATA_NAME, specs)
     marker = {"size": size, "seed": seed, "clips": total, "version": GENERATOR_VERSION}
     (folder / MARKER_NAME).write_text(json.dumps(marker))
+
+
+def default_workers(cpu_count: int | None = None) -> int:
+    """Rendering processes by default: one per core (each renders whole clips; at most 8)."""
+    return max(1, min(8, cpu_count if cpu_count is not None else (os.cpu_count() or 1)))
+
+
+def progress_message(size: str, done: int, total: int, seconds_left: float | None) -> str:
+    """'rendering the default demo dataset: 240 of 1,120 clips, about 1 min 5 s left'
+    (`seconds_left` None: not measured yet; at the end: 'done')."""
+    text = f"rendering the {size} demo dataset: {done:,} of {total:,} clips"
+    if done >= total:
+        return text + ", done"
+    if seconds_left is None:
+        return text + ", estimating the time left"
+    seconds = max(1, int(round(seconds_left)))
+    left = f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+    return f"{text}, about {left} left"
 
 
 def _render_all(specs: list[ClipSpec], workers: int):

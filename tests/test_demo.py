@@ -207,3 +207,33 @@ def test_workers_do_not_rerun_a_streamlit_page(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert not marker.exists()
     assert demo.demo_is_complete(tmp_path / "demo")
+
+
+def test_progress_says_clips_done_and_the_time_left(tiny):
+    _, calls = tiny
+    total = calls[-1][1]
+    assert all(f"{d:,} of {total:,} clips" in m for d, _, m in calls)
+    assert "estimating the time left" in calls[0][2] and calls[-1][2].endswith("clips, done")
+    assert any(m.endswith(" left") and "about" in m for d, _, m in calls[1:-1])  # measured once clips came in
+
+
+def test_progress_message_and_default_workers() -> None:
+    assert demo.progress_message("default", 240, 1120, 65.4) == \
+        "rendering the default demo dataset: 240 of 1,120 clips, about 1 min 5 s left"
+    assert demo.progress_message("tiny", 8, 96, 0.2).endswith("about 1 s left")
+    assert demo.progress_message("tiny", 96, 96, 3.0).endswith("96 of 96 clips, done")
+    assert [demo.default_workers(n) for n in (1, 2, 6, 64)] == [1, 2, 6, 8]
+
+
+def test_workers_default_to_one_per_core(tmp_path, micro, monkeypatch):
+    seen: list[int] = []
+    original = demo._render_all
+
+    def spy(specs, workers):
+        seen.append(workers)
+        return original(specs, 1)
+
+    monkeypatch.setattr(demo, "_render_all", spy)
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 3)
+    demo.make_demo("tiny", tmp_path / "d")
+    assert seen == [3]

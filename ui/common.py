@@ -240,10 +240,15 @@ def load_dataset_cached(data: str):
     def progress(done: int, total: int, message: str) -> None:
         bar.progress(min(1.0, done / total) if total else 0.0, text=message)
 
+    from ui import notices
+
+    making_demo, started = not dataset_ready(data), notices.timer()
     with _DATA_LOCK:
         if data not in cache:
             cache[data] = resolve_dataset(data or None, progress=progress)
     bar.empty()
+    if making_demo:  # shown once: at the top of the next run (callers rerun after a button), or by the caller
+        notices.remember(notices.demo_ready(len(cache[data].clips), notices.timer() - started))
     return cache[data]
 
 
@@ -260,15 +265,20 @@ def require_dataset(data: str):
     if not dataset_ready(data):
         st.info(
             f"The dataset in use is the {describe_data(data)}, which has not been generated yet. "
-            "Make it here (about a minute), or point the dashboard at Medley-solos-DB on the home page."
+            "Make it here (1-2 minutes on 2 cores, less with more), or point the dashboard at Medley-solos-DB "
+            "on the home page."
         )
         if not st.button("Make demo data", type="primary", key="require_make_demo"):
             st.stop()
     try:
-        return load_dataset_cached(data)
+        ds = load_dataset_cached(data)
     except EngineError as exc:
         st.error(f"Cannot read the dataset: {plain(exc)}")
         st.stop()
+    from ui import notices
+
+    notices.show()  # "Demo data ready" when the button above just made it
+    return ds
 
 
 # ---- small helpers ----------------------------------------------------------------------
@@ -319,6 +329,9 @@ def plain(text: object) -> str:
 
 def render_sidebar() -> None:
     """Dataset in use, compute device, and the live list of running / queued jobs."""
+    from ui import notices
+
+    notices.show()  # e.g. "Demo data ready" after the button's rerun
     data = data_setting()
     with st.sidebar:
         problem = data_problem(data)
