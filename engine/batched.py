@@ -95,7 +95,7 @@ def _stacked_forward(params: dict[str, torch.Tensor], x: torch.Tensor, config: R
     h = _one_step(params, "lstm", m.num_layers, m.hidden_size, x, drops)  # (G, batch, hidden)
     if m.arch == "study_2plus1":
         h = _one_step(params, "extra", 1, m.extra_hidden, h, None)  # (G, batch, extra_hidden)
-    return torch.baddbmm(params["head.bias"][:, None], h, params["head.weight"].transpose(1, 2))
+    return torch.baddbmm(params["head.bias"][:, None], h, params["head.weight"])  # weight leaf (G, hidden, classes)
 
 
 def _one_step(params: dict[str, torch.Tensor], name: str, layers: int, hidden: int, x: torch.Tensor,
@@ -107,11 +107,11 @@ def _one_step(params: dict[str, torch.Tensor], name: str, layers: int, hidden: i
                      else torch.ones(x.shape[1:], dtype=x.dtype, device=x.device) for p, gen in drops]
             x = x * torch.stack(masks)  # each member's own mask, as its `Dropout` would draw it
         w = f"{name}.weight_ih_l{layer}"  # rows of gates i, f, g, o: stacked as leaves i, f, go (see _Layout)
-        w_i, w_go = params[w + ":i"], params[w + ":go"]  # (G, hidden, inputs), (G, 2*hidden, inputs)
+        w_i, w_go = params[w + ":i"], params[w + ":go"]  # (G, inputs, hidden), (G, inputs, 2*hidden): see _Layout
         b = (params[f"{name}.bias_ih_l{layer}"] + params[f"{name}.bias_hh_l{layer}"])[:, None]  # (G, 1, 4*hidden)
         b_i, _, b_go = b.split([hidden, hidden, 2 * hidden], dim=2)
-        i = torch.baddbmm(b_i, x, w_i.transpose(1, 2))  # (G, batch, hidden)
-        g, o = torch.baddbmm(b_go, x, w_go.transpose(1, 2)).chunk(2, dim=2)
+        i = torch.baddbmm(b_i, x, w_i)  # (G, batch, hidden)
+        g, o = torch.baddbmm(b_go, x, w_go).chunk(2, dim=2)
         x = torch.sigmoid(o) * torch.tanh(torch.sigmoid(i) * torch.tanh(g))
     return x
 
@@ -136,7 +136,11 @@ class _Layout:
     the group's leaves: each parameter stacked over members (G, ...), except the LSTMs' input
     weights, split by gate rows into leaves ":i", ":f" and ":go" so that the unused forget-gate
     rows (see `one_step`) take no gradient and no slice of a leaf needs a full-size gradient
-    buffer in the backward pass (measured: slicing one stacked weight cost ~25% of a step)."""
+    buffer in the backward pass (measured: slicing one stacked weight cost ~25% of a step).
+    Matrices are stored transposed, (G, inputs, rows), the layout in which `bmm`'s backward
+    returns their gradient: stored as (G, rows, inputs), each gradient came back as a
+    transposed view that autograd copied into a contiguous buffer, every leaf every step
+    (measured: 18% of a grouped step, docs/PERFORMANCE.md)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.names = [n for n, _ in model.named_parameters()]
@@ -148,10 +152,15 @@ class _Layout:
             else:
                 self.parts[name] = [(name, 0, p.shape[0])]
         self.keys = [key for name in self.names for key, _, _ in self.parts[name]]
+        self.matrices = {name for name, p in model.named_parameters() if p.dim() == 2}  # stored transposed
+
+    def _member(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        """A member's slice of a leaf of `name` in the single model's layout (rows first), or the reverse."""
+        return t.t() if name in self.matrices else t
 
     def stack(self, models: list[nn.Module]) -> list[torch.Tensor]:
-        """The leaves (G, rows, ...) in `keys` order, from each member's initial weights."""
-        return [torch.stack([m.get_parameter(name).detach()[a:b] for m in models]).requires_grad_()
+        """The leaves (G, rows, ...), matrices (G, inputs, rows), in `keys` order, from each member's initial weights."""
+        return [torch.stack([self._member(name, m.get_parameter(name).detach()[a:b]) for m in models]).requires_grad_()
                 for name in self.names for _, a, b in self.parts[name]]
 
     def named(self, leaves: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -164,7 +173,8 @@ class _Layout:
     def member_state(self, leaves: list[torch.Tensor], g: int) -> dict[str, torch.Tensor]:
         """Member g's state_dict, in the single model's key order (a copy on the device)."""
         named = self.named(leaves)
-        return {name: torch.cat([named[key][g].detach() for key, _, _ in self.parts[name]]) for name in self.names}
+        return {name: torch.cat([self._member(name, named[key][g].detach()) for key, _, _ in self.parts[name]])
+                for name in self.names}
 
     def member_optimizer_state(self, state: dict, leaves: list[torch.Tensor], g: int, tc: TrainConfig) -> dict:
         """Member g's share of the group optimizer's state_dict: what its optimizer would hold
@@ -181,8 +191,8 @@ class _Layout:
             entry = {}
             for k, v in state["state"][present[0]].items():
                 if isinstance(v, torch.Tensor) and v.dim() > 0:
-                    entry[k] = torch.cat([state["state"][j][k][g] if j in state["state"]
-                                          else torch.zeros_like(leaves[j][g]) for j in js])
+                    entry[k] = torch.cat([self._member(name, state["state"][j][k][g] if j in state["state"]
+                                                       else torch.zeros_like(leaves[j][g])) for j in js])
                 else:
                     entry[k] = v
             out[i] = entry
