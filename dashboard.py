@@ -151,8 +151,7 @@ for tag, (column, label, make_rows, prefix, help_text) in presets.items():
     manager = get_manager()
     overrides = {} if tag == "robustness" else {"train.epochs": int(epochs)}  # robustness: the preset's epochs
     rows = make_rows(RunConfig(data=data), **overrides)
-    for name, config in rows:
-        manager.submit(config, name=f"{prefix}{name}", tags=(tag,))
+    manager.submit_many([(config, f"{prefix}{name}", (tag,)) for name, config in rows])  # rows that can, train as a group
     st.session_state["home_flash"] = (f"Queued {len(rows)} runs tagged '{tag}'. Progress is in the sidebar; "
                                       "results on **Compare**.")
     st.rerun()
