@@ -8,17 +8,27 @@ take at least G * a of G lone steps' time: the speedup is at most 1 / a (Amdahl)
 
     python benchmarks/seeds_profile.py [--seeds 5] [--clips 2000] [--threads 1]
 
-Prints the operator table of each side and ends with
-`bound: grouping can gain at most <ratio>x (products and optimizer: <share>% of a lone step)`.
+Prints the operator split of each side and the bound
+`bound: grouping can gain at most <ratio>x (products and optimizer: <share>% of ...)`.
+
+`--steps N` instead times N training steps (forward, backward, Adam; batch 100, dropout 0.1)
+of three forms, interleaved in one process, medians: the G models one after another
+(`model.StudyLSTM`), grouped with each stacked matrix stored (G, rows, inputs) and used as a
+transposed view (this module's first grouped layout, whose gradients autograd copied into
+contiguous buffers), and grouped as `engine.batched` stores them now, (G, inputs, rows).
+Ends with `layout: <ratio>x` (old grouped / current grouped) and `speedup: <ratio>x`
+(one after another / current grouped).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
@@ -53,13 +63,73 @@ def profile_side(fn) -> tuple[float, dict[str, float]]:
     return sum(shares.values()), dict(shares)
 
 
+def step_times(groups: int, steps: int) -> dict[str, float]:
+    """Median seconds of one training step of `groups` study-base models in each of the three forms."""
+    import torch.nn.functional as F
+
+    from engine.batched import _Layout, _stacked_forward
+    from engine.model import StudyLSTM
+
+    config = run_config(1)
+    batch, inputs, hidden = 100, 63, 500
+    x = torch.randn(groups, batch, inputs)
+    y = torch.randint(0, 8, (groups, batch))
+    models = [StudyLSTM(inputs, hidden, 2, 0.1, 8) for _ in range(groups)]
+    for g, m in enumerate(models):
+        m.between.generator = torch.Generator().manual_seed(g)
+    lone_opts = [torch.optim.Adam(m.parameters(), lr=1e-4) for m in models]
+    layout = _Layout(models[0])
+    new = layout.stack(models)  # matrices (G, inputs, rows)
+    matrix = [key.split(":")[0] in layout.matrices for key in layout.keys]
+    old = [(leaf.detach().transpose(1, 2).contiguous() if is_matrix else leaf.detach().clone()).requires_grad_()
+           for leaf, is_matrix in zip(new, matrix)]  # matrices (G, rows, inputs)
+    new_opt, old_opt = torch.optim.Adam(new, lr=1e-4), torch.optim.Adam(old, lr=1e-4)
+    drops = [(0.1, torch.Generator().manual_seed(g)) for g in range(groups)]
+
+    def lone() -> None:
+        for m, opt, xg, yg in zip(models, lone_opts, x, y):
+            loss = F.cross_entropy(m(xg), yg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    def grouped(leaves: list[torch.Tensor], opt: torch.optim.Optimizer, views: bool) -> None:
+        named = layout.named([leaf.transpose(1, 2) if views and is_matrix else leaf
+                              for leaf, is_matrix in zip(leaves, matrix)])
+        logits = _stacked_forward(named, x, config, drops)
+        loss = torch.stack([F.cross_entropy(lg, t) for lg, t in zip(logits, y)]).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    forms = {"one after another": lone, "grouped, (G, rows, inputs) views": lambda: grouped(old, old_opt, True),
+             "grouped, (G, inputs, rows)": lambda: grouped(new, new_opt, False)}
+    times: dict[str, list[float]] = {name: [] for name in forms}
+    for _ in range(steps + 1):  # the first of each is a warm-up
+        for name, fn in forms.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t[1:])) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--clips", type=int, default=2000, help="training clips (batch 100: clips / 100 steps per epoch)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: least disturbed on a shared machine)")
+    parser.add_argument("--steps", type=int, default=0, help="time this many training steps of each form instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.steps:
+        medians = step_times(args.seeds, args.steps)
+        print(f"{args.seeds} study-base models, batch 100, {args.threads} thread(s), median of {args.steps} steps")
+        for name, seconds in medians.items():
+            print(f"{name:<34}{1000 * seconds:8.1f} ms per step of all {args.seeds}")
+        lone, old, new = medians.values()
+        print(f"layout: {old / new:.2f}x")
+        print(f"speedup: {lone / new:.2f}x")
+        return
     data = {"training": synthetic(args.clips, 0), "validation": synthetic(200, 1)}
     configs = [run_config(1).with_values(**{"train.seed": s}) for s in range(args.seeds)]
     train_run(configs[0], data, device="cpu")  # warm-up
