@@ -419,9 +419,8 @@ class JobManager:
         if finals is None:  # the process died (killed, out of memory...): say so, do not reuse it
             worker.close()
             error = f"the training process stopped unexpectedly (exit code {worker.exitcode()})"
-            for run_id in run_ids:
-                self.store.set_status(run_id, "failed", error=error)
-            return dict.fromkeys(run_ids, "failed")
+            _fail_active(self.store, run_ids, error)  # a member stored before (cancelled) keeps its result
+            return {run_id: self._status_or_none(run_id) or "failed" for run_id in run_ids}
         with self._lock:
             if self._shutdown.is_set():
                 worker.close()
