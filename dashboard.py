@@ -8,11 +8,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.config import RunConfig
 from engine.errors import EngineError
 from engine.labels import SUBSETS
 from engine.ablation import summarize_rows
-from engine.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row, beyond_study, robustness_runs, study_ablation
+from engine.launch import queue_ablation
+from engine.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row
 from ui.common import (
     compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store, plain,
     load_dataset_cached, render_sidebar, set_data_setting,
@@ -127,19 +127,19 @@ epochs = c1.number_input("epochs per run (the study: 50)", 1, 500, 50, key="abla
                           help="For the study's ablation and 'what the study missed'; the robustness "
                                "ablation trains the recommended configuration's own number of epochs.")
 presets = {
-    "study": (c2, "Run the study's ablation", study_ablation, "study: ",
+    "study": (c2, "Run the study's ablation",
               "Queues one run per ablation row (10 runs: base, batch 50/20, lr 1e-3/1e-5, dropout "
               "0.05/0.5, SGD, Adadelta, 2+1 LSTM), tagged 'study'."),
-    "beyond": (c3, "Run what the study missed", beyond_study, "beyond: ",
+    "beyond": (c3, "Run what the study missed",
                "Queues 5 runs tagged 'beyond': the study's base, + standardised features, + the whole clip "
                "read as a sequence, + class weighting, and our recommended configuration."),
-    "robustness": (c4, "Run the robustness ablation", robustness_runs, "robustness: ",
+    "robustness": (c4, "Run the robustness ablation",
                    f"Queues {(1 + len(ROBUSTNESS_OPTIONS)) * len(ROBUSTNESS_SEEDS)} runs tagged 'robustness': "
                    f"the recommended configuration and the same with one option flipped ("
                    f"{', '.join(ROBUSTNESS_OPTIONS)}), {len(ROBUSTNESS_SEEDS)} seeds each. The table below "
                    "compares validation, cross-collection validation and test."),
 }
-for tag, (column, label, make_rows, prefix, help_text) in presets.items():
+for tag, (column, label, help_text) in presets.items():
     if not column.button(label, type="primary" if dataset_ready(data) else "secondary", help=help_text, key=f"run_{tag}"):
         continue
     if not dataset_ready(data):  # make the demo here, with progress, before the workers need it
@@ -148,12 +148,9 @@ for tag, (column, label, make_rows, prefix, help_text) in presets.items():
         except EngineError as exc:
             st.error(f"Could not make the demo data: {plain(exc)}")
             st.stop()
-    manager = get_manager()
-    overrides = {} if tag == "robustness" else {"train.epochs": int(epochs)}  # robustness: the preset's epochs
-    rows = make_rows(RunConfig(data=data), **overrides)
-    for name, config in rows:
-        manager.submit(config, name=f"{prefix}{name}", tags=(tag,))
-    st.session_state["home_flash"] = (f"Queued {len(rows)} runs tagged '{tag}'. Progress is in the sidebar; "
+    values = {} if tag == "robustness" else {"train.epochs": int(epochs)}  # robustness: the preset's epochs
+    ids = queue_ablation(get_manager(), tag, data=data, values=values, prefix=f"{tag}: ")
+    st.session_state["home_flash"] = (f"Queued {len(ids)} runs tagged '{tag}'. Progress is in the sidebar; "
                                       "results on **Compare**.")
     st.rerun()
 if "home_flash" in st.session_state:

@@ -164,3 +164,18 @@ def play_dataset_clip(data: str, clip_id: str) -> None:
                                               row_title="mel band", color_title="dB"), width="stretch")
     except EngineError as exc:
         st.caption(plain(f"{clip_id}: {exc}"))
+
+
+def render_section(finished: Sequence[Any], labels: Mapping[str, str], groups: Mapping[str, list], grouped: bool,
+                   load: Callable[[Any], dict]) -> None:
+    """The Compare page's "Clips that flip" and "Agreement between runs" for two or more finished
+    runs (seed groups when `grouped`); `load(run)` -> the run's stored predictions."""
+    st.subheader("Clips that flip")
+    flip_units = {labels[r.id]: [r] for r in finished}
+    if grouped:
+        flip_units = {k: v for k, v in ((label, [r for r in members if r.metrics.get("test")])
+                                        for label, members in groups.items()) if v}
+    flip_split = st.radio("Split", ["validation", "test"], horizontal=True, key="flip_split")
+    render_flips(flip_units, load, flip_split, lambda clip_id: play_dataset_clip(finished[0].config.data, clip_id))
+    st.subheader("Agreement between runs")
+    render_agreement(finished, labels, load, flip_split)
