@@ -331,3 +331,52 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             raise
         finally:
             context.close()
+
+
+def test_reload_keeps_train_form_edits_and_dataset_selections(server, tmp_path: Path):
+    """Issue 16: a browser reload restores the Train form's edits and the Dataset page's choices
+    (they live in the URL), and editing them adds no history entries (Back leaves the page)."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    base, log_path = server
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": WIDTH, "height": HEIGHT},
+        )
+        context.set_default_timeout(LOAD_MS)
+        page = context.new_page()
+        try:
+            open_page(page, base, "/Train", "Train")
+            history = page.evaluate("history.length")
+            set_number(page, "learning rate", "3.0e-03")
+            set_number(page, "hidden size", "64")
+            page.get_by_text("+ 12 chroma", exact=True).click()
+            wait_idle(page)
+            assert page.evaluate("history.length") == history  # edits replace the entry, never push one
+            assert parse_qs(urlparse(page.url).query)["w.model.hidden_size"] == ["64"]
+            page.reload()
+            page.locator("h1", has_text="Train").first.wait_for()
+            wait_idle(page)
+            assert page.get_by_label("learning rate", exact=True).input_value() == "3.0e-3"
+            assert page.get_by_label("hidden size", exact=True).input_value() == "64"
+            assert page.get_by_label("+ 12 chroma", exact=True).is_checked()
+            assert page.get_by_label("LSTM layers", exact=True).input_value() == "2"  # the rest: the preset's
+
+            open_page(page, base, "/Dataset", "Dataset")
+            split = page.locator('[data-testid="stSelectbox"]', has_text="split").first
+            split.click()
+            page.get_by_role("option", name="test", exact=True).click()
+            wait_idle(page)
+            page.reload()
+            page.locator("h1", has_text="Dataset").first.wait_for()
+            wait_idle(page)
+            assert "test" in page.locator('[data-testid="stSelectbox"]', has_text="split").first.inner_text()
+            assert_no_exception(page, "/Dataset reload")
+        except Exception:
+            print(f"--- server log ---\n{log_path.read_text()[-4000:]}")
+            raise
+        finally:
+            context.close()

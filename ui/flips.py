@@ -15,7 +15,7 @@ from engine.agreement import FLIP_KINDS, agreement_matrix, flips
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
 from ui import charts
-from ui.common import dataset_ready, load_dataset_cached, plain
+from ui.common import dataset_ready, load_dataset_cached, percent_style, plain
 
 KIND_TITLES = {"fixed": "fixed (A wrong, B right)", "broken": "broken (A right, B wrong)",
                "still_wrong": "changed, still wrong"}
@@ -95,8 +95,8 @@ def render_flips(units: Mapping[str, Sequence[Any]], load: Callable[[Any], dict]
     pred_pick = f3.selectbox("Predicted class (A or B)", ["(any)", *SHORT_NAMES], key="flip_pred")
     entries = filter_flips(out[kind], None if true_pick == "(any)" else true_pick,
                            None if pred_pick == "(any)" else pred_pick)
-    st.dataframe(flips_frame(entries, grouped=grouped), hide_index=True, width="stretch", column_config={
-        col: st.column_config.NumberColumn(col, format="percent") for col in ("A p(true)", "B p(true)", "change")})
+    st.dataframe(percent_style(flips_frame(entries, grouped=grouped), ("A p(true)", "B p(true)", "change")),
+                 hide_index=True, width="stretch")
     if not entries:
         return
     st.caption(f"The {min(PLAYABLE, len(entries))} largest changes, with both runs' probabilities:")
@@ -137,7 +137,7 @@ def render_agreement(runs: Sequence[Any], labels: Mapping[str, str], load: Calla
     values = np.array(result["agreement"])
     off = values[~np.eye(len(values), dtype=bool)]
     if off.size:
-        st.caption(f"Pairwise agreement ranges from {off.min():.0%} to {off.max():.0%}.")
+        st.caption(f"Pairwise agreement ranges from {off.min():.1%} to {off.max():.1%}.")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

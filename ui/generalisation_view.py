@@ -12,7 +12,7 @@ import streamlit as st
 from engine import verdicts
 from ui import charts
 from ui import compare as cmp
-from ui.runs_table import pct_columns
+from ui.common import percent_style
 
 
 def render(runs: Sequence[Any], df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str, str]) -> None:
@@ -23,8 +23,8 @@ def render(runs: Sequence[Any], df: pd.DataFrame, by_id: Mapping[str, Any], labe
     st.subheader("Validation vs test")
     st.caption("Validation and training come from one collection, test from another: a large positive gap "
                "means the model learnt the collection as much as the instrument.")
-    st.dataframe(gaps.drop(columns="id"), hide_index=True, width="stretch",
-                 column_config=pct_columns([c for c in gaps.columns if c not in ("run", "id", "class")]))
+    st.dataframe(percent_style(gaps.drop(columns="id"), [c for c in gaps.columns if c not in ("run", "id", "class")]),
+                 hide_index=True, width="stretch")
     gap_run = st.selectbox("Per-class breakdown of", gaps["id"], format_func=labels.get, key="gap_run")
     per_class = cmp.gap_per_class_frame(by_id[gap_run])
     long = per_class.melt(id_vars="class", value_vars=["validation", "test"], var_name="split", value_name="accuracy")

@@ -103,7 +103,7 @@ def windows_chart(df: pd.DataFrame, classes: Sequence[str]) -> alt.Chart:
         y=alt.Y("run:N", sort=runs, title=None, axis=alt.Axis(labelLimit=220)),
         color=alt.Color("label:N", scale=alt.Scale(domain=list(classes), scheme="tableau10"), title="label"),
         opacity=alt.Opacity("probability:Q", scale=alt.Scale(domain=[0, 1], range=[0.35, 1]), legend=None),
-        tooltip=["run:N", "label:N", alt.Tooltip("start:Q", format=".1f"), alt.Tooltip("probability:Q", format=".0%")],
+        tooltip=["run:N", "label:N", alt.Tooltip("start:Q", format=".1f"), alt.Tooltip("probability:Q", format=".1%")],
     ).properties(height=30 * len(runs) + 70)
 
 

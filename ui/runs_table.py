@@ -14,12 +14,7 @@ from engine import presets, verdicts
 from engine.store import STATUSES
 from ui import compare as cmp
 from ui.colors import swatch
-from ui.common import csv_bytes, plain
-
-
-def pct_columns(columns) -> dict:
-    """st.dataframe column_config showing `columns` (rates in [0, 1]) as percentages."""
-    return {c: st.column_config.NumberColumn(c, format="percent") for c in columns}
+from ui.common import csv_bytes, percent_style, plain
 
 
 def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str, str]) -> None:
@@ -44,8 +39,8 @@ def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str
                "validation or test split; *val-test gap* = validation minus test accuracy; *cross-val acc* = accuracy "
                "on the validation clips played through a held-out recording chain (docs/PROTOCOL.md), the signal "
                "used to choose configurations.")
-    st.dataframe(shown[cmp.table_columns(shown)], hide_index=True, width="stretch",
-                 column_config=pct_columns(cmp.METRIC_COLUMNS))
+    st.dataframe(percent_style(cmp.shown_params(shown[cmp.table_columns(shown)]), cmp.METRIC_COLUMNS),
+                 hide_index=True, width="stretch")
     st.download_button("Download this table (CSV)", csv_bytes(shown), "runs.csv", "text/csv")
 
     study_rows = cmp.study_frame([by_id[i] for i in shown["id"]], labels, presets.STUDY_REPORTED,
@@ -54,8 +49,8 @@ def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str
     if len(study_rows):
         st.markdown("**Our study runs beside the study's reported numbers** (the study reported validation "
                     "accuracy; only its final model, batch 50, was evaluated on test)")
-        st.dataframe(study_rows, hide_index=True, width="stretch",
-                     column_config=pct_columns([c for c in study_rows.columns if "acc" in c]))
+        st.dataframe(percent_style(study_rows, [c for c in study_rows.columns if "acc" in c]), hide_index=True,
+                     width="stretch")
 
 
 def render_selection(by_id: Mapping[str, Any], labels: Mapping[str, str], colors: Mapping[str, str]) -> list[str]:

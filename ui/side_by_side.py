@@ -14,8 +14,8 @@ from engine import verdicts
 from engine.labels import SHORT_NAMES
 from ui import charts
 from ui import compare as cmp
-from ui.common import csv_bytes
-from ui.runs_table import pct_columns, selected_rows
+from ui.common import csv_bytes, percent_style
+from ui.runs_table import selected_rows
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ def render(selected: Sequence[Any], df: pd.DataFrame, labels: Mapping[str, str],
                                                   columns={"val_accuracy": "validation accuracy",
                                                            "val_shift_accuracy": "cross-collection validation"}),
                            width="stretch")
-        st.dataframe(selected_rows(df, chosen)[["name", "status", *cmp.METRIC_COLUMNS]], hide_index=True,
-                     width="stretch", column_config=pct_columns(cmp.METRIC_COLUMNS))
+        st.dataframe(percent_style(selected_rows(df, chosen)[["name", "status", *cmp.METRIC_COLUMNS]],
+                                   cmp.METRIC_COLUMNS), hide_index=True, width="stretch")
     split, normalize = _confusions(selected, labels, lab_colors)
     _differences(selected, labels)
     st.download_button("Download the comparison (CSV)", csv_bytes(selected_rows(df, chosen)),
@@ -101,4 +101,4 @@ def _differences(selected: Sequence[Any], labels: Mapping[str, str]) -> None:
     elif diff.empty:
         st.caption("None: the runs share every parameter.")
     else:
-        st.dataframe(diff, width="stretch")
+        st.dataframe(cmp.shown_diff(diff), width="stretch")

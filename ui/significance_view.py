@@ -7,15 +7,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from engine import verdicts
 from engine.labels import SHORT_NAMES
 from ui import compare as cmp
 from ui import significance as sig
-from ui.common import plain
+from ui.common import percent_style, plain
 from ui.compare_cache import accuracy_intervals, family
-from ui.runs_table import pct_columns
 
 
 def units_of(finished: Sequence[Any], labels: Mapping[str, str], groups: Mapping[str, list], grouped: bool,
@@ -58,8 +58,8 @@ def render(units: Mapping[str, list], split: str, normalize: bool, labels: Mappi
     if len(rows) > 1:
         what = "every selected run or seed group against A" if mode == sig.MODES[0] else "every pair"
         st.markdown(f"**Ablation table: {what}** ({split} split)")
-        st.dataframe(sig.family_frame(rows), hide_index=True, width="stretch",
-                     column_config=pct_columns(("accuracy A", "accuracy B")))
+        st.dataframe(percent_style(sig.family_frame(rows), ("accuracy A", "accuracy B")), hide_index=True,
+                     width="stretch")
         tested = sum("error" not in r for r in rows)
         st.caption(verdicts.HOLM_NOTE.format(m=tested, alpha=0.05) + " Verdicts use the adjusted p.")
     _confusion_difference(runs_a, runs_b, split, normalize)
@@ -75,12 +75,11 @@ def _verdict(result: dict, runs_a: list, runs_b: list, name_a: str, name_b: str,
     if len(runs_a) == 1 and len(runs_b) == 1:
         ci = [(name_a, accuracy_intervals(runs_a[0].id, runs_a[0].finished, split)),
               (name_b, accuracy_intervals(runs_b[0].id, runs_b[0].finished, split))]
-        st.dataframe([{"run": n, f"{split} accuracy": c["accuracy"],
+        st.dataframe(percent_style(pd.DataFrame([{"run": n, f"{split} accuracy": c["accuracy"],
                        "95% CI": f"{c['accuracy_ci'][0]:.1%} – {c['accuracy_ci'][1]:.1%}",
                        "balanced accuracy": c["balanced_accuracy"],
                        "95% CI (balanced)": f"{c['balanced_accuracy_ci'][0]:.1%} – {c['balanced_accuracy_ci'][1]:.1%}"}
-                      for n, c in ci], hide_index=True,
-                     column_config=pct_columns((f"{split} accuracy", "balanced accuracy")))
+                      for n, c in ci]), (f"{split} accuracy", "balanced accuracy")), hide_index=True)
 
 
 def _confusion_difference(runs_a: list, runs_b: list, split: str, normalize: bool) -> None:

@@ -32,5 +32,6 @@ from ui.compare.table import (
     parse_run_ids, runs_frame, sort_runs, table_columns,
 )
 from ui.compare.values import (
-    BASE_COLUMNS, KEY_PARAMS, METRIC_COLUMNS, METRICS, metric, partial_epochs, run_labels, value_label,
+    BASE_COLUMNS, KEY_PARAMS, METRIC_COLUMNS, METRICS, NONE_WORDS, metric, partial_epochs, run_labels, shown_diff,
+    shown_params, shown_value, value_label,
 )

@@ -114,6 +114,7 @@ def group_summary(groups: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
         row: dict[str, Any] = {"group": label, "runs": len(members)}
         for column, (split, key) in METRICS.items():
             mean, std, n = mean_std(metric(run, split, key) for run in members)
-            row[column] = "" if n == 0 else f"{mean:.1%} ± {std:.1%}"
+            row[column] = "–" if n == 0 else (f"{mean:.1%} (1 run)" if n == 1 or std is None
+                                               else f"{mean:.1%} ± {std:.1%} ({n} runs)")
         rows.append(row)
     return pd.DataFrame(rows)

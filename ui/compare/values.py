@@ -76,3 +76,31 @@ def run_labels(runs: Sequence[Any]) -> dict[str, str]:
         partial = partial_epochs(run)
         labels[run.id] = f"{label} (partial {partial[0]}/{partial[1]})" if partial else label
     return labels
+
+
+# What a missing (None) parameter value means, as tables show it; others show '–'.
+NONE_WORDS: dict[str, str] = {"features.frames": "whole clip", "train.grad_clip": "off"}
+
+
+def shown_value(param: str, value: Any) -> str | Any:
+    """A parameter value as a table shows it: None in words ('whole clip', 'off', else '–')."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NONE_WORDS.get(param, "–")
+    return value
+
+
+def shown_params(df: Any) -> Any:
+    """The runs table with None in its parameter columns (dotted names) said in words."""
+    out = df.copy()
+    for column in out.columns:
+        if "." in column and out[column].isna().any():
+            out[column] = [shown_value(column, v) for v in out[column]]
+    return out
+
+
+def shown_diff(diff: Any) -> Any:
+    """param_diff's table (rows = parameters, cells = value_label text) with 'None' said in words."""
+    out = diff.copy()
+    for param in out.index:
+        out.loc[param] = [NONE_WORDS.get(param, "–") if v == "None" else v for v in out.loc[param]]
+    return out
