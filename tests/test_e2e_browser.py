@@ -366,14 +366,21 @@ def test_reload_keeps_train_form_edits_and_dataset_selections(server, tmp_path: 
             assert page.get_by_label("LSTM layers", exact=True).input_value() == "2"  # the rest: the preset's
 
             open_page(page, base, "/Dataset", "Dataset")
-            split = page.locator('[data-testid="stSelectbox"]', has_text="split").first
-            split.click()
-            page.get_by_role("option", name="test", exact=True).click()
+            option = page.get_by_role("option", name="test", exact=True)
+            for _ in range(5):  # a click that lands while the page reruns can close the list again
+                page.get_by_label("split", exact=True).first.click()  # the examples' split
+                try:
+                    option.wait_for(timeout=5000)
+                    break
+                except Exception:
+                    wait_idle(page)
+            option.click()
             wait_idle(page)
+            assert parse_qs(urlparse(page.url).query)["ds_split"] == ["test"]
             page.reload()
             page.locator("h1", has_text="Dataset").first.wait_for()
             wait_idle(page)
-            assert "test" in page.locator('[data-testid="stSelectbox"]', has_text="split").first.inner_text()
+            page.get_by_text(re.compile(r"· test · ")).first.wait_for()  # the examples shown are test clips
             assert_no_exception(page, "/Dataset reload")
         except Exception:
             print(f"--- server log ---\n{log_path.read_text()[-4000:]}")

@@ -142,10 +142,10 @@ def render_agreement(runs: Sequence[Any], labels: Mapping[str, str], load: Calla
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _clip_mel(path: str) -> np.ndarray:
-    """Mel spectrogram in dB (64 bands, hop 512) of the audio file at `path`, decoded once per server."""
+    """Mel spectrogram in dB (128 bands as on every page, hop 512) of the audio file at `path`, decoded once per server."""
     from engine.audio import MODEL_SAMPLE_RATE, load_audio
 
-    return charts.mel_db(load_audio(path), MODEL_SAMPLE_RATE, n_mels=64)
+    return charts.mel_db(load_audio(path), MODEL_SAMPLE_RATE, n_mels=128)
 
 
 def play_dataset_clip(data: str, clip_id: str) -> None:

@@ -40,7 +40,9 @@ def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str
                "on the validation clips played through a held-out recording chain (docs/PROTOCOL.md), the signal "
                "used to choose configurations.")
     st.dataframe(percent_style(cmp.shown_params(shown[cmp.table_columns(shown)]), cmp.METRIC_COLUMNS),
-                 hide_index=True, width="stretch")
+                 hide_index=True, width="stretch", column_config={
+                     "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+                     "warning": st.column_config.TextColumn(width="medium")})
     st.download_button("Download this table (CSV)", csv_bytes(shown), "runs.csv", "text/csv")
 
     study_rows = cmp.study_frame([by_id[i] for i in shown["id"]], labels, presets.STUDY_REPORTED,

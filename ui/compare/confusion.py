@@ -66,21 +66,24 @@ def confusion_difference_chart(df: pd.DataFrame, *, normalize: bool = False, nam
     (blue: fixed; red: broke) on a symmetric scale around 0."""
     names = list(class_names)
     top = max(float(df["effect"].abs().max()) if len(df) else 0.0, 1e-9)
-    fmt = "+.0%" if normalize else "+.0f"
-    df = df.assign(label=[("" if abs(d) < 1e-12 else format(d, fmt)) for d in df["diff"]])
+    # cell text: signed change in whole percentage points of the row (or clips), short enough
+    # for a cell at 390 px; the hover has the exact values
+    scale = 100 if normalize else 1
+    df = df.assign(label=[("" if abs(d) < 1e-12 else f"{scale * d:+.0f}") for d in df["diff"]])
     base = alt.Chart(df).encode(
-        x=alt.X("predicted:N", sort=names, title="predicted", axis=alt.Axis(labelAngle=-40)),
-        y=alt.Y("actual:N", sort=names, title="actual"),
+        x=alt.X("predicted:N", sort=names, title="predicted", axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
+        y=alt.Y("actual:N", sort=names, title="actual", axis=alt.Axis(labelOverlap=False)),
     )
     rects = base.mark_rect().encode(
         color=alt.Color("effect:Q", scale=alt.Scale(scheme="redblue", domain=[-top, top]),
-                        title=f"better for {name_b}"),
+                        title=f"better for {name_b}", legend=alt.Legend(format="+.0%" if normalize else "+d")),
         tooltip=["actual:N", "predicted:N", alt.Tooltip("a:Q", title=name_a, format=".3~f"),
                  alt.Tooltip("b:Q", title=name_b, format=".3~f"), alt.Tooltip("diff:Q", title="B - A", format="+.3~f"),
                  "verdict:N"],
     )
-    text = base.mark_text(fontSize=11).encode(text="label:N")
-    return (rects + text).properties(height=320, title=f"{name_b} - {name_a}")
+    text = base.mark_text(fontSize=10).encode(text="label:N")
+    unit = "percentage points of each row" if normalize else "clips"
+    return (rects + text).properties(height=320, title=f"{name_b} - {name_a} ({unit})")
 
 
 

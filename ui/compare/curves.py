@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from engine.stats import AGGREGATE_COLUMNS, aggregate_histories, mean_std
+from ui.charts import BOTTOM_LEGEND, x_axis
 from ui.compare.values import METRICS, metric
 
 
@@ -95,8 +96,9 @@ def band_chart(bands: pd.DataFrame, *, x: str = "epoch", band: str = "std", y_ti
         df[lo] = df[lo].clip(lower=df["mean"].min() / 10 if len(df) else 1e-6)
     scale = alt.Scale(type="log") if log_scale else alt.Scale(zero=False)
     base = alt.Chart(df).encode(
-        x=alt.X(f"{x}:Q", title="wall-clock seconds" if x == "seconds" else "epoch"),
-        color=alt.Color("group:N", title="seed group", scale=alt.Scale(domain=list(colors), range=list(colors.values()))
+        x=alt.X(f"{x}:Q", title="wall-clock seconds" if x == "seconds" else "epoch", axis=x_axis(x)),
+        color=alt.Color("group:N", title="seed group", legend=alt.Legend(**BOTTOM_LEGEND),
+                        scale=alt.Scale(domain=list(colors), range=list(colors.values()))
                         if colors else alt.Scale(scheme="tableau10")),
     )
     area = base.mark_area(opacity=0.2).encode(y=alt.Y(f"{lo}:Q", title=y_title, scale=scale), y2=f"{hi}:Q")

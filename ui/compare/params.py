@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ui.compare.table import param_values
-from ui.compare.values import value_label
+from ui.compare.values import shown_value, value_label
 
 
 def _numeric(series: pd.Series) -> bool:
@@ -24,20 +24,23 @@ def param_metric_chart(df: pd.DataFrame, param: str, metric_column: str) -> alt.
     a numeric parameter on a quantitative axis (log when its values span >= 2 decades),
     anything else as categories."""
     data = df[["name", "status", param, metric_column]].dropna(subset=[metric_column]).copy()
-    data["value"] = data[param].map(value_label)
-    if _numeric(data[param]):
+    data["value"] = [str(shown_value(param, v)) if v is None or v != v else value_label(v) for v in data[param]]
+    if _numeric(data[param]) and data[param].notna().all():  # a None among numbers ("whole clip"): categories
         data["x"] = pd.to_numeric(data[param], errors="coerce")
         positive = data["x"].dropna()
         log = bool(len(positive)) and (positive > 0).all() and positive.max() / positive.min() >= 100
-        x = alt.X("x:Q", title=param, scale=alt.Scale(type="log") if log else alt.Scale(zero=False))
+        x = alt.X("x:Q", title=param, scale=alt.Scale(type="log") if log else alt.Scale(zero=False, padding=12),
+                  axis=alt.Axis(format="~g"))
     else:
-        x = alt.X("value:N", title=param, sort=param_values(df, param))
+        order = [str(shown_value(param, None)) if v == "None" else v for v in param_values(df, param)]
+        x = alt.X("value:N", title=param, sort=order, axis=alt.Axis(labelAngle=0, labelLimit=160))
     return (
         alt.Chart(data)
         .mark_circle(size=80, opacity=0.7)
         .encode(
             x=x,
-            y=alt.Y(f"{metric_column}:Q", title=metric_column, axis=alt.Axis(format="%")),
+            y=alt.Y(f"{metric_column}:Q", title=metric_column, axis=alt.Axis(format=".0%"),
+                    scale=alt.Scale(domain=[0, 1])),  # every point inside the plot
             color=alt.Color("status:N"),
             tooltip=["name:N", alt.Tooltip("value:N", title=param), alt.Tooltip(f"{metric_column}:Q", format=".1%")],
         )
