@@ -108,7 +108,8 @@ def _curves(long: pd.DataFrame, x: str, y_title: str, log_scale: bool, y_domain=
             "series:N", title=None, scale=alt.Scale(domain=list(named.values()), range=[d for _, d in styles]),
             legend=alt.Legend(orient="top", direction="vertical", labelLimit=320, symbolType="stroke",
                               symbolStrokeWidth=2))  # above the plot: beside the run legend it would be cut
-    return alt.Chart(long).mark_line(point=len(long) <= 60).encode(**encodings).properties(height=300)
+    # Streamlit fits legends and axes into `height` too: 380 leaves the plot ~250 px with both legends
+    return alt.Chart(long).mark_line(point=len(long) <= 60).encode(**encodings).properties(height=380)
 
 
 def loss_curves(
