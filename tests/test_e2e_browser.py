@@ -9,6 +9,7 @@ screenshot of every page goes to tests/artifacts/. Skipped only when /usr/bin/ch
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -103,6 +104,23 @@ def server(tmp_path: Path):
 
 
 # ---- page helpers -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def browser(tmp_path: Path):
+    """(context, page) of a headless Chromium with its own profile, closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": WIDTH, "height": HEIGHT},
+        )
+        context.set_default_timeout(LOAD_MS)
+        try:
+            yield context, context.new_page()
+        finally:
+            context.close()
 
 
 def wait_idle(page, timeout: int = LOAD_MS) -> None:
@@ -202,21 +220,13 @@ def swatch_color(page, title: str) -> str:
 def test_every_page_in_a_real_browser(server, tmp_path: Path):
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     base, log_path = server
     db = tmp_path / "cache" / "runs.sqlite"
     t0 = time.monotonic()
 
     def step(what: str) -> None:
         print(f"{time.monotonic() - t0:6.1f} s  {what}")
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": WIDTH, "height": HEIGHT},
-        )
-        context.set_default_timeout(LOAD_MS)
-        page = context.new_page()
+    with browser(tmp_path) as (context, page):
         try:
             # 1. Deep links on the fresh server: every page by its own URL, home last.
             for path, title in PAGES:
@@ -329,8 +339,6 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
                 pass
             print(f"--- server log ---\n{log_path.read_text()[-4000:]}")
             raise
-        finally:
-            context.close()
 
 
 def test_reload_keeps_train_form_edits_and_dataset_selections(server, tmp_path: Path):
@@ -338,16 +346,8 @@ def test_reload_keeps_train_form_edits_and_dataset_selections(server, tmp_path: 
     (they live in the URL), and editing them adds no history entries (Back leaves the page)."""
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     base, log_path = server
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": WIDTH, "height": HEIGHT},
-        )
-        context.set_default_timeout(LOAD_MS)
-        page = context.new_page()
+    with browser(tmp_path) as (context, page):
         try:
             open_page(page, base, "/Train", "Train")
             history = page.evaluate("history.length")
@@ -385,5 +385,3 @@ def test_reload_keeps_train_form_edits_and_dataset_selections(server, tmp_path: 
         except Exception:
             print(f"--- server log ---\n{log_path.read_text()[-4000:]}")
             raise
-        finally:
-            context.close()

@@ -1,6 +1,7 @@
 """Helpers of the Compare page, split by what they draw: plain data in (run records, metrics,
 predictions), DataFrames and Altair charts out. No streamlit in here, so every function is
-unit-testable; the page's sections that draw them are in ui.compare_sections.
+unit-testable; the page's sections that draw them are ui.runs_table, ui.ablation_builder,
+ui.side_by_side, ui.significance_view, ui.mistakes_view, ui.flips and ui.generalisation_view.
 
 Run records are `engine.store.RunRecord`s (anything with id, name, tags, status, created,
 config (RunConfig), group_key, metrics, history works).
