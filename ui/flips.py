@@ -38,6 +38,11 @@ def flips_frame(entries: Sequence[Mapping[str, Any]], *, grouped: bool = False) 
     return pd.DataFrame(rows, columns=columns + (["A seeds agreeing", "B seeds agreeing"] if grouped else []))
 
 
+def _seeds(n: int) -> str:
+    """'1 seed' / '3 seeds'."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 def filter_flips(entries: Sequence[Mapping[str, Any]], true_label: str | None, predicted: str | None) -> list:
     """Entries whose true label is `true_label` and where either side predicted `predicted` (None: any)."""
     return [e for e in entries
@@ -88,7 +93,7 @@ def render_flips(units: Mapping[str, Sequence[Any]], load: Callable[[Any], dict]
                 f"{c['still_wrong']} wrong answers into other wrong answers; {c['same']} clips kept their label.")
     st.caption("Fixed and broken are the two discordant cells of McNemar's table for these runs."
                + (f" Seed groups vote: each side's label is the one most of its seeds predicted (A has "
-                  f"{out['runs_a']} seeds, B {out['runs_b']}); the table says how many seeds agree." if grouped else ""))
+                  f"{_seeds(out['runs_a'])}, B {_seeds(out['runs_b'])}); the table says how many seeds agree." if grouped else ""))
     f1, f2, f3 = st.columns(3)
     kind = f1.radio("Show", FLIP_KINDS, format_func=KIND_TITLES.get, key="flip_kind")
     true_pick = f2.selectbox("True class", ["(any)", *SHORT_NAMES], key="flip_true")

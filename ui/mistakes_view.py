@@ -11,7 +11,7 @@ import streamlit as st
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
 from ui import compare as cmp
-from ui.common import dataset_ready, load_dataset_cached
+from ui.common import dataset_ready, load_dataset_cached, percent_style
 from ui.compare_cache import run_predictions
 
 
@@ -33,7 +33,8 @@ def render(finished: Sequence[Any], by_id: Mapping[str, Any], labels: Mapping[st
     clips = cmp.mistakes_frame(run_predictions(run).get(m_split) or {}, actual, predicted)
     st.caption(f"{len(clips)} {SHORT_NAMES[actual]} clips of the {m_split} split predicted as "
                f"{SHORT_NAMES[predicted]}, most confident first.")
-    st.dataframe(clips, hide_index=True, width="stretch")
+    st.dataframe(percent_style(clips, [c for c in clips.columns if c.startswith("p(")]), hide_index=True,
+                 width="stretch")
     if len(clips):
         _play(run, list(clips["uuid"].head(10)))
 
