@@ -8,28 +8,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.config import RunConfig
 from engine.errors import EngineError
 from engine.labels import SUBSETS
 from engine.ablation import summarize_rows
-from engine.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row, beyond_study, robustness_runs, study_ablation
+from engine.launch import queue_ablation
+from engine.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row
+from ui.home import getting_started
 from ui.common import (
     compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store, plain,
-    load_dataset_cached, render_sidebar, set_data_setting,
+    load_dataset_cached, percent_style, render_sidebar, set_data_setting,
 )
 
 st.set_page_config(page_title="Medley LSTM lab", page_icon="🎻", layout="wide")
-
-
-def getting_started(have_data: bool, have_runs: bool, have_finished: bool) -> str:
-    """The newcomer's three steps as a Markdown numbered list, steps already done ticked."""
-    steps = [
-        (have_data, "Make the demo data (1-2 minutes; or point the dashboard at Medley-solos-DB above)."),
-        (have_runs, "Run the study's ablation: its base configuration and the nine variations it reported "
-                    "(the CPU trains one run at a time; the others wait in the queue)."),
-        (have_finished, "Watch them on the **Train** page or in the sidebar, then **Compare**."),
-    ]
-    return "\n".join(f"{k}. {'~~' + text + '~~ done' if done else text}" for k, (done, text) in enumerate(steps, 1))
 
 
 render_sidebar()
@@ -103,17 +93,17 @@ if finished:
     ]).sort_values("val balanced acc.", ascending=False, na_position="last", kind="stable").head(10)
     st.markdown("**Best finished runs** (by validation balanced accuracy = mean per-class recall on the "
                 "validation split; test is shown as the final report, never used to choose)")
-    pct = {c: st.column_config.NumberColumn(c, format="percent") for c in
-           ("test balanced acc.", "test acc.", "val balanced acc.", "val acc.")}
-    st.dataframe(table, hide_index=True, width="stretch", column_config=pct)
+    st.dataframe(percent_style(table, ("test balanced acc.", "test acc.", "val balanced acc.", "val acc.")),
+                 hide_index=True, width="stretch")
     st.page_link("pages/3_Compare.py", label="Compare runs →")
 elif not runs:
     st.caption("No runs yet.")
 
 # ---- getting started --------------------------------------------------------------------
-st.subheader("Getting started" if not runs or not dataset_ready(data) else "The study's ablation")
-if not runs or not dataset_ready(data):
-    st.markdown(getting_started(dataset_ready(data), bool(runs), any(r.status == "finished" for r in runs)))
+done = (dataset_ready(data), bool(runs), any(r.status == "finished" for r in runs))
+st.subheader("Getting started" if not all(done) else "The study's ablation")
+if not all(done):
+    st.markdown(getting_started(*done))
 if not dataset_ready(data) and st.button("Make demo data", type="primary"):
     try:
         load_dataset_cached(data)
@@ -127,19 +117,19 @@ epochs = c1.number_input("epochs per run (the study: 50)", 1, 500, 50, key="abla
                           help="For the study's ablation and 'what the study missed'; the robustness "
                                "ablation trains the recommended configuration's own number of epochs.")
 presets = {
-    "study": (c2, "Run the study's ablation", study_ablation, "study: ",
+    "study": (c2, "Run the study's ablation",
               "Queues one run per ablation row (10 runs: base, batch 50/20, lr 1e-3/1e-5, dropout "
               "0.05/0.5, SGD, Adadelta, 2+1 LSTM), tagged 'study'."),
-    "beyond": (c3, "Run what the study missed", beyond_study, "beyond: ",
+    "beyond": (c3, "Run what the study missed",
                "Queues 5 runs tagged 'beyond': the study's base, + standardised features, + the whole clip "
                "read as a sequence, + class weighting, and our recommended configuration."),
-    "robustness": (c4, "Run the robustness ablation", robustness_runs, "robustness: ",
+    "robustness": (c4, "Run the robustness ablation",
                    f"Queues {(1 + len(ROBUSTNESS_OPTIONS)) * len(ROBUSTNESS_SEEDS)} runs tagged 'robustness': "
                    f"the recommended configuration and the same with one option flipped ("
                    f"{', '.join(ROBUSTNESS_OPTIONS)}), {len(ROBUSTNESS_SEEDS)} seeds each. The table below "
                    "compares validation, cross-collection validation and test."),
 }
-for tag, (column, label, make_rows, prefix, help_text) in presets.items():
+for tag, (column, label, help_text) in presets.items():
     if not column.button(label, type="primary" if dataset_ready(data) else "secondary", help=help_text, key=f"run_{tag}"):
         continue
     if not dataset_ready(data):  # make the demo here, with progress, before the workers need it
@@ -148,11 +138,9 @@ for tag, (column, label, make_rows, prefix, help_text) in presets.items():
         except EngineError as exc:
             st.error(f"Could not make the demo data: {plain(exc)}")
             st.stop()
-    manager = get_manager()
-    overrides = {} if tag == "robustness" else {"train.epochs": int(epochs)}  # robustness: the preset's epochs
-    rows = make_rows(RunConfig(data=data), **overrides)
-    manager.submit_many([(config, f"{prefix}{name}", (tag,)) for name, config in rows])  # rows that can, train as a group
-    st.session_state["home_flash"] = (f"Queued {len(rows)} runs tagged '{tag}'. Progress is in the sidebar; "
+    values = {} if tag == "robustness" else {"train.epochs": int(epochs)}  # robustness: the preset's epochs
+    ids = queue_ablation(get_manager(), tag, data=data, values=values, prefix=f"{tag}: ")
+    st.session_state["home_flash"] = (f"Queued {len(ids)} runs tagged '{tag}'. Progress is in the sidebar; "
                                       "results on **Compare**.")
     st.rerun()
 if "home_flash" in st.session_state:
@@ -172,6 +160,5 @@ if robust:
     st.caption("Mean and seed standard deviation over the finished runs of each row. *cross-val* = the "
                "validation clips through a held-out recording chain: the protocol chooses on it, never on "
                "test (docs/PROTOCOL.md).")
-    st.dataframe(table[list(shown)].rename(columns=shown), hide_index=True, width="stretch",
-                 column_config={label: st.column_config.NumberColumn(label, format="percent")
-                                for key, label in shown.items() if key not in ("row", "finished")})
+    rates = [label for key, label in shown.items() if key not in ("row", "finished")]
+    st.dataframe(percent_style(table[list(shown)].rename(columns=shown), rates), hide_index=True, width="stretch")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import RunConfig
+from .config import RunConfig, config_from_values
 from .errors import EngineError
 
 # Flags that set one configuration value each: flag -> (dotted name, type).
@@ -213,17 +213,19 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, base: RunConfig) -> RunConfig:
-    """`base` with every flag the user gave applied."""
+    """`base` (or the --config file) with every flag the user gave applied, through the one
+    parser every front end uses (engine.config.config_from_values)."""
     if args.config:
         path = Path(args.config)
         if not path.exists():
             raise EngineError(f"configuration file {path} does not exist")
         base = RunConfig.from_json(path.read_text())
-    return base.with_values(**flag_overrides(args))
+    return config_from_values(flag_overrides(args), base)
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Dotted configuration values set by flags (only those given)."""
+    """The flags given, as dotted configuration values ({"train.lr": 0.001, "features.frames": "all"});
+    values are read and checked by config_from_values."""
     values: dict[str, Any] = {}
     if getattr(args, "data", None):
         values["data"] = args.data
@@ -232,8 +234,8 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
             value = getattr(args, flag, None)
             if value is None:
                 continue
-            if kind == "frames":
-                value = None if str(value).lower() in ("all", "none", "0") else int(value)
+            if kind == "frames" and str(value).strip() == "0":
+                value = None  # --frames 0: the whole clip, as --frames all
             values[dotted] = value
     return values
 
@@ -280,7 +282,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from .dataset import resolve_dataset
     from .features import load_features
 
-    config = RunConfig().with_values(**flag_overrides(args)).features
+    config = config_from_values(flag_overrides(args)).features
     ds = resolve_dataset(args.data, progress=_progress_bar(_dataset_step(args.data)))
     start = time.perf_counter()
     sets = load_features(ds, config, progress=_progress_bar("features"))
@@ -343,30 +345,27 @@ def parse_seeds(text: str, first: int = 0) -> list[int]:
 def ablation_base(args: argparse.Namespace) -> RunConfig:
     """The base of `ablate --preset ...` with the flags applied: the study's own base (its 2019
     inputs included) for the study's ablations, the recommended preset for robustness."""
-    from .presets import ABLATION_BASES
+    from . import launch
 
-    if args.preset not in ABLATION_BASES:
-        raise EngineError(f"unknown ablation {args.preset!r}; choose one of {sorted(ABLATION_BASES)}")
-    return config_from_args(args, ABLATION_BASES[args.preset])
+    return config_from_args(args, launch.ablation_base(args.preset))
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .presets import ABLATION_BASES, ABLATIONS, STUDY_FINAL_ROW, STUDY_REPORTED, STUDY_REPORTED_FINAL_TEST
+    from .launch import plan_ablation, queue_ablation
+    from .presets import STUDY_FINAL_ROW, STUDY_REPORTED, STUDY_REPORTED_FINAL_TEST
 
-    if args.preset not in ABLATIONS:
-        raise EngineError(f"unknown ablation {args.preset!r}; choose one of {sorted(ABLATIONS)}")
     base = ablation_base(args)
-    seeds = None if args.seeds is None else parse_seeds(args.seeds, first=base.train.seed)
-    if args.preset == "robustness" or (seeds is not None and seeds != [base.train.seed]):
-        return _ablate_with_seeds(args, base, seeds)
-    rows = ABLATIONS[args.preset](base)
-    records = _train_and_wait([(name, config, ("ablation", args.preset)) for name, config in rows], args.device)
+    seeds = None if args.seeds is None else tuple(parse_seeds(args.seeds, first=base.train.seed))
+    plan = plan_ablation(args.preset, base, seeds=seeds)
+    records = _run_and_wait(lambda manager: queue_ablation(manager, plan), args.device)
+    if any(run.seed is not None for run in plan):
+        return _seeded_table(args, plan, records)
     table = []
-    for (name, _), record in zip(rows, records):
+    for run, record in zip(plan, records):
         summary = run_summary(record)
-        summary["row"] = name
-        summary["study_val_accuracy"] = STUDY_REPORTED.get(name) if args.preset == "study" else None
-        summary["study_test_accuracy"] = STUDY_REPORTED_FINAL_TEST if (args.preset == "study" and name == STUDY_FINAL_ROW) else None
+        summary["row"] = run.row
+        summary["study_val_accuracy"] = STUDY_REPORTED.get(run.row) if args.preset == "study" else None
+        summary["study_test_accuracy"] = STUDY_REPORTED_FINAL_TEST if (args.preset == "study" and run.row == STUDY_FINAL_ROW) else None
         table.append(summary)
     if args.json:
         print(json_text(table))
@@ -375,23 +374,18 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "finished" for r in records) else 1
 
 
-def _ablate_with_seeds(args: argparse.Namespace, base: RunConfig, seeds: list[int] | None) -> int:
-    """An ablation with every row repeated over `seeds` (None: the preset's, from --seed on);
-    prints mean +- seed std per row and which row the protocol (docs/PROTOCOL.md:
-    cross-collection validation only) picks."""
+def _seeded_table(args: argparse.Namespace, plan: list, records: list) -> int:
+    """An ablation with every row repeated over seeds: prints mean +- seed std per row and
+    which row the protocol (docs/PROTOCOL.md: cross-collection validation only) picks."""
     from .ablation import format_rows, select_by_cross_validation, summarize_rows
-    from .presets import ABLATION_SEEDS, ABLATIONS, with_seeds
+    from .launch import plan_rows
 
-    seeds = tuple(seeds) if seeds is not None else tuple(base.train.seed + s for s in ABLATION_SEEDS[args.preset])
-    rows = ABLATIONS[args.preset](base)
-    jobs = with_seeds(rows, seeds)
-    records = _train_and_wait([(f"{name} seed {seed}", config, ("ablation", args.preset))
-                               for name, seed, config in jobs], args.device)
-    grouped = [(name, [rec for (row, _, _), rec in zip(jobs, records) if row == name]) for name, _ in rows]
+    grouped = [(row, [rec for run, rec in zip(plan, records) if run.row == row]) for row in plan_rows(plan)]
     table = summarize_rows(grouped)
     choice = select_by_cross_validation(table)
+    seeds = list(dict.fromkeys(run.seed for run in plan))
     if args.json:
-        print(json_text({"preset": args.preset, "seeds": list(seeds), "rows": table, "protocol_choice": choice}))
+        print(json_text({"preset": args.preset, "seeds": seeds, "rows": table, "protocol_choice": choice}))
     else:
         print(format_rows(table))
         print(f"protocol choice (highest cross-collection validation, beyond the seed spread): {choice}")

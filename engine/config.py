@@ -7,6 +7,7 @@ entries and is stored with the run; `FeatureConfig.digest()` names the feature c
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import json
@@ -14,6 +15,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from .augment import parse_augment
@@ -151,14 +153,14 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         _check_types(self)
         if self.representation not in ("spectral", "waveform", "logmel"):
-            raise ConfigError(f"representation must be 'spectral', 'waveform' or 'logmel', not {self.representation!r}")
+            raise ConfigError(f"features.representation must be 'spectral', 'waveform' or 'logmel', not {self.representation!r}")
         if self.inputs not in INPUTS:
-            raise ConfigError(f"inputs must be one of {list(INPUTS)}, not {self.inputs!r}")
+            raise ConfigError(f"features.inputs must be one of {list(INPUTS)}, not {self.inputs!r}")
         if self.frames is not None and self.frames < 1:
-            raise ConfigError(f"frames must be at least 1 or None (whole clip), not {self.frames}")
+            raise ConfigError(f"features.frames must be at least 1 or None (whole clip), not {self.frames}")
         for name in ("sample_rate", "clip_samples", "n_mfcc", "n_fft", "hop_length", "waveform_frame"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+                raise ConfigError(f"features.{name} must be positive, not {getattr(self, name)}")
 
     @property
     def feature_dim(self) -> int:
@@ -218,13 +220,14 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check_types(self)
         if self.arch not in ("study", "study_2plus1", "sequence", "waveform"):
-            raise ConfigError(f"arch must be study, study_2plus1, sequence or waveform, not {self.arch!r}")
+            raise ConfigError(f"model.arch must be study, study_2plus1, sequence or waveform, not {self.arch!r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), not {self.dropout}")
-        if self.hidden_size < 1 or self.num_layers < 1 or self.extra_hidden < 1:
-            raise ConfigError("hidden_size, num_layers and extra_hidden must be positive")
+            raise ConfigError(f"model.dropout must be in [0, 1), not {self.dropout}")
+        for name in ("hidden_size", "num_layers", "extra_hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be positive, not {getattr(self, name)}")
         if self.pooling not in ("last", "mean", "max", "stats"):
-            raise ConfigError(f"pooling must be last, mean, max or stats, not {self.pooling!r}")
+            raise ConfigError(f"model.pooling must be last, mean, max or stats, not {self.pooling!r}")
 
     def digest(self) -> str:
         return _digest(self)
@@ -277,23 +280,26 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        object.__setattr__(self, "augment", ",".join(parse_augment(self.augment)))  # canonical order
+        try:
+            object.__setattr__(self, "augment", ",".join(parse_augment(self.augment)))  # canonical order
+        except ConfigError as exc:
+            raise ConfigError(f"train.augment: {exc}") from None
         if self.augment_views < 1:
-            raise ConfigError(f"augment_views must be at least 1, not {self.augment_views}")
+            raise ConfigError(f"train.augment_views must be at least 1, not {self.augment_views}")
         if self.time_mask < 0 or self.freq_mask < 0:
-            raise ConfigError(f"time_mask and freq_mask must be 0 (off) or positive, not {self.time_mask}, {self.freq_mask}")
+            raise ConfigError(f"train.time_mask and train.freq_mask must be 0 (off) or positive, not {self.time_mask}, {self.freq_mask}")
         if self.precision not in ("float32", "bfloat16"):
-            raise ConfigError(f"precision must be float32 or bfloat16, not {self.precision!r}")
+            raise ConfigError(f"train.precision must be float32 or bfloat16, not {self.precision!r}")
         if self.optimizer not in ("adam", "sgd", "adadelta"):
-            raise ConfigError(f"optimizer must be adam, sgd or adadelta, not {self.optimizer!r}")
+            raise ConfigError(f"train.optimizer must be adam, sgd or adadelta, not {self.optimizer!r}")
         if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, not {self.lr}")
+            raise ConfigError(f"train.lr must be positive, not {self.lr}")
         if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
+            raise ConfigError(f"train.batch_size must be at least 1, not {self.batch_size}")
         if self.epochs < 1:
-            raise ConfigError(f"epochs must be at least 1, not {self.epochs}")
+            raise ConfigError(f"train.epochs must be at least 1, not {self.epochs}")
         if self.select not in ("best", "last"):
-            raise ConfigError(f"select must be 'best' or 'last', not {self.select!r}")
+            raise ConfigError(f"train.select must be 'best' or 'last', not {self.select!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"train.momentum must be in [0, 1), not {self.momentum}")
         if not 0.0 <= self.rho <= 1.0:
@@ -408,3 +414,87 @@ def _build(klass: type, raw: dict[str, Any]) -> Any:
         return klass(**raw)
     except TypeError as exc:
         raise ConfigError(f"bad {klass.__name__}: {exc}") from exc
+
+
+# ---------------------------------------------------------------- one way to state a configuration
+
+_NONE_WORDS = ("", "none", "null", "all", "whole", "whole clip", "off")  # text for None where a field allows it
+_TRUE_WORDS, _FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def config_keys() -> list[str]:
+    """Every settable dotted name, in RunConfig.flat() order: "data", "features.representation", ..."""
+    return list(RunConfig().flat())
+
+
+def config_from_values(values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """A validated RunConfig: `base` (default RunConfig(), the study's base) with each dotted
+    value of `values` set ({"train.lr": 1e-3, "model.dropout": "0.2", "features.frames": "all"}).
+
+    The one function every front end calls (CLI flags, the Train page's widgets, the Compare
+    page's ablation builder). Values may be Python values or the text a user typed: text is
+    read by the field's type ("1e-3" -> 0.001, "yes" -> True, "all"/"none" -> None where the
+    field allows None), and a list of names becomes a comma-separated text field
+    (["eq", "gain"] -> "gain,eq"). ConfigError names the key for an unknown key (with the
+    closest known one), a wrong type and an out-of-range value. The inverse is
+    `config.flat()`: config_from_values(config.flat()) == config."""
+    base = base if base is not None else RunConfig()
+    known = config_keys()
+    typed: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown configuration key {key!r}{_suggestion(str(key), known)}")
+        typed[key] = _from_user(key, value)
+    return base.with_values(**typed)
+
+
+def _suggestion(key: str, known: list[str]) -> str:
+    """'; did you mean 'train.lr'?' for a close or bare name, else ''."""
+    bare = [k for k in known if k.rsplit(".", 1)[-1] == key]
+    close = bare or difflib.get_close_matches(key, known, n=1, cutoff=0.6) or difflib.get_close_matches(
+        key, [k.rsplit(".", 1)[-1] for k in known], n=1, cutoff=0.75)
+    if close and "." not in close[0] and close[0] != "data":  # matched a bare field name: give its dotted name
+        close = [k for k in known if k.endswith("." + close[0])]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _field_hint(key: str) -> Any:
+    """The annotation of a dotted name's field (str for "data")."""
+    if key == "data":
+        return str
+    section, name = key.split(".", 1)
+    klass = {"features": FeatureConfig, "model": ModelConfig, "train": TrainConfig}[section]
+    return _hints(klass)[name]
+
+
+def _from_user(key: str, value: Any) -> Any:
+    """`value` for the field `key`, text read by the field's type; ConfigError naming `key` when
+    text does not read as that type. Non-text values pass unchanged (the dataclass checks them)."""
+    if key == "data" and not isinstance(value, str):
+        raise ConfigError(f"data must be text (a dataset folder, 'demo' or 'demo:tiny'), not {value!r}")
+    hint = _field_hint(key)
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    kinds = [a for a in allowed if a is not type(None)]
+    if isinstance(value, (list, tuple)) and kinds == [str]:
+        return ",".join(str(v).strip() for v in value)
+    if not isinstance(value, str) or kinds == [str] or typing.get_origin(kinds[0]) is Literal:
+        return value.strip() if isinstance(value, str) and key != "data" else value
+    text = value.strip().lower()
+    if type(None) in allowed and text in _NONE_WORDS:
+        return None
+    kind = kinds[0]
+    try:
+        if kind is bool:
+            if text not in _TRUE_WORDS + _FALSE_WORDS:
+                raise ValueError(text)
+            return text in _TRUE_WORDS
+        number = float(text)
+        if kind is int:
+            if not number.is_integer():
+                raise ValueError(text)
+            return int(number)
+        return number
+    except (ValueError, OverflowError):
+        expected = {bool: "true or false", int: "a whole number", float: "a number"}[kind]
+        optional = " or none" if type(None) in allowed else ""
+        raise ConfigError(f"{key} must be {expected}{optional}, not {value!r}") from None

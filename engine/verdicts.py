@@ -146,7 +146,7 @@ def describe_confusion_difference(
     cells.sort(key=lambda c: (-c[0], c[1], c[2]))
 
     def count(x: float) -> str:
-        return f"{int(x)}" if float(x).is_integer() else f"{x:g}"
+        return f"{int(x)}" if float(x).is_integer() else f"{x:.1f}"  # a seed group's mean: 7.3, never 7.33333
 
     out = []
     for size, i, j in cells[: max(0, top)]:

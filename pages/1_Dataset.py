@@ -20,6 +20,9 @@ st.title("Dataset")
 
 data = data_setting()
 ds = require_dataset(data)
+# The page's choices live in the URL (?ds_class=...): a reload or a shared link keeps them, and
+# Streamlit replaces the history entry, so Back leaves the page instead of stepping through them.
+BIND = "query-params"
 FEATURE_NAMES = [f"MFCC {i}" for i in range(1, 14)] + ["centroid"] + [f"contrast {i}" for i in range(1, 8)]
 
 
@@ -77,7 +80,7 @@ cols[4].metric("problems", len(summary["problems"]))
 
 # ---- counts and imbalance ---------------------------------------------------------------
 st.subheader("Clips per class and split")
-share = st.toggle("Show each split's share instead of counts", value=False)
+share = st.toggle("Show each split's share instead of counts", value=False, key="ds_share", bind=BIND)
 st.altair_chart(charts.class_count_chart(summary["counts"], share=share), width="stretch")
 
 rows = []
@@ -124,13 +127,13 @@ with c2:
 # ---- examples ---------------------------------------------------------------------------
 st.subheader("Listen and look")
 c1, c2, c3 = st.columns(3)
-label = c1.selectbox("class", range(len(CLASS_NAMES)), format_func=lambda i: CLASS_NAMES[i])
-subset = c2.selectbox("split", SUBSETS)
+label = c1.selectbox("class", range(len(CLASS_NAMES)), format_func=lambda i: CLASS_NAMES[i], key="ds_class", bind=BIND)
+subset = c2.selectbox("split", SUBSETS, key="ds_split", bind=BIND)
 members = [c for c in ds.subset(subset) if c.label == label]
 if not members:
     st.info(f"No {CLASS_NAMES[label]} clips in {subset}.")
 else:
-    n_examples = c3.number_input("examples", 1, min(4, len(members)), min(2, len(members)))
+    n_examples = c3.number_input("examples", 1, min(4, len(members)), min(2, len(members)), key="ds_examples", bind=BIND)
     start = st.session_state.get("example_start", 0) % len(members)
     if st.button("Other examples"):
         start = st.session_state["example_start"] = (start + int(n_examples)) % len(members)
@@ -159,15 +162,15 @@ else:
 # ---- per-class feature distributions ----------------------------------------------------
 st.subheader("Per-class feature distributions")
 c1, c2 = st.columns(2)
-dist_subset = c1.selectbox("split ", SUBSETS, key="dist_subset")
-per_class = c2.number_input("clips per class (sampled)", 2, 200, 20, key="dist_per_class")
-if st.toggle("Compute the distributions (reads and analyses the sampled clips)", key="dist_on"):
+dist_subset = c1.selectbox("split ", SUBSETS, key="dist_subset", bind=BIND)
+per_class = c2.number_input("clips per class (sampled)", 2, 200, 20, key="dist_per_class", bind=BIND)
+if st.toggle("Compute the distributions (reads and analyses the sampled clips)", key="dist_on", bind=BIND):
     try:
         sample = feature_sample(ds.fingerprint(), dist_subset, int(per_class), ds.subset(dist_subset))
     except Exception as exc:
         st.error(f"Could not compute features: {plain(exc)}")
     else:
-        feature = st.selectbox("feature (mean over the clip)", FEATURE_NAMES, index=0)
+        feature = st.selectbox("feature (mean over the clip)", FEATURE_NAMES, index=0, key="dist_feature", bind=BIND)
         a, b = st.columns(2)
         a.altair_chart(charts.feature_boxplot(sample, feature=feature, order=SHORT_NAMES), width="stretch")
         b.altair_chart(charts.feature_boxplot(sample, feature="centroid", order=SHORT_NAMES), width="stretch")

@@ -284,3 +284,44 @@ def test_train_page_live_view_of_a_running_run(app_env):
     assert "running: epoch 2/5" in text
     assert len(at.get("vega_lite_chart")) == 2
     store.set_status(run_id, "cancelled")
+
+
+def test_train_page_and_cli_make_the_same_config_for_the_same_choices(app_env, monkeypatch):
+    """Issue 17: the Train page's widgets go through the engine's one parser, as CLI flags do."""
+    from engine.cli import build_parser, config_from_args
+    from engine.errors import EngineError
+    from engine.jobs import JobManager
+    from engine.presets import PRESETS
+    import ui.common
+    from ui.common import get_store
+
+    def no_training(config, progress=None):
+        raise EngineError("tests do not train")
+
+    manager = JobManager(get_store(), data_loader=no_training)
+    monkeypatch.setattr(ui.common, "get_manager", lambda: manager)
+    try:
+        at = _app()
+        at.switch_page("pages/2_Train.py").run()
+        at.selectbox(key="preset").set_value("recommended").run()
+        at.number_input(key="w.train.lr").set_value(0.003)
+        at.radio(key="w.features.frames").set_value("whole clip")
+        at.checkbox(key="w.features.chroma").check()
+        at.multiselect(key="w.train.augment").set_value(["gain", "eq"])
+        at.number_input(key="w.train.grad_clip").set_value(0.5)
+        at.checkbox(key="w.train.standardize").uncheck()
+        at.selectbox(key="w.model.pooling").set_value("stats")
+        at.number_input(key="w.model.hidden_size").set_value(64)
+        at.selectbox(key="w.train.optimizer").set_value("sgd")
+        at.number_input(key="w.train.momentum").set_value(0.9)
+        next(b for b in at.button if b.label == "Start training").click().run()
+        assert not at.exception, at.exception
+        [run] = get_store().list_runs()
+        args = build_parser().parse_args(["train", "--preset", "recommended", "--lr", "0.003", "--frames", "all",
+                                          "--chroma", "--augment", "eq,gain", "--grad-clip", "0.5",
+                                          "--no-standardize", "--pooling", "stats", "--hidden", "64",
+                                          "--optimizer", "sgd", "--momentum", "0.9"])
+        assert run.config == config_from_args(args, PRESETS["recommended"])
+        assert "lr 3e-3" in run.name and "SGD" in run.name  # named by what differs from the preset
+    finally:
+        manager.shutdown(timeout=5)

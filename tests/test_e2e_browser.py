@@ -9,6 +9,7 @@ screenshot of every page goes to tests/artifacts/. Skipped only when /usr/bin/ch
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -103,6 +104,23 @@ def server(tmp_path: Path):
 
 
 # ---- page helpers -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def browser(tmp_path: Path):
+    """(context, page) of a headless Chromium with its own profile, closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": WIDTH, "height": HEIGHT},
+        )
+        context.set_default_timeout(LOAD_MS)
+        try:
+            yield context, context.new_page()
+        finally:
+            context.close()
 
 
 def wait_idle(page, timeout: int = LOAD_MS) -> None:
@@ -202,21 +220,13 @@ def swatch_color(page, title: str) -> str:
 def test_every_page_in_a_real_browser(server, tmp_path: Path):
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     base, log_path = server
     db = tmp_path / "cache" / "runs.sqlite"
     t0 = time.monotonic()
 
     def step(what: str) -> None:
         print(f"{time.monotonic() - t0:6.1f} s  {what}")
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": WIDTH, "height": HEIGHT},
-        )
-        context.set_default_timeout(LOAD_MS)
-        page = context.new_page()
+    with browser(tmp_path) as (context, page):
         try:
             # 1. Deep links on the fresh server: every page by its own URL, home last.
             for path, title in PAGES:
@@ -329,5 +339,49 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
                 pass
             print(f"--- server log ---\n{log_path.read_text()[-4000:]}")
             raise
-        finally:
-            context.close()
+
+
+def test_reload_keeps_train_form_edits_and_dataset_selections(server, tmp_path: Path):
+    """Issue 16: a browser reload restores the Train form's edits and the Dataset page's choices
+    (they live in the URL), and editing them adds no history entries (Back leaves the page)."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
+    base, log_path = server
+    with browser(tmp_path) as (context, page):
+        try:
+            open_page(page, base, "/Train", "Train")
+            history = page.evaluate("history.length")
+            set_number(page, "learning rate", "3.0e-03")
+            set_number(page, "hidden size", "64")
+            page.get_by_text("+ 12 chroma", exact=True).click()
+            wait_idle(page)
+            assert page.evaluate("history.length") == history  # edits replace the entry, never push one
+            assert parse_qs(urlparse(page.url).query)["w.model.hidden_size"] == ["64"]
+            page.reload()
+            page.locator("h1", has_text="Train").first.wait_for()
+            wait_idle(page)
+            assert page.get_by_label("learning rate", exact=True).input_value() == "3.0e-3"
+            assert page.get_by_label("hidden size", exact=True).input_value() == "64"
+            assert page.get_by_label("+ 12 chroma", exact=True).is_checked()
+            assert page.get_by_label("LSTM layers", exact=True).input_value() == "2"  # the rest: the preset's
+
+            open_page(page, base, "/Dataset", "Dataset")
+            option = page.get_by_role("option", name="test", exact=True)
+            for _ in range(5):  # a click that lands while the page reruns can close the list again
+                page.get_by_label("split", exact=True).first.click()  # the examples' split
+                try:
+                    option.wait_for(timeout=5000)
+                    break
+                except Exception:
+                    wait_idle(page)
+            option.click()
+            wait_idle(page)
+            assert parse_qs(urlparse(page.url).query)["ds_split"] == ["test"]
+            page.reload()
+            page.locator("h1", has_text="Dataset").first.wait_for()
+            wait_idle(page)
+            page.get_by_text(re.compile(r"· test · ")).first.wait_for()  # the examples shown are test clips
+            assert_no_exception(page, "/Dataset reload")
+        except Exception:
+            print(f"--- server log ---\n{log_path.read_text()[-4000:]}")
+            raise

@@ -28,6 +28,16 @@ from engine.labels import SHORT_NAMES
 X_TITLES = {"epoch": "epoch", "seconds": "wall-clock seconds", "step": "step"}
 
 
+def x_axis(x: str) -> alt.Axis:
+    """The x axis of a curve: whole epochs (no 1.5) or formatted seconds / steps."""
+    return alt.Axis(format="d", tickMinStep=1) if x in ("epoch", "step") else alt.Axis(format="~s")
+
+
+# Legends of lines go below the plot, one entry a line, so that at 390 px neither the plot
+# nor a long run or series name is squeezed or cut.
+BOTTOM_LEGEND = dict(orient="bottom", direction="vertical", labelLimit=320)
+
+
 def ema(values: Sequence[float], smoothing: float) -> np.ndarray:
     """Exponential moving average, TensorBoard-style, with bias correction at the start.
 
@@ -84,10 +94,9 @@ def _curves(long: pd.DataFrame, x: str, y_title: str, log_scale: bool, y_domain=
     if colors:  # only the runs drawn here, in the legend
         colors = {label: colors[label] for label in dict.fromkeys(long["run"]) if label in colors}
     encodings = dict(  # colour = the run (its own colour on every page), dash = the series
-        x=alt.X(f"{x}:Q", title=X_TITLES.get(x, x)),
+        x=alt.X(f"{x}:Q", title=X_TITLES.get(x, x), axis=x_axis(x)),
         y=alt.Y("value:Q", title=y_title, scale=scale),
-        color=alt.Color("run:N", title="run", scale=run_scale(colors),  # below the plot, one run a line:
-                        legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=300)),  # fits 390 px
+        color=alt.Color("run:N", title="run", scale=run_scale(colors), legend=alt.Legend(**BOTTOM_LEGEND)),
         tooltip=["run:N", "series:N", alt.Tooltip(f"{x}:Q", format=".4~g"), alt.Tooltip("value:Q", format=".4f")],
     )
     series = list(dict.fromkeys(long["series"]))
@@ -97,8 +106,10 @@ def _curves(long: pd.DataFrame, x: str, y_title: str, log_scale: bool, y_domain=
         long = long.assign(series=long["series"].map(named).fillna(long["series"]))
         encodings["strokeDash"] = alt.StrokeDash(
             "series:N", title=None, scale=alt.Scale(domain=list(named.values()), range=[d for _, d in styles]),
-            legend=alt.Legend(orient="top", direction="horizontal", symbolType="stroke", symbolStrokeWidth=2))
-    return alt.Chart(long).mark_line(point=len(long) <= 60).encode(**encodings).properties(height=300)
+            legend=alt.Legend(orient="top", direction="vertical", labelLimit=320, symbolType="stroke",
+                              symbolStrokeWidth=2))  # above the plot: beside the run legend it would be cut
+    # Streamlit fits legends and axes into `height` too: 380 leaves the plot ~250 px with both legends
+    return alt.Chart(long).mark_line(point=len(long) <= 60).encode(**encodings).properties(height=380)
 
 
 def loss_curves(
@@ -174,7 +185,8 @@ def step_loss_chart(
         .encode(
             x=alt.X("x:Q", title=x_title),
             y=alt.Y("loss:Q", title="train loss per step" + (" (log)" if log_scale else ""), scale=scale),
-            color=alt.Color("series:N", title=None, scale=alt.Scale(domain=["raw", "smoothed"],
+            color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top", direction="horizontal"),
+                            scale=alt.Scale(domain=["raw", "smoothed"],
                                                                     range=[_faint(color or "#2f6db5"), color or "#2f6db5"])),
             tooltip=[alt.Tooltip("x:Q", title=x_title, format=".3~f"), "series:N", alt.Tooltip("loss:Q", format=".4f")],
         )
@@ -258,11 +270,11 @@ def per_class_bars(
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("class:N", sort=order, title=None, axis=alt.Axis(labelAngle=-30, labelOverlap=False)),
+            x=alt.X("class:N", sort=order, title=None, axis=alt.Axis(labelAngle=-45, labelOverlap=False)),
             xOffset=alt.XOffset(f"{group}:N", sort=groups),
             y=alt.Y(f"{value}:Q", title=y_title or value.replace("_", " "), scale=y_scale,
                     axis=alt.Axis(format="%") if is_rate else alt.Axis()),
-            color=alt.Color(f"{group}:N", title=group, sort=groups,
+            color=alt.Color(f"{group}:N", title=group, sort=groups, legend=alt.Legend(**BOTTOM_LEGEND),
                             scale=run_scale({g: colors[g] for g in groups if g in colors} if colors else None)),
             tooltip=["class:N", f"{group}:N", alt.Tooltip(f"{value}:Q", format=".1%" if is_rate else ",")],
         )
@@ -388,22 +400,26 @@ def matrix_heatmap(
         "x2": (c_idx.ravel() + 1) * step,
         "value": m.ravel(),
     })
-    if row_labels is not None:
-        y = alt.Y("row:N", sort=labels, title=row_title, axis=alt.Axis(labelOverlap=False))
+    # the time axis ends where the data ends (a "nice" scale ran past the clip's last frame)
+    x = alt.X("x:Q", title=x_title, scale=alt.Scale(domain=[0, cols * step], nice=False, zero=False),
+              axis=alt.Axis(grid=False))
+    if row_labels is not None:  # one row a label: 16 px each, so that 21 feature names never overlap
+        y = alt.Y("row:N", sort=labels, title=row_title, axis=alt.Axis(labelOverlap=False, labelFontSize=10, grid=False))
         return (
             alt.Chart(df)
             .mark_rect()
-            .encode(x=alt.X("x:Q", title=x_title), x2="x2:Q", y=y,
+            .encode(x=x, x2="x2:Q", y=y,
                     color=alt.Color("value:Q", scale=alt.Scale(scheme=scheme), title=color_title),
                     tooltip=["row:N", alt.Tooltip("x:Q", title=x_title, format=".3~f"), alt.Tooltip("value:Q", format=".3~f")])
-            .properties(height=max(120, 12 * rows))
+            .properties(height=alt.Step(16))
         )
     df["row2"] = df["row_index"] + 1
     return (
         alt.Chart(df)
         .mark_rect()
-        .encode(x=alt.X("x:Q", title=x_title), x2="x2:Q",
-                y=alt.Y("row_index:Q", title=row_title, scale=alt.Scale(domain=[0, rows], nice=False)), y2="row2:Q",
+        .encode(x=x, x2="x2:Q",
+                y=alt.Y("row_index:Q", title=row_title, scale=alt.Scale(domain=[0, rows], nice=False),
+                        axis=alt.Axis(grid=False)), y2="row2:Q",
                 color=alt.Color("value:Q", scale=alt.Scale(scheme=scheme), title=color_title),
                 tooltip=[alt.Tooltip("row_index:Q", title=row_title), alt.Tooltip("x:Q", title=x_title, format=".3~f"),
                          alt.Tooltip("value:Q", format=".3~f")])

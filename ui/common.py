@@ -12,6 +12,7 @@ Also here (usable by any page):
 - set_data_setting(value), describe_data(data) -> str, dataset_ready(data) -> bool,
   require_dataset(data) -> MedleyDataset (st.info + "Make demo data" button + st.stop when the demo is missing),
   compute_device() -> str, job_progress() -> list[dict], run_label(record) -> str, fmt_pct(x) -> str,
+  percent_style(frame, columns) (rates shown as "73.4%" in st.dataframe),
   plain(text) -> str (user text made literal inside Markdown: names, file names, their errors).
 (Per-epoch history frames for charts: ui.compare.history_frame.)
 """
@@ -297,6 +298,17 @@ def compute_device() -> str:
 def fmt_pct(value: float | None) -> str:
     """0.734 -> '73.4%'; None -> '–'."""
     return "–" if value is None else f"{100 * value:.1f}%"
+
+
+PERCENT_FORMAT = "{:.1%}"  # every rate in every table: one decimal ("73.4%")
+
+
+def percent_style(frame, columns):
+    """`frame` for st.dataframe with `columns` (rates in [0, 1]) shown as percentages with one
+    decimal and missing values as '–' (a pandas Styler: the data stays numeric, so sorting,
+    downloads and tests see the rates)."""
+    shown = [c for c in columns if c in frame.columns]
+    return frame.style.format(PERCENT_FORMAT, subset=shown, na_rep="–")
 
 
 def run_label(record) -> str:

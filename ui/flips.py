@@ -15,7 +15,7 @@ from engine.agreement import FLIP_KINDS, agreement_matrix, flips
 from engine.errors import EngineError
 from engine.labels import SHORT_NAMES
 from ui import charts
-from ui.common import dataset_ready, load_dataset_cached, plain
+from ui.common import dataset_ready, load_dataset_cached, percent_style, plain
 
 KIND_TITLES = {"fixed": "fixed (A wrong, B right)", "broken": "broken (A right, B wrong)",
                "still_wrong": "changed, still wrong"}
@@ -36,6 +36,11 @@ def flips_frame(entries: Sequence[Mapping[str, Any]], *, grouped: bool = False) 
         rows.append(row)
     columns = ["clip", "true", "A says", "B says", "A p(true)", "B p(true)", "change"]
     return pd.DataFrame(rows, columns=columns + (["A seeds agreeing", "B seeds agreeing"] if grouped else []))
+
+
+def _seeds(n: int) -> str:
+    """'1 seed' / '3 seeds'."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def filter_flips(entries: Sequence[Mapping[str, Any]], true_label: str | None, predicted: str | None) -> list:
@@ -88,15 +93,15 @@ def render_flips(units: Mapping[str, Sequence[Any]], load: Callable[[Any], dict]
                 f"{c['still_wrong']} wrong answers into other wrong answers; {c['same']} clips kept their label.")
     st.caption("Fixed and broken are the two discordant cells of McNemar's table for these runs."
                + (f" Seed groups vote: each side's label is the one most of its seeds predicted (A has "
-                  f"{out['runs_a']} seeds, B {out['runs_b']}); the table says how many seeds agree." if grouped else ""))
+                  f"{_seeds(out['runs_a'])}, B {_seeds(out['runs_b'])}); the table says how many seeds agree." if grouped else ""))
     f1, f2, f3 = st.columns(3)
     kind = f1.radio("Show", FLIP_KINDS, format_func=KIND_TITLES.get, key="flip_kind")
     true_pick = f2.selectbox("True class", ["(any)", *SHORT_NAMES], key="flip_true")
     pred_pick = f3.selectbox("Predicted class (A or B)", ["(any)", *SHORT_NAMES], key="flip_pred")
     entries = filter_flips(out[kind], None if true_pick == "(any)" else true_pick,
                            None if pred_pick == "(any)" else pred_pick)
-    st.dataframe(flips_frame(entries, grouped=grouped), hide_index=True, width="stretch", column_config={
-        col: st.column_config.NumberColumn(col, format="percent") for col in ("A p(true)", "B p(true)", "change")})
+    st.dataframe(percent_style(flips_frame(entries, grouped=grouped), ("A p(true)", "B p(true)", "change")),
+                 hide_index=True, width="stretch")
     if not entries:
         return
     st.caption(f"The {min(PLAYABLE, len(entries))} largest changes, with both runs' probabilities:")
@@ -137,15 +142,15 @@ def render_agreement(runs: Sequence[Any], labels: Mapping[str, str], load: Calla
     values = np.array(result["agreement"])
     off = values[~np.eye(len(values), dtype=bool)]
     if off.size:
-        st.caption(f"Pairwise agreement ranges from {off.min():.0%} to {off.max():.0%}.")
+        st.caption(f"Pairwise agreement ranges from {off.min():.1%} to {off.max():.1%}.")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _clip_mel(path: str) -> np.ndarray:
-    """Mel spectrogram in dB (64 bands, hop 512) of the audio file at `path`, decoded once per server."""
+    """Mel spectrogram in dB (128 bands as on every page, hop 512) of the audio file at `path`, decoded once per server."""
     from engine.audio import MODEL_SAMPLE_RATE, load_audio
 
-    return charts.mel_db(load_audio(path), MODEL_SAMPLE_RATE, n_mels=64)
+    return charts.mel_db(load_audio(path), MODEL_SAMPLE_RATE, n_mels=128)
 
 
 def play_dataset_clip(data: str, clip_id: str) -> None:
@@ -164,3 +169,18 @@ def play_dataset_clip(data: str, clip_id: str) -> None:
                                               row_title="mel band", color_title="dB"), width="stretch")
     except EngineError as exc:
         st.caption(plain(f"{clip_id}: {exc}"))
+
+
+def render_section(finished: Sequence[Any], labels: Mapping[str, str], groups: Mapping[str, list], grouped: bool,
+                   load: Callable[[Any], dict]) -> None:
+    """The Compare page's "Clips that flip" and "Agreement between runs" for two or more finished
+    runs (seed groups when `grouped`); `load(run)` -> the run's stored predictions."""
+    st.subheader("Clips that flip")
+    flip_units = {labels[r.id]: [r] for r in finished}
+    if grouped:
+        flip_units = {k: v for k, v in ((label, [r for r in members if r.metrics.get("test")])
+                                        for label, members in groups.items()) if v}
+    flip_split = st.radio("Split", ["validation", "test"], horizontal=True, key="flip_split")
+    render_flips(flip_units, load, flip_split, lambda clip_id: play_dataset_clip(finished[0].config.data, clip_id))
+    st.subheader("Agreement between runs")
+    render_agreement(finished, labels, load, flip_split)

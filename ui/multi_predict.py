@@ -63,23 +63,28 @@ def agreement(results: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, int
 
 
 def runs_heatmap(df: pd.DataFrame, true_label: str | None = None) -> alt.Chart:
-    """Runs (rows) x classes (columns), colour = probability, text = percent, each run's label outlined."""
+    """Classes (rows) x runs (columns), colour = probability, text = percent, each run's label
+    outlined. Classes run down the page so that at 390 px each run's column keeps room for its
+    numbers (8 class columns did not)."""
     short = dict(zip(CLASS_NAMES, SHORT_NAMES))
     df = df.assign(text=df["probability"].map(lambda p: f"{100 * p:.0f}%"),
                    **{"class": df["class"].map(lambda c: short.get(c, c))})
     classes = list(dict.fromkeys(df["class"]))
     runs = list(dict.fromkeys(df["run"]))
-    x_title = "class" + (f" (true: {short.get(true_label, true_label)})" if true_label else "")
-    base = alt.Chart(df).encode(x=alt.X("class:N", sort=classes, title=x_title, axis=alt.Axis(labelAngle=0)),
-                                y=alt.Y("run:N", sort=runs, title=None, axis=alt.Axis(labelLimit=220)))
+    y_title = "class" + (f" (true: {short.get(true_label, true_label)})" if true_label else "")
+    base = alt.Chart(df).encode(
+        x=alt.X("run:N", sort=runs, title=None, axis=alt.Axis(orient="top", labelAngle=-30, labelLimit=140,
+                                                               labelOverlap=False)),
+        y=alt.Y("class:N", sort=classes, title=y_title, axis=alt.Axis(labelOverlap=False)))
     heat = base.mark_rect().encode(
-        color=alt.Color("probability:Q", scale=alt.Scale(domain=[0, 1], scheme="blues"), title="probability"),
+        color=alt.Color("probability:Q", scale=alt.Scale(domain=[0, 1], scheme="blues"), title="probability",
+                        legend=alt.Legend(orient="bottom", format=".0%")),
         tooltip=["run:N", "class:N", alt.Tooltip("probability:Q", format=".1%")])
     outline = base.transform_filter(alt.datum.top).mark_rect(fill=None, stroke="#d62728", strokeWidth=2)
-    text = base.mark_text(fontSize=11).encode(
+    text = base.mark_text(fontSize=10).encode(
         text="text:N", color=alt.condition(alt.datum.probability > 0.5, alt.value("white"), alt.value("black")))
-    # Streamlit fits the whole chart, axes included, into `height`
-    return (heat + outline + text).properties(height=36 * len(runs) + 90)
+    # Streamlit fits the whole chart, axes and legend included, into `height`
+    return (heat + outline + text).properties(height=26 * len(classes) + 170)
 
 
 def windows_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -103,7 +108,7 @@ def windows_chart(df: pd.DataFrame, classes: Sequence[str]) -> alt.Chart:
         y=alt.Y("run:N", sort=runs, title=None, axis=alt.Axis(labelLimit=220)),
         color=alt.Color("label:N", scale=alt.Scale(domain=list(classes), scheme="tableau10"), title="label"),
         opacity=alt.Opacity("probability:Q", scale=alt.Scale(domain=[0, 1], range=[0.35, 1]), legend=None),
-        tooltip=["run:N", "label:N", alt.Tooltip("start:Q", format=".1f"), alt.Tooltip("probability:Q", format=".0%")],
+        tooltip=["run:N", "label:N", alt.Tooltip("start:Q", format=".1f"), alt.Tooltip("probability:Q", format=".1%")],
     ).properties(height=30 * len(runs) + 70)
 
 

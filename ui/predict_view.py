@@ -157,9 +157,10 @@ def predict(run_id: str, digest: str, _predictor, _y: np.ndarray) -> dict:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def mel_db(digest: str, _y: np.ndarray) -> np.ndarray:
-    """Mel spectrogram in dB (64 bands, columns of charts.mel_step(len(y), HOP, MEL_COLUMNS)
-    frames of 512 samples) of the clip `digest`; bounded memory for any length."""
-    return charts.mel_db(_y, MODEL_SAMPLE_RATE, n_mels=64, hop_length=HOP, max_frames=MEL_COLUMNS)
+    """Mel spectrogram in dB (128 bands, as on the Dataset page; columns of
+    charts.mel_step(len(y), HOP, MEL_COLUMNS) frames of 512 samples) of the clip `digest`;
+    bounded memory for any length."""
+    return charts.mel_db(_y, MODEL_SAMPLE_RATE, n_mels=128, hop_length=HOP, max_frames=MEL_COLUMNS)
 
 
 # ---- charts -----------------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""The runs table: one row per run (metrics, gap, every parameter), its filters and sort order,
+the selection kept in the URL, and the parameters that differ between runs. No streamlit here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from engine.config import RunConfig
+from ui.compare.values import (
+    BASE_COLUMNS, KEY_PARAMS, METRIC_COLUMNS, METRICS, metric, partial_epochs, run_labels, value_label,
+)
+
+
+def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
+    """One row per run: id, name, status, tags (list), created (datetime), epochs, group,
+    the METRIC_COLUMNS (rates in [0, 1], None when missing) and one column per parameter
+    (dotted names, `RunConfig.flat()`). Reads only the rows: no predictions, no step losses."""
+    rows = []
+    for run in runs:
+        row: dict[str, Any] = {
+            "id": run.id,
+            "name": run.name,
+            "status": run.status,
+            "tags": list(run.tags),
+            "created": datetime.fromtimestamp(run.created),
+            "epochs": len(run.history or []),
+            "partial": partial_epochs(run) is not None,
+            "group": run.group_key,
+            "warning": getattr(run, "warning", None) or "",
+        }
+        for column, (split, key) in METRICS.items():
+            row[column] = metric(run, split, key)
+        val, test = row["val acc"], row["test acc"]
+        row["val-test gap"] = None if val is None or test is None else val - test
+        row.update(run.config.flat())
+        rows.append(row)
+    columns = [*BASE_COLUMNS, "group", "warning", *METRIC_COLUMNS, *RunConfig().flat()]
+    df = pd.DataFrame(rows, columns=columns)
+    for column in METRIC_COLUMNS:
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    return df
+
+
+def param_names() -> list[str]:
+    """Every configuration parameter by dotted name (the param pickers' options)."""
+    return list(RunConfig().flat())
+
+
+def param_values(df: pd.DataFrame, param: str) -> list[str]:
+    """The distinct values of a parameter column as labels, sorted (numbers numerically)."""
+    if param not in df or df.empty:
+        return []
+    values = {value_label(v): v for v in df[param].tolist()}
+
+    def order(label: str) -> tuple:
+        v = values[label]
+        return (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0.0, label)
+
+    return sorted(values, key=order)
+
+
+def filter_runs(
+    df: pd.DataFrame,
+    statuses: Iterable[str] | None = None,
+    tag: str | None = None,
+    param: str | None = None,
+    values: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Rows of `df` (from runs_frame) kept by every filter given; an empty/None filter keeps all.
+
+    statuses: allowed statuses; tag: a tag the run must carry; param + values: the run's
+    value of `param`, as value_label() writes it, must be one of `values`."""
+    keep = pd.Series(True, index=df.index)
+    statuses = list(statuses or [])
+    if statuses:
+        keep &= df["status"].isin(statuses)
+    if tag:
+        keep &= df["tags"].map(lambda tags: tag in tags)
+    values = list(values or [])
+    if param and values and param in df:
+        keep &= df[param].map(value_label).isin(values)
+    return df[keep]
+
+
+# Sort keys of the runs table, validation first: validation chooses, test reports.
+SORT_COLUMNS: tuple[str, ...] = ("val acc", "cross-val acc", "created", "test acc", "test balanced acc", "test macro-F1", "val-test gap")
+
+
+def is_test_metric(column: str) -> bool:
+    """True for a column measured on the test split (choosing by it selects on test)."""
+    return column in METRICS and METRICS[column][0] == "test" or column == "val-test gap"
+
+
+def sort_runs(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Rows of `df` best first by `column`: highest metric (lowest for the val-test gap), newest
+    run for "created"; runs without a value last, ties in the given order."""
+    if column not in df or df.empty:
+        return df
+    ascending = column == "val-test gap"
+    return df.sort_values(column, ascending=ascending, na_position="last", kind="stable")
+
+
+def all_tags(df: pd.DataFrame) -> list[str]:
+    """Every tag used by a run, sorted."""
+    return sorted({tag for tags in df["tags"] for tag in tags}) if len(df) else []
+
+
+def table_columns(df: pd.DataFrame) -> list[str]:
+    """Columns of the runs table as shown: base, key parameters, metrics, and any other
+    parameter whose value differs between the listed runs."""
+    varying = [p for p in param_names() if p not in KEY_PARAMS and p in df and df[p].map(value_label).nunique() > 1]
+    warned = ["warning"] if "warning" in df and (df["warning"].fillna("") != "").any() else []
+    return ["name", "status", *warned, "tags", "created", "epochs", "partial", *KEY_PARAMS, *varying, *METRIC_COLUMNS,
+            "id"]
+
+
+
+
+def parse_run_ids(text: str | None, known: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The `runs` query parameter ("id1,id2") -> (ids that exist, in order without repeats;
+    ids that are unknown)."""
+    known = set(known)
+    found: list[str] = []
+    missing: list[str] = []
+    for part in (text or "").split(","):
+        run_id = part.strip()
+        if not run_id or run_id in found or run_id in missing:
+            continue
+        (found if run_id in known else missing).append(run_id)
+    return found, missing
+
+
+def encode_run_ids(ids: Iterable[str]) -> str:
+    """Ids -> the `runs` query parameter value."""
+    return ",".join(ids)
+
+
+
+
+def param_diff(runs: Sequence[Any], labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Parameters (rows, dotted names) whose value differs between the runs (columns, labelled);
+    values shown as value_label() writes them. Empty frame when all runs agree."""
+    labels = labels or run_labels(runs)
+    flats = {labels[run.id]: run.config.flat() for run in runs}
+    if not flats:
+        return pd.DataFrame()
+    params = list(next(iter(flats.values())))
+    differing = [p for p in params if len({value_label(flat.get(p)) for flat in flats.values()}) > 1]
+    table = pd.DataFrame(
+        {label: [value_label(flat.get(p)) for p in differing] for label, flat in flats.items()}, index=differing
+    )
+    table.index.name = "parameter"
+    return table

@@ -1,0 +1,58 @@
+"""The Compare page's "Listen to the mistakes": the clips behind one confusion cell of a run,
+most confident first, playable when the run's dataset is here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import streamlit as st
+
+from engine.errors import EngineError
+from engine.labels import SHORT_NAMES
+from ui import compare as cmp
+from ui.common import dataset_ready, load_dataset_cached, percent_style
+from ui.compare_cache import run_predictions
+
+
+def render(finished: Sequence[Any], by_id: Mapping[str, Any], labels: Mapping[str, str]) -> None:
+    """Pick a run, split and cell (opens on the run's largest mistake); list and play its clips."""
+    st.subheader("Listen to the mistakes")
+    m1, m2, m3, m4 = st.columns(4)
+    who = m1.selectbox("Run", [r.id for r in finished], format_func=labels.get, key="mis_run")
+    m_split = m2.selectbox("Split", ["test", "validation"], key="mis_split")
+    cell = (who, m_split)
+    if st.session_state.get("_mis_cell") != cell:  # a new run or split opens on its largest mistake
+        st.session_state["_mis_cell"] = cell
+        largest = cmp.largest_mistake(cmp.confusion_matrix_of(by_id[who], m_split))
+        st.session_state["mis_actual"], st.session_state["mis_pred"] = largest or (0, 1)
+    actual = m3.selectbox("Actual", range(len(SHORT_NAMES)), format_func=SHORT_NAMES.__getitem__, key="mis_actual")
+    predicted = m4.selectbox("Predicted as", range(len(SHORT_NAMES)), format_func=SHORT_NAMES.__getitem__,
+                             key="mis_pred")
+    run = by_id[who]
+    clips = cmp.mistakes_frame(run_predictions(run).get(m_split) or {}, actual, predicted)
+    st.caption(f"{len(clips)} {SHORT_NAMES[actual]} clips of the {m_split} split predicted as "
+               f"{SHORT_NAMES[predicted]}, most confident first.")
+    st.dataframe(percent_style(clips, [c for c in clips.columns if c.startswith("p(")]), hide_index=True,
+                 width="stretch")
+    if len(clips):
+        _play(run, list(clips["uuid"].head(10)))
+
+
+def _play(run: Any, uuids: list[str]) -> None:
+    if not dataset_ready(run.config.data):
+        st.caption("The run's dataset is not available here, so the clips cannot be played.")
+        return
+    try:
+        ds = load_dataset_cached(run.config.data)
+    except EngineError as exc:
+        st.caption(f"Cannot read the run's dataset: {exc}")
+        return
+    from engine.dataset import find_clip
+
+    for uuid in uuids:
+        try:
+            st.audio(str(find_clip(ds, uuid).path))
+            st.caption(uuid)
+        except EngineError as exc:
+            st.caption(f"{uuid}: {exc}")

@@ -1,0 +1,208 @@
+"""The Train page's view of one run: its name, tags, notes and delete; live progress while it
+trains; then its results (metrics per split, curves, per-class accuracy, confusion matrices).
+
+- manage(store, record)               rename, tag, write notes on or delete the run
+- live(store, record, color)          progress line and live charts (cheap timers), while active
+- results(store, record, color)       the finished (or stopped) run's status, metrics and charts
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from engine.errors import EngineError
+from engine.jobs import RESUMABLE_STATUSES
+from engine.labels import SHORT_NAMES
+from engine.store import ACTIVE
+from ui import charts, downloads
+from ui import live as live_lines
+from ui import common
+from ui.common import fmt_pct, get_store, job_progress, plain
+from ui.compare import history_frame
+
+PAGES = Path(__file__).resolve().parent.parent / "pages"
+
+# Two timers, both cheap: the progress line every LIVE_EVERY_S reads the job manager's memory
+# (one status query); the charts every CHARTS_EVERY_S ask the store whether an epoch was added
+# and are rebuilt only then, from the new records alone (ui.live.LiveCharts). Each timer rerun
+# still costs the server ~0.1-0.2 s of CPU here (docs/PERFORMANCE.md), hence the slow pace.
+LIVE_EVERY_S, CHARTS_EVERY_S = 3.0, 10.0
+
+SPLIT_HELP = {"validation_shift": "The validation clips played through a held-out recording chain (band-limited "
+                                  "microphone, compressor, room, MP3 codec) that training never uses: how well "
+                                  "the model carries over to another collection. Configurations are chosen on "
+                                  "this, never on test (docs/PROTOCOL.md)."}
+
+
+def select_run(run_id: str | None) -> None:
+    """Show run `run_id` (None: none) in this session and in the URL."""
+    if run_id is None:
+        st.session_state.pop("run", None)
+        st.query_params.pop("run", None)
+    else:
+        st.session_state["run"] = run_id
+        st.query_params["run"] = run_id
+
+
+def manage(store, record) -> None:
+    """Rename, tag, write notes on or delete the run."""
+    with st.expander("Name, tags, notes · delete"):
+        with st.form(f"manage_{record.id}"):
+            new_name = st.text_input("Name", value=record.name, key=f"m_name_{record.id}")
+            new_tags = st.text_input("Tags (comma-separated)", value=", ".join(record.tags), key=f"m_tags_{record.id}")
+            new_notes = st.text_area("Notes", value=record.notes, key=f"m_notes_{record.id}")
+            if st.form_submit_button("Save name, tags and notes"):
+                store.rename(record.id, new_name)
+                store.set_tags(record.id, new_tags.split(","))
+                store.set_notes(record.id, new_notes)
+                st.session_state["train_flash"] = "Saved."
+                st.rerun()
+        active = record.status in ACTIVE
+        sure = st.checkbox("Yes, delete this run, its model and its results", key=f"m_sure_{record.id}",
+                           disabled=active, help="Cancel it first." if active else None)
+        if st.button("Delete run", key=f"m_delete_{record.id}", disabled=active or not sure):
+            try:
+                store.delete(record.id)
+            except EngineError as exc:
+                st.error(f"Cannot delete: {plain(exc)}")
+                return
+            select_run(None)
+            st.session_state["train_flash"] = f"Deleted run {plain(record.name)}."
+            st.rerun()
+
+
+def _progress_of(run_id: str) -> dict:
+    try:
+        return next((p for p in job_progress() if p.get("run_id") == run_id), {})
+    except Exception:  # job manager unavailable: fall back on the store alone
+        return {}
+
+
+def live(store, record, color: str) -> None:
+    """The progress line (with Cancel) and the live loss/accuracy charts of an active run."""
+    _live_status(record.id, record.config.train.epochs)
+    _live_charts(record.id, color)
+
+
+@st.fragment(run_every=LIVE_EVERY_S)
+def _live_status(run_id: str, epochs: int) -> None:
+    store = get_store()
+    status = store.status(run_id)
+    if status not in ACTIVE:
+        st.rerun()  # the whole page, which now shows the results
+    p = _progress_of(run_id)  # trained by this server: its live line; else (another process) the store's count
+    fraction, text = (p["fraction"], p["message"]) if p else live_lines.progress_line(
+        {}, status, store.epochs_done(run_id), epochs)
+    st.progress(fraction, text=text)
+    if st.button("Cancel run", key="cancel_current"):
+        common.get_manager().cancel(run_id)
+        st.rerun(scope="fragment")
+
+
+@st.fragment(run_every=CHARTS_EVERY_S)
+def _live_charts(run_id: str, color: str) -> None:
+    cache = st.session_state.setdefault("_live_charts", live_lines.LiveCharts())
+    specs = cache.update(get_store(), run_id, color=color)
+    if specs["steps"] is None and specs["accuracy"] is None:
+        st.caption("The charts appear when the first epoch ends (the data is prepared first, once per "
+                   "feature setting; later runs reuse it).")
+        return
+    a, b = st.columns(2)
+    if specs["steps"] is not None:
+        a.vega_lite_chart(specs["steps"], width="stretch")
+    if specs["accuracy"] is not None:
+        b.vega_lite_chart(specs["accuracy"], width="stretch")
+
+
+def results(store, record, color: str) -> None:
+    """A run that is no longer active: status, resume/restart, metrics, curves, per class, configuration."""
+    _status(store, record)
+    metrics = record.metrics or {}
+    for split, label in (("validation", "Validation"), ("validation_shift", "Cross-collection validation"),
+                         ("test", "Test")):
+        m = metrics.get(split)
+        if not m:
+            continue
+        cols = st.columns([1, 2, 2, 2])
+        cols[0].markdown(f"**{label}**  \n{m.get('n', '?')} clips", help=SPLIT_HELP.get(split))
+        cols[1].metric("accuracy", fmt_pct(m.get("accuracy")))
+        cols[2].metric("balanced accuracy", fmt_pct(m.get("balanced_accuracy")), help="mean per-class recall")
+        cols[3].metric("macro-F1", fmt_pct(m.get("macro_f1")))
+    if not metrics:
+        st.info("No metrics: the run ended before its first epoch finished.")
+    _curves(store, record, color)
+    if metrics:
+        _per_class(metrics)
+    downloads.run_downloads(store, record)
+    with st.expander("Configuration of this run"):
+        st.code(json.dumps(record.config.to_dict(), indent=2), language="json")
+    if record.status == "finished" and (PAGES / "4_Predict.py").exists():
+        st.page_link("pages/4_Predict.py", label="Use this model on your own audio →")
+
+
+def _status(store, record) -> None:
+    status_line = f"**{record.status}** after {record.epochs_done} epoch(s)"
+    if record.duration:
+        status_line += f" in {record.duration:.0f} s on {record.device or '?'}"
+    if record.best_epoch:
+        status_line += f"; model kept from epoch {record.best_epoch}"
+    if record.status == "finished" and record.warning:
+        st.warning(f"{status_line}.\n\n**{record.warning}**")
+    elif record.status == "finished":
+        st.success(status_line)
+    elif record.status in ("diverged", "failed"):
+        st.error(f"{status_line}.\n\n{record.error or 'no error message recorded'}")
+    else:
+        st.warning(f"{status_line}." + (f"\n\n{record.error}" if record.error else ""))
+    if record.status not in RESUMABLE_STATUSES:
+        return
+    again = st.columns([1, 1, 3])
+    can_resume = store.has_checkpoint(record.id)
+    if again[0].button(f"Resume from epoch {record.epochs_done}" if can_resume else "Resume (starts over: no checkpoint)",
+                       help="Queue this run again; training continues from its last saved epoch."):
+        common.get_manager().resume(record.id)
+        st.rerun()
+    if again[1].button("Start again as a new run", help="A new run with the same configuration."):
+        select_run(common.get_manager().restart(record.id))
+        st.rerun()
+
+
+def _curves(store, record, color: str) -> None:
+    hist = history_frame([record])
+    if not len(hist):
+        return
+    st.markdown("**Training curves**")
+    c = st.columns(3)
+    log_scale = c[0].toggle("log-scale loss", value=True)
+    smoothing = c[1].slider("smoothing", 0.0, 0.95, 0.0, 0.05)
+    x = c[2].radio("x axis", ["epoch", "seconds"], horizontal=True)
+    a, b = st.columns(2)
+    own = {record.name: color}
+    a.altair_chart(charts.loss_curves(hist, x=x, log_scale=log_scale, smoothing=smoothing, colors=own), width="stretch")
+    b.altair_chart(charts.accuracy_curves(hist, x=x, smoothing=smoothing, colors=own, columns={
+        "val_accuracy": "validation accuracy", "val_shift_accuracy": "cross-collection validation",
+        "train_accuracy": "train accuracy", "val_balanced_accuracy": "validation balanced acc."}), width="stretch")
+    steps = store.step_losses(record.id)
+    if steps:
+        spe = max(1, len(steps) // max(1, record.epochs_done))
+        st.altair_chart(charts.step_loss_chart(steps, steps_per_epoch=spe, log_scale=log_scale, color=color),
+                        width="stretch")
+
+
+def _per_class(metrics: dict) -> None:
+    st.markdown("**Per class**")
+    rows = [{"class": name, "split": split, "accuracy": acc}
+            for split in ("validation", "test") if metrics.get(split)
+            for name, acc in zip(SHORT_NAMES, metrics[split]["per_class_accuracy"])]
+    st.altair_chart(charts.per_class_bars(pd.DataFrame(rows), group="split", y_title="accuracy (recall)"),
+                    width="stretch")
+    normalize = st.toggle("row-normalised confusion matrices", value=False)
+    cols = st.columns(2)
+    for col, split in zip(cols, ("validation", "test")):
+        if metrics.get(split):
+            col.altair_chart(charts.confusion_heatmap(metrics[split]["confusion"], SHORT_NAMES, normalize=normalize,
+                                                      title=split), width="stretch")
