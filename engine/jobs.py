@@ -216,6 +216,7 @@ class JobManager:
         self._ray: RayRunner | None = None
         if self.backend == "ray":
             self._ray = RayRunner(self, ray_options or RayOptions.from_env())
+        self.ray_options: RayOptions | None = self._ray.options if self._ray else None
         # Train groupable queued runs together (engine.batched), in this process: so only with
         # isolation="thread" (a worker process or a Ray task trains one run at a time).
         self.group_runs = group_runs and isolation == "thread" and self._ray is None

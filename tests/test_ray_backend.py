@@ -8,6 +8,7 @@ CLI's --backend ray; and the message when Ray is not installed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -262,3 +263,54 @@ def test_backend_and_options_from_the_environment(monkeypatch) -> None:
 def test_bad_ray_options_are_named(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RayOptions(**values)
+
+
+def apply(at) -> None:
+    """Press the home page's backend form button."""
+    [button] = [b for b in at.button if b.label == "Apply"]
+    button.click().run()
+
+
+def test_home_page_switches_to_ray_and_shows_the_cluster(cluster, tiny_dataset: Path, medley_cache: Path,
+                                                       monkeypatch) -> None:
+    """The home page's 'Where runs train' setting: Ray at the cluster's address, its resources
+    shown; a bad address is refused with a message and nothing changes; back to local."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from ui import common
+
+    monkeypatch.setenv("MEDLEY_DATA", str(tiny_dataset))
+    monkeypatch.delenv("MEDLEY_BACKEND", raising=False)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(common, "_BACKEND", {})
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+        at.run()
+        assert not at.exception
+        assert at.expander[0].label.startswith("Where runs train: this machine")
+        [address] = [t for t in at.text_input if t.label == "Ray address"]
+        at.radio[0].set_value("on a Ray cluster")
+        address.set_value("nohost")
+        apply(at)
+        assert not at.exception
+        assert any("Not switched" in e.value and "host:port" in e.value for e in at.error)
+        assert common.get_manager().backend == "local"
+
+        [address] = [t for t in at.text_input if t.label == "Ray address"]
+        address.set_value(cluster.address)
+        at.radio[0].set_value("on a Ray cluster")
+        apply(at)
+        assert not at.exception
+        label = at.expander[0].label
+        assert "Ray cluster: 1 node, 2 CPUs, 0 GPUs" in label and "2 at once" in label, label
+        assert common.get_manager().backend == "ray"
+
+        at.radio[0].set_value("on this machine")
+        apply(at)
+        assert not at.exception and at.expander[0].label.startswith("Where runs train: this machine")
+    finally:
+        with contextlib.suppress(Exception):
+            common.get_manager().shutdown()
+        st.cache_resource.clear()
