@@ -460,7 +460,9 @@ class RayRunner:
               progress: "Progress", data: dict, key: tuple) -> str:
         """Train one run in a task; relay its reports; store its result. Returns the final status."""
         manager, store = self.manager, self.manager.store
+        manager._set(progress, message="sending the features to Ray", data_done=0, data_total=0)
         ref = self.data_ref(key, data)
+        manager._set(progress, message="waiting for a Ray worker (a new one imports torch first)")
         with self._lock:
             self._progress[run_id] = progress
         self.board.forget.remote(run_id)
