@@ -52,6 +52,7 @@ ADDRESS_ENV = "MEDLEY_RAY_ADDRESS"  # "local" (default: a Ray started by this pr
 CPUS_ENV, GPUS_ENV = "MEDLEY_RAY_CPUS", "MEDLEY_RAY_GPUS"  # CPUs and GPUs (a fraction shares one) per run
 BACKENDS = ("local", "ray")
 CANCEL_GRACE_S = 10.0  # after a cooperative cancel, force-cancel a task still running this long
+MAX_AHEAD_EPOCHS = 3  # a task waits while it is this many epochs ahead of what the driver stored
 PUMP_EVERY_S = 0.2  # the driver drains the progress board this often
 CONNECT_TIMEOUT_S = 120.0  # ray.init on a loaded 2-core machine took 6 s; a dead address fails fast anyway
 MISSING = (f"the ray backend needs Ray, which is not installed: pip install -r requirements-ray.txt "
@@ -310,22 +311,36 @@ class _BoardStore:
     def __init__(self, ray: Any, board: Any) -> None:
         self.ray, self.board = ray, board
         self._asked: Any = None
+        self._stored = -1  # the last epoch the driver said it stored (-1: none yet)
+        self._cancelled = False
 
     def append_epoch(self, run_id: str, record: dict, step_losses: list[float]) -> None:
+        """Report the epoch; then, while the driver's store is more than MAX_AHEAD_EPOCHS behind,
+        wait (or until the run is cancelled). Training in the driver's own process waits for
+        its store writes the same way; without this, tiny epochs would race ahead of the live
+        view and of Cancel."""
         self.board.report.remote(run_id, "epoch", (record, list(step_losses)))
+        epoch = int(record["epoch"])
+        while epoch - self._stored > MAX_AHEAD_EPOCHS:
+            self._stored = self.ray.get(self.board.stored_epoch.remote(run_id))
+            if epoch - self._stored <= MAX_AHEAD_EPOCHS or self.status(run_id) == "cancelled":
+                return
+            time.sleep(0.05)
 
     def save_checkpoint(self, run_id: str, checkpoint: dict) -> None:
         self.board.report.remote(run_id, "checkpoint", checkpoint)
 
     def status(self, run_id: str) -> str:
+        if self._cancelled:  # once seen, for every later reader
+            return "cancelled"
         if self._asked is None:
             self._asked = self.board.stopped.remote(run_id)
         ready, _ = self.ray.wait([self._asked], timeout=0)
         if not ready:
             return "running"
-        stopped = self.ray.get(ready[0])
-        self._asked = None if stopped else self.board.stopped.remote(run_id)  # the next poll reads a fresh answer
-        return "cancelled" if stopped else "running"
+        self._cancelled = bool(self.ray.get(ready[0]))
+        self._asked = None if self._cancelled else self.board.stopped.remote(run_id)  # the next poll reads a fresh answer
+        return "cancelled" if self._cancelled else "running"
 
 
 def where_am_i(device: str) -> str:
@@ -377,6 +392,7 @@ class _Board:
     def __init__(self) -> None:
         self.messages: list[tuple[str, str, Any]] = []
         self.stops: set[str] = set()
+        self.stored: dict[str, int] = {}  # run id -> last epoch the driver stored
 
     def report(self, run_id: str, kind: str, payload: Any) -> None:
         self.messages.append((run_id, kind, payload))
@@ -388,8 +404,16 @@ class _Board:
     def stop(self, run_id: str) -> None:
         self.stops.add(run_id)
 
-    def forget(self, run_id: str) -> None:
+    def forget(self, run_id: str, stored: int = -1) -> None:
+        """A run starts (again) with `stored` epochs in the store: no stop flag."""
         self.stops.discard(run_id)
+        self.stored[run_id] = stored
+
+    def mark_stored(self, epochs: dict[str, int]) -> None:
+        self.stored.update(epochs)
+
+    def stored_epoch(self, run_id: str) -> int:
+        return self.stored.get(run_id, -1)
 
     def stopped(self, run_id: str) -> bool:
         return run_id in self.stops
@@ -465,7 +489,7 @@ class RayRunner:
         manager._set(progress, message="waiting for a Ray worker (a new one imports torch first)")
         with self._lock:
             self._progress[run_id] = progress
-        self.board.forget.remote(run_id)
+        self.board.forget.remote(run_id, int(resume["epoch"]) if resume else 0)
         task = self._task.remote(run_id, config.to_json(), ref, resume, self.board, self.options.device,
                                  self.options.threads, manager.checkpoint_every_s)
         try:
@@ -551,8 +575,12 @@ class RayRunner:
                     store.set_status(run_id, "running", device=payload)
             for run_id, values in latest_progress.items():  # first: whoever sees an epoch sees its ETA
                 self.manager._set(self._progress[run_id], **values)
+            stored: dict[str, int] = {}
             for run_id, (record, losses) in epochs:
                 store.append_epoch(run_id, record, losses)
+                stored[run_id] = int(record["epoch"])
+            if stored:  # lets tasks waiting on the driver (MAX_AHEAD_EPOCHS) go on
+                self.board.mark_stored.remote(stored)
             for run_id, checkpoint in latest_checkpoint.items():
                 store.save_checkpoint(run_id, checkpoint)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
+from test_e2e_browser import server  # noqa: E402,F401  (the fixture: a fresh dashboard server)
 
 from engine import ray_backend  # noqa: E402
 from engine.errors import ConfigError  # noqa: E402
@@ -314,3 +316,66 @@ def test_home_page_switches_to_ray_and_shows_the_cluster(cluster, tiny_dataset: 
         with contextlib.suppress(Exception):
             common.get_manager().shutdown()
         st.cache_resource.clear()
+
+
+@pytest.fixture
+def on_the_cluster(cluster, monkeypatch):
+    """The environment a dashboard server started now reads: the ray backend at the cluster."""
+    monkeypatch.setenv("MEDLEY_BACKEND", "ray")
+    monkeypatch.setenv("MEDLEY_RAY_ADDRESS", cluster.address)
+
+
+def test_a_ray_run_in_a_real_browser(on_the_cluster, server, tmp_path: Path) -> None:
+    """`MEDLEY_BACKEND=ray streamlit run dashboard.py`: the home page shows the cluster; a run
+    started on the Train page trains on Ray with its live curve; Cancel and Resume work."""
+    from test_e2e_browser import CHROMIUM, CHROMIUM_ARGS, HEIGHT, LOAD_MS, WIDTH, assert_no_exception, \
+        open_page, screenshot, set_number, stored, wait_idle
+
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    base, log_path = server
+    db = tmp_path / "cache" / "runs.sqlite"
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": WIDTH, "height": HEIGHT})
+        context.set_default_timeout(LOAD_MS)
+        page = context.new_page()
+        try:
+            open_page(page, base, "/", "Medley-solos-DB LSTM lab")
+            page.get_by_text(re.compile(r"Where runs train: Ray cluster: 1 node, 2 CPUs")).first.wait_for()
+
+            open_page(page, base, "/Train", "Train")
+            set_number(page, "hidden size", "8")
+            set_number(page, "epochs", "3000")
+            page.get_by_role("button", name="Start training").click()
+            page.wait_for_url(re.compile(r"[?&]run=r-"), timeout=LOAD_MS)
+            run_id = re.search(r"run=(r-[\w-]+)", page.url).group(1)
+            # The live curve: a chart while the run trains, drawn from the epochs the driver stored.
+            page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=150_000)
+            assert stored(db, run_id, "status") == "running"
+            assert "on ray node" in stored(db, run_id, "device")
+            assert_no_exception(page, "/Train live")
+            screenshot(page, "ray_train_live")
+
+            page.get_by_role("button", name="Cancel run").click()
+            page.get_by_text(re.compile(r"cancelled\*\* after|cancelled after")).first.wait_for(timeout=60_000)
+            wait_idle(page)
+            done, epochs = stored(db, run_id, "status, json_array_length(history)")
+            assert done == "cancelled", done
+            page.get_by_role("button", name=re.compile(r"Resume from epoch \d+")).click()
+            until(lambda: stored(db, run_id, "status, json_array_length(history) > ?".replace("?", str(epochs + 1)))
+                  == ("running", 1), timeout=150)
+            page.get_by_text(re.compile(r"epoch \d+/3000")).first.wait_for(timeout=60_000)  # the live line
+            page.get_by_role("button", name="Cancel run").click()
+            page.get_by_text(re.compile(r"cancelled\*\* after|cancelled after")).first.wait_for(timeout=60_000)
+            assert_no_exception(page, "/Train resumed")
+        except Exception:
+            with contextlib.suppress(Exception):
+                screenshot(page, "ray_failure")
+            print(f"--- server log ---\n{log_path.read_text()[-4000:]}")
+            raise
+        finally:
+            context.close()
