@@ -323,6 +323,7 @@ def on_the_cluster(cluster, monkeypatch):
     """The environment a dashboard server started now reads: the ray backend at the cluster."""
     monkeypatch.setenv("MEDLEY_BACKEND", "ray")
     monkeypatch.setenv("MEDLEY_RAY_ADDRESS", cluster.address)
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")  # a crash of the server leaves its stack in server.log
 
 
 def test_a_ray_run_in_a_real_browser(on_the_cluster, server, tmp_path: Path) -> None:
