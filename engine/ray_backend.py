@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 RAY_VERSION = "2.60.0"  # requirements-ray.txt
 BACKEND_ENV = "MEDLEY_BACKEND"  # "local" (default) or "ray"
 ADDRESS_ENV = "MEDLEY_RAY_ADDRESS"  # "local" (default: a Ray started by this process) or "host:port"
+AUTH_ENV = "RAY_AUTH_MODE"
 CPUS_ENV, GPUS_ENV = "MEDLEY_RAY_CPUS", "MEDLEY_RAY_GPUS"  # CPUs and GPUs (a fraction shares one) per run
 BACKENDS = ("local", "ray")
 CANCEL_GRACE_S = 10.0  # after a cooperative cancel, force-cancel a task still running this long
@@ -245,7 +246,7 @@ def connect(options: RayOptions) -> ClusterInfo:
                      configure_logging=False, **extra)
         except Exception as exc:  # ConnectionError, auth failures, a bad local start...
             raise EngineError(f"cannot connect to Ray at {options.address}: {type(exc).__name__}: "
-                              f"{str(exc).strip()[:400]}{_auth_hint(exc)}") from exc
+                              f"{str(exc).strip()[:400]}{_hint(options.address)}") from exc
         owner.address = options.address
 
     with _OWNER_LOCK:
@@ -253,12 +254,14 @@ def connect(options: RayOptions) -> ClusterInfo:
     return cluster_info()
 
 
-def _auth_hint(exc: BaseException) -> str:
-    text = str(exc).lower()
-    if "auth" in text or "token" in text or "unauthenticated" in text:
-        return (" (the cluster uses token authentication: set RAY_AUTH_MODE=token and the cluster's token in "
-                "RAY_AUTH_TOKEN or ~/.ray/auth_token; `ray get-auth-token` on the head prints it)")
-    return ""
+def _hint(address: str) -> str:
+    """What to check when a cluster cannot be reached. Ray reports a refused token only in its
+    log (a plain ConnectionError after ~20 s), so the token is always mentioned."""
+    if address == "local":
+        return ""
+    return (f"; is its head running (`ray start --head`) and reachable from here? Ray's token authentication "
+            f"(on by default) also needs {AUTH_ENV}=token here and the cluster's token in ~/.ray/auth_token "
+            f"or $RAY_AUTH_TOKEN (`ray get-auth-token` on the head prints it)")
 
 
 def connected() -> bool:

@@ -380,3 +380,10 @@ def test_a_ray_run_in_a_real_browser(on_the_cluster, server, tmp_path: Path) -> 
             raise
         finally:
             context.close()
+
+
+def test_an_unreachable_cluster_message_names_the_token_settings() -> None:
+    """Ray reports a refused token only in its log, so the message always names the settings."""
+    hint = ray_backend._hint("10.0.0.5:6379")
+    assert "RAY_AUTH_MODE=token" in hint and "~/.ray/auth_token" in hint and "ray start --head" in hint
+    assert ray_backend._hint("local") == ""
