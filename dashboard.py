@@ -82,10 +82,11 @@ with right:
                "or `MEDLEY_DATA=/path streamlit run dashboard.py`, or `?data=...` in the URL.")
 
 # ---- where runs train ---------------------------------------------------------------------
-with st.expander(f"Where runs train: {plain(backend_summary())}"):
-    setting = backend_setting()
-    if setting["problem"]:
-        st.warning(plain(setting["problem"]))
+summary = backend_summary()  # makes the job manager first: a failed Ray connect sets the problem
+setting = backend_setting()
+if setting["problem"]:
+    st.warning(plain(setting["problem"]))
+with st.expander(f"Where runs train: {plain(summary)}"):
     options = setting["options"]
     with st.form("backend"):
         on_ray = st.radio("Runs train", ["on this machine", "on a Ray cluster"], horizontal=True,

@@ -34,6 +34,7 @@ import torch
 from .config import RunConfig
 from .errors import ConfigError, EngineError
 from .eta import EpochClock
+from .memo import LruMemo
 from .naming import describe
 from .store import ACTIVE, RunStore
 from .batched import companions, train_group
@@ -241,8 +242,7 @@ class JobManager:
         self._stops: dict[str, threading.Event] = {}
         self._progress: dict[str, Progress] = {}
         self._shutdown = threading.Event()
-        self._data_cache: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
-        self._data_locks: dict[tuple, threading.Lock] = {}
+        self._data_cache: LruMemo[dict] = LruMemo(self.data_cache_size)  # data_key(config) -> features
         self.interrupted = self.store.mark_interrupted()
         self._heart = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
         self._heart.start()
@@ -518,23 +518,11 @@ class JobManager:
         """Features for `config`: the injected loader, else the memoised dataset + feature cache."""
         if self._data_loader is not None:
             return self._data_loader(config)
-        key = data_key(config)
-        with self._lock:
-            key_lock = self._data_locks.setdefault(key, threading.Lock())
-        with key_lock:  # a second run with the same data waits for the first extraction
-            with self._lock:
-                if key in self._data_cache:
-                    self._data_cache.move_to_end(key)
-                    return self._data_cache[key]
-            here = self.device if self._ray is None else ("cuda" if torch.cuda.is_available() else "cpu")
-            data = _default_loader(config, here,
-                                   lambda done, total, message: self._set(progress, message=message, data_done=done,
-                                                                          data_total=total))
-            with self._lock:
-                self._data_cache[key] = data
-                while len(self._data_cache) > self.data_cache_size:
-                    self._data_cache.popitem(last=False)
-            return data
+        here = self.device if self._ray is None else ("cuda" if torch.cuda.is_available() else "cpu")
+        self._data_cache.size = self.data_cache_size
+        return self._data_cache.get(data_key(config), lambda: _default_loader(  # once per key at a time
+            config, here, lambda done, total, message: self._set(progress, message=message, data_done=done,
+                                                                 data_total=total)))
 
     # ---- control and queries -------------------------------------------------------------
 

@@ -24,7 +24,6 @@ process connects and disconnects, and nothing else calls `ray.init`.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import json
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .config import RunConfig
 from .errors import ConfigError, EngineError
+from .memo import LruMemo
 
 if TYPE_CHECKING:  # the job manager imports this module, not the other way round at run time
     from .jobs import JobManager, Progress
@@ -451,8 +451,7 @@ class RayRunner:
             raise
         self._lock = threading.Lock()  # one drain at a time, applied in order
         self._progress: dict[str, "Progress"] = {}
-        self._refs: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
-        self._put_locks: dict[tuple, threading.Lock] = {}
+        self._refs: LruMemo[Any] = LruMemo(manager.data_cache_size)  # data_key -> ObjectRef
         self._pump = threading.Thread(target=self._pump_loop, name="ray-progress-pump", daemon=True)
         self._pump.start()
 
@@ -467,19 +466,8 @@ class RayRunner:
 
     def data_ref(self, key: tuple, data: dict) -> Any:
         """The object-store copy of `data` for its key (put once, kept for the last few keys)."""
-        with self._lock:
-            key_lock = self._put_locks.setdefault(key, threading.Lock())
-        with key_lock:  # a second run on the same data waits for the first put
-            with self._lock:
-                if key in self._refs:
-                    self._refs.move_to_end(key)
-                    return self._refs[key]
-            ref = self.ray.put(data)
-            with self._lock:
-                self._refs[key] = ref
-                while len(self._refs) > max(1, self.manager.data_cache_size):
-                    self._refs.popitem(last=False)
-                return ref
+        self._refs.size = self.manager.data_cache_size
+        return self._refs.get(key, lambda: self.ray.put(data))
 
     # ---- one run --------------------------------------------------------------------------
 

@@ -387,3 +387,30 @@ def test_an_unreachable_cluster_message_names_the_token_settings() -> None:
     hint = ray_backend._hint("10.0.0.5:6379")
     assert "RAY_AUTH_MODE=token" in hint and "~/.ray/auth_token" in hint and "ray start --head" in hint
     assert ray_backend._hint("local") == ""
+
+
+def test_a_bad_ray_setting_leaves_the_dashboard_on_this_machine_with_the_reason(tiny_dataset: Path,
+                                                                                medley_cache: Path,
+                                                                                monkeypatch) -> None:
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from ui import common
+
+    monkeypatch.setenv("MEDLEY_DATA", str(tiny_dataset))
+    monkeypatch.setenv("MEDLEY_BACKEND", "ray")
+    monkeypatch.setenv("MEDLEY_RAY_ADDRESS", "not-an-address")
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(common, "_BACKEND", {})
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+        at.run()
+        assert not at.exception
+        assert any("Runs train on this machine" in w.value and "host:port" in w.value for w in at.warning)
+        assert at.expander[0].label.startswith("Where runs train: this machine")
+        assert common.get_manager().backend == "local"
+    finally:
+        with contextlib.suppress(Exception):
+            common.get_manager().shutdown()
+        st.cache_resource.clear()

@@ -389,8 +389,9 @@ def render_sidebar() -> None:
             st.error(plain(problem))
         st.caption(f"**Dataset:** {describe_data(data)}")
         st.caption(f"**Device:** {compute_device()}")
-        if get_manager().backend == "ray":
-            st.caption(f"**Runs train on:** Ray at {plain(get_manager().ray_options.address)}")
+        address = _ray_address()
+        if address is not None:
+            st.caption(f"**Runs train on:** Ray at {plain(address)}")
         busy = _busy()
         # Adaptive refresh: each timer rerun costs the server ~0.1-0.2 s of CPU on these pages
         # (docs/PERFORMANCE.md), so poll often only while this server has jobs.
@@ -398,6 +399,16 @@ def render_sidebar() -> None:
 
 
 JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = 5.0, 15.0
+
+
+def _ray_address() -> str | None:
+    """The Ray address this server's runs train at; None when local or the manager is
+    unavailable (a damaged store: the page says so itself)."""
+    try:
+        manager = get_manager()
+    except Exception:
+        return None
+    return manager.ray_options.address if manager.backend == "ray" else None
 
 
 def _busy() -> bool:
