@@ -24,6 +24,7 @@ process connects and disconnects, and nothing else calls `ray.init`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -454,6 +455,7 @@ class RayRunner:
         self._refs: LruMemo[Any] = LruMemo(manager.data_cache_size)  # data_key -> ObjectRef
         self._pump = threading.Thread(target=self._pump_loop, name="ray-progress-pump", daemon=True)
         self._pump.start()
+        atexit.register(self.close)  # before Ray's own exit hook (registered earlier, so run later)
 
     def default_concurrency(self) -> int:
         """Runs the cluster can train at once with these options (at connect time), at least 1."""
@@ -535,10 +537,12 @@ class RayRunner:
 
     def _pump_loop(self) -> None:
         while not self._closed.wait(PUMP_EVERY_S):
+            if not self.ray.is_initialized():  # Ray was shut down (the process is exiting): nothing to drain
+                break
             try:
                 self.drain()
             except Exception as exc:  # a store or Ray hiccup: try again on the next round
-                if self._closed.is_set():
+                if self._closed.is_set() or not self.ray.is_initialized():
                     break
                 log.warning("draining the Ray progress board failed: %s", exc)
 
