@@ -18,6 +18,7 @@ from ui.common import (
     compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store, plain,
     load_dataset_cached, percent_style, render_sidebar, set_data_setting,
 )
+from ui.common import backend_setting, backend_summary, set_backend
 
 st.set_page_config(page_title="Medley LSTM lab", page_icon="🎻", layout="wide")
 
@@ -69,6 +70,32 @@ with right:
             st.error(f"Not switched: {plain(problem)}")
     st.caption("Also: `streamlit run dashboard.py -- --data /path/to/medley_solos_db`, "
                "or `MEDLEY_DATA=/path streamlit run dashboard.py`, or `?data=...` in the URL.")
+
+# ---- where runs train ---------------------------------------------------------------------
+summary = backend_summary()  # makes the job manager first: a failed Ray connect sets the problem
+setting = backend_setting()
+if setting["problem"]:
+    st.warning(plain(setting["problem"]))
+with st.expander(f"Where runs train: {plain(summary)}"):
+    options = setting["options"]
+    with st.form("backend"):
+        on_ray = st.radio("Runs train", ["on this machine", "on a Ray cluster"], horizontal=True,
+                          index=1 if get_manager().backend == "ray" else 0,
+                          help="A Ray cluster trains several runs at once, one task each, on its nodes' CPUs and "
+                               "GPUs (needs `pip install -r requirements-ray.txt`; see the README).") == "on a Ray cluster"
+        b1, b2, b3 = st.columns([2, 1, 1])
+        address = b1.text_input("Ray address", value=options.address if options else "local",
+                                help="`local`: a Ray started inside this server; or host:port of a running head "
+                                     "(`ray start --head` prints it).")
+        cpus = b2.number_input("CPUs per run", 0.25, 64.0, float(options.cpus_per_run if options else 1.0), 0.25)
+        gpus = b3.number_input("GPUs per run", 0.0, 8.0, float(options.gpus_per_run if options else 0.0), 0.25,
+                               help="A fraction shares one GPU: 0.25 = four runs per GPU (Ray does not fence memory).")
+        if st.form_submit_button("Apply"):
+            with st.spinner("Connecting to Ray..." if on_ray else "Switching..."):
+                problem = set_backend("ray" if on_ray else "local", address, cpus, gpus)
+            if problem is None:
+                st.rerun()
+            st.error(f"Not switched: {plain(problem)}")
 
 # ---- runs -------------------------------------------------------------------------------
 st.subheader("Runs")

@@ -7,6 +7,7 @@ and messages go to stderr. Exit status 0 on success, 1 when the work failed, 2 o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -14,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .config import RunConfig, config_from_values
 from .errors import EngineError
@@ -75,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cache:
         os.environ["MEDLEY_CACHE"] = str(Path(args.cache).expanduser())
     try:
-        return args.handler(args)
+        with _backend_env(args):
+            return args.handler(args)
     except BrokenPipeError:  # `engine runs | head`: the reader left; stop quietly like other tools
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("run_id")
         p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
         p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+        _add_backend_flags(p)
         p.set_defaults(handler=cmd_resume if name == "resume" else cmd_restart)
 
     runs = sub.add_parser("runs", help="list runs")
@@ -184,6 +187,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    """--backend, --ray-address, --ray-cpus, --ray-gpus: where the runs train (engine.ray_backend)."""
+    parser.add_argument("--backend", choices=["local", "ray"],
+                        help="local: this machine (default, or $MEDLEY_BACKEND); ray: tasks on a Ray cluster "
+                             "(pip install -r requirements-ray.txt)")
+    parser.add_argument("--ray-address", help="'local' (a Ray started here, the default) or host:port of a "
+                                              "cluster's head ($MEDLEY_RAY_ADDRESS)")
+    parser.add_argument("--ray-cpus", type=float, help="CPUs per run on Ray (default 1; $MEDLEY_RAY_CPUS)")
+    parser.add_argument("--ray-gpus", type=float,
+                        help="GPUs per run on Ray, a fraction shares one: 0.25 (default 0; $MEDLEY_RAY_GPUS)")
+
+
+@contextlib.contextmanager
+def _backend_env(args: argparse.Namespace) -> Iterator[None]:
+    """The backend flags given, as the environment variables the JobManager reads, for the
+    command's duration (restored after: `main` may run in a longer-lived process)."""
+    from .ray_backend import ADDRESS_ENV, BACKEND_ENV, CPUS_ENV, GPUS_ENV
+
+    saved = {}
+    for flag, name in (("backend", BACKEND_ENV), ("ray_address", ADDRESS_ENV), ("ray_cpus", CPUS_ENV),
+                       ("ray_gpus", GPUS_ENV)):
+        value = getattr(args, flag, None)
+        if value is not None:
+            saved[name] = os.environ.get(name)
+            os.environ[name] = str(value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _add_data_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="Medley-solos-DB folder, or demo / demo:tiny (default: $MEDLEY_DATA, "
                         "~/mir_datasets/medley_solos_db, else the demo dataset)")
@@ -208,6 +246,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="a JSON file with a whole RunConfig (flags override single values)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    _add_backend_flags(parser)
     for flags in (FEATURE_FLAGS, MODEL_FLAGS, TRAIN_FLAGS):
         _add_flags(parser, flags)
 

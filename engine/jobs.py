@@ -35,6 +35,7 @@ import torch
 from .config import RunConfig
 from .errors import ConfigError, EngineError
 from .eta import EpochClock
+from .memo import LruMemo
 from .naming import describe
 from .store import ACTIVE, RunStore
 from .batched import companions, train_group
@@ -194,21 +195,38 @@ class JobManager:
     (default: dataset + feature cache, memoised). device: "cpu", "cuda", ... (default: cuda
     when available). On construction, runs left queued/running by dead processes become
     "interrupted" (listed in `.interrupted`).
+    backend: "local" (runs train on this machine; isolation "thread" or "process" says in
+    what) or "ray" (each run is a task on a Ray cluster, `ray_options` an
+    engine.ray_backend.RayOptions: address, CPUs and GPU fraction per run; max_concurrent
+    defaults to what the cluster holds); default $MEDLEY_BACKEND, else "local". The queue,
+    progress, cancel, resume and the store work the same with both.
     """
 
     def __init__(self, store: RunStore | None = None, max_concurrent: int | None = None,
                  data_loader: DataLoader | None = None, device: str | None = None,
                  checkpoint_every_s: float = CHECKPOINT_EVERY_S, isolation: str = "thread",
-                 group_runs: bool = True) -> None:
+                 group_runs: bool = True, backend: str | None = None, ray_options: Any = None) -> None:
         self.store = store or RunStore()
+        # backend "local": runs train on this machine, in threads or worker processes (isolation);
+        # "ray": each run is a Ray task (engine.ray_backend; ray_options: a RayOptions, default
+        # from $MEDLEY_RAY_ADDRESS); default $MEDLEY_BACKEND, else "local".
+        from .ray_backend import RayOptions, RayRunner, backend_from_env
+
+        self.backend = backend_from_env(backend)
+        self.checkpoint_every_s = checkpoint_every_s
+        self.data_cache_size = 2
+        self._ray: RayRunner | None = None
+        if self.backend == "ray":
+            self._ray = RayRunner(self, ray_options or RayOptions.from_env())
+        self.ray_options: RayOptions | None = self._ray.options if self._ray else None
         # Train groupable queued runs together (engine.batched): in this process's thread, or as
-        # one job of a worker process (isolation="process").
-        self.group_runs = group_runs and isolation in ("thread", "process")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.max_concurrent = max(1, int(max_concurrent or (4 if self.device.startswith("cuda") else 1)))
+        # one job of a worker process (isolation="process"); a Ray task trains one run.
+        self.group_runs = group_runs and isolation in ("thread", "process") and self._ray is None
+        self.device = self._ray.options.device if self._ray else (device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        default_slots = self._ray.default_concurrency() if self._ray else (4 if self.device.startswith("cuda") else 1)
+        self.max_concurrent = max(1, int(max_concurrent or default_slots))
         if not self.device.startswith("cuda"):
             torch.set_num_threads(cpu_threads())  # process-wide: leave a core to everything else
-        self.checkpoint_every_s = checkpoint_every_s
         if isolation not in ("thread", "process"):
             raise ConfigError(f"isolation must be 'thread' or 'process', not {isolation!r}")
         if isolation == "process" and data_loader is not None:
@@ -225,9 +243,7 @@ class JobManager:
         self._stops: dict[str, threading.Event] = {}
         self._progress: dict[str, Progress] = {}
         self._shutdown = threading.Event()
-        self._data_cache: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
-        self._data_locks: dict[tuple, threading.Lock] = {}
-        self.data_cache_size = 2
+        self._data_cache: LruMemo[dict] = LruMemo(self.data_cache_size)  # data_key(config) -> features
         self.interrupted = self.store.mark_interrupted()
         self._heart = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
         self._heart.start()
@@ -393,11 +409,13 @@ class JobManager:
         """Load data, train, store the result; returns the final status."""
         self.store.set_status(run_id, "running", device=self.device)
         self._set(progress, phase="loading data")
-        if self.isolation == "process":
+        if self.isolation == "process" and self._ray is None:
             return self._train_in_worker([run_id], [config], resume is not None, [stop], [progress])[run_id]
         data = self._load_data(config, progress)
         if stop.is_set():
             return self._end_stopped(run_id)
+        if self._ray is not None:  # the data goes to Ray's object store; the run to a Ray task
+            return self._ray.train(run_id, config, resume, stop, progress, data, data_key(config))
         self._set(progress, phase="training", message="")
         hooks = _RunHooks(self, run_id, progress, stop, resume, step_every=_step_every(self.device))
         with _stream(self.device):
@@ -505,22 +523,11 @@ class JobManager:
         """Features for `config`: the injected loader, else the memoised dataset + feature cache."""
         if self._data_loader is not None:
             return self._data_loader(config)
-        key = _data_key(config)
-        with self._lock:
-            key_lock = self._data_locks.setdefault(key, threading.Lock())
-        with key_lock:  # a second run with the same data waits for the first extraction
-            with self._lock:
-                if key in self._data_cache:
-                    self._data_cache.move_to_end(key)
-                    return self._data_cache[key]
-            data = _default_loader(config, self.device,
-                                   lambda done, total, message: self._set(progress, message=message, data_done=done,
-                                                                          data_total=total))
-            with self._lock:
-                self._data_cache[key] = data
-                while len(self._data_cache) > self.data_cache_size:
-                    self._data_cache.popitem(last=False)
-            return data
+        here = self.device if self._ray is None else ("cuda" if torch.cuda.is_available() else "cpu")
+        self._data_cache.size = self.data_cache_size
+        return self._data_cache.get(data_key(config), lambda: _default_loader(  # once per key at a time
+            config, here, lambda done, total, message: self._set(progress, message=message, data_done=done,
+                                                                 data_total=total)))
 
     # ---- control and queries -------------------------------------------------------------
 
@@ -604,6 +611,16 @@ class JobManager:
             workers, self._workers = self._workers, []
         for worker in workers:
             worker.close()
+        if self._ray is not None:
+            self._ray.close()
+
+
+def data_key(config: RunConfig) -> tuple:
+    """What a run's features depend on: the dataset, the feature config and, when the run
+    augments, its augmented views. Runs with the same key share one loaded copy."""
+    tc = config.train
+    return (config.data, config.features.digest(), tc.augment, tc.augment_views if tc.augment else 0,
+            tc.augment_seed if tc.augment else 0)
 
 
 # ---- training worker processes (isolation="process") ---------------------------------------
@@ -814,7 +831,7 @@ def _worker_train(store: RunStore, job: _WorkerJob, device: str, checkpoint_ever
             for p in progresses:
                 send(p)
 
-    key = _data_key(configs[0])
+    key = data_key(configs[0])
     if key in data_cache:
         data_cache.move_to_end(key)
     else:
@@ -873,15 +890,6 @@ def _store_result(store: RunStore, run_id: str, result: Any, shutdown: threading
 def _step_every(device: str) -> int:
     """Steps between on_step calls: every step on CPU; every 10th on a GPU (each is a host sync)."""
     return 10 if device.startswith("cuda") else 1
-
-
-def _data_key(config: RunConfig) -> tuple:
-    """What a run's loaded data depends on: dataset, feature configuration and, when it
-    augments, the augmentation, its views and seed (a run without augmentation must not get
-    the views a run with it loaded)."""
-    tc = config.train
-    return (config.data, config.features.digest(), tc.augment, tc.augment_views if tc.augment else 0,
-            tc.augment_seed if tc.augment else 0)
 
 
 def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int, str], None]) -> dict:

@@ -101,7 +101,7 @@ def test_a_killed_group_worker_fails_every_member_and_they_resume(in_process) ->
 
 
 def test_a_worker_reloads_data_when_the_augmentation_differs(tmp_path: Path, monkeypatch) -> None:
-    """The worker's data cache is keyed as the thread's (jobs._data_key): a run without
+    """The worker's data cache is keyed as the thread's (jobs.data_key): a run without
     augmentation never gets the augmented views a run before it loaded (and the reverse)."""
     loaded: list[str] = []
 

@@ -13,6 +13,7 @@ Also here (usable by any page):
   require_dataset(data) -> MedleyDataset (st.info + "Make demo data" button + st.stop when the demo is missing),
   compute_device() -> str, job_progress() -> list[dict], run_label(record) -> str, fmt_pct(x) -> str,
   percent_style(frame, columns) (rates shown as "73.4%" in st.dataframe),
+  backend_setting() -> dict, set_backend(backend, address, cpus, gpus) -> str | None, backend_summary() -> str,
   plain(text) -> str (user text made literal inside Markdown: names, file names, their errors).
 (Per-epoch history frames for charts: ui.compare.history_frame.)
 """
@@ -98,11 +99,73 @@ def _rebuild_store() -> None:
 
 @st.cache_resource(show_spinner=False)
 def get_manager():
-    """The job manager, one per server, sharing the store. Runs train in worker processes:
-    a run in the server's own process would share its GIL with every page refresh."""
+    """The job manager, one per server, sharing the store. Locally, runs train in worker
+    processes: a run in the server's own process would share its GIL with every page
+    refresh. With the ray backend (backend_setting) each run is a task on a Ray cluster; when
+    Ray cannot be used, the runs train locally and backend_setting() says why."""
     from engine.jobs import JobManager
 
-    return JobManager(_open_store(), isolation="process")
+    setting = backend_setting()
+    if setting["backend"] == "ray":
+        try:  # Ray starts in its own daemon thread (engine.ray_backend), never in this script run's
+            return JobManager(_open_store(), isolation="process", backend="ray", ray_options=setting["options"])
+        except EngineError as exc:
+            setting.update(backend="local", problem=f"Runs train on this machine: {exc}")
+    return JobManager(_open_store(), isolation="process", backend="local")
+
+
+_BACKEND: dict = {}  # this server's choice: {"backend", "options" (RayOptions or None), "problem"}
+
+
+def backend_setting() -> dict:
+    """Where this server's runs train: {"backend": "local" | "ray", "options": a RayOptions
+    (Ray address, CPUs and GPUs per run) or None, "problem": why Ray is not used, or None}.
+    Starts from $MEDLEY_BACKEND and $MEDLEY_RAY_ADDRESS / _CPUS / _GPUS."""
+    if not _BACKEND:
+        from engine.ray_backend import RayOptions, backend_from_env
+
+        try:
+            _BACKEND.update(backend=backend_from_env(), options=RayOptions.from_env(), problem=None)
+        except EngineError as exc:
+            _BACKEND.update(backend="local", options=None, problem=f"Runs train on this machine: {exc}")
+    return _BACKEND
+
+
+def set_backend(backend: str, address: str = "local", cpus_per_run: float = 1.0, gpus_per_run: float = 0.0) -> str | None:
+    """Switch where this server's runs train ("local" or "ray" at `address`). None when
+    switched; else why not (runs still active, a bad value, Ray missing or unreachable: then
+    the runs train locally)."""
+    from engine.ray_backend import RayOptions
+
+    manager = get_manager()
+    if manager.active():
+        return (f"{len(manager.active())} run(s) are queued or running on the current backend; switch when "
+                "they have ended (or cancel them).")
+    try:
+        options = RayOptions(address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+    except EngineError as exc:
+        return str(exc)
+    manager.shutdown()
+    get_manager.clear()
+    backend_setting().update(backend=backend, options=options, problem=None)
+    get_manager()
+    return backend_setting()["problem"]
+
+
+def backend_summary() -> str:
+    """One line: where runs train, and on Ray the cluster's nodes, CPUs and GPUs (live)."""
+    manager = get_manager()
+    if manager.backend != "ray":
+        return "this machine (a worker process per run)"
+    from engine.ray_backend import cluster_info
+
+    options = manager.ray_options
+    try:
+        cluster = cluster_info().describe()
+    except EngineError as exc:
+        cluster = f"Ray at {options.address} ({exc})"
+    return (f"Ray cluster: {cluster}; each run reserves {options.cpus_per_run:g} CPU(s) and "
+            f"{options.gpus_per_run:g} GPU(s), {manager.max_concurrent} at once")
 
 
 TERMINAL_PHASES = ("finished", "failed", "cancelled", "interrupted", "diverged", "deleted")
@@ -351,6 +414,9 @@ def render_sidebar() -> None:
             st.error(plain(problem))
         st.caption(f"**Dataset:** {describe_data(data)}")
         st.caption(f"**Device:** {compute_device()}")
+        address = _ray_address()
+        if address is not None:
+            st.caption(f"**Runs train on:** Ray at {plain(address)}")
         busy = _busy()
         # Adaptive refresh: each timer rerun costs the server ~0.1-0.2 s of CPU on these pages
         # (docs/PERFORMANCE.md), so poll often only while this server has jobs.
@@ -358,6 +424,16 @@ def render_sidebar() -> None:
 
 
 JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = 5.0, 15.0
+
+
+def _ray_address() -> str | None:
+    """The Ray address this server's runs train at; None when local or the manager is
+    unavailable (a damaged store: the page says so itself)."""
+    try:
+        manager = get_manager()
+    except Exception:
+        return None
+    return manager.ray_options.address if manager.backend == "ray" else None
 
 
 def _busy() -> bool:
