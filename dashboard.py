@@ -169,10 +169,12 @@ if robust:
     table = pd.DataFrame(summarize_rows(list(order.items())))
     shown = {"row": "configuration", "finished": "seeds done", "val_accuracy_mean": "val",
              "val_accuracy_std": "val ±", "val_shift_accuracy_mean": "cross-val", "val_shift_accuracy_std": "cross-val ±",
+             "val_source_accuracy_mean": "cross-val source", "val_source_accuracy_std": "cross-val source ±",
              "test_accuracy_mean": "test", "test_accuracy_std": "test ±", "gap_mean": "val-test gap"}
     st.caption("Mean and seed standard deviation over the finished runs of each row. *cross-val* = the "
-               "validation clips through a held-out recording chain: the protocol chooses on it, never on "
-               "test (docs/PROTOCOL.md).")
+               "validation clips through a held-out recording chain (a new channel); *cross-val source* = the "
+               "same clips with their source changed too (formants and pitch moved): the protocol chooses on "
+               "cross-val source, never on test (docs/PROTOCOL.md).")
     st.dataframe(table[list(shown)].rename(columns=shown), hide_index=True, width="stretch",
                  column_config={label: st.column_config.NumberColumn(label, format="percent")
                                 for key, label in shown.items() if key not in ("row", "finished")})

@@ -364,7 +364,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def _ablate_with_seeds(args: argparse.Namespace, base: RunConfig) -> int:
     """An ablation with every row repeated over seeds; prints mean +- seed std per row and
     which row the protocol (docs/PROTOCOL.md: cross-collection validation only) picks."""
-    from .ablation import format_rows, select_by_cross_validation, summarize_rows
+    from .ablation import format_choice, format_rows, select_by_cross_validation, summarize_rows
     from .presets import ABLATION_SEEDS, ABLATIONS, with_seeds
 
     if args.seeds is not None and args.seeds < 1:
@@ -377,12 +377,14 @@ def _ablate_with_seeds(args: argparse.Namespace, base: RunConfig) -> int:
                                for name, seed, config in jobs], args.device)
     grouped = [(name, [rec for (row, _, _), rec in zip(jobs, records) if row == name]) for name, _ in rows]
     table = summarize_rows(grouped)
-    choice = select_by_cross_validation(table)
+    store = _store()
+    selection = select_by_cross_validation(grouped, lambda r: store.load_predictions(r.id))
     if args.json:
-        print(json_text({"preset": args.preset, "seeds": list(seeds), "rows": table, "protocol_choice": choice}))
+        print(json_text({"preset": args.preset, "seeds": list(seeds), "rows": table,
+                         "protocol_choice": selection["choice"], "protocol": selection}))
     else:
         print(format_rows(table))
-        print(f"protocol choice (highest cross-collection validation, beyond the seed spread): {choice}")
+        print(format_choice(selection))
     return 0 if all(r.status == "finished" for r in records) else 1
 
 
@@ -464,6 +466,7 @@ def run_summary(record: Any) -> dict[str, Any]:
         "val_accuracy": val.get("accuracy"),
         "val_balanced_accuracy": val.get("balanced_accuracy"),
         "val_shift_accuracy": (metrics.get("validation_shift") or {}).get("accuracy"),
+        "val_source_accuracy": (metrics.get("validation_source") or {}).get("accuracy"),
         "test_accuracy": test.get("accuracy"),
         "test_balanced_accuracy": test.get("balanced_accuracy"),
         "test_macro_f1": test.get("macro_f1"),
@@ -539,10 +542,10 @@ def _print_run(record: Any) -> None:
         print(f"  error: {s['error']}")
     if s["warning"]:
         print(f"  warning: {s['warning']}")
-    for split in ("validation", "validation_shift", "test"):
+    for split in ("validation", "validation_shift", "validation_source", "test"):
         m = (record.metrics or {}).get(split)
         if m:
-            print(f"  {split:<16} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
+            print(f"  {split:<17} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
                   f"macro-F1 {m['macro_f1']:.3f}  (n={m['n']})")
 
 

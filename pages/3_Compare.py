@@ -88,8 +88,9 @@ if cmp.is_test_metric(sort_by):
 shown = cmp.sort_runs(shown, sort_by)
 st.caption(f"{len(shown)} of {len(df)} runs, best {sort_by} first (or click a column header). Rates are on the "
            "validation or test split; *val-test gap* = validation minus test accuracy; *cross-val acc* = accuracy "
-           "on the validation clips played through a held-out recording chain (docs/PROTOCOL.md), the signal "
-           "used to choose configurations.")
+           "on the validation clips played through a held-out recording chain (a new channel); *cross-val source "
+           "acc* = the same clips with their source changed too (formants and pitch moved, then that chain), the "
+           "signal used to choose configurations (docs/PROTOCOL.md).")
 st.dataframe(shown[cmp.table_columns(shown)], hide_index=True, width="stretch", column_config=PCT)
 st.download_button("Download this table (CSV)", csv_bytes(shown), "runs.csv", "text/csv")
 
@@ -198,7 +199,8 @@ if selected:
                                              colors=lab_colors), width="stretch")
         right.altair_chart(charts.accuracy_curves(hist, x=x_axis, smoothing=smoothing, colors=lab_colors,
                                                   columns={"val_accuracy": "validation accuracy",
-                                                           "val_shift_accuracy": "cross-collection validation"}),
+                                                           "val_shift_accuracy": "cross-collection validation",
+                                                           "val_source_accuracy": "cross-collection validation (source)"}),
                            width="stretch")
         chosen_rows = df[df["id"].isin(chosen)]
         st.dataframe(chosen_rows[["name", "status", *cmp.METRIC_COLUMNS]], hide_index=True, width="stretch",

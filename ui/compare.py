@@ -51,6 +51,7 @@ KEY_PARAMS: tuple[str, ...] = (
 METRICS: dict[str, tuple[str, str]] = {
     "val acc": ("validation", "accuracy"),
     "cross-val acc": ("validation_shift", "accuracy"),  # validation clips through the held-out recording chain
+    "cross-val source acc": ("validation_source", "accuracy"),  # ... through the held-out source change, then that chain
     "test acc": ("test", "accuracy"),
     "test balanced acc": ("test", "balanced_accuracy"),
     "test macro-F1": ("test", "macro_f1"),
@@ -180,7 +181,7 @@ def filter_runs(
 
 
 # Sort keys of the runs table, validation first: validation chooses, test reports.
-SORT_COLUMNS: tuple[str, ...] = ("val acc", "cross-val acc", "created", "test acc", "test balanced acc", "test macro-F1", "val-test gap")
+SORT_COLUMNS: tuple[str, ...] = ("val acc", "cross-val acc", "cross-val source acc", "created", "test acc", "test balanced acc", "test macro-F1", "val-test gap")
 
 
 def is_test_metric(column: str) -> bool:
