@@ -95,8 +95,9 @@ def select_by_cross_validation(
     only when it is significantly BETTER at `alpha` after Holm; among several, the largest
     mean gain wins. A row with the first's exact configuration (same group key) is never
     chosen, and neither is a row with one run against a base with one run (no seed
-    repeats: nothing to calibrate the test on). Never reads test. Returns {"choice", "base", "split", "alpha", "method",
-    "tests": [one stats result per compared row, with "row", "p_adjusted", "significant"]}.
+    repeats: nothing to calibrate the test on). Never reads test. Returns {"choice", "base",
+    "split", "alpha", "method", "tests": [one stats result per row, with "row", "p_adjusted",
+    "significant"; or "row" and "error" when it could not be compared]}.
     """
     if split == "test" or not split.startswith("validation"):
         raise ConfigError(f"the protocol chooses on a validation split, never on {split!r}")

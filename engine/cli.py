@@ -517,9 +517,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
         s = run_summary(r)
         val = "-" if s["val_accuracy"] is None else f"{100 * s['val_accuracy']:.1f}%"
         shift = "-" if s["val_shift_accuracy"] is None else f"{100 * s['val_shift_accuracy']:.1f}%"
+        source = "-" if s["val_source_accuracy"] is None else f"{100 * s['val_source_accuracy']:.1f}%"
         test = "-" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.1f}%"
         flag = "  (did not learn)" if r.warning else ""
-        print(f"{r.id}  {r.status:<11} val {val:>6}  cross-val {shift:>6}  test {test:>6}  {r.name}{flag}")
+        print(f"{r.id}  {r.status:<11} val {val:>6}  cross-val {shift:>6}  source {source:>6}  test {test:>6}  "
+              f"{r.name}{flag}")
     return 0
 
 

@@ -353,11 +353,13 @@ def test_ablate_robustness_cli_prints_one_table_with_cross_validation(tiny_datas
     assert [row["row"] for row in out["rows"]] == expected
     for row in out["rows"]:
         assert row["finished"] == 2 and row["seeds"] == [0, 1]
-        for column in ("val_accuracy", "val_shift_accuracy", "test_accuracy"):
+        for column in ("val_accuracy", "val_shift_accuracy", "val_source_accuracy", "test_accuracy"):
             assert 0.0 <= row[f"{column}_mean"] <= 1.0 and row[f"{column}_std"] is not None
-    assert out["protocol_choice"] in expected
+    assert out["protocol_choice"] in expected and out["protocol"]["split"] == "validation_source"
+    assert [t["row"] for t in out["protocol"]["tests"]] == expected[1:] and "p_adjusted" in out["protocol"]["tests"][0]
     runs = json.loads((cli.main(["runs", "--json"]), capsys.readouterr().out)[1])
-    assert len(runs) == 4 and all(r["val_shift_accuracy"] is not None for r in runs)
+    assert len(runs) == 4 and all(r["val_shift_accuracy"] is not None and r["val_source_accuracy"] is not None
+                                  for r in runs)
 
 
 def test_training_and_prediction_features_agree_with_cmvn_and_log_mel(tiny):
@@ -467,3 +469,14 @@ def test_protocol_false_choice_rate_stays_at_alpha_when_no_row_is_better():
         rows, preds = _protocol_rows(accuracies, n=200, seed=rep)
         replaced += _choose(rows, preds)["choice"] != "recommended"
     assert replaced / repetitions <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / repetitions)
+
+
+def test_format_choice_names_each_row_its_holm_p_and_the_choice():
+    from engine.ablation import format_choice
+
+    rows, preds = _protocol_rows({"recommended": [0.50, 0.52, 0.51], "+ x": [0.70, 0.72, 0.71], "+ y": [0.55]})
+    rows.append(("+ lone", []))
+    text = format_choice(_choose(rows, preds))
+    assert "+ x" in text and "Holm p" in text and "significantly better" in text
+    assert text.splitlines()[-1] == "protocol choice: + x"
+    assert "+ lone" not in text  # a row without finished runs is not compared
