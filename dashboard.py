@@ -11,7 +11,7 @@ import streamlit as st
 from engine.config import RunConfig
 from engine.errors import EngineError
 from engine.labels import SUBSETS
-from engine.ablation import summarize_rows
+from engine.ablation import select_by_cross_validation, summarize_rows
 from engine.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row, beyond_study, robustness_runs, study_ablation
 from ui.common import (
     compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store, plain,
@@ -178,3 +178,11 @@ if robust:
     st.dataframe(table[list(shown)].rename(columns=shown), hide_index=True, width="stretch",
                  column_config={label: st.column_config.NumberColumn(label, format="percent")
                                 for key, label in shown.items() if key not in ("row", "finished")})
+    if "recommended" in order and all(int(n) >= 2 for n in table["finished"]):
+        rows = [("recommended", order["recommended"]), *((k, v) for k, v in order.items() if k != "recommended")]
+        try:
+            selection = select_by_cross_validation(rows, lambda r: store.load_predictions(r.id))
+            st.caption(f"Protocol choice: **{selection['choice']}** (a row replaces *recommended* only when "
+                       "significantly better on cross-val source: seed-level test, Holm across the rows, alpha 0.05).")
+        except EngineError as exc:
+            st.caption(f"No protocol choice yet: {exc}")
