@@ -125,7 +125,7 @@ def test_train_page_trains_and_shows_results(app_env):
     assert record.config.train.epochs == 2 and record.config.model.hidden_size == 8
     assert record.config.features.inputs == "librosa_0.7"
     labels = [m.label for m in at.metric]
-    assert labels.count("balanced accuracy") == 3  # validation, cross-collection validation and test
+    assert labels.count("balanced accuracy") == 4  # validation, the two cross-collection validations and test
     assert "macro-F1" in labels
     _shutdown_manager()
 
