@@ -237,10 +237,7 @@ def load_heldout_validation(
 
     Never touches the test split. x (n_validation, num_frames, feature_dim) float32, cached.
     """
-    clips = ds.subset("validation")
-    report = _reporter(progress, len(clips), "features validation (held-out chain)")
-    x = _split_features(ds, "validation", clips, config, _resolve_backend(backend), device, use_cache, report, HELDOUT)
-    return _feature_set(x, clips)
+    return _validation_view(ds, config, HELDOUT, "held-out chain", progress, backend, device, use_cache)
 
 
 def load_source_validation(
@@ -253,9 +250,15 @@ def load_source_validation(
 
     Never touches the test split. x (n_validation, num_frames, feature_dim) float32, cached.
     """
+    return _validation_view(ds, config, SOURCE, "held-out source and chain", progress, backend, device, use_cache)
+
+
+def _validation_view(ds: MedleyDataset, config: FeatureConfig, variant: AudioVariant, what: str,
+                     progress: Progress | None, backend: str, device: str, use_cache: bool) -> FeatureSet:
+    """The validation clips' features with their audio changed by `variant` (never test)."""
     clips = ds.subset("validation")
-    report = _reporter(progress, len(clips), "features validation (held-out source and chain)")
-    x = _split_features(ds, "validation", clips, config, _resolve_backend(backend), device, use_cache, report, SOURCE)
+    report = _reporter(progress, len(clips), f"features validation ({what})")
+    x = _split_features(ds, "validation", clips, config, _resolve_backend(backend), device, use_cache, report, variant)
     return _feature_set(x, clips)
 
 
