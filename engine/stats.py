@@ -740,6 +740,11 @@ def all_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
     return list(itertools.combinations(labels, 2))
 
 
+# Splits whose stored predictions can be compared: in-collection validation, the two
+# cross-collection validations (channel; source and channel) and test.
+COMPARABLE_SPLITS = ("validation", "validation_shift", "validation_source", "test")
+
+
 def compare_run_groups(
     runs_a: Sequence[Any],
     runs_b: Sequence[Any],
@@ -758,8 +763,8 @@ def compare_run_groups(
     shared = sorted(set(ids_a) & set(ids_b))
     if shared:
         raise ComparisonError(f"run {shared[0]!r} is in both groups; a run cannot be compared with itself")
-    if split not in ("validation", "test"):
-        raise ComparisonError(f"split must be 'validation' or 'test', not {split!r}")
+    if split not in COMPARABLE_SPLITS:
+        raise ComparisonError(f"split must be one of {', '.join(COMPARABLE_SPLITS)}, not {split!r}")
     keys = {r.group_key for r in [*runs_a, *runs_b]}
     result = compare_groups([load_predictions(r) for r in runs_a], [load_predictions(r) for r in runs_b],
                             split=split, alpha=alpha, same_configuration=len(keys) == 1)

@@ -41,7 +41,7 @@ from .metrics import evaluate
 from .model import autocast, build_model, set_dropout_generator
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
-EVAL_SPLITS = ("validation", "validation_shift", "test")  # evaluated at the end, when present
+EVAL_SPLITS = ("validation", "validation_shift", "validation_source", "test")  # evaluated at the end, when present
 AUGMENTED = "training_augmented"  # data key of the augmented training views (FeatureSet, x (views, n, frames, features))
 _GLOBAL_RNG_LOCK = threading.Lock()  # whoever holds it may seed, draw from or swap torch's global generators
 
@@ -373,8 +373,8 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     present), then evaluate the selected epoch's model on validation and test (if present).
 
     `data`: split name -> FeatureSet (only .x, .y, .ids are used): "training", optionally
-    "validation", "validation_shift" (the cross-collection validation, evaluated each epoch
-    and at the end, never used to select) and "test", and AUGMENTED (x: the training clips'
+    "validation", "validation_shift" and "validation_source" (the cross-collection validations
+    of the channel and of the source, evaluated each epoch and at the end, never used to select) and "test", and AUGMENTED (x: the training clips'
     augmented views, (views, n, frames, features), drawn from in every batch). `device`: default "cuda"
     when available, else "cpu". `resume`: a checkpoint given to hooks.on_epoch; training
     continues from its epoch + 1 and ends as an uninterrupted run with the same seed would.
@@ -401,7 +401,7 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     )
 
 
-EPOCH_SPLITS = ("validation", "validation_shift")  # evaluated after every epoch, when present
+EPOCH_SPLITS = ("validation", "validation_shift", "validation_source")  # evaluated after every epoch, when present
 
 
 def shared_evaluation_splits(stack: contextlib.ExitStack, data: dict[str, Any], scale, device: str) -> dict:
@@ -420,6 +420,9 @@ def epoch_record(epoch: int, values: list[float], logits: dict[str, torch.Tensor
     if "validation_shift" in logits:
         y_shift = evals["validation_shift"][1]
         record["val_shift_accuracy"] = (logits["validation_shift"].argmax(1) == y_shift).float().mean().item()
+    if "validation_source" in logits:
+        y_source = evals["validation_source"][1]
+        record["val_source_accuracy"] = (logits["validation_source"].argmax(1) == y_source).float().mean().item()
     return record
 
 

@@ -125,7 +125,7 @@ def test_train_page_trains_and_shows_results(app_env):
     assert record.config.train.epochs == 2 and record.config.model.hidden_size == 8
     assert record.config.features.inputs == "librosa_0.7"
     labels = [m.label for m in at.metric]
-    assert labels.count("balanced accuracy") == 3  # validation, cross-collection validation and test
+    assert labels.count("balanced accuracy") == 4  # validation, the two cross-collection validations and test
     assert "macro-F1" in labels
     _shutdown_manager()
 
@@ -230,8 +230,9 @@ def test_train_page_offers_robustness_options_and_shows_cross_collection_validat
     at.run()
     assert not at.exception, at.exception
     assert get_store().get(run.id).status == "finished", get_store().get(run.id).error
-    assert "validation_shift" in get_store().get(run.id).metrics
+    assert {"validation_shift", "validation_source"} <= set(get_store().get(run.id).metrics)
     assert any("Cross-collection validation" in m.value for m in at.markdown)
+    assert any("Cross-collection validation (source)" in m.value for m in at.markdown)
     _shutdown_manager()
 
 
@@ -260,7 +261,8 @@ def test_home_queues_the_robustness_ablation_and_tabulates_it(app_env, monkeypat
     table = next(d.value for d in at.dataframe if "cross-val" in d.value.columns)
     ended = [(r.name, r.status, r.error) for r in get_store().list_runs()]
     assert len(table) == rows and list(table["seeds done"]) == [2] * rows, ended
-    assert table["cross-val"].between(0, 1).all()
+    assert table["cross-val"].between(0, 1).all() and table["cross-val source"].between(0, 1).all()
+    assert any("Protocol choice:" in c.value for c in at.caption)
     _shutdown_manager()
 
 

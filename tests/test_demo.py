@@ -168,7 +168,7 @@ def band_profile(y: np.ndarray, bands: int = 24) -> np.ndarray:
 
 def test_classes_are_distinguishable(tiny):
     """Spectral centroids differ between classes, and a nearest-class-mean rule on band
-    profiles, fit on training, beats chance (1/8) by far on validation."""
+    profiles, fit on training, beats chance (1/8) by far on validation (binomial p < 0.01)."""
     root, _ = tiny
     feats: dict[str, list[np.ndarray]] = {"training": [], "validation": []}
     labels: dict[str, list[int]] = {"training": [], "validation": []}
@@ -188,7 +188,9 @@ def test_classes_are_distinguishable(tiny):
     class_means = np.stack([((x_train - mean) / std)[y_train == c].mean(0) for c in range(len(CLASS_NAMES))])
     x_val = (np.array(feats["validation"]) - mean) / std
     predicted = np.argmin(((x_val[:, None, :] - class_means[None]) ** 2).sum(-1), axis=1)
-    assert np.mean(predicted == np.array(labels["validation"])) > 0.4
+    # 4 clips per class whose songs differ in program, brightness and microphone (generator 3):
+    # >= 10 of 32 right has probability 0.004 at chance (1/8)
+    assert np.mean(predicted == np.array(labels["validation"])) >= 0.3
 
 
 def test_workers_do_not_rerun_a_streamlit_page(tmp_path):
@@ -237,3 +239,46 @@ def test_workers_default_to_one_per_core(tmp_path, micro, monkeypatch):
     monkeypatch.setattr(demo.os, "cpu_count", lambda: 3)
     demo.make_demo("tiny", tmp_path / "d")
     assert seen == [3]
+def test_training_songs_draw_gm_siblings_and_test_songs_only_the_canonical_program():
+    """Timbre variety: over many songs, training/validation play every sibling program of the
+    class (TimGM6mb), test only its canonical program(s) (Merlin). Fails on the one-program recipe."""
+    for inst in demo.INSTRUMENTS:
+        assert set(inst.test_programs) <= set(inst.programs)
+        train = {demo._song_style(np.random.default_rng(s), inst)["program"] for s in range(200)}
+        test = {demo._song_style(np.random.default_rng(s), inst, test=True)["program"] for s in range(200)}
+        assert train == set(inst.programs)
+        assert test == set(inst.test_programs)
+    assert sum(len(inst.programs) > len(inst.test_programs) for inst in demo.INSTRUMENTS) >= 6
+    # the synth voice (54) plays Merlin's test singer samples; solo vox (85) layers pan flute
+    assert not {54, 85} & {p for inst in demo.INSTRUMENTS for p in inst.programs}
+
+
+def test_plan_renders_test_from_merlin_and_training_from_timgm(tmp_path):
+    timgm, merlin = demo._soundfont_paths()
+    specs = demo._plan("tiny", tmp_path, 0)
+    assert {s.soundfont for s in specs if s.subset == "test"} == {str(merlin)}
+    assert {s.soundfont for s in specs if s.subset != "test"} == {str(timgm)}
+
+
+def test_song_detune_is_one_pitch_bend_and_adds_to_vibrato():
+    inst = demo.INSTRUMENTS[4]  # piano: no vibrato, no bends
+    song = {**demo._song_style(np.random.default_rng(0), inst), "detune_cents": 10.0}
+    bends = demo._pitch_bends(np.random.default_rng(1), song, [(0.0, 1.0, 60, 90)])
+    assert [(b.pitch, b.time) for b in bends] == [(round(10 * 40.96), 0.0)]
+    assert demo._pitch_bends(np.random.default_rng(1), {**song, "detune_cents": 0.0}, [(0.0, 1.0, 60, 90)]) == []
+    violin = {**demo._song_style(np.random.default_rng(0), demo.INSTRUMENTS[7]), "detune_cents": -20.0,
+              "vibrato_cents": 30.0}
+    values = np.array([b.pitch for b in demo._pitch_bends(np.random.default_rng(1), violin, [(0.0, 2.0, 70, 90)])])
+    assert values[0] == round(-20 * 40.96)  # before the vibrato fades in
+    assert abs(values.mean() / 40.96 + 20) < 6 and values.max() - values.min() > 40 * 40.96
+
+
+@pytest.mark.parametrize("gain_db, freq_hz", [(6.0, 1000.0), (-4.5, 3000.0)])
+def test_microphone_peak_filter_has_its_gain_at_its_frequency(gain_db, freq_hz):
+    from scipy import signal
+
+    b, a = demo._peak(gain_db, freq_hz, 1.2)
+    freqs, response = signal.freqz(b, a, worN=[freq_hz, 20.0, 20000.0], fs=demo.SAMPLE_RATE)
+    db = 20 * np.log10(np.abs(response))
+    assert db[0] == pytest.approx(gain_db, abs=1e-6)
+    assert abs(db[1]) < 0.2 and abs(db[2]) < 0.5

@@ -16,7 +16,7 @@ from engine.dataset import load_dataset
 from engine.errors import ConfigError
 from engine.features import (
     FeatureSet, cache_path, clip_features, load_augmented_views, load_features, load_heldout_validation,
-    normalize_clips,
+    load_source_validation, normalize_clips,
 )
 from engine.model import build_model
 from engine.presets import RECOMMENDED, ROBUSTNESS_OPTIONS, robustness_ablation, with_seeds
@@ -71,6 +71,54 @@ def test_heldout_chain_depends_on_the_clip_only_and_differs_from_training_augmen
     high = freqs > 8000
     ratio = (spectrum[high] ** 2).sum() / (spectrum ** 2).sum()
     assert ratio < 0.1 * (clean[high] ** 2).sum() / (clean ** 2).sum()
+
+
+def _voice(f0: float, peak_hz: float = 1500.0, seconds: float = 2.0) -> np.ndarray:
+    """A harmonic tone at f0 whose harmonics follow one resonance (a formant) at peak_hz."""
+    t = np.arange(int(seconds * SR)) / SR
+    harmonics = np.arange(1, int((SR / 2 - 500) // f0) + 1) * f0
+    amplitudes = np.exp(-0.5 * (np.log2(harmonics / peak_hz) / 0.35) ** 2)
+    y = (amplitudes[:, None] * np.sin(2 * np.pi * harmonics[:, None] * t[None, :])).sum(axis=0)
+    return (0.3 * y / np.abs(y).max()).astype(np.float32)
+
+
+def _f0_semitones(a: np.ndarray, b: np.ndarray) -> float:
+    import librosa
+
+    def f0(y):
+        return float(np.median(librosa.yin(y[SR // 4:-SR // 4], fmin=60, fmax=400, sr=SR)))
+    return 12 * np.log2(f0(b) / f0(a))
+
+
+def _envelope_semitones(a: np.ndarray, b: np.ndarray) -> float:
+    """How far the power spectrum's log-frequency centroid moved from a to b, in semitones."""
+    def centroid(y):
+        power = np.abs(np.fft.rfft(y[SR // 4:SR // 4 + 32768] * np.hanning(32768))) ** 2
+        freqs = np.fft.rfftfreq(32768, 1 / SR)
+        keep = freqs > 50
+        return np.exp((power[keep] * np.log(freqs[keep])).sum() / power[keep].sum())
+    return 12 * np.log2(centroid(b) / centroid(a))
+
+
+@pytest.mark.parametrize("uuid", ["clip-a", "clip-b", "clip-d"])
+def test_heldout_source_moves_the_envelope_and_the_pitch_independently(uuid):
+    """The source change does what its docstring says: the formant moves by `formant`
+    semitones while the notes move by `pitch` (a resampling alone would move both together)."""
+    formant, pitch = augment.source_shift(uuid)
+    assert 2.0 <= abs(formant) <= 4.0 and abs(pitch) <= 2.0
+    y = _voice(110.0)
+    out = augment.heldout_source(y, SR, uuid)
+    assert out.shape == y.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert _f0_semitones(y, out) == pytest.approx(pitch, abs=0.1)
+    assert _envelope_semitones(y, out) == pytest.approx(formant, abs=0.3)
+    np.testing.assert_array_equal(out, augment.heldout_source(y.copy(), SR, uuid))
+
+
+def test_source_shifts_cover_both_directions_and_are_beyond_training_speed_perturbation():
+    shifts = np.array([augment.source_shift(f"clip-{i}") for i in range(400)])
+    assert (shifts[:, 0] > 0).mean() == pytest.approx(0.5, abs=0.1)
+    assert np.abs(shifts[:, 0]).min() >= 2.0 > 1.0  # training "speed" moves the envelope by at most 1 semitone
+    assert np.abs(shifts[:, 1]).max() <= 2.0 and shifts[:, 1].std() > 0.8
 
 
 # --------------------------------------------------------------------------- features
@@ -140,6 +188,38 @@ def test_cross_collection_validation_is_cached_deterministic_and_never_touches_t
     np.testing.assert_array_equal(load_features(tiny, config)["validation"].x, clean["validation"].x)
 
 
+def test_source_validation_is_cached_deterministic_and_never_touches_test(tiny, monkeypatch):
+    """The source view: every validation clip (and no other) goes through the source change
+    and then the same held-out chain as the channel view; cached under its own name."""
+    config = FeatureConfig(frames=None)
+    channel = load_heldout_validation(tiny, config)
+    order: list[tuple[str, str]] = []
+    source, chain = augment.heldout_source, augment.heldout_chain
+
+    def spy_source(y, sr, uuid):
+        order.append(("source", uuid))
+        return source(y, sr, uuid)
+
+    def spy_chain(y, sr, uuid):
+        order.append(("chain", uuid))
+        return chain(y, sr, uuid)
+
+    monkeypatch.setattr(features, "heldout_source", spy_source)
+    monkeypatch.setattr(features, "heldout_chain", spy_chain)
+    shifted = load_source_validation(tiny, config)
+    validation = {c.uuid for c in tiny.subset("validation")}
+    assert {u for _, u in order} == validation and len(order) == 2 * len(validation)
+    assert all(order.index(("source", u)) < order.index(("chain", u)) for u in validation)  # source, then channel
+    assert shifted.ids == channel.ids and np.array_equal(shifted.y, channel.y)
+    assert not np.allclose(shifted.x, channel.x)
+    path = cache_path(tiny, config, "validation", variant=features.SOURCE)
+    assert path.exists() and path not in {cache_path(tiny, config, "validation"),
+                                          cache_path(tiny, config, "validation", variant=features.HELDOUT)}
+    order.clear()
+    again = load_source_validation(tiny, config)
+    assert order == [] and np.array_equal(again.x, shifted.x)
+
+
 def test_augmented_views_are_cached_apart_from_the_clean_clips(tiny):
     config = FeatureConfig(frames=5)
     clean = load_features(tiny, config)["training"].x
@@ -180,7 +260,7 @@ def test_spec_mask_masks_runs_within_the_limits_and_is_seeded():
 def _synthetic(n: int = 48, frames: int = 6, dim: int = 21, seed: int = 0) -> dict[str, FeatureSet]:
     rng = np.random.default_rng(seed)
     sets = {}
-    for split in ("training", "validation", "validation_shift", "test"):
+    for split in ("training", "validation", "validation_shift", "validation_source", "test"):
         y = rng.integers(0, 8, n)
         x = rng.normal(size=(n, frames, dim)).astype(np.float32) + y[:, None, None] * 0.5
         sets[split] = FeatureSet(x=x.astype(np.float32), y=y.astype(np.int64), ids=[f"{split}{i}" for i in range(n)])
@@ -196,8 +276,9 @@ def test_train_run_reports_cross_collection_validation_and_reads_augmented_views
                                          time_mask=2, freq_mask=3))
     result = train_run(config, data, device="cpu")
     assert result.status == "finished"
-    assert set(result.metrics) == {"validation", "validation_shift", "test"}
-    assert all("val_shift_accuracy" in r for r in result.history)
+    assert set(result.metrics) == {"validation", "validation_shift", "validation_source", "test"}
+    assert all("val_shift_accuracy" in r and "val_source_accuracy" in r for r in result.history)
+    assert result.predictions["validation_source"]["ids"] == data["validation_source"].ids
     assert result.predictions["validation_shift"]["ids"] == data["validation_shift"].ids
     again = train_run(config, data, device="cpu")
     assert again.metrics == result.metrics  # views and masks drawn from the run's seed
@@ -259,23 +340,6 @@ def test_summary_means_and_spreads_match_numpy_and_skip_unfinished_runs():
     assert mean_std([0.5]) == (0.5, None) and mean_std([]) == (None, None)
 
 
-def test_protocol_selects_on_cross_collection_validation_and_never_on_test():
-    table = summarize_rows([
-        ("recommended", [_Run("a", 0, 0.97, 0.50, 0.90), _Run("b", 1, 0.97, 0.52, 0.92)]),
-        ("+ x", [_Run("c", 0, 0.90, 0.70, 0.10), _Run("d", 1, 0.90, 0.72, 0.12)]),
-        ("+ y", [_Run("e", 0, 0.99, 0.53, 0.99), _Run("f", 1, 0.99, 0.49, 0.99)]),
-    ])
-    assert select_by_cross_validation(table) == "+ x"  # best cross-val, though its test is the worst
-    for row in table:  # changing test changes nothing
-        row["test_accuracy_mean"] = 1.0 - (row["test_accuracy_mean"] or 0)
-    assert select_by_cross_validation(table) == "+ x"
-    noisy = summarize_rows([
-        ("recommended", [_Run("a", 0, 0.9, 0.50, 0.5), _Run("b", 1, 0.9, 0.60, 0.5)]),
-        ("+ x", [_Run("c", 0, 0.9, 0.52, 0.5), _Run("d", 1, 0.9, 0.62, 0.5)]),
-    ])
-    assert select_by_cross_validation(noisy) == "recommended"  # a gain inside the seed spread keeps the base
-
-
 def test_ablate_robustness_cli_prints_one_table_with_cross_validation(tiny_dataset, medley_cache, monkeypatch,
                                                                      capsys):
     from engine import cli, presets
@@ -289,11 +353,13 @@ def test_ablate_robustness_cli_prints_one_table_with_cross_validation(tiny_datas
     assert [row["row"] for row in out["rows"]] == expected
     for row in out["rows"]:
         assert row["finished"] == 2 and row["seeds"] == [0, 1]
-        for column in ("val_accuracy", "val_shift_accuracy", "test_accuracy"):
+        for column in ("val_accuracy", "val_shift_accuracy", "val_source_accuracy", "test_accuracy"):
             assert 0.0 <= row[f"{column}_mean"] <= 1.0 and row[f"{column}_std"] is not None
-    assert out["protocol_choice"] in expected
+    assert out["protocol_choice"] in expected and out["protocol"]["split"] == "validation_source"
+    assert [t["row"] for t in out["protocol"]["tests"]] == expected[1:] and "p_adjusted" in out["protocol"]["tests"][0]
     runs = json.loads((cli.main(["runs", "--json"]), capsys.readouterr().out)[1])
-    assert len(runs) == 4 and all(r["val_shift_accuracy"] is not None for r in runs)
+    assert len(runs) == 4 and all(r["val_shift_accuracy"] is not None and r["val_source_accuracy"] is not None
+                                  for r in runs)
 
 
 def test_training_and_prediction_features_agree_with_cmvn_and_log_mel(tiny):
@@ -318,3 +384,99 @@ def test_format_rows_prints_mean_and_seed_spread_per_row():
     assert "85.0 +-  7.1" in lines[1] and "55.0 +-  7.1" in lines[1] and lines[1].rstrip().endswith("40.0")
     assert "70.0" in lines[2] and "+-" not in lines[2]  # one seed: no spread
     assert lines[3].split()[-1] == "-"  # no finished run
+
+
+# --------------------------------------------------------------------------- the protocol's choice
+
+
+class _Stored:
+    """A finished run record as the protocol reads it: id, status, group key."""
+
+    def __init__(self, rid: str, key: str, status: str = "finished"):
+        self.id, self.group_key, self.status = rid, key, status
+
+
+def _protocol_rows(accuracies: dict[str, list[float]], *, n: int = 300, seed: int = 0,
+                   keys: dict[str, str] | None = None) -> tuple[list, dict[str, dict]]:
+    """Rows of stored runs whose cross-collection (source) predictions are right with the given
+    per-seed accuracies on the same n clips; no run has test predictions at all."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 8, n)
+    ids = [f"clip{i}" for i in range(n)]
+    rows, predictions = [], {}
+    for name, per_seed in accuracies.items():
+        records = []
+        for k, accuracy in enumerate(per_seed):
+            rid = f"{name}-{k}"
+            right = rng.random(n) < accuracy
+            predicted = np.where(right, labels, (labels + 1) % 8)
+            predictions[rid] = {"validation_source": {"ids": ids, "y": labels.tolist(),
+                                                      "probs": np.eye(8)[predicted].tolist()}}
+            records.append(_Stored(rid, (keys or {}).get(name, name)))
+        rows.append((name, records))
+    return rows, predictions
+
+
+def _choose(rows, predictions, **kwargs):
+    return select_by_cross_validation(rows, lambda r: predictions[r.id], **kwargs)
+
+
+def test_protocol_chooses_a_row_only_when_significantly_better_on_cross_validation_after_holm():
+    from engine.stats import holm
+
+    rows, preds = _protocol_rows({"recommended": [0.50, 0.52, 0.51], "+ x": [0.70, 0.72, 0.71],
+                                  "+ y": [0.55, 0.50, 0.53], "+ z": [0.30, 0.31, 0.29]})
+    selection = _choose(rows, preds)  # no run has test predictions: the choice never reads test
+    assert selection["choice"] == "+ x" and selection["split"] == "validation_source"
+    tests = {t["row"]: t for t in selection["tests"]}
+    assert set(tests) == {"+ x", "+ y", "+ z"}
+    np.testing.assert_allclose([tests[r]["p_adjusted"] for r in ("+ x", "+ y", "+ z")],
+                               holm([tests[r]["p_value"] for r in ("+ x", "+ y", "+ z")]))
+    assert tests["+ z"]["significant"] and tests["+ z"]["difference"] < 0  # significantly worse: never chosen
+    assert not tests["+ y"]["significant"]
+    # a gain inside the seed spread keeps the recommendation
+    noisy, preds = _protocol_rows({"recommended": [0.50, 0.60, 0.55], "+ x": [0.53, 0.63, 0.56]})
+    assert _choose(noisy, preds)["choice"] == "recommended"
+
+
+def test_protocol_never_chooses_the_same_configuration_or_a_single_run_pair():
+    rows, preds = _protocol_rows({"recommended": [0.50, 0.51, 0.50], "same again": [0.80, 0.81, 0.80]},
+                                 keys={"same again": "recommended"})
+    selection = _choose(rows, preds)
+    assert selection["choice"] == "recommended"
+    assert selection["tests"][0]["same_configuration"] and not selection["tests"][0]["significant"]
+    single, preds = _protocol_rows({"recommended": [0.50], "+ x": [0.95]})
+    selection = _choose(single, preds)
+    assert selection["choice"] == "recommended" and "seed repeats" in selection["tests"][0]["error"]
+
+
+def test_protocol_refuses_to_choose_on_test():
+    rows, preds = _protocol_rows({"recommended": [0.5, 0.5], "+ x": [0.6, 0.6]})
+    for split in ("test", "training"):
+        with pytest.raises(ConfigError, match="never on"):
+            _choose(rows, preds, split=split)
+
+
+def test_protocol_false_choice_rate_stays_at_alpha_when_no_row_is_better():
+    """Simulation: five rows whose configurations differ but whose true cross-val accuracy
+    equals the base's (seed effects of 3 points, 200 clips); the protocol must replace the
+    base in at most alpha of the repetitions (plus simulation error)."""
+    repetitions, replaced = 200, 0
+    rng = np.random.default_rng(1)
+    for rep in range(repetitions):
+        accuracies = {name: list(np.clip(0.6 + rng.normal(0, 0.03, 3), 0, 1))
+                      for name in ("recommended", "+ a", "+ b", "+ c", "+ d", "+ e")}
+        rows, preds = _protocol_rows(accuracies, n=200, seed=rep)
+        replaced += _choose(rows, preds)["choice"] != "recommended"
+    assert replaced / repetitions <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / repetitions)
+
+
+def test_format_choice_names_each_row_its_holm_p_and_the_choice():
+    from engine.ablation import format_choice
+
+    rows, preds = _protocol_rows({"recommended": [0.50, 0.52, 0.51], "+ x": [0.70, 0.72, 0.71], "+ y": [0.55]})
+    rows.append(("+ lone", []))
+    text = format_choice(_choose(rows, preds))
+    assert "+ x" in text and "Holm p" in text and "significantly better" in text
+    assert text.splitlines()[-1] == "protocol choice: + x"
+    assert "+ lone" not in text  # a row without finished runs is not compared

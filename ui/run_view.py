@@ -34,8 +34,14 @@ LIVE_EVERY_S, CHARTS_EVERY_S = 3.0, 10.0
 
 SPLIT_HELP = {"validation_shift": "The validation clips played through a held-out recording chain (band-limited "
                                   "microphone, compressor, room, MP3 codec) that training never uses: how well "
-                                  "the model carries over to another collection. Configurations are chosen on "
-                                  "this, never on test (docs/PROTOCOL.md)."}
+                                  "the model carries over to another recording channel. A diagnostic: "
+                                  "configurations are chosen on the source view below.",
+              "validation_source": "The validation clips with their sound source changed in a way training "
+                                   "never sees (the spectral envelope moved by 2-4 semitones with the pitch kept, "
+                                   "the pitch by up to 2 semitones with the envelope kept), then played through "
+                                   "the same held-out recording chain: a new instrument heard through a new "
+                                   "channel. The recommended preset is chosen on this, never on test "
+                                   "(docs/PROTOCOL.md)."}
 
 
 def select_run(run_id: str | None) -> None:
@@ -123,6 +129,7 @@ def results(store, record, color: str) -> None:
     _status(store, record)
     metrics = record.metrics or {}
     for split, label in (("validation", "Validation"), ("validation_shift", "Cross-collection validation"),
+                         ("validation_source", "Cross-collection validation (source)"),
                          ("test", "Test")):
         m = metrics.get(split)
         if not m:
@@ -185,6 +192,7 @@ def _curves(store, record, color: str) -> None:
     a.altair_chart(charts.loss_curves(hist, x=x, log_scale=log_scale, smoothing=smoothing, colors=own), width="stretch")
     b.altair_chart(charts.accuracy_curves(hist, x=x, smoothing=smoothing, colors=own, columns={
         "val_accuracy": "validation accuracy", "val_shift_accuracy": "cross-collection validation",
+        "val_source_accuracy": "cross-collection validation (source)",
         "train_accuracy": "train accuracy", "val_balanced_accuracy": "validation balanced acc."}), width="stretch")
     steps = store.step_losses(record.id)
     if steps:
