@@ -34,6 +34,7 @@ import csv
 import importlib.util
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import struct
@@ -332,7 +333,9 @@ def progress_message(size: str, done: int, total: int, seconds_left: float | Non
 def _render_all(specs: list[ClipSpec], workers: int):
     """Yield once per written clip, in parallel when workers > 1 (spawned processes: the
     caller may be a threaded server, where fork is unsafe)."""
-    if workers == 1 or len(specs) < 16:
+    if workers == 1 or len(specs) < 16 or multiprocessing.current_process().daemon:
+        # a daemonic process (a training worker making the demo for its first run) may not
+        # start children: render in this process
         yield from map(write_clip, specs)
         return
     with spawn_context() as context:

@@ -282,3 +282,21 @@ def test_microphone_peak_filter_has_its_gain_at_its_frequency(gain_db, freq_hz):
     db = 20 * np.log10(np.abs(response))
     assert db[0] == pytest.approx(gain_db, abs=1e-6)
     assert abs(db[1]) < 0.2 and abs(db[2]) < 0.5
+
+
+def _make_tiny_demo(folder: str) -> None:
+    demo.make_demo("tiny", Path(folder), workers=2)
+
+
+def test_a_daemonic_process_makes_the_demo_in_process(tmp_path):
+    """A training worker process is daemonic and may not start children: the demo it makes
+    for its first run renders in-process instead of failing ("daemonic processes are not
+    allowed to have children")."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(target=_make_tiny_demo, args=(str(tmp_path / "d"),),
+                                                             daemon=True)
+    process.start()
+    process.join(timeout=300)
+    assert process.exitcode == 0
+    assert demo.demo_is_complete(tmp_path / "d")
