@@ -1,8 +1,8 @@
 """Audio transforms: training-time augmentation, the held-out recording chain and the
 held-out source change.
 
-Three disjoint families of effects, all from pedalboard (Spotify's C++ audio-effects library;
-JUCE filters, LAME MP3 encoder) plus soxr for resampling, applied to a decoded clip at the
+Three disjoint families of effects, from pedalboard (Spotify's C++ audio-effects library;
+JUCE filters, Rubber Band) plus soxr for resampling and libsndfile's MP3 codec, applied to a decoded clip at the
 model's sample rate (mono float32, (samples,)):
 
 - Training augmentation (`augment_clip`), chosen by name in `TrainConfig.augment`:
@@ -17,7 +17,8 @@ model's sample rate (mono float32, (samples,)):
 - The held-out recording chain (`heldout_chain`), never used by training augmentation: a
   band-limited microphone (steep high-pass 120-400 Hz and low-pass 3.5-7 kHz), a compressor
   (threshold -30..-15 dBFS, ratio 2-6), a room (pedalboard Reverb, room size 0.3-0.8, wet
-  0.15-0.35) and a low-bitrate MP3 codec (LAME VBR quality 6-9.5), then a random level.
+  0.15-0.35) and a low-bitrate MP3 codec (LAME VBR quality 6-9.5, through libsndfile: LAME
+  encodes, mpg123 decodes), then a random level.
   Each validation clip gets its own chain, drawn from a seed made of its uuid and
   HELDOUT_SEED: the same clip always gets the same chain, on any machine.
 - The held-out source change (`heldout_source`), never used by training augmentation: what
@@ -39,15 +40,18 @@ length as the input, finite, peak at most 1.
 from __future__ import annotations
 
 import hashlib
+import io
 from typing import Sequence
 
 import numpy as np
+import soxr
 
 from .errors import ConfigError
 
 AUGMENTATIONS = ("gain", "eq", "speed", "noise")
 AUGMENT_VERSION = 1  # bump when a training transform changes: names the augmented-feature cache
-HELDOUT_VERSION = 1  # bump when the held-out chain changes: names its feature cache entries
+HELDOUT_VERSION = 2  # 2: MP3 through libsndfile, not pedalboard's MP3Compressor. Bump when the held-out chain changes: names its feature cache entries
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # Hz an MP3 can hold
 HELDOUT_SEED = 20261130  # fixed: the chain of each validation clip never changes
 SOURCE_VERSION = 1  # bump when the held-out source change changes: names its feature cache entries
 SOURCE_SEED = 20261201  # fixed: the source change of each validation clip never changes
@@ -92,12 +96,39 @@ def augment_clip(y: np.ndarray, sr: int, names: Sequence[str], rng: np.random.Ge
     return _finish(out, len(y))
 
 
+def mp3_roundtrip(y: np.ndarray, sr: int, vbr_quality: float) -> np.ndarray:
+    """y (samples,) float32 at sr Hz -> the same audio encoded to MP3 and decoded back, (samples,).
+
+    `vbr_quality` is LAME's VBR scale (0 best .. 10 worst), given to libsndfile as its
+    compression level (vbr_quality / 10). libsndfile (inside the soundfile wheel) encodes
+    with LAME and decodes with mpg123, gapless: the output is sample-aligned with the input.
+    Not pedalboard's MP3Compressor: its decoder (decode_layer3_frame) wrote past a thread's
+    stack now and then here and killed the process (segfaults seen in dmesg while computing
+    this chain in feature-extraction threads).
+    """
+    import soundfile as sf
+
+    x = _finish(np.asarray(y, dtype=np.float32), len(y))  # scaled down if past full scale: MP3 holds no more
+    rate = next((r for r in MP3_RATES if r >= sr), MP3_RATES[-1])  # MPEG-1/2/2.5 rates only
+    if rate != sr:
+        x = soxr.resample(x, sr, rate).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, x, rate, format="MP3", compression_level=min(1.0, max(0.0, vbr_quality / 10.0)),
+             bitrate_mode="VARIABLE")
+    buffer.seek(0)
+    out, _ = sf.read(buffer, dtype="float32")
+    out = out.reshape(-1)
+    if rate != sr:
+        out = soxr.resample(out, rate, sr).astype(np.float32)
+    return _finish(out, len(y))
+
+
 def heldout_chain(y: np.ndarray, sr: int, uuid: str) -> np.ndarray:
     """The held-out recording chain of the clip named `uuid`: y (samples,) at sr Hz -> float32 (samples,).
 
     Deterministic: the chain's settings come from sha256(uuid, HELDOUT_SEED) alone.
     """
-    from pedalboard import Compressor, HighpassFilter, LowpassFilter, MP3Compressor, Pedalboard, Reverb
+    from pedalboard import Compressor, HighpassFilter, LowpassFilter, Pedalboard, Reverb
 
     rng = np.random.default_rng(clip_seed(uuid, HELDOUT_SEED))
     board = Pedalboard([
@@ -109,10 +140,10 @@ def heldout_chain(y: np.ndarray, sr: int, uuid: str) -> np.ndarray:
                    attack_ms=float(rng.uniform(2, 20)), release_ms=float(rng.uniform(50, 250))),
         Reverb(room_size=float(rng.uniform(0.3, 0.8)), damping=float(rng.uniform(0.2, 0.8)),
                wet_level=float(rng.uniform(0.15, 0.35)), dry_level=float(rng.uniform(0.7, 1.0)), width=0.0),
-        MP3Compressor(vbr_quality=float(rng.uniform(6.0, 9.5))),
     ])
+    vbr_quality = float(rng.uniform(6.0, 9.5))
     x = np.asarray(y, dtype=np.float32)
-    out = board(x, sr)
+    out = mp3_roundtrip(board(x, sr), sr, vbr_quality)
     peak = float(np.max(np.abs(out))) if out.size else 0.0
     if peak > 0:
         out = out * np.float32(rng.uniform(0.1, 0.9) / peak)
@@ -153,7 +184,6 @@ def clip_seed(uuid: str, salt: int) -> int:
 
 def _speed(y: np.ndarray, sr: int, semitones: float) -> np.ndarray:
     """Play y faster/slower by 2**(semitones/12) (pitch and tempo together), via soxr."""
-    import soxr
 
     factor = 2.0 ** (semitones / 12.0)
     return soxr.resample(y, sr * factor, sr, quality="HQ").astype(np.float32)

@@ -480,3 +480,18 @@ def test_format_choice_names_each_row_its_holm_p_and_the_choice():
     assert "+ x" in text and "Holm p" in text and "significantly better" in text
     assert text.splitlines()[-1] == "protocol choice: + x"
     assert "+ lone" not in text  # a row without finished runs is not compared
+
+
+@pytest.mark.parametrize("sr", [22050, 20000])  # 20 kHz is no MP3 rate: resampled around the codec
+def test_mp3_roundtrip_is_aligned_same_length_and_lossy(sr):
+    """libsndfile's MP3 (LAME + mpg123) in the held-out chain: the output lines up with the
+    input sample for sample (gapless), keeps its length, and loses detail at low VBR quality."""
+    from engine.augment import mp3_roundtrip
+
+    y = (np.random.default_rng(0).standard_normal(sr * 2) * 0.1).astype(np.float32)
+    out = mp3_roundtrip(y, sr, 9.0)
+    assert out.shape == y.shape and out.dtype == np.float32
+    lags = {lag: float(np.dot(out[100 + lag: -100 + lag], y[100:-100])) for lag in range(-3, 4)}
+    assert max(lags, key=lags.get) == 0
+    assert 0.3 < np.corrcoef(out, y)[0, 1] < 0.99
+    assert np.array_equal(out, mp3_roundtrip(y, sr, 9.0))
