@@ -130,13 +130,6 @@ def with_seeds(rows: list[tuple[str, RunConfig]], seeds: tuple[int, ...] | list[
     return [(name, int(seed), config.with_values(**{"train.seed": int(seed)})) for name, config in rows for seed in seeds]
 
 
-def robustness_runs(base: RunConfig, **overrides: object) -> list[tuple[str, RunConfig]]:
-    """The robustness ablation on `base.data` as one (run name, configuration) per row and seed
-    of ROBUSTNESS_SEEDS ("+ per-clip CMVN seed 1"), for callers that queue runs one by one."""
-    rows = robustness_ablation(RECOMMENDED.with_values(data=base.data), **overrides)
-    return [(f"{name} seed {seed}", config) for name, seed, config in with_seeds(rows, ROBUSTNESS_SEEDS)]
-
-
 def ablation_row(run_name: str) -> str:
     """The row a robustness run belongs to, from its name: 'robustness: + eq seed 2' -> '+ eq'."""
     name = run_name.split(": ", 1)[1] if run_name.startswith("robustness: ") else run_name
