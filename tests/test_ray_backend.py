@@ -273,10 +273,10 @@ def apply(at) -> None:
     button.click().run()
 
 
-def test_home_page_switches_to_ray_and_shows_the_cluster(cluster, tiny_dataset: Path, medley_cache: Path,
-                                                       monkeypatch) -> None:
-    """The home page's 'Where runs train' setting: Ray at the cluster's address, its resources
-    shown; a bad address is refused with a message and nothing changes; back to local."""
+@pytest.fixture
+def home_page(tiny_dataset: Path, medley_cache: Path, monkeypatch):
+    """An AppTest of the home page on the tiny data, with a fresh job manager and backend
+    setting; the manager it makes is shut down afterwards. Yields (AppTest, ui.common)."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -288,34 +288,40 @@ def test_home_page_switches_to_ray_and_shows_the_cluster(cluster, tiny_dataset: 
     monkeypatch.setattr(common, "_BACKEND", {})
     st.cache_resource.clear()
     try:
-        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
-        at.run()
-        assert not at.exception
-        assert at.expander[0].label.startswith("Where runs train: this machine")
-        [address] = [t for t in at.text_input if t.label == "Ray address"]
-        at.radio[0].set_value("on a Ray cluster")
-        address.set_value("nohost")
-        apply(at)
-        assert not at.exception
-        assert any("Not switched" in e.value and "host:port" in e.value for e in at.error)
-        assert common.get_manager().backend == "local"
-
-        [address] = [t for t in at.text_input if t.label == "Ray address"]
-        address.set_value(cluster.address)
-        at.radio[0].set_value("on a Ray cluster")
-        apply(at)
-        assert not at.exception
-        label = at.expander[0].label
-        assert "Ray cluster: 1 node, 2 CPUs, 0 GPUs" in label and "2 at once" in label, label
-        assert common.get_manager().backend == "ray"
-
-        at.radio[0].set_value("on this machine")
-        apply(at)
-        assert not at.exception and at.expander[0].label.startswith("Where runs train: this machine")
+        yield AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120), common
     finally:
         with contextlib.suppress(Exception):
             common.get_manager().shutdown()
         st.cache_resource.clear()
+
+
+def test_home_page_switches_to_ray_and_shows_the_cluster(cluster, home_page) -> None:
+    """The home page's 'Where runs train' setting: Ray at the cluster's address, its resources
+    shown; a bad address is refused with a message and nothing changes; back to local."""
+    at, common = home_page
+    at.run()
+    assert not at.exception
+    assert at.expander[0].label.startswith("Where runs train: this machine")
+    [address] = [t for t in at.text_input if t.label == "Ray address"]
+    at.radio[0].set_value("on a Ray cluster")
+    address.set_value("nohost")
+    apply(at)
+    assert not at.exception
+    assert any("Not switched" in e.value and "host:port" in e.value for e in at.error)
+    assert common.get_manager().backend == "local"
+
+    [address] = [t for t in at.text_input if t.label == "Ray address"]
+    address.set_value(cluster.address)
+    at.radio[0].set_value("on a Ray cluster")
+    apply(at)
+    assert not at.exception
+    label = at.expander[0].label
+    assert "Ray cluster: 1 node, 2 CPUs, 0 GPUs" in label and "2 at once" in label, label
+    assert common.get_manager().backend == "ray"
+
+    at.radio[0].set_value("on this machine")
+    apply(at)
+    assert not at.exception and at.expander[0].label.startswith("Where runs train: this machine")
 
 
 @pytest.fixture
@@ -389,28 +395,13 @@ def test_an_unreachable_cluster_message_names_the_token_settings() -> None:
     assert ray_backend._hint("local") == ""
 
 
-def test_a_bad_ray_setting_leaves_the_dashboard_on_this_machine_with_the_reason(tiny_dataset: Path,
-                                                                                medley_cache: Path,
+def test_a_bad_ray_setting_leaves_the_dashboard_on_this_machine_with_the_reason(home_page,
                                                                                 monkeypatch) -> None:
-    import streamlit as st
-    from streamlit.testing.v1 import AppTest
-
-    from ui import common
-
-    monkeypatch.setenv("MEDLEY_DATA", str(tiny_dataset))
+    at, common = home_page
     monkeypatch.setenv("MEDLEY_BACKEND", "ray")
     monkeypatch.setenv("MEDLEY_RAY_ADDRESS", "not-an-address")
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(common, "_BACKEND", {})
-    st.cache_resource.clear()
-    try:
-        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
-        at.run()
-        assert not at.exception
-        assert any("Runs train on this machine" in w.value and "host:port" in w.value for w in at.warning)
-        assert at.expander[0].label.startswith("Where runs train: this machine")
-        assert common.get_manager().backend == "local"
-    finally:
-        with contextlib.suppress(Exception):
-            common.get_manager().shutdown()
-        st.cache_resource.clear()
+    at.run()
+    assert not at.exception
+    assert any("Runs train on this machine" in w.value and "host:port" in w.value for w in at.warning)
+    assert at.expander[0].label.startswith("Where runs train: this machine")
+    assert common.get_manager().backend == "local"
