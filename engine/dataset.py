@@ -195,7 +195,8 @@ def summarize(ds: MedleyDataset) -> dict:
 
     Keys: root, layout, is_demo, counts (subset -> class -> n), totals (subset -> n),
     problems ([{file, reason}]), sample_rates ({hz: n}, hz as a string), durations
-    ({min, max, mean} seconds), class_share (subset -> class -> fraction of the subset).
+    ({min, max, mean} seconds), class_share (subset -> class -> fraction of the subset),
+    program_view (class -> n clips of the demo's held-out-program songs; {} without them).
     """
     headers = [ds._headers.get(clip.uuid) or _read_header_quietly(clip.path) for clip in ds.clips]
     headers = [h for h in headers if h is not None and h.sample_rate]
@@ -210,6 +211,7 @@ def summarize(ds: MedleyDataset) -> dict:
         "problems": [{"file": p.file, "reason": p.reason} for p in ds.problems],
         "sample_rates": _tally(str(h.sample_rate) for h in headers),
         "durations": _duration_stats([h.seconds for h in headers]),
+        "program_view": _tally(CLASS_NAMES[clip.label] for clip in ds.program_view),
         "class_share": {
             subset: {name: (n / totals[subset] if totals[subset] else 0.0) for name, n in per_class.items()}
             for subset, per_class in counts.items()

@@ -95,6 +95,19 @@ def test_dataset_page_renders(app_env):
     assert metrics["clips"] == "72"
     assert metrics["problems"] == "0"
     assert len(at.get("audio")) >= 1  # example clips to play
+    assert any("Cross-val program: not available for this dataset" in c.value for c in at.caption)
+
+
+def test_dataset_page_counts_the_program_view(app_env):
+    """A dataset with held-out-program songs (the demo's view): the page says how many, apart."""
+    from test_robustness import _add_program_view
+
+    _add_program_view(app_env, n_per_class=2)
+    at = _app()
+    at.switch_page("pages/1_Dataset.py").run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["clips"] == "72"  # the view is not one of the three splits
+    assert any("Also 6 clips of songs played by General MIDI programs" in c.value for c in at.caption)
 
 
 def test_train_page_trains_and_shows_results(app_env):
