@@ -166,7 +166,7 @@ def load_dataset(
     return ds
 
 
-def _program_view(csv_path: Path, audio_dir: Path, check: Callable[[Path], "_Header | str"],
+def _program_view(csv_path: Path, audio_dir: Path, check: Callable[[Path], _Header | str],
                   progress: Progress | None) -> tuple[list[Clip], list[Problem]]:
     """The program view's usable clips (PROGRAM_VIEW_CSV beside the metadata CSV) and the
     problems met; ([], []) when there is no such file (the real dataset)."""
