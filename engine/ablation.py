@@ -3,7 +3,9 @@
 Used by `python -m engine ablate` and the home page. Metrics per run come from the store's
 `metrics` dict: validation (in-collection), validation_shift (cross-collection, channel: the
 validation clips through the held-out recording chain), validation_source (cross-collection,
-source: the validation clips through the held-out source change, then that chain) and test.
+source: the validation clips through the held-out source change, then that chain),
+validation_program (cross-collection, program: demo songs of GM programs training never plays;
+absent on the real dataset) and test.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
+from .dataset import PROGRAM_VIEW_MISSING
 from .errors import ConfigError
 from .stats import against_reference, compare_family
 
@@ -19,6 +22,7 @@ TABLE_METRICS: dict[str, tuple[str, str]] = {
     "val_accuracy": ("validation", "accuracy"),
     "val_shift_accuracy": ("validation_shift", "accuracy"),
     "val_source_accuracy": ("validation_source", "accuracy"),
+    "val_program_accuracy": ("validation_program", "accuracy"),
     "test_accuracy": ("test", "accuracy"),
     "test_balanced_accuracy": ("test", "balanced_accuracy"),
 }
@@ -61,44 +65,61 @@ def format_rows(table: list[dict[str, Any]]) -> str:
             return "-".rjust(13)
         return (f"{100 * mean:5.1f}" + (f" +- {100 * std:4.1f}" if std is not None else "        ")).rjust(13)
 
-    head = (f"{'configuration':<26} {'seeds':>5} {'val':>13} {'cross-val':>13} {'cross-val src':>13} {'test':>13} "
-            f"{'test bal.':>13} {'val-test':>8}")
+    head = (f"{'configuration':<26} {'seeds':>5} {'val':>13} {'cross-val':>13} {'cross-val src':>13} "
+            f"{'cross-val prog':>14} {'test':>13} {'test bal.':>13} {'val-test':>8}")
     lines = [head]
     for row in table:
         gap = "-" if row["gap_mean"] is None else f"{100 * row['gap_mean']:.1f}"
         lines.append(f"{row['row']:<26} {row['finished']:>5} {cell(row, 'val_accuracy')} "
-                     f"{cell(row, 'val_shift_accuracy')} {cell(row, 'val_source_accuracy')} {cell(row, 'test_accuracy')} "
+                     f"{cell(row, 'val_shift_accuracy')} {cell(row, 'val_source_accuracy')} "
+                     f"{cell(row, 'val_program_accuracy'):>14} {cell(row, 'test_accuracy')} "
                      f"{cell(row, 'test_balanced_accuracy')} {gap:>8}")
     return "\n".join(lines)
 
 
-PROTOCOL_SPLIT = "validation_source"  # the cross-collection validation the protocol chooses on
+PROTOCOL_SPLIT = "validation_program"  # the cross-collection validation the protocol chooses on, when present
+PROTOCOL_FALLBACK = "validation_source"  # ... and where it is not (the real dataset has no held-out programs)
 PROTOCOL_ALPHA = 0.05
 PROTOCOL_METHOD = ("seed-level two-level t-test (engine.stats.seed_level_test) of each row against the first, "
                    "Holm-corrected across the rows")
+
+
+def protocol_split(rows: Sequence[tuple[str, Sequence[Any]]]) -> tuple[str, str | None]:
+    """(split, note) the protocol chooses on: PROTOCOL_SPLIT when every finished run of `rows`
+    has it in its metrics, else PROTOCOL_FALLBACK with a note saying why (never silent)."""
+    finished = [r for _, records in rows for r in records if r.status == "finished"]
+    if finished and all((getattr(r, "metrics", None) or {}).get(PROTOCOL_SPLIT) for r in finished):
+        return PROTOCOL_SPLIT, None
+    some = any((getattr(r, "metrics", None) or {}).get(PROTOCOL_SPLIT) for r in finished)
+    why = "not every run has it" if some else PROGRAM_VIEW_MISSING
+    return PROTOCOL_FALLBACK, f"cross-val program {why}; choosing on cross-val source ({PROTOCOL_FALLBACK})"
 
 
 def select_by_cross_validation(
     rows: Sequence[tuple[str, Sequence[Any]]],
     load_predictions: Callable[[Any], dict],
     *,
-    split: str = PROTOCOL_SPLIT,
+    split: str | None = None,
     alpha: float = PROTOCOL_ALPHA,
 ) -> dict[str, Any]:
     """The protocol's choice (docs/PROTOCOL.md), made on a cross-collection validation only.
 
     rows: [(row name, run records of that row, one per seed)], the current recommendation
     first; records need .id, .status and .group_key; only finished runs count.
-    load_predictions(record) -> the run's stored predictions. Every other row is compared
-    with the first on `split` by the calibrated seed-level test (`stats.compare_family`:
+    load_predictions(record) -> the run's stored predictions. `split` None: `protocol_split`
+    (the program view when every run has it, else the source view, with a "note" saying so).
+    Every other row is compared with the first on `split` by the calibrated seed-level test (`stats.compare_family`:
     two-level t-test over seeds and clips, Holm across the rows). A row replaces the first
     only when it is significantly BETTER at `alpha` after Holm; among several, the largest
     mean gain wins. A row with the first's exact configuration (same group key) is never
     chosen, and neither is a row with one run against a base with one run (no seed
     repeats: nothing to calibrate the test on). Never reads test. Returns {"choice", "base",
-    "split", "alpha", "method", "tests": [one stats result per row, with "row", "p_adjusted",
+    "split", "note" (None, or why the fallback split was used), "alpha", "method", "tests": [one stats result per row, with "row", "p_adjusted",
     "significant"; or "row" and "error" when it could not be compared]}.
     """
+    note = None
+    if split is None:
+        split, note = protocol_split(rows)
     if split == "test" or not split.startswith("validation"):
         raise ConfigError(f"the protocol chooses on a validation split, never on {split!r}")
     finished = [(name, [r for r in records if r.status == "finished"]) for name, records in rows]
@@ -115,12 +136,15 @@ def select_by_cross_validation(
         res["row"] = res["b"]
     better = [r for r in tests if r.get("significant") and r["difference"] > 0]
     choice = max(better, key=lambda r: r["difference"])["row"] if better else base
-    return {"choice": choice, "base": base, "split": split, "alpha": alpha, "method": PROTOCOL_METHOD, "tests": tests}
+    return {"choice": choice, "base": base, "split": split, "note": note, "alpha": alpha, "method": PROTOCOL_METHOD,
+            "tests": tests}
 
 
 def format_choice(selection: dict[str, Any]) -> str:
     """The protocol's decision as text: one line per compared row, then the choice."""
     lines = [f"protocol ({selection['method']}; {selection['split']}, alpha {selection['alpha']}):"]
+    if selection.get("note"):
+        lines.insert(0, f"note: {selection['note']}")
     for res in selection["tests"]:
         if "error" in res:
             lines.append(f"  {res['row']:<26} not compared: {res['error']}")

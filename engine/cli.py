@@ -512,6 +512,7 @@ def run_summary(record: Any) -> dict[str, Any]:
         "val_balanced_accuracy": val.get("balanced_accuracy"),
         "val_shift_accuracy": (metrics.get("validation_shift") or {}).get("accuracy"),
         "val_source_accuracy": (metrics.get("validation_source") or {}).get("accuracy"),
+        "val_program_accuracy": (metrics.get("validation_program") or {}).get("accuracy"),
         "test_accuracy": test.get("accuracy"),
         "test_balanced_accuracy": test.get("balanced_accuracy"),
         "test_macro_f1": test.get("macro_f1"),
@@ -558,16 +559,31 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json_text([run_summary(r) | {"tags": list(r.tags), "created": r.created} for r in records]))
         return 0
+    missing_view = False
     for r in records:
         s = run_summary(r)
         val = "-" if s["val_accuracy"] is None else f"{100 * s['val_accuracy']:.1f}%"
         shift = "-" if s["val_shift_accuracy"] is None else f"{100 * s['val_shift_accuracy']:.1f}%"
         source = "-" if s["val_source_accuracy"] is None else f"{100 * s['val_source_accuracy']:.1f}%"
+        program = _program_cell(s)
+        missing_view |= program == "n/a"
         test = "-" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.1f}%"
         flag = "  (did not learn)" if r.warning else ""
-        print(f"{r.id}  {r.status:<11} val {val:>6}  cross-val {shift:>6}  source {source:>6}  test {test:>6}  "
-              f"{r.name}{flag}")
+        print(f"{r.id}  {r.status:<11} val {val:>6}  cross-val {shift:>6}  source {source:>6}  program {program:>6}  "
+              f"test {test:>6}  {r.name}{flag}")
+    if missing_view:
+        from .dataset import PROGRAM_VIEW_MISSING
+
+        print(f"program n/a: cross-val program {PROGRAM_VIEW_MISSING}; the protocol chooses on cross-val source there")
     return 0
+
+
+def _program_cell(summary: dict[str, Any]) -> str:
+    """The `runs` cell of the program view: a percentage, "n/a" for a run evaluated on the
+    cross-collection views but without the program view (a dataset without one), "-" otherwise."""
+    if summary["val_program_accuracy"] is not None:
+        return f"{100 * summary['val_program_accuracy']:.1f}%"
+    return "n/a" if summary["val_source_accuracy"] is not None else "-"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -589,10 +605,15 @@ def _print_run(record: Any) -> None:
         print(f"  error: {s['error']}")
     if s["warning"]:
         print(f"  warning: {s['warning']}")
-    for split in ("validation", "validation_shift", "validation_source", "test"):
-        m = (record.metrics or {}).get(split)
+    metrics = record.metrics or {}
+    for split in ("validation", "validation_shift", "validation_source", "validation_program", "test"):
+        m = metrics.get(split)
+        if split == "validation_program" and not m and metrics.get("validation_source"):
+            from .dataset import PROGRAM_VIEW_MISSING
+
+            print(f"  {split:<18} n/a: {PROGRAM_VIEW_MISSING}")
         if m:
-            print(f"  {split:<17} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
+            print(f"  {split:<18} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
                   f"macro-F1 {m['macro_f1']:.3f}  (n={m['n']})")
 
 

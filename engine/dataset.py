@@ -33,6 +33,10 @@ from .labels import CLASS_NAMES, NUM_CLASSES, SUBSETS
 Progress = Callable[[int, int, str], None]
 
 METADATA_NAME = "Medley-solos-DB_metadata.csv"
+PROGRAM_VIEW = "validation_program"  # demo only: songs of GM programs that training never plays
+PROGRAM_VIEW_CSV = "Medley-solos-DB_validation_program.csv"  # beside the metadata CSV, same columns
+PROGRAM_VIEW_MISSING = ("not available for this dataset (no held-out programs: only the demo records "
+                        "which GM program plays each song)")
 EXPECTED_COLUMNS: tuple[str, ...] = ("subset", "instrument", "instrument_id", "song_id", "uuid4")
 CLIP_SECONDS = 131072 / 44100  # every official clip: 131,072 samples at 44.1 kHz (2.972 s)
 DURATION_TOLERANCE = 0.01  # relative
@@ -85,6 +89,7 @@ class MedleyDataset:
     problems: list[Problem]
     is_demo: bool = False
     csv_path: Path | None = None
+    program_view: list[Clip] = field(default_factory=list)  # PROGRAM_VIEW clips (demo generator 4+), else []
     _headers: dict[str, _Header] = field(default_factory=dict, repr=False, compare=False)
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
@@ -104,7 +109,10 @@ class MedleyDataset:
             digest = hashlib.sha256()
             if self.csv_path is not None and self.csv_path.exists():
                 digest.update(self.csv_path.read_bytes())
-            for clip in self.clips:
+            view_csv = self.csv_path.with_name(PROGRAM_VIEW_CSV) if self.csv_path is not None else None
+            if view_csv is not None and view_csv.exists():
+                digest.update(view_csv.read_bytes())
+            for clip in [*self.clips, *self.program_view]:
                 header = self._headers.get(clip.uuid) or _stat_header(clip.path)
                 digest.update(f"{clip.path.name}\0{header.size}\0{header.mtime_ns}\n".encode())
             self._fingerprint = digest.hexdigest()[:16]
@@ -138,13 +146,15 @@ def load_dataset(
     check = _read_header if check_audio else _stat_header_or_problem
     headers, audio_problems = _check_files(candidates, check, progress)
     kept = [clip for clip in candidates if clip.uuid in headers]
+    view, view_problems = _program_view(csv_path, audio_dir, check, progress)
     ds = MedleyDataset(
         root=root,
         layout=layout,
         clips=kept,
-        problems=problems + audio_problems,
+        problems=problems + audio_problems + view_problems,
         is_demo=_is_demo_folder(root),
         csv_path=csv_path,
+        program_view=view,
         _headers=headers if check_audio else {},
     )
     if check_audio:
@@ -154,6 +164,18 @@ def load_dataset(
             ds.problems += [Problem(clip.path.name, bad[clip.uuid]) for clip in kept if clip.uuid in bad]
             ds._fingerprint = None
     return ds
+
+
+def _program_view(csv_path: Path, audio_dir: Path, check: Callable[[Path], _Header | str],
+                  progress: Progress | None) -> tuple[list[Clip], list[Problem]]:
+    """The program view's usable clips (PROGRAM_VIEW_CSV beside the metadata CSV) and the
+    problems met; ([], []) when there is no such file (the real dataset)."""
+    view_csv = csv_path.with_name(PROGRAM_VIEW_CSV)
+    if not view_csv.is_file():
+        return [], []
+    candidates, problems = _clips_from_rows(_read_metadata(view_csv), audio_dir, view_csv.name, (PROGRAM_VIEW,))
+    headers, audio_problems = _check_files(candidates, check, progress, "checking the program view's audio files")
+    return [clip for clip in candidates if clip.uuid in headers], problems + audio_problems
 
 
 def find_clip(ds: MedleyDataset, uuid: str) -> Clip:
@@ -173,7 +195,8 @@ def summarize(ds: MedleyDataset) -> dict:
 
     Keys: root, layout, is_demo, counts (subset -> class -> n), totals (subset -> n),
     problems ([{file, reason}]), sample_rates ({hz: n}, hz as a string), durations
-    ({min, max, mean} seconds), class_share (subset -> class -> fraction of the subset).
+    ({min, max, mean} seconds), class_share (subset -> class -> fraction of the subset),
+    program_view (class -> n clips of the demo's held-out-program songs; {} without them).
     """
     headers = [ds._headers.get(clip.uuid) or _read_header_quietly(clip.path) for clip in ds.clips]
     headers = [h for h in headers if h is not None and h.sample_rate]
@@ -188,6 +211,7 @@ def summarize(ds: MedleyDataset) -> dict:
         "problems": [{"file": p.file, "reason": p.reason} for p in ds.problems],
         "sample_rates": _tally(str(h.sample_rate) for h in headers),
         "durations": _duration_stats([h.seconds for h in headers]),
+        "program_view": _tally(CLASS_NAMES[clip.label] for clip in ds.program_view),
         "class_share": {
             subset: {name: (n / totals[subset] if totals[subset] else 0.0) for name, n in per_class.items()}
             for subset, per_class in counts.items()
@@ -262,9 +286,11 @@ def _read_metadata(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
 
 
 def _clips_from_rows(
-    rows: Iterable[tuple[int, dict[str, str]]], audio_dir: Path, csv_name: str
+    rows: Iterable[tuple[int, dict[str, str]]], audio_dir: Path, csv_name: str,
+    subsets: tuple[str, ...] = SUBSETS,
 ) -> tuple[list[Clip], list[Problem]]:
-    """Clips for the valid rows; a Problem for each row with a bad subset, label or uuid."""
+    """Clips for the valid rows; a Problem for each row with a bad subset (not in `subsets`),
+    label or uuid."""
     clips: list[Clip] = []
     problems: list[Problem] = []
     seen: set[str] = set()
@@ -272,8 +298,9 @@ def _clips_from_rows(
         where = f"{csv_name} line {line}"
         subset, uuid = row.get("subset", ""), row.get("uuid4", "")
         label = _parse_int(row.get("instrument_id", ""))
-        if subset not in SUBSETS:
-            problems.append(Problem(where, f"unknown subset {subset!r}; expected training, validation or test"))
+        if subset not in subsets:
+            expected = " or ".join(filter(None, (", ".join(subsets[:-1]), subsets[-1])))
+            problems.append(Problem(where, f"unknown subset {subset!r}; expected {expected}"))
         elif label is None or not 0 <= label < NUM_CLASSES:
             problems.append(Problem(where, f"instrument_id {row.get('instrument_id')!r} is not an integer 0..7"))
         elif not uuid:

@@ -59,7 +59,7 @@ RENDER_RATE = 48000  # midirenderer's output rate (stereo)
 METADATA_NAME = "Medley-solos-DB_metadata.csv"
 METADATA_COLUMNS = ("subset", "instrument", "instrument_id", "song_id", "uuid4")
 MARKER_NAME = ".complete"
-GENERATOR_VERSION = 3  # bump when the audio recipe changes, so old demo folders are remade
+GENERATOR_VERSION = 4  # bump when the audio recipe changes, so old demo folders are remade
 
 # size -> subset -> clips per class (order of CLASS_NAMES)
 _FULL = {  # Medley-solos-DB's real class counts
@@ -90,8 +90,11 @@ DEMO_SIZES: dict[str, dict[str, dict[str, int]]] = {
 class Instrument:
     """How one class is played: GM programs (0-based), MIDI pitch range, expressive habits.
 
-    `programs`: the siblings training and validation songs draw from (TimGM6mb);
-    `test_programs`: the canonical program(s) test songs draw from (Merlin).
+    `programs`: the class's siblings in TimGM6mb; `test_programs`: the canonical program(s)
+    test songs draw from (Merlin); `heldout`: the sibling kept out of training and validation
+    and played only by the program view (`PROGRAM_VIEW`; None: the class has no sibling that
+    is not a test program, and is not in that view). Training and validation songs draw from
+    `train_programs`.
     """
 
     programs: tuple[int, ...]
@@ -101,6 +104,17 @@ class Instrument:
     bends: bool  # occasional whole-note bends (guitar)
     sustained: bool  # the note lasts as long as it is held (False: decays, like piano)
     test_programs: tuple[int, ...]
+
+    @property
+    def heldout(self) -> int | None:
+        """The last listed sibling that is not a test program (docs/PROTOCOL.md, program view)."""
+        spare = [p for p in self.programs if p not in self.test_programs]
+        return spare[-1] if spare else None
+
+    @property
+    def train_programs(self) -> tuple[int, ...]:
+        """The programs training and validation songs play: every sibling but the held-out one."""
+        return tuple(p for p in self.programs if p != self.heldout)
 
 
 INSTRUMENTS: tuple[Instrument, ...] = (
@@ -123,6 +137,9 @@ SCALES: tuple[tuple[int, ...], ...] = (
 )
 PHRASE_SECONDS = 4.4  # a phrase is rendered longer than a clip (2.972 s) ...
 CLIP_OFFSET_SECONDS = (0.3, 1.2)  # ... and the clip cut from inside it, as Medley's excerpts are cut mid-solo
+PROGRAM_VIEW = "validation_program"  # the demo-only subset of held-out-program songs
+PROGRAM_VIEW_CSV = "Medley-solos-DB_validation_program.csv"  # beside METADATA_NAME, same columns
+PROGRAMS_CSV = "demo_programs.csv"  # uuid4,subset,instrument_id,program,soundfont for every clip
 MIN_PEAK = 1e-3  # a rendered phrase quieter than this is redrawn
 MAX_ATTEMPTS = 6
 
@@ -139,6 +156,11 @@ class ClipSpec:
     clip_seed: int
     soundfont: str  # file path
     out_path: str
+
+    @property
+    def program(self) -> int:
+        """The GM program this clip's song plays (drawn from the song's seed, as render_clip does)."""
+        return _song_style(np.random.default_rng(self.song_seed), INSTRUMENTS[self.class_id], self.subset)["program"]
 
     @property
     def file_name(self) -> str:
@@ -251,10 +273,10 @@ def _plan(size: str, folder: Path, seed: int) -> list[ClipSpec]:
     timgm, merlin = _soundfont_paths()
     specs: list[ClipSpec] = []
     song_id = 0
-    for subset in SUBSETS:
+    for subset in (*SUBSETS, PROGRAM_VIEW):  # the view last: test's songs are drawn as before it existed
         soundfont = str(merlin if subset == "test" else timgm)
         for class_id, name in enumerate(CLASS_NAMES):
-            remaining = DEMO_SIZES[size][subset][name]
+            remaining = _clips_per_class(size, subset, class_id)
             while remaining > 0:
                 in_song = min(remaining, int(rng.integers(3, 9)))
                 song_seed = int(rng.integers(2**63))
@@ -268,6 +290,16 @@ def _plan(size: str, folder: Path, seed: int) -> list[ClipSpec]:
                 remaining -= in_song
                 song_id += 1
     return specs
+
+
+def _clips_per_class(size: str, subset: str, class_id: int) -> int:
+    """Clips of one class in one subset; the program view has validation's counts for the
+    classes with a held-out program and none for the others."""
+    if subset == PROGRAM_VIEW:
+        if INSTRUMENTS[class_id].heldout is None:
+            return 0
+        subset = "validation"
+    return DEMO_SIZES[size][subset][CLASS_NAMES[class_id]]
 
 
 def _uuid4(rng: np.random.Generator) -> str:
@@ -307,7 +339,9 @@ def _build(size: str, folder: Path, seed: int, workers: int, progress: Progress 
             first = first or (done, now)
             rate = (done - first[0]) / (now - first[1]) if now > first[1] and done > first[0] else None  # clips/s
             progress(done, total, progress_message(size, done, total, None if rate is None else (total - done) / rate))
-    _write_metadata(folder / "annotation" / METADATA_NAME, specs)
+    _write_metadata(folder / "annotation" / METADATA_NAME, [s for s in specs if s.subset != PROGRAM_VIEW])
+    _write_metadata(folder / "annotation" / PROGRAM_VIEW_CSV, [s for s in specs if s.subset == PROGRAM_VIEW])
+    _write_programs(folder / "annotation" / PROGRAMS_CSV, specs)
     marker = {"size": size, "seed": seed, "clips": total, "version": GENERATOR_VERSION}
     (folder / MARKER_NAME).write_text(json.dumps(marker))
 
@@ -352,6 +386,26 @@ def _write_metadata(path: Path, specs: list[ClipSpec]) -> None:
             writer.writerow((spec.subset, CLASS_NAMES[spec.class_id], spec.class_id, spec.song_id, spec.uuid4))
 
 
+def _write_programs(path: Path, specs: list[ClipSpec]) -> None:
+    """Every clip's GM program and soundfont file name, so that the split rules can be checked."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("uuid4", "subset", "instrument_id", "program", "soundfont"))
+        for spec in specs:
+            writer.writerow((spec.uuid4, spec.subset, spec.class_id, spec.program, Path(spec.soundfont).name))
+
+
+def read_programs(root: Path) -> list[dict[str, object]]:
+    """The demo's per-clip program record: [{"uuid4", "subset", "instrument_id", "program",
+    "soundfont"}]; [] for a folder without one (the real dataset, an older demo)."""
+    path = Path(root) / "annotation" / PROGRAMS_CSV
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [{**row, "instrument_id": int(row["instrument_id"]), "program": int(row["program"])}
+                for row in csv.DictReader(handle)]
+
+
 def write_clip(spec: ClipSpec) -> str:
     """Render one clip and write it as a float32 WAV; returns the file name."""
     Path(spec.out_path).write_bytes(float_wav_bytes(render_clip(spec)))
@@ -374,7 +428,7 @@ def float_wav_bytes(y: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
 
 def render_clip(spec: ClipSpec) -> np.ndarray:
     """One finished clip: (131072,) float32 at 44.1 kHz, peak in [0.3, 0.9]."""
-    song = _song_style(np.random.default_rng(spec.song_seed), INSTRUMENTS[spec.class_id], test=spec.subset == "test")
+    song = _song_style(np.random.default_rng(spec.song_seed), INSTRUMENTS[spec.class_id], spec.subset)
     rng = np.random.default_rng(spec.clip_seed)
     for _ in range(MAX_ATTEMPTS):
         dry = _render_phrase(spec.soundfont, _phrase_midi(rng, song))  # (PHRASE_SECONDS * 44,100,)
@@ -391,14 +445,26 @@ def render_clip(spec: ClipSpec) -> np.ndarray:
 # --------------------------------------------------------------------------- phrases
 
 
-def _song_style(rng: np.random.Generator, inst: Instrument, *, test: bool = False) -> dict:
-    """Settings shared by the clips of one song: program (a sibling; the canonical one for
-    test), tempo, key, register, tuning, dynamics, style, microphone and room."""
+def song_program(rng: np.random.Generator, inst: Instrument, subset: str) -> int:
+    """The program of a song of `subset`, drawn from the song's generator: a training
+    sibling (training, validation), a canonical one (test) or the held-out one (the program view)."""
+    if subset == PROGRAM_VIEW:
+        if inst.heldout is None:
+            raise ConfigError("this class has no held-out program")
+        choices: tuple[int, ...] = (inst.heldout,)
+    else:
+        choices = inst.test_programs if subset == "test" else inst.train_programs
+    return int(rng.choice(choices))
+
+
+def _song_style(rng: np.random.Generator, inst: Instrument, subset: str = "training") -> dict:
+    """Settings shared by the clips of one song: program (`song_program`), tempo, key,
+    register, tuning, dynamics, style, microphone and room."""
     span = inst.high - inst.low
     centre = int(rng.integers(inst.low + span // 4, inst.high - span // 4 + 1))
     return {
         "inst": inst,
-        "program": int(rng.choice(inst.test_programs if test else inst.programs)),
+        "program": song_program(rng, inst, subset),
         "beat": 60.0 / rng.uniform(70, 160),  # seconds per beat
         "scale": SCALES[int(rng.integers(len(SCALES)))],
         "tonic": int(rng.integers(12)),

@@ -53,7 +53,7 @@ from .audio import fit_to_length, load_audio
 from .augment import (AUGMENT_VERSION, HELDOUT_VERSION, SOURCE_VERSION, augment_clip, clip_seed, heldout_chain,
                       heldout_source)
 from .config import FeatureConfig
-from .dataset import Clip, MedleyDataset
+from .dataset import PROGRAM_VIEW, Clip, MedleyDataset
 from .errors import ConfigError
 from .labels import SUBSETS
 from .processes import spawn_context
@@ -251,6 +251,25 @@ def load_source_validation(
     Never touches the test split. x (n_validation, num_frames, feature_dim) float32, cached.
     """
     return _validation_view(ds, config, SOURCE, "held-out source and chain", progress, backend, device, use_cache)
+
+
+def load_program_validation(
+    ds: MedleyDataset, config: FeatureConfig, *, progress: Progress | None = None, backend: str = "auto",
+    device: str = "cpu", use_cache: bool = True,
+) -> FeatureSet | None:
+    """The cross-collection validation of the program (demo only): songs played by GM programs
+    that no training or validation song plays (engine.demo, `ds.program_view`), featurised like
+    load_features' splits. None when the dataset has no such clips (the real Medley-solos-DB:
+    dataset.PROGRAM_VIEW_MISSING says why).
+
+    Never touches the test split. x (n_view, num_frames, feature_dim) float32, cached apart.
+    """
+    clips = ds.program_view
+    if not clips:
+        return None
+    report = _reporter(progress, len(clips), "features validation (held-out programs)")
+    x = _split_features(ds, PROGRAM_VIEW, clips, config, _resolve_backend(backend), device, use_cache, report)
+    return _feature_set(x, clips)
 
 
 def _validation_view(ds: MedleyDataset, config: FeatureConfig, variant: AudioVariant, what: str,

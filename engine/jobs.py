@@ -895,11 +895,12 @@ def _step_every(device: str) -> int:
 def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int, str], None]) -> dict:
     """The run's dataset (resolved like the CLI's --data) through the feature cache: the three
     splits, the cross-collection validations ("validation_shift": channel, "validation_source":
-    source and channel) and, when the run augments,
+    source and channel, "validation_program": held-out GM programs, demo only) and, when the run augments,
     the augmented training views (train.AUGMENTED)."""
     from .augment import parse_augment
     from .dataset import resolve_dataset
-    from .features import FeatureSet, load_augmented_views, load_features, load_heldout_validation, load_source_validation
+    from .features import (FeatureSet, load_augmented_views, load_features, load_heldout_validation,
+                           load_program_validation, load_source_validation)
     from .train import AUGMENTED
 
     ds = resolve_dataset(config.data or None, progress=progress)
@@ -907,6 +908,9 @@ def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int
     if len(data["validation"].y):
         data["validation_shift"] = load_heldout_validation(ds, config.features, progress=progress, device=device)
         data["validation_source"] = load_source_validation(ds, config.features, progress=progress, device=device)
+    program = load_program_validation(ds, config.features, progress=progress, device=device)
+    if program is not None:
+        data["validation_program"] = program
     tc = config.train
     if tc.augment:
         views = load_augmented_views(ds, config.features, parse_augment(tc.augment), tc.augment_views,

@@ -740,9 +740,9 @@ def all_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
     return list(itertools.combinations(labels, 2))
 
 
-# Splits whose stored predictions can be compared: in-collection validation, the two
-# cross-collection validations (channel; source and channel) and test.
-COMPARABLE_SPLITS = ("validation", "validation_shift", "validation_source", "test")
+# Splits whose stored predictions can be compared: in-collection validation, the three
+# cross-collection validations (channel; source and channel; held-out programs, demo only) and test.
+COMPARABLE_SPLITS = ("validation", "validation_shift", "validation_source", "validation_program", "test")
 
 
 def compare_run_groups(

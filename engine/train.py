@@ -41,7 +41,7 @@ from .metrics import evaluate
 from .model import autocast, build_model, set_dropout_generator
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
-EVAL_SPLITS = ("validation", "validation_shift", "validation_source", "test")  # evaluated at the end, when present
+EVAL_SPLITS = ("validation", "validation_shift", "validation_source", "validation_program", "test")  # evaluated at the end, when present
 AUGMENTED = "training_augmented"  # data key of the augmented training views (FeatureSet, x (views, n, frames, features))
 _GLOBAL_RNG_LOCK = threading.Lock()  # whoever holds it may seed, draw from or swap torch's global generators
 
@@ -373,8 +373,8 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     present), then evaluate the selected epoch's model on validation and test (if present).
 
     `data`: split name -> FeatureSet (only .x, .y, .ids are used): "training", optionally
-    "validation", "validation_shift" and "validation_source" (the cross-collection validations
-    of the channel and of the source, evaluated each epoch and at the end, never used to select) and "test", and AUGMENTED (x: the training clips'
+    "validation", "validation_shift", "validation_source" and "validation_program" (the cross-collection
+    validations of the channel, of the source and of held-out programs, evaluated each epoch and at the end, never used to select) and "test", and AUGMENTED (x: the training clips'
     augmented views, (views, n, frames, features), drawn from in every batch). `device`: default "cuda"
     when available, else "cpu". `resume`: a checkpoint given to hooks.on_epoch; training
     continues from its epoch + 1 and ends as an uninterrupted run with the same seed would.
@@ -401,7 +401,12 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     )
 
 
-EPOCH_SPLITS = ("validation", "validation_shift", "validation_source")  # evaluated after every epoch, when present
+EPOCH_SPLITS = ("validation", "validation_shift", "validation_source", "validation_program")  # evaluated after every epoch, when present
+
+
+# cross-collection validation split -> its per-epoch history key
+CROSS_VALIDATION_KEYS = {"validation_shift": "val_shift_accuracy", "validation_source": "val_source_accuracy",
+                         "validation_program": "val_program_accuracy"}
 
 
 def shared_evaluation_splits(stack: contextlib.ExitStack, data: dict[str, Any], scale, device: str) -> dict:
@@ -417,12 +422,9 @@ def epoch_record(epoch: int, values: list[float], logits: dict[str, torch.Tensor
     record = {"epoch": epoch, "train_loss": float(np.mean(values)), "val_loss": None, "val_accuracy": None}
     if "validation" in logits:
         record.update(validation_record(logits["validation"], evals["validation"][1]))
-    if "validation_shift" in logits:
-        y_shift = evals["validation_shift"][1]
-        record["val_shift_accuracy"] = (logits["validation_shift"].argmax(1) == y_shift).float().mean().item()
-    if "validation_source" in logits:
-        y_source = evals["validation_source"][1]
-        record["val_source_accuracy"] = (logits["validation_source"].argmax(1) == y_source).float().mean().item()
+    for split, key in CROSS_VALIDATION_KEYS.items():
+        if split in logits:
+            record[key] = (logits[split].argmax(1) == evals[split][1]).float().mean().item()
     return record
 
 

@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.audio import load_audio
 from engine.config import FeatureConfig
-from engine.dataset import summarize
+from engine.dataset import PROGRAM_VIEW_MISSING, summarize
 from engine.labels import CLASS_NAMES, SHORT_NAMES, SUBSETS
 from ui import charts
 from ui.common import data_setting, plain, render_sidebar, require_dataset
@@ -77,6 +77,14 @@ cols[0].metric("clips", sum(totals.values()))
 for col, subset in zip(cols[1:4], SUBSETS):
     col.metric(subset, totals.get(subset, 0))
 cols[4].metric("problems", len(summary["problems"]))
+view = summary.get("program_view") or {}
+if view:
+    st.caption(f"Also {sum(view.values())} clips of songs played by General MIDI programs that no training or "
+               f"validation song plays ({', '.join(view)}): the *cross-val program* view, used to choose the "
+               "recommended preset (docs/PROTOCOL.md). Not counted above.")
+else:
+    st.caption(f"Cross-val program: {PROGRAM_VIEW_MISSING}; the cross-collection validations here are the "
+               "channel and source views of the validation clips.")
 
 # ---- counts and imbalance ---------------------------------------------------------------
 st.subheader("Clips per class and split")

@@ -566,3 +566,30 @@ def test_flips_with_seed_groups_say_how_many_seeds_agree(populated):
     flip_table = [df.value for df in at.dataframe if "A says" in df.value.columns][0]
     assert "B seeds agreeing" in flip_table.columns
     assert flip_table["B seeds agreeing"].between(1, 2).all()
+
+
+def test_program_view_shows_on_the_compare_and_train_pages(env, make_tiny_dataset):
+    """A run evaluated on the program view: its column on Compare, its row on the Train page's
+    results; a run without it (a dataset with no held-out programs) says n/a and why."""
+    data = str(make_tiny_dataset(per_class=1))
+    splits = make_splits(16)
+    view = ([f"prog-{k}" for k in range(12)], np.array([1, 3, 4, 5, 6, 7] * 2))
+    shift = {"validation_source": splits["validation"]}
+    with_view = add_run(env, RunConfig(data=data), "with view", skill=0.6,
+                        splits={**splits, **shift, "validation_program": view})
+    without = add_run(env, RunConfig(data=data), "without view", skill=0.6, seed=1, splits={**splits, **shift})
+    at = open_compare()
+    table = at.dataframe[0].value.set_index("name")
+    assert 0 <= table.loc["with view", "cross-val program acc"] <= 1
+    assert pd.isna(table.loc["without view", "cross-val program acc"])
+    assert "cross-val program acc" in at.selectbox(key="cmp_sort").options
+    for run_id, shown in ((with_view, True), (without, False)):
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+        at.run()
+        at.switch_page("pages/2_Train.py")
+        at.query_params["run"] = run_id
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        label = "Cross-collection validation (program, 6 of 8 classes)"
+        assert any(label in m.value for m in at.markdown) is shown
+        assert any("n/a" in c.value and "not available for this dataset" in c.value for c in at.caption) is not shown

@@ -95,6 +95,19 @@ def test_dataset_page_renders(app_env):
     assert metrics["clips"] == "72"
     assert metrics["problems"] == "0"
     assert len(at.get("audio")) >= 1  # example clips to play
+    assert any("Cross-val program: not available for this dataset" in c.value for c in at.caption)
+
+
+def test_dataset_page_counts_the_program_view(app_env):
+    """A dataset with held-out-program songs (the demo's view): the page says how many, apart."""
+    from test_robustness import _add_program_view
+
+    _add_program_view(app_env, n_per_class=2)
+    at = _app()
+    at.switch_page("pages/1_Dataset.py").run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["clips"] == "72"  # the view is not one of the three splits
+    assert any("Also 6 clips of songs played by General MIDI programs" in c.value for c in at.caption)
 
 
 def test_train_page_trains_and_shows_results(app_env):
@@ -233,6 +246,7 @@ def test_train_page_offers_robustness_options_and_shows_cross_collection_validat
     assert {"validation_shift", "validation_source"} <= set(get_store().get(run.id).metrics)
     assert any("Cross-collection validation" in m.value for m in at.markdown)
     assert any("Cross-collection validation (source)" in m.value for m in at.markdown)
+    assert any("(program, 6 of 8 classes)**: n/a" in c.value for c in at.caption)  # no held-out programs here
     _shutdown_manager()
 
 
@@ -262,7 +276,9 @@ def test_home_queues_the_robustness_ablation_and_tabulates_it(app_env, monkeypat
     ended = [(r.name, r.status, r.error) for r in get_store().list_runs()]
     assert len(table) == rows and list(table["seeds done"]) == [2] * rows, ended
     assert table["cross-val"].between(0, 1).all() and table["cross-val source"].between(0, 1).all()
-    assert any("Protocol choice:" in c.value for c in at.caption)
+    assert table["cross-val program"].isna().all()  # the synthetic dataset has no held-out programs ...
+    choice = next(c.value for c in at.caption if "Protocol choice:" in c.value)
+    assert "on cross-val source" in choice and "cross-val program not available for this dataset" in choice  # ... said
     _shutdown_manager()
 
 

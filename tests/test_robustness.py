@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from engine import augment, features
-from engine.ablation import mean_std, select_by_cross_validation, summarize_rows
+from engine.ablation import mean_std, protocol_split, select_by_cross_validation, summarize_rows
 from engine.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
 from engine.dataset import load_dataset
 from engine.errors import ConfigError
 from engine.features import (
     FeatureSet, cache_path, clip_features, load_augmented_views, load_features, load_heldout_validation,
-    load_source_validation, normalize_clips,
+    load_program_validation, load_source_validation, normalize_clips,
 )
 from engine.model import build_model
 from engine.presets import RECOMMENDED, ROBUSTNESS_OPTIONS, robustness_ablation, with_seeds
@@ -356,10 +356,15 @@ def test_ablate_robustness_cli_prints_one_table_with_cross_validation(tiny_datas
         for column in ("val_accuracy", "val_shift_accuracy", "val_source_accuracy", "test_accuracy"):
             assert 0.0 <= row[f"{column}_mean"] <= 1.0 and row[f"{column}_std"] is not None
     assert out["protocol_choice"] in expected and out["protocol"]["split"] == "validation_source"
+    assert "cross-val program not available for this dataset" in out["protocol"]["note"]  # the fallback, said
     assert [t["row"] for t in out["protocol"]["tests"]] == expected[1:] and "p_adjusted" in out["protocol"]["tests"][0]
     runs = json.loads((cli.main(["runs", "--json"]), capsys.readouterr().out)[1])
     assert len(runs) == 4 and all(r["val_shift_accuracy"] is not None and r["val_source_accuracy"] is not None
-                                  for r in runs)
+                                  and r["val_program_accuracy"] is None for r in runs)
+    cli.main(["runs"])
+    lines = capsys.readouterr().out.splitlines()
+    assert all("program    n/a" in line for line in lines[:4])
+    assert lines[-1].startswith("program n/a: cross-val program not available for this dataset")
 
 
 def test_training_and_prediction_features_agree_with_cmvn_and_log_mel(tiny):
@@ -390,10 +395,10 @@ def test_format_rows_prints_mean_and_seed_spread_per_row():
 
 
 class _Stored:
-    """A finished run record as the protocol reads it: id, status, group key."""
+    """A finished run record as the protocol reads it: id, status, group key, metrics."""
 
-    def __init__(self, rid: str, key: str, status: str = "finished"):
-        self.id, self.group_key, self.status = rid, key, status
+    def __init__(self, rid: str, key: str, status: str = "finished", metrics: dict | None = None):
+        self.id, self.group_key, self.status, self.metrics = rid, key, status, metrics
 
 
 def _protocol_rows(accuracies: dict[str, list[float]], *, n: int = 300, seed: int = 0,
@@ -495,3 +500,77 @@ def test_mp3_roundtrip_is_aligned_same_length_and_lossy(sr):
     assert max(lags, key=lags.get) == 0
     assert 0.3 < np.corrcoef(out, y)[0, 1] < 0.99
     assert np.array_equal(out, mp3_roundtrip(y, sr, 9.0))
+
+
+# --------------------------------------------------------------------------- the program view
+
+
+def _add_program_view(root, n_per_class: int = 1, extra_rows: str = ""):
+    """Give a synthetic dataset a program view: copies of validation clips under new uuids
+    (subset validation_program, in the view's own CSV, as the demo writes it). Returns the uuids."""
+    import shutil
+    import uuid as uuidlib
+
+    from engine.dataset import PROGRAM_VIEW, PROGRAM_VIEW_CSV
+    from engine.labels import CLASS_NAMES
+
+    source = load_dataset(root, check_audio=False)
+    lines, uuids = ["subset,instrument,instrument_id,song_id,uuid4"], []
+    for label in (1, 3, 4):
+        for k, clip in enumerate([c for c in source.subset("validation") if c.label == label][:n_per_class]):
+            uid = str(uuidlib.UUID(int=1000 + 10 * label + k, version=4))
+            shutil.copy(clip.path, clip.path.with_name(f"Medley-solos-DB_{PROGRAM_VIEW}-{label}_{uid}.wav"))
+            lines.append(f"{PROGRAM_VIEW},{CLASS_NAMES[label]},{label},{900 + label},{uid}")
+            uuids.append(uid)
+    (root / "annotation" / PROGRAM_VIEW_CSV).write_text("\n".join(lines) + "\n" + extra_rows)
+    return uuids
+
+
+def test_program_view_is_read_cached_apart_and_absent_on_a_dataset_without_one(tiny_dataset, medley_cache,
+                                                                                monkeypatch):
+    config = FeatureConfig(frames=None)
+    plain = load_dataset(tiny_dataset)
+    assert plain.program_view == [] and load_program_validation(plain, config) is None
+    test_uuid = plain.subset("test")[0].uuid
+    uuids = _add_program_view(tiny_dataset, extra_rows=f"test,clarinet,0,1,{test_uuid}\n")
+    ds = load_dataset(tiny_dataset)
+    assert [c.uuid for c in ds.program_view] == uuids  # the smuggled test row is refused ...
+    assert any("unknown subset 'test'; expected validation_program" in p.reason for p in ds.problems)  # ... and said
+    assert ds.fingerprint() != plain.fingerprint()  # the view's CSV is part of the cache key
+    seen: list[str] = []
+    extract = features._extract
+
+    def spy(paths, target, backend, device, report, ids, variant=features.CLEAN):
+        seen.extend(ids)
+        return extract(paths, target, backend, device, report, ids, variant)
+
+    monkeypatch.setattr(features, "_extract", spy)
+    view = load_program_validation(ds, config)
+    assert seen == uuids and view.ids == uuids and list(view.y) == [1, 3, 4]
+    path = cache_path(ds, config, "validation_program")
+    assert path.exists() and path != cache_path(ds, config, "validation")
+    seen.clear()
+    again = load_program_validation(ds, config)
+    assert seen == [] and np.array_equal(again.x, view.x)
+
+
+def test_protocol_chooses_on_the_program_view_when_every_run_has_it_and_says_when_it_falls_back():
+    from engine.ablation import format_choice
+
+    rows, preds = _protocol_rows({"recommended": [0.50, 0.52, 0.51], "+ x": [0.70, 0.72, 0.71]})
+    for records in (r for _, r in rows):
+        for record in records:
+            preds[record.id] = {"validation_program": preds[record.id]["validation_source"]}
+            record.metrics = {"validation_program": {"accuracy": 0.5}}
+    assert protocol_split(rows) == ("validation_program", None)
+    selection = _choose(rows, preds)  # reads only validation_program: the predictions hold nothing else
+    assert selection["split"] == "validation_program" and selection["note"] is None and selection["choice"] == "+ x"
+    assert "note:" not in format_choice(selection)
+    rows[1][1][0].metrics = {}  # one run without the view: fall back, and say why
+    split, note = protocol_split(rows)
+    assert split == "validation_source" and "not every run has it" in note
+    plain, _ = _protocol_rows({"recommended": [0.5, 0.5], "+ x": [0.6, 0.6]})
+    split, note = protocol_split(plain)
+    assert split == "validation_source" and "not available for this dataset" in note
+    text = format_choice(_choose(*_protocol_rows({"recommended": [0.5, 0.52], "+ x": [0.6, 0.61]})))
+    assert text.splitlines()[0].startswith("note: cross-val program not available")

@@ -39,8 +39,10 @@ def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str
     st.caption(f"{len(shown)} of {len(df)} runs, best {sort_by} first (or click a column header). Rates are on the "
                "validation or test split; *val-test gap* = validation minus test accuracy; *cross-val acc* = accuracy "
                "on the validation clips played through a held-out recording chain (a new channel); *cross-val source "
-               "acc* = the same clips with their source changed too (formants and pitch moved, then that chain), the "
-               "signal used to choose configurations (docs/PROTOCOL.md).")
+               "acc* = the same clips with their source changed too (formants and pitch moved, then that chain); "
+               "*cross-val program acc* = demo songs played by GM programs training never plays (6 of 8 classes; "
+               "empty on the real dataset, which has no program metadata). Configurations are chosen on cross-val "
+               "program when the dataset has it, else on cross-val source (docs/PROTOCOL.md).")
     st.dataframe(percent_style(cmp.shown_params(shown[cmp.table_columns(shown)]), cmp.METRIC_COLUMNS),
                  hide_index=True, width="stretch", column_config={
                      "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),

@@ -87,7 +87,7 @@ def filter_runs(
 
 
 # Sort keys of the runs table, validation first: validation chooses, test reports.
-SORT_COLUMNS: tuple[str, ...] = ("val acc", "cross-val acc", "cross-val source acc", "created", "test acc", "test balanced acc", "test macro-F1", "val-test gap")
+SORT_COLUMNS: tuple[str, ...] = ("val acc", "cross-val acc", "cross-val source acc", "cross-val program acc", "created", "test acc", "test balanced acc", "test macro-F1", "val-test gap")
 
 
 def is_test_metric(column: str) -> bool:

@@ -26,6 +26,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "val acc": ("validation", "accuracy"),
     "cross-val acc": ("validation_shift", "accuracy"),  # validation clips through the held-out recording chain
     "cross-val source acc": ("validation_source", "accuracy"),  # ... through the held-out source change, then that chain
+    "cross-val program acc": ("validation_program", "accuracy"),  # demo songs of GM programs training never plays
     "test acc": ("test", "accuracy"),
     "test balanced acc": ("test", "balanced_accuracy"),
     "test macro-F1": ("test", "macro_f1"),
