@@ -198,3 +198,14 @@ def test_augmented_views_masks_and_shifted_validation_as_alone(data) -> None:
         assert [r["val_shift_accuracy"] for r in result.history] == [r["val_shift_accuracy"] for r in alone.history]
         assert result.metrics["validation_shift"]["accuracy"] == alone.metrics["validation_shift"]["accuracy"]
         assert result.warning == alone.warning
+
+
+def test_bfloat16_members_equal_alone(data) -> None:
+    """With precision "bfloat16" each member runs its products in bfloat16 under autocast, as
+    alone: bit-identical on this CPU; allowed bfloat16 rounding (2^-8 relative) in a few operations."""
+    configs = [config(seed=seed, precision="bfloat16") for seed in (0, 1)]
+    grouped = train_group(configs, data, device="cpu")
+    for cfg, result in zip(configs, grouped):
+        assert_same_run(train_run(cfg, data, device="cpu"), result, tol={"rtol": 1e-2, "atol": 1e-2})
+    full = train_group([config(seed=0)], data, device="cpu")[0]
+    assert full.step_losses != grouped[0].step_losses  # bfloat16 really ran
