@@ -326,9 +326,11 @@ def _train_members(configs, hooks, x_train, y_train, views, evals, weight, devic
                 if not active:
                     break
             idx = orders[:, step * batch:(step + 1) * batch]  # (G, b)
-            # each member's batch as alone: its clips, its augmented views and masks from its generator
-            xb = torch.stack([_batch(x_train, views, idx[r], tc, members[i].order)
-                              for r, i in enumerate(active)]).flatten(2)  # (G, b, frames*features)
+            if views is None and not (tc.time_mask or tc.freq_mask):  # plain clips: one gather for every member
+                xb = x_train[idx].flatten(2)  # (G, b, frames*features)
+            else:  # each member's batch as alone: its clips, its augmented views and masks from its generator
+                xb = torch.stack([_batch(x_train, views, idx[r], tc, members[i].order)
+                                  for r, i in enumerate(active)]).flatten(2)
             named = layout.named(params)
             with autocast(device, tc.precision):
                 logits = _stacked_forward(named, xb, config, [(members[i].p, members[i].drops) for i in active])
