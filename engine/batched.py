@@ -13,8 +13,9 @@ gradient clipping, history, selection, checkpoints, cancel and divergence; a mem
 stops leaves the group and the others go on. Results are `train_run`'s `TrainResult`s, and
 a member's checkpoint is a `train_run` checkpoint: a member resumes alone with `train_run`.
 
-Same numbers as alone to float rounding (bit for bit on this CPU when the members share lr
-and weight decay; tests/test_batched.py states the tolerance).
+Same numbers as alone to float rounding (bit for bit on this CPU at the tests' sizes when the
+members share lr and weight decay; tests/test_batched.py states the tolerance and what was
+measured at the study's width).
 
 Sequence models are not grouped: `nn.LSTM` has no batched-weights kernel, and a grouped
 LSTM written with `bmm` per frame was measured slower than one run after another on CPU

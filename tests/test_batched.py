@@ -4,9 +4,12 @@ Tolerance: on this CPU the study model's group numbers came out bit-identical to
 runs' (the batched product is one product per member here, the loss is one
 `F.cross_entropy` per member, the optimizers are elementwise); the 2+1 model's narrow extra
 layer differed by 1.2e-6 in one weight of 4,032 after 40 steps (another kernel for its
-small product sums in another order). The checks allow 1e-5 relative + 1e-5 absolute:
-float32 rounding (6e-8 per operation) carried through a few dozen steps stays below that,
-while a wrong mask, batch order, seed or optimizer state moves losses by more than 1e-2.
+small product sums in another order). At the study's width (hidden 500; measured, not a
+test: it is slow) the group is not bit-identical: after 40 steps of batch 16, step losses
+within 6e-6 and weights within 4e-5 at lr 1e-2, 3.5e-7 at the study's lr 1e-4. The checks
+allow 1e-5 relative + 1e-5 absolute: float32 rounding (6e-8 per operation) carried through a
+few dozen steps stays below that at the test sizes, while a wrong mask, batch order, seed or
+optimizer state moves losses by more than 1e-2.
 """
 
 from __future__ import annotations
