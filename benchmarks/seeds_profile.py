@@ -165,5 +165,6 @@ def main() -> None:
     print(f"bound: grouping can gain at most {lone_total / fixed:.2f}x "
           f"(products and optimizer: {100 * fixed / lone_total:.0f}% of the lone runs' operator time)")
 
+
 if __name__ == "__main__":
     main()
