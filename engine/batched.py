@@ -13,8 +13,9 @@ gradient clipping, history, selection, checkpoints, cancel and divergence; a mem
 stops leaves the group and the others go on. Results are `train_run`'s `TrainResult`s, and
 a member's checkpoint is a `train_run` checkpoint: a member resumes alone with `train_run`.
 
-Same numbers as alone to float rounding (bit for bit on this CPU when the members share lr
-and weight decay; tests/test_batched.py states the tolerance).
+Same numbers as alone to float rounding (bit for bit on this CPU at the tests' sizes when the
+members share lr and weight decay; tests/test_batched.py states the tolerance and what was
+measured at the study's width).
 
 Sequence models are not grouped: `nn.LSTM` has no batched-weights kernel, and a grouped
 LSTM written with `bmm` per frame was measured slower than one run after another on CPU
@@ -326,9 +327,11 @@ def _train_members(configs, hooks, x_train, y_train, views, evals, weight, devic
                 if not active:
                     break
             idx = orders[:, step * batch:(step + 1) * batch]  # (G, b)
-            # each member's batch as alone: its clips, its augmented views and masks from its generator
-            xb = torch.stack([_batch(x_train, views, idx[r], tc, members[i].order)
-                              for r, i in enumerate(active)]).flatten(2)  # (G, b, frames*features)
+            if views is None and not (tc.time_mask or tc.freq_mask):  # plain clips: one gather for every member
+                xb = x_train[idx].flatten(2)  # (G, b, frames*features)
+            else:  # each member's batch as alone: its clips, its augmented views and masks from its generator
+                xb = torch.stack([_batch(x_train, views, idx[r], tc, members[i].order)
+                                  for r, i in enumerate(active)]).flatten(2)
             named = layout.named(params)
             with autocast(device, tc.precision):
                 logits = _stacked_forward(named, xb, config, [(members[i].p, members[i].drops) for i in active])

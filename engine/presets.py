@@ -119,18 +119,13 @@ def option_is_on(config: RunConfig, on: dict[str, object]) -> bool:
 def robustness_ablation(base: RunConfig | None = None, **overrides: object) -> list[tuple[str, RunConfig]]:
     """The recommended configuration and one row per ROBUSTNESS_OPTIONS entry flipped, as
     (row name, configuration); `overrides` (dotted names) apply to every row. One run per row:
-    seeds are added by `with_seeds`. `base` defaults to RECOMMENDED (its data is kept)."""
+    seeds are added by `engine.launch.plan_ablation`. `base` defaults to RECOMMENDED (its data is kept)."""
     base = (base or RECOMMENDED).with_values(**overrides) if overrides else (base or RECOMMENDED)
     rows = [("recommended", base)]
     for name, (on, off) in ROBUSTNESS_OPTIONS.items():
         has = option_is_on(base, on)
         rows.append((f"{'-' if has else '+'} {name}", base.with_values(**(off if has else on))))
     return rows
-
-
-def with_seeds(rows: list[tuple[str, RunConfig]], seeds: tuple[int, ...] | list[int]) -> list[tuple[str, int, RunConfig]]:
-    """Every row once per seed (train.seed): [(row name, seed, configuration)], rows outer."""
-    return [(name, int(seed), config.with_values(**{"train.seed": int(seed)})) for name, config in rows for seed in seeds]
 
 
 def ablation_row(run_name: str) -> str:

@@ -4,9 +4,12 @@ Tolerance: on this CPU the study model's group numbers came out bit-identical to
 runs' (the batched product is one product per member here, the loss is one
 `F.cross_entropy` per member, the optimizers are elementwise); the 2+1 model's narrow extra
 layer differed by 1.2e-6 in one weight of 4,032 after 40 steps (another kernel for its
-small product sums in another order). The checks allow 1e-5 relative + 1e-5 absolute:
-float32 rounding (6e-8 per operation) carried through a few dozen steps stays below that,
-while a wrong mask, batch order, seed or optimizer state moves losses by more than 1e-2.
+small product sums in another order). At the study's width (hidden 500; measured, not a
+test: it is slow) the group is not bit-identical: after 40 steps of batch 16, step losses
+within 6e-6 and weights within 4e-5 at lr 1e-2, 3.5e-7 at the study's lr 1e-4. The checks
+allow 1e-5 relative + 1e-5 absolute: float32 rounding (6e-8 per operation) carried through a
+few dozen steps stays below that at the test sizes, while a wrong mask, batch order, seed or
+optimizer state moves losses by more than 1e-2.
 """
 
 from __future__ import annotations
@@ -198,3 +201,14 @@ def test_augmented_views_masks_and_shifted_validation_as_alone(data) -> None:
         assert [r["val_shift_accuracy"] for r in result.history] == [r["val_shift_accuracy"] for r in alone.history]
         assert result.metrics["validation_shift"]["accuracy"] == alone.metrics["validation_shift"]["accuracy"]
         assert result.warning == alone.warning
+
+
+def test_bfloat16_members_equal_alone(data) -> None:
+    """With precision "bfloat16" each member runs its products in bfloat16 under autocast, as
+    alone: bit-identical on this CPU; allowed bfloat16 rounding (2^-8 relative) in a few operations."""
+    configs = [config(seed=seed, precision="bfloat16") for seed in (0, 1)]
+    grouped = train_group(configs, data, device="cpu")
+    for cfg, result in zip(configs, grouped):
+        assert_same_run(train_run(cfg, data, device="cpu"), result, tol={"rtol": 1e-2, "atol": 1e-2})
+    full = train_group([config(seed=0)], data, device="cpu")[0]
+    assert full.step_losses != grouped[0].step_losses  # bfloat16 really ran

@@ -18,8 +18,9 @@ from engine.features import (
     FeatureSet, cache_path, clip_features, load_augmented_views, load_features, load_heldout_validation,
     load_program_validation, load_source_validation, normalize_clips,
 )
+from engine.launch import plan_ablation
 from engine.model import build_model
-from engine.presets import RECOMMENDED, ROBUSTNESS_OPTIONS, robustness_ablation, with_seeds
+from engine.presets import RECOMMENDED, ROBUSTNESS_OPTIONS, robustness_ablation
 from engine.train import AUGMENTED, spec_mask, train_run
 
 SR = 22050
@@ -316,9 +317,12 @@ def test_robustness_rows_flip_one_option_each_and_repeat_over_seeds():
         assert changed and changed <= set(ROBUSTNESS_OPTIONS[option][0]) and config.train.epochs == 3
     flipped = robustness_ablation(base.with_values(**{"features.clip_norm": True}))
     assert ("- per-clip CMVN" in [n for n, _ in flipped])  # an option the base has is turned off
-    seeded = with_seeds(rows[:2], (0, 1, 2))
-    assert [(n, s) for n, s, _ in seeded][:3] == [("recommended", 0), ("recommended", 1), ("recommended", 2)]
-    assert [c.train.seed for _, _, c in seeded] == [0, 1, 2, 0, 1, 2]
+    seeded = plan_ablation("robustness", RECOMMENDED.with_values(data="demo:tiny"), seeds=(0, 1, 2),
+                           values={"train.epochs": 3})  # rows outer, seeds inner
+    assert [(run.row, run.seed) for run in seeded][:4] == [("recommended", 0), ("recommended", 1), ("recommended", 2),
+                                                           (rows[1][0], 0)]
+    assert [run.config for run in seeded[:6]] == [config.with_values(**{"train.seed": seed})
+                                                  for _, config in rows[:2] for seed in (0, 1, 2)]
 
 
 class _Run:
