@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -28,13 +23,11 @@ import soundfile as sf
 
 from conftest import synth_clip, write_tiny_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import helpers_browser  # noqa: E402
+from helpers_browser import CHROMIUM, CHROMIUM_ARGS, ServerDidNotStart, start_server, stop_server  # noqa: E402
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]
 PAGES = [  # (path, title) in the order they are deep-linked on the fresh server
     ("/Dataset", "Dataset"),
     ("/Train", "Train"),
@@ -46,12 +39,6 @@ WIDTH, HEIGHT = 1400, 900
 NARROW = 390  # a phone's width: the pages must stack, nothing cut or overlapping
 LOAD_MS = 90_000  # first page loads import torch and read the dataset on a slow shared machine
 TRAIN_MS = 150_000  # one tiny run (features of 72 clips, then 2 epochs)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wav_buffer(seconds: float, label: int, sr: int = 44100) -> bytes:
@@ -67,40 +54,15 @@ def server(tmp_path: Path):
     data = write_tiny_dataset(tmp_path / "data", per_class=2)
     cache = tmp_path / "cache"
     cache.mkdir()
-    port = free_port()
-    env = {**os.environ, "MEDLEY_CACHE": str(cache), "MEDLEY_DATA": str(data), "PYTHONUNBUFFERED": "1"}
     log_path = tmp_path / "server.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        proc, base = start_server(cache, data, log_path, timeout_s=60)
+    except ServerDidNotStart as exc:
+        pytest.fail(str(exc))
+    try:
         yield base, log_path
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-        log.close()
+        stop_server(proc)
 
 
 # ---- page helpers -------------------------------------------------------------------------
@@ -124,10 +86,8 @@ def browser(tmp_path: Path):
 
 
 def wait_idle(page, timeout: int = LOAD_MS) -> None:
-    """Wait until the script run (not a timer fragment) is done: stApp says notRunning twice."""
-    for _ in range(2):
-        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
-        page.wait_for_timeout(400)
+    """Wait until the script run (not a timer fragment) is done."""
+    helpers_browser.wait_idle(page, timeout)
 
 
 def open_page(page, base: str, path: str, title: str) -> None:
