@@ -345,3 +345,83 @@ def test_reload_keeps_train_form_edits_and_dataset_selections(server, tmp_path: 
         except Exception:
             print(f"--- server log ---\n{log_path.read_text()[-4000:]}")
             raise
+
+
+def pick(page, label: str, option: str, close: bool = False) -> None:
+    """Choose `option` in the select or multiselect labelled `label` (retried: a click that lands
+    while the page reruns can close the list again); `close`: then close a multiselect's list
+    (Escape; a clearable selectbox would take it as "clear")."""
+    choice = page.get_by_role("option", name=option).first
+    for _ in range(5):
+        page.get_by_label(label, exact=True).first.click()
+        try:
+            choice.wait_for(timeout=5000)
+            break
+        except Exception:
+            wait_idle(page)
+    choice.click()
+    if close:
+        page.keyboard.press("Escape")
+    wait_idle(page)
+
+
+def test_back_leaves_a_page_instead_of_stepping_through_its_selections(server, tmp_path: Path):
+    """Issue 16: choosing runs on Compare (?runs=), Train (?run=) and Predict (?run=) replaces the
+    URL entry (the selection still survives a reload), so one Back leaves the page. A
+    `st.query_params` write pushed an entry per change, and Back stepped through each one."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from pages import fill_store  # benchmarks/pages.py: finished runs with real metrics, no weights
+
+    from engine.store import RunStore
+
+    base, log_path = server
+    store = RunStore(tmp_path / "cache" / "runs.sqlite", tmp_path / "cache" / "runs")
+    ids = fill_store(store, 4, str(tmp_path / "data"))  # named "run 0" .. "run 3"
+    store.close()
+
+    def query(page, key: str) -> list[str]:
+        return parse_qs(urlparse(page.url).query).get(key, [])
+
+    with browser(tmp_path) as (context, page):
+        try:
+            open_page(page, base, "/Dataset", "Dataset")
+            open_page(page, base, "/Compare?runs=run+0&runs=run+1", "Compare runs")  # a link as the page writes it
+            assert "run 1" in page.locator('[data-testid="stMultiSelect"]', has_text="Runs to compare").first.inner_text()
+            entries = page.evaluate("history.length")
+            for k in (2, 3):
+                pick(page, "Runs to compare", f"run {k}", close=True)
+                assert query(page, "runs") == [f"run {i}" for i in range(k + 1)]  # the labels, as charts show them
+            assert page.evaluate("history.length") == entries  # replaced, never pushed
+            page.reload()
+            page.locator("h1", has_text="Compare runs").first.wait_for()
+            wait_idle(page)
+            assert "run 3" in page.locator('[data-testid="stMultiSelect"]', has_text="Runs to compare").first.inner_text()
+            page.go_back()
+            page.locator("h1", has_text="Dataset").first.wait_for()
+            assert urlparse(page.url).path == "/Dataset"
+
+            for path, title, label in (("/Train", "Train", "Run"), ("/Predict", "Predict", "Model (a finished run)")):
+                open_page(page, base, f"{path}?run=run+0+({ids[0]})", title)  # as the page writes it
+                entries = page.evaluate("history.length")
+                for k in (1, 2):
+                    pick(page, label, f"run {k}")
+                    assert query(page, "run") == [f"run {k} ({ids[k]})"]
+                assert page.evaluate("history.length") == entries
+                assert_no_exception(page, path)
+                page.go_back()  # one Back: the page before (each Back above returned to Dataset), not run 1
+                page.wait_for_url(lambda url: urlparse(url).path != path)
+                assert urlparse(page.url).path == "/Dataset"
+
+            page = context.new_page()  # old links (ids) open their runs too
+            open_page(page, base, f"/Compare?runs={ids[2]},{ids[3]}", "Compare runs")
+            chosen = page.locator('[data-testid="stMultiSelect"]', has_text="Runs to compare").first.inner_text()
+            assert "run 2" in chosen and "run 3" in chosen
+            for path, title in (("/Train", "Train"), ("/Predict", "Predict")):
+                open_page(page, base, f"{path}?run={ids[3]}", title)
+                page.get_by_text(re.compile(ids[3])).first.wait_for()  # its heading (Train), its summary (Predict)
+                assert "from the link" not in page.inner_text("body")  # not "... not in this store"
+        except Exception:
+            print(f"--- server log ---\n{log_path.read_text()[-4000:]}")
+            raise

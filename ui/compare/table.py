@@ -120,25 +120,34 @@ def table_columns(df: pd.DataFrame) -> list[str]:
 
 
 
-def parse_run_ids(text: str | None, known: Iterable[str]) -> tuple[list[str], list[str]]:
-    """The `runs` query parameter ("id1,id2") -> (ids that exist, in order without repeats;
-    ids that are unknown)."""
-    known = set(known)
+def resolve_runs(values: Iterable[str], labels: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """URL values naming runs -> (run ids, in order without repeats; values that name no run).
+
+    `labels` maps run id -> the label a URL-bound widget writes. A value is a run's label, its
+    id, a text holding its id (a label written before a rename), or an old link's comma-
+    separated list of those ("id1,id2")."""
+    by_label = {label: run_id for run_id, label in labels.items()}
+
+    def exact(text: str) -> str | None:
+        return by_label.get(text) or (text if text in labels else None)
+
+    def loose(text: str) -> str | None:
+        return exact(text) or next((run_id for run_id in labels if run_id in text), None)
+
     found: list[str] = []
     missing: list[str] = []
-    for part in (text or "").split(","):
-        run_id = part.strip()
-        if not run_id or run_id in found or run_id in missing:
-            continue
-        (found if run_id in known else missing).append(run_id)
+    for value in values:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if exact(value.strip()) or not all(loose(p) for p in parts):
+            parts = [value.strip()]  # one label (commas and all), or a value naming no run
+        for part in filter(None, parts):
+            run_id = loose(part)
+            if run_id is None:
+                if part not in missing:
+                    missing.append(part)
+            elif run_id not in found:
+                found.append(run_id)
     return found, missing
-
-
-def encode_run_ids(ids: Iterable[str]) -> str:
-    """Ids -> the `runs` query parameter value."""
-    return ",".join(ids)
-
-
 
 
 def param_diff(runs: Sequence[Any], labels: Mapping[str, str] | None = None) -> pd.DataFrame:
