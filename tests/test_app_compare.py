@@ -299,6 +299,7 @@ def test_runs_frame_and_filters():
     assert cmp.param_values(df, "train.lr") == ["0.0001", "0.001"]
     assert cmp.all_tags(df) == ["study", "x"]
     assert "train.optimizer" in cmp.table_columns(df)  # key parameter
+    assert cmp.table_columns(df)[:5] == ["name", "status", *cmp.HEADLINE_METRICS]  # a phone's first screen
     assert "data" not in cmp.table_columns(df)  # same everywhere, not a key parameter
 
 

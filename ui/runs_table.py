@@ -43,6 +43,8 @@ def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str
                "signal used to choose configurations (docs/PROTOCOL.md).")
     st.dataframe(percent_style(cmp.shown_params(shown[cmp.table_columns(shown)]), cmp.METRIC_COLUMNS),
                  hide_index=True, width="stretch", column_config={
+                     # the name stays in view while a narrow screen scrolls the table sideways
+                     "name": st.column_config.TextColumn(pinned=True, width="medium"),
                      "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
                      "warning": st.column_config.TextColumn(width="medium")})
     st.download_button("Download this table (CSV)", csv_bytes(shown), "runs.csv", "text/csv")

@@ -31,7 +31,7 @@ from ui.compare.params import (
     LABELLED_POINTS, number_tick, parallel_coordinates_chart, parallel_frame, param_metric_chart,
 )
 from ui.compare.table import (
-    SORT_COLUMNS, all_tags, filter_runs, is_test_metric, param_diff, param_names, param_values,
+    HEADLINE_METRICS, SORT_COLUMNS, all_tags, filter_runs, is_test_metric, param_diff, param_names, param_values,
     resolve_runs, runs_frame, sort_runs, table_columns,
 )
 from ui.compare.values import (

@@ -109,15 +109,21 @@ def all_tags(df: pd.DataFrame) -> list[str]:
     return sorted({tag for tags in df["tags"] for tag in tags}) if len(df) else []
 
 
+# The metrics that choose (validation, the cross-collection source view) and report (test): right
+# after the name, so that a phone's first screen of the table (about three columns at 390 px)
+# answers "which run is best"; the other metrics follow the parameters.
+HEADLINE_METRICS: tuple[str, ...] = ("val acc", "cross-val source acc", "test acc")
+
+
 def table_columns(df: pd.DataFrame) -> list[str]:
-    """Columns of the runs table as shown: base, key parameters, metrics, and any other
-    parameter whose value differs between the listed runs."""
+    """Columns of the runs table as shown: name and status, the HEADLINE_METRICS, then the rest
+    of the base columns, the key parameters, any other parameter whose value differs between
+    the listed runs, the other metrics, and the id."""
     varying = [p for p in param_names() if p not in KEY_PARAMS and p in df and df[p].map(value_label).nunique() > 1]
     warned = ["warning"] if "warning" in df and (df["warning"].fillna("") != "").any() else []
-    return ["name", "status", *warned, "tags", "created", "epochs", "partial", *KEY_PARAMS, *varying, *METRIC_COLUMNS,
-            "id"]
-
-
+    other_metrics = [m for m in METRIC_COLUMNS if m not in HEADLINE_METRICS]
+    return ["name", "status", *HEADLINE_METRICS, *warned, "tags", "created", "epochs", "partial", *KEY_PARAMS,
+            *varying, *other_metrics, "id"]
 
 
 def resolve_runs(values: Iterable[str], labels: Mapping[str, str]) -> tuple[list[str], list[str]]:
