@@ -71,7 +71,9 @@ def runs_heatmap(df: pd.DataFrame, true_label: str | None = None) -> alt.Chart:
     runs = list(dict.fromkeys(df["run"]))
     y_title = "class" + (f" (true: {short_name(true_label)})" if true_label else "")
     base = alt.Chart(df).encode(
-        x=alt.X("run:N", sort=runs, title=None, axis=alt.Axis(orient="top", labelAngle=-30, labelLimit=140,
+        # run labels below, slanted down-left from their column: the last one cannot run off the
+        # right edge (slanted up-right above the chart, it was cut at 390 px)
+        x=alt.X("run:N", sort=runs, title=None, axis=alt.Axis(orient="bottom", labelAngle=-30, labelLimit=140,
                                                                labelOverlap=False)),
         y=alt.Y("class:N", sort=classes, title=y_title, axis=alt.Axis(labelOverlap=False)))
     heat = base.mark_rect().encode(

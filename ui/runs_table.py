@@ -44,7 +44,7 @@ def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str
     st.dataframe(percent_style(cmp.shown_params(shown[cmp.table_columns(shown)]), cmp.METRIC_COLUMNS),
                  hide_index=True, width="stretch", column_config={
                      # the name stays in view while a narrow screen scrolls the table sideways
-                     "name": st.column_config.TextColumn(pinned=True, width="medium"),
+                     "name": st.column_config.TextColumn(pinned=True, width=150),
                      "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
                      "warning": st.column_config.TextColumn(width="medium")})
     st.download_button("Download this table (CSV)", csv_bytes(shown), "runs.csv", "text/csv")
@@ -87,9 +87,10 @@ def render_selection(by_id: Mapping[str, Any], labels: Mapping[str, str], colors
                             format_func=lambda i: labels[i])
     st.session_state["_cmp_sel"] = chosen  # the Predict page's default, and this page's next visit
     if chosen:
-        st.markdown(" &nbsp; ".join(f"{swatch(colors[i], labels[i])} {html.escape(labels[i])}"
-                                    + ("" if by_id[i].status == "finished" else f" · {by_id[i].status}")
-                                    for i in chosen), unsafe_allow_html=True)
+        st.markdown(" &nbsp; ".join(  # one run's dot and label never split over two lines
+            f'<span style="white-space:nowrap">{swatch(colors[i], labels[i])} {html.escape(labels[i])}'
+            + ("" if by_id[i].status == "finished" else f" · {by_id[i].status}") + "</span>"
+            for i in chosen), unsafe_allow_html=True)
     return chosen
 
 

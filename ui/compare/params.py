@@ -119,12 +119,14 @@ def parallel_coordinates_chart(long: pd.DataFrame, axes: Sequence[str]) -> alt.C
     lines = base.mark_line(opacity=0.6).encode(
         y=alt.Y("position:Q", axis=None, scale=alt.Scale(domain=[0, 1])),
         detail="id:N",
-        color=alt.Color("metric:Q", scale=alt.Scale(scheme="viridis"), title=metric_name,
+        # light to dark blue: every line readable on white (viridis' yellow end was not)
+        color=alt.Color("metric:Q", scale=alt.Scale(range=["#9ecae1", "#08306b"]), title=metric_name,
                         legend=alt.Legend(format=".0%", orient="bottom")),
         tooltip=["name:N", alt.Tooltip("axis:N", title="parameter"), "value:N",
                  alt.Tooltip("metric:Q", title=metric_name, format=".1%")],
     )
-    ticks = base.transform_filter(alt.datum.tick != "").mark_text(align="left", dx=4, fontSize=10, color="gray").encode(
+    ticks = base.transform_filter(alt.datum.tick != "").mark_text(align="left", dx=5, dy=-7, fontSize=10,
+                                                                   color="#555").encode(
         y="position:Q", text="tick:N"
     ).transform_aggregate(position="mean(position)", groupby=["title", "tick"])
     return (lines + ticks).properties(height=320)
