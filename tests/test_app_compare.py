@@ -446,9 +446,15 @@ def test_scatter_names_its_points_inside_the_plot():
     assert {"field": "name", "type": "nominal"} in points["encoding"]["tooltip"]
     for layer, align in ((left, "left"), (right, "right")):  # text toward the middle: inside the plot
         assert layer["mark"]["type"] == "text" and layer["mark"]["align"] == align
-        assert layer["encoding"]["text"]["field"] == "name"
+        assert layer["encoding"]["text"]["field"] == "label"
     rows = next(iter(spec["datasets"].values()))
     assert [r["right_half"] for r in rows] == [False, False, True]  # 1e-3 is at the right edge: text to its left
+    assert [r["label"] for r in rows] == ["lr run 0", "lr run 1", "lr run 2"]
+    twins = [record(f"t{k}", RunConfig().with_values(**{"train.lr": 1e-3}), name=f"twin {k}",
+                    metrics={"validation": {"accuracy": 0.5}}) for k in range(2)]
+    rows = next(iter(cmp.param_metric_chart(cmp.runs_frame(runs + twins), "train.lr", "val acc")
+                     .to_dict()["datasets"].values()))
+    assert [r["label"] for r in rows] == ["lr run 0", "lr run 1", "lr run 2", "twin 0, twin 1", ""]  # one spot
     many = [record(f"m{k}", RunConfig().with_values(**{"train.seed": k}), metrics={"validation": {"accuracy": 0.5}})
             for k in range(cmp.LABELLED_POINTS + 1)]
     assert len(cmp.param_metric_chart(cmp.runs_frame(many), "train.seed", "val acc").to_dict()["layer"]) == 1
@@ -535,6 +541,7 @@ def test_family_pairs_and_frame():
            "better": "B", "scope": "configurations", "same_configuration": False, "too_few_seeds": False}
     frame = sig.family_frame([row, {"a": "base", "b": "x", "error": "no clips"}])
     assert list(frame.columns) == list(sig.FAMILY_COLUMNS)
+    assert list(frame.columns[:3]) == ["B", "difference (B - A)", "Holm-adjusted p"]  # a phone's first screen
     first = frame.iloc[0]
     assert (first["runs"], first["difference (B - A)"], first["95% interval"]) == ("3 v 3", "+5.0 points", "+1.0 to +9.0")
     assert (first["p"], first["Holm-adjusted p"], first["verdict"]) == ("p = 0.012", "p = 0.024", "lr better")

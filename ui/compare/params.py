@@ -43,7 +43,7 @@ def param_metric_chart(df: pd.DataFrame, param: str, metric_column: str) -> alt.
     a numeric parameter on a quantitative axis (log when its values span >= 2 decades),
     anything else as categories. Each point carries its run's name (up to LABELLED_POINTS
     runs; text left of the points in the right half of the plot, right of the others, so that
-    it stays inside) and a tooltip."""
+    it stays inside; runs on one spot share one "a, b" label) and a tooltip."""
     data = df[["name", "status", param, metric_column]].dropna(subset=[metric_column]).copy()
     data["value"] = [str(shown_value(param, v)) if v is None or v != v else value_label(v) for v in data[param]]
     if _numeric(data[param]) and data[param].notna().all():  # a None among numbers ("whole clip"): categories
@@ -59,6 +59,11 @@ def param_metric_chart(df: pd.DataFrame, param: str, metric_column: str) -> alt.
         order = [str(shown_value(param, None)) if v == "None" else v for v in param_values(df, param)]
         x = alt.X("value:N", title=param, sort=order, axis=alt.Axis(labelAngle=0, labelLimit=160))
         data["right_half"] = [order.index(v) > (len(order) - 1) / 2 if v in order else False for v in data["value"]]
+    # runs on one spot (same value, same metric to 0.1 point) share one label, "a, b", so that
+    # their names do not print over each other
+    spot = data["value"] + "|" + (data[metric_column] * 1000).round().astype(int).astype(str)
+    data["label"] = data.groupby(spot)["name"].transform(lambda names: ", ".join(map(str, names)))
+    data.loc[spot.duplicated(), "label"] = ""
     base = alt.Chart(data).encode(
         x=x,
         y=alt.Y(f"{metric_column}:Q", title=metric_column, axis=alt.Axis(format=".0%"),
@@ -71,8 +76,8 @@ def param_metric_chart(df: pd.DataFrame, param: str, metric_column: str) -> alt.
     layers = [points]
     if len(data) <= LABELLED_POINTS:
         for right, align, dx in ((False, "left", 7), (True, "right", -7)):
-            layers.append(base.transform_filter(alt.datum.right_half == right)
-                          .mark_text(align=align, dx=dx, fontSize=11, limit=160, color="#444").encode(text="name:N"))
+            layers.append(base.transform_filter((alt.datum.right_half == right) & (alt.datum.label != ""))
+                          .mark_text(align=align, dx=dx, fontSize=11, limit=220, color="#444").encode(text="label:N"))
     return alt.layer(*layers).properties(height=320)
 
 
