@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sqlite3
 import statistics
 import sys
@@ -61,8 +60,7 @@ def start_run(context, base: str, epochs: int):
         field.press("Enter")
         wait_idle(page)
     page.get_by_role("button", name="Start training").click()
-    page.wait_for_url(re.compile(r"[?&]run=r-"), timeout=LOAD_MS)
-    return page, re.search(r"run=(r-[0-9a-f-]+)", page.url).group(1)
+    return page, helpers_browser.wait_for_run_in_url(page, LOAD_MS)
 
 
 def wait_run(db: Path, run_id: str) -> float:

@@ -8,6 +8,7 @@ $MEDLEY_DATA set, and returns once `/_stcore/health` answers.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -22,6 +24,23 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 ]
+
+
+RUN_ID = re.compile(r"r-\d{8}-[0-9a-f]+")  # engine.store's run ids
+
+
+def run_in_url(url: str) -> str | None:
+    """The run id in a page's ?run= ("name (r-20261130-a3f136)", as the Train page's URL-bound
+    Run selectbox writes it, or a bare id); None when there is none."""
+    values = parse_qs(urlparse(url).query).get("run", [])
+    found = RUN_ID.search(values[-1]) if values else None
+    return found.group(0) if found else None
+
+
+def wait_for_run_in_url(page, timeout_ms: int) -> str:
+    """Wait until the page's URL names a run (after Start training); its id."""
+    page.wait_for_url(lambda url: run_in_url(url) is not None, timeout=timeout_ms)
+    return run_in_url(page.url)
 
 
 class ServerDidNotStart(RuntimeError):

@@ -143,8 +143,7 @@ def start_tiny_run(page, base: str, name: str, hidden: str) -> str:
     run_name.press("Enter")
     wait_idle(page)
     page.get_by_role("button", name="Start training").click()
-    page.wait_for_url(re.compile(r"[?&]run=r-"), timeout=LOAD_MS)
-    return parse_qs(urlparse(page.url).query)["run"][0]
+    return helpers_browser.wait_for_run_in_url(page, LOAD_MS)
 
 
 def wait_finished(page, base: str, run_id: str) -> None:
