@@ -38,9 +38,14 @@ def run_in_url(url: str) -> str | None:
 
 
 def wait_for_run_in_url(page, timeout_ms: int) -> str:
-    """Wait until the page's URL names a run (after Start training); its id."""
-    page.wait_for_url(lambda url: run_in_url(url) is not None, timeout=timeout_ms)
-    return run_in_url(page.url)
+    """Wait until the page's URL names a run (after Start training); its id. Polled: the URL
+    changes by history.replaceState, which page.wait_for_url did not always see."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while (run_id := run_in_url(page.url)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no ?run= in {page.url} after {timeout_ms / 1000:.0f} s")
+        page.wait_for_timeout(250)
+    return run_id
 
 
 class ServerDidNotStart(RuntimeError):
