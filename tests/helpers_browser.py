@@ -38,14 +38,21 @@ def run_in_url(url: str) -> str | None:
 
 
 def wait_for_run_in_url(page, timeout_ms: int) -> str:
-    """Wait until the page's URL names a run (after Start training); its id. Polled: the URL
-    changes by history.replaceState, which page.wait_for_url did not always see."""
+    """Wait until the Train page shows a run (after Start training); its id, from the URL's
+    ?run= or else from the run's heading ("Run name (r-...)"): a run chosen by Start is set from
+    code, and Streamlit does not always write such a value of a URL-bound widget to the URL."""
     deadline = time.monotonic() + timeout_ms / 1000
-    while (run_id := run_in_url(page.url)) is None:
+    heading = page.locator("h3", has_text="Run ")
+    while True:
+        run_id = run_in_url(page.url)
+        if run_id is None and heading.count():
+            found = RUN_ID.search(heading.first.inner_text())
+            run_id = found.group(0) if found else None
+        if run_id is not None:
+            return run_id
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no ?run= in {page.url} after {timeout_ms / 1000:.0f} s")
+            raise TimeoutError(f"no run shown at {page.url} after {timeout_ms / 1000:.0f} s")
         page.wait_for_timeout(250)
-    return run_id
 
 
 class ServerDidNotStart(RuntimeError):
