@@ -22,80 +22,30 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]
+import helpers_browser  # noqa: E402  (tests/helpers_browser.py: the server and Chromium the e2e test uses)
+from helpers_browser import CHROMIUM, CHROMIUM_ARGS, start_server, stop_server  # noqa: E402
+
 LOAD_MS = 120_000
 RUN_TIMEOUT_S = 1200
 MODES = ("unwatched", "train", "compare")
 COMPARED_RUNS = 10
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(cache: Path, data: str, log: Path) -> tuple[subprocess.Popen, str]:
-    """A fresh dashboard server on a free loopback port; (process, base URL) once healthy."""
-    port = free_port()
-    env = {**os.environ, "MEDLEY_CACHE": str(cache), "MEDLEY_DATA": data, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return proc, base
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            break
-    stop_server(proc)
-    raise SystemExit(f"streamlit did not start:\n{log.read_text()[-3000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-
-
 def wait_idle(page) -> None:
-    """The script run (not a timer fragment) is done: stApp says notRunning twice."""
-    for _ in range(2):
-        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=LOAD_MS)
-        page.wait_for_timeout(300)
+    """The script run (not a timer fragment) is done."""
+    helpers_browser.wait_idle(page, LOAD_MS)
 
 
 def start_run(context, base: str, epochs: int):
@@ -110,8 +60,7 @@ def start_run(context, base: str, epochs: int):
         field.press("Enter")
         wait_idle(page)
     page.get_by_role("button", name="Start training").click()
-    page.wait_for_url(re.compile(r"[?&]run=r-"), timeout=LOAD_MS)
-    return page, re.search(r"run=(r-[0-9a-f-]+)", page.url).group(1)
+    return page, helpers_browser.wait_for_run_in_url(page, LOAD_MS)
 
 
 def wait_run(db: Path, run_id: str) -> float:
@@ -182,12 +131,15 @@ def main() -> None:
         store = RunStore(cache / "runs.sqlite", cache / "runs")
         compared = fill_store(store, COMPARED_RUNS, data)
         store.close()
-        proc, base = start_server(cache, data, work / "server.log")
+        try:
+            proc, base = start_server(cache, data, work / "server.log")
+        except helpers_browser.ServerDidNotStart as exc:
+            raise SystemExit(str(exc)) from None
         times: dict[str, list[float]] = {mode: [] for mode in MODES}
         try:
             with sync_playwright() as pw:
                 context = pw.chromium.launch_persistent_context(
-                    str(work / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+                    str(work / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
                     viewport={"width": 1400, "height": 900})
                 context.set_default_timeout(LOAD_MS)
                 warm = one_run(context, base, cache / "runs.sqlite", "unwatched", args.epochs, compared)

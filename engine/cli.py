@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .config import RunConfig, config_from_values
 from .errors import EngineError
+from .naming import preset_run_name
 
 # Flags that set one configuration value each: flag -> (dotted name, type).
 FEATURE_FLAGS = {
@@ -341,10 +342,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise EngineError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
     config = config_from_args(args, PRESETS[args.preset])
     tags = tuple(t for t in args.tags.split(",") if t)
-    name = args.name or args.preset
-    if args.seeds is None:
+    preset = PRESETS[args.preset]
+    if args.seeds is None:  # unnamed: named by what differs from the preset ("lr 1e-3"), as on the Train page
+        name = args.name or preset_run_name(config, preset, args.preset)
         [record] = _train_and_wait([(name, config, tags)], args.device)
         return _report_run(record, args.json)
+    name = args.name or preset_run_name(config.with_values(**{"train.seed": preset.train.seed}), preset, args.preset)
     seeds = parse_seeds(args.seeds, first=config.train.seed)
     records = _train_and_wait([(f"seed {s} of {name}", config.with_values(**{"train.seed": s}), tags) for s in seeds],
                               args.device)

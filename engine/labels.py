@@ -12,4 +12,11 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 SHORT_NAMES: tuple[str, ...] = ("clarinet", "guitar", "singer", "flute", "piano", "sax", "trumpet", "violin")
 SUBSETS: tuple[str, ...] = ("training", "validation", "test")
+_SHORT = dict(zip(CLASS_NAMES, SHORT_NAMES))
+
+
+def short_name(name: str) -> str:
+    """A class's short name (SHORT_NAMES, as every chart shows it) from its full name
+    (CLASS_NAMES); any other text is returned unchanged."""
+    return _SHORT.get(name, name)
 NUM_CLASSES = len(CLASS_NAMES)

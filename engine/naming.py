@@ -75,3 +75,10 @@ def run_name(config: RunConfig, base: RunConfig, base_name: str) -> str:
     if config.train.seed != base.train.seed:
         name = f"seed {config.train.seed} of {name}"
     return name
+
+
+def preset_run_name(config: RunConfig, preset: RunConfig, preset_name: str) -> str:
+    """An unnamed run's name, as the Train page and `python -m engine train` give it: what
+    differs from its preset ('lr 1e-3', 'seed 2 of lr 1e-3'), else the preset's name ('study
+    base' for the study's). The dataset never counts as a difference."""
+    return run_name(config, preset.with_values(data=config.data), "study base" if preset_name == "study" else preset_name)

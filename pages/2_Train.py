@@ -43,23 +43,16 @@ if start:
 if "train_flash" in st.session_state:
     st.success(st.session_state.pop("train_flash"))
 recent = store.list_runs(limit=30)
-run_id = st.query_params.get("run") or st.session_state.get("run")
+labels = {r.id: run_label(r) for r in recent}  # "name (id)": no status, which changes, since the URL holds it
+run_id = run_view.current_run(labels)
 if run_id is None:
     if not recent:
         st.info("Set the configuration above and press **Start training**. Its progress and results appear here.")
         st.stop()
     st.caption("Or look at an earlier run:")
-ids = [r.id for r in recent]
-if run_id and run_id not in ids:
-    ids.insert(0, run_id)
-labels = {r.id: f"{run_label(r)} · {r.status}" for r in recent}
-chosen = st.selectbox("Run", ids, index=ids.index(run_id) if run_id in ids else None,
-                      format_func=lambda i: labels.get(i, i), placeholder="choose a run")
-if chosen is None:
+run_id = run_view.run_picker(run_id, recent, labels)
+if run_id is None:
     st.stop()
-if chosen != run_id:
-    run_view.select_run(chosen)
-    run_id = chosen
 try:
     record = store.get(run_id)
 except EngineError as exc:

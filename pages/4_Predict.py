@@ -12,7 +12,7 @@ from engine.audio import SUPPORTED_FORMATS
 from engine.errors import EngineError
 from ui import multi_predict as mp
 from ui import predict_view as pv
-from ui.common import data_setting, get_store, plain, render_sidebar
+from ui.common import data_setting, get_store, plain, render_sidebar, run_label, runs_in_url
 
 st.set_page_config(page_title="Predict · Medley LSTM lab", page_icon="🎻", layout="wide")
 render_sidebar()
@@ -30,14 +30,17 @@ if not runs:
     st.stop()
 
 by_id = {r.id: r for r in runs}
-wanted = st.query_params.get("run")
-index = pv.default_run_index(runs, wanted)
-if index is None:
-    st.warning(f"Run {plain(wanted)} from the link is not a finished run in this store; showing the newest one.")
-    index = 0
-run_id = st.selectbox("Model (a finished run)", list(by_id), index=index,
-                      format_func=lambda rid: pv.run_option(by_id[rid]))
-st.query_params["run"] = run_id
+if st.session_state.get("run") not in by_id:  # a link or a reload (?run=...), else the newest finished run
+    found = runs_in_url("run", {r.id: run_label(r) for r in runs})
+    if found is not None and not found[0]:
+        st.warning(f"Run {plain(found[1][0])} from the link is not a finished run in this store; "
+                   "showing the newest one.")
+    shown = found[0][0] if found is not None and found[0] else runs[0].id
+    if st.query_params.get("run") != run_label(by_id[shown]):  # else the binding reads it (a set adds a history entry)
+        st.session_state["run"] = shown
+# bound to ?run= ("name (id)"): choosing another model replaces the URL, it adds no history entry
+run_id = st.selectbox("Model (a finished run)", list(by_id), key="run", bind="query-params",
+                      format_func=lambda rid: run_label(by_id[rid]))
 st.caption(pv.run_summary(by_id[run_id]))
 try:
     predictor = pv.load_predictor(str(store.db_path), run_id, store)

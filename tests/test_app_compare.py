@@ -156,7 +156,7 @@ def test_table_lists_runs_and_filters_by_status(populated):
 def test_url_selection_shows_comparison(populated):
     ids = populated.ids
     at = open_compare({"runs": f"{ids['a']},{ids['b0']}"})
-    assert at.multiselect(key="cmp_runs").value == [ids["a"], ids["b0"]]
+    assert at.multiselect(key="runs").value == [ids["a"], ids["b0"]]
     charts = at.get("vega_lite_chart")
     # loss + accuracy curves, two heatmaps, per-class bars, difference heatmap, gap bars, scatter
     assert len(charts) >= 8
@@ -184,8 +184,7 @@ def test_url_selection_shows_comparison(populated):
     # the differing parameter (lr) is in the diff table
     diff_tables = [df.value for df in at.dataframe if df.value.index.name == "parameter"]
     assert diff_tables and list(diff_tables[0].index) == ["train.lr"]
-    # the choice is written back to the URL
-    assert at.query_params["runs"] == f"{ids['a']},{ids['b0']}"
+    # (that the choice is written back to the URL, without a history entry: test_e2e_browser)
 
 
 def test_seed_group_and_mistakes_audio(populated):
@@ -300,13 +299,18 @@ def test_runs_frame_and_filters():
     assert cmp.param_values(df, "train.lr") == ["0.0001", "0.001"]
     assert cmp.all_tags(df) == ["study", "x"]
     assert "train.optimizer" in cmp.table_columns(df)  # key parameter
+    assert cmp.table_columns(df)[:5] == ["name", "status", *cmp.HEADLINE_METRICS]  # a phone's first screen
     assert "data" not in cmp.table_columns(df)  # same everywhere, not a key parameter
 
 
 def test_run_ids_in_url():
-    assert cmp.parse_run_ids(" a,b,,a,zz ", {"a", "b"}) == (["a", "b"], ["zz"])
-    assert cmp.parse_run_ids(None, {"a"}) == ([], [])
-    assert cmp.encode_run_ids(["a", "b"]) == "a,b"
+    labels = {"r-1a": "lr 1e-3", "r-2b": "seed 2 of lr 1e-3", "r-3c": "a, b"}
+    resolve = cmp.resolve_runs
+    assert resolve(["lr 1e-3", "seed 2 of lr 1e-3"], labels) == (["r-1a", "r-2b"], [])  # what the widget writes
+    assert resolve([" r-1a,r-2b,,r-1a ", "zz"], labels) == (["r-1a", "r-2b"], ["zz"])  # an old comma link
+    assert resolve(["a, b", "r-2b"], labels) == (["r-3c", "r-2b"], [])  # a label with a comma
+    assert resolve(["old name (r-3c)", "old, name"], labels) == (["r-3c"], ["old, name"])  # renamed since
+    assert resolve([], labels) == ([], [])
 
 
 def test_parse_values_and_grid():
@@ -406,23 +410,54 @@ def test_param_metric_views():
             for k, (lr, opt) in enumerate([(1e-5, "adam"), (1e-3, "sgd"), (1e-4, "adam")])]
     df = cmp.runs_frame(runs)
     numeric = cmp.param_metric_chart(df, "train.lr", "val acc").to_dict()
-    assert numeric["encoding"]["x"]["field"] == "x" and numeric["encoding"]["x"]["scale"]["type"] == "log"
-    assert numeric["encoding"]["y"]["field"] == "val acc"
+    encoding = numeric["layer"][0]["encoding"]  # the points
+    assert encoding["x"]["field"] == "x" and encoding["x"]["scale"]["type"] == "log"
+    assert encoding["y"]["field"] == "val acc"
     rows = next(iter(numeric["datasets"].values()))
     assert sorted(r["x"] for r in rows) == [1e-5, 1e-4, 1e-3]
-    category = cmp.param_metric_chart(df, "train.optimizer", "test acc").to_dict()
-    assert category["encoding"]["x"]["field"] == "value" and category["encoding"]["x"]["type"] == "nominal"
-    assert category["encoding"]["x"]["sort"] == ["adam", "sgd"]
+    category = cmp.param_metric_chart(df, "train.optimizer", "test acc").to_dict()["layer"][0]["encoding"]
+    assert category["x"]["field"] == "value" and category["x"]["type"] == "nominal"
+    assert category["x"]["sort"] == ["adam", "sgd"]
     long = cmp.parallel_frame(df, ["train.lr", "train.optimizer"], "test acc")
     assert len(long) == 9
     lr_pos = long[long.axis == "train.lr"].set_index("id")["position"]
     assert lr_pos["r0"] == 0 and lr_pos["r1"] == 1 and lr_pos["r2"] == pytest.approx(0.5)  # log scale
+    ticks = long.drop_duplicates(["axis", "tick"]).groupby("axis")["tick"].apply(list).to_dict()
+    assert ticks["train.lr"] == ["1e-5", "1e-3", "1e-4"]  # formatted, never "1e-05"
+    assert ticks["test acc"] == ["0.0%", "", "20.0%"]  # the metric: its ends, as percentages
+    assert set(long[long.axis == "train.lr"]["title"]) == {"train.lr (log)"}
     spec = cmp.parallel_coordinates_chart(long, ["train.lr", "train.optimizer", "test acc"]).to_dict()
-    lines, ticks = spec["layer"]
+    lines, tick_text = spec["layer"]
     assert lines["mark"]["type"] == "line" and lines["encoding"]["detail"]["field"] == "id"
-    assert spec["encoding"]["x"]["sort"] == ["train.lr", "train.optimizer", "test acc"] if "encoding" in spec \
-        else lines["encoding"]["x"]["sort"] == ["train.lr", "train.optimizer", "test acc"]
+    x = spec["encoding"]["x"] if "encoding" in spec else lines["encoding"]["x"]
+    assert x["field"] == "title" and x["sort"] == ["train.lr (log)", "train.optimizer", "test acc"]
+    assert tick_text["encoding"]["text"]["field"] == "tick"
     assert len(next(iter(spec["datasets"].values()))) == 9
+    assert cmp.number_tick(2.5e-4, log=True) == "2.5e-4" and cmp.number_tick(0.5, log=False) == "0.5"
+
+
+def test_scatter_names_its_points_inside_the_plot():
+    runs = [record(f"r{k}", RunConfig().with_values(**{"train.lr": lr}), name=f"lr run {k}",
+                   metrics={"validation": {"accuracy": 0.2 + 0.1 * k}, "test": {"accuracy": 0.1}})
+            for k, lr in enumerate([1e-5, 1e-4, 1e-3])]
+    spec = cmp.param_metric_chart(cmp.runs_frame(runs), "train.lr", "val acc").to_dict()
+    points, left, right = spec["layer"]
+    assert points["mark"]["type"] == "circle"
+    assert {"field": "name", "type": "nominal"} in points["encoding"]["tooltip"]
+    for layer, align in ((left, "left"), (right, "right")):  # text toward the middle: inside the plot
+        assert layer["mark"]["type"] == "text" and layer["mark"]["align"] == align
+        assert layer["encoding"]["text"]["field"] == "label"
+    rows = next(iter(spec["datasets"].values()))
+    assert [r["right_half"] for r in rows] == [False, False, True]  # 1e-3 is at the right edge: text to its left
+    assert [r["label"] for r in rows] == ["lr run 0", "lr run 1", "lr run 2"]
+    twins = [record(f"t{k}", RunConfig().with_values(**{"train.lr": 1e-3}), name=f"twin {k}",
+                    metrics={"validation": {"accuracy": 0.5}}) for k in range(2)]
+    rows = next(iter(cmp.param_metric_chart(cmp.runs_frame(runs + twins), "train.lr", "val acc")
+                     .to_dict()["datasets"].values()))
+    assert [r["label"] for r in rows] == ["lr run 0", "lr run 1", "lr run 2", "twin 0, twin 1", ""]  # one spot
+    many = [record(f"m{k}", RunConfig().with_values(**{"train.seed": k}), metrics={"validation": {"accuracy": 0.5}})
+            for k in range(cmp.LABELLED_POINTS + 1)]
+    assert len(cmp.param_metric_chart(cmp.runs_frame(many), "train.seed", "val acc").to_dict()["layer"]) == 1
 
 
 def test_unfinished_and_diverged_runs_do_not_break_the_page(populated):
@@ -438,9 +473,9 @@ def test_unfinished_and_diverged_runs_do_not_break_the_page(populated):
     at = open_compare({"runs": f"{running},{diverged}"})
     assert "None of the chosen runs has finished evaluation yet." in texts(at)
     at.toggle(key="cmp_log").set_value(True).run()
-    at.multiselect(key="cmp_runs").set_value([running, diverged, populated.ids["a"]]).run()
+    at.multiselect(key="runs").set_value([running, diverged, populated.ids["a"]]).run()
     assert not at.exception
-    assert at.query_params["runs"] == f"{running},{diverged},{populated.ids['a']}"
+    assert at.multiselect(key="runs").value == [running, diverged, populated.ids["a"]]
 
 
 def test_ablation_table_is_holm_corrected_and_same_configurations_never_win(populated):
@@ -506,6 +541,7 @@ def test_family_pairs_and_frame():
            "better": "B", "scope": "configurations", "same_configuration": False, "too_few_seeds": False}
     frame = sig.family_frame([row, {"a": "base", "b": "x", "error": "no clips"}])
     assert list(frame.columns) == list(sig.FAMILY_COLUMNS)
+    assert list(frame.columns[:3]) == ["B", "difference (B - A)", "Holm-adjusted p"]  # a phone's first screen
     first = frame.iloc[0]
     assert (first["runs"], first["difference (B - A)"], first["95% interval"]) == ("3 v 3", "+5.0 points", "+1.0 to +9.0")
     assert (first["p"], first["Holm-adjusted p"], first["verdict"]) == ("p = 0.012", "p = 0.024", "lr better")

@@ -218,3 +218,13 @@ def test_train_and_ablate_take_both_forms_of_seeds(tiny_dataset, medley_cache, m
     assert json.loads(capsys.readouterr().out)["seeds"] == [0, 1]
     assert cli.main(["ablate", "--preset", "study", *tiny, "--seeds", "0,x"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_an_unnamed_run_is_named_by_what_differs_from_its_preset(data, tmp_path):
+    """Issue 16: `train --lr 1e-3` is "... lr 1e-3", as the Train page names it, not "study"."""
+    cache = tmp_path / "cache"
+    run = json.loads(engine("train", "--data", str(data), *TINY, "--lr", "1e-3", "--json", cache=cache).stdout)
+    assert "lr 1e-3" in run["name"] and "hidden 8" in run["name"], run["name"]
+    runs = json.loads(engine("train", "--data", str(data), *TINY, "--seeds", "2", "--json", cache=cache).stdout)
+    assert [r["name"].split(" of ")[0] for r in runs] == ["seed 0", "seed 1"]
+    assert {r["name"].split(" of ")[1] for r in runs} == {"hidden 8, batch 16, epochs 2"}  # one group, one name

@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -28,13 +23,11 @@ import soundfile as sf
 
 from conftest import synth_clip, write_tiny_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import helpers_browser  # noqa: E402
+from helpers_browser import CHROMIUM, CHROMIUM_ARGS, ServerDidNotStart, start_server, stop_server  # noqa: E402
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]
 PAGES = [  # (path, title) in the order they are deep-linked on the fresh server
     ("/Dataset", "Dataset"),
     ("/Train", "Train"),
@@ -46,12 +39,6 @@ WIDTH, HEIGHT = 1400, 900
 NARROW = 390  # a phone's width: the pages must stack, nothing cut or overlapping
 LOAD_MS = 90_000  # first page loads import torch and read the dataset on a slow shared machine
 TRAIN_MS = 150_000  # one tiny run (features of 72 clips, then 2 epochs)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wav_buffer(seconds: float, label: int, sr: int = 44100) -> bytes:
@@ -67,40 +54,15 @@ def server(tmp_path: Path):
     data = write_tiny_dataset(tmp_path / "data", per_class=2)
     cache = tmp_path / "cache"
     cache.mkdir()
-    port = free_port()
-    env = {**os.environ, "MEDLEY_CACHE": str(cache), "MEDLEY_DATA": str(data), "PYTHONUNBUFFERED": "1"}
     log_path = tmp_path / "server.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        proc, base = start_server(cache, data, log_path, timeout_s=60)
+    except ServerDidNotStart as exc:
+        pytest.fail(str(exc))
+    try:
         yield base, log_path
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-        log.close()
+        stop_server(proc)
 
 
 # ---- page helpers -------------------------------------------------------------------------
@@ -124,10 +86,8 @@ def browser(tmp_path: Path):
 
 
 def wait_idle(page, timeout: int = LOAD_MS) -> None:
-    """Wait until the script run (not a timer fragment) is done: stApp says notRunning twice."""
-    for _ in range(2):
-        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
-        page.wait_for_timeout(400)
+    """Wait until the script run (not a timer fragment) is done."""
+    helpers_browser.wait_idle(page, timeout)
 
 
 def open_page(page, base: str, path: str, title: str) -> None:
@@ -183,8 +143,7 @@ def start_tiny_run(page, base: str, name: str, hidden: str) -> str:
     run_name.press("Enter")
     wait_idle(page)
     page.get_by_role("button", name="Start training").click()
-    page.wait_for_url(re.compile(r"[?&]run=r-"), timeout=LOAD_MS)
-    return parse_qs(urlparse(page.url).query)["run"][0]
+    return helpers_browser.wait_for_run_in_url(page, LOAD_MS)
 
 
 def wait_finished(page, base: str, run_id: str) -> None:
@@ -382,6 +341,86 @@ def test_reload_keeps_train_form_edits_and_dataset_selections(server, tmp_path: 
             wait_idle(page)
             page.get_by_text(re.compile(r"· test · ")).first.wait_for()  # the examples shown are test clips
             assert_no_exception(page, "/Dataset reload")
+        except Exception:
+            print(f"--- server log ---\n{log_path.read_text()[-4000:]}")
+            raise
+
+
+def pick(page, label: str, option: str, close: bool = False) -> None:
+    """Choose `option` in the select or multiselect labelled `label` (retried: a click that lands
+    while the page reruns can close the list again); `close`: then close a multiselect's list
+    (Escape; a clearable selectbox would take it as "clear")."""
+    choice = page.get_by_role("option", name=option).first
+    for _ in range(5):
+        page.get_by_label(label, exact=True).first.click()
+        try:
+            choice.wait_for(timeout=5000)
+            break
+        except Exception:
+            wait_idle(page)
+    choice.click()
+    if close:
+        page.keyboard.press("Escape")
+    wait_idle(page)
+
+
+def test_back_leaves_a_page_instead_of_stepping_through_its_selections(server, tmp_path: Path):
+    """Issue 16: choosing runs on Compare (?runs=), Train (?run=) and Predict (?run=) replaces the
+    URL entry (the selection still survives a reload), so one Back leaves the page. A
+    `st.query_params` write pushed an entry per change, and Back stepped through each one."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from pages import fill_store  # benchmarks/pages.py: finished runs with real metrics, no weights
+
+    from engine.store import RunStore
+
+    base, log_path = server
+    store = RunStore(tmp_path / "cache" / "runs.sqlite", tmp_path / "cache" / "runs")
+    ids = fill_store(store, 4, str(tmp_path / "data"))  # named "run 0" .. "run 3"
+    store.close()
+
+    def query(page, key: str) -> list[str]:
+        return parse_qs(urlparse(page.url).query).get(key, [])
+
+    with browser(tmp_path) as (context, page):
+        try:
+            open_page(page, base, "/Dataset", "Dataset")
+            open_page(page, base, "/Compare?runs=run+0&runs=run+1", "Compare runs")  # a link as the page writes it
+            assert "run 1" in page.locator('[data-testid="stMultiSelect"]', has_text="Runs to compare").first.inner_text()
+            entries = page.evaluate("history.length")
+            for k in (2, 3):
+                pick(page, "Runs to compare", f"run {k}", close=True)
+                assert query(page, "runs") == [f"run {i}" for i in range(k + 1)]  # the labels, as charts show them
+            assert page.evaluate("history.length") == entries  # replaced, never pushed
+            page.reload()
+            page.locator("h1", has_text="Compare runs").first.wait_for()
+            wait_idle(page)
+            assert "run 3" in page.locator('[data-testid="stMultiSelect"]', has_text="Runs to compare").first.inner_text()
+            page.go_back()
+            page.locator("h1", has_text="Dataset").first.wait_for()
+            assert urlparse(page.url).path == "/Dataset"
+
+            for path, title, label in (("/Train", "Train", "Run"), ("/Predict", "Predict", "Model (a finished run)")):
+                open_page(page, base, f"{path}?run=run+0+({ids[0]})", title)  # as the page writes it
+                entries = page.evaluate("history.length")
+                for k in (1, 2):
+                    pick(page, label, f"run {k}")
+                    assert query(page, "run") == [f"run {k} ({ids[k]})"]
+                assert page.evaluate("history.length") == entries
+                assert_no_exception(page, path)
+                page.go_back()  # one Back: the page before (each Back above returned to Dataset), not run 1
+                page.wait_for_url(lambda url: urlparse(url).path != path)
+                assert urlparse(page.url).path == "/Dataset"
+
+            page = context.new_page()  # old links (ids) open their runs too
+            open_page(page, base, f"/Compare?runs={ids[2]},{ids[3]}", "Compare runs")
+            chosen = page.locator('[data-testid="stMultiSelect"]', has_text="Runs to compare").first.inner_text()
+            assert "run 2" in chosen and "run 3" in chosen
+            for path, title in (("/Train", "Train"), ("/Predict", "Predict")):
+                open_page(page, base, f"{path}?run={ids[3]}", title)
+                page.get_by_text(re.compile(ids[3])).first.wait_for()  # its heading (Train), its summary (Predict)
+                assert "from the link" not in page.inner_text("body")  # not "... not in this store"
         except Exception:
             print(f"--- server log ---\n{log_path.read_text()[-4000:]}")
             raise

@@ -32,3 +32,13 @@ def test_run_names_say_seed_of_what() -> None:
     assert run_name(base.with_values(**{"train.seed": 3}), base, "study base") == "seed 3 of study base"
     assert run_name(RECOMMENDED, RECOMMENDED, "recommended") == "recommended"
     assert isinstance(run_name(RunConfig(), RECOMMENDED, "recommended"), str)
+
+
+def test_unnamed_runs_are_named_by_their_difference_from_the_preset() -> None:
+    from engine.naming import preset_run_name
+
+    lr = STUDY_BASE.with_values(**{"train.lr": 1e-3, "data": "demo:tiny"})  # another dataset is no difference
+    assert preset_run_name(lr, STUDY_BASE, "study") == "lr 1e-3"
+    assert preset_run_name(STUDY_BASE.with_values(data="elsewhere"), STUDY_BASE, "study") == "study base"
+    assert preset_run_name(RECOMMENDED.with_values(**{"train.seed": 4}), RECOMMENDED, "recommended") == \
+        "seed 4 of recommended"

@@ -358,8 +358,9 @@ def test_a_ray_run_in_a_real_browser(on_the_cluster, server, tmp_path: Path) -> 
             set_number(page, "hidden size", "8")
             set_number(page, "epochs", "3000")
             page.get_by_role("button", name="Start training").click()
-            page.wait_for_url(re.compile(r"[?&]run=r-"), timeout=LOAD_MS)
-            run_id = re.search(r"run=(r-[\w-]+)", page.url).group(1)
+            from helpers_browser import wait_for_run_in_url
+
+            run_id = wait_for_run_in_url(page, LOAD_MS)  # ?run=name+(id): the Run selectbox's label
             # The live curve: a chart while the run trains, drawn from the epochs the driver stored.
             page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=150_000)
             assert stored(db, run_id, "status") == "running"

@@ -128,3 +128,35 @@ def test_prediction_summary_never_says_none() -> None:
         {"file": "a.wav", "predicted": "piano", "confidence": "14.6%", "problem": ""},
         {"file": "b.wav", "predicted": "–", "confidence": "–", "problem": "not audio"}]
     assert "None" not in df.to_string() and "nan" not in df.to_string()
+
+
+def test_prediction_bars_use_the_short_class_names_every_chart_uses() -> None:
+    from engine.labels import CLASS_NAMES, SHORT_NAMES, short_name
+    from ui.predict_view import probability_chart
+
+    assert [short_name(n) for n in CLASS_NAMES] == list(SHORT_NAMES) and short_name("other") == "other"
+    probs = {name: (0.6 if k == 5 else 0.4 / 7) for k, name in enumerate(CLASS_NAMES)}
+    spec = probability_chart(probs, "tenor saxophone", "female singer").to_dict()
+    rows = next(iter(spec["datasets"].values()))
+    assert [r["class"] for r in rows] == list(SHORT_NAMES)  # the Compare page's names, in the dataset's order
+    assert [r["class"] for r in rows if r["predicted"] == "predicted"] == ["sax"]
+    assert [r["class"] for r in rows if r["mark"]] == ["singer"]
+
+
+def test_a_failing_step_names_the_file_and_the_page_goes_on() -> None:
+    from engine.errors import AudioError
+    from ui.predict_view import _guarded
+
+    row: dict = {"problem": None}
+    assert _guarded(row, "a.wav", lambda: 3, "cannot be used", "decoding") == 3 and row["problem"] is None
+
+    def silent():
+        raise AudioError("the clip is silent")
+
+    def broken():
+        raise RuntimeError("weights do not fit")
+
+    assert _guarded(row, "a.wav", silent, "cannot be classified", "prediction") is None
+    assert row["problem"] == "the clip is silent"
+    assert _guarded(row, "a.wav", broken, "cannot be classified", "prediction") is None
+    assert row["problem"] == "prediction failed: RuntimeError: weights do not fit"

@@ -379,6 +379,17 @@ def run_label(record) -> str:
     return record.id if record.name == record.id else f"{record.name} ({record.id})"
 
 
+def runs_in_url(key: str, labels: dict[str, str]) -> tuple[list[str], list[str]] | None:
+    """Runs named by the URL's `key` parameter, read before its URL-bound widget is drawn:
+    (run ids, values that name no run), or None when the URL has no `key`. `labels`: run id ->
+    the widget's option text (what the binding writes to the URL); ids and old comma-separated
+    links are read too (ui.compare.resolve_runs)."""
+    from ui.compare import resolve_runs
+
+    values = st.query_params.get_all(key)
+    return resolve_runs(values, labels) if values else None
+
+
 def csv_bytes(frame) -> bytes:
     """A DataFrame as CSV bytes for st.download_button (engine.export.table_csv: text cells
     guarded against spreadsheet formulas, lists such as tags as plain "a,b", missing numbers empty)."""

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.labels import CLASS_NAMES, SHORT_NAMES
+from engine.labels import short_name
 from engine.store import group_key
 from ui.compare import metric
 from ui.common import plain
@@ -66,14 +66,14 @@ def runs_heatmap(df: pd.DataFrame, true_label: str | None = None) -> alt.Chart:
     """Classes (rows) x runs (columns), colour = probability, text = percent, each run's label
     outlined. Classes run down the page so that at 390 px each run's column keeps room for its
     numbers (8 class columns did not)."""
-    short = dict(zip(CLASS_NAMES, SHORT_NAMES))
-    df = df.assign(text=df["probability"].map(lambda p: f"{100 * p:.0f}%"),
-                   **{"class": df["class"].map(lambda c: short.get(c, c))})
+    df = df.assign(text=df["probability"].map(lambda p: f"{100 * p:.0f}%"), **{"class": df["class"].map(short_name)})
     classes = list(dict.fromkeys(df["class"]))
     runs = list(dict.fromkeys(df["run"]))
-    y_title = "class" + (f" (true: {short.get(true_label, true_label)})" if true_label else "")
+    y_title = "class" + (f" (true: {short_name(true_label)})" if true_label else "")
     base = alt.Chart(df).encode(
-        x=alt.X("run:N", sort=runs, title=None, axis=alt.Axis(orient="top", labelAngle=-30, labelLimit=140,
+        # run labels below, slanted down-left from their column: the last one cannot run off the
+        # right edge (slanted up-right above the chart, it was cut at 390 px)
+        x=alt.X("run:N", sort=runs, title=None, axis=alt.Axis(orient="bottom", labelAngle=-30, labelLimit=140,
                                                                labelOverlap=False)),
         y=alt.Y("class:N", sort=classes, title=y_title, axis=alt.Axis(labelOverlap=False)))
     heat = base.mark_rect().encode(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import altair as alt
 import numpy as np
@@ -21,7 +21,7 @@ import streamlit as st
 
 from engine.audio import MAX_UPLOAD_BYTES, MODEL_SAMPLE_RATE, load_audio
 from engine.errors import AudioError, EngineError
-from engine.labels import CLASS_NAMES, SUBSETS
+from engine.labels import CLASS_NAMES, SUBSETS, short_name
 from ui import charts
 from ui.common import fmt_pct, plain
 
@@ -51,14 +51,6 @@ def run_option(record) -> str:
     if bal is not None:
         text += f" (balanced {fmt_pct(bal)})"
     return text
-
-
-def default_run_index(runs: Sequence, wanted: str | None) -> int | None:
-    """Index of the run named by ?run=..., or 0 (the newest); None when `wanted` is unknown."""
-    if not wanted:
-        return 0
-    ids = [r.id for r in runs]
-    return ids.index(wanted) if wanted in ids else None
 
 
 def run_summary(record) -> str:
@@ -167,17 +159,18 @@ def mel_db(digest: str, _y: np.ndarray) -> np.ndarray:
 
 
 def probability_chart(probabilities: dict[str, float], predicted: str, true_label: str | None = None) -> alt.Chart:
-    """Horizontal bars, one per class in the dataset's order; the predicted class highlighted,
-    the true class (if known) marked with a ◀."""
+    """Horizontal bars, one per class in the dataset's order, labelled with the short names
+    every chart uses; the predicted class highlighted, the true class (if known) marked with a ◀.
+    `probabilities`, `predicted`, `true_label`: full class names."""
     names = list(probabilities)
     df = pd.DataFrame({
-        "class": names,
+        "class": [short_name(n) for n in names],
         "probability": [float(probabilities[n]) for n in names],
         "predicted": ["predicted" if n == predicted else "other" for n in names],
         "mark": [("◀ true" if n == true_label else "") for n in names],
     })
     df["text"] = df["probability"].map(lambda p: f"{100 * p:.1f}%") + " " + df["mark"]
-    base = alt.Chart(df).encode(y=alt.Y("class:N", sort=names, title=None,
+    base = alt.Chart(df).encode(y=alt.Y("class:N", sort=list(df["class"]), title=None,
                                         axis=alt.Axis(labelOverlap=False, labelLimit=220)))
     bars = base.mark_bar().encode(
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="probability"),
@@ -221,6 +214,22 @@ def window_chart(windows: Sequence[dict], class_names: Sequence[str]) -> alt.Cha
 # ---- one clip ---------------------------------------------------------------------------
 
 
+def _guarded(row: dict[str, Any], name: str, step: Callable[[], Any], unusable: str, stage: str) -> Any:
+    """step() for the clip `name`; None when it raised, with the problem written to row["problem"]
+    and shown named by the file: an AudioError (no usable signal: silent, too short, absurd
+    levels, not audio) says the clip `unusable`; anything else (a broken model or decoder)
+    says that `stage` failed, and the page goes on with the other clips."""
+    try:
+        return step()
+    except AudioError as exc:
+        row["problem"] = str(exc)
+        st.error(f"**{plain(name)}** {unusable}: {plain(exc)}")
+    except Exception as exc:
+        row["problem"] = f"{stage} failed: {type(exc).__name__}: {exc}"
+        st.error(f"**{plain(name)}**: {plain(row['problem'])}")
+    return None
+
+
 def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
     """A bordered panel for one clip: player, prediction, probabilities, waveform,
     spectrogram and (clips longer than one window) the window-by-window view.
@@ -230,26 +239,13 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
         row["true label"] = clip.true_label
     with st.container(border=True):
         st.markdown(f"#### {plain(clip.name)}")
-        try:
-            y = decode(clip.digest, clip.data, clip.name)
-        except AudioError as exc:
-            row["problem"] = str(exc)
-            st.error(f"**{plain(clip.name)}** cannot be used: {plain(row['problem'])}")
-            return row
-        except Exception as exc:  # anything else the decoder trips on: name the file, keep the page
-            row["problem"] = f"{type(exc).__name__}: {exc}"
-            st.error(f"**{plain(clip.name)}** could not be decoded: {plain(row['problem'])}")
+        y = _guarded(row, clip.name, lambda: decode(clip.digest, clip.data, clip.name), "cannot be used", "decoding")
+        if y is None:
             return row
         seconds = len(y) / MODEL_SAMPLE_RATE
-        try:
-            pred = predict(run_id, clip.digest, predictor, y)
-        except AudioError as exc:  # no usable signal: silent, too short, absurd levels
-            row["problem"] = str(exc)
-            st.error(f"**{plain(clip.name)}** cannot be classified: {plain(exc)}")
-            return row
-        except Exception as exc:  # a broken model or feature step: name the file, keep the page
-            row["problem"] = f"prediction failed: {exc}"
-            st.error(f"**{plain(clip.name)}**: prediction failed: {plain(exc)}")
+        pred = _guarded(row, clip.name, lambda: predict(run_id, clip.digest, predictor, y), "cannot be classified",
+                        "prediction")
+        if pred is None:
             return row
         probs = pred["probabilities"]
         label = pred["label"]
@@ -292,7 +288,7 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
             agree = sum(t == label for t in tops)
             st.markdown(f"**Window by window** ({len(windows)} windows of 3 s; the overall answer is the mean "
                         f"of their probabilities)")
-            st.altair_chart(window_chart(windows, names), width="stretch")
+            st.altair_chart(window_chart(windows, [short_name(n) for n in names]), width="stretch")
             covered = float(windows[-1]["start"]) + float(windows[-1]["duration"])
             rest = f" The last {seconds - covered:.1f} s (under half a window) is not classified." \
                 if seconds - covered > 0.05 else ""

@@ -53,14 +53,45 @@ SPLIT_HELP = {"validation_shift": "The validation clips played through a held-ou
 PROGRAM_VIEW_LABEL = "Cross-collection validation (program, 6 of 8 classes)"
 
 
+RUN_KEY = "run"  # the Run selectbox's key and its URL parameter (?run=...)
+_NEXT_KEY = "_run_next"
+
+
 def select_run(run_id: str | None) -> None:
-    """Show run `run_id` (None: none) in this session and in the URL."""
-    if run_id is None:
-        st.session_state.pop("run", None)
-        st.query_params.pop("run", None)
-    else:
-        st.session_state["run"] = run_id
-        st.query_params["run"] = run_id
+    """Show run `run_id` (None: none) from the next script run on (call st.rerun() after it).
+    The Run selectbox is bound to the URL, and a widget's value can only be set before the
+    widget is drawn, so the choice waits in the session until current_run() applies it."""
+    st.session_state[_NEXT_KEY] = run_id
+
+
+def current_run(labels: dict[str, str]) -> str | None:
+    """The run to show: one chosen by select_run(), else the Run selectbox's value, else the
+    URL's ?run= (a link or a reload; `labels`: run id -> the selectbox's text, which the URL
+    holds; an id, or text naming no run, is returned as it is). Call before the selectbox."""
+    if _NEXT_KEY in st.session_state:
+        st.session_state[RUN_KEY] = st.session_state.pop(_NEXT_KEY)
+        return st.session_state[RUN_KEY]
+    if st.session_state.get(RUN_KEY):
+        return st.session_state[RUN_KEY]
+    found = common.runs_in_url(RUN_KEY, labels)
+    if found is None:
+        return None
+    return found[0][0] if found[0] else found[1][0]
+
+
+def run_picker(run_id: str | None, recent, labels: dict[str, str]) -> str | None:
+    """The Run selectbox (recent runs, plus `run_id` when it is older), bound to the URL's ?run=
+    so that choosing a run replaces the URL instead of adding a history entry (Back leaves the
+    page rather than stepping through every run looked at); returns the chosen id or None."""
+    ids = [r.id for r in recent]
+    if run_id and run_id not in ids:
+        ids.insert(0, run_id)
+    # set only what the binding cannot read from the URL itself: a value set here reaches the
+    # URL as a new history entry
+    if st.session_state.get(RUN_KEY) != run_id and st.query_params.get(RUN_KEY) != labels.get(run_id, run_id):
+        st.session_state[RUN_KEY] = run_id
+    return st.selectbox("Run", ids, key=RUN_KEY, bind="query-params", index=None,
+                        format_func=lambda i: labels.get(i, i), placeholder="choose a run")
 
 
 def manage(store, record) -> None:

@@ -1,5 +1,5 @@
 """The Compare page's runs table (filters, sort, download), our study runs beside the study's
-reported numbers, and the selection of runs to compare (kept in the URL: ?runs=id1,id2)."""
+reported numbers, and the selection of runs to compare (kept in the URL: ?runs=id1&runs=id2)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from engine.store import STATUSES
 from ui import compare as cmp
 from ui import downloads
 from ui.colors import swatch
-from ui.common import csv_bytes, percent_style, plain
+from ui.common import csv_bytes, percent_style, plain, runs_in_url
 
 
 def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str, str]) -> None:
@@ -45,6 +45,8 @@ def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str
                "program when the dataset has it, else on cross-val source (docs/PROTOCOL.md).")
     st.dataframe(percent_style(cmp.shown_params(shown[cmp.table_columns(shown)]), cmp.METRIC_COLUMNS),
                  hide_index=True, width="stretch", column_config={
+                     # the name stays in view while a narrow screen scrolls the table sideways
+                     "name": st.column_config.TextColumn(pinned=True, width=150),
                      "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
                      "warning": st.column_config.TextColumn(width="medium")})
     st.download_button("Download this table (CSV)", csv_bytes(shown), "runs.csv", "text/csv")
@@ -60,29 +62,37 @@ def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str
                      width="stretch")
 
 
+RUNS_KEY = "runs"  # the multiselect's key and its URL parameter (?runs=label1&runs=label2)
+
+
 def render_selection(by_id: Mapping[str, Any], labels: Mapping[str, str], colors: Mapping[str, str]) -> list[str]:
-    """The runs to compare (a multiselect kept in the URL's `runs`, so a comparison can be
-    shared), with each chosen run's colour; returns the chosen ids."""
-    url = st.query_params.get("runs", "")
-    if url and st.session_state.get("_cmp_url") != url:  # a shared link, or the first load
-        ids, missing = cmp.parse_run_ids(url, by_id)
-        st.session_state["cmp_runs"] = ids
-        if missing:
-            st.warning(f"Not in this store: {plain(', '.join(missing))}")
-    elif "cmp_runs" not in st.session_state:
-        st.session_state["cmp_runs"] = st.session_state.get("_cmp_sel", [])
-    st.session_state["cmp_runs"] = [i for i in st.session_state["cmp_runs"] if i in by_id]
-    chosen = st.multiselect("Runs to compare", list(by_id), key="cmp_runs",
-                            format_func=lambda i: f"{labels[i]} · {by_id[i].status}")
-    st.session_state["_cmp_sel"] = chosen
-    st.session_state["_cmp_url"] = cmp.encode_run_ids(chosen)
+    """The runs to compare (a multiselect bound to the URL's `runs`, so a comparison can be
+    shared), with each chosen run's colour; returns the chosen ids.
+
+    The binding writes the URL with history.replaceState: changing the selection adds no
+    history entry, so Back leaves the page instead of stepping through every selection (a
+    `st.query_params` write pushes one). The URL holds the runs' labels (unique names, as the
+    charts show them); ids and old links (?runs=id1,id2) open their runs too."""
+    if RUNS_KEY not in st.session_state:  # the first render of this visit: a link, a reload, or the last selection
+        found = runs_in_url(RUNS_KEY, dict(labels))
+        if found is not None and found[1]:
+            st.warning(f"Not in this store: {plain(', '.join(found[1]))}")
+        ids = found[0] if found is not None else [i for i in st.session_state.get("_cmp_sel", []) if i in by_id]
+        # Set only what the binding cannot read itself (ids, old links, the last selection):
+        # a value set here reaches the URL as a new history entry.
+        if ids and st.query_params.get_all(RUNS_KEY) != [labels[i] for i in ids]:
+            st.session_state[RUNS_KEY] = ids
+    elif any(i not in by_id for i in st.session_state[RUNS_KEY]):  # a run was deleted meanwhile
+        st.session_state[RUNS_KEY] = [i for i in st.session_state[RUNS_KEY] if i in by_id]
+    # option text without the status, which changes: it is what the URL holds
+    chosen = st.multiselect("Runs to compare", list(by_id), key=RUNS_KEY, bind="query-params",
+                            format_func=lambda i: labels[i])
+    st.session_state["_cmp_sel"] = chosen  # the Predict page's default, and this page's next visit
     if chosen:
-        st.query_params["runs"] = cmp.encode_run_ids(chosen)
-    elif "runs" in st.query_params:
-        del st.query_params["runs"]
-    if chosen:
-        st.markdown(" &nbsp; ".join(f"{swatch(colors[i], labels[i])} {html.escape(labels[i])}" for i in chosen),
-                    unsafe_allow_html=True)
+        st.markdown(" &nbsp; ".join(  # one run's dot and label never split over two lines
+            f'<span style="white-space:nowrap">{swatch(colors[i], labels[i])} {html.escape(labels[i])}'
+            + ("" if by_id[i].status == "finished" else f" · {by_id[i].status}") + "</span>"
+            for i in chosen), unsafe_allow_html=True)
     return chosen
 
 

@@ -11,9 +11,11 @@ import pandas as pd
 from engine import stats
 from engine.verdicts import format_p
 
+# What answers the question first (a phone shows about three columns): which B, by how much,
+# whether it holds after Holm; then the details.
 FAMILY_COLUMNS: tuple[str, ...] = (
-    "A", "B", "runs", "accuracy A", "accuracy B", "difference (B - A)", "95% interval", "p", "Holm-adjusted p",
-    "verdict",
+    "B", "difference (B - A)", "Holm-adjusted p", "verdict", "95% interval", "A", "runs", "accuracy A", "accuracy B",
+    "p",
 )
 MODES: tuple[str, ...] = ("each against A", "every pair")
 

@@ -18,7 +18,7 @@ import streamlit as st
 from engine.augment import AUGMENTATIONS, parse_augment
 from engine.config import INPUTS, RunConfig, config_from_values
 from engine import model as engine_model
-from engine.naming import run_name
+from engine.naming import preset_run_name
 from ui import common
 from ui.common import describe_data
 
@@ -58,7 +58,7 @@ def config_from_form(form: Mapping[str, Any], base: RunConfig, data: str) -> Run
 
 def auto_name(config: RunConfig, base: RunConfig, preset: str) -> str:
     """An unnamed run's name: what differs from the preset ("lr 1e-3"), or the preset's name."""
-    return run_name(config, base.with_values(data=config.data), "study base" if preset == "study" else preset)
+    return preset_run_name(config, base, preset)
 
 
 def _apply_preset(presets: Mapping[str, RunConfig]) -> None:

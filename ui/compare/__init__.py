@@ -7,7 +7,7 @@ Run records are `engine.store.RunRecord`s (anything with id, name, tags, status,
 config (RunConfig), group_key, metrics, history works).
 
 - values          value_label, metric, partial_epochs, run_labels; METRICS, KEY_PARAMS
-- table           runs_frame, filter_runs, sort_runs, table_columns, parse/encode_run_ids, param_diff
+- table           runs_frame, filter_runs, sort_runs, table_columns, resolve_runs, param_diff
 - builder         parse_values, build_grid (the ablation builder)
 - curves          history_frame, seed_groups, group_bands, smooth_bands, band_chart, group_summary
 - confusion       confusion_matrix_of, mean_confusion, confusion_domain, confusion_difference_frame/chart,
@@ -27,10 +27,12 @@ from ui.compare.confusion import (
 )
 from ui.compare.curves import band_chart, group_bands, group_summary, history_frame, seed_groups, smooth_bands
 from ui.compare.generalisation import gap_frame, gap_per_class_frame, per_class_frame, study_frame, study_row
-from ui.compare.params import parallel_coordinates_chart, parallel_frame, param_metric_chart
+from ui.compare.params import (
+    LABELLED_POINTS, number_tick, parallel_coordinates_chart, parallel_frame, param_metric_chart,
+)
 from ui.compare.table import (
-    SORT_COLUMNS, all_tags, encode_run_ids, filter_runs, is_test_metric, param_diff, param_names, param_values,
-    parse_run_ids, runs_frame, sort_runs, table_columns,
+    HEADLINE_METRICS, SORT_COLUMNS, all_tags, filter_runs, is_test_metric, param_diff, param_names, param_values,
+    resolve_runs, runs_frame, sort_runs, table_columns,
 )
 from ui.compare.values import (
     BASE_COLUMNS, KEY_PARAMS, METRIC_COLUMNS, METRICS, NONE_WORDS, metric, partial_epochs, run_labels, shown_diff,

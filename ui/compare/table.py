@@ -109,36 +109,51 @@ def all_tags(df: pd.DataFrame) -> list[str]:
     return sorted({tag for tags in df["tags"] for tag in tags}) if len(df) else []
 
 
+# The metrics that choose (validation, the cross-collection source view) and report (test): right
+# after the name, so that a phone's first screen of the table (about three columns at 390 px)
+# answers "which run is best"; the other metrics follow the parameters.
+HEADLINE_METRICS: tuple[str, ...] = ("val acc", "cross-val source acc", "test acc")
+
+
 def table_columns(df: pd.DataFrame) -> list[str]:
-    """Columns of the runs table as shown: base, key parameters, metrics, and any other
-    parameter whose value differs between the listed runs."""
+    """Columns of the runs table as shown: name and status, the HEADLINE_METRICS, then the rest
+    of the base columns, the key parameters, any other parameter whose value differs between
+    the listed runs, the other metrics, and the id."""
     varying = [p for p in param_names() if p not in KEY_PARAMS and p in df and df[p].map(value_label).nunique() > 1]
     warned = ["warning"] if "warning" in df and (df["warning"].fillna("") != "").any() else []
-    return ["name", "status", *warned, "tags", "created", "epochs", "partial", *KEY_PARAMS, *varying, *METRIC_COLUMNS,
-            "id"]
+    other_metrics = [m for m in METRIC_COLUMNS if m not in HEADLINE_METRICS]
+    return ["name", "status", *HEADLINE_METRICS, *warned, "tags", "created", "epochs", "partial", *KEY_PARAMS,
+            *varying, *other_metrics, "id"]
 
 
+def resolve_runs(values: Iterable[str], labels: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """URL values naming runs -> (run ids, in order without repeats; values that name no run).
 
+    `labels` maps run id -> the label a URL-bound widget writes. A value is a run's label, its
+    id, a text holding its id (a label written before a rename), or an old link's comma-
+    separated list of those ("id1,id2")."""
+    by_label = {label: run_id for run_id, label in labels.items()}
 
-def parse_run_ids(text: str | None, known: Iterable[str]) -> tuple[list[str], list[str]]:
-    """The `runs` query parameter ("id1,id2") -> (ids that exist, in order without repeats;
-    ids that are unknown)."""
-    known = set(known)
+    def exact(text: str) -> str | None:
+        return by_label.get(text) or (text if text in labels else None)
+
+    def loose(text: str) -> str | None:
+        return exact(text) or next((run_id for run_id in labels if run_id in text), None)
+
     found: list[str] = []
     missing: list[str] = []
-    for part in (text or "").split(","):
-        run_id = part.strip()
-        if not run_id or run_id in found or run_id in missing:
-            continue
-        (found if run_id in known else missing).append(run_id)
+    for value in values:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if exact(value.strip()) or not all(loose(p) for p in parts):
+            parts = [value.strip()]  # one label (commas and all), or a value naming no run
+        for part in filter(None, parts):
+            run_id = loose(part)
+            if run_id is None:
+                if part not in missing:
+                    missing.append(part)
+            elif run_id not in found:
+                found.append(run_id)
     return found, missing
-
-
-def encode_run_ids(ids: Iterable[str]) -> str:
-    """Ids -> the `runs` query parameter value."""
-    return ",".join(ids)
-
-
 
 
 def param_diff(runs: Sequence[Any], labels: Mapping[str, str] | None = None) -> pd.DataFrame:
