@@ -380,6 +380,9 @@ def test_mistakes_frame_lists_the_cell_most_confident_first():
     assert list(df["uuid"]) == ["u2", "u1"]
     assert df.iloc[0]["p(guitar)"] == pytest.approx(0.8)
     assert cmp.mistakes_frame({}, 0, 1).empty
+    right = cmp.mistakes_frame(pred, actual=0, predicted=0)  # the diagonal: one p column, no duplicate
+    assert list(right.columns) == ["uuid", "p(clarinet)", "top 3"] and list(right["uuid"]) == ["u3"]
+    assert right.columns.is_unique and cmp.mistakes_frame({}, 2, 2).columns.is_unique
 
 
 def test_seed_groups_and_bands():

@@ -22,7 +22,9 @@ def render(finished: Sequence[Any], by_id: Mapping[str, Any], labels: Mapping[st
     who = m1.selectbox("Run", [r.id for r in finished], format_func=labels.get, key="mis_run")
     m_split = m2.selectbox("Split", ["test", "validation"], key="mis_split")
     cell = (who, m_split)
-    if st.session_state.get("_mis_cell") != cell:  # a new run or split opens on its largest mistake
+    # a new run or split, or a new visit of the page (the cell boxes' keys are gone after a page
+    # switch), opens on the largest mistake
+    if st.session_state.get("_mis_cell") != cell or "mis_actual" not in st.session_state:
         st.session_state["_mis_cell"] = cell
         largest = cmp.largest_mistake(cmp.confusion_matrix_of(by_id[who], m_split))
         st.session_state["mis_actual"], st.session_state["mis_pred"] = largest or (0, 1)

@@ -105,8 +105,10 @@ def largest_mistake(confusion: Sequence[Sequence[float]] | None) -> tuple[int, i
 def mistakes_frame(pred: Mapping[str, Any], actual: int, predicted: int, limit: int | None = None,
                    class_names: Sequence[str] = SHORT_NAMES) -> pd.DataFrame:
     """Clips of one split's predictions ({"ids", "y", "probs"}) whose label is `actual` and whose
-    argmax is `predicted`, most confident first: uuid, p(actual), p(predicted), top 3 guesses."""
-    columns = ["uuid", f"p({class_names[actual]})", f"p({class_names[predicted]})", "top 3"]
+    argmax is `predicted`, most confident first: uuid, p(actual), p(predicted), top 3 guesses.
+    The diagonal (actual == predicted: the clips it got right) has one probability column."""
+    shown = [actual] if actual == predicted else [actual, predicted]
+    columns = ["uuid", *(f"p({class_names[k]})" for k in shown), "top 3"]
     probs = np.asarray(pred.get("probs") or [], dtype=float)
     y = np.asarray(pred.get("y") or [], dtype=np.int64)
     if probs.ndim != 2 or len(y) == 0:
@@ -119,7 +121,7 @@ def mistakes_frame(pred: Mapping[str, Any], actual: int, predicted: int, limit: 
     for i in rows_idx:
         top = np.argsort(-probs[i])[:3]
         rows.append([
-            str(pred["ids"][i]), float(probs[i, actual]), float(probs[i, predicted]),
+            str(pred["ids"][i]), *(float(probs[i, k]) for k in shown),
             ", ".join(f"{class_names[k]} {probs[i, k]:.0%}" for k in top),
         ])
     return pd.DataFrame(rows, columns=columns)
