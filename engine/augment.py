@@ -184,7 +184,6 @@ def clip_seed(uuid: str, salt: int) -> int:
 
 def _speed(y: np.ndarray, sr: int, semitones: float) -> np.ndarray:
     """Play y faster/slower by 2**(semitones/12) (pitch and tempo together), via soxr."""
-
     factor = 2.0 ** (semitones / 12.0)
     return soxr.resample(y, sr * factor, sr, quality="HQ").astype(np.float32)
 

@@ -41,7 +41,11 @@ from .metrics import evaluate
 from .model import autocast, build_model, set_dropout_generator
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
-EVAL_SPLITS = ("validation", "validation_shift", "validation_source", "validation_program", "test")  # evaluated at the end, when present
+# cross-collection validation split -> its per-epoch history key
+CROSS_VALIDATION_KEYS = {"validation_shift": "val_shift_accuracy", "validation_source": "val_source_accuracy",
+                         "validation_program": "val_program_accuracy"}
+EPOCH_SPLITS = ("validation", *CROSS_VALIDATION_KEYS)  # evaluated after every epoch, when present
+EVAL_SPLITS = (*EPOCH_SPLITS, "test")  # evaluated at the end, when present
 AUGMENTED = "training_augmented"  # data key of the augmented training views (FeatureSet, x (views, n, frames, features))
 _GLOBAL_RNG_LOCK = threading.Lock()  # whoever holds it may seed, draw from or swap torch's global generators
 
@@ -399,14 +403,6 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
         standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},
         device=device, error=error, warning=learning_warning(history) if status == "finished" else None,
     )
-
-
-EPOCH_SPLITS = ("validation", "validation_shift", "validation_source", "validation_program")  # evaluated after every epoch, when present
-
-
-# cross-collection validation split -> its per-epoch history key
-CROSS_VALIDATION_KEYS = {"validation_shift": "val_shift_accuracy", "validation_source": "val_source_accuracy",
-                         "validation_program": "val_program_accuracy"}
 
 
 def shared_evaluation_splits(stack: contextlib.ExitStack, data: dict[str, Any], scale, device: str) -> dict:
