@@ -73,6 +73,49 @@ def test_study_model_gradients_equal_nn_lstms(arch: str) -> None:
     assert not ours["lstm.weight_ih_l0"][hidden:2 * hidden].any()  # the forget gate takes no part
 
 
+def test_study_step_backward_is_the_slices_backward_without_full_size_zero_fills() -> None:
+    """`one_step`'s backward gives bit for bit the gradients of F.linear on the gate-row slices
+    (autograd's own backward, the engine's earlier code) and writes the weight gradient in place:
+    no zero-filled (4*hidden, inputs) buffer per slice (27% of a study run's time, PERFORMANCE.md)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from engine.model import one_step
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(63, 40, 2)
+    x = torch.randn(9, 63, requires_grad=True)
+    weight = torch.randn(9, 40)
+
+    def gradients(step) -> list[torch.Tensor]:
+        lstm.zero_grad(set_to_none=True)
+        x.grad = None
+        (step(lstm, x) * weight).sum().backward()
+        return [x.grad.clone()] + [p.grad.clone() for n, p in lstm.named_parameters() if "weight_hh" not in n]
+
+    def sliced(lstm: torch.nn.LSTM, x: torch.Tensor) -> torch.Tensor:  # the written-out reference
+        h = lstm.hidden_size
+        for layer in range(lstm.num_layers):
+            w = getattr(lstm, f"weight_ih_l{layer}")
+            b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+            i = torch.nn.functional.linear(x, w[:h], b[:h])
+            g, o = torch.nn.functional.linear(x, w[2 * h:], b[2 * h:]).chunk(2, dim=1)
+            x = torch.sigmoid(o) * torch.tanh(torch.sigmoid(i) * torch.tanh(g))
+        return x
+
+    for ours, reference in zip(gradients(one_step), gradients(sliced)):
+        assert torch.equal(ours, reference)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        gradients(one_step)
+
+    def full_size_fills(prof) -> list:
+        return [e for e in prof.events() if e.name in ("aten::zero_", "aten::fill_") and e.input_shapes
+                and e.input_shapes[0] == [160, 63]]  # a zeroed (4*hidden, inputs) buffer of layer 1
+
+    assert not full_size_fills(prof), "the weight gradient of a gate slice was zero-filled at full size"
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        gradients(sliced)
+    assert full_size_fills(prof)  # the check sees the fills of autograd's slice backward
+
+
 @pytest.mark.parametrize("arch", ["study", "study_2plus1", "sequence", "waveform"])
 def test_bfloat16_autocast_stays_close_to_float32(arch: str) -> None:
     features = FeatureConfig(representation="waveform", frames=4, waveform_frame=32) if arch == "waveform" else FeatureConfig()
