@@ -301,6 +301,14 @@ def test_runs_frame_and_filters():
     assert "train.optimizer" in cmp.table_columns(df)  # key parameter
     assert cmp.table_columns(df)[:5] == ["name", "status", *cmp.HEADLINE_METRICS]  # a phone's first screen
     assert "data" not in cmp.table_columns(df)  # same everywhere, not a key parameter
+    program = {**m, "validation_program": {"accuracy": 0.6}}  # demo runs: the protocol chooses on the program view
+    demo = cmp.runs_frame([record("a", RunConfig(), status="finished", metrics=program),
+                           record("b", RunConfig(), status="failed")])
+    assert cmp.table_columns(demo)[:5] == ["name", "status", "val acc", "cross-val program acc", "test acc"]
+    assert "cross-val source acc" in cmp.table_columns(demo)  # still listed, after the parameters
+    mixed = cmp.runs_frame([record("a", RunConfig(), status="finished", metrics=program),
+                            record("c", RunConfig(), status="finished", metrics=m)])
+    assert cmp.headline_metrics(mixed) == cmp.HEADLINE_METRICS  # as protocol_split: not every run has the view
 
 
 def test_run_ids_in_url():

@@ -31,8 +31,8 @@ from ui.compare.params import (
     LABELLED_POINTS, number_tick, parallel_coordinates_chart, parallel_frame, param_metric_chart,
 )
 from ui.compare.table import (
-    HEADLINE_METRICS, SORT_COLUMNS, all_tags, filter_runs, is_test_metric, param_diff, param_names, param_values,
-    resolve_runs, runs_frame, sort_runs, table_columns,
+    HEADLINE_METRICS, PROGRAM_HEADLINE, SORT_COLUMNS, all_tags, filter_runs, headline_metrics, is_test_metric,
+    param_diff, param_names, param_values, resolve_runs, runs_frame, sort_runs, table_columns,
 )
 from ui.compare.values import (
     BASE_COLUMNS, KEY_PARAMS, METRIC_COLUMNS, METRICS, NONE_WORDS, metric, partial_epochs, run_labels, shown_diff,
