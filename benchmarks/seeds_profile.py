@@ -14,23 +14,30 @@ bound `bound: grouping can gain at most <ratio>x (products and optimizer: <share
 "fill_" is listed apart: in a lone run it is almost all the zero-filled full-size gradient
 buffers behind `model.one_step`'s gate slices of `weight_ih`, which the group does not have.
 
+`--gate-rows N` instead times one lone run per epoch (training and validation), as it is now
+and with the slice backward it had before `model._GateRows`, alternating N times; ends with
+`gate rows (per epoch): <ratio>x`.
+
 `--steps N` instead times N training steps (forward, backward, Adam; batch 100, dropout 0.1)
-of three forms, interleaved in one process, medians: the G models one after another
-(`model.StudyLSTM`), grouped with each stacked matrix stored (G, rows, inputs) and used as a
+of four forms, interleaved in one process, medians: the G models one after another
+(`model.StudyLSTM`), the same with the lone step's backward as it was before `model._GateRows`
+(autograd's backward of the gate-row slices, each zero-filling a full-size gradient), grouped with each stacked matrix stored (G, rows, inputs) and used as a
 transposed view (this module's first grouped layout, whose gradients autograd copied into
 contiguous buffers), and grouped as `engine.batched` stores them now, (G, inputs, rows).
-Ends with `layout: <ratio>x` (old grouped / current grouped) and `speedup: <ratio>x`
+Ends with `gate rows: <ratio>x` (slice backward / now, alone), `layout: <ratio>x` (old grouped /
+current grouped) and `speedup: <ratio>x`
 (one after another / current grouped).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -76,6 +83,32 @@ def profile_epoch(train: Callable[[TrainHooks], Any]) -> tuple[float, dict[str, 
     return sum(shares.values()), dict(shares)
 
 
+@contextlib.contextmanager
+def sliced_backward() -> Iterator[None]:
+    """`model.one_step` as it was before `model._GateRows`: F.linear on the gate-row slices of
+    weight_ih, whose autograd backward zero-fills a full-size gradient buffer per slice."""
+    import torch.nn.functional as F
+
+    from engine import model
+
+    def one_step(lstm, x, drop=None):
+        h = lstm.hidden_size
+        for layer in range(lstm.num_layers):
+            if layer > 0:
+                x = drop(x) if drop is not None else F.dropout(x, lstm.dropout, lstm.training)
+            w = getattr(lstm, f"weight_ih_l{layer}")
+            b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+            g, o = F.linear(x, w[2 * h:], b[2 * h:]).chunk(2, dim=1)
+            x = torch.sigmoid(o) * torch.tanh(torch.sigmoid(F.linear(x, w[:h], b[:h])) * torch.tanh(g))
+        return x
+
+    kept, model.one_step = model.one_step, one_step
+    try:
+        yield
+    finally:
+        model.one_step = kept
+
+
 def step_times(groups: int, steps: int) -> dict[str, float]:
     """Median seconds of one training step of `groups` study-base models in each of the three forms."""
     import torch.nn.functional as F
@@ -115,7 +148,12 @@ def step_times(groups: int, steps: int) -> dict[str, float]:
         loss.backward()
         opt.step()
 
-    forms = {"one after another": lone, "grouped, (G, rows, inputs) views": lambda: grouped(old, old_opt, True),
+    def lone_sliced() -> None:  # the lone step before `model._GateRows`: autograd's backward of the gate slices
+        with sliced_backward():
+            lone()
+
+    forms = {"one after another": lone, "one after another, slice backward": lone_sliced,
+             "grouped, (G, rows, inputs) views": lambda: grouped(old, old_opt, True),
              "grouped, (G, inputs, rows)": lambda: grouped(new, new_opt, False)}
     times: dict[str, list[float]] = {name: [] for name in forms}
     for _ in range(steps + 1):  # the first of each is a warm-up
@@ -126,20 +164,45 @@ def step_times(groups: int, steps: int) -> dict[str, float]:
     return {name: float(np.median(t[1:])) for name, t in times.items()}
 
 
+def gate_rows_epochs(repeats: int, epochs: int = 4) -> dict[str, float]:
+    """Median seconds per epoch (training and validating, the first left out) of one study-base
+    run (`train_run`, 5,841 and 3,494 synthetic clips) with the lone step as it is now and with
+    the slice backward it had before `model._GateRows`, the two alternating `repeats` times."""
+    data = {"training": synthetic(5841, 0), "validation": synthetic(3494, 1)}
+    seconds: dict[str, list[float]] = {"now": [], "slice backward": []}
+    for _ in range(repeats):
+        for name in seconds:
+            marks: list[float] = []
+            with sliced_backward() if name == "slice backward" else contextlib.nullcontext():
+                train_run(run_config(epochs), data, device="cpu",
+                          hooks=TrainHooks(on_epoch=lambda record, ckpt: marks.append(time.perf_counter())))
+            seconds[name] += [b - a for a, b in zip(marks, marks[1:])]
+    return {name: float(np.median(values)) for name, values in seconds.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--clips", type=int, default=2000, help="training clips (batch 100: clips / 100 steps per epoch)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: least disturbed on a shared machine)")
     parser.add_argument("--steps", type=int, default=0, help="time this many training steps of each form instead")
+    parser.add_argument("--gate-rows", type=int, default=0,
+                        help="instead time this many alternations of one lone run per epoch, now and with the slice backward")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.gate_rows:
+        medians = gate_rows_epochs(args.gate_rows)
+        print(f"one study-base run, {args.threads} thread(s), median s per epoch of {args.gate_rows} alternations: "
+              + ", ".join(f"{name} {value:.3f}" for name, value in medians.items()))
+        print(f"gate rows (per epoch): {medians['slice backward'] / medians['now']:.2f}x")
+        return
     if args.steps:
         medians = step_times(args.seeds, args.steps)
         print(f"{args.seeds} study-base models, batch 100, {args.threads} thread(s), median of {args.steps} steps")
         for name, seconds in medians.items():
             print(f"{name:<34}{1000 * seconds:8.1f} ms per step of all {args.seeds}")
-        lone, old, new = medians.values()
+        lone, sliced, old, new = medians.values()
+        print(f"gate rows: {sliced / lone:.2f}x (a lone step, slice backward / `model._GateRows`)")
         print(f"layout: {old / new:.2f}x")
         print(f"speedup: {lone / new:.2f}x")
         return
