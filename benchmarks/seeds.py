@@ -15,6 +15,7 @@ nn.LSTM training steps, forward + backward + Adam, on the same batches.
 
     python benchmarks/seeds.py                   # CPU: 5 seeds, 2 repeats x 3 epochs, ~5 min on 2 cores
     python benchmarks/seeds.py --device cuda --seeds 8
+    python benchmarks/seeds.py --precision bfloat16   # both sides in mixed precision
 
 The last line is `speedup: <ratio>x` (study model, sequential / grouped, median epoch wall time).
 """
@@ -132,6 +133,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternations of the two sides")
     parser.add_argument("--sequence-steps", type=int, default=1, help="timed steps of the sequence model after one warm-up (0: skip)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                        help="train.precision of both sides (default float32, the study's)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads for both sides (0: torch's default; 1 keeps a shared machine's "
                              "other load from stalling every operation at OpenMP barriers)")
@@ -140,10 +143,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.epochs < 2 or args.repeats < 1 or args.seeds < 1:
         parser.error("--epochs must be at least 2, --repeats and --seeds at least 1")
-    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.seeds} seeds, "
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision}, {args.seeds} seeds, "
           f"{args.clips} training clips, {args.val_clips} validation clips, {args.repeats} x {args.epochs} epochs per side")
     data = {"training": synthetic(args.clips, 0), "validation": synthetic(args.val_clips, 1)}
-    configs = [run_config(args.epochs).with_values(**{"train.seed": seed}) for seed in range(args.seeds)]
+    configs = [run_config(args.epochs, args.precision).with_values(**{"train.seed": seed}) for seed in range(args.seeds)]
     wall: dict[str, list[float]] = {"sequential": [], "grouped": []}
     cpu: dict[str, list[float]] = {"sequential": [], "grouped": []}
     for repeat in range(args.repeats):

@@ -52,9 +52,11 @@ def one_step(lstm: nn.LSTM, x: torch.Tensor, drop: "Dropout | None" = None) -> t
             x = drop(x) if drop is not None else F.dropout(x, lstm.dropout, lstm.training)  # as nn.LSTM does
         w = getattr(lstm, f"weight_ih_l{layer}")  # (4*hidden, inputs): gates i, f, g, o
         b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
-        if torch.is_grad_enabled() and w.requires_grad and not torch.is_autocast_enabled(x.device.type):
-            i, go = _GateRows.apply(x, w, b, hidden)
-        else:  # inference, or bfloat16 autocast (whose casts autograd's own backward mirrors)
+        if torch.is_grad_enabled() and w.requires_grad:
+            device_type = x.device.type
+            cast = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+            i, go = _GateRows.apply(x, w, b, hidden, cast)
+        else:  # inference: no backward to save
             i, go = F.linear(x, w[:hidden], b[:hidden]), F.linear(x, w[2 * hidden:], b[2 * hidden:])
         g, o = go.chunk(2, dim=1)  # i, g, o: (batch, hidden)
         x = torch.sigmoid(o) * torch.tanh(torch.sigmoid(i) * torch.tanh(g))  # (batch, hidden)
@@ -65,36 +67,50 @@ class _GateRows(torch.autograd.Function):
     """Gates i and (g, o) of one LSTM step: x (batch, inputs), w (4*hidden, inputs), b (4*hidden,)
     -> i (batch, hidden), go (batch, 2*hidden); the forget-gate rows are not used.
 
-    The same products as `F.linear` on the row slices w[:hidden] and w[2*hidden:] (bit for bit),
-    but the backward writes the weight gradient in place: autograd's backward of each slice
-    zero-fills a fresh full-size (4*hidden, inputs) buffer and copies the slice into it, then
-    adds the two buffers (measured: `fill_` alone was 27% of a study-base run's training time
+    The same products as `F.linear` on the row slices w[:hidden] and w[2*hidden:] (bit for bit,
+    also under autocast: `cast` is autocast's dtype, or None), but the backward writes the weight
+    gradient in place: autograd's backward of each slice zero-fills a fresh full-size
+    (4*hidden, inputs) buffer and copies the slice into it, then adds the two buffers
+    (measured: `fill_` alone was 27% of a study-base run's time in float32 and 22% in bfloat16
     on a 2-core CPU, docs/PERFORMANCE.md). Here one buffer is allocated, its forget-gate rows
     zeroed (their gradient, as alone) and the two products written into their rows.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx.save_for_backward(x, w)
-        ctx.hidden = hidden
-        return F.linear(x, w[:hidden], b[:hidden]), F.linear(x, w[2 * hidden:], b[2 * hidden:])
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, hidden: int,
+                cast: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = hidden
+        x_c, w_i, w_go, b_i, b_go = x, w[:h], w[2 * h:], b[:h], b[2 * h:]
+        if cast is not None:  # what autocast does to each F.linear's inputs (x cast once per product)
+            x_c, w_i, w_go, b_i, b_go = (t.to(cast) for t in (x_c, w_i, w_go, b_i, b_go))
+        ctx.save_for_backward(x_c, w_i, w_go)
+        ctx.hidden, ctx.shapes = hidden, (x.dtype, w.shape, w.dtype, b.dtype)
+        ctx.one_cast = cast is not None and x.is_leaf and x.requires_grad  # autocast casts such an x once (its cache)
+        return F.linear(x_c, w_i, b_i), F.linear(x_c, w_go, b_go)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_i: torch.Tensor, d_go: torch.Tensor) -> tuple:
-        x, w = ctx.saved_tensors
-        h = ctx.hidden
+        x_c, w_i, w_go = ctx.saved_tensors
+        h, (x_dtype, w_shape, w_dtype, b_dtype) = ctx.hidden, ctx.shapes
         dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = d_i.mm(w[:h]) + d_go.mm(w[2 * h:])  # (batch, inputs)
+        if ctx.needs_input_grad[0]:  # (batch, inputs), summed in the dtype autograd sums it in
+            if ctx.one_cast:
+                dx = (d_i.mm(w_i) + d_go.mm(w_go)).to(x_dtype)
+            else:
+                dx = d_i.mm(w_i).to(x_dtype) + d_go.mm(w_go).to(x_dtype)
         if ctx.needs_input_grad[1]:
-            dw = torch.empty_like(w)  # (4*hidden, inputs)
+            dw = torch.empty(w_shape, dtype=w_dtype, device=d_i.device)  # (4*hidden, inputs)
             dw[h:2 * h].zero_()
-            torch.mm(d_i.t(), x, out=dw[:h])
-            torch.mm(d_go.t(), x, out=dw[2 * h:])
+            if x_c.dtype == w_dtype:
+                torch.mm(d_i.t(), x_c, out=dw[:h])
+                torch.mm(d_go.t(), x_c, out=dw[2 * h:])
+            else:
+                dw[:h].copy_(d_i.t().mm(x_c))
+                dw[2 * h:].copy_(d_go.t().mm(x_c))
         if ctx.needs_input_grad[2]:
-            db = torch.cat([d_i.sum(0), d_i.new_zeros(h), d_go.sum(0)])  # (4*hidden,)
-        return dx, dw, db, None
+            db = torch.cat([d_i.sum(0).to(b_dtype), d_i.new_zeros(h, dtype=b_dtype), d_go.sum(0).to(b_dtype)])
+        return dx, dw, db, None, None
 
 
 class SequenceLSTM(nn.Module):

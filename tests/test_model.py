@@ -73,10 +73,14 @@ def test_study_model_gradients_equal_nn_lstms(arch: str) -> None:
     assert not ours["lstm.weight_ih_l0"][hidden:2 * hidden].any()  # the forget gate takes no part
 
 
-def test_study_step_backward_is_the_slices_backward_without_full_size_zero_fills() -> None:
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("input_is_leaf", [True, False])
+def test_study_step_backward_is_the_slices_backward_without_full_size_zero_fills(precision: str,
+                                                                                  input_is_leaf: bool) -> None:
     """`one_step`'s backward gives bit for bit the gradients of F.linear on the gate-row slices
-    (autograd's own backward, the engine's earlier code) and writes the weight gradient in place:
-    no zero-filled (4*hidden, inputs) buffer per slice (27% of a study run's time, PERFORMANCE.md)."""
+    (autograd's own backward, the engine's earlier code), also under bfloat16 autocast (whose
+    casts it repeats, including the cached cast of a leaf input), and writes the weight gradient
+    in place: no zero-filled (4*hidden, inputs) buffer per slice (22-27% of a study run's time)."""
     from torch.profiler import ProfilerActivity, profile
 
     from engine.model import one_step
@@ -88,7 +92,9 @@ def test_study_step_backward_is_the_slices_backward_without_full_size_zero_fills
     def gradients(step) -> list[torch.Tensor]:
         lstm.zero_grad(set_to_none=True)
         x.grad = None
-        (step(lstm, x) * weight).sum().backward()
+        with autocast("cpu", precision):
+            out = step(lstm, x if input_is_leaf else x * 1.0)
+        (out.float() * weight).sum().backward()
         return [x.grad.clone()] + [p.grad.clone() for n, p in lstm.named_parameters() if "weight_hh" not in n]
 
     def sliced(lstm: torch.nn.LSTM, x: torch.Tensor) -> torch.Tensor:  # the written-out reference
