@@ -164,7 +164,7 @@ def step_times(groups: int, steps: int) -> dict[str, float]:
     return {name: float(np.median(t[1:])) for name, t in times.items()}
 
 
-def gate_rows_epochs(repeats: int, epochs: int = 4) -> dict[str, float]:
+def gate_rows_epochs(repeats: int, precision: str = "float32", epochs: int = 4) -> dict[str, float]:
     """Median seconds per epoch (training and validating, the first left out) of one study-base
     run (`train_run`, 5,841 and 3,494 synthetic clips) with the lone step as it is now and with
     the slice backward it had before `model._GateRows`, the two alternating `repeats` times."""
@@ -174,7 +174,7 @@ def gate_rows_epochs(repeats: int, epochs: int = 4) -> dict[str, float]:
         for name in seconds:
             marks: list[float] = []
             with sliced_backward() if name == "slice backward" else contextlib.nullcontext():
-                train_run(run_config(epochs), data, device="cpu",
+                train_run(run_config(epochs, precision), data, device="cpu",
                           hooks=TrainHooks(on_epoch=lambda record, ckpt: marks.append(time.perf_counter())))
             seconds[name] += [b - a for a, b in zip(marks, marks[1:])]
     return {name: float(np.median(values)) for name, values in seconds.items()}
@@ -188,11 +188,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="time this many training steps of each form instead")
     parser.add_argument("--gate-rows", type=int, default=0,
                         help="instead time this many alternations of one lone run per epoch, now and with the slice backward")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"], help="with --gate-rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.gate_rows:
-        medians = gate_rows_epochs(args.gate_rows)
-        print(f"one study-base run, {args.threads} thread(s), median s per epoch of {args.gate_rows} alternations: "
+        medians = gate_rows_epochs(args.gate_rows, args.precision)
+        print(f"one study-base run, {args.precision}, {args.threads} thread(s), median s per epoch of {args.gate_rows} alternations: "
               + ", ".join(f"{name} {value:.3f}" for name, value in medians.items()))
         print(f"gate rows (per epoch): {medians['slice backward'] / medians['now']:.2f}x")
         return
