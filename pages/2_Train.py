@@ -45,11 +45,12 @@ if "train_flash" in st.session_state:
 recent = store.list_runs(limit=30)
 labels = {r.id: run_label(r) for r in recent}  # "name (id)": no status, which changes, since the URL holds it
 run_id = run_view.current_run(labels)
-if run_id is None:
-    if not recent:
-        st.info("Set the configuration above and press **Start training**. Its progress and results appear here.")
-        st.stop()
+if run_id is None and not recent:
+    st.info("Set the configuration above and press **Start training**. Its progress and results appear here.")
+elif run_id is None:
     st.caption("Or look at an earlier run:")
+# drawn even before the first run: Streamlit writes a value set from code (Start's run) to the
+# URL only for a URL-bound widget that the previous script run drew
 run_id = run_view.run_picker(run_id, recent, labels)
 if run_id is None:
     st.stop()

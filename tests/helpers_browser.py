@@ -40,7 +40,9 @@ def run_in_url(url: str) -> str | None:
 def wait_for_run_in_url(page, timeout_ms: int) -> str:
     """Wait until the Train page shows a run (after Start training); its id, from the URL's
     ?run= or else from the run's heading ("Run name (r-...)"): a run chosen by Start is set from
-    code, and Streamlit does not always write such a value of a URL-bound widget to the URL."""
+    code, and Streamlit writes such a value of a URL-bound widget to the URL only when the
+    widget was drawn in the previous script run (the Train page draws its Run picker always, and
+    tests/test_e2e_browser.py checks the URL after the first run)."""
     deadline = time.monotonic() + timeout_ms / 1000
     heading = page.locator("h3", has_text="Run ")
     while True:

@@ -195,6 +195,9 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
 
             # 2. Two tiny runs from the Train page's widgets (both started, then awaited).
             first = start_tiny_run(page, base, "e2e hidden 8", "8")
+            # the first run on an empty store reaches ?run= too (a reload right after Start shows it)
+            page.wait_for_function("() => new URLSearchParams(location.search).has('run')", timeout=15_000)
+            assert helpers_browser.run_in_url(page.url) == first
             second = start_tiny_run(page, base, "e2e hidden 16", "16")
             step("runs started")
             wait_finished(page, base, first)

@@ -90,8 +90,8 @@ def run_picker(run_id: str | None, recent, labels: dict[str, str]) -> str | None
     # URL as a new history entry
     if st.session_state.get(RUN_KEY) != run_id and st.query_params.get(RUN_KEY) != labels.get(run_id, run_id):
         st.session_state[RUN_KEY] = run_id
-    return st.selectbox("Run", ids, key=RUN_KEY, bind="query-params", index=None,
-                        format_func=lambda i: labels.get(i, i), placeholder="choose a run")
+    return st.selectbox("Run", ids, key=RUN_KEY, bind="query-params", index=None, disabled=not ids,
+                        format_func=lambda i: labels.get(i, i), placeholder="choose a run" if ids else "no runs yet")
 
 
 def manage(store, record) -> None:
