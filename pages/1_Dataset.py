@@ -10,7 +10,7 @@ import streamlit as st
 from engine.audio import load_audio
 from engine.config import FeatureConfig
 from engine.dataset import PROGRAM_VIEW_MISSING, summarize
-from engine.labels import CLASS_NAMES, SHORT_NAMES, SUBSETS
+from engine.labels import CLASS_NAMES, SHORT_NAMES, SUBSETS, short_name
 from ui import charts
 from ui.common import data_setting, plain, render_sidebar, require_dataset
 
@@ -79,9 +79,11 @@ for col, subset in zip(cols[1:4], SUBSETS):
 cols[4].metric("problems", len(summary["problems"]))
 view = summary.get("program_view") or {}
 if view:
+    per_class = ", ".join(f"{short_name(name)} {n}" for name, n in sorted(view.items(), key=lambda kv: -kv[1]))
     st.caption(f"Also {sum(view.values())} clips of songs played by General MIDI programs that no training or "
-               f"validation song plays ({', '.join(view)}): the *cross-val program* view, used to choose the "
-               "recommended preset (docs/PROTOCOL.md). Not counted above.")
+               f"validation song plays ({per_class}): the *cross-val program* view, used to choose the "
+               "recommended preset (docs/PROTOCOL.md). Not counted above. Its classes are uneven, so its "
+               "accuracy leans on the largest; its balanced accuracy (Train page) weighs each class equally.")
 else:
     st.caption(f"Cross-val program: {PROGRAM_VIEW_MISSING}; the cross-collection validations here are the "
                "channel and source views of the validation clips.")
