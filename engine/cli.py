@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .config import RunConfig, config_from_values
 from .errors import EngineError
+from .metrics import EVAL_SPLITS
 from .naming import preset_run_name
 
 # Flags that set one configuration value each: flag -> (dotted name, type).
@@ -609,7 +610,7 @@ def _print_run(record: Any) -> None:
     if s["warning"]:
         print(f"  warning: {s['warning']}")
     metrics = record.metrics or {}
-    for split in ("validation", "validation_shift", "validation_source", "validation_program", "test"):
+    for split in EVAL_SPLITS:
         m = metrics.get(split)
         if split == "validation_program" and not m and metrics.get("validation_source"):
             from .dataset import PROGRAM_VIEW_MISSING

@@ -10,6 +10,12 @@ import numpy as np
 
 from .labels import NUM_CLASSES
 
+# cross-collection validation split -> its per-epoch history key
+CROSS_VALIDATION_KEYS = {"validation_shift": "val_shift_accuracy", "validation_source": "val_source_accuracy",
+                         "validation_program": "val_program_accuracy"}
+EPOCH_SPLITS = ("validation", *CROSS_VALIDATION_KEYS)  # evaluated after every epoch, when present
+EVAL_SPLITS = (*EPOCH_SPLITS, "test")  # evaluated at the end, when present
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Counts (num_classes, num_classes): rows = actual class, columns = predicted class."""

@@ -37,15 +37,10 @@ from .config import RunConfig, TrainConfig
 from .features import fit_standardizer
 from .errors import ConfigError
 from .labels import NUM_CLASSES
-from .metrics import evaluate
+from .metrics import CROSS_VALIDATION_KEYS, EPOCH_SPLITS, EVAL_SPLITS, evaluate
 from .model import autocast, build_model, set_dropout_generator
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
-# cross-collection validation split -> its per-epoch history key
-CROSS_VALIDATION_KEYS = {"validation_shift": "val_shift_accuracy", "validation_source": "val_source_accuracy",
-                         "validation_program": "val_program_accuracy"}
-EPOCH_SPLITS = ("validation", *CROSS_VALIDATION_KEYS)  # evaluated after every epoch, when present
-EVAL_SPLITS = (*EPOCH_SPLITS, "test")  # evaluated at the end, when present
 AUGMENTED = "training_augmented"  # data key of the augmented training views (FeatureSet, x (views, n, frames, features))
 _GLOBAL_RNG_LOCK = threading.Lock()  # whoever holds it may seed, draw from or swap torch's global generators
 
