@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .config import RunConfig, config_from_values
 from .errors import EngineError
-from .metrics import EVAL_SPLITS
+from .metrics import CROSS_VALIDATION_KEYS, EVAL_SPLITS, lacks_program_view
 from .naming import preset_run_name
 
 # Flags that set one configuration value each: flag -> (dotted name, type).
@@ -514,9 +514,7 @@ def run_summary(record: Any) -> dict[str, Any]:
         "warning": getattr(record, "warning", None),
         "val_accuracy": val.get("accuracy"),
         "val_balanced_accuracy": val.get("balanced_accuracy"),
-        "val_shift_accuracy": (metrics.get("validation_shift") or {}).get("accuracy"),
-        "val_source_accuracy": (metrics.get("validation_source") or {}).get("accuracy"),
-        "val_program_accuracy": (metrics.get("validation_program") or {}).get("accuracy"),
+        **{key: (metrics.get(split) or {}).get("accuracy") for split, key in CROSS_VALIDATION_KEYS.items()},
         "test_accuracy": test.get("accuracy"),
         "test_balanced_accuracy": test.get("balanced_accuracy"),
         "test_macro_f1": test.get("macro_f1"),
@@ -569,7 +567,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         val = "-" if s["val_accuracy"] is None else f"{100 * s['val_accuracy']:.1f}%"
         shift = "-" if s["val_shift_accuracy"] is None else f"{100 * s['val_shift_accuracy']:.1f}%"
         source = "-" if s["val_source_accuracy"] is None else f"{100 * s['val_source_accuracy']:.1f}%"
-        program = _program_cell(s)
+        program = _program_cell(r, s)
         missing_view |= program == "n/a"
         test = "-" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.1f}%"
         flag = "  (did not learn)" if r.warning else ""
@@ -582,12 +580,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _program_cell(summary: dict[str, Any]) -> str:
+def _program_cell(record: Any, summary: dict[str, Any]) -> str:
     """The `runs` cell of the program view: a percentage, "n/a" for a run evaluated on the
-    cross-collection views but without the program view (a dataset without one), "-" otherwise."""
+    cross-collection views but without the program view (`lacks_program_view`), "-" otherwise."""
     if summary["val_program_accuracy"] is not None:
         return f"{100 * summary['val_program_accuracy']:.1f}%"
-    return "n/a" if summary["val_source_accuracy"] is not None else "-"
+    return "n/a" if lacks_program_view(record.metrics or {}) else "-"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -612,7 +610,7 @@ def _print_run(record: Any) -> None:
     metrics = record.metrics or {}
     for split in EVAL_SPLITS:
         m = metrics.get(split)
-        if split == "validation_program" and not m and metrics.get("validation_source"):
+        if split == "validation_program" and lacks_program_view(metrics):
             from .dataset import PROGRAM_VIEW_MISSING
 
             print(f"  {split:<18} n/a: {PROGRAM_VIEW_MISSING}")

@@ -46,6 +46,7 @@ from typing import Callable
 
 import numpy as np
 
+from .dataset import PROGRAM_VIEW, PROGRAM_VIEW_CSV  # the demo-only subset of held-out-program songs, its CSV
 from .errors import ConfigError, DatasetError
 from .labels import CLASS_NAMES, SUBSETS
 from .paths import demo_root
@@ -137,8 +138,6 @@ SCALES: tuple[tuple[int, ...], ...] = (
 )
 PHRASE_SECONDS = 4.4  # a phrase is rendered longer than a clip (2.972 s) ...
 CLIP_OFFSET_SECONDS = (0.3, 1.2)  # ... and the clip cut from inside it, as Medley's excerpts are cut mid-solo
-PROGRAM_VIEW = "validation_program"  # the demo-only subset of held-out-program songs
-PROGRAM_VIEW_CSV = "Medley-solos-DB_validation_program.csv"  # beside METADATA_NAME, same columns
 PROGRAMS_CSV = "demo_programs.csv"  # uuid4,subset,instrument_id,program,soundfont for every clip
 MIN_PEAK = 1e-3  # a rendered phrase quieter than this is redrawn
 MAX_ATTEMPTS = 6

@@ -17,6 +17,13 @@ EPOCH_SPLITS = ("validation", *CROSS_VALIDATION_KEYS)  # evaluated after every e
 EVAL_SPLITS = (*EPOCH_SPLITS, "test")  # evaluated at the end, when present
 
 
+def lacks_program_view(metrics: dict) -> bool:
+    """True for a run's stored metrics (split -> {...}) evaluated on the cross-collection views
+    but not on the program view: its dataset has none (the real Medley-solos-DB), so the
+    protocol chooses on the source view (engine.ablation.protocol_split)."""
+    return not metrics.get("validation_program") and bool(metrics.get("validation_source"))
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Counts (num_classes, num_classes): rows = actual class, columns = predicted class."""
     flat = np.asarray(y_true, dtype=np.int64) * num_classes + np.asarray(y_pred, dtype=np.int64)

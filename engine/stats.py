@@ -27,6 +27,7 @@ from scipy.stats import binomtest
 
 from .errors import EngineError
 from .labels import NUM_CLASSES
+from .metrics import EVAL_SPLITS
 
 # Upper bound on the number of elements of one (chunk, n) resample block.
 _BOOTSTRAP_BLOCK = 2_000_000
@@ -740,9 +741,9 @@ def all_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
     return list(itertools.combinations(labels, 2))
 
 
-# Splits whose stored predictions can be compared: in-collection validation, the three
-# cross-collection validations (channel; source and channel; held-out programs, demo only) and test.
-COMPARABLE_SPLITS = ("validation", "validation_shift", "validation_source", "validation_program", "test")
+# Splits whose stored predictions can be compared: those a run is evaluated on at its end
+# (in-collection validation, the cross-collection validations and test).
+COMPARABLE_SPLITS = EVAL_SPLITS
 
 
 def compare_run_groups(

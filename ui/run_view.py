@@ -18,6 +18,7 @@ from engine.dataset import PROGRAM_VIEW_MISSING
 from engine.errors import EngineError
 from engine.jobs import RESUMABLE_STATUSES
 from engine.labels import SHORT_NAMES
+from engine.metrics import lacks_program_view
 from engine.store import ACTIVE
 from ui import charts, downloads
 from ui import live as live_lines
@@ -173,7 +174,7 @@ def results(store, record, color: str) -> None:
                          ("validation_program", PROGRAM_VIEW_LABEL), ("test", "Test")):
         m = metrics.get(split)
         if not m:
-            if split == "validation_program" and metrics.get("validation_source"):
+            if split == "validation_program" and lacks_program_view(metrics):
                 st.caption(f"**{PROGRAM_VIEW_LABEL}**: n/a, {PROGRAM_VIEW_MISSING}. The protocol chooses on the "
                            "source view instead.", help=SPLIT_HELP["validation_program"])
             continue
@@ -234,10 +235,8 @@ def _curves(store, record, color: str) -> None:
     own = {record.name: color}
     a.altair_chart(charts.loss_curves(hist, x=x, log_scale=log_scale, smoothing=smoothing, colors=own), width="stretch")
     b.altair_chart(charts.accuracy_curves(hist, x=x, smoothing=smoothing, colors=own, columns={
-        "val_accuracy": "validation accuracy", "val_shift_accuracy": "cross-collection validation",
-        "val_source_accuracy": "cross-collection validation (source)",
-        "val_program_accuracy": "cross-collection validation (program)",
-        "train_accuracy": "train accuracy", "val_balanced_accuracy": "validation balanced acc."}), width="stretch")
+        **charts.VALIDATION_CURVES, "train_accuracy": "train accuracy",
+        "val_balanced_accuracy": "validation balanced acc."}), width="stretch")
     steps = store.step_losses(record.id)
     if steps:
         spe = max(1, len(steps) // max(1, record.epochs_done))
