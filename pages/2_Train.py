@@ -8,6 +8,7 @@ import html
 import streamlit as st
 
 from engine.errors import EngineError
+from engine.naming import preset_run_name
 from engine.presets import PRESETS
 from engine.store import ACTIVE
 from ui import run_view
@@ -31,7 +32,7 @@ if start:
     preset = st.session_state["preset"]
     try:
         config = form.config_from_form(st.session_state[form.FORM], PRESETS[preset], data)
-        run_id = get_manager().submit(config, name=name.strip() or form.auto_name(config, PRESETS[preset], preset),
+        run_id = get_manager().submit(config, name=name.strip() or preset_run_name(config, PRESETS[preset], preset),
                                       tags=("train-page",))
     except EngineError as exc:
         st.error(f"Cannot start: {plain(exc)}")

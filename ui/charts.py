@@ -129,6 +129,15 @@ def loss_curves(
     return _curves(long, x, "loss (log)" if log_scale else "loss", log_scale, colors=colors)
 
 
+# legend labels of the per-epoch validation accuracies: in-collection, then the cross-collection views
+VALIDATION_CURVES: dict[str, str] = {
+    "val_accuracy": "validation accuracy",
+    "val_shift_accuracy": "cross-collection validation",
+    "val_source_accuracy": "cross-collection validation (source)",
+    "val_program_accuracy": "cross-collection validation (program)",
+}
+
+
 def accuracy_curves(
     df: pd.DataFrame,
     *,

@@ -58,11 +58,7 @@ def render(selected: Sequence[Any], df: pd.DataFrame, labels: Mapping[str, str],
         left.altair_chart(charts.loss_curves(hist, x=x_axis, log_scale=log_scale, smoothing=smoothing,
                                              colors=lab_colors), width="stretch")
         right.altair_chart(charts.accuracy_curves(hist, x=x_axis, smoothing=smoothing, colors=lab_colors,
-                                                  columns={"val_accuracy": "validation accuracy",
-                                                           "val_shift_accuracy": "cross-collection validation",
-                                                           "val_source_accuracy": "cross-collection validation (source)",
-                                                           "val_program_accuracy": "cross-collection validation (program)"}),
-                           width="stretch")
+                                                  columns=charts.VALIDATION_CURVES), width="stretch")
         st.dataframe(percent_style(selected_rows(df, chosen)[["name", "status", *cmp.METRIC_COLUMNS]],
                                    cmp.METRIC_COLUMNS), hide_index=True, width="stretch")
     split, normalize = _confusions(selected, labels, lab_colors)

@@ -18,7 +18,6 @@ import streamlit as st
 from engine.augment import AUGMENTATIONS, parse_augment
 from engine.config import INPUTS, RunConfig, config_from_values
 from engine import model as engine_model
-from engine.naming import preset_run_name
 from ui import common
 from ui.common import describe_data
 
@@ -54,11 +53,6 @@ def config_from_form(form: Mapping[str, Any], base: RunConfig, data: str) -> Run
     """The run the form describes: `base` (the chosen preset) with every widget's value and the
     dataset `data`. ConfigError (naming the key) when a value does not fit."""
     return config_from_values({**form_values(form), "data": data}, base)
-
-
-def auto_name(config: RunConfig, base: RunConfig, preset: str) -> str:
-    """An unnamed run's name: what differs from the preset ("lr 1e-3"), or the preset's name."""
-    return preset_run_name(config, base, preset)
 
 
 def _apply_preset(presets: Mapping[str, RunConfig]) -> None:
