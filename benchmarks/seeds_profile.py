@@ -168,15 +168,14 @@ def gate_rows_epochs(repeats: int, precision: str = "float32", epochs: int = 4) 
     """Median seconds per epoch (training and validating, the first left out) of one study-base
     run (`train_run`, 5,841 and 3,494 synthetic clips) with the lone step as it is now and with
     the slice backward it had before `model._GateRows`, the two alternating `repeats` times."""
+    from seeds import sequential_epochs  # benchmarks/seeds.py: per-epoch wall seconds, the first left out
+
     data = {"training": synthetic(5841, 0), "validation": synthetic(3494, 1)}
     seconds: dict[str, list[float]] = {"now": [], "slice backward": []}
     for _ in range(repeats):
         for name in seconds:
-            marks: list[float] = []
             with sliced_backward() if name == "slice backward" else contextlib.nullcontext():
-                train_run(run_config(epochs, precision), data, device="cpu",
-                          hooks=TrainHooks(on_epoch=lambda record, ckpt: marks.append(time.perf_counter())))
-            seconds[name] += [b - a for a, b in zip(marks, marks[1:])]
+                seconds[name] += sequential_epochs(data, [run_config(epochs, precision)], "cpu")[0]
     return {name: float(np.median(values)) for name, values in seconds.items()}
 
 
