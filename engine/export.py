@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import math
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -31,11 +32,15 @@ import torch
 from .config import RunConfig
 from .errors import ConfigError, StoreError
 from .labels import CLASS_NAMES
+from .model import build_model
 from .predict import Predictor
 from .store import csv_cell
 
 HISTORY_COLUMNS = ("run_id", "name", "tags", "status", "seed", "epochs_planned", "epoch", "metric", "value")
 BUNDLE_FORMAT = 1  # model.json "format": bumped when the bundle's layout changes
+# The most the JSON members may hold uncompressed (bytes); model.pt may hold what its
+# configuration's weights take (weights_limit), so a zip bomb is refused before it is inflated.
+BUNDLE_MEMBER_LIMITS = {"config.json": 1 << 20, "model.json": 16 << 20}
 BUNDLE_README = """Medley LSTM Lab model bundle (format {format})
 
 config.json  the run's configuration (engine.config.RunConfig.from_dict)
@@ -125,6 +130,35 @@ def model_bundle(store: Any, run_id: str) -> bytes:
     return out.getvalue()
 
 
+def weights_limit(config: RunConfig, num_classes: int) -> int:
+    """The most bytes model.pt may hold for this configuration: its float32 weights (counted on
+    torch's meta device, nothing allocated) plus 10% and 1 MiB for the file's own structure."""
+    with torch.device("meta"):
+        model = build_model(config.model, config.features, num_classes=num_classes)
+    weights = sum(t.numel() * 4 for t in model.state_dict().values())
+    return int(weights * 1.1) + (1 << 20)
+
+
+def read_member(zf: zipfile.ZipFile, name: str, limit: int | None = None) -> bytes:
+    """One bundle member's bytes; StoreError when it is missing or larger, uncompressed, than
+    `limit` (default BUNDLE_MEMBER_LIMITS[name]). The size is checked in the archive's
+    directory before anything is inflated, and the read stops one byte past the limit in case
+    the directory lies, so a zip bomb is never read into memory."""
+    limit = BUNDLE_MEMBER_LIMITS[name] if limit is None else limit
+    try:
+        member = zf.getinfo(name)
+    except KeyError:
+        raise StoreError(f"not a model bundle: it has no {name}") from None
+    if member.file_size > limit:
+        raise StoreError(f"refused a model bundle: {name} would be {member.file_size:,} bytes uncompressed, "
+                         f"over the {limit:,}-byte limit for it")
+    with zf.open(member) as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise StoreError(f"refused a model bundle: {name} inflates past the {limit:,}-byte limit for it")
+    return data
+
+
 def bundle_name(run_id: str) -> str:
     """The download's file name."""
     return f"medley-model-{run_id}.zip"
@@ -132,20 +166,31 @@ def bundle_name(run_id: str) -> str:
 
 def load_bundle(source: str | Path | bytes) -> Predictor:
     """A Predictor from a bundle (a path or the zip's bytes). The weights are read with
-    `torch.load(weights_only=True)`: a bundle never runs code. StoreError names what is wrong
-    (not a zip, a part missing, weights that do not fit the configuration)."""
-    raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+    `torch.load(weights_only=True)`: a bundle never runs code. Every failure is a StoreError
+    that names what is wrong (not a zip, a part missing or larger than BUNDLE_MEMBER_LIMITS,
+    damaged JSON, weights torch refuses or that do not fit the configuration)."""
+    try:
+        raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+    except OSError as exc:
+        raise StoreError(f"cannot read the model bundle: {exc}") from None
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-            config = RunConfig.from_dict(json.loads(zf.read("config.json")))
-            info = json.loads(zf.read("model.json"))
-            state = torch.load(io.BytesIO(zf.read("model.pt")), map_location="cpu", weights_only=True)
-    except zipfile.BadZipFile:
-        raise StoreError("not a model bundle: the file is not a zip archive") from None
-    except KeyError as exc:
-        raise StoreError(f"not a model bundle: {exc.args[0] if exc.args else exc}") from None
-    except (ValueError, RuntimeError, TypeError, ConfigError) as exc:  # bad JSON or config, weights torch refuses
-        raise StoreError(f"a damaged model bundle: {exc}") from None
+            config = RunConfig.from_dict(json.loads(read_member(zf, "config.json")))
+            info = json.loads(read_member(zf, "model.json"))
+            if not isinstance(info, dict):
+                raise StoreError("a damaged model bundle: model.json is not an object")
+            limit = weights_limit(config, len(info.get("class_names") or CLASS_NAMES))
+            state = torch.load(io.BytesIO(read_member(zf, "model.pt", limit)), map_location="cpu", weights_only=True)
+    except StoreError:
+        raise
+    except zipfile.BadZipFile as exc:
+        raise StoreError(f"not a model bundle: the file is not a zip archive, or a damaged one ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"a damaged model bundle: its JSON does not parse ({exc})") from None
+    except pickle.UnpicklingError as exc:
+        raise StoreError(f"a damaged or unsafe model bundle: model.pt holds more than plain tensors ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - anything else a damaged archive raises (zlib, EOF, torch, config)
+        raise StoreError(f"a damaged model bundle: {type(exc).__name__}: {exc}") from None
     if int(info.get("format", 0)) > BUNDLE_FORMAT:
         raise StoreError(f"model bundle format {info.get('format')} is newer than this version reads ({BUNDLE_FORMAT})")
     try:

@@ -104,6 +104,14 @@ def assert_no_exception(page, where: str) -> None:
     assert "Traceback" not in body, f"{where}: a traceback is shown"
 
 
+def assert_sidebar_lists_the_pages(page, where: str) -> None:
+    """The sidebar's page list, in order, the home page named "Home" (not after its file)."""
+    nav = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]')
+    labels = [text.strip() for text in nav.all_inner_texts()]
+    assert labels == ["Home", "Dataset", "Train", "Compare", "Predict"], f"{where}: sidebar lists {labels}"
+    assert "dashboard" not in page.locator('[data-testid="stSidebar"]').inner_text(), where
+
+
 def screenshot(page, name: str, width: int = WIDTH) -> Path:
     """Full-page screenshot `width` px wide: the viewport is grown to the app's scroll height
     first (Streamlit scrolls inside its own container, so a plain full_page shot would stop at
@@ -191,6 +199,7 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             for path, title in PAGES:
                 open_page(page, base, path, title)
                 screenshot(page, "0_home" if path == "/" else f"1_{path.strip('/').lower()}_empty")
+                assert_sidebar_lists_the_pages(page, path)
                 step(f"opened {path}")
 
             # 2. Two tiny runs from the Train page's widgets (both started, then awaited).

@@ -107,3 +107,66 @@ def test_a_bad_bundle_says_what_is_wrong(store: RunStore, finished: str) -> None
     queued = store.create_run(tiny_config(), name="never trained")
     with pytest.raises(StoreError, match="no saved model"):
         export.model_bundle(store, queued)
+
+
+def replace_member(bundle: bytes, name: str, data: bytes) -> bytes:
+    """The bundle with one member's bytes replaced (deflated, as model_bundle writes it)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(bundle)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for member in src.namelist():
+            dst.writestr(member, data if member == name else src.read(member))
+    return out.getvalue()
+
+
+class Payload:
+    """A pickle that would run code on load (os.system) if torch read it without weights_only."""
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("damage", ["crafted pickle", "truncated weights", "bad JSON", "JSON not an object",
+                                    "bad config", "truncated zip"])
+def test_a_damaged_or_crafted_bundle_is_a_store_error_naming_the_cause(store: RunStore, finished: str,
+                                                                        damage: str) -> None:
+    bundle = export.model_bundle(store, finished)
+    with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
+        weights = zf.read("model.pt")
+    crafted = io.BytesIO()
+    torch.save({"w": Payload()}, crafted)
+    cases = {
+        "crafted pickle": (lambda: replace_member(bundle, "model.pt", crafted.getvalue()), "unsafe|plain tensors"),
+        "truncated weights": (lambda: replace_member(bundle, "model.pt", weights[: len(weights) // 2]), "damaged"),
+        "bad JSON": (lambda: replace_member(bundle, "model.json", b"{not json"), "JSON"),
+        "JSON not an object": (lambda: replace_member(bundle, "model.json", b"[1, 2]"), "not an object"),
+        "bad config": (lambda: replace_member(bundle, "config.json", b'{"model": {"arch": "gru"}}'), "damaged"),
+        "truncated zip": (lambda: bundle[: len(bundle) - 200], "zip"),
+    }
+    make, cause = cases[damage]
+    with pytest.raises(StoreError, match=cause):
+        export.load_bundle(make())
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(store: RunStore, finished: str, monkeypatch) -> None:
+    """A member larger, uncompressed, than its limit is refused from the archive's directory;
+    a directory that lies about the size is caught one byte past the limit while reading."""
+    bundle = export.model_bundle(store, finished)
+    bomb = replace_member(bundle, "model.json", b" " * (export.BUNDLE_MEMBER_LIMITS["model.json"] + 1))
+    assert len(bomb) < len(bundle) + 100_000  # it is small on disk
+    with pytest.raises(StoreError, match="limit"):
+        export.load_bundle(bomb)
+    with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
+        weights = zf.read("model.pt")
+    config = export.RunConfig.from_dict(json.loads(zipfile.ZipFile(io.BytesIO(bundle)).read("config.json")))
+    limit = export.weights_limit(config, 8)
+    assert len(weights) < limit < 2 * len(weights) + (2 << 20)  # the weights' own size, with room
+    padded = replace_member(bundle, "model.pt", weights + b"\0" * limit)
+    with pytest.raises(StoreError, match="model.pt would be .* over the"):
+        export.load_bundle(padded)
+    read = []
+    original = zipfile.ZipExtFile.read
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", lambda self, n=-1: read.append(n) or original(self, n))
+    monkeypatch.setattr(zipfile.ZipInfo, "file_size", property(lambda self: 10, lambda self, v: None))  # a lying directory
+    with pytest.raises(StoreError, match="damaged"):  # zipfile stops at the declared size: a CRC mismatch
+        export.load_bundle(bomb)
+    assert read and all(0 < n <= export.BUNDLE_MEMBER_LIMITS["model.json"] + 1 for n in read)

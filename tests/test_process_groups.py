@@ -3,7 +3,7 @@ choice): queued runs that can train together are one job of one worker, trained 
 `engine.batched.train_group`, and each is still an ordinary run with its own progress,
 cancel, checkpoints and failure.
 
-Tolerance as tests/test_batched.py (1e-5 relative + 1e-5 absolute; its docstring says why).
+Tolerances from tests/helpers_numeric.py (its docstring says why).
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
+from helpers_numeric import LOSS_TOL, assert_same_accuracy, assert_same_history  # noqa: E402
 from test_live import in_process, until  # noqa: E402,F401  (in_process: a fixture)
 
 from engine import jobs  # noqa: E402
 from engine.jobs import JobManager  # noqa: E402
 from engine.store import RunStore  # noqa: E402
-
-TOL = {"rtol": 1e-5, "atol": 1e-5}
-
 
 def group_config(data: str, epochs: int):
     """Two LSTM layers with dropout between them: the members' own dropout generators matter."""
@@ -55,10 +53,9 @@ def test_seed_repeats_train_as_one_group_in_a_worker_process(in_process, tmp_pat
         assert (grouped.status, lone.status) == ("finished", "finished"), (grouped.error, lone.error)
         assert store.load_meta(grouped_id)["trained_in_group"] == {"size": 3, "seeds": [0, 1, 2], "member": seed}
         assert "trained_in_group" not in alone.store.load_meta(lone_id)
-        for key in ("train_loss", "val_loss", "val_accuracy"):
-            np.testing.assert_allclose([h[key] for h in grouped.history], [h[key] for h in lone.history], **TOL)
-        np.testing.assert_allclose(store.step_losses(grouped_id), alone.store.step_losses(lone_id), **TOL)
-        assert grouped.metrics["test"]["accuracy"] == pytest.approx(lone.metrics["test"]["accuracy"])
+        assert_same_history(lone.history, grouped.history, lone.metrics["validation"]["n"])
+        np.testing.assert_allclose(store.step_losses(grouped_id), alone.store.step_losses(lone_id), **LOSS_TOL)
+        assert_same_accuracy(grouped.metrics["test"]["accuracy"], lone.metrics["test"]["accuracy"], lone.metrics["test"]["n"])
         p = manager.progress(grouped_id)  # each member's own progress, relayed from the process
         assert p.phase == "finished" and p.epoch == 4 and p.data_total > 0 and p.eta == 0.0
         assert not store.has_checkpoint(grouped_id)

@@ -420,6 +420,7 @@ def render_sidebar() -> None:
     notices.show()  # e.g. "Demo data ready" after the button's rerun
     data = data_setting()
     with st.sidebar:
+        _navigation()
         problem = data_problem(data)
         if problem is not None:
             st.error(plain(problem))
@@ -435,6 +436,24 @@ def render_sidebar() -> None:
 
 
 JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = 5.0, 15.0
+
+# The sidebar's page list: (file relative to dashboard.py, label). Streamlit's own list names
+# the home page after its file ("dashboard"), so it is hidden (.streamlit/config.toml:
+# client.showSidebarNavigation) and this one is drawn instead.
+NAVIGATION = (("dashboard.py", "Home"), ("pages/1_Dataset.py", "Dataset"), ("pages/2_Train.py", "Train"),
+              ("pages/3_Compare.py", "Compare"), ("pages/4_Predict.py", "Predict"))
+
+
+def _navigation() -> None:
+    """Links to every page, the home page named "Home". A script run whose entry point is not
+    dashboard.py (a page file run alone, as AppTest does) has no such pages: no links then."""
+    from streamlit.errors import StreamlitPageNotFoundError
+    try:
+        for path, label in NAVIGATION:
+            st.page_link(path, label=label)
+    except StreamlitPageNotFoundError:
+        return
+    st.divider()
 
 
 def _ray_address() -> str | None:
