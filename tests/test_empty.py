@@ -123,3 +123,38 @@ def test_a_recording_with_no_window_says_no_clips(monkeypatch):
     monkeypatch.setattr(predictor, "window_features", lambda y: (np.zeros((0, 3, 21), np.float32), []))
     with pytest.raises(AudioError, match="no clips"):
         predictor.predict_samples(np.random.default_rng(0).standard_normal(22050 * 3).astype(np.float32) * 0.1)
+
+
+def _store_with_an_empty_test_view(tmp_path):
+    """A store holding one finished run whose validation has 8 clips and whose test has none."""
+    from types import SimpleNamespace
+
+    from engine.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
+    run_id = store.create_run(RunConfig(), name="empty test")
+    y = np.arange(8)
+    metrics = {"validation": evaluate(y, np.eye(8, dtype=np.float32)), "test": evaluate(np.zeros(0), np.zeros((0, 8)))}
+    store.save_result(run_id, SimpleNamespace(
+        status="finished", error=None, device="cpu", state_dict={}, standardizer=None, best_epoch=1,
+        history=[{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 1.0, "seconds": 1.0}],
+        step_losses=[1.0], predictions={}, metrics=metrics))
+    return store, run_id
+
+
+def test_the_cli_prints_no_clips_for_an_empty_view(tmp_path, capsys):
+    from engine.cli import _print_run
+
+    store, run_id = _store_with_an_empty_test_view(tmp_path)
+    _print_run(store.get(run_id))
+    out = capsys.readouterr().out
+    assert "validation" in out and "accuracy 100.0%" in out
+    assert "no clips (n=0)" in out
+
+
+def test_the_generalisation_gap_of_an_empty_test_split_says_no_clips():
+    from engine.stats import ComparisonError, generalisation_gap
+
+    metrics = {"validation": evaluate(np.arange(8), np.eye(8)), "test": evaluate(np.zeros(0), np.zeros((0, 8)))}
+    with pytest.raises(ComparisonError, match="no clips"):
+        generalisation_gap(metrics)
