@@ -38,7 +38,8 @@ def machine_text(machine: dict) -> str:
     """"Intel Xeon ..., 2 cores, 2 torch threads, torch 2.13.0+cpu" (+ the GPU when one was used)."""
     text = (f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
             f"{machine.get('torch_threads', '?')} torch threads, torch {machine.get('torch', '?')}")
-    return text + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
+    text += f", GPU {machine['gpu']}" if machine.get("gpu") else ""
+    return text + (f", load {machine['load_average']}" if machine.get("load_average") is not None else "")
 
 
 def table(records: dict[str, dict]) -> str:

@@ -22,14 +22,17 @@ non-zero, or prints no figure line, does (exit status 1).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +118,8 @@ def _cuda_available() -> bool:
 
 
 def _chromium_path() -> Path:
-    return Path(os.environ.get("MEDLEY_CHROMIUM", "/usr/bin/chromium"))
+    """Where live_view.py launches Chromium from (tests/helpers_browser.CHROMIUM)."""
+    return Path("/usr/bin/chromium")
 
 
 def machine() -> dict:
@@ -125,7 +129,7 @@ def machine() -> dict:
     return {
         "cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
+        "python": platform.python_version(), "load_average": round(os.getloadavg()[0], 1),  # 1 min, at the start
     }
 
 
@@ -171,22 +175,33 @@ def figure_line(bench: Benchmark, lines: list[str]) -> tuple[str, float] | None:
 
 
 def run_script(command: list[str], timeout_s: float | None) -> tuple[int, list[str], float]:
-    """Run `command`, echoing its output (stdout and stderr) as it comes; (exit status, lines, wall s)."""
+    """Run `command`, echoing its output (stdout and stderr) as it comes; (exit status, lines,
+    wall s). Past `timeout_s` seconds it is killed (a silent hang included)."""
     start = time.perf_counter()
     lines: list[str] = []
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
-        deadline = None if timeout_s is None else start + timeout_s
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            print(f"  {line}", end="", flush=True)
-            lines.append(line.rstrip("\n"))
-            if deadline is not None and time.perf_counter() > deadline:
-                proc.kill()
-                lines.append(f"(killed after {timeout_s:.0f} s)")
-                break
-        status = proc.wait()
+                          bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True) as proc:
+        timer = threading.Timer(timeout_s, _kill_group, (proc,)) if timeout_s is not None else None
+        if timer is not None:
+            timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                print(f"  {line}", end="", flush=True)
+                lines.append(line.rstrip("\n"))
+            status = proc.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+    if timer is not None and status < 0:
+        lines.append(f"(killed after {timeout_s:.0f} s)")
     return status, lines, time.perf_counter() - start
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the benchmark and what it started (its own process group: servers, child processes)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def run_benchmark(bench: Benchmark, quick: bool, timeout_s: float | None = None) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,15 @@ def test_the_report_needs_its_markers_and_the_doc_has_them(tmp_path):
         report.replace_section("no markers here", "table")
     text = report.DOC.read_text()
     assert 0 <= text.find(report.BEGIN) < text.find(report.END)
+
+
+def test_a_benchmark_past_its_timeout_is_killed_with_what_it_started_and_fails(tmp_path, monkeypatch):
+    body = ("import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print('started', flush=True)\ntime.sleep(60)\n")
+    monkeypatch.setattr(runner, "BY_NAME", {"slow": _fake(tmp_path, "slow", body)})
+    start = time.perf_counter()
+    assert runner.main(["--quick", "--only", "slow", "--timeout", "2", "--results", str(tmp_path)]) == 1
+    assert time.perf_counter() - start < 30, "the runner waited for the benchmark's child"
+    record = json.loads((tmp_path / "slow.json").read_text())
+    assert record["status"] == "failed" and record["output"][-1] == "(killed after 2 s)"
