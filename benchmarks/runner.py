@@ -263,9 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     timeout_s = args.timeout if args.timeout is not None else (300.0 if args.quick else None)
     chosen = [BY_NAME[name] for name in args.only] if args.only else list(BENCHMARKS)
     start = time.perf_counter()
-    records = [run_benchmark(bench, args.quick, timeout_s) for bench in chosen]
-    for record in records:
-        write_record(record, folder)
+    records = []
+    for bench in chosen:  # each record written as soon as its benchmark ends: an interrupted run keeps the others
+        records.append(run_benchmark(bench, args.quick, timeout_s))
+        write_record(records[-1], folder)
     summary = ", ".join(f"{r['name']} {r['status']}" for r in records)
     print(f"{len(records)} benchmark(s) in {time.perf_counter() - start:.0f} s ({summary}); records in {folder}")
     return 1 if any(r["status"] == "failed" for r in records) else 0
