@@ -41,7 +41,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 QUICK_RESULTS = RESULTS / "quick"
-FIGURE_LINE = re.compile(r"^\s*([A-Za-z][^:]{0,60}):\s+(-?\d[\d.,]*)\s*(x|s|ms|%|MiB|MB|clips/s|epochs/s)?\b")
+# `label: number...`; the label holds a letter (a log line's "2026-12-07 14:52" is no label)
+FIGURE_LINE = re.compile(r"^\s*(?=[^:]*[A-Za-z])([A-Za-z0-9][^:]{0,60}):\s+(-?\d[\d.,]*)")
 
 
 @dataclass(frozen=True)
