@@ -3,8 +3,8 @@
 `python -m benchmarks --report` replaces what lies between BEGIN and END in
 docs/PERFORMANCE.md with one row per benchmark: what it measures, its figure line, the
 machine it ran on (CPU model, cores, torch threads, GPU), the date and the commit. Only
-normal-size records that finished count (quick ones check that code runs: their numbers mean
-nothing); a benchmark without such a record says "not recorded yet".
+normal-size records count, finished or skipped (quick ones check that code runs: their numbers
+mean nothing; a failed run has none); a benchmark without such a record says "not recorded yet".
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def load_records(folder: Path) -> dict[str, dict]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if record.get("mode") == "normal" and record.get("status") == "ok":
+        if record.get("mode") == "normal" and record.get("status") in ("ok", "skipped"):
             records[record["name"]] = record
     return records
 
@@ -50,12 +50,19 @@ def table(records: dict[str, dict]) -> str:
         if record is None:
             rows.append(f"| `{bench.name}` | {bench.what} | not recorded yet | - | - | - |")
             continue
-        command = " ".join(record.get("command") or [])
-        figure = f"`{record['figure_line']}`" + (f" (`{command}`)" if command else "")
+        figure = _figure_text(record)
         commit = (record.get("commit") or "?")[:10]
         rows.append(f"| `{bench.name}` | {bench.what} | {figure} | {machine_text(record.get('machine', {}))} "
                     f"| {record.get('date', '?')[:16].replace('T', ' ')} | {commit} |")
     return "\n".join(rows)
+
+
+def _figure_text(record: dict) -> str:
+    """"`speedup: 5.74x` (`python benchmarks/training.py`)", or "skipped: no CUDA device"."""
+    if record.get("status") == "skipped":
+        return f"skipped: {record.get('reason', '?')}"
+    command = " ".join(record.get("command") or [])
+    return f"`{record['figure_line']}`" + (f" (`{command}`)" if command else "")
 
 
 def replace_section(text: str, body: str) -> str:

@@ -93,7 +93,9 @@ def _record(name: str, **changes) -> dict:
 
 
 def test_the_report_table_names_each_figure_with_its_machine_and_date(tmp_path):
-    for record in (_record("training"), _record("seeds", mode="quick"), _record("pages", status="failed")):
+    records = (_record("training"), _record("seeds", mode="quick"), _record("pages", status="failed"),
+               _record("gpu", status="skipped", reason="no CUDA device"))
+    for record in records:
         (tmp_path / f"{record['name']}.json").write_text(json.dumps(record))
     doc = tmp_path / "PERFORMANCE.md"
     doc.write_text(f"# Performance\n\nbefore\n{report.BEGIN}\nold table\n{report.END}\nafter\n")
@@ -102,6 +104,7 @@ def test_the_report_table_names_each_figure_with_its_machine_and_date(tmp_path):
     assert "old table" not in text and text.startswith("# Performance\n\nbefore\n") and text.endswith("after\n")
     row = next(line for line in text.splitlines() if line.startswith("| `training`"))
     assert "`speedup: 5.74x`" in row and "Some CPU, 2 cores, 2 torch threads" in row and "2026-12-07 15:00" in row
+    assert "skipped: no CUDA device" in next(line for line in text.splitlines() if line.startswith("| `gpu`"))
     for name in ("seeds", "pages", "features"):  # a quick record, a failed one, none: no figure
         assert "not recorded yet" in next(line for line in text.splitlines() if line.startswith(f"| `{name}`"))
 
