@@ -57,6 +57,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def require_clips(ds: MedleyDataset, n: int) -> None:
+    """Exit with status 1 and a message when `ds` holds fewer than the `n` clips asked for:
+    a figure over fewer clips than the command says would not be the figure it names."""
+    if len(ds.clips) < n:
+        raise SystemExit(f"dataset {ds.root} is too small for this benchmark: it has {len(ds.clips)} clips, "
+                         f"--clips asks for {n}; pass --clips {len(ds.clips)} or a larger dataset (--size full)")
+
+
 def first_clips(ds: MedleyDataset, n: int) -> MedleyDataset:
     """A copy of ds with its first n clips taken round-robin over the splits (so every split has some)."""
     by_split = [[c for c in ds.clips if c.subset == s] for s in ("training", "validation", "test")]
@@ -194,6 +202,7 @@ def main() -> None:
         return
     full = resolve_dataset(dataset_name(args), progress=None)
     args.root = full.root  # the children read this folder, whatever their cache
+    require_clips(full, args.clips)
     ds = first_clips(full, args.clips)
     n = len(ds.clips)
     backend = _resolve_backend("auto")

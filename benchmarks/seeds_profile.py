@@ -164,13 +164,14 @@ def step_times(groups: int, steps: int) -> dict[str, float]:
     return {name: float(np.median(t[1:])) for name, t in times.items()}
 
 
-def gate_rows_epochs(repeats: int, precision: str = "float32", epochs: int = 4) -> dict[str, float]:
+def gate_rows_epochs(repeats: int, precision: str = "float32", epochs: int = 4, clips: int = 5841) -> dict[str, float]:
     """Median seconds per epoch (training and validating, the first left out) of one study-base
-    run (`train_run`, 5,841 and 3,494 synthetic clips) with the lone step as it is now and with
-    the slice backward it had before `model._GateRows`, the two alternating `repeats` times."""
+    run (`train_run`, `clips` synthetic training clips, default the real 5,841, and validation in
+    the real proportion, 3,494 for 5,841) with the lone step as it is now and with the slice
+    backward it had before `model._GateRows`, the two alternating `repeats` times."""
     from seeds import sequential_epochs  # benchmarks/seeds.py: per-epoch wall seconds, the first left out
 
-    data = {"training": synthetic(5841, 0), "validation": synthetic(3494, 1)}
+    data = {"training": synthetic(clips, 0), "validation": synthetic(max(8, clips * 3494 // 5841), 1)}
     seconds: dict[str, list[float]] = {"now": [], "slice backward": []}
     for _ in range(repeats):
         for name in seconds:
@@ -188,10 +189,12 @@ def main() -> None:
     parser.add_argument("--gate-rows", type=int, default=0,
                         help="instead time this many alternations of one lone run per epoch, now and with the slice backward")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"], help="with --gate-rows")
+    parser.add_argument("--gate-clips", type=int, default=5841, help="with --gate-rows: training clips (default 5,841)")
+    parser.add_argument("--gate-epochs", type=int, default=4, help="with --gate-rows: epochs per run, the first left out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.gate_rows:
-        medians = gate_rows_epochs(args.gate_rows, args.precision)
+        medians = gate_rows_epochs(args.gate_rows, args.precision, args.gate_epochs, args.gate_clips)
         print(f"one study-base run, {args.precision}, {args.threads} thread(s), median s per epoch of {args.gate_rows} alternations: "
               + ", ".join(f"{name} {value:.3f}" for name, value in medians.items()))
         print(f"gate rows (per epoch): {medians['slice backward'] / medians['now']:.2f}x")

@@ -614,7 +614,9 @@ def _print_run(record: Any) -> None:
             from .dataset import PROGRAM_VIEW_MISSING
 
             print(f"  {split:<18} n/a: {PROGRAM_VIEW_MISSING}")
-        if m:
+        if m and not m.get("n"):
+            print(f"  {split:<18} no clips (n=0): no accuracy")
+        elif m:
             print(f"  {split:<18} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
                   f"macro-F1 {m['macro_f1']:.3f}  (n={m['n']})")
 

@@ -146,6 +146,8 @@ def normalize_clips(x: np.ndarray) -> np.ndarray:
     from dB-scaled features such as MFCC and log-mel.
     """
     x = np.asarray(x, dtype=np.float32)
+    if x.size == 0:  # no clips or no frames: nothing to normalise, the same empty shape back
+        return x.copy()
     mean = x.mean(axis=1, keepdims=True, dtype=np.float64)
     std = np.maximum(x.std(axis=1, keepdims=True, dtype=np.float64), STD_FLOOR)
     return ((x - mean) / std).astype(np.float32)
@@ -317,8 +319,9 @@ def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Accumulates in float64 over chunks of clips (no full-size float64 copy). Returns two
     (features,) float32 arrays; std is floored at STD_FLOOR so constant features divide safely.
     """
-    if x.shape[0] == 0:
-        raise ConfigError("cannot fit a standardizer on an empty feature array")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ConfigError(f"no clips to fit a standardizer on: the features have shape {tuple(x.shape)} "
+                          "(clips, frames, features); the training split needs at least one clip of one frame")
     chunks = range(0, len(x), 256)
     count = x.shape[0] * x.shape[1]
     mean = sum(x[i:i + 256].sum(axis=(0, 1), dtype=np.float64) for i in chunks) / count
@@ -420,7 +423,7 @@ def _read_npy(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
             raise ValueError(f"{path} has the wrong size for {shape} {want}")
         x = np.empty(shape, dtype=want)
         handle.seek(start)
-        if handle.readinto(memoryview(x).cast("B")) != x.nbytes:
+        if handle.readinto(_bytes_of(x)) != x.nbytes:
             raise ValueError(f"{path} ended early")
     return x
 
@@ -429,10 +432,19 @@ def _sum_path(path: Path) -> Path:
     return path.with_name(path.name + ".sum")
 
 
+def _bytes_of(x: np.ndarray) -> np.ndarray:
+    """The bytes of a C-contiguous array as a flat uint8 view (x.nbytes,), sharing its memory.
+
+    Empty arrays included: memoryview.cast refuses a view with a zero in its shape (0 clips,
+    0 frames), a flat uint8 view of 0 bytes is fine.
+    """
+    return x.reshape(-1).view(np.uint8)
+
+
 def _checksum(x: np.ndarray) -> dict:
-    """{"shape", "dtype", "sha256"} of an array's data (C order)."""
+    """{"shape", "dtype", "sha256"} of an array's data (C order); any shape, empty ones included."""
     data = np.ascontiguousarray(x)
-    return {"shape": list(data.shape), "dtype": str(data.dtype), "sha256": hashlib.sha256(memoryview(data).cast("B")).hexdigest()}
+    return {"shape": list(data.shape), "dtype": str(data.dtype), "sha256": hashlib.sha256(_bytes_of(data)).hexdigest()}
 
 
 def _write_cache(path: Path, x: np.ndarray) -> None:

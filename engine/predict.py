@@ -136,6 +136,8 @@ class Predictor:
         warnings = check_signal(y, fc.sample_rate, fc.clip_samples)
         feats, starts = self.window_features(y)
         probs = self.predict_features(feats)  # (windows, classes)
+        if len(probs) == 0:
+            raise AudioError("no clips to classify: the audio gives no 3-second window")
         if not np.isfinite(probs).all():
             raise AudioError("the model gives no finite answer for this audio (are its samples scaled as audio?)")
         overall = probs.mean(axis=0)

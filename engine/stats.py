@@ -820,6 +820,8 @@ def generalisation_gap(metrics: dict) -> dict[str, Any]:
     for split in ("validation", "test"):
         if not isinstance(metrics, dict) or not isinstance(metrics.get(split), dict):
             raise ComparisonError(f"metrics has no {split!r} evaluation; has the run finished?")
+        if metrics[split].get("n") == 0:
+            raise ComparisonError(f"the {split} split has no clips: there is no accuracy to compare")
         if _maybe(metrics[split].get("accuracy")) is None:
             raise ComparisonError(f"metrics[{split!r}] has no accuracy")
     val, test = metrics["validation"], metrics["test"]

@@ -183,7 +183,7 @@ def make_optimizer(model: nn.Module | list[torch.Tensor], tc: TrainConfig) -> to
 
 def _check_data(config: RunConfig, data: dict) -> None:
     if "training" not in data or len(data["training"].y) == 0:
-        raise ConfigError("training needs a non-empty 'training' split")
+        raise ConfigError("no clips in the 'training' split: training needs at least one")
     fc = config.features
     if AUGMENTED in data:
         views = np.asarray(data[AUGMENTED].x)

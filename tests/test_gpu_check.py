@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the script would run in full")
 def test_without_cuda_it_says_so_and_exits_0() -> None:
-    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHON": sys.executable})
     assert out.returncode == 0, out.stderr
     assert "no CUDA device" in out.stdout
+
+
+def test_it_runs_the_interpreter_it_is_given_not_the_one_on_path(tmp_path) -> None:
+    """A `python` first on PATH that is not this interpreter (a venv not activated) is not used."""
+    wrong = tmp_path / "python"
+    wrong.write_text("#!/bin/sh\necho 'the python on PATH ran'\nexit 3\n")
+    wrong.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHON": sys.executable}
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--help"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "--quick" in out.stdout
 
 
 def test_its_table_runs_on_cpu_with_tiny_sizes() -> None:

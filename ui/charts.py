@@ -36,6 +36,7 @@ def x_axis(x: str) -> alt.Axis:
 # Legends of lines go below the plot, one entry a line, so that at 390 px neither the plot
 # nor a long run or series name is squeezed or cut.
 BOTTOM_LEGEND = dict(orient="bottom", direction="vertical", labelLimit=320)
+NO_CLIPS = "no clips"  # the title of a chart drawn from an empty split or view
 
 
 def ema(values: Sequence[float], smoothing: float) -> np.ndarray:
@@ -257,6 +258,7 @@ def confusion_heatmap(
         color=alt.condition(alt.datum.fill > threshold, alt.value("white"), alt.value("black")),
     )
     chart = (rects + text).properties(height=320)
+    title = title if counts.sum() else f"{title} ({NO_CLIPS})" if title else NO_CLIPS
     return chart.properties(title=title) if title else chart
 
 
@@ -270,7 +272,8 @@ def per_class_bars(
     "run") and `value` (default "accuracy", a rate in [0, 1]; NaN/None bars are dropped).
     colors: group value -> colour (runs: ui.colors), else tableau10.
     """
-    df = df.dropna(subset=[value])
+    df = df.dropna(subset=[value]) if value in df else pd.DataFrame(columns=["class", group, value])
+    title = title or (NO_CLIPS if df.empty else "")
     order = list(dict.fromkeys(df["class"]))
     groups = list(dict.fromkeys(df[group]))
     is_rate = value.endswith("accuracy") or value in ("share", "recall", "f1")

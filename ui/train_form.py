@@ -146,8 +146,9 @@ def _training() -> None:
     a.selectbox("precision", ["float32", "bfloat16"], key="w.train.precision", bind=BIND,
                 help="bfloat16: mixed precision, matrix products in bfloat16. It pays only where the products "
                      "are most of the time: for the study model 1.07x on a 2-core Xeon with AMX, 1.2-1.7x on an "
-                     "earlier CPU with AVX512-BF16; slower where the hardware lacks bfloat16 units. Results "
-                     "differ slightly from float32.")
+                     "earlier CPU with AVX512-BF16 (benchmarks/training.py, 2026-11-30, issue #14; current "
+                     "figures with their machine and date: docs/PERFORMANCE.md, Recorded figures); slower "
+                     "where the hardware lacks bfloat16 units. Results differ slightly from float32.")
     device = common.get_manager().device
     if st.session_state["w.train.precision"] == "bfloat16" and not engine_model.fast_bfloat16(device):
         st.warning(f"This {device.upper()} has no native bfloat16 arithmetic: "
