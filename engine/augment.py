@@ -46,9 +46,8 @@ from typing import Sequence
 import numpy as np
 import soxr
 
-from .errors import ConfigError
+from .config import AUGMENTATIONS, parse_augment  # noqa: F401 (here too: they live in config, which checks them)
 
-AUGMENTATIONS = ("gain", "eq", "speed", "noise")
 AUGMENT_VERSION = 1  # bump when a training transform changes: names the augmented-feature cache
 HELDOUT_VERSION = 2  # 2: MP3 through libsndfile, not pedalboard's MP3Compressor. Bump when the held-out chain changes: names its feature cache entries
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # Hz an MP3 can hold
@@ -57,15 +56,6 @@ SOURCE_VERSION = 1  # bump when the held-out source change changes: names its fe
 SOURCE_SEED = 20261201  # fixed: the source change of each validation clip never changes
 SOURCE_FORMANT_SEMITONES = (2.0, 4.0)  # |envelope shift|, either direction
 SOURCE_PITCH_SEMITONES = 2.0  # |pitch shift| at most, envelope kept
-
-
-def parse_augment(text: str) -> tuple[str, ...]:
-    """'eq, speed' -> ('eq', 'speed') in AUGMENTATIONS order; '' -> (). ConfigError names an unknown one."""
-    names = [part.strip().lower() for part in str(text).split(",") if part.strip()]
-    unknown = [name for name in names if name not in AUGMENTATIONS]
-    if unknown:
-        raise ConfigError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
-    return tuple(name for name in AUGMENTATIONS if name in names)
 
 
 def augment_clip(y: np.ndarray, sr: int, names: Sequence[str], rng: np.random.Generator) -> np.ndarray:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, fields, replace
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from .augment import parse_augment
 from .errors import ConfigError
 
 Representation = Literal["spectral", "waveform", "logmel"]
@@ -29,6 +28,7 @@ Select = Literal["best", "last"]
 Precision = Literal["float32", "bfloat16"]
 Inputs = Literal["librosa_0.11", "librosa_0.7"]
 INPUTS: tuple[str, ...] = ("librosa_0.11", "librosa_0.7")
+AUGMENTATIONS = ("gain", "eq", "speed", "noise")  # training audio augmentations (engine.augment says what each does)
 
 # Fields added after the first release: left out of digests while at their default, so that
 # the digests made before they existed (feature caches, seed groups of stored runs) stay valid.
@@ -105,6 +105,15 @@ def _coerce(value: Any, kind: Any) -> tuple[Any, str | None]:
     if kind is str:
         return (value, None) if isinstance(value, str) else (value, "text")
     return value, None
+
+
+def parse_augment(text: str) -> tuple[str, ...]:
+    """'eq, speed' -> ('eq', 'speed') in AUGMENTATIONS order; '' -> (). ConfigError names an unknown one."""
+    names = [part.strip().lower() for part in str(text).split(",") if part.strip()]
+    unknown = [name for name in names if name not in AUGMENTATIONS]
+    if unknown:
+        raise ConfigError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
+    return tuple(name for name in AUGMENTATIONS if name in names)
 
 
 LOGMEL_BANDS = 128  # mel bands of representation="logmel" (librosa's default n_mels)

@@ -28,13 +28,11 @@ import soundfile as sf
 
 from . import paths
 from .errors import DatasetError
-from .labels import CLASS_NAMES, NUM_CLASSES, SUBSETS
+from .labels import CLASS_NAMES, NUM_CLASSES, PROGRAM_VIEW, PROGRAM_VIEW_CSV, SUBSETS
 
 Progress = Callable[[int, int, str], None]
 
 METADATA_NAME = "Medley-solos-DB_metadata.csv"
-PROGRAM_VIEW = "validation_program"  # demo only: songs of GM programs that training never plays
-PROGRAM_VIEW_CSV = "Medley-solos-DB_validation_program.csv"  # beside the metadata CSV, same columns
 PROGRAM_VIEW_MISSING = ("not available for this dataset (no held-out programs: only the demo records "
                         "which GM program plays each song)")
 EXPECTED_COLUMNS: tuple[str, ...] = ("subset", "instrument", "instrument_id", "song_id", "uuid4")

@@ -46,9 +46,8 @@ from typing import Callable
 
 import numpy as np
 
-from .dataset import PROGRAM_VIEW, PROGRAM_VIEW_CSV  # the demo-only subset of held-out-program songs, its CSV
 from .errors import ConfigError, DatasetError
-from .labels import CLASS_NAMES, SUBSETS
+from .labels import CLASS_NAMES, PROGRAM_VIEW, PROGRAM_VIEW_CSV, SUBSETS  # the view: the demo-only subset of held-out-program songs
 from .paths import demo_root
 from .processes import process_alive, spawn_context
 

@@ -27,27 +27,26 @@ import threading
 import types
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
 from .config import RunConfig
 from .errors import ConfigError, EngineError
-from .eta import EpochClock
 from .memo import LruMemo
 from .naming import describe
 from .store import ACTIVE, RunStore
 from .batched import companions, train_group
-from .train import TrainHooks, train_run
+from .train import train_run
+from .progress import (Progress, _RunHooks, _step_every, _stream, _WorkerHooks,  # shared with engine.ray_backend
+                       _WorkerHost, SEND_EVERY_S)
 
 log = logging.getLogger(__name__)
 
 RESUMABLE_STATUSES = ("interrupted", "cancelled", "failed")
 DataLoader = Callable[[RunConfig], dict]
-RECENT_LOSSES = 200  # step losses kept in Progress.recent_losses
 CHECKPOINT_EVERY_S = 10.0  # at most one checkpoint per run this often (first epoch always)
-CANCEL_POLL_S = 2.0  # how often a running run checks the store for a cancel from another process
 HEARTBEAT_EVERY_S = 5.0  # how often the manager stamps its active runs (store.HEARTBEAT_STALE_S: 60 s)
 THREADS_ENV = "MEDLEY_TORCH_THREADS"  # overrides cpu_threads() (torch intra-op threads for CPU training)
 
@@ -75,116 +74,6 @@ def cpu_threads(cpu_count: int | None = None, env: str | None = None) -> int:
 
 class JobError(EngineError):
     """A job request that cannot be honoured (resume a finished run, delete a running one...)."""
-
-
-@dataclass
-class Progress:
-    """Live state of one run. Times in seconds; losses are cross-entropy per step."""
-
-    run_id: str
-    phase: str = "queued"  # queued, loading data, training, evaluating, or the final status
-    message: str = ""
-    epoch: int = 0
-    epochs: int = 0
-    step: int = 0
-    steps_per_epoch: int = 0
-    train_loss: float | None = None
-    val_accuracy: float | None = None
-    elapsed: float = 0.0
-    eta: float | None = None  # seconds of training left, from measured epoch times (engine.eta)
-    recent_losses: list[float] = field(default_factory=list)
-    data_done: int = 0  # loading data: clips (or files) done of data_total, from the loader's progress
-    data_total: int = 0
-
-    @property
-    def fraction(self) -> float:
-        """Share of the run's epochs done, in [0, 1]."""
-        if not self.epochs:
-            return 0.0
-        done = self.epoch - 1 + (self.step / self.steps_per_epoch if self.steps_per_epoch else 0.0)
-        return min(max(done / self.epochs, 0.0), 1.0)
-
-    def describe(self) -> str:
-        """One line for a terminal: 'r-... training epoch 3/50 step 10/59 loss 1.23 val 45.0% eta 1m20s'."""
-        parts = [self.run_id, self.phase]
-        if self.phase == "training":
-            parts.append(f"epoch {max(self.epoch, 1)}/{self.epochs}")
-            if self.steps_per_epoch:
-                parts.append(f"step {self.step}/{self.steps_per_epoch}")
-            if self.train_loss is not None:
-                parts.append(f"loss {self.train_loss:.3f}")
-            if self.val_accuracy is not None:
-                parts.append(f"val {100 * self.val_accuracy:.1f}%")
-            if self.eta is not None:
-                parts.append(f"eta {_seconds(self.eta)}")
-        elif self.message:
-            parts.append(self.message)
-        return " ".join(parts)
-
-
-def _seconds(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
-class _RunHooks(TrainHooks):
-    """Connects one training run to its Progress, the store and its cancel Event."""
-
-    def __init__(self, manager: "JobManager", run_id: str, progress: Progress, stop: threading.Event,
-                 resume: dict | None, step_every: int) -> None:
-        super().__init__(step_every=step_every)
-        self.manager, self.store, self.run_id = manager, manager.store, run_id
-        self.progress, self.stop = progress, stop
-        self.losses_stored = len(resume["step_losses"]) if resume else 0
-        self.first_epoch = int(resume["epoch"]) if resume else 0
-        self.started = time.monotonic()
-        self.clock = EpochClock(epochs=progress.epochs, epoch_started=self.started)
-        self.last_checkpoint = 0.0
-        self.last_poll = time.monotonic()
-        self.recent: collections.deque[float] = collections.deque(maxlen=RECENT_LOSSES)
-
-    def on_step(self, epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
-        self.recent.append(loss)
-        self.clock.step(time.monotonic())
-        p = self.progress
-        with self.manager._lock:
-            p.phase, p.epoch, p.step, p.steps_per_epoch, p.train_loss = "training", epoch, step, steps_per_epoch, loss
-            p.recent_losses = list(self.recent)
-            self._times(p)
-
-    def _times(self, p: Progress) -> None:
-        now = time.monotonic()
-        p.elapsed = now - self.started
-        p.eta = self.clock.eta(now, max(p.epoch, 1), p.step, p.steps_per_epoch)
-
-    def checkpoint_due(self, epoch: int) -> bool:
-        """The first epoch, then at most one checkpoint per `checkpoint_every_s`."""
-        return epoch == 1 or time.monotonic() - self.last_checkpoint >= self.manager.checkpoint_every_s
-
-    def on_epoch(self, record: dict, checkpoint: dict) -> None:
-        losses = checkpoint["step_losses"][self.losses_stored:]
-        self.losses_stored = len(checkpoint["step_losses"])
-        self.clock.epoch_end(time.monotonic())
-        p = self.progress
-        with self.manager._lock:  # progress first: whoever sees the stored epoch sees its ETA too
-            p.epoch, p.step, p.val_accuracy = record["epoch"], p.steps_per_epoch, record.get("val_accuracy")
-            if record["epoch"] >= p.epochs:
-                p.phase = "evaluating"
-            self._times(p)
-        self.store.append_epoch(self.run_id, record, losses)
-        if "model" in checkpoint:  # a full one: checkpoint_due said so
-            self.store.save_checkpoint(self.run_id, checkpoint)
-            self.last_checkpoint = time.monotonic()
-
-    def should_stop(self) -> bool:
-        if self.stop.is_set():
-            return True
-        now = time.monotonic()
-        if now - self.last_poll >= CANCEL_POLL_S:
-            self.last_poll = now
-            if self.store.status(self.run_id) == "cancelled":  # cancelled from another process
-                self.stop.set()
-        return self.stop.is_set()
 
 
 class JobManager:
@@ -629,7 +518,6 @@ def data_key(config: RunConfig) -> tuple:
 # 1.5-2x slower with a page open). A worker process has its own interpreter and GIL, and the
 # store and this job manager's API stay the same: the worker writes epochs, checkpoints and
 # results to the store as the thread would; progress comes back through a pipe.
-SEND_EVERY_S = 0.25  # a worker sends progress at most this often (and at every epoch)
 
 
 class _Worker:
@@ -721,33 +609,6 @@ def _bare_main() -> Any:
         finally:
             if sys.modules.get("__main__") is bare:  # unless a script run installed its own meanwhile
                 sys.modules["__main__"] = original
-
-
-class _WorkerHost:
-    """What _RunHooks needs of a JobManager, inside a worker process."""
-
-    def __init__(self, store: RunStore, checkpoint_every_s: float) -> None:
-        self.store, self.checkpoint_every_s = store, checkpoint_every_s
-        self._lock = threading.RLock()
-
-
-class _WorkerHooks(_RunHooks):
-    """_RunHooks that also send the Progress to the parent (throttled; always at an epoch)."""
-
-    def __init__(self, *args: Any, send: Callable[[Progress], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.send, self.last_send = send, 0.0
-
-    def on_step(self, epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
-        super().on_step(epoch, step, steps_per_epoch, loss)
-        now = time.monotonic()
-        if now - self.last_send >= SEND_EVERY_S:
-            self.last_send = now
-            self.send(self.progress)
-
-    def on_epoch(self, record: dict, checkpoint: dict) -> None:
-        super().on_epoch(record, checkpoint)
-        self.send(self.progress)
 
 
 @dataclass
@@ -887,11 +748,6 @@ def _store_result(store: RunStore, run_id: str, result: Any, shutdown: threading
     return result.status
 
 
-def _step_every(device: str) -> int:
-    """Steps between on_step calls: every step on CPU; every 10th on a GPU (each is a host sync)."""
-    return 10 if device.startswith("cuda") else 1
-
-
 def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int, str], None]) -> dict:
     """The run's dataset (resolved like the CLI's --data) through the feature cache: the three
     splits, the cross-collection validations ("validation_shift": channel, "validation_source":
@@ -917,13 +773,6 @@ def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int
                                      tc.augment_seed, progress=progress, device=device)
         data[AUGMENTED] = FeatureSet(x=views, y=data["training"].y, ids=data["training"].ids)
     return data
-
-
-def _stream(device: str) -> contextlib.AbstractContextManager:
-    """Its own CUDA stream per worker thread on a GPU (so runs overlap); nothing on CPU."""
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.stream(torch.cuda.Stream(device=device))
-    return contextlib.nullcontext()
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -1,4 +1,4 @@
-"""The eight Medley-solos-DB classes, in the dataset's `instrument_id` order."""
+"""The eight Medley-solos-DB classes, in the dataset's `instrument_id` order, and its subsets' names."""
 
 CLASS_NAMES: tuple[str, ...] = (
     "clarinet",
@@ -12,6 +12,8 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 SHORT_NAMES: tuple[str, ...] = ("clarinet", "guitar", "singer", "flute", "piano", "sax", "trumpet", "violin")
 SUBSETS: tuple[str, ...] = ("training", "validation", "test")
+PROGRAM_VIEW = "validation_program"  # demo only: songs of GM programs that training never plays
+PROGRAM_VIEW_CSV = "Medley-solos-DB_validation_program.csv"  # beside the metadata CSV, same columns
 _SHORT = dict(zip(CLASS_NAMES, SHORT_NAMES))
 
 

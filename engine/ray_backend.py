@@ -42,8 +42,8 @@ from .config import RunConfig
 from .errors import ConfigError, EngineError
 from .memo import LruMemo
 
-if TYPE_CHECKING:  # the job manager imports this module, not the other way round at run time
-    from .jobs import JobManager, Progress
+if TYPE_CHECKING:
+    from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ def _train_task(run_id: str, config_json: str, data: dict, resume: dict | None, 
     import ray
     import torch
 
-    from .jobs import Progress, _WorkerHooks, _WorkerHost, _stream
+    from .progress import Progress, _WorkerHooks, _WorkerHost, _stream
     from .train import train_run
 
     if not device.startswith("cuda"):
@@ -435,7 +435,7 @@ class RayRunner:
     """A JobManager's link to Ray: connects, keeps the board and its pump, puts data into the
     object store, and trains one run per task (`train`, called from the manager's run thread)."""
 
-    def __init__(self, manager: "JobManager", options: RayOptions, cancel_grace_s: float = CANCEL_GRACE_S) -> None:
+    def __init__(self, manager: Any, options: RayOptions, cancel_grace_s: float = CANCEL_GRACE_S) -> None:
         self.ray = import_ray()
         self.manager, self.options, self.cancel_grace_s = manager, options, cancel_grace_s
         self.info = connect(options)
