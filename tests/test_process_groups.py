@@ -1,6 +1,6 @@
 """Seed repeats in training worker processes (JobManager(isolation="process"), the dashboard's
 choice): queued runs that can train together are one job of one worker, trained by
-`engine.batched.train_group`, and each is still an ordinary run with its own progress,
+`engine.learn.batched.train_group`, and each is still an ordinary run with its own progress,
 cancel, checkpoints and failure.
 
 Tolerance as tests/test_batched.py (1e-5 relative + 1e-5 absolute; its docstring says why).
@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
 from test_live import in_process, until  # noqa: E402,F401  (in_process: a fixture)
 
-from engine import jobs  # noqa: E402
-from engine.jobs import JobManager  # noqa: E402
-from engine.store import RunStore  # noqa: E402
+from engine.runs import jobs  # noqa: E402
+from engine.runs.jobs import JobManager  # noqa: E402
+from engine.runs.store import RunStore  # noqa: E402
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 

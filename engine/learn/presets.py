@@ -9,7 +9,7 @@ fed its exact inputs.
 
 from __future__ import annotations
 
-from .config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
+from ..core.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
 
 STUDY_BASE = RunConfig(features=FeatureConfig(inputs="librosa_0.7"))
 
@@ -122,7 +122,7 @@ def option_is_on(config: RunConfig, on: dict[str, object]) -> bool:
 def robustness_ablation(base: RunConfig | None = None, **overrides: object) -> list[tuple[str, RunConfig]]:
     """The recommended configuration and one row per ROBUSTNESS_OPTIONS entry flipped, as
     (row name, configuration); `overrides` (dotted names) apply to every row. One run per row:
-    seeds are added by `engine.launch.plan_ablation`. `base` defaults to RECOMMENDED (its data is kept)."""
+    seeds are added by `engine.runs.launch.plan_ablation`. `base` defaults to RECOMMENDED (its data is kept)."""
     base = (base or RECOMMENDED).with_values(**overrides) if overrides else (base or RECOMMENDED)
     rows = [("recommended", base)]
     for name, (on, off) in ROBUSTNESS_OPTIONS.items():

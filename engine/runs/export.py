@@ -28,23 +28,23 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from .config import RunConfig
-from .errors import ConfigError, StoreError
-from .labels import CLASS_NAMES
-from .predict import Predictor
+from ..core.config import RunConfig
+from ..core.errors import ConfigError, StoreError
+from ..core.labels import CLASS_NAMES
+from ..predict.predictor import Predictor
 from .store import csv_cell
 
 HISTORY_COLUMNS = ("run_id", "name", "tags", "status", "seed", "epochs_planned", "epoch", "metric", "value")
 BUNDLE_FORMAT = 1  # model.json "format": bumped when the bundle's layout changes
 BUNDLE_README = """Medley LSTM Lab model bundle (format {format})
 
-config.json  the run's configuration (engine.config.RunConfig.from_dict)
+config.json  the run's configuration (engine.core.config.RunConfig.from_dict)
 model.pt     the selected epoch's weights: a state_dict of plain tensors;
              torch.load("model.pt", weights_only=True) reads it without running code
 model.json   class names (output order), feature standardizer (or null), run id, name,
              best epoch and metrics
 
-Load it with the engine:  from engine.export import load_bundle
+Load it with the engine:  from engine.runs.export import load_bundle
                           predictor = load_bundle("{name}")
                           predictor.predict_file("clip.wav")
 """

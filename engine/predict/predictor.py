@@ -15,11 +15,11 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .audio import AudioSource, fit_to_length, is_silent, load_audio, window_starts
-from .config import RunConfig
-from .errors import AudioError, StoreError
-from .labels import CLASS_NAMES
-from .model import autocast, build_model
+from ..data.audio import AudioSource, fit_to_length, is_silent, load_audio, window_starts
+from ..core.config import RunConfig
+from ..core.errors import AudioError, StoreError
+from ..core.labels import CLASS_NAMES
+from ..learn.model import autocast, build_model
 
 BATCH = 1024  # windows per forward pass
 MIN_SECONDS = 0.25  # shorter audio has too few frames to classify
@@ -118,7 +118,7 @@ class Predictor:
 
     def window_features(self, y: np.ndarray) -> tuple[np.ndarray, list[float]]:
         """Features (windows, frames, features) of mono `y` at the model's rate, and window starts (s)."""
-        from .features import clip_features
+        from ..features.extract import clip_features
 
         fc = self.config.features
         y = np.asarray(y, dtype=np.float32)
@@ -151,7 +151,7 @@ class Predictor:
         )
 
     def predict_file(self, source: AudioSource) -> Prediction:
-        """Classify a file path, bytes or binary file (decoded with engine.audio.load_audio)."""
+        """Classify a file path, bytes or binary file (decoded with engine.data.audio.load_audio)."""
         features = self.config.features
         return self.predict_samples(load_audio(source, sr=features.sample_rate, resampler=features.resampler))
 

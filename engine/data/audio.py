@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Union
 import numpy as np
 import soundfile as sf
 
-from .errors import AudioError
+from ..core.errors import AudioError
 
 AudioSource = Union[str, os.PathLike, bytes, BinaryIO]
 MODEL_SAMPLE_RATE = 22050

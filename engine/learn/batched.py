@@ -34,8 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import RunConfig, TrainConfig
-from .errors import ConfigError
+from ..core.config import RunConfig, TrainConfig
+from ..core.errors import ConfigError
 from .model import autocast, dropout_mask
 from .train import (AUGMENTED, EVAL_BATCH, TrainHooks, TrainResult, _batch, _check_data, _cpu, _provides, _scaled,
                     divergence_message, epoch_record, final_evaluation, init_member, is_better, learning_warning,

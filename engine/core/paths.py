@@ -13,7 +13,7 @@ from pathlib import Path
 from .errors import CacheError
 
 DEFAULT_MEDLEY_HOME = Path("~/mir_datasets/medley_solos_db").expanduser()
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # engine/core/paths.py -> the project
 
 
 def cache_root() -> Path:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-from .dataset import PROGRAM_VIEW_MISSING
-from .errors import ConfigError
+from ..data.dataset import PROGRAM_VIEW_MISSING
+from ..core.errors import ConfigError
 from .stats import against_reference, compare_family
 
 # column -> (split, metric)
@@ -80,7 +80,7 @@ def format_rows(table: list[dict[str, Any]]) -> str:
 PROTOCOL_SPLIT = "validation_program"  # the cross-collection validation the protocol chooses on, when present
 PROTOCOL_FALLBACK = "validation_source"  # ... and where it is not (the real dataset has no held-out programs)
 PROTOCOL_ALPHA = 0.05
-PROTOCOL_METHOD = ("seed-level two-level t-test (engine.stats.seed_level_test) of each row against the first, "
+PROTOCOL_METHOD = ("seed-level two-level t-test (engine.compare.stats.seed_level_test) of each row against the first, "
                    "Holm-corrected across the rows")
 
 

@@ -46,7 +46,7 @@ from typing import Sequence
 import numpy as np
 import soxr
 
-from .config import AUGMENTATIONS, parse_augment  # noqa: F401 (here too: they live in config, which checks them)
+from ..core.config import AUGMENTATIONS, parse_augment  # noqa: F401 (here too: they live in config, which checks them)
 
 AUGMENT_VERSION = 1  # bump when a training transform changes: names the augmented-feature cache
 HELDOUT_VERSION = 2  # 2: MP3 through libsndfile, not pedalboard's MP3Compressor. Bump when the held-out chain changes: names its feature cache entries

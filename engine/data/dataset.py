@@ -3,7 +3,7 @@
 Two layouts are recognised:
 
 - "mirdata": `annotation/Medley-solos-DB_metadata.csv` and `audio/*.wav` (mirdata's layout,
-  also what `engine.demo.make_demo` writes);
+  also what `engine.data.demo.make_demo` writes);
 - "flat": the CSV and the WAVs together in one folder (the Zenodo archive plus the CSV).
 
 A folder or CSV that cannot be read raises one `DatasetError` naming what is wrong. A bad CSV
@@ -26,9 +26,9 @@ from typing import Callable, Iterable
 import numpy as np
 import soundfile as sf
 
-from . import paths
-from .errors import DatasetError
-from .labels import CLASS_NAMES, NUM_CLASSES, PROGRAM_VIEW, PROGRAM_VIEW_CSV, SUBSETS
+from ..core import paths
+from ..core.errors import DatasetError
+from ..core.labels import CLASS_NAMES, NUM_CLASSES, PROGRAM_VIEW, PROGRAM_VIEW_CSV, SUBSETS
 
 Progress = Callable[[int, int, str], None]
 
@@ -39,14 +39,14 @@ EXPECTED_COLUMNS: tuple[str, ...] = ("subset", "instrument", "instrument_id", "s
 CLIP_SECONDS = 131072 / 44100  # every official clip: 131,072 samples at 44.1 kHz (2.972 s)
 DURATION_TOLERANCE = 0.01  # relative
 DEMO_SIZES = ("tiny", "default", "full")
-DEMO_MARKER = ".complete"  # written by engine.demo.make_demo into a finished demo folder
+DEMO_MARKER = ".complete"  # written by engine.data.demo.make_demo into a finished demo folder
 _HEADER_WORKERS = 8  # header reads wait on the disk, not the CPU
 _HEADER_BATCH = 256  # files per thread-pool task
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One 3-second solo clip. `label` is the class id 0..7 (see engine.labels.CLASS_NAMES)."""
+    """One 3-second solo clip. `label` is the class id 0..7 (see engine.core.labels.CLASS_NAMES)."""
 
     path: Path
     subset: str
@@ -468,7 +468,7 @@ def _load_demo(size: str, progress: Progress | None) -> MedleyDataset:
 
 
 def _is_demo_folder(root: Path) -> bool:
-    """True when `root` holds engine.demo's completion marker or lies inside the cache's demo folder."""
+    """True when `root` holds engine.data.demo's completion marker or lies inside the cache's demo folder."""
     if (root / DEMO_MARKER).is_file():
         return True
     try:

@@ -11,7 +11,7 @@ which exactly one run is right carry information) and a paired bootstrap interva
 the accuracy difference. Groups of seed repeats are compared with a two-level t-test whose
 unit of replication is the seed (`seed_level_test`, `compare_groups`); several comparisons
 at once are Holm-corrected (`compare_family`). Only numbers here: the words that the page
-and the command line print are in `engine.verdicts`.
+and the command line print are in `engine.compare.verdicts`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
-from .errors import EngineError
-from .labels import NUM_CLASSES
-from .metrics import EVAL_SPLITS
+from ..core.errors import EngineError
+from ..core.labels import NUM_CLASSES
+from ..learn.metrics import EVAL_SPLITS
 
 # Upper bound on the number of elements of one (chunk, n) resample block.
 _BOOTSTRAP_BLOCK = 2_000_000
@@ -362,7 +362,7 @@ def compare_runs(
     the paired bootstrap interval of accuracy(B) - accuracy(A) is reported alongside.
     Returns {"split", "n", "accuracy_a", "accuracy_b", "mcnemar": McNemarResult as dict,
     "difference": bootstrap_difference dict, "significant": bool, "better": "A", "B" or
-    None}. Words for it: `engine.verdicts`.
+    None}. Words for it: `engine.compare.verdicts`.
     """
     if not 0.0 < alpha < 1.0:
         raise ComparisonError(f"alpha must be between 0 and 1 (e.g. 0.05), not {alpha}")

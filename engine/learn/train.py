@@ -33,10 +33,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import RunConfig, TrainConfig
-from .features import fit_standardizer
-from .errors import ConfigError
-from .labels import NUM_CLASSES
+from ..core.config import RunConfig, TrainConfig
+from ..features.extract import fit_standardizer
+from ..core.errors import ConfigError
+from ..core.labels import NUM_CLASSES
 from .metrics import CROSS_VALIDATION_KEYS, EPOCH_SPLITS, EVAL_SPLITS, evaluate
 from .model import autocast, build_model, set_dropout_generator
 
@@ -89,7 +89,7 @@ class TrainResult:
     device: str
     error: str | None = None
     warning: str | None = None  # learning_warning(history): the run finished but learned nothing
-    group: dict | None = None  # trained in a group (engine.batched): {"size", "seeds", "member"}
+    group: dict | None = None  # trained in a group (engine.learn.batched): {"size", "seeds", "member"}
 
 
 class TrainHooks:
@@ -168,7 +168,7 @@ def class_weights(y: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
 
 def make_optimizer(model: nn.Module | list[torch.Tensor], tc: TrainConfig) -> torch.optim.Optimizer:
     """Adam, SGD (with momentum) or Adadelta (rho, eps) over the model's parameters (or a list
-    of tensors: a group's stacked parameters, `engine.batched`).
+    of tensors: a group's stacked parameters, `engine.learn.batched`).
 
     Adam and SGD use their fused kernels (one pass over all parameters per step, on CPU and
     CUDA): the same update, measured 1.5x faster per epoch than the default for the study model.

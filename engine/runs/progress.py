@@ -1,8 +1,8 @@
 """A run's live state and the training hooks that keep it: `Progress` (phase, epoch, step,
 losses, ETA) and `_RunHooks`, the TrainHooks that update it, write epochs and checkpoints to
 the store and notice a cancel. Shared by every place a run trains: a JobManager thread
-(engine.jobs), a training worker process (`_WorkerHost` stands in for the manager there,
-`_WorkerHooks` also send the Progress to the parent) and a Ray task (engine.ray_backend).
+(engine.runs.jobs), a training worker process (`_WorkerHost` stands in for the manager there,
+`_WorkerHooks` also send the Progress to the parent) and a Ray task (engine.runs.ray_backend).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from .eta import EpochClock
 from .store import RunStore
-from .train import TrainHooks
+from ..learn.train import TrainHooks
 
 RECENT_LOSSES = 200  # step losses kept in Progress.recent_losses
 CANCEL_POLL_S = 2.0  # how often a running run checks the store for a cancel from another process
@@ -39,7 +39,7 @@ class Progress:
     train_loss: float | None = None
     val_accuracy: float | None = None
     elapsed: float = 0.0
-    eta: float | None = None  # seconds of training left, from measured epoch times (engine.eta)
+    eta: float | None = None  # seconds of training left, from measured epoch times (engine.runs.eta)
     recent_losses: list[float] = field(default_factory=list)
     data_done: int = 0  # loading data: clips (or files) done of data_total, from the loader's progress
     data_total: int = 0

@@ -3,7 +3,7 @@
 `JobManager` owns an in-memory queue; whenever a slot frees (at most `max_concurrent` runs at
 once) the next queued run starts in a daemon thread: load features (memoised), `train_run`,
 store the result. Queued runs that can train together (seed repeats of a study model:
-`engine.batched.companions`) start as one group in one thread and slot (`train_group`), and
+`engine.learn.batched.companions`) start as one group in one thread and slot (`train_group`), and
 with isolation="process" in one worker process; each is still an ordinary run in the store,
 with its own progress, cancel and checkpoints. Live progress lives in memory (`progress(run_id)`), updated every training
 step without touching the database; the history goes to the store once per epoch, with a
@@ -32,14 +32,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from .config import RunConfig
-from .errors import ConfigError, EngineError
+from ..core.config import RunConfig
+from ..core.errors import ConfigError, EngineError
 from .memo import LruMemo
 from .naming import describe
 from .store import ACTIVE, RunStore
-from .batched import companions, train_group
-from .train import train_run
-from .progress import (Progress, _RunHooks, _step_every, _stream, _WorkerHooks,  # shared with engine.ray_backend
+from ..learn.batched import companions, train_group
+from ..learn.train import train_run
+from .progress import (Progress, _RunHooks, _step_every, _stream, _WorkerHooks,  # shared with engine.runs.ray_backend
                        _WorkerHost, SEND_EVERY_S)
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class JobManager:
     "interrupted" (listed in `.interrupted`).
     backend: "local" (runs train on this machine; isolation "thread" or "process" says in
     what) or "ray" (each run is a task on a Ray cluster, `ray_options` an
-    engine.ray_backend.RayOptions: address, CPUs and GPU fraction per run; max_concurrent
+    engine.runs.ray_backend.RayOptions: address, CPUs and GPU fraction per run; max_concurrent
     defaults to what the cluster holds); default $MEDLEY_BACKEND, else "local". The queue,
     progress, cancel, resume and the store work the same with both.
     """
@@ -97,7 +97,7 @@ class JobManager:
                  group_runs: bool = True, backend: str | None = None, ray_options: Any = None) -> None:
         self.store = store or RunStore()
         # backend "local": runs train on this machine, in threads or worker processes (isolation);
-        # "ray": each run is a Ray task (engine.ray_backend; ray_options: a RayOptions, default
+        # "ray": each run is a Ray task (engine.runs.ray_backend; ray_options: a RayOptions, default
         # from $MEDLEY_RAY_ADDRESS); default $MEDLEY_BACKEND, else "local".
         from .ray_backend import RayOptions, RayRunner, backend_from_env
 
@@ -108,7 +108,7 @@ class JobManager:
         if self.backend == "ray":
             self._ray = RayRunner(self, ray_options or RayOptions.from_env())
         self.ray_options: RayOptions | None = self._ray.options if self._ray else None
-        # Train groupable queued runs together (engine.batched): in this process's thread, or as
+        # Train groupable queued runs together (engine.learn.batched): in this process's thread, or as
         # one job of a worker process (isolation="process"); a Ray task trains one run.
         self.group_runs = group_runs and isolation in ("thread", "process") and self._ray is None
         self.device = self._ray.options.device if self._ray else (device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -753,11 +753,11 @@ def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int
     splits, the cross-collection validations ("validation_shift": channel, "validation_source":
     source and channel, "validation_program": held-out GM programs, demo only) and, when the run augments,
     the augmented training views (train.AUGMENTED)."""
-    from .augment import parse_augment
-    from .dataset import resolve_dataset
-    from .features import (FeatureSet, load_augmented_views, load_features, load_heldout_validation,
+    from ..data.augment import parse_augment
+    from ..data.dataset import resolve_dataset
+    from ..features.extract import (FeatureSet, load_augmented_views, load_features, load_heldout_validation,
                            load_program_validation, load_source_validation)
-    from .train import AUGMENTED
+    from ..learn.train import AUGMENTED
 
     ds = resolve_dataset(config.data or None, progress=progress)
     data = load_features(ds, config.features, progress=progress, device=device)

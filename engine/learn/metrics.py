@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .labels import NUM_CLASSES
+from ..core.labels import NUM_CLASSES
 
 # cross-collection validation split -> its per-epoch history key
 CROSS_VALIDATION_KEYS = {"validation_shift": "val_shift_accuracy", "validation_source": "val_source_accuracy",
@@ -20,7 +20,7 @@ EVAL_SPLITS = (*EPOCH_SPLITS, "test")  # evaluated at the end, when present
 def lacks_program_view(metrics: dict) -> bool:
     """True for a run's stored metrics (split -> {...}) evaluated on the cross-collection views
     but not on the program view: its dataset has none (the real Medley-solos-DB), so the
-    protocol chooses on the source view (engine.ablation.protocol_split)."""
+    protocol chooses on the source view (engine.compare.ablation.protocol_split)."""
     return not metrics.get("validation_program") and bool(metrics.get("validation_source"))
 
 

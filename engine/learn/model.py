@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import FeatureConfig, ModelConfig
-from .labels import NUM_CLASSES
+from ..core.config import FeatureConfig, ModelConfig
+from ..core.labels import NUM_CLASSES
 
 
 class StudyLSTM(nn.Module):

@@ -1,6 +1,6 @@
 """Comparisons in words: the sentences the Compare page and `python -m engine compare` print.
 
-The numbers come from `engine.stats` (which holds no English); this module only phrases
+The numbers come from `engine.compare.stats` (which holds no English); this module only phrases
 them, so that the page and the command line say the same thing.
 """
 

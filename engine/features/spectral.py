@@ -50,8 +50,8 @@ import scipy.fft
 import scipy.signal
 import torch
 
-from .config import FeatureConfig
-from .errors import AudioError, ConfigError
+from ..core.config import FeatureConfig
+from ..core.errors import AudioError, ConfigError
 
 # Clips per batch. On a CPU the STFT and kernels run clip by clip anyway (a clip's float64
 # spectrum, ~2 MB, stays in cache); the chunk batches the few torch ops after them (dB, DCT).

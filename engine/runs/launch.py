@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import presets
-from .config import RunConfig, config_from_values
-from .errors import ConfigError
+from ..learn import presets
+from ..core.config import RunConfig, config_from_values
+from ..core.errors import ConfigError
 from .naming import describe
 
 USER_ABLATIONS: tuple[str, ...] = ("grid", "seeds")

@@ -16,7 +16,7 @@ loading: the cache holds the raw values.
 
 Besides the clean splits, two variants of the audio are featurised and cached on their own
 (the cache name carries the variant, so a transformed clip is never read as the clean one):
-`load_heldout_validation` (the validation clips through engine.augment's held-out recording
+`load_heldout_validation` (the validation clips through engine.data.augment's held-out recording
 chain: the cross-collection validation) and `load_augmented_views` (augmented copies of the
 training clips, one file per view, named by the augmentations, their seed and the view).
 
@@ -25,8 +25,8 @@ Waveform representation: the fitted clip cut into `waveform_frame`-sample frames
 (relative error below 5e-4) so cached and fresh values are identical.
 
 Two backends give the same features: "librosa" (the per-clip reference, in a process pool
-for many clips) and "torch" (`engine.spectral.batch_spectral_features`, batched, CPU or
-GPU; within 1e-3 of librosa). `backend="auto"` picks torch when engine.spectral imports.
+for many clips) and "torch" (`engine.features.spectral.batch_spectral_features`, batched, CPU or
+GPU; within 1e-3 of librosa). `backend="auto"` picks torch when engine.features.spectral imports.
 
 Cache: `cache/features/<dataset fingerprint>-<config digest>-<backend>-<split>.npy` holds the
 whole-clip features (config with frames=None), so every `frames` value shares one entry;
@@ -48,15 +48,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import paths
-from .audio import fit_to_length, load_audio
-from .augment import (AUGMENT_VERSION, HELDOUT_VERSION, SOURCE_VERSION, augment_clip, clip_seed, heldout_chain,
+from ..core import paths
+from ..data.audio import fit_to_length, load_audio
+from ..data.augment import (AUGMENT_VERSION, HELDOUT_VERSION, SOURCE_VERSION, augment_clip, clip_seed, heldout_chain,
                       heldout_source)
-from .config import FeatureConfig
-from .dataset import PROGRAM_VIEW, Clip, MedleyDataset
-from .errors import ConfigError
-from .labels import SUBSETS
-from .processes import spawn_context
+from ..core.config import FeatureConfig
+from ..data.dataset import PROGRAM_VIEW, Clip, MedleyDataset
+from ..core.errors import ConfigError
+from ..core.labels import SUBSETS
+from ..core.processes import spawn_context
 
 Progress = Callable[[int, int, str], None]
 
@@ -233,7 +233,7 @@ def load_heldout_validation(
     device: str = "cpu", use_cache: bool = True,
 ) -> FeatureSet:
     """The cross-collection validation: the validation clips passed through the held-out
-    recording chain (engine.augment.heldout_chain), featurised like load_features' splits.
+    recording chain (engine.data.augment.heldout_chain), featurised like load_features' splits.
 
     Never touches the test split. x (n_validation, num_frames, feature_dim) float32, cached.
     """
@@ -245,7 +245,7 @@ def load_source_validation(
     device: str = "cpu", use_cache: bool = True,
 ) -> FeatureSet:
     """The cross-collection validation of the source: the validation clips through the held-out
-    source change (engine.augment.heldout_source: formants and pitch moved) and then the
+    source change (engine.data.augment.heldout_source: formants and pitch moved) and then the
     held-out recording chain, featurised like load_features' splits.
 
     Never touches the test split. x (n_validation, num_frames, feature_dim) float32, cached.
@@ -258,7 +258,7 @@ def load_program_validation(
     device: str = "cpu", use_cache: bool = True,
 ) -> FeatureSet | None:
     """The cross-collection validation of the program (demo only): songs played by GM programs
-    that no training or validation song plays (engine.demo, `ds.program_view`), featurised like
+    that no training or validation song plays (engine.data.demo, `ds.program_view`), featurised like
     load_features' splits. None when the dataset has no such clips (the real Medley-solos-DB:
     dataset.PROGRAM_VIEW_MISSING says why).
 
@@ -561,7 +561,7 @@ def _torch_features(audio: np.ndarray, config: FeatureConfig, device: str) -> np
 
 
 def _resolve_backend(backend: str) -> str:
-    """"auto" -> "torch" when engine.spectral imports, else "librosa"; others checked and returned."""
+    """"auto" -> "torch" when engine.features.spectral imports, else "librosa"; others checked and returned."""
     if backend not in BACKENDS:
         raise ConfigError(f"feature backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if backend != "auto":

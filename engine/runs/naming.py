@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import RunConfig
+from ..core.config import RunConfig
 
 # Dotted parameter -> the short word a name uses (others: the last part of the dotted name).
 SHORT_PARAMS: dict[str, str] = {

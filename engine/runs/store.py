@@ -29,11 +29,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from . import paths
-from .config import RunConfig, canonical_dict
-from .errors import ConfigError, EngineError, StoreDamaged, StoreError
-from .labels import CLASS_NAMES
-from .processes import process_alive, process_start
+from ..core import paths
+from ..core.config import RunConfig, canonical_dict
+from ..core.errors import ConfigError, EngineError, StoreDamaged, StoreError
+from ..core.labels import CLASS_NAMES
+from ..core.processes import process_alive, process_start
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted", "diverged")
 ACTIVE = ("queued", "running")
@@ -520,7 +520,7 @@ class RunStore:
                 "metrics": _plain(result.metrics or {}), "history": _plain(result.history or []),
             },
         }
-        if getattr(result, "group", None):  # trained in a group (engine.batched): {"size", "seeds", "member"}
+        if getattr(result, "group", None):  # trained in a group (engine.learn.batched): {"size", "seeds", "member"}
             meta["trained_in_group"] = _plain(result.group)
         _atomic_write_text(folder / "meta.json", json.dumps(meta))
         _atomic_write_text(folder / "predictions.json", json.dumps(_plain(result.predictions or {})))
@@ -603,7 +603,7 @@ def rebuild_store(db_path: Path | str | None = None, runs_dir: Path | str | None
     (runs saved before this was recorded get their metrics recomputed from predictions.json
     and their folder name as name). Step losses are not kept in the folders and are lost.
     Call with no other process using the store."""
-    from .metrics import evaluate
+    from ..learn.metrics import evaluate
 
     db = Path(db_path) if db_path is not None else paths.store_path()
     folder_root = Path(runs_dir) if runs_dir is not None else paths.runs_dir()

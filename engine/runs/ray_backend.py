@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .config import RunConfig
-from .errors import ConfigError, EngineError
+from ..core.config import RunConfig
+from ..core.errors import ConfigError, EngineError
 from .memo import LruMemo
 
 if TYPE_CHECKING:
@@ -362,7 +362,7 @@ def _train_task(run_id: str, config_json: str, data: dict, resume: dict | None, 
     import torch
 
     from .progress import Progress, _WorkerHooks, _WorkerHost, _stream
-    from .train import train_run
+    from ..learn.train import train_run
 
     if not device.startswith("cuda"):
         torch.set_num_threads(threads)  # the CPUs this task reserved, no more
@@ -428,7 +428,7 @@ class _Board:
 
 def engine_module_dir() -> str:
     """The folder of the `engine` package (what runtime_env py_modules ships to the nodes)."""
-    return str(Path(__file__).resolve().parent)
+    return str(Path(__file__).resolve().parents[1])  # engine/runs/ray_backend.py -> engine
 
 
 class RayRunner:

@@ -28,7 +28,7 @@ Select = Literal["best", "last"]
 Precision = Literal["float32", "bfloat16"]
 Inputs = Literal["librosa_0.11", "librosa_0.7"]
 INPUTS: tuple[str, ...] = ("librosa_0.11", "librosa_0.7")
-AUGMENTATIONS = ("gain", "eq", "speed", "noise")  # training audio augmentations (engine.augment says what each does)
+AUGMENTATIONS = ("gain", "eq", "speed", "noise")  # training audio augmentations (engine.data.augment says what each does)
 
 # Fields added after the first release: left out of digests while at their default, so that
 # the digests made before they existed (feature caches, seed groups of stored runs) stay valid.
@@ -257,8 +257,8 @@ class TrainConfig:
     GPUs), slower elsewhere, and not bit-identical to float32: docs/PERFORMANCE.md measures
     what it changes.
 
-    Augmentation (docs/PROTOCOL.md; engine.augment says what each transform does):
-    `augment`: comma-separated audio augmentations from engine.augment.AUGMENTATIONS
+    Augmentation (docs/PROTOCOL.md; engine.data.augment says what each transform does):
+    `augment`: comma-separated audio augmentations from engine.data.augment.AUGMENTATIONS
     ("gain", "eq", "speed", "noise"; "" = none). Each training clip gets `augment_views`
     augmented copies, drawn once from `augment_seed` and cached apart from the clean features;
     every epoch each clip is read as its clean version or one of its copies, at random.

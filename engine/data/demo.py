@@ -21,7 +21,7 @@ filter-cutoff controller (CC74), so brightness is a high shelf in the recording 
 Clips of one "song" share an instrument program, tempo, key, register, tuning, playing style
 and recording chain, and get one `song_id`, as in the real metadata.
 
-Output (what `engine.dataset` reads for the real dataset too):
+Output (what `engine.data.dataset` reads for the real dataset too):
     root/annotation/Medley-solos-DB_metadata.csv   subset,instrument,instrument_id,song_id,uuid4
     root/audio/Medley-solos-DB_{subset}-{instrument_id}_{uuid4}.wav   float32 mono 44.1 kHz, 131,072 samples
 The folder is built next to `root` and renamed into place when complete, so a killed run
@@ -46,10 +46,10 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ConfigError, DatasetError
-from .labels import CLASS_NAMES, PROGRAM_VIEW, PROGRAM_VIEW_CSV, SUBSETS  # the view: the demo-only subset of held-out-program songs
-from .paths import demo_root
-from .processes import process_alive, spawn_context
+from ..core.errors import ConfigError, DatasetError
+from ..core.labels import CLASS_NAMES, PROGRAM_VIEW, PROGRAM_VIEW_CSV, SUBSETS  # the view: the demo-only subset of held-out-program songs
+from ..core.paths import demo_root
+from ..core.processes import process_alive, spawn_context
 
 Progress = Callable[[int, int, str], None]
 
@@ -178,7 +178,7 @@ def make_demo(
 ) -> Path:
     """Write the demo dataset of `size` ("tiny", "default" or "full") and return its folder.
 
-    `root` defaults to `engine.paths.demo_root(size)`. A complete folder made with the same
+    `root` defaults to `engine.core.paths.demo_root(size)`. A complete folder made with the same
     size and seed is reused without touching it; anything else there that looks like a demo
     folder (a half-written one from a killed run) is regenerated. `workers` processes render
     in parallel (default: one per core, `default_workers`; 1: in this process). Same size and

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .labels import SHORT_NAMES
+from ..core.labels import SHORT_NAMES
 from .stats import ComparisonError, align_predictions
 
 FLIP_KINDS: tuple[str, ...] = ("fixed", "broken", "still_wrong")
