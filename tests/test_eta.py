@@ -6,7 +6,7 @@ import pytest
 
 from engine.core.errors import ConfigError
 from engine.runs.eta import EpochClock, epoch_pace, eta_seconds
-from engine.runs.jobs import cpu_threads
+from engine.runs.worker import cpu_threads
 
 
 def test_pace_is_the_median_of_the_last_epochs() -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
 from test_live import in_process, until  # noqa: E402,F401  (in_process: a fixture)
 
-from engine.runs import jobs  # noqa: E402
+from engine.runs import worker  # noqa: E402
 from engine.runs.jobs import JobManager  # noqa: E402
 from engine.runs.store import RunStore  # noqa: E402
 
@@ -101,7 +101,7 @@ def test_a_killed_group_worker_fails_every_member_and_they_resume(in_process) ->
 
 
 def test_a_worker_reloads_data_when_the_augmentation_differs(tmp_path: Path, monkeypatch) -> None:
-    """The worker's data cache is keyed as the thread's (jobs.data_key): a run without
+    """The worker's data cache is keyed as the thread's (worker.data_key): a run without
     augmentation never gets the augmented views a run before it loaded (and the reverse)."""
     loaded: list[str] = []
 
@@ -109,13 +109,13 @@ def test_a_worker_reloads_data_when_the_augmentation_differs(tmp_path: Path, mon
         loaded.append(config.train.augment)
         return synthetic_data(config)
 
-    monkeypatch.setattr(jobs, "_default_loader", loader)
+    monkeypatch.setattr(worker, "_default_loader", loader)
     store = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
     cache: collections.OrderedDict = collections.OrderedDict()
     for augment in ("gain", "", "gain"):
         config = tiny_config(epochs=1, **{"train.augment": augment})
         run_id = store.create_run(config)
-        job = jobs._WorkerJob([run_id], [config.to_json()], False, {run_id: threading.Event()})
+        job = worker._WorkerJob([run_id], [config.to_json()], False, {run_id: threading.Event()})
         outbox = type("Outbox", (), {"send": lambda self, message: None})()
-        assert jobs._worker_train(store, job, "cpu", 0.0, threading.Event(), cache, outbox) == {run_id: "finished"}
+        assert worker._worker_train(store, job, "cpu", 0.0, threading.Event(), cache, outbox) == {run_id: "finished"}
     assert loaded == ["gain", ""]  # the third run found its data in the cache
