@@ -8,11 +8,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.errors import EngineError
-from engine.labels import SUBSETS
-from engine.ablation import select_by_cross_validation, summarize_rows
-from engine.launch import queue_ablation
-from engine.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row
+from engine.core.errors import EngineError
+from engine.core.labels import SUBSETS
+from engine.compare.ablation import select_by_cross_validation, summarize_rows
+from engine.runs.launch import queue_ablation
+from engine.learn.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row
 from ui.home import getting_started
 from ui.common import (
     compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store, plain,

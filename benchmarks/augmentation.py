@@ -32,18 +32,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.augment import AUGMENTATIONS, augment_clip, heldout_chain, heldout_source  # noqa: E402
-from engine.config import FeatureConfig  # noqa: E402
-from engine.features import clip_features  # noqa: E402
-from engine.presets import RECOMMENDED  # noqa: E402
-from engine.train import AUGMENTED, train_run  # noqa: E402
+from engine.data.augment import AUGMENTATIONS, augment_clip, heldout_chain, heldout_source  # noqa: E402
+from engine.core.config import FeatureConfig  # noqa: E402
+from engine.features.extract import clip_features  # noqa: E402
+from engine.learn.presets import RECOMMENDED  # noqa: E402
+from engine.learn.train import AUGMENTED, train_run  # noqa: E402
 
 SR = 22050
 DEMO_TRAINING, DEMO_VALIDATION = 475, 255  # clips of the demo dataset's training and validation splits
 
 
 @dataclass
-class Split:  # the fields of engine.features.FeatureSet
+class Split:  # the fields of engine.features.extract.FeatureSet
     x: np.ndarray
     y: np.ndarray
     ids: list[str]

@@ -19,7 +19,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from engine.stats import seed_level_test  # noqa: E402
+from engine.compare.stats import seed_level_test  # noqa: E402
 from test_stats import N_NULL, N_POWER, mcnemar_p_batch, simulate  # noqa: E402
 
 SIZES = [(1, 2), (1, 4), (2, 2), (2, 3), (3, 3), (3, 5), (5, 5)]

@@ -1,7 +1,7 @@
 """Aggregate training throughput of K runs at once vs one at a time, through the JobManager.
 
 Four runs of the study's base configuration (on synthetic data shaped like the real training
-split, 5,841 clips x 3 frames x 21 features) go through `engine.jobs.JobManager` twice: with
+split, 5,841 clips x 3 frames x 21 features) go through `engine.runs.jobs.JobManager` twice: with
 max_concurrent=1 (the reference) and with max_concurrent=K. Throughput = epochs of all runs /
 wall seconds. On a GPU each worker thread has its own CUDA stream, so runs overlap; on this
 2-core CPU the runs share the same cores and the ratio stays near 1 (expected).
@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.config import RunConfig  # noqa: E402
-from engine.jobs import JobManager  # noqa: E402
-from engine.store import RunStore  # noqa: E402
+from engine.core.config import RunConfig  # noqa: E402
+from engine.runs.jobs import JobManager  # noqa: E402
+from engine.runs.store import RunStore  # noqa: E402
 
 
 @dataclass
-class Split:  # the fields of engine.features.FeatureSet
+class Split:  # the fields of engine.features.extract.FeatureSet
     x: np.ndarray  # (n, frames, features) float32
     y: np.ndarray  # (n,) int64
     ids: list[str]

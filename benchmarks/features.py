@@ -5,7 +5,7 @@
     python benchmarks/features.py --data ~/mir_datasets/medley_solos_db --clips 1000 --device cuda
 
 Both sides compute the study's 21 features (13 MFCC, centroid, 7 contrast) for every frame
-of the same clips in the same run. Ours: `engine.features.load_features` with a fresh, empty
+of the same clips in the same run. Ours: `engine.features.extract.load_features` with a fresh, empty
 cache folder each repeat (auto backend: threaded decoding + batched torch features). The
 reference: one process, per file `librosa.load(path)` then the three librosa feature calls,
 as the study's code did, with BLAS pinned to one thread (threadpoolctl) so that its speed
@@ -37,9 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.config import FeatureConfig  # noqa: E402
-from engine.dataset import MedleyDataset, resolve_dataset  # noqa: E402
-from engine.features import _resolve_backend, load_features  # noqa: E402
+from engine.core.config import FeatureConfig  # noqa: E402
+from engine.data.dataset import MedleyDataset, resolve_dataset  # noqa: E402
+from engine.features.extract import _resolve_backend, load_features  # noqa: E402
 
 REFERENCE_BUDGET_S = 120.0  # no further reference repeat once its repeats took this long in all
 

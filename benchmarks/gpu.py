@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from seeds import grouped_epochs, sequential_epochs  # noqa: E402
 from training import run_config, synthetic  # noqa: E402
 
-from engine.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from engine.spectral import batch_spectral_features  # noqa: E402
-from engine.train import train_run  # noqa: E402
+from engine.core.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from engine.features.spectral import batch_spectral_features  # noqa: E402
+from engine.learn.train import train_run  # noqa: E402
 
 CUDA_TESTS = ["tests/test_spectral.py", "tests/test_model.py", "tests/test_train.py", "tests/test_batched.py"]
 

@@ -103,7 +103,7 @@ def one_run(context, base: str, db: Path, mode: str, epochs: int, compared: list
 def resolve_data(data: str) -> str:
     """A dataset folder: `demo:SIZE` is made (once) under ./cache/demo/SIZE."""
     if data.startswith("demo"):
-        from engine.demo import make_demo
+        from engine.data.demo import make_demo
 
         size = data.split(":", 1)[1] if ":" in data else "default"
         return str(make_demo(size, root=ROOT / "cache" / "demo" / size))
@@ -126,7 +126,7 @@ def main() -> None:
         work = Path(folder)
         cache = work / "cache"
         os.environ["MEDLEY_CACHE"] = str(cache)
-        from engine.store import RunStore
+        from engine.runs.store import RunStore
 
         store = RunStore(cache / "runs.sqlite", cache / "runs")
         compared = fill_store(store, COMPARED_RUNS, data)

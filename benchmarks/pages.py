@@ -30,8 +30,8 @@ COMPARE_TWO = "3_Compare.py?runs=a,b"
 
 def fill_store(store, n: int, data: str) -> list[str]:
     """`n` finished runs over a grid of lr x dropout x seed, with 400 test and validation clips."""
-    from engine.config import RunConfig
-    from engine.metrics import evaluate
+    from engine.core.config import RunConfig
+    from engine.learn.metrics import evaluate
 
     rng = np.random.default_rng(0)
     y = np.arange(400) % 8
@@ -83,7 +83,7 @@ def page_seconds(page: str, repeats: int, query: dict | None = None) -> float:
 def measure(cache: Path, data: str, runs: int, repeats: int) -> dict[str, float]:
     os.environ["MEDLEY_CACHE"] = str(cache)
     os.environ["MEDLEY_DATA"] = data
-    from engine.store import RunStore
+    from engine.runs.store import RunStore
 
     store = RunStore()
     ids = fill_store(store, runs, data) if runs else []
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from engine.demo import make_demo
+    from engine.data.demo import make_demo
 
     with tempfile.TemporaryDirectory(prefix="bench-pages-") as folder:
         work = Path(folder)

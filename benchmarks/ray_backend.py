@@ -2,7 +2,7 @@
 
 Four runs of the study's base configuration (synthetic data shaped like the real training
 split, as benchmarks/concurrency.py: 5,841 clips x 3 frames x 21 features; different seeds,
-not grouped) go through `engine.jobs.JobManager` with:
+not grouped) go through `engine.runs.jobs.JobManager` with:
 
 - local, 1 at a time (the CPU default; torch gets all cores but one),
 - local, 2 at a time (threads of one process, sharing torch's threads and the GIL),
@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concurrency import synthetic_data  # noqa: E402
 
-from engine import ray_backend  # noqa: E402
-from engine.config import RunConfig  # noqa: E402
-from engine.features import FeatureSet  # noqa: E402
-from engine.jobs import JobManager  # noqa: E402
-from engine.store import RunStore  # noqa: E402
+from engine.runs import ray_backend  # noqa: E402
+from engine.core.config import RunConfig  # noqa: E402
+from engine.features.extract import FeatureSet  # noqa: E402
+from engine.runs.jobs import JobManager  # noqa: E402
+from engine.runs.store import RunStore  # noqa: E402
 
 
 def wall(make: dict, runs: int, config: RunConfig, data: dict) -> tuple[float, float]:

@@ -1,5 +1,5 @@
 """The study's 2019 resampler (resampy "kaiser_best", FeatureConfig(inputs="librosa_0.7")):
-engine.audio's decimation loop against resampy itself, on 3-second clips at 44.1 kHz.
+engine.data.audio's decimation loop against resampy itself, on 3-second clips at 44.1 kHz.
 
 Both give bit-identical samples (checked here on every clip); the figure is the median time
 per clip and the ratio resampy / ours, measured in the same run. soxr (the current inputs'
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.audio import resample  # noqa: E402
+from engine.data.audio import resample  # noqa: E402
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Seed repeats: N seeds trained as one stacked model (`engine.batched.train_group`) against
+"""Seed repeats: N seeds trained as one stacked model (`engine.learn.batched.train_group`) against
 the same N trained one after another (`train_run`), in one run, same epochs, same clips.
 
 The study's base configuration (benchmarks/training.py: arch "study", 3 frames x 21
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from training import clocks, run_config, synthetic  # noqa: E402
 
-from engine.batched import train_group  # noqa: E402
-from engine.train import TrainHooks, train_run  # noqa: E402
+from engine.learn.batched import train_group  # noqa: E402
+from engine.learn.train import TrainHooks, train_run  # noqa: E402
 
 
 def sequential_epochs(data: dict, configs: list, device: str) -> tuple[list[float], list[float]]:

@@ -23,7 +23,7 @@ of four forms, interleaved in one process, medians: the G models one after anoth
 (`model.StudyLSTM`), the same with the lone step's backward as it was before `model._GateRows`
 (autograd's backward of the gate-row slices, each zero-filling a full-size gradient), grouped with each stacked matrix stored (G, rows, inputs) and used as a
 transposed view (this module's first grouped layout, whose gradients autograd copied into
-contiguous buffers), and grouped as `engine.batched` stores them now, (G, inputs, rows).
+contiguous buffers), and grouped as `engine.learn.batched` stores them now, (G, inputs, rows).
 Ends with `gate rows: <ratio>x` (slice backward / now, alone), `layout: <ratio>x` (old grouped /
 current grouped) and `speedup: <ratio>x`
 (one after another / current grouped).
@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from training import run_config, synthetic  # noqa: E402
 
-from engine.batched import train_group  # noqa: E402
-from engine.train import TrainHooks, train_run  # noqa: E402
+from engine.learn.batched import train_group  # noqa: E402
+from engine.learn.train import TrainHooks, train_run  # noqa: E402
 
 GEMM = ("mm", "bmm", "addmm", "baddbmm", "matmul", "linear")  # matrix products (forward; backward runs these too)
 OPTIM = ("_foreach", "adam", "lerp", "addcdiv", "addcmul", "sqrt")  # the optimizer's elementwise passes
@@ -89,7 +89,7 @@ def sliced_backward() -> Iterator[None]:
     weight_ih, whose autograd backward zero-fills a full-size gradient buffer per slice."""
     import torch.nn.functional as F
 
-    from engine import model
+    from engine.learn import model
 
     def one_step(lstm, x, drop=None):
         h = lstm.hidden_size
@@ -113,8 +113,8 @@ def step_times(groups: int, steps: int) -> dict[str, float]:
     """Median seconds of one training step of `groups` study-base models in each of the three forms."""
     import torch.nn.functional as F
 
-    from engine.batched import _Layout, _stacked_forward
-    from engine.model import StudyLSTM
+    from engine.learn.batched import _Layout, _stacked_forward
+    from engine.learn.model import StudyLSTM
 
     config = run_config(1)
     batch, inputs, hidden = 100, 63, 500

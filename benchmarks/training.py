@@ -33,13 +33,13 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from engine.model import build_model  # noqa: E402
-from engine.train import TrainHooks, train_run  # noqa: E402
+from engine.core.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from engine.learn.model import build_model  # noqa: E402
+from engine.learn.train import TrainHooks, train_run  # noqa: E402
 
 
 @dataclass
-class Split:  # the fields of engine.features.FeatureSet
+class Split:  # the fields of engine.features.extract.FeatureSet
     x: np.ndarray  # (n, 3, 21) float32
     y: np.ndarray  # (n,) int64
     ids: list[str]

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .config import RunConfig, config_from_values
-from .errors import EngineError
-from .metrics import CROSS_VALIDATION_KEYS, EVAL_SPLITS, lacks_program_view
-from .naming import preset_run_name
+from .core.config import RunConfig, config_from_values
+from .core.errors import EngineError
+from .learn.metrics import CROSS_VALIDATION_KEYS, EVAL_SPLITS, lacks_program_view
+from .runs.naming import preset_run_name
 
 # Flags that set one configuration value each: flag -> (dotted name, type).
 FEATURE_FLAGS = {
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
-    """--backend, --ray-address, --ray-cpus, --ray-gpus: where the runs train (engine.ray_backend)."""
+    """--backend, --ray-address, --ray-cpus, --ray-gpus: where the runs train (engine.runs.ray_backend)."""
     parser.add_argument("--backend", choices=["local", "ray"],
                         help="local: this machine (default, or $MEDLEY_BACKEND); ray: tasks on a Ray cluster "
                              "(pip install -r requirements-ray.txt)")
@@ -205,7 +205,7 @@ def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
 def _backend_env(args: argparse.Namespace) -> Iterator[None]:
     """The backend flags given, as the environment variables the JobManager reads, for the
     command's duration (restored after: `main` may run in a longer-lived process)."""
-    from .ray_backend import ADDRESS_ENV, BACKEND_ENV, CPUS_ENV, GPUS_ENV
+    from .runs.ray_backend import ADDRESS_ENV, BACKEND_ENV, CPUS_ENV, GPUS_ENV
 
     saved = {}
     for flag, name in (("backend", BACKEND_ENV), ("ray_address", ADDRESS_ENV), ("ray_cpus", CPUS_ENV),
@@ -255,7 +255,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, base: RunConfig) -> RunConfig:
     """`base` (or the --config file) with every flag the user gave applied, through the one
-    parser every front end uses (engine.config.config_from_values)."""
+    parser every front end uses (engine.core.config.config_from_values)."""
     if args.config:
         path = Path(args.config)
         if not path.exists():
@@ -285,7 +285,7 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_data_summary(args: argparse.Namespace) -> int:
-    from .dataset import resolve_dataset, summarize
+    from .data.dataset import resolve_dataset, summarize
 
     ds = resolve_dataset(args.data, progress=_progress_bar(_dataset_step(args.data)))
     info = summarize(ds)
@@ -304,13 +304,13 @@ def cmd_data_summary(args: argparse.Namespace) -> int:
 def _dataset_step(data: str | None) -> str:
     """The progress bar's label while the dataset `data` is resolved: making a demo dataset
     (which is only done when it is missing) or checking a real folder's files."""
-    from .dataset import demo_size
+    from .data.dataset import demo_size
 
     return "demo data" if demo_size(data) is not None else "checking dataset"
 
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
-    from .demo import make_demo
+    from .data.demo import make_demo
 
     start = time.perf_counter()
     root = make_demo(args.size, progress=_progress_bar(f"demo ({args.size})"))
@@ -320,8 +320,8 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from .dataset import resolve_dataset
-    from .features import load_features
+    from .data.dataset import resolve_dataset
+    from .features.extract import load_features
 
     config = config_from_values(flag_overrides(args)).features
     ds = resolve_dataset(args.data, progress=_progress_bar(_dataset_step(args.data)))
@@ -337,7 +337,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .presets import PRESETS
+    from .learn.presets import PRESETS
 
     if args.preset not in PRESETS:
         raise EngineError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
@@ -388,14 +388,14 @@ def parse_seeds(text: str, first: int = 0) -> list[int]:
 def ablation_base(args: argparse.Namespace) -> RunConfig:
     """The base of `ablate --preset ...` with the flags applied: the study's own base (its 2019
     inputs included) for the study's ablations, the recommended preset for robustness."""
-    from . import launch
+    from .runs import launch
 
     return config_from_args(args, launch.ablation_base(args.preset))
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .launch import plan_ablation, queue_ablation
-    from .presets import STUDY_FINAL_ROW, STUDY_REPORTED, STUDY_REPORTED_FINAL_TEST
+    from .runs.launch import plan_ablation, queue_ablation
+    from .learn.presets import STUDY_FINAL_ROW, STUDY_REPORTED, STUDY_REPORTED_FINAL_TEST
 
     base = ablation_base(args)
     seeds = None if args.seeds is None else tuple(parse_seeds(args.seeds, first=base.train.seed))
@@ -420,8 +420,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def _seeded_table(args: argparse.Namespace, plan: list, records: list) -> int:
     """An ablation with every row repeated over seeds: prints mean +- seed std per row and
     which row the protocol (docs/PROTOCOL.md: cross-collection validation only) picks."""
-    from .ablation import format_choice, format_rows, select_by_cross_validation, summarize_rows
-    from .launch import plan_rows
+    from .compare.ablation import format_choice, format_rows, select_by_cross_validation, summarize_rows
+    from .runs.launch import plan_rows
 
     grouped = [(row, [rec for run, rec in zip(plan, records) if run.row == row]) for row in plan_rows(plan)]
     table = summarize_rows(grouped)
@@ -463,7 +463,7 @@ def _train_and_wait(jobs: list[tuple[str, RunConfig, tuple[str, ...]]], device: 
 
 def _run_and_wait(queue: Callable[[Any], list[str]], device: str | None) -> list:
     """Queue runs with `queue(manager) -> ids`, show progress on stderr until all end, return their records."""
-    from .jobs import JobManager
+    from .runs.jobs import JobManager
 
     manager = JobManager(device=device)
     ids = queue(manager)
@@ -481,7 +481,7 @@ def _run_and_wait(queue: Callable[[Any], list[str]], device: str | None) -> list
 
 def _follow(manager: Any, ids: list[str]) -> None:
     """Print one status line per second on stderr until every run has ended."""
-    from .store import ACTIVE
+    from .runs.store import ACTIVE
 
     tty = sys.stderr.isatty()
     while True:
@@ -540,14 +540,14 @@ def format_ablation_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _store() -> Any:
-    from .store import RunStore
+    from .runs.store import RunStore
 
     return RunStore()
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     if args.rebuild:
-        from .store import rebuild_store
+        from .runs.store import rebuild_store
 
         report = rebuild_store()
         if report.moved_to is not None:
@@ -574,7 +574,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"{r.id}  {r.status:<11} val {val:>6}  cross-val {shift:>6}  source {source:>6}  program {program:>6}  "
               f"test {test:>6}  {r.name}{flag}")
     if missing_view:
-        from .dataset import PROGRAM_VIEW_MISSING
+        from .data.dataset import PROGRAM_VIEW_MISSING
 
         print(f"program n/a: cross-val program {PROGRAM_VIEW_MISSING}; the protocol chooses on cross-val source there")
     return 0
@@ -611,7 +611,7 @@ def _print_run(record: Any) -> None:
     for split in EVAL_SPLITS:
         m = metrics.get(split)
         if split == "validation_program" and lacks_program_view(metrics):
-            from .dataset import PROGRAM_VIEW_MISSING
+            from .data.dataset import PROGRAM_VIEW_MISSING
 
             print(f"  {split:<18} n/a: {PROGRAM_VIEW_MISSING}")
         if m and not m.get("n"):
@@ -629,7 +629,7 @@ def _run_ids(text: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from . import stats, verdicts
+    from .compare import stats, verdicts
 
     store = _store()
     runs_a = [store.get(i) for i in _run_ids(args.a)]
@@ -665,7 +665,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import Predictor
+    from .predict.predictor import Predictor
 
     store = _store()
     predictors = {run_id: Predictor.from_store(store, run_id) for run_id in _run_ids(args.run)}
@@ -694,7 +694,7 @@ def _predictions_of(store: Any, ids: list[str]) -> list[dict]:
 
 
 def cmd_flips(args: argparse.Namespace) -> int:
-    from .agreement import flips
+    from .compare.agreement import flips
 
     store = _store()
     ids_a, ids_b = _run_ids(args.a), _run_ids(args.b)
@@ -714,7 +714,7 @@ def cmd_flips(args: argparse.Namespace) -> int:
 
 
 def cmd_agreement(args: argparse.Namespace) -> int:
-    from .agreement import agreement_matrix
+    from .compare.agreement import agreement_matrix
 
     store = _store()
     ids = _run_ids(args.runs)
@@ -747,7 +747,7 @@ def _finite(obj: Any) -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     records = _store().list_runs()
-    from .store import csv_cell
+    from .runs.store import csv_cell
 
     rows = [{k: csv_cell(v) for k, v in (run_summary(r) | {"tags": ",".join(r.tags)} | r.config.flat()).items()}
             for r in records]

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.audio import load_audio
-from engine.config import FeatureConfig
-from engine.dataset import PROGRAM_VIEW_MISSING, summarize
-from engine.labels import CLASS_NAMES, SHORT_NAMES, SUBSETS, short_name
+from engine.data.audio import load_audio
+from engine.core.config import FeatureConfig
+from engine.data.dataset import PROGRAM_VIEW_MISSING, summarize
+from engine.core.labels import CLASS_NAMES, SHORT_NAMES, SUBSETS, short_name
 from ui import charts
 from ui.common import data_setting, plain, render_sidebar, require_dataset
 
@@ -42,7 +42,7 @@ def clip_pictures(path: str) -> tuple[np.ndarray, np.ndarray | None, str | None]
     y = clip_audio(path)
     mel = charts.mel_db(y, 22050)
     try:
-        from engine.features import clip_features
+        from engine.features.extract import clip_features
 
         feats = clip_features(y, FeatureConfig(frames=None)).T  # (features, frames)
         return mel, feats, None
@@ -53,7 +53,7 @@ def clip_pictures(path: str) -> tuple[np.ndarray, np.ndarray | None, str | None]
 @st.cache_data(show_spinner="Computing features of a sample of clips…")
 def feature_sample(fingerprint: str, subset: str, per_class: int, _clips) -> pd.DataFrame:
     """Mean over the clip of each study feature, for up to `per_class` clips per class."""
-    from engine.features import clip_features
+    from engine.features.extract import clip_features
 
     rows = []
     rng = np.random.default_rng(0)

@@ -7,10 +7,10 @@ import html
 
 import streamlit as st
 
-from engine.errors import EngineError
-from engine.naming import preset_run_name
-from engine.presets import PRESETS
-from engine.store import ACTIVE
+from engine.core.errors import EngineError
+from engine.runs.naming import preset_run_name
+from engine.learn.presets import PRESETS
+from engine.runs.store import ACTIVE
 from ui import run_view
 from ui import train_form as form
 from ui.colors import run_colors, swatch

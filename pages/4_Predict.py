@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.audio import SUPPORTED_FORMATS
-from engine.errors import EngineError
+from engine.data.audio import SUPPORTED_FORMATS
+from engine.core.errors import EngineError
 from ui import multi_predict as mp
 from ui import predict_view as pv
 from ui.common import data_setting, get_store, plain, render_sidebar, run_label, runs_in_url

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.labels import CLASS_NAMES, SUBSETS
+from engine.core.labels import CLASS_NAMES, SUBSETS
 
 CSV_NAME = "Medley-solos-DB_metadata.csv"
 CSV_HEADER = "subset,instrument,instrument_id,song_id,uuid4"

@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-RUN_ID = re.compile(r"r-\d{8}-[0-9a-f]+")  # engine.store's run ids
+RUN_ID = re.compile(r"r-\d{8}-[0-9a-f]+")  # engine.runs.store's run ids
 
 
 def run_in_url(url: str) -> str | None:

@@ -17,12 +17,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.config import RunConfig  # noqa: E402
+from engine.core.config import RunConfig  # noqa: E402
 
 
 @dataclass
 class Features:
-    """Stand-in for engine.features.FeatureSet: x (n, frames, features), y (n,), ids."""
+    """Stand-in for engine.features.extract.FeatureSet: x (n, frames, features), y (n,), ids."""
 
     x: np.ndarray
     y: np.ndarray
@@ -60,8 +60,8 @@ def gated_data(gate, timeout: float = 10.0):
 
 
 def main(db_path: str, runs_dir: str, epochs: str, step_delay: str) -> None:
-    from engine import jobs
-    from engine.store import RunStore
+    from engine.runs import jobs
+    from engine.runs.store import RunStore
 
     original = jobs._RunHooks.on_step
 

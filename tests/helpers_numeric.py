@@ -1,5 +1,5 @@
 """How close two numeric paths of the same training must come, and why: one place for the
-tolerances that compare a seed group (`engine.batched`) with its members trained alone.
+tolerances that compare a seed group (`engine.learn.batched`) with its members trained alone.
 
 What can differ. The group and a lone run do the same arithmetic, but not always in the same
 order: a batched product may sum its terms in another order than the lone product (the
@@ -117,8 +117,8 @@ def _print_drift() -> None:
     from test_batched import CASES, data_for_drift, with_model
     from test_train import config
 
-    from engine.batched import train_group
-    from engine.train import train_run
+    from engine.learn.batched import train_group
+    from engine.learn.train import train_run
     data = data_for_drift()
     for threads in [int(t) for t in sys.argv[1:]] or [1, 2]:
         torch.set_num_threads(threads)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from engine.agreement import agreement_matrix, flips, group_vote
-from engine.stats import ComparisonError, mcnemar_exact
+from engine.compare.agreement import agreement_matrix, flips, group_vote
+from engine.compare.stats import ComparisonError, mcnemar_exact
 
 
 def _pred(labels, y, ids=None, confidence=0.7, num_classes=8, split="validation"):

@@ -1,7 +1,7 @@
 """The Compare page (pages/3_Compare.py) in AppTest, and the helpers of ui/compare.py.
 
 Runs are written straight into a temporary RunStore with fake results: predictions are
-random probabilities with some skill, metrics come from engine.metrics.evaluate on them.
+random probabilities with some skill, metrics come from engine.learn.metrics.evaluate on them.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import ui.common
-from engine.config import RunConfig
-from engine.errors import ConfigError, EngineError
-from engine.metrics import evaluate
-from engine.presets import STUDY_ABLATION_CHANGES, STUDY_BASE, STUDY_REPORTED
-from engine.store import RunStore
-from engine import stats, verdicts
-from engine.labels import SHORT_NAMES
+from engine.core.config import RunConfig
+from engine.core.errors import ConfigError, EngineError
+from engine.learn.metrics import evaluate
+from engine.learn.presets import STUDY_ABLATION_CHANGES, STUDY_BASE, STUDY_REPORTED
+from engine.runs.store import RunStore
+from engine.compare import stats, verdicts
+from engine.core.labels import SHORT_NAMES
 from ui import compare as cmp
 from ui import significance as sig
 
@@ -209,7 +209,7 @@ def test_seed_group_and_mistakes_audio(populated):
 
 
 def test_ablation_builder_queues_runs(populated, monkeypatch):
-    from engine.jobs import JobManager
+    from engine.runs.jobs import JobManager
 
     def no_training(config, progress=None):
         raise EngineError("tests do not train")
@@ -579,7 +579,7 @@ def test_study_row_matches_either_librosa_inputs():
     assert cmp.study_row(current, STUDY_ABLATION_CHANGES, STUDY_BASE) == "lr 1e-5"
     assert cmp.study_row(STUDY_BASE.with_values(**{"train.lr": 1e-5}), STUDY_ABLATION_CHANGES, STUDY_BASE) == "lr 1e-5"
 def test_flips_and_agreement_sections(populated):
-    from engine.stats import mcnemar_exact
+    from engine.compare.stats import mcnemar_exact
 
     ids = populated.ids
     at = open_compare({"runs": f"{ids['a']},{ids['b0']}"})

@@ -24,8 +24,8 @@ TIMEOUT = 120
 @pytest.fixture
 def finished_run(tiny_dataset: Path, medley_cache: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A finished tiny run in the test's store (the dashboard's store: $MEDLEY_CACHE)."""
-    from engine.store import RunStore
-    from engine.train import train_run
+    from engine.runs.store import RunStore
+    from engine.learn.train import train_run
 
     monkeypatch.setenv("MEDLEY_DATA", str(tiny_dataset))
     monkeypatch.chdir(ROOT)
@@ -66,7 +66,7 @@ def test_the_compare_page_offers_the_history_of_the_runs_shown(finished_run: str
 
 
 def test_a_model_that_vanished_gives_a_zip_that_says_so() -> None:
-    from engine.errors import StoreError
+    from engine.core.errors import StoreError
     from ui.downloads import _or_error_zip
 
     def gone() -> bytes:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_study_ablation_button_trains_its_seed_and_lr_rows_as_one_group(tiny_dataset, medley_cache,
                                                                              monkeypatch) -> None:
-    from engine import batched
+    from engine.learn import batched
 
     monkeypatch.setenv("MEDLEY_DATA", str(tiny_dataset))
     monkeypatch.chdir(ROOT)

@@ -14,8 +14,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from engine import paths
-from engine.config import RunConfig
+from engine.core import paths
+from engine.core.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120  # seconds per script run: the first run imports torch and reads the dataset
@@ -149,9 +149,9 @@ def test_train_page_trains_and_shows_results(app_env):
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_train_page_bfloat16_choice_warns_only_where_it_is_slow(app_env, monkeypatch, fast):
-    import engine.model
+    import engine.learn.model
 
-    monkeypatch.setattr(engine.model, "fast_bfloat16", lambda device: fast)
+    monkeypatch.setattr(engine.learn.model, "fast_bfloat16", lambda device: fast)
     at = _app()
     at.switch_page("pages/2_Train.py").run()
     assert not at.warning
@@ -164,7 +164,7 @@ def test_train_page_bfloat16_choice_warns_only_where_it_is_slow(app_env, monkeyp
 
 
 def test_train_page_shows_a_failed_runs_error(app_env):
-    from engine.config import RunConfig
+    from engine.core.config import RunConfig
     from ui.common import get_store
 
     store = get_store()
@@ -181,7 +181,7 @@ def test_train_page_shows_a_failed_runs_error(app_env):
 
 
 def test_train_page_restarts_a_cancelled_run(app_env):
-    from engine.config import RunConfig
+    from engine.core.config import RunConfig
     from ui.common import get_store
 
     store = get_store()
@@ -255,8 +255,8 @@ def test_train_page_offers_robustness_options_and_shows_cross_collection_validat
 
 
 def test_home_queues_the_robustness_ablation_and_tabulates_it(app_env, monkeypatch):
-    from engine import presets
-    from engine.config import RunConfig
+    from engine.learn import presets
+    from engine.core.config import RunConfig
 
     tiny = RunConfig().with_values(**{"features.frames": 4, "model.arch": "sequence", "model.hidden_size": 4,
                                       "train.epochs": 1, "train.batch_size": 16, "train.augment_views": 1})
@@ -311,9 +311,9 @@ def test_train_page_live_view_of_a_running_run(app_env):
 def test_train_page_and_cli_make_the_same_config_for_the_same_choices(app_env, monkeypatch):
     """Issue 17: the Train page's widgets go through the engine's one parser, as CLI flags do."""
     from engine.cli import build_parser, config_from_args
-    from engine.errors import EngineError
-    from engine.jobs import JobManager
-    from engine.presets import PRESETS
+    from engine.core.errors import EngineError
+    from engine.runs.jobs import JobManager
+    from engine.learn.presets import PRESETS
     import ui.common
     from ui.common import get_store
 

@@ -19,7 +19,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from conftest import synth_clip, write_tiny_dataset
-from engine.labels import CLASS_NAMES
+from engine.core.labels import CLASS_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "4_Predict.py")
@@ -30,11 +30,11 @@ TIMEOUT = 120  # seconds per script run (torch import, librosa warm-up on a shar
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory, folder: str, runs: list[tuple[str, dict]]):
     """(cache folder, data folder, run ids): one finished tiny run per (name, config changes) on a
     72-clip dataset, stored in a temporary cache; $MEDLEY_CACHE / $MEDLEY_DATA set meanwhile."""
-    from engine.config import ModelConfig, RunConfig, TrainConfig
-    from engine.dataset import load_dataset
-    from engine.features import load_features
-    from engine.store import RunStore
-    from engine.train import train_run
+    from engine.core.config import ModelConfig, RunConfig, TrainConfig
+    from engine.data.dataset import load_dataset
+    from engine.features.extract import load_features
+    from engine.runs.store import RunStore
+    from engine.learn.train import train_run
 
     base = tmp_path_factory.mktemp(folder)
     data = write_tiny_dataset(base / "data")
@@ -141,7 +141,7 @@ def test_mp3_and_ogg_uploads_are_classified_like_the_wav(app):
 
 
 def test_predictions_are_cached_per_run_and_file_hash(app, monkeypatch):
-    from engine.predict import Predictor
+    from engine.predict.predictor import Predictor
 
     calls = []
     original = Predictor.predict_samples

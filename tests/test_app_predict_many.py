@@ -17,7 +17,7 @@ PAGE = str(ROOT / "pages" / "4_Predict.py")
 @pytest.fixture(scope="module")
 def three_runs(tmp_path_factory: pytest.TempPathFactory):
     """(data folder, [run ids], store): two seeds of one configuration and a second configuration."""
-    from engine.store import RunStore
+    from engine.runs.store import RunStore
 
     runs = [("first seed 0", {}), ("first seed 1", {"train.seed": 1}), ("second", {"train.lr": 3e-2})]
     with tiny_runs(tmp_path_factory, "predict_many", runs) as (_, data, ids):

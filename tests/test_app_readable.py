@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from engine.config import RunConfig
-from engine.verdicts import describe_confusion_difference
+from engine.core.config import RunConfig
+from engine.compare.verdicts import describe_confusion_difference
 from ui import compare as cmp
 from ui.common import percent_style
 
@@ -95,8 +95,8 @@ def test_start_keeps_the_configuration_open(tiny_dataset, medley_cache, monkeypa
     from streamlit.testing.v1 import AppTest
 
     import ui.common
-    from engine.errors import EngineError
-    from engine.jobs import JobManager
+    from engine.core.errors import EngineError
+    from engine.runs.jobs import JobManager
 
     root = Path(__file__).resolve().parent.parent
     monkeypatch.setenv("MEDLEY_DATA", str(tiny_dataset))

@@ -1,4 +1,4 @@
-"""Seed repeats trained as one stacked model (`engine.batched`) give what each run gives alone,
+"""Seed repeats trained as one stacked model (`engine.learn.batched`) give what each run gives alone,
 to float32 rounding: `tests/helpers_numeric.py` says how close, why, and what a real error
 (wrong seed, mask or learning rate) does instead; `test_a_broken_grouping_fails` checks that
 the comparison still catches one.
@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_numeric import allowed_flips, assert_same_run  # noqa: E402
 from test_train import config, make_split  # noqa: E402
 
-from engine.batched import group_key, train_group  # noqa: E402
-from engine.errors import ConfigError  # noqa: E402
-from engine.train import TrainHooks, train_run  # noqa: E402
+from engine.learn.batched import group_key, train_group  # noqa: E402
+from engine.core.errors import ConfigError  # noqa: E402
+from engine.learn.train import TrainHooks, train_run  # noqa: E402
 
 def data_for_drift() -> dict:
     return {"training": make_split(160, 0), "validation": make_split(48, 1), "test": make_split(40, 2)}
@@ -167,7 +167,7 @@ def test_what_groups_and_what_does_not() -> None:
 def test_cuda_group_equals_alone_to_rounding(data) -> None:
     """On CUDA the group's batched products (cuBLAS strided-batched) may sum in another order
     than the lone runs' products, and nothing is bit-exact between calls there (see
-    engine.train): 1e-4 relative, 1e-5 absolute after 40 steps."""
+    engine.learn.train): 1e-4 relative, 1e-5 absolute after 40 steps."""
     configs = [config(seed=seed) for seed in (0, 1, 2)]
     for cfg, result in zip(configs, train_group(configs, data, device="cuda")):
         alone = train_run(cfg, data, device="cuda")
@@ -177,7 +177,7 @@ def test_cuda_group_equals_alone_to_rounding(data) -> None:
 
 
 def test_companions_are_the_queued_runs_that_group_with_the_first() -> None:
-    from engine.batched import companions
+    from engine.learn.batched import companions
     first = config(seed=0)
     queued = [("a", config(seed=1)), ("b", config(seed=1, batch_size=32)), ("c", with_model(config(seed=2), dropout=0.3)),
               ("d", with_model(config(seed=3), arch="sequence")), ("e", config(seed=4))]
@@ -189,7 +189,7 @@ def test_companions_are_the_queued_runs_that_group_with_the_first() -> None:
 def test_augmented_views_masks_and_shifted_validation_as_alone(data) -> None:
     """Each member draws its augmented views and SpecAugment masks from its own generator, as
     alone; the cross-collection validation is recorded every epoch and evaluated at the end."""
-    from engine.train import AUGMENTED
+    from engine.learn.train import AUGMENTED
     rng = np.random.default_rng(5)
     train = data["training"]
     views = type(train)((train.x[None] + rng.normal(0, 1, (2, *train.x.shape))).astype(np.float32), train.y, train.ids)

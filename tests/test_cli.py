@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.config import RunConfig
+from engine.core.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--hidden", "8", "--epochs", "2", "--batch-size", "16"]
@@ -98,8 +98,8 @@ def test_train_seeds_trains_one_group_of_ordinary_runs(data, tmp_path):
 def test_compare_json_one_run_and_seed_groups(tmp_path, monkeypatch):
     from test_app_compare import add_run, make_splits
 
-    from engine import stats
-    from engine.store import RunStore
+    from engine.compare import stats
+    from engine.runs.store import RunStore
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("MEDLEY_CACHE", str(cache))
@@ -148,7 +148,7 @@ def test_compare_json_one_run_and_seed_groups(tmp_path, monkeypatch):
 
 def test_study_ablation_and_train_use_the_study_2019_inputs():
     from engine.cli import ablation_base, build_parser, config_from_args
-    from engine.presets import PRESETS
+    from engine.learn.presets import PRESETS
 
     parser = build_parser()
     assert ablation_base(parser.parse_args(["ablate", "--preset", "study"])).features.inputs == "librosa_0.7"
@@ -157,8 +157,8 @@ def test_study_ablation_and_train_use_the_study_2019_inputs():
     args = parser.parse_args(["train", "--preset", "study"])
     assert config_from_args(args, PRESETS[args.preset]).features.inputs == "librosa_0.7"
 def test_predict_flips_and_agreement_over_several_runs(data, tmp_path):
-    from engine.stats import mcnemar_exact
-    from engine.store import RunStore
+    from engine.compare.stats import mcnemar_exact
+    from engine.runs.store import RunStore
 
     cache = tmp_path / "cache"
     a, b = (json.loads(engine("train", "--data", str(data), *TINY, "--seed", seed, "--lr", lr, "--json",
@@ -192,7 +192,7 @@ def test_predict_flips_and_agreement_over_several_runs(data, tmp_path):
 
 def test_parse_seeds_takes_a_count_or_a_list():
     from engine.cli import parse_seeds
-    from engine.errors import EngineError
+    from engine.core.errors import EngineError
 
     assert parse_seeds("3") == [0, 1, 2]
     assert parse_seeds("2", first=5) == [5, 6]  # a count starts at --seed
@@ -204,7 +204,8 @@ def test_parse_seeds_takes_a_count_or_a_list():
 
 
 def test_train_and_ablate_take_both_forms_of_seeds(tiny_dataset, medley_cache, monkeypatch, capsys):
-    from engine import cli, presets
+    from engine import cli
+    from engine.learn import presets
 
     tiny = ["--data", str(tiny_dataset), "--hidden", "4", "--epochs", "1", "--batch-size", "16", "--json"]
     assert cli.main(["train", *tiny, "--seed", "3", "--seeds", "2", "--name", "n"]) == 0

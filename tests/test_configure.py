@@ -1,5 +1,5 @@
-"""One way to state a configuration (issue 17, part 4): engine.config.config_from_values turns
-dotted names into a validated RunConfig for every front end, and engine.launch.queue_ablation
+"""One way to state a configuration (issue 17, part 4): engine.core.config.config_from_values turns
+dotted names into a validated RunConfig for every front end, and engine.runs.launch.queue_ablation
 queues every named ablation. Every error path names the key; the CLI, the Train page's form and
 the ablation builder produce the same RunConfig for the same choices."""
 
@@ -9,11 +9,11 @@ import json
 
 import pytest
 
-from engine import presets
+from engine.learn import presets
 from engine.cli import build_parser, config_from_args
-from engine.config import RunConfig, config_from_values, config_keys
-from engine.errors import ConfigError, EngineError
-from engine.launch import ablation_rows, plan_ablation, plan_rows, queue_ablation
+from engine.core.config import RunConfig, config_from_values, config_keys
+from engine.core.errors import ConfigError, EngineError
+from engine.runs.launch import ablation_rows, plan_ablation, plan_rows, queue_ablation
 
 VARIED = RunConfig(data="demo:tiny").with_values(**{
     "features.frames": None, "features.chroma": True, "features.inputs": "librosa_0.7", "features.clip_norm": True,

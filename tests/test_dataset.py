@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine import dataset as dataset_module
-from engine.dataset import find_clip, load_dataset, resolve_dataset, summarize
-from engine.errors import DatasetError
-from engine.labels import CLASS_NAMES, SUBSETS
+from engine.data import dataset as dataset_module
+from engine.data.dataset import find_clip, load_dataset, resolve_dataset, summarize
+from engine.core.errors import DatasetError
+from engine.core.labels import CLASS_NAMES, SUBSETS
 
 CSV = "Medley-solos-DB_metadata.csv"
 
@@ -176,7 +176,7 @@ def test_resolve_dataset_falls_back_to_the_demo(make_tiny_dataset, medley_cache,
         made.append(size)
         return make_tiny_dataset(f"demo-{size}", per_class=1, classes=(0, 1))
 
-    monkeypatch.setitem(sys.modules, "engine.demo", types.SimpleNamespace(make_demo=fake_make_demo))
+    monkeypatch.setitem(sys.modules, "engine.data.demo", types.SimpleNamespace(make_demo=fake_make_demo))
     monkeypatch.setattr(dataset_module.paths, "DEFAULT_MEDLEY_HOME", medley_cache / "no-such-home")
     assert resolve_dataset().is_demo
     assert resolve_dataset("demo:tiny").is_demo
@@ -184,7 +184,7 @@ def test_resolve_dataset_falls_back_to_the_demo(make_tiny_dataset, medley_cache,
 
 
 def test_demo_names_resolve_from_the_environment_too(monkeypatch, tmp_path):
-    from engine.dataset import demo_size
+    from engine.data.dataset import demo_size
 
     monkeypatch.setenv("MEDLEY_DATA", "demo:tiny")
     assert demo_size(None) == demo_size("") == "tiny"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine import demo
-from engine.errors import ConfigError, DatasetError
-from engine.labels import CLASS_NAMES, SUBSETS
+from engine.data import demo
+from engine.core.errors import ConfigError, DatasetError
+from engine.core.labels import CLASS_NAMES, SUBSETS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,7 +205,7 @@ def test_workers_do_not_rerun_a_streamlit_page(tmp_path):
     script = (
         "import sys, types\n"
         f"main = types.ModuleType('__main__'); main.__file__ = {str(page)!r}; sys.modules['__main__'] = main\n"
-        "from engine.demo import make_demo\n"
+        "from engine.data.demo import make_demo\n"
         f"make_demo('tiny', root=__import__('pathlib').Path({str(tmp_path / 'demo')!r}), workers=2)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=240, capture_output=True, text=True)

@@ -385,7 +385,7 @@ def test_back_leaves_a_page_instead_of_stepping_through_its_selections(server, t
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     from pages import fill_store  # benchmarks/pages.py: finished runs with real metrics, no weights
 
-    from engine.store import RunStore
+    from engine.runs.store import RunStore
 
     base, log_path = server
     store = RunStore(tmp_path / "cache" / "runs.sqlite", tmp_path / "cache" / "runs")

@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import features as F
-from engine.config import RunConfig
-from engine.dataset import load_dataset
-from engine.errors import AudioError, ConfigError
-from engine.features import FeatureConfig, FeatureSet, fit_standardizer, load_features, normalize_clips
-from engine.metrics import NUM_CLASSES, confusion_matrix, evaluate
-from engine.model import build_model
-from engine.predict import Predictor
-from engine.train import train_run
+from engine.features import extract as F
+from engine.core.config import RunConfig
+from engine.data.dataset import load_dataset
+from engine.core.errors import AudioError, ConfigError
+from engine.features.extract import FeatureConfig, FeatureSet, fit_standardizer, load_features, normalize_clips
+from engine.learn.metrics import NUM_CLASSES, confusion_matrix, evaluate
+from engine.learn.model import build_model
+from engine.predict.predictor import Predictor
+from engine.learn.train import train_run
 from tests.conftest import CSV_NAME
 from ui import charts
 
@@ -129,7 +129,7 @@ def _store_with_an_empty_test_view(tmp_path):
     """A store holding one finished run whose validation has 8 clips and whose test has none."""
     from types import SimpleNamespace
 
-    from engine.store import RunStore
+    from engine.runs.store import RunStore
 
     store = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
     run_id = store.create_run(RunConfig(), name="empty test")
@@ -153,7 +153,7 @@ def test_the_cli_prints_no_clips_for_an_empty_view(tmp_path, capsys):
 
 
 def test_the_generalisation_gap_of_an_empty_test_split_says_no_clips():
-    from engine.stats import ComparisonError, generalisation_gap
+    from engine.compare.stats import ComparisonError, generalisation_gap
 
     metrics = {"validation": evaluate(np.arange(8), np.eye(8)), "test": evaluate(np.zeros(0), np.zeros((0, 8)))}
     with pytest.raises(ComparisonError, match="no clips"):

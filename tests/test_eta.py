@@ -1,12 +1,12 @@
-"""Time left of a run (engine.eta) and the CPU thread policy of the job manager."""
+"""Time left of a run (engine.runs.eta) and the CPU thread policy of the job manager."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.errors import ConfigError
-from engine.eta import EpochClock, epoch_pace, eta_seconds
-from engine.jobs import cpu_threads
+from engine.core.errors import ConfigError
+from engine.runs.eta import EpochClock, epoch_pace, eta_seconds
+from engine.runs.worker import cpu_threads
 
 
 def test_pace_is_the_median_of_the_last_epochs() -> None:

@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
 
-from engine import export  # noqa: E402
-from engine.errors import StoreError  # noqa: E402
-from engine.predict import Predictor  # noqa: E402
-from engine.store import RunStore  # noqa: E402
-from engine.train import train_run  # noqa: E402
+from engine.runs import export  # noqa: E402
+from engine.core.errors import StoreError  # noqa: E402
+from engine.predict.predictor import Predictor  # noqa: E402
+from engine.runs.store import RunStore  # noqa: E402
+from engine.learn.train import train_run  # noqa: E402
 
 
 def read(data: bytes) -> list[dict[str, str]]:

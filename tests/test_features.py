@@ -8,12 +8,12 @@ import librosa
 import numpy as np
 import pytest
 
-from engine import features as F
-from engine.audio import load_audio
-from engine.config import FeatureConfig, RunConfig
-from engine.dataset import load_dataset
-from engine.errors import ConfigError
-from engine.features import clip_features, fit_standardizer, load_features
+from engine.features import extract as F
+from engine.data.audio import load_audio
+from engine.core.config import FeatureConfig, RunConfig
+from engine.data.dataset import load_dataset
+from engine.core.errors import ConfigError
+from engine.features.extract import clip_features, fit_standardizer, load_features
 
 SPECTRAL = FeatureConfig(frames=None)
 
@@ -208,10 +208,10 @@ def test_study_2019_inputs_reproduce_the_2019_study_code(small_ds):
 
 
 def test_study_presets_use_the_2019_inputs_and_digests_stay():
-    from engine.audio import resample
-    from engine.errors import AudioError
-    from engine.presets import RECOMMENDED, STUDY_BASE, study_ablation
-    from engine.store import group_key
+    from engine.data.audio import resample
+    from engine.core.errors import AudioError
+    from engine.learn.presets import RECOMMENDED, STUDY_BASE, study_ablation
+    from engine.runs.store import group_key
 
     assert all(config.features.inputs == "librosa_0.7" for _, config in study_ablation())
     assert STUDY_BASE.features.pad_mode == "reflect" and STUDY_BASE.features.resampler == "kaiser_best"
@@ -235,7 +235,7 @@ def test_study_presets_use_the_2019_inputs_and_digests_stay():
 def test_kaiser_best_equals_resampy(orig_sr, target_sr, samples):
     import resampy
 
-    from engine.audio import resample
+    from engine.data.audio import resample
 
     y = (0.3 * np.random.default_rng(samples).standard_normal(samples)).astype(np.float32)
     ours = resample(y, orig_sr, target_sr, method="kaiser_best")

@@ -62,7 +62,7 @@ def test_typing_a_bad_dataset_setting_shows_an_error_and_keeps_the_old_one(app_e
 
 
 def test_demo_size_tolerates_spaces():
-    from engine.dataset import demo_size
+    from engine.data.dataset import demo_size
 
     assert demo_size("demo: tiny") == "tiny"
 
@@ -119,7 +119,7 @@ def test_train_page_shows_a_run_name_as_text(app_env, medley_cache):
     from test_hardening_store import _filled_store
 
     _filled_store(medley_cache, n=1)
-    from engine.store import RunStore
+    from engine.runs.store import RunStore
 
     store = RunStore()
     run_id = store.list_runs(status="finished")[0].id

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.store import RunStore
+from engine.runs.store import RunStore
 from test_hardening_store import _filled_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,8 +63,8 @@ def test_progress_for_a_real_folder_does_not_say_demo(make_tiny_dataset, tmp_pat
 def test_upload_limit_is_stated_as_the_widget_states_it():
     import pytest
 
-    from engine.audio import MAX_UPLOAD_BYTES, load_audio
-    from engine.errors import AudioError
+    from engine.data.audio import MAX_UPLOAD_BYTES, load_audio
+    from engine.core.errors import AudioError
 
     with pytest.raises(AudioError, match=r"is 51 MB; the limit is 50 MB"):
         load_audio(b"\0" * (51 * 2**20), max_bytes=MAX_UPLOAD_BYTES, name="big.wav")

@@ -33,7 +33,7 @@ def _poison(root: Path, subset: str = "training", value: float = np.nan) -> str:
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_nonfinite_clip_is_a_problem_and_skipped(make_tiny_dataset, medley_cache, value):
-    from engine.dataset import load_dataset
+    from engine.data.dataset import load_dataset
 
     root = make_tiny_dataset(per_class=2)
     name = _poison(root, value=value)
@@ -65,9 +65,9 @@ def _cache_files(cache: Path) -> list[Path]:
 
 
 def test_garbled_cache_bytes_are_detected_and_recomputed(make_tiny_dataset, medley_cache):
-    from engine.config import FeatureConfig
-    from engine.dataset import load_dataset
-    from engine.features import load_features
+    from engine.core.config import FeatureConfig
+    from engine.data.dataset import load_dataset
+    from engine.features.extract import load_features
 
     ds = load_dataset(make_tiny_dataset(per_class=2))
     config = FeatureConfig(frames=None)
@@ -83,9 +83,9 @@ def test_garbled_cache_bytes_are_detected_and_recomputed(make_tiny_dataset, medl
 
 
 def test_cache_entries_are_not_memory_mapped_and_never_read_only(make_tiny_dataset, medley_cache):
-    from engine.config import FeatureConfig
-    from engine.dataset import load_dataset
-    from engine.features import load_features
+    from engine.core.config import FeatureConfig
+    from engine.data.dataset import load_dataset
+    from engine.features.extract import load_features
 
     ds = load_dataset(make_tiny_dataset(per_class=2))
     load_features(ds, FeatureConfig(frames=None))
@@ -97,10 +97,10 @@ CHILD = r"""
 import os, sys
 from pathlib import Path
 import numpy as np
-from engine.config import FeatureConfig, RunConfig
-from engine.dataset import load_dataset
-from engine.features import load_features
-from engine.train import train_run
+from engine.core.config import FeatureConfig, RunConfig
+from engine.data.dataset import load_dataset
+from engine.features.extract import load_features
+from engine.learn.train import train_run
 
 ds = load_dataset(sys.argv[1])
 config = RunConfig(features=FeatureConfig(frames=None)).with_values(
@@ -131,9 +131,9 @@ def test_truncating_a_cache_file_under_a_run_does_not_kill_it(make_tiny_dataset,
 def test_unwritable_feature_cache_fails_the_run_with_a_message_naming_the_folder(make_tiny_dataset, tmp_path,
                                                                                  monkeypatch):
     """A file where the features folder should be (works as root too, unlike chmod)."""
-    from engine.jobs import JobManager
-    from engine.config import RunConfig
-    from engine.store import RunStore
+    from engine.runs.jobs import JobManager
+    from engine.core.config import RunConfig
+    from engine.runs.store import RunStore
 
     root = make_tiny_dataset(per_class=2)
     cache = tmp_path / "cache"
@@ -152,10 +152,10 @@ def test_unwritable_feature_cache_fails_the_run_with_a_message_naming_the_folder
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
 def test_read_only_feature_folder_names_it(make_tiny_dataset, medley_cache):
-    from engine.config import FeatureConfig
-    from engine.dataset import load_dataset
-    from engine.errors import CacheError
-    from engine.features import load_features
+    from engine.core.config import FeatureConfig
+    from engine.data.dataset import load_dataset
+    from engine.core.errors import CacheError
+    from engine.features.extract import load_features
 
     ds = load_dataset(make_tiny_dataset(per_class=2))
     folder = medley_cache / "features"

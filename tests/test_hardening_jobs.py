@@ -16,7 +16,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from engine.store import RunStore
+from engine.runs.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,8 +92,8 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("name,value", BAD_VALUES)
 def test_bad_values_are_refused_naming_the_field(name, value):
-    from engine.config import RunConfig
-    from engine.errors import ConfigError
+    from engine.core.config import RunConfig
+    from engine.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=name.replace(".", r"\.")):
         RunConfig().with_values(**{name: value})
@@ -103,7 +103,7 @@ def test_bad_values_are_refused_naming_the_field(name, value):
 
 
 def test_whole_floats_from_json_are_accepted_as_ints():
-    from engine.config import RunConfig
+    from engine.core.config import RunConfig
 
     config = RunConfig.from_json('{"train": {"batch_size": 50.0, "lr": 1}, "model": {"hidden_size": 8.0}}')
     assert config.train.batch_size == 50 and isinstance(config.train.batch_size, int)
@@ -127,7 +127,7 @@ def test_cli_refuses_bad_settings_before_training(tmp_path):
 
 
 def test_sgd_with_a_huge_learning_rate_is_flagged_not_silently_finished(tmp_path):
-    from engine.train import train_run
+    from engine.learn.train import train_run
     from test_hardening_store import realistic_result
     from test_train import config, make_split
 
@@ -158,7 +158,7 @@ def test_sgd_with_a_huge_learning_rate_is_flagged_not_silently_finished(tmp_path
     ([2.0], None, None),
 ])
 def test_learning_warning_signs(losses, accuracy, flagged):
-    from engine.train import learning_warning
+    from engine.learn.train import learning_warning
 
     history = [{"epoch": i + 1, "train_loss": v, "val_accuracy": accuracy} for i, v in enumerate(losses)]
     warning = learning_warning(history)

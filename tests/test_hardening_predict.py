@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import load_audio
-from engine.errors import AudioError
+from engine.data.audio import load_audio
+from engine.core.errors import AudioError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def test_too_long_recording_is_refused_from_its_header_before_decoding(monkeypat
 
 
 def test_default_limit_is_twenty_minutes_and_can_be_lifted(monkeypatch):
-    from engine.audio import max_audio_seconds
+    from engine.data.audio import max_audio_seconds
 
     monkeypatch.delenv("MEDLEY_MAX_AUDIO_MINUTES", raising=False)
     assert max_audio_seconds() == 20 * 60

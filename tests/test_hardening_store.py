@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import StoreDamaged
-from engine.store import RunStore, rebuild_store
-from engine.metrics import evaluate
+from engine.core.errors import StoreDamaged
+from engine.runs.store import RunStore, rebuild_store
+from engine.learn.metrics import evaluate
 from test_store import fake_result, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +146,7 @@ def test_stale_heartbeat_marks_a_live_owner_interrupted(tmp_path):
 def test_store_made_before_heartbeats_is_migrated(tmp_path):
     import sqlite3
 
-    from engine import store as store_module
+    from engine.runs import store as store_module
 
     con = sqlite3.connect(tmp_path / "runs.sqlite")
     con.executescript(store_module._SCHEMA.replace("best_epoch INTEGER,\n    heartbeat REAL", "best_epoch INTEGER"))

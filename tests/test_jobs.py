@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_jobs import gated_data, synthetic_data, tiny_config  # noqa: E402
 
-from engine.errors import ConfigError  # noqa: E402
-from engine.jobs import JobError, JobManager  # noqa: E402
-from engine.store import RunStore  # noqa: E402
+from engine.core.errors import ConfigError  # noqa: E402
+from engine.runs.jobs import JobError, JobManager  # noqa: E402
+from engine.runs.store import RunStore  # noqa: E402
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_jobs import gated_data, synthetic_data, tiny_config  # noqa: E402
 
-from engine.jobs import JobManager  # noqa: E402
-from engine.store import RunStore  # noqa: E402
+from engine.runs.jobs import JobManager  # noqa: E402
+from engine.runs.store import RunStore  # noqa: E402
 from ui.live import LiveCharts, fmt_duration, progress_line  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def test_queued_runs_know_what_they_wait_for(store: RunStore) -> None:
 
 
 def test_manager_reports_data_progress_and_an_eta_from_epochs(store: RunStore, monkeypatch) -> None:
-    from engine import jobs
+    from engine.runs import jobs
 
     seen: list[tuple[int, int]] = []
 
@@ -160,7 +160,7 @@ def test_process_isolation_trains_reports_and_cancels(in_process) -> None:
 
 
 def test_process_isolation_refuses_a_custom_loader(store: RunStore) -> None:
-    from engine.errors import ConfigError
+    from engine.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="isolation='thread'"):
         JobManager(store, data_loader=synthetic_data, isolation="process")

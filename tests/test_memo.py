@@ -1,11 +1,11 @@
-"""engine.memo.LruMemo: one make per key even when asked at once; the last `size` kept."""
+"""engine.runs.memo.LruMemo: one make per key even when asked at once; the last `size` kept."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from engine.memo import LruMemo
+from engine.runs.memo import LruMemo
 
 
 def test_callers_of_one_key_wait_for_one_make_and_other_keys_do_not_wait() -> None:

@@ -7,9 +7,9 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, recall_score
 
-from engine.config import FeatureConfig, ModelConfig
-from engine.metrics import evaluate
-from engine.model import autocast, build_model, lstm_dtype, lstm_outside_autocast, set_dropout_generator
+from engine.core.config import FeatureConfig, ModelConfig
+from engine.learn.metrics import evaluate
+from engine.learn.model import autocast, build_model, lstm_dtype, lstm_outside_autocast, set_dropout_generator
 
 
 @pytest.mark.parametrize("arch", ["study", "study_2plus1", "sequence", "waveform"])
@@ -83,7 +83,7 @@ def test_study_step_backward_is_the_slices_backward_without_full_size_zero_fills
     in place: no zero-filled (4*hidden, inputs) buffer per slice (22-27% of a study run's time)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from engine.model import one_step
+    from engine.learn.model import one_step
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(63, 40, 2)
     x = torch.randn(9, 63, requires_grad=True)

@@ -1,10 +1,10 @@
-"""Run names from what differs from the base (engine.naming)."""
+"""Run names from what differs from the base (engine.runs.naming)."""
 
 from __future__ import annotations
 
-from engine.config import RunConfig
-from engine.naming import difference_name, run_name, short_value
-from engine.presets import RECOMMENDED, STUDY_BASE
+from engine.core.config import RunConfig
+from engine.runs.naming import difference_name, run_name, short_value
+from engine.learn.presets import RECOMMENDED, STUDY_BASE
 
 
 def test_short_values() -> None:
@@ -35,7 +35,7 @@ def test_run_names_say_seed_of_what() -> None:
 
 
 def test_unnamed_runs_are_named_by_their_difference_from_the_preset() -> None:
-    from engine.naming import preset_run_name
+    from engine.runs.naming import preset_run_name
 
     lr = STUDY_BASE.with_values(**{"train.lr": 1e-3, "data": "demo:tiny"})  # another dataset is no difference
     assert preset_run_name(lr, STUDY_BASE, "study") == "lr 1e-3"

@@ -13,11 +13,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
 
-from engine.errors import StoreError  # noqa: E402
-from engine.labels import CLASS_NAMES  # noqa: E402
-from engine.predict import Predictor  # noqa: E402
-from engine.store import RunStore  # noqa: E402
-from engine.train import train_run  # noqa: E402
+from engine.core.errors import StoreError  # noqa: E402
+from engine.core.labels import CLASS_NAMES  # noqa: E402
+from engine.predict.predictor import Predictor  # noqa: E402
+from engine.runs.store import RunStore  # noqa: E402
+from engine.learn.train import train_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_compressed_uploads_decode_to_the_same_tone(fmt: str, subtype: str, chan
     """FLAC, Ogg Vorbis and MP3 bytes (what users upload) decode like the WAV they came from."""
     import io
 
-    from engine.audio import load_audio
+    from engine.data.audio import load_audio
 
     sr, seconds = 44100, 2.0
     t = np.arange(int(sr * seconds)) / sr

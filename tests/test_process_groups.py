@@ -1,6 +1,6 @@
 """Seed repeats in training worker processes (JobManager(isolation="process"), the dashboard's
 choice): queued runs that can train together are one job of one worker, trained by
-`engine.batched.train_group`, and each is still an ordinary run with its own progress,
+`engine.learn.batched.train_group`, and each is still an ordinary run with its own progress,
 cancel, checkpoints and failure.
 
 Tolerances from tests/helpers_numeric.py (its docstring says why).
@@ -25,9 +25,9 @@ from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
 from helpers_numeric import LOSS_TOL, assert_same_accuracy, assert_same_history  # noqa: E402
 from test_live import in_process, until  # noqa: E402,F401  (in_process: a fixture)
 
-from engine import jobs  # noqa: E402
-from engine.jobs import JobManager  # noqa: E402
-from engine.store import RunStore  # noqa: E402
+from engine.runs import worker  # noqa: E402
+from engine.runs.jobs import JobManager  # noqa: E402
+from engine.runs.store import RunStore  # noqa: E402
 
 def group_config(data: str, epochs: int):
     """Two LSTM layers with dropout between them: the members' own dropout generators matter."""
@@ -98,7 +98,7 @@ def test_a_killed_group_worker_fails_every_member_and_they_resume(in_process) ->
 
 
 def test_a_worker_reloads_data_when_the_augmentation_differs(tmp_path: Path, monkeypatch) -> None:
-    """The worker's data cache is keyed as the thread's (jobs.data_key): a run without
+    """The worker's data cache is keyed as the thread's (worker.data_key): a run without
     augmentation never gets the augmented views a run before it loaded (and the reverse)."""
     loaded: list[str] = []
 
@@ -106,13 +106,13 @@ def test_a_worker_reloads_data_when_the_augmentation_differs(tmp_path: Path, mon
         loaded.append(config.train.augment)
         return synthetic_data(config)
 
-    monkeypatch.setattr(jobs, "_default_loader", loader)
+    monkeypatch.setattr(worker, "_default_loader", loader)
     store = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
     cache: collections.OrderedDict = collections.OrderedDict()
     for augment in ("gain", "", "gain"):
         config = tiny_config(epochs=1, **{"train.augment": augment})
         run_id = store.create_run(config)
-        job = jobs._WorkerJob([run_id], [config.to_json()], False, {run_id: threading.Event()})
+        job = worker._WorkerJob([run_id], [config.to_json()], False, {run_id: threading.Event()})
         outbox = type("Outbox", (), {"send": lambda self, message: None})()
-        assert jobs._worker_train(store, job, "cpu", 0.0, threading.Event(), cache, outbox) == {run_id: "finished"}
+        assert worker._worker_train(store, job, "cpu", 0.0, threading.Event(), cache, outbox) == {run_id: "finished"}
     assert loaded == ["gain", ""]  # the third run found its data in the cache

@@ -1,4 +1,4 @@
-"""The ray backend (engine.ray_backend) on one local Ray with 2 CPUs, shared by the module.
+"""The ray backend (engine.runs.ray_backend) on one local Ray with 2 CPUs, shared by the module.
 
 Tiny synthetic runs (helpers_jobs): a Ray run stores what a local run stores; features go to
 the object store once per key; cancel (cooperative and forced) and resume; a killed driver
@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
 from test_e2e_browser import server  # noqa: E402,F401  (the fixture: a fresh dashboard server)
 
-from engine import ray_backend  # noqa: E402
-from engine.errors import ConfigError  # noqa: E402
-from engine.features import FeatureSet  # noqa: E402
-from engine.jobs import JobManager  # noqa: E402
-from engine.ray_backend import RayMissing, RayOptions, backend_from_env  # noqa: E402
-from engine.store import RunStore  # noqa: E402
+from engine.runs import ray_backend  # noqa: E402
+from engine.core.errors import ConfigError  # noqa: E402
+from engine.features.extract import FeatureSet  # noqa: E402
+from engine.runs.jobs import JobManager  # noqa: E402
+from engine.runs.ray_backend import RayMissing, RayOptions, backend_from_env  # noqa: E402
+from engine.runs.store import RunStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -167,9 +167,9 @@ DRIVER = textwrap.dedent("""
     sys.path[:0] = [{root!r}, {tests!r}]
     from test_ray_backend import slower_data
     from helpers_jobs import tiny_config
-    from engine.jobs import JobManager
-    from engine.ray_backend import RayOptions
-    from engine.store import RunStore
+    from engine.runs.jobs import JobManager
+    from engine.runs.ray_backend import RayOptions
+    from engine.runs.store import RunStore
     manager = JobManager(RunStore({db!r}, {runs!r}), data_loader=slower_data, backend="ray",
                          ray_options=RayOptions(address={address!r}), checkpoint_every_s=0.0)
     run_id = manager.submit(tiny_config(epochs=5000))
@@ -208,7 +208,8 @@ def test_a_killed_driver_leaves_its_run_interrupted_and_resumable(cluster, tmp_p
 def test_cli_trains_on_ray(cluster, tmp_path: Path, monkeypatch, capsys) -> None:
     """`python -m engine train --backend ray --ray-address host:port`: a run on the cluster, in
     the CLI's store; the flags do not leak into the environment afterwards."""
-    from engine import cli, jobs
+    from engine import cli
+    from engine.runs import jobs
 
     monkeypatch.setenv("MEDLEY_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MEDLEY_BACKEND", raising=False)

@@ -9,19 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from engine import augment, features
-from engine.ablation import mean_std, protocol_split, select_by_cross_validation, summarize_rows
-from engine.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
-from engine.dataset import load_dataset
-from engine.errors import ConfigError
-from engine.features import (
+from engine.data import augment
+from engine.features import extract as features
+from engine.compare.ablation import mean_std, protocol_split, select_by_cross_validation, summarize_rows
+from engine.core.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig
+from engine.data.dataset import load_dataset
+from engine.core.errors import ConfigError
+from engine.features.extract import (
     FeatureSet, cache_path, clip_features, load_augmented_views, load_features, load_heldout_validation,
     load_program_validation, load_source_validation, normalize_clips,
 )
-from engine.launch import plan_ablation
-from engine.model import build_model
-from engine.presets import RECOMMENDED, ROBUSTNESS_OPTIONS, robustness_ablation
-from engine.train import AUGMENTED, spec_mask, train_run
+from engine.runs.launch import plan_ablation
+from engine.learn.model import build_model
+from engine.learn.presets import RECOMMENDED, ROBUSTNESS_OPTIONS, robustness_ablation
+from engine.learn.train import AUGMENTED, spec_mask, train_run
 
 SR = 22050
 
@@ -346,7 +347,8 @@ def test_summary_means_and_spreads_match_numpy_and_skip_unfinished_runs():
 
 def test_ablate_robustness_cli_prints_one_table_with_cross_validation(tiny_dataset, medley_cache, monkeypatch,
                                                                      capsys):
-    from engine import cli, presets
+    from engine import cli
+    from engine.learn import presets
 
     monkeypatch.setitem(presets.ABLATIONS, "robustness", lambda base: robustness_ablation(base)[:2])
     code = cli.main(["ablate", "--preset", "robustness", "--data", str(tiny_dataset), "--epochs", "1",
@@ -372,7 +374,7 @@ def test_ablate_robustness_cli_prints_one_table_with_cross_validation(tiny_datas
 
 
 def test_training_and_prediction_features_agree_with_cmvn_and_log_mel(tiny):
-    from engine.features import decode_clip
+    from engine.features.extract import decode_clip
 
     for config in (FeatureConfig(frames=None, clip_norm=True), FeatureConfig(frames=20, representation="logmel",
                                                                               clip_norm=True)):
@@ -384,7 +386,7 @@ def test_training_and_prediction_features_agree_with_cmvn_and_log_mel(tiny):
 
 
 def test_format_rows_prints_mean_and_seed_spread_per_row():
-    from engine.ablation import format_rows
+    from engine.compare.ablation import format_rows
 
     table = summarize_rows([("recommended", [_Run("a", 0, 0.9, 0.5, 0.4), _Run("b", 1, 0.8, 0.6, 0.5)]),
                             ("+ x", [_Run("c", 0, 0.7, 0.4, 0.6)]), ("+ y", [])])
@@ -431,7 +433,7 @@ def _choose(rows, predictions, **kwargs):
 
 
 def test_protocol_chooses_a_row_only_when_significantly_better_on_cross_validation_after_holm():
-    from engine.stats import holm
+    from engine.compare.stats import holm
 
     rows, preds = _protocol_rows({"recommended": [0.50, 0.52, 0.51], "+ x": [0.70, 0.72, 0.71],
                                   "+ y": [0.55, 0.50, 0.53], "+ z": [0.30, 0.31, 0.29]})
@@ -481,7 +483,7 @@ def test_protocol_false_choice_rate_stays_at_alpha_when_no_row_is_better():
 
 
 def test_format_choice_names_each_row_its_holm_p_and_the_choice():
-    from engine.ablation import format_choice
+    from engine.compare.ablation import format_choice
 
     rows, preds = _protocol_rows({"recommended": [0.50, 0.52, 0.51], "+ x": [0.70, 0.72, 0.71], "+ y": [0.55]})
     rows.append(("+ lone", []))
@@ -495,7 +497,7 @@ def test_format_choice_names_each_row_its_holm_p_and_the_choice():
 def test_mp3_roundtrip_is_aligned_same_length_and_lossy(sr):
     """libsndfile's MP3 (LAME + mpg123) in the held-out chain: the output lines up with the
     input sample for sample (gapless), keeps its length, and loses detail at low VBR quality."""
-    from engine.augment import mp3_roundtrip
+    from engine.data.augment import mp3_roundtrip
 
     y = (np.random.default_rng(0).standard_normal(sr * 2) * 0.1).astype(np.float32)
     out = mp3_roundtrip(y, sr, 9.0)
@@ -515,8 +517,8 @@ def _add_program_view(root, n_per_class: int = 1, extra_rows: str = ""):
     import shutil
     import uuid as uuidlib
 
-    from engine.dataset import PROGRAM_VIEW, PROGRAM_VIEW_CSV
-    from engine.labels import CLASS_NAMES
+    from engine.data.dataset import PROGRAM_VIEW, PROGRAM_VIEW_CSV
+    from engine.core.labels import CLASS_NAMES
 
     source = load_dataset(root, check_audio=False)
     lines, uuids = ["subset,instrument,instrument_id,song_id,uuid4"], []
@@ -559,7 +561,7 @@ def test_program_view_is_read_cached_apart_and_absent_on_a_dataset_without_one(t
 
 
 def test_protocol_chooses_on_the_program_view_when_every_run_has_it_and_says_when_it_falls_back():
-    from engine.ablation import format_choice
+    from engine.compare.ablation import format_choice
 
     rows, preds = _protocol_rows({"recommended": [0.50, 0.52, 0.51], "+ x": [0.70, 0.72, 0.71]})
     for records in (r for _, r in rows):

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_jobs import tiny_config  # noqa: E402
 
-from engine.store import RunStore  # noqa: E402
+from engine.runs.store import RunStore  # noqa: E402
 from ui import charts  # noqa: E402
 from ui import compare as cmp  # noqa: E402
 from ui.colors import color_for, label_colors, run_colors, swatch  # noqa: E402
@@ -131,7 +131,7 @@ def test_prediction_summary_never_says_none() -> None:
 
 
 def test_prediction_bars_use_the_short_class_names_every_chart_uses() -> None:
-    from engine.labels import CLASS_NAMES, SHORT_NAMES, short_name
+    from engine.core.labels import CLASS_NAMES, SHORT_NAMES, short_name
     from ui.predict_view import probability_chart
 
     assert [short_name(n) for n in CLASS_NAMES] == list(SHORT_NAMES) and short_name("other") == "other"
@@ -144,7 +144,7 @@ def test_prediction_bars_use_the_short_class_names_every_chart_uses() -> None:
 
 
 def test_a_failing_step_names_the_file_and_the_page_goes_on() -> None:
-    from engine.errors import AudioError
+    from engine.core.errors import AudioError
     from ui.predict_view import _guarded
 
     row: dict = {"problem": None}

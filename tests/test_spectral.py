@@ -1,4 +1,4 @@
-"""engine.spectral against librosa 0.11, on a few short synthetic clips.
+"""engine.features.spectral against librosa 0.11, on a few short synthetic clips.
 
 Error measure (`_rel_err`): for each clip and each feature column, max over frames of
 |ours - librosa| divided by (max over frames of |librosa| + 1e-6). The 1e-6 keeps columns
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-import engine.spectral as spectral
-from engine.config import FeatureConfig
-from engine.errors import AudioError, ConfigError
-from engine.spectral import batch_spectral_features
+import engine.features.spectral as spectral
+from engine.core.config import FeatureConfig
+from engine.core.errors import AudioError, ConfigError
+from engine.features.spectral import batch_spectral_features
 
 SR = 22050
 SAMPLES = 16384  # 0.74 s, 33 frames: short keeps the librosa reference fast
@@ -135,8 +135,8 @@ def _hann_power_reference(spec: np.ndarray) -> np.ndarray:
 def _rendered_clips() -> np.ndarray:
     """(4, 65,536) float32: sampled instruments (guitar, flute, piano, violin; both demo
     soundfonts) rendered at 44.1 kHz like the demo dataset and resampled like librosa.load."""
-    from engine import demo
-    from engine.audio import resample
+    from engine.data import demo
+    from engine.data.audio import resample
 
     timgm, merlin = demo._soundfont_paths()
     specs = [demo.ClipSpec(subset="training", class_id=class_id, song_id=0, uuid4="", song_seed=100 + class_id,
@@ -337,7 +337,7 @@ def test_study_2019_inputs_match_librosa_with_reflect_padding(clips: np.ndarray,
 
 
 def test_study_2019_librosa_backend_uses_reflect_padding(clips: np.ndarray) -> None:
-    from engine.features import librosa_features
+    from engine.features.extract import librosa_features
 
     config = FeatureConfig(clip_samples=SAMPLES, inputs="librosa_0.7")
     for y in clips[:2]:

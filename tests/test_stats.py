@@ -1,4 +1,4 @@
-"""Tests for engine.stats against hand-computed cases."""
+"""Tests for engine.compare.stats against hand-computed cases."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from scipy import stats as sps
 from scipy.special import expit, logit
 
-from engine.errors import EngineError
-from engine.labels import CLASS_NAMES, SHORT_NAMES
-from engine.stats import (
+from engine.core.errors import EngineError
+from engine.core.labels import CLASS_NAMES, SHORT_NAMES
+from engine.compare.stats import (
     AGGREGATE_COLUMNS,
     McNemarResult,
     aggregate_histories,
@@ -34,7 +34,7 @@ from engine.stats import (
     mean_std,
     seed_level_test,
 )
-from engine.verdicts import caveats, describe_confusion_difference, format_p, verdict
+from engine.compare.verdicts import caveats, describe_confusion_difference, format_p, verdict
 
 
 def exact_two_sided(b: int, c: int) -> float:
@@ -209,7 +209,7 @@ def test_bootstrap_accepts_probabilities_and_is_reproducible():
 
 
 def test_bootstrap_chunking_does_not_change_result(monkeypatch):
-    import engine.stats as stats
+    import engine.compare.stats as stats
 
     rng = np.random.default_rng(3)
     y, pred = synthetic(300, 0.65, rng)

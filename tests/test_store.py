@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import RunConfig
-from engine.errors import StoreError
-from engine.store import RunStore, group_key, process_alive
+from engine.core.config import RunConfig
+from engine.core.errors import StoreError
+from engine.runs.store import RunStore, group_key, process_alive
 
 
 def tiny_config(**values) -> RunConfig:

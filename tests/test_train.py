@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-import engine.train as train_module
-from engine.config import ModelConfig, RunConfig, TrainConfig
-from engine.errors import ConfigError
-from engine.train import TrainHooks, class_weights, fit_standardizer, train_run
+import engine.learn.train as train_module
+from engine.core.config import ModelConfig, RunConfig, TrainConfig
+from engine.core.errors import ConfigError
+from engine.learn.train import TrainHooks, class_weights, fit_standardizer, train_run
 
 
 @dataclass
-class FeatureSet:  # stand-in with the fields of engine.features.FeatureSet
+class FeatureSet:  # stand-in with the fields of engine.features.extract.FeatureSet
     x: np.ndarray
     y: np.ndarray
     ids: list[str]

@@ -1,6 +1,6 @@
 """The Compare page's ablation builder: queue runs that vary parameters of a base configuration
 (a grid), repeat the base over seeds, or queue the study's ablation from it. Every button calls
-engine.launch.queue_ablation, as the home page and `python -m engine ablate` do."""
+engine.runs.launch.queue_ablation, as the home page and `python -m engine ablate` do."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import streamlit as st
 
-from engine import presets
-from engine.errors import EngineError
-from engine.launch import queue_ablation
+from engine.learn import presets
+from engine.core.errors import EngineError
+from engine.runs.launch import queue_ablation
 from ui import compare as cmp
 from ui import common
 from ui.common import data_setting

@@ -23,7 +23,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from engine.labels import SHORT_NAMES
+from engine.core.labels import SHORT_NAMES
 
 X_TITLES = {"epoch": "epoch", "seconds": "wall-clock seconds", "step": "step"}
 
@@ -218,7 +218,7 @@ def confusion_heatmap(
     title: str = "",
     domain: tuple[float, float] | None = None,
 ) -> alt.Chart:
-    """Confusion matrix: rows = actual class, columns = predicted class (engine.metrics order).
+    """Confusion matrix: rows = actual class, columns = predicted class (engine.learn.metrics order).
 
     matrix: (classes, classes) counts. Cells show the count, or the row share in whole percent
     when `normalize` (short enough for a cell at 390 px; empty cells stay blank; the hover

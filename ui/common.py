@@ -1,8 +1,8 @@
 """Shared Streamlit plumbing: one store and one job manager per server, the dataset in use, the sidebar.
 
 Contract used by every page (keep these names):
-- get_store() -> engine.store.RunStore            (st.cache_resource: one per server)
-- get_manager() -> engine.jobs.JobManager         (st.cache_resource: one per server)
+- get_store() -> engine.runs.store.RunStore            (st.cache_resource: one per server)
+- get_manager() -> engine.runs.jobs.JobManager         (st.cache_resource: one per server)
 - data_setting() -> str                           the dataset value for RunConfig.data ("" = default resolution:
                                                   --data/$MEDLEY_DATA/~/mir_datasets/... else the demo)
 - load_dataset_cached(data: str) -> MedleyDataset (st.cache_resource keyed by data)
@@ -28,9 +28,9 @@ from dataclasses import asdict, is_dataclass
 
 import streamlit as st
 
-from engine import paths
-from engine.dataset import demo_size
-from engine.errors import EngineError
+from engine.core import paths
+from engine.data.dataset import demo_size
+from engine.core.errors import EngineError
 
 DATA_KEY = "data_setting"  # session_state key (not a widget key, so it survives page switches)
 _DATA_LOCK = threading.Lock()  # one dataset load / demo build at a time per server
@@ -43,7 +43,7 @@ _DATA_LOCK = threading.Lock()  # one dataset load / demo build at a time per ser
 def _open_store():
     """The run store (cache/runs.sqlite), one per server. Runs left 'running' by a dead
     process are marked interrupted once, when the server first opens the store."""
-    from engine.store import RunStore
+    from engine.runs.store import RunStore
 
     store = RunStore()
     store.mark_interrupted()
@@ -59,7 +59,7 @@ _last_owners_check = [0.0]
 def get_store():
     """The run store, one per server. When its file is damaged: an error naming the problem,
     a *Rebuild the run index* button, and st.stop() (the page stops there, no traceback)."""
-    from engine.errors import StoreDamaged, StoreError
+    from engine.core.errors import StoreDamaged, StoreError
 
     try:
         store = _open_store()
@@ -85,8 +85,8 @@ def get_store():
 
 
 def _rebuild_store() -> None:
-    """Rebuild the index from the run folders (engine.store.rebuild_store) and reopen it."""
-    from engine.store import rebuild_store
+    """Rebuild the index from the run folders (engine.runs.store.rebuild_store) and reopen it."""
+    from engine.runs.store import rebuild_store
 
     _open_store.clear()
     get_manager.clear()
@@ -103,11 +103,11 @@ def get_manager():
     processes: a run in the server's own process would share its GIL with every page
     refresh. With the ray backend (backend_setting) each run is a task on a Ray cluster; when
     Ray cannot be used, the runs train locally and backend_setting() says why."""
-    from engine.jobs import JobManager
+    from engine.runs.jobs import JobManager
 
     setting = backend_setting()
     if setting["backend"] == "ray":
-        try:  # Ray starts in its own daemon thread (engine.ray_backend), never in this script run's
+        try:  # Ray starts in its own daemon thread (engine.runs.ray_backend), never in this script run's
             return JobManager(_open_store(), isolation="process", backend="ray", ray_options=setting["options"])
         except EngineError as exc:
             setting.update(backend="local", problem=f"Runs train on this machine: {exc}")
@@ -122,7 +122,7 @@ def backend_setting() -> dict:
     (Ray address, CPUs and GPUs per run) or None, "problem": why Ray is not used, or None}.
     Starts from $MEDLEY_BACKEND and $MEDLEY_RAY_ADDRESS / _CPUS / _GPUS."""
     if not _BACKEND:
-        from engine.ray_backend import RayOptions, backend_from_env
+        from engine.runs.ray_backend import RayOptions, backend_from_env
 
         try:
             _BACKEND.update(backend=backend_from_env(), options=RayOptions.from_env(), problem=None)
@@ -135,7 +135,7 @@ def set_backend(backend: str, address: str = "local", cpus_per_run: float = 1.0,
     """Switch where this server's runs train ("local" or "ray" at `address`). None when
     switched; else why not (runs still active, a bad value, Ray missing or unreachable: then
     the runs train locally)."""
-    from engine.ray_backend import RayOptions
+    from engine.runs.ray_backend import RayOptions
 
     manager = get_manager()
     if manager.active():
@@ -157,7 +157,7 @@ def backend_summary() -> str:
     manager = get_manager()
     if manager.backend != "ray":
         return "this machine (a worker process per run)"
-    from engine.ray_backend import cluster_info
+    from engine.runs.ray_backend import cluster_info
 
     options = manager.ray_options
     try:
@@ -280,7 +280,7 @@ def dataset_ready(data: str) -> bool:
         return True
     if data in _dataset_cache():
         return True
-    from engine.demo import demo_is_complete
+    from engine.data.demo import demo_is_complete
 
     return demo_is_complete(paths.demo_root(size))
 
@@ -293,8 +293,8 @@ def _dataset_cache() -> dict:
 
 def load_dataset_cached(data: str):
     """The MedleyDataset for `data` (cached per server). Making the demo or checking the
-    audio headers shows a progress bar. Raises engine.errors.DatasetError."""
-    from engine.dataset import resolve_dataset
+    audio headers shows a progress bar. Raises engine.core.errors.DatasetError."""
+    from engine.data.dataset import resolve_dataset
 
     cache = _dataset_cache()
     if data in cache:
@@ -324,7 +324,7 @@ def forget_dataset(data: str) -> None:
 def require_dataset(data: str):
     """The dataset, or (precondition) an st.info with a "Make demo data" button and st.stop().
     Errors reading a real folder are shown with st.error, then st.stop()."""
-    from engine.errors import EngineError
+    from engine.core.errors import EngineError
 
     if not dataset_ready(data):
         st.info(
@@ -391,9 +391,9 @@ def runs_in_url(key: str, labels: dict[str, str]) -> tuple[list[str], list[str]]
 
 
 def csv_bytes(frame) -> bytes:
-    """A DataFrame as CSV bytes for st.download_button (engine.export.table_csv: text cells
+    """A DataFrame as CSV bytes for st.download_button (engine.runs.export.table_csv: text cells
     guarded against spreadsheet formulas, lists such as tags as plain "a,b", missing numbers empty)."""
-    from engine.export import table_csv
+    from engine.runs.export import table_csv
 
     return table_csv(frame.to_dict("records"), [str(c) for c in frame.columns])
 

@@ -1,12 +1,12 @@
 """What the Compare page's sections read more than once per rerun, cached per server: a run's
-stored predictions, the significance family and bootstrap intervals (engine.stats)."""
+stored predictions, the significance family and bootstrap intervals (engine.compare.stats)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from engine import stats
-from engine.errors import EngineError
+from engine.compare import stats
+from engine.core.errors import EngineError
 from ui.common import get_store
 
 
@@ -26,7 +26,7 @@ def run_predictions(run) -> dict:
 
 @st.cache_data(max_entries=32, show_spinner="Testing the difference…")
 def family(units: tuple, pairs: tuple, split: str) -> list[dict]:
-    """engine.stats.compare_family over units ((label, ((run id, finished), ...)), ...): the same
+    """engine.compare.stats.compare_family over units ((label, ((run id, finished), ...)), ...): the same
     function `python -m engine compare` calls, Holm-corrected over `pairs`."""
     records = {label: [get_store().get(run_id) for run_id, _ in members] for label, members in units}
     stamps = {run_id: finished for _, members in units for run_id, finished in members}

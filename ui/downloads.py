@@ -1,4 +1,4 @@
-"""Download buttons. The engine builds every file (engine.export); these only offer them.
+"""Download buttons. The engine builds every file (engine.runs.export); these only offer them.
 
 Each button gets a callable, so the file is built when the user clicks, in Streamlit's own
 thread, never on a page rerun (a model is megabytes; a history of many runs, thousands of rows).
@@ -12,14 +12,14 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-from engine import export
-from engine.errors import EngineError
+from engine.runs import export
+from engine.core.errors import EngineError
 
 HISTORY_HELP = ("One row per run, epoch and metric (long format: run_id, name, tags, status, seed, "
                 "epochs_planned, epoch, metric, value); pandas reads it with read_csv and pivot.")
 MODEL_HELP = ("A zip with config.json, the weights (model.pt: plain tensors, read with "
               "torch.load(weights_only=True), no code runs), class names and feature scaling; "
-              "load it with engine.export.load_bundle.")
+              "load it with engine.runs.export.load_bundle.")
 
 
 def _or_error_zip(build: Callable[[], bytes]) -> Callable[[], bytes]:

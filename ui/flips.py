@@ -1,5 +1,5 @@
 """Compare page sections: the clips that flip between two runs (or seed groups), and a runs x runs
-agreement matrix. The numbers come from engine.agreement; this module only lays them out."""
+agreement matrix. The numbers come from engine.compare.agreement; this module only lays them out."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.agreement import FLIP_KINDS, agreement_matrix, flips
-from engine.errors import EngineError
-from engine.labels import SHORT_NAMES
+from engine.compare.agreement import FLIP_KINDS, agreement_matrix, flips
+from engine.core.errors import EngineError
+from engine.core.labels import SHORT_NAMES
 from ui import charts
 from ui.common import dataset_ready, load_dataset_cached, percent_style, plain
 
@@ -148,7 +148,7 @@ def render_agreement(runs: Sequence[Any], labels: Mapping[str, str], load: Calla
 @st.cache_data(max_entries=64, show_spinner=False)
 def _clip_mel(path: str) -> np.ndarray:
     """Mel spectrogram in dB (128 bands as on every page, hop 512) of the audio file at `path`, decoded once per server."""
-    from engine.audio import MODEL_SAMPLE_RATE, load_audio
+    from engine.data.audio import MODEL_SAMPLE_RATE, load_audio
 
     return charts.mel_db(load_audio(path), MODEL_SAMPLE_RATE, n_mels=128)
 
@@ -156,8 +156,8 @@ def _clip_mel(path: str) -> np.ndarray:
 def play_dataset_clip(data: str, clip_id: str) -> None:
     """Audio player and mel spectrogram of the clip `clip_id` of dataset `data` (a caption instead
     when the dataset is absent or the clip cannot be read)."""
-    from engine.audio import MODEL_SAMPLE_RATE
-    from engine.dataset import find_clip
+    from engine.data.audio import MODEL_SAMPLE_RATE
+    from engine.data.dataset import find_clip
 
     if not dataset_ready(data):
         st.caption("The dataset is not available here, so the clip cannot be played.")

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from engine import verdicts
+from engine.compare import verdicts
 from ui import charts
 from ui import compare as cmp
 from ui.common import percent_style

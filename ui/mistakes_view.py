@@ -8,8 +8,8 @@ from typing import Any
 
 import streamlit as st
 
-from engine.errors import EngineError
-from engine.labels import SHORT_NAMES
+from engine.core.errors import EngineError
+from engine.core.labels import SHORT_NAMES
 from ui import compare as cmp
 from ui.common import dataset_ready, load_dataset_cached, percent_style
 from ui.compare_cache import run_predictions
@@ -50,7 +50,7 @@ def _play(run: Any, uuids: list[str]) -> None:
     except EngineError as exc:
         st.caption(f"Cannot read the run's dataset: {exc}")
         return
-    from engine.dataset import find_clip
+    from engine.data.dataset import find_clip
 
     for uuid in uuids:
         try:

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.labels import short_name
-from engine.store import group_key
+from engine.core.labels import short_name
+from engine.runs.store import group_key
 from ui.compare import metric
 from ui.common import plain
 

@@ -1,7 +1,7 @@
 """Helpers of the Predict page: choosing a run, turning uploads into clips, cached decoding and
 prediction, the charts, and one result panel per clip.
 
-Uploads stay in memory: bytes -> engine.audio.load_audio(bytes, max_bytes=MAX_UPLOAD_BYTES);
+Uploads stay in memory: bytes -> engine.data.audio.load_audio(bytes, max_bytes=MAX_UPLOAD_BYTES);
 nothing is written to disk under a name the user chose. Decoding is cached per file hash,
 predictions per (run, file hash). A file that cannot be used gets an st.error naming it and
 the other files go on. Audio with no usable signal (silent, under 0.25 s, absurd levels) is
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.audio import MAX_UPLOAD_BYTES, MODEL_SAMPLE_RATE, load_audio
-from engine.errors import AudioError, EngineError
-from engine.labels import CLASS_NAMES, SUBSETS, short_name
+from engine.data.audio import MAX_UPLOAD_BYTES, MODEL_SAMPLE_RATE, load_audio
+from engine.core.errors import AudioError, EngineError
+from engine.core.labels import CLASS_NAMES, SUBSETS, short_name
 from ui import charts
 from ui.common import fmt_pct, plain
 
@@ -70,8 +70,8 @@ def run_summary(record) -> str:
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the model…")
 def load_predictor(db_path: str, run_id: str, _store):
-    """engine.predict.Predictor of `run_id` (one per server and run; db_path keys the store)."""
-    from engine.predict import Predictor
+    """engine.predict.predictor.Predictor of `run_id` (one per server and run; db_path keys the store)."""
+    from engine.predict.predictor import Predictor
 
     return Predictor.from_store(_store, run_id)
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine.dataset import PROGRAM_VIEW_MISSING
-from engine.errors import EngineError
-from engine.jobs import RESUMABLE_STATUSES
-from engine.labels import SHORT_NAMES
-from engine.metrics import lacks_program_view
-from engine.store import ACTIVE
+from engine.data.dataset import PROGRAM_VIEW_MISSING
+from engine.core.errors import EngineError
+from engine.runs.jobs import RESUMABLE_STATUSES
+from engine.core.labels import SHORT_NAMES
+from engine.learn.metrics import lacks_program_view
+from engine.runs.store import ACTIVE
 from ui import charts, downloads
 from ui import live as live_lines
 from ui import common

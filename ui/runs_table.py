@@ -10,8 +10,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from engine import presets, verdicts
-from engine.store import STATUSES
+from engine.learn import presets
+from engine.compare import verdicts
+from engine.runs.store import STATUSES
 from ui import compare as cmp
 from ui import downloads
 from ui.colors import swatch

@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from engine import verdicts
-from engine.labels import SHORT_NAMES
+from engine.compare import verdicts
+from engine.core.labels import SHORT_NAMES
 from ui import charts
 from ui import compare as cmp
 from ui.common import csv_bytes, percent_style

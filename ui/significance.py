@@ -1,5 +1,5 @@
-"""The Compare page's significance tables: plain data in (results of engine.stats.compare_family),
-DataFrames out. No streamlit here, so it is unit-testable; the words come from engine.verdicts."""
+"""The Compare page's significance tables: plain data in (results of engine.compare.stats.compare_family),
+DataFrames out. No streamlit here, so it is unit-testable; the words come from engine.compare.verdicts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from engine import stats
-from engine.verdicts import format_p
+from engine.compare import stats
+from engine.compare.verdicts import format_p
 
 # What answers the question first (a phone shows about three columns): which B, by how much,
 # whether it holds after Holm; then the details.

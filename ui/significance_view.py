@@ -1,4 +1,4 @@
-"""The Compare page's "Is the difference real?": the verdict of engine.stats between two runs or
+"""The Compare page's "Is the difference real?": the verdict of engine.compare.stats between two runs or
 seed groups (Holm-corrected over an ablation's rows or every pair), bootstrap intervals, the
 ablation table and the confusion difference B - A. Tables come from ui.significance."""
 
@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from engine import verdicts
-from engine.labels import SHORT_NAMES
+from engine.compare import verdicts
+from engine.core.labels import SHORT_NAMES
 from ui import compare as cmp
 from ui import significance as sig
 from ui.common import percent_style, plain

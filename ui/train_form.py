@@ -1,6 +1,6 @@
 """The Train page's configuration form: every hyperparameter as a widget (keys "w.<dotted name>"),
 the preset picker and the Start button. The form's values become a RunConfig through the
-engine's one parser (engine.config.config_from_values), as CLI flags do.
+engine's one parser (engine.core.config.config_from_values), as CLI flags do.
 
 - widget_values(config) -> {widget key: value}    a configuration as the widgets show it
 - form_values(form) -> {dotted name: value}        the widgets' values as the parser reads them
@@ -15,9 +15,9 @@ from typing import Any
 
 import streamlit as st
 
-from engine.augment import AUGMENTATIONS, parse_augment
-from engine.config import INPUTS, RunConfig, config_from_values
-from engine import model as engine_model
+from engine.data.augment import AUGMENTATIONS, parse_augment
+from engine.core.config import INPUTS, RunConfig, config_from_values
+from engine.learn import model as engine_model
 from ui import common
 from ui.common import describe_data
 

@@ -3,7 +3,7 @@ predictions), DataFrames and Altair charts out. No streamlit in here, so every f
 unit-testable; the page's sections that draw them are ui.runs_table, ui.ablation_builder,
 ui.side_by_side, ui.significance_view, ui.mistakes_view, ui.flips and ui.generalisation_view.
 
-Run records are `engine.store.RunRecord`s (anything with id, name, tags, status, created,
+Run records are `engine.runs.store.RunRecord`s (anything with id, name, tags, status, created,
 config (RunConfig), group_key, metrics, history works).
 
 - values          value_label, metric, partial_epochs, run_labels; METRICS, KEY_PARAMS

@@ -1,14 +1,14 @@
 """The ablation builder's values: comma-separated text typed per parameter, and the grid of
-configurations they make (through the engine's one parser, engine.config.config_from_values)."""
+configurations they make (through the engine's one parser, engine.core.config.config_from_values)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.config import RunConfig
-from engine.errors import ConfigError
-from engine.launch import ablation_rows
+from engine.core.config import RunConfig
+from engine.core.errors import ConfigError
+from engine.runs.launch import ablation_rows
 
 
 def parse_values(text: str, example: Any) -> list[Any]:
@@ -49,7 +49,7 @@ def parse_values(text: str, example: Any) -> list[Any]:
 
 def build_grid(base: RunConfig, grid: Mapping[str, Sequence[Any]]) -> list[RunConfig]:
     """Every combination of the values in `grid` ({dotted param: [values]}) applied to `base`
-    (engine.launch.ablation_rows, the rows the builder queues). Raises ConfigError, naming the
+    (engine.runs.launch.ablation_rows, the rows the builder queues). Raises ConfigError, naming the
     key, when a combination is not a valid configuration."""
     if not any(grid.values()):
         return [base]

@@ -10,8 +10,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from engine.labels import SHORT_NAMES
-from engine.stats import confusion_difference
+from engine.core.labels import SHORT_NAMES
+from engine.compare.stats import confusion_difference
 
 
 def confusion_matrix_of(run: Any, split: str) -> np.ndarray | None:

@@ -10,7 +10,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from engine.stats import AGGREGATE_COLUMNS, aggregate_histories, mean_std
+from engine.compare.stats import AGGREGATE_COLUMNS, aggregate_histories, mean_std
 from ui.charts import BOTTOM_LEGEND, x_axis
 from ui.compare.values import METRICS, metric
 
@@ -53,7 +53,7 @@ def seed_groups(runs: Sequence[Any], labels: Mapping[str, str]) -> dict[str, lis
 
 
 def group_bands(groups: Mapping[str, Sequence[Any]], key: str, x: str = "epoch") -> pd.DataFrame:
-    """Per group and epoch: mean, std, min, max, n of history `key` (engine.stats.aggregate_histories),
+    """Per group and epoch: mean, std, min, max, n of history `key` (engine.compare.stats.aggregate_histories),
     lo/hi = mean ± std, and `seconds` = the mean wall-clock time of that epoch."""
     frames = []
     for label, members in groups.items():

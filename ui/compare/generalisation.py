@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.config import RunConfig
-from engine.labels import SHORT_NAMES
-from engine.stats import generalisation_gap
+from engine.core.config import RunConfig
+from engine.core.labels import SHORT_NAMES
+from engine.compare.stats import generalisation_gap
 from ui.compare.values import metric
 
 
@@ -69,7 +69,7 @@ def study_frame(runs: Sequence[Any], labels: Mapping[str, str], reported: Mappin
 
 def gap_frame(runs: Sequence[Any], labels: Mapping[str, str]) -> pd.DataFrame:
     """Every run with both evaluations: run, val acc, test acc, gap, balanced gap
-    (engine.stats.generalisation_gap), largest per-class gap and its class."""
+    (engine.compare.stats.generalisation_gap), largest per-class gap and its class."""
     rows = []
     for run in runs:
         try:

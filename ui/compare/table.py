@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from engine.config import RunConfig
+from engine.core.config import RunConfig
 from ui.compare.values import (
     BASE_COLUMNS, KEY_PARAMS, METRIC_COLUMNS, METRICS, metric, partial_epochs, run_labels, value_label,
 )
@@ -118,7 +118,7 @@ PROGRAM_HEADLINE: tuple[str, ...] = ("val acc", "cross-val program acc", "test a
 
 def headline_metrics(df: pd.DataFrame) -> tuple[str, ...]:
     """The headline columns for the listed runs: the cross-collection view is the one
-    `engine.ablation.protocol_split` chooses on, cross-val program when every finished run
+    `engine.compare.ablation.protocol_split` chooses on, cross-val program when every finished run
     has it (the demo), else cross-val source (the real dataset has no held-out programs)."""
     column = "cross-val program acc"
     finished = df[df["status"] == "finished"] if "status" in df else df

@@ -21,7 +21,7 @@ KEY_PARAMS: tuple[str, ...] = (
     "train.epochs",
     "train.seed",
 )
-# Table column -> (split, key of engine.metrics.evaluate()).
+# Table column -> (split, key of engine.learn.metrics.evaluate()).
 METRICS: dict[str, tuple[str, str]] = {
     "val acc": ("validation", "accuracy"),
     "cross-val acc": ("validation_shift", "accuracy"),  # validation clips through the held-out recording chain

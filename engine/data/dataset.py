@@ -1,0 +1,478 @@
+"""Medley-solos-DB on disk: metadata CSV + WAV files -> clips per official split.
+
+Two layouts are recognised:
+
+- "mirdata": `annotation/Medley-solos-DB_metadata.csv` and `audio/*.wav` (mirdata's layout,
+  also what `engine.data.demo.make_demo` writes);
+- "flat": the CSV and the WAVs together in one folder (the Zenodo archive plus the CSV).
+
+A folder or CSV that cannot be read raises one `DatasetError` naming what is wrong. A bad CSV
+row or a missing, unreadable, empty or wrong-length audio file is never fatal: it is skipped
+and reported as a `Problem`, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import soundfile as sf
+
+from ..core import paths
+from ..core.errors import DatasetError
+from ..core.labels import CLASS_NAMES, NUM_CLASSES, PROGRAM_VIEW, PROGRAM_VIEW_CSV, SUBSETS
+
+Progress = Callable[[int, int, str], None]
+
+METADATA_NAME = "Medley-solos-DB_metadata.csv"
+PROGRAM_VIEW_MISSING = ("not available for this dataset (no held-out programs: only the demo records "
+                        "which GM program plays each song)")
+EXPECTED_COLUMNS: tuple[str, ...] = ("subset", "instrument", "instrument_id", "song_id", "uuid4")
+CLIP_SECONDS = 131072 / 44100  # every official clip: 131,072 samples at 44.1 kHz (2.972 s)
+DURATION_TOLERANCE = 0.01  # relative
+DEMO_SIZES = ("tiny", "default", "full")
+DEMO_MARKER = ".complete"  # written by engine.data.demo.make_demo into a finished demo folder
+_HEADER_WORKERS = 8  # header reads wait on the disk, not the CPU
+_HEADER_BATCH = 256  # files per thread-pool task
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One 3-second solo clip. `label` is the class id 0..7 (see engine.core.labels.CLASS_NAMES)."""
+
+    path: Path
+    subset: str
+    label: int
+    uuid: str
+    song_id: int | None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A clip or CSV row that was skipped, and why."""
+
+    file: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What a WAV header and the file system say about one clip (no audio decoded)."""
+
+    size: int  # bytes
+    mtime_ns: int
+    sample_rate: int = 0  # Hz
+    frames: int = 0  # samples per channel
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+@dataclass
+class MedleyDataset:
+    """The clips of one dataset folder, in CSV order, and the problems met while reading it."""
+
+    root: Path
+    layout: str  # "mirdata" | "flat"
+    clips: list[Clip]
+    problems: list[Problem]
+    is_demo: bool = False
+    csv_path: Path | None = None
+    program_view: list[Clip] = field(default_factory=list)  # PROGRAM_VIEW clips (demo generator 4+), else []
+    _headers: dict[str, _Header] = field(default_factory=dict, repr=False, compare=False)
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
+
+    def subset(self, name: str) -> list[Clip]:
+        """The clips of one official split ("training", "validation" or "test"), in CSV order."""
+        if name not in SUBSETS:
+            raise DatasetError(f"unknown subset {name!r}; expected one of {', '.join(SUBSETS)}")
+        return [clip for clip in self.clips if clip.subset == name]
+
+    def fingerprint(self) -> str:
+        """Hex digest of the CSV bytes and (file name, size, mtime_ns) of every kept clip.
+
+        Cheap (no audio is read) and changes whenever a clip or the metadata changes; it names
+        the feature cache entries. Computed once per dataset object.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            if self.csv_path is not None and self.csv_path.exists():
+                digest.update(self.csv_path.read_bytes())
+            view_csv = self.csv_path.with_name(PROGRAM_VIEW_CSV) if self.csv_path is not None else None
+            if view_csv is not None and view_csv.exists():
+                digest.update(view_csv.read_bytes())
+            for clip in [*self.clips, *self.program_view]:
+                header = self._headers.get(clip.uuid) or _stat_header(clip.path)
+                digest.update(f"{clip.path.name}\0{header.size}\0{header.mtime_ns}\n".encode())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """subset -> class name -> number of kept clips (every subset and class present, maybe 0)."""
+        table = {subset: {name: 0 for name in CLASS_NAMES} for subset in SUBSETS}
+        for clip in self.clips:
+            table[clip.subset][CLASS_NAMES[clip.label]] += 1
+        return table
+
+
+def load_dataset(
+    root: Path | str, *, check_audio: bool = True, progress: Progress | None = None
+) -> MedleyDataset:
+    """Read the metadata CSV under `root` and keep the clips whose audio is usable.
+
+    With `check_audio` every WAV header is read (in a thread pool): missing, empty, unreadable
+    files and files whose duration is not 131,072/44,100 s within 1% (any sample rate) become
+    Problems. Without it only missing files are. Raises DatasetError when the folder or the
+    CSV cannot be used at all.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"dataset folder {root} {what}")
+    layout, csv_path, audio_dir = _find_layout(root)
+    rows = _read_metadata(csv_path)
+    candidates, problems = _clips_from_rows(rows, audio_dir, csv_path.name)
+    check = _read_header if check_audio else _stat_header_or_problem
+    headers, audio_problems = _check_files(candidates, check, progress)
+    kept = [clip for clip in candidates if clip.uuid in headers]
+    view, view_problems = _program_view(csv_path, audio_dir, check, progress)
+    ds = MedleyDataset(
+        root=root,
+        layout=layout,
+        clips=kept,
+        problems=problems + audio_problems + view_problems,
+        is_demo=_is_demo_folder(root),
+        csv_path=csv_path,
+        program_view=view,
+        _headers=headers if check_audio else {},
+    )
+    if check_audio:
+        bad = _nonfinite_clips(ds, progress)
+        if bad:
+            ds.clips = [clip for clip in ds.clips if clip.uuid not in bad]
+            ds.problems += [Problem(clip.path.name, bad[clip.uuid]) for clip in kept if clip.uuid in bad]
+            ds._fingerprint = None
+    return ds
+
+
+def _program_view(csv_path: Path, audio_dir: Path, check: Callable[[Path], _Header | str],
+                  progress: Progress | None) -> tuple[list[Clip], list[Problem]]:
+    """The program view's usable clips (PROGRAM_VIEW_CSV beside the metadata CSV) and the
+    problems met; ([], []) when there is no such file (the real dataset)."""
+    view_csv = csv_path.with_name(PROGRAM_VIEW_CSV)
+    if not view_csv.is_file():
+        return [], []
+    candidates, problems = _clips_from_rows(_read_metadata(view_csv), audio_dir, view_csv.name, (PROGRAM_VIEW,))
+    headers, audio_problems = _check_files(candidates, check, progress, "checking the program view's audio files")
+    return [clip for clip in candidates if clip.uuid in headers], problems + audio_problems
+
+
+def find_clip(ds: MedleyDataset, uuid: str) -> Clip:
+    """The clip whose uuid4 is `uuid` (or a unique prefix of it); DatasetError if none or several."""
+    uuid = uuid.strip()
+    exact = [clip for clip in ds.clips if clip.uuid == uuid]
+    matches = exact or [clip for clip in ds.clips if uuid and clip.uuid.startswith(uuid)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise DatasetError(f"no clip with uuid {uuid!r} in {ds.root}")
+    raise DatasetError(f"uuid prefix {uuid!r} matches {len(matches)} clips in {ds.root}; give more characters")
+
+
+def summarize(ds: MedleyDataset) -> dict:
+    """A JSON-able description of the dataset, from the CSV and WAV headers only.
+
+    Keys: root, layout, is_demo, counts (subset -> class -> n), totals (subset -> n),
+    problems ([{file, reason}]), sample_rates ({hz: n}, hz as a string), durations
+    ({min, max, mean} seconds), class_share (subset -> class -> fraction of the subset),
+    program_view (class -> n clips of the demo's held-out-program songs; {} without them).
+    """
+    headers = [ds._headers.get(clip.uuid) or _read_header_quietly(clip.path) for clip in ds.clips]
+    headers = [h for h in headers if h is not None and h.sample_rate]
+    counts = ds.counts()
+    totals = {subset: sum(per_class.values()) for subset, per_class in counts.items()}
+    return {
+        "root": str(ds.root),
+        "layout": ds.layout,
+        "is_demo": ds.is_demo,
+        "counts": counts,
+        "totals": totals,
+        "problems": [{"file": p.file, "reason": p.reason} for p in ds.problems],
+        "sample_rates": _tally(str(h.sample_rate) for h in headers),
+        "durations": _duration_stats([h.seconds for h in headers]),
+        "program_view": _tally(CLASS_NAMES[clip.label] for clip in ds.program_view),
+        "class_share": {
+            subset: {name: (n / totals[subset] if totals[subset] else 0.0) for name, n in per_class.items()}
+            for subset, per_class in counts.items()
+        },
+    }
+
+
+def resolve_dataset(data: str | os.PathLike | None = None, *, progress: Progress | None = None) -> MedleyDataset:
+    """The dataset to work on.
+
+    `data` may be a folder, or "demo" / "demo:tiny" / "demo:default" / "demo:full" for a
+    generated demo dataset (made if missing). Without it: $MEDLEY_DATA, then
+    ~/mir_datasets/medley_solos_db, else the default demo dataset.
+    """
+    size = demo_size(data)
+    if size is not None:
+        return _load_demo(size, progress)
+    return load_dataset(paths.resolve_data_root(data), progress=progress)
+
+
+def demo_size(data: str | os.PathLike | None = None) -> str | None:
+    """The demo size ("tiny", "default", "full") that `data` resolves to as in resolve_dataset
+    (an empty value falls back on $MEDLEY_DATA, then mirdata's folder), or None for a real folder."""
+    if not data:
+        data = os.environ.get("MEDLEY_DATA") or None
+        if data is None:
+            return "default" if paths.resolve_data_root(None) is None else None
+    return _demo_size(data)
+
+
+# --- layout and metadata -------------------------------------------------------------------
+
+
+def _find_layout(root: Path) -> tuple[str, Path, Path]:
+    """(layout, csv path, audio folder) of a dataset folder, or DatasetError."""
+    mirdata_csv = root / "annotation" / METADATA_NAME
+    flat_csv = root / METADATA_NAME
+    if mirdata_csv.is_file():
+        return "mirdata", mirdata_csv, root / "audio"
+    if flat_csv.is_file():
+        return "flat", flat_csv, root
+    raise DatasetError(
+        f"no metadata CSV in {root}: looked for {mirdata_csv} (mirdata layout) and {flat_csv} (flat layout)"
+    )
+
+
+def _read_metadata(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
+    """The CSV's rows as (line number, {column: value}); DatasetError if unreadable or columns lack."""
+    try:
+        text = csv_path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"metadata CSV {csv_path} is not a text CSV file (not UTF-8: {exc.reason})") from exc
+    except OSError as exc:
+        raise DatasetError(f"metadata CSV {csv_path} cannot be read: {exc.strerror or exc}") from exc
+    if not text.strip():
+        raise DatasetError(f"metadata CSV {csv_path} is empty; expected columns {','.join(EXPECTED_COLUMNS)}")
+    if "\0" in text:
+        raise DatasetError(f"metadata CSV {csv_path} is not a text CSV file (it contains NUL bytes)")
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        columns = [name.strip() for name in (reader.fieldnames or [])]
+        missing = [name for name in EXPECTED_COLUMNS if name not in columns]
+        if missing:
+            raise DatasetError(
+                f"metadata CSV {csv_path} lacks column(s) {', '.join(repr(m) for m in missing)}; "
+                f"expected {','.join(EXPECTED_COLUMNS)}"
+            )
+        reader.fieldnames = columns
+        return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
+    except csv.Error as exc:
+        raise DatasetError(f"metadata CSV {csv_path} is not a valid CSV file: {exc}") from exc
+
+
+def _clips_from_rows(
+    rows: Iterable[tuple[int, dict[str, str]]], audio_dir: Path, csv_name: str,
+    subsets: tuple[str, ...] = SUBSETS,
+) -> tuple[list[Clip], list[Problem]]:
+    """Clips for the valid rows; a Problem for each row with a bad subset (not in `subsets`),
+    label or uuid."""
+    clips: list[Clip] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for line, row in rows:
+        where = f"{csv_name} line {line}"
+        subset, uuid = row.get("subset", ""), row.get("uuid4", "")
+        label = _parse_int(row.get("instrument_id", ""))
+        if subset not in subsets:
+            expected = " or ".join(filter(None, (", ".join(subsets[:-1]), subsets[-1])))
+            problems.append(Problem(where, f"unknown subset {subset!r}; expected {expected}"))
+        elif label is None or not 0 <= label < NUM_CLASSES:
+            problems.append(Problem(where, f"instrument_id {row.get('instrument_id')!r} is not an integer 0..7"))
+        elif not uuid:
+            problems.append(Problem(where, "empty uuid4"))
+        elif uuid in seen:
+            problems.append(Problem(where, f"duplicate uuid4 {uuid!r}; the first row is kept"))
+        else:
+            seen.add(uuid)
+            path = audio_dir / f"Medley-solos-DB_{subset}-{label}_{uuid}.wav"
+            clips.append(Clip(path, subset, label, uuid, _parse_int(row.get("song_id", ""))))
+    return clips, problems
+
+
+def _parse_int(text: str) -> int | None:
+    try:
+        return int(float(text)) if text.strip() else None
+    except ValueError:
+        return None
+
+
+# --- audio headers -------------------------------------------------------------------------
+
+
+def _check_files(
+    clips: list[Clip], check: Callable[[Path], _Header | str], progress: Progress | None,
+    what: str = "checking audio files",
+) -> tuple[dict[str, _Header], list[Problem]]:
+    """Run `check` on every clip's file in a thread pool: uuid -> header for good files, Problems for bad.
+
+    Files go to the threads in batches: one task per file costs more than reading its header.
+    """
+    headers: dict[str, _Header] = {}
+    problems: list[Problem] = []
+    total = len(clips)
+    batches = [clips[start : start + _HEADER_BATCH] for start in range(0, total, _HEADER_BATCH)]
+
+    def check_batch(batch: list[Clip]) -> list[_Header | str]:
+        return [check(clip.path) for clip in batch]
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=_HEADER_WORKERS) as pool:
+        for batch, results in zip(batches, pool.map(check_batch, batches)):
+            for clip, result in zip(batch, results):
+                if isinstance(result, str):
+                    problems.append(Problem(clip.path.name, result))
+                else:
+                    headers[clip.uuid] = result
+            done += len(batch)
+            if progress is not None:
+                progress(done, total, f"{what} ({done}/{total})")
+    return headers, problems
+
+
+def _read_header(path: Path) -> _Header | str:
+    """The header of a usable clip, or the reason the file cannot be used."""
+    stat = _stat_header_or_problem(path)
+    if isinstance(stat, str):
+        return stat
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile raises several types for bad input
+        return f"unreadable audio: {exc}"
+    header = _Header(stat.size, stat.mtime_ns, int(info.samplerate), int(info.frames))
+    if header.frames == 0:
+        return "contains no samples"
+    if abs(header.seconds - CLIP_SECONDS) > DURATION_TOLERANCE * CLIP_SECONDS:
+        return f"lasts {header.seconds:.3f} s ({header.frames} samples at {header.sample_rate} Hz); expected {CLIP_SECONDS:.3f} s"
+    return header
+
+
+def _nonfinite_clips(ds: MedleyDataset, progress: Progress | None) -> dict[str, str]:
+    """uuid -> reason for clips whose samples include NaN or infinity (floating-point WAVs only:
+    integer PCM cannot hold them). Every sample is read once per dataset version: the answer
+    is kept in cache/checks/<fingerprint>.json and reused while no file changes."""
+    memo = paths.cache_root() / "checks" / f"{ds.fingerprint()}.json"
+    try:
+        return dict(json.loads(memo.read_text())["bad"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    _, problems = _check_files(ds.clips, _sample_problem, progress, "checking audio samples")
+    uuid_of = {clip.path.name: clip.uuid for clip in ds.clips}
+    bad = {uuid_of[p.file]: p.reason for p in problems}
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"bad": bad}))
+        os.replace(tmp, memo)
+    except OSError:  # a read-only cache: check again next time
+        pass
+    return bad
+
+
+def _sample_problem(path: Path) -> str | None:
+    """None for a clip whose samples are all finite, else the reason it cannot be used."""
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            if handle.subtype not in ("FLOAT", "DOUBLE"):
+                return None
+            for block in handle.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    return "contains NaN or infinite samples"
+    except Exception as exc:  # libsndfile raises several types for bad input
+        return f"unreadable audio: {exc}"
+    return None
+
+
+def _stat_header_or_problem(path: Path) -> _Header | str:
+    """Size and mtime of an existing non-empty file, or why it cannot be used."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return "file is missing"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.st_size == 0:
+        return "file is empty (0 bytes)"
+    return _Header(stat.st_size, stat.st_mtime_ns)
+
+
+def _stat_header(path: Path) -> _Header:
+    result = _stat_header_or_problem(path)
+    return _Header(-1, -1) if isinstance(result, str) else result
+
+
+def _read_header_quietly(path: Path) -> _Header | None:
+    result = _read_header(path)
+    return None if isinstance(result, str) else result
+
+
+def _tally(values: Iterable[str]) -> dict[str, int]:
+    table: dict[str, int] = {}
+    for value in values:
+        table[value] = table.get(value, 0) + 1
+    return table
+
+
+def _duration_stats(seconds: list[float]) -> dict[str, float | None]:
+    if not seconds:
+        return {"min": None, "max": None, "mean": None}
+    return {"min": min(seconds), "max": max(seconds), "mean": sum(seconds) / len(seconds)}
+
+
+# --- demo ----------------------------------------------------------------------------------
+
+
+def _demo_size(data: str | os.PathLike | None) -> str | None:
+    """"demo" -> "default", "demo:tiny" -> "tiny", ...; None for anything that is not a demo name."""
+    if not isinstance(data, str):
+        return None
+    name = data.strip().lower()
+    if name == "demo":
+        return "default"
+    if name.startswith("demo:"):
+        size = name.split(":", 1)[1].strip()
+        if size not in DEMO_SIZES:
+            raise DatasetError(f"unknown demo size {size!r} in {data!r}; expected one of {', '.join(DEMO_SIZES)}")
+        return size
+    return None
+
+
+def _load_demo(size: str, progress: Progress | None) -> MedleyDataset:
+    from .demo import make_demo
+
+    ds = load_dataset(make_demo(size, progress=progress), progress=progress)
+    ds.is_demo = True
+    return ds
+
+
+def _is_demo_folder(root: Path) -> bool:
+    """True when `root` holds engine.data.demo's completion marker or lies inside the cache's demo folder."""
+    if (root / DEMO_MARKER).is_file():
+        return True
+    try:
+        root.resolve().relative_to((paths.cache_root() / "demo").resolve())
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,172 @@
+"""Prediction with a stored run: audio -> instrument probabilities.
+
+A recording is cut into 3-second windows (the length the models were trained on), each
+window becomes features exactly as in training (`clip_features`, then the run's
+standardizer), and the overall answer is the mean of the windows' probabilities.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from ..data.audio import AudioSource, fit_to_length, is_silent, load_audio, window_starts
+from ..core.config import RunConfig
+from ..core.errors import AudioError, StoreError
+from ..core.labels import CLASS_NAMES
+from ..learn.model import autocast, build_model
+
+BATCH = 1024  # windows per forward pass
+MIN_SECONDS = 0.25  # shorter audio has too few frames to classify
+MAX_PEAK = 1000.0  # samples beyond this (60 dB over full scale) are not audio at a usable level
+
+
+@dataclass
+class WindowPrediction:
+    """One window: where it starts and how long it is (seconds), and its probabilities (classes,)."""
+
+    start: float
+    duration: float
+    probabilities: list[float]
+
+
+@dataclass
+class Prediction:
+    """The answer for one recording.
+
+    label: most probable class name; probabilities: class name -> mean window probability
+    (sums to 1); windows: one entry per 3-second window; duration: seconds of audio;
+    silent: the recording is (nearly) silent (predict_samples refuses those; kept for callers
+    that build a Prediction themselves); warnings: what makes the answer less certain (e.g.
+    padded with silence), for people and for the CLI's JSON.
+    """
+
+    label: str
+    probabilities: dict[str, float]
+    windows: list[WindowPrediction] = field(default_factory=list)
+    duration: float = 0.0
+    silent: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def check_signal(y: np.ndarray, sample_rate: int, clip_samples: int) -> list[str]:
+    """Warnings about mono `y` as classifier input; AudioError when it has no usable signal:
+    shorter than MIN_SECONDS, silent (peak below -80 dBFS), or samples beyond MAX_PEAK."""
+    seconds = len(y) / sample_rate
+    if seconds < MIN_SECONDS:
+        raise AudioError(f"only {seconds:.2f} s of audio; at least {MIN_SECONDS} s is needed to classify")
+    if is_silent(y):
+        raise AudioError("silent (peak level below -80 dBFS): there is nothing to classify")
+    peak = float(np.max(np.abs(y)))
+    if peak > MAX_PEAK:
+        raise AudioError(f"samples reach {peak:.3g}, far beyond full scale (1.0): not audio at a usable level")
+    warnings = []
+    if len(y) < 0.97 * clip_samples:
+        warnings.append(f"{seconds:.2f} s is shorter than a training clip ({clip_samples / sample_rate:.2f} s): "
+                        "padded with silence, so the answer is less certain")
+    return warnings
+
+
+class Predictor:
+    """A trained model from the store, ready to classify audio (CPU, eval mode)."""
+
+    def __init__(self, config: RunConfig, state_dict: dict, standardizer: dict | None = None,
+                 class_names: Iterable[str] = CLASS_NAMES, run_id: str | None = None) -> None:
+        self.config = config
+        self.run_id = run_id
+        self.class_names = list(class_names)
+        self.model = build_model(config.model, config.features, num_classes=len(self.class_names))
+        self.model.load_state_dict(state_dict)
+        self.model.eval()
+        self.mean, self.std = None, None
+        if standardizer:
+            self.mean = np.asarray(standardizer["mean"], dtype=np.float32)  # (features,)
+            self.std = np.asarray(standardizer["std"], dtype=np.float32)  # (features,)
+
+    @classmethod
+    def from_store(cls, store: Any, run_id: str) -> "Predictor":
+        """Load meta.json and model.pt of `run_id`; StoreError when it has no saved model."""
+        meta = store.load_meta(run_id)
+        state = store.load_state_dict(run_id)
+        try:
+            config = RunConfig.from_dict(meta["config"])
+            return cls(config, state, meta.get("standardizer"), meta.get("class_names") or CLASS_NAMES, run_id)
+        except (KeyError, RuntimeError) as exc:
+            raise StoreError(f"run '{run_id}': the stored model does not match its configuration: {exc}") from exc
+
+    @torch.inference_mode()
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities (n, classes) float32 for unscaled features x (n, frames, features)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        tensor = torch.from_numpy(np.ascontiguousarray(x))
+        if len(tensor) == 0:
+            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+        with autocast("cpu", self.config.train.precision):  # as in training and its reported metrics
+            logits = torch.cat([self.model(tensor[i:i + BATCH]).float() for i in range(0, len(tensor), BATCH)])
+        return torch.softmax(logits, dim=1).numpy()
+
+    def window_features(self, y: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        """Features (windows, frames, features) of mono `y` at the model's rate, and window starts (s)."""
+        from ..features.extract import clip_features
+
+        fc = self.config.features
+        y = np.asarray(y, dtype=np.float32)
+        starts = window_starts(len(y), fc.clip_samples)  # one window at a time: no (windows, samples) copy
+        feats = np.stack([clip_features(fit_to_length(y[s:s + fc.clip_samples], fc.clip_samples), fc)
+                          for s in starts]).astype(np.float32)
+        return feats, [s / fc.sample_rate for s in starts]
+
+    def predict_samples(self, y: np.ndarray) -> Prediction:
+        """Classify mono samples `y` (samples,) at config.features.sample_rate (22,050 Hz).
+
+        AudioError when there is no usable signal (check_signal): silence, under MIN_SECONDS,
+        absurd amplitudes, or a model output that is not finite. Never a made-up label."""
+        fc = self.config.features
+        warnings = check_signal(y, fc.sample_rate, fc.clip_samples)
+        feats, starts = self.window_features(y)
+        probs = self.predict_features(feats)  # (windows, classes)
+        if len(probs) == 0:
+            raise AudioError("no clips to classify: the audio gives no 3-second window")
+        if not np.isfinite(probs).all():
+            raise AudioError("the model gives no finite answer for this audio (are its samples scaled as audio?)")
+        overall = probs.mean(axis=0)
+        overall = overall / overall.sum()
+        window_len = fc.clip_samples / fc.sample_rate
+        total = len(y) / fc.sample_rate
+        windows = [WindowPrediction(start, min(window_len, max(total - start, 0.0)), [float(p) for p in row])
+                   for start, row in zip(starts, probs)]
+        return Prediction(
+            label=self.class_names[int(overall.argmax())],
+            probabilities={name: float(p) for name, p in zip(self.class_names, overall)},
+            windows=windows, duration=total, silent=is_silent(y), warnings=warnings,
+        )
+
+    def predict_file(self, source: AudioSource) -> Prediction:
+        """Classify a file path, bytes or binary file (decoded with engine.data.audio.load_audio)."""
+        features = self.config.features
+        return self.predict_samples(load_audio(source, sr=features.sample_rate, resampler=features.resampler))
+
+    def predict_files(self, files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+        """One dict per file: {"file", "label", "probabilities", "warnings"} or {"file", "error"};
+        a bad file does not stop the others."""
+        results: list[dict[str, Any]] = []
+        for path in files:
+            try:
+                pred = self.predict_file(Path(path))
+            except Exception as exc:  # any unreadable file is reported, the rest go on
+                results.append({"file": str(path), "error": str(exc)})
+            else:
+                results.append({"file": str(path), "label": pred.label, "probabilities": pred.probabilities,
+                                "warnings": pred.warnings})
+        return results

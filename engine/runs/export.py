@@ -1,0 +1,200 @@
+"""Export: runs and their per-epoch history as CSV, and a run's model as a self-contained bundle.
+
+CSV (`table_csv`, `history_csv`): every text cell guarded against spreadsheet formulas
+(`store.csv_cell`), lists such as tags written as plain comma-separated text ("a,b", the form
+`python -m engine tag RUN a,b` takes), missing and non-finite numbers as empty cells.
+
+The history is in long ("tidy") format, one row per run x epoch x metric:
+`run_id, name, tags, status, seed, epochs_planned, epoch, metric, value`. Long, not one
+column per metric, because runs carry different metrics (the cross-collection validation
+only some) and pandas (`pivot`), R and Altair read it as it is; `epochs_planned` beside the
+last `epoch` shows a partial (cancelled, diverged) run.
+
+A model bundle (`model_bundle`) is a zip: `config.json` (the RunConfig), `model.pt` (the
+selected epoch's state_dict, as stored: plain tensors that `torch.load(weights_only=True)`
+reads without running code), `model.json` (class names, feature standardizer, run id,
+name, best epoch, metrics) and a README. `load_bundle` turns one back into a `Predictor`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from ..core.config import RunConfig
+from ..core.errors import ConfigError, StoreError
+from ..core.labels import CLASS_NAMES
+from ..learn.model import build_model
+from ..predict.predictor import Predictor
+from .store import csv_cell
+
+HISTORY_COLUMNS = ("run_id", "name", "tags", "status", "seed", "epochs_planned", "epoch", "metric", "value")
+BUNDLE_FORMAT = 1  # model.json "format": bumped when the bundle's layout changes
+# The most the JSON members may hold uncompressed (bytes); model.pt may hold what its
+# configuration's weights take (weights_limit), so a zip bomb is refused before it is inflated.
+BUNDLE_MEMBER_LIMITS = {"config.json": 1 << 20, "model.json": 16 << 20}
+BUNDLE_README = """Medley LSTM Lab model bundle (format {format})
+
+config.json  the run's configuration (engine.core.config.RunConfig.from_dict)
+model.pt     the selected epoch's weights: a state_dict of plain tensors;
+             torch.load("model.pt", weights_only=True) reads it without running code
+model.json   class names (output order), feature standardizer (or null), run id, name,
+             best epoch and metrics
+
+Load it with the engine:  from engine.runs.export import load_bundle
+                          predictor = load_bundle("{name}")
+                          predictor.predict_file("clip.wav")
+"""
+
+
+def cell(value: Any) -> Any:
+    """One CSV cell: lists/tuples/sets as comma-joined text, None, NaT and non-finite floats empty,
+    formula-looking text guarded (`store.csv_cell`); anything else as it is."""
+    if value is None or type(value).__name__ == "NaTType":  # pandas' missing time, without importing pandas
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return csv_cell(",".join(str(v) for v in value))
+    return csv_cell(value)
+
+
+def table_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str] | None = None) -> bytes:
+    """UTF-8 CSV of `rows` (dicts), columns in `columns` order (default: the first row's keys)."""
+    rows = list(rows)
+    columns = list(columns) if columns is not None else (list(rows[0]) if rows else [])
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: cell(_plain(row.get(c))) for c in columns})
+    return out.getvalue().encode()
+
+
+def _plain(value: Any) -> Any:
+    """numpy / pandas scalars as Python values (a NaN float stays a float, so `cell` empties it)."""
+    item = getattr(value, "item", None)
+    if callable(item) and not isinstance(value, (list, tuple, dict, str, bytes)):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
+def history_rows(runs: Iterable[Any]) -> list[dict[str, Any]]:
+    """Long format: one dict per run x epoch x metric (HISTORY_COLUMNS), runs in the given
+    order, epochs ascending, metrics in the order the history records them. `runs`: store
+    RunRecords (id, name, tags, status, config, history)."""
+    rows = []
+    for run in runs:
+        head = {"run_id": run.id, "name": run.name, "tags": list(run.tags), "status": run.status,
+                "seed": run.config.train.seed, "epochs_planned": run.config.train.epochs}
+        for record in run.history or []:
+            for metric, value in record.items():
+                if metric != "epoch":
+                    rows.append({**head, "epoch": record["epoch"], "metric": metric, "value": value})
+    return rows
+
+
+def history_csv(runs: Iterable[Any]) -> bytes:
+    """`history_rows` as CSV bytes (HISTORY_COLUMNS)."""
+    return table_csv(history_rows(runs), HISTORY_COLUMNS)
+
+
+def model_bundle(store: Any, run_id: str) -> bytes:
+    """The zip of a stored run's model (see the module docstring); StoreError when the run has
+    no saved model. `model.pt` is copied byte for byte from the store."""
+    meta = store.load_meta(run_id)
+    weights = store.runs_dir / run_id / "model.pt"
+    if not weights.is_file():
+        raise StoreError(f"run '{run_id}' has no saved model")
+    record = store.get(run_id)  # its current name (renames do not rewrite meta.json)
+    info = {"format": BUNDLE_FORMAT, "run_id": run_id, "name": record.name,
+            "class_names": meta.get("class_names") or list(CLASS_NAMES), "standardizer": meta.get("standardizer"),
+            "best_epoch": meta.get("best_epoch"), "metrics": record.metrics}
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("config.json", json.dumps(meta["config"], indent=2))
+        zf.write(weights, "model.pt")
+        zf.writestr("model.json", json.dumps(info, indent=2))
+        zf.writestr("README.txt", BUNDLE_README.format(format=BUNDLE_FORMAT, name=bundle_name(run_id)))
+    return out.getvalue()
+
+
+def weights_limit(config: RunConfig, num_classes: int) -> int:
+    """The most bytes model.pt may hold for this configuration: its float32 weights (counted on
+    torch's meta device, nothing allocated) plus 10% and 1 MiB for the file's own structure."""
+    with torch.device("meta"):
+        model = build_model(config.model, config.features, num_classes=num_classes)
+    weights = sum(t.numel() * 4 for t in model.state_dict().values())
+    return int(weights * 1.1) + (1 << 20)
+
+
+def read_member(zf: zipfile.ZipFile, name: str, limit: int | None = None) -> bytes:
+    """One bundle member's bytes; StoreError when it is missing or larger, uncompressed, than
+    `limit` (default BUNDLE_MEMBER_LIMITS[name]). The size is checked in the archive's
+    directory before anything is inflated, and the read stops one byte past the limit in case
+    the directory lies, so a zip bomb is never read into memory."""
+    limit = BUNDLE_MEMBER_LIMITS[name] if limit is None else limit
+    try:
+        member = zf.getinfo(name)
+    except KeyError:
+        raise StoreError(f"not a model bundle: it has no {name}") from None
+    if member.file_size > limit:
+        raise StoreError(f"refused a model bundle: {name} would be {member.file_size:,} bytes uncompressed, "
+                         f"over the {limit:,}-byte limit for it")
+    with zf.open(member) as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise StoreError(f"refused a model bundle: {name} inflates past the {limit:,}-byte limit for it")
+    return data
+
+
+def bundle_name(run_id: str) -> str:
+    """The download's file name."""
+    return f"medley-model-{run_id}.zip"
+
+
+def load_bundle(source: str | Path | bytes) -> Predictor:
+    """A Predictor from a bundle (a path or the zip's bytes). The weights are read with
+    `torch.load(weights_only=True)`: a bundle never runs code. Every failure is a StoreError
+    that names what is wrong (not a zip, a part missing or larger than BUNDLE_MEMBER_LIMITS,
+    damaged JSON, weights torch refuses or that do not fit the configuration)."""
+    try:
+        raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+    except OSError as exc:
+        raise StoreError(f"cannot read the model bundle: {exc}") from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            config = RunConfig.from_dict(json.loads(read_member(zf, "config.json")))
+            info = json.loads(read_member(zf, "model.json"))
+            if not isinstance(info, dict):
+                raise StoreError("a damaged model bundle: model.json is not an object")
+            limit = weights_limit(config, len(info.get("class_names") or CLASS_NAMES))
+            state = torch.load(io.BytesIO(read_member(zf, "model.pt", limit)), map_location="cpu", weights_only=True)
+    except StoreError:
+        raise
+    except zipfile.BadZipFile as exc:
+        raise StoreError(f"not a model bundle: the file is not a zip archive, or a damaged one ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"a damaged model bundle: its JSON does not parse ({exc})") from None
+    except pickle.UnpicklingError as exc:
+        raise StoreError(f"a damaged or unsafe model bundle: model.pt holds more than plain tensors ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - anything else a damaged archive raises (zlib, EOF, torch, config)
+        raise StoreError(f"a damaged model bundle: {type(exc).__name__}: {exc}") from None
+    if int(info.get("format", 0)) > BUNDLE_FORMAT:
+        raise StoreError(f"model bundle format {info.get('format')} is newer than this version reads ({BUNDLE_FORMAT})")
+    try:
+        return Predictor(config, state, info.get("standardizer"), info.get("class_names") or CLASS_NAMES,
+                         info.get("run_id"))
+    except (KeyError, RuntimeError) as exc:
+        raise StoreError(f"the bundle's weights do not match its configuration: {exc}") from None
