@@ -42,7 +42,9 @@ config.json  the run's configuration (engine.config.RunConfig.from_dict)
 model.pt     the selected epoch's weights: a state_dict of plain tensors;
              torch.load("model.pt", weights_only=True) reads it without running code
 model.json   class names (output order), feature standardizer (or null), run id, name,
-             best epoch and metrics
+             best epoch and metrics (with "calibration": the temperature T fitted on
+             validation, and "ood": the out-of-distribution method and threshold;
+             load_bundle's Predictor uses both: softmax(logits / T))
 
 Load it with the engine:  from engine.export import load_bundle
                           predictor = load_bundle("{name}")
@@ -150,6 +152,6 @@ def load_bundle(source: str | Path | bytes) -> Predictor:
         raise StoreError(f"model bundle format {info.get('format')} is newer than this version reads ({BUNDLE_FORMAT})")
     try:
         return Predictor(config, state, info.get("standardizer"), info.get("class_names") or CLASS_NAMES,
-                         info.get("run_id"))
+                         info.get("run_id"), info.get("metrics"))  # metrics: calibration and OOD check (issue #24)
     except (KeyError, RuntimeError) as exc:
         raise StoreError(f"the bundle's weights do not match its configuration: {exc}") from None

@@ -39,6 +39,7 @@ from .errors import ConfigError
 from .labels import NUM_CLASSES
 from .metrics import CROSS_VALIDATION_KEYS, EPOCH_SPLITS, EVAL_SPLITS, evaluate
 from .model import autocast, build_model, set_dropout_generator
+from .trust import fit_trust
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
 AUGMENTED = "training_augmented"  # data key of the augmented training views (FeatureSet, x (views, n, frames, features))
@@ -339,18 +340,22 @@ def final_evaluation(model: nn.Module, state: dict | None, data: dict[str, Any],
                      precision: str) -> tuple[dict, dict]:
     """(metrics, predictions) of `model` with weights `state` on EVAL_SPLITS (those present and
     non-empty); each split goes to the device only now (shared with runs that hold it there).
+    metrics also holds "calibration" and "ood" (engine.trust.fit_trust, from the raw logits).
     ({}, {}) when state is None."""
-    metrics, predictions = {}, {}
+    metrics, predictions, raw = {}, {}, {}
     if state is None:
         return metrics, predictions
     model.load_state_dict(state)
     for name in EVAL_SPLITS:
         if name in data and len(data[name].y):
             with shared_split(data[name], scale, device) as (x, y):
-                probs = torch.softmax(_logits(model, x, precision), dim=1).cpu().numpy()  # (n, classes)
+                logits = _logits(model, x, precision).cpu().numpy()  # (n, classes)
+            probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()  # (n, classes)
             y_np = np.asarray(data[name].y, dtype=np.int64)
             metrics[name] = evaluate(y_np, probs)
             predictions[name] = {"ids": list(data[name].ids), "y": y_np.tolist(), "probs": np.round(probs, 6).tolist()}
+            raw[name] = (logits, y_np)
+    metrics.update(fit_trust(raw))  # issue #24: metrics["calibration"], metrics["ood"], fitted on validation only
     return metrics, predictions
 
 

@@ -1,0 +1,109 @@
+"""What a run stores so that its answers can be trusted on audio it has not heard (issue #24).
+
+At the end of training (`train.final_evaluation`, which every run passes: alone, in a seed
+group, in a worker process or on Ray) `fit_trust` turns the selected epoch's raw logits per
+evaluation split into two records, kept in the run's metrics (so meta.json, the database's
+run record, `show --json` and model bundles all carry them):
+
+- metrics["calibration"]: engine.calibration.calibrate: the temperature fitted on validation
+  (or None and the reason), ECE and NLL before/after on every evaluation split, reliability
+  tables for validation and test;
+- metrics["ood"]: the out-of-distribution method (OOD_METHOD, chosen by measurement: see
+  docs/TRUST.md), its threshold at 95% of validation clips accepted, and the share of each
+  split flagged.
+
+`trust_of(metrics)` reads them back; a run stored before this change has neither, and the
+Predictor then says "uncalibrated" and "no out-of-distribution check".
+Numpy only: no torch, no store, no streamlit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import calibration, ood
+
+OOD_METHOD = "energy"  # engine.ood method key; the measured comparison is in docs/TRUST.md
+TRUST_KEYS = ("calibration", "ood")  # what fit_trust adds to a run's metrics (beside the split names)
+RELIABILITY_SPLITS = ("validation", "test")  # splits whose reliability tables are stored (the diagram)
+UNCALIBRATED = "uncalibrated: this run was trained before calibration existed"
+NO_OOD_CHECK = "no out-of-distribution check for this run (trained before it existed)"
+UNLIKE_TRAINING = "This clip is unlike the recordings this model was trained on; treat the answer with caution"
+
+
+def fit_trust(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """{"calibration": ..., "ood": ...} from raw logits: split name -> (logits (n, classes), y (n,)).
+    Both are fitted on splits["validation"] only; the other splits are only reported."""
+    record = calibration.calibrate(splits)
+    for name, report in record["splits"].items():
+        if name not in RELIABILITY_SPLITS:
+            report.pop("reliability_before"), report.pop("reliability_after")
+    return {"calibration": record, "ood": ood_statistics(splits, record["temperature"])}
+
+
+def ood_statistics(splits: dict[str, tuple[np.ndarray, np.ndarray]], temperature: float | None,
+                   method: str = OOD_METHOD) -> dict:
+    """The OOD check stored with a run: {"key", "method", "accept_rate", "fitted_on", "n_fit",
+    "threshold" (None when not fitted), "reason", "flagged": split -> share above threshold}.
+
+    Scores are computed on the uncalibrated logits (the threshold is fitted on the same scores,
+    so a temperature would only rescale both)."""
+    val = splits.get("validation")
+    n_fit = 0 if val is None else len(val[1])
+    stats = {"key": method, "method": ood.METHODS[method], "accept_rate": ood.ACCEPT_RATE, "fitted_on": "validation",
+             "n_fit": n_fit, "threshold": None, "reason": None, "flagged": {}}
+    if n_fit < calibration.MIN_CLIPS:
+        stats["reason"] = (f"no out-of-distribution check: the validation split has {n_fit} clips, fewer than the "
+                           f"{calibration.MIN_CLIPS} needed to fix a threshold")
+        return stats
+    stats["threshold"] = ood.threshold_at(score(stats, val[0]))
+    stats["flagged"] = {name: float(ood.unlike_training(score(stats, z), stats["threshold"]).mean())
+                        for name, (z, _) in splits.items() if len(z)}
+    return stats
+
+
+def score(stats: dict, logits: np.ndarray) -> np.ndarray:
+    """The scores (n,) of the run's OOD method for logits (n, classes); higher = more unlike training."""
+    return {"max_softmax": ood.max_softmax_score, "energy": ood.energy_score}[stats["key"]](logits)
+
+
+def window_ood(stats: dict | None, logits: np.ndarray) -> tuple[list[float | None], list[bool | None]]:
+    """Per window of a recording (logits (windows, classes)): the OOD scores and verdicts of the
+    run's check; Nones when the run has no usable check."""
+    if not stats or stats.get("threshold") is None:
+        return [None] * len(logits), [None] * len(logits)
+    scores = score(stats, logits)
+    return [float(v) for v in scores], [bool(v) for v in ood.unlike_training(scores, stats["threshold"])]
+
+
+def ood_verdict(stats: dict | None, logits: np.ndarray) -> dict:
+    """The OOD answer for one recording from its windows' logits (windows, classes): {"score"
+    (the mean of the window scores), "threshold", "unlike_training", "method"}; all None with a
+    "note" saying why when the run has no usable check (trained before it existed: NO_OOD_CHECK)."""
+    if not stats or stats.get("threshold") is None:
+        note = (stats or {}).get("reason") or NO_OOD_CHECK
+        return {"score": None, "threshold": None, "unlike_training": None, "method": None, "note": note}
+    value = float(np.mean(score(stats, logits)))
+    return {"score": value, "threshold": stats["threshold"], "unlike_training": bool(value > stats["threshold"]),
+            "method": stats["method"]}
+
+
+def trust_of(metrics: dict | None) -> dict:
+    """{"calibration": record or None, "ood": record or None} from a run's stored metrics."""
+    metrics = metrics or {}
+    return {"calibration": metrics.get("calibration"), "ood": metrics.get("ood")}
+
+
+def temperature_of(metrics: dict | None) -> float | None:
+    """The run's fitted temperature, or None (stored before calibration, or not fitted)."""
+    return (trust_of(metrics)["calibration"] or {}).get("temperature")
+
+
+def calibration_note(metrics: dict | None) -> str:
+    """How a run's probabilities are shown, in words (the Predict page, the CLI)."""
+    record = trust_of(metrics)["calibration"]
+    if record is None:
+        return UNCALIBRATED
+    if record.get("temperature") is None:
+        return record.get("reason") or "not calibrated"
+    return f"calibrated: temperature scaling, T = {record['temperature']:.2f} fitted on validation"
