@@ -119,7 +119,7 @@ class Predictor:
         try:
             config = RunConfig.from_dict(meta["config"])
             return cls(config, state, meta.get("standardizer"), meta.get("class_names") or CLASS_NAMES, run_id,
-                       (meta.get("run") or {}).get("metrics"))
+                       store.get(run_id).metrics)  # the run record's metrics: its calibration and OOD check
         except (KeyError, RuntimeError) as exc:
             raise StoreError(f"run '{run_id}': the stored model does not match its configuration: {exc}") from exc
 

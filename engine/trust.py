@@ -107,3 +107,32 @@ def calibration_note(metrics: dict | None) -> str:
     if record.get("temperature") is None:
         return record.get("reason") or "not calibrated"
     return f"calibrated: temperature scaling, T = {record['temperature']:.2f} fitted on validation"
+
+
+def trust_lines(metrics: dict | None) -> list[str]:
+    """A run's calibration and OOD check in words, one line each (the CLI's `show`)."""
+    record, check = trust_of(metrics)["calibration"], trust_of(metrics)["ood"]
+    lines = [calibration_note(metrics)]
+    if record:
+        lines[0] += f" ({record['method']})" if record.get("temperature") is not None else ""
+        for name, r in record["splits"].items():
+            lines.append(f"  {name:<18} ECE {_num(r['ece_before'])} -> {_num(r['ece_after'])}   NLL {_num(r['nll_before'])} "
+                         f"-> {_num(r['nll_after'])}   (n={r['n']})")
+        lines.append(f"  ({record['ece_method']}; NLL: {record['nll_method']}; before -> after calibration)")
+    lines.append(ood_note(check))
+    return lines
+
+
+def ood_note(check: dict | None) -> str:
+    """The run's OOD check in one line: method, threshold and the share of each split flagged."""
+    if not check:
+        return NO_OOD_CHECK
+    if check.get("threshold") is None:
+        return check.get("reason") or NO_OOD_CHECK
+    flagged = ", ".join(f"{name} {share:.0%}" for name, share in check["flagged"].items())
+    return (f"out-of-distribution check: {check['method']}; threshold {check['threshold']:.3f} "
+            f"({check['accept_rate']:.0%} of validation accepted); flagged: {flagged}")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -140,3 +140,28 @@ def test_seed_groups_store_trust_like_single_runs() -> None:
         assert key in grouped[1].metrics
     assert grouped[1].metrics["calibration"]["temperature"] == pytest.approx(
         alone.metrics["calibration"]["temperature"], rel=1e-3)
+
+
+def test_cli_predict_json_gives_the_ood_verdict_and_show_names_the_methods(stored, tmp_path: Path, capsys,
+                                                                           monkeypatch) -> None:
+    from engine.cli import main
+
+    store, run_id, _, _ = stored
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MEDLEY_CACHE", str(cache))  # main() sets it; monkeypatch restores it afterwards
+    copy = RunStore(cache / "runs.sqlite", cache / "runs")
+    new_id = copy.create_run(store.get(run_id).config, status="running")
+    copy.save_result(new_id, stored[3])
+    import soundfile as sf
+
+    clip = tmp_path / "noise.wav"
+    sf.write(clip, np.random.default_rng(1).standard_normal(22050 * 3).astype(np.float32) * 0.3, 22050)
+    assert main(["--cache", str(cache), "predict", "--run", new_id, str(clip), "--json"]) == 0
+    out = capsys.readouterr()
+    entry = json.loads(out.out)[0]
+    assert set(entry["ood"]) == {"score", "threshold", "unlike_training", "method"}
+    assert isinstance(entry["ood"]["unlike_training"], bool) and entry["ood"]["method"] == ood.METHODS[trust.OOD_METHOD]
+    assert entry["calibration"].startswith("calibrated") and "calibrated: temperature scaling" in out.err
+    assert main(["--cache", str(cache), "show", new_id]) == 0
+    shown = capsys.readouterr().out
+    assert "Guo et al. 2017" in shown and "15 equal-width bins" in shown and "out-of-distribution check" in shown
