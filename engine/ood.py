@@ -13,18 +13,20 @@ Scores compared (docs/TRUST.md has the measurements and the choice):
 - k-NN: distance to the k-th nearest training clip of the L2-normalised embedding (Sun et al.,
   ICML 2022).
 
-Scores are numpy maths; `embed` runs a model (torch) to get logits and embeddings together.
+Scores are numpy maths; `captured_embeddings` collects a torch model's embeddings while it runs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 from scipy.special import logsumexp, softmax
 
 ACCEPT_RATE = 0.95  # share of validation clips the threshold accepts
 KNN_K = 10
+KNN_CHUNK = 1024  # query rows per distance block
 COVARIANCE_RIDGE = 1e-3  # added to the shared covariance's diagonal, times its mean variance
 METHODS = {
     "max_softmax": "max-softmax probability (Hendrycks & Gimpel 2017)",
@@ -67,9 +69,12 @@ def knn_score(embeddings: np.ndarray, reference: np.ndarray, k: int = KNN_K) -> 
     """Euclidean distance (n,) of each L2-normalised embedding to its k-th nearest L2-normalised
     reference (training) embedding (m, dim)."""
     a, b = _unit(embeddings), _unit(reference)
-    dist = np.sqrt(np.clip(2.0 - 2.0 * a @ b.T, 0.0, None))  # (n, m)
-    k = min(k, dist.shape[1])
-    return np.partition(dist, k - 1, axis=1)[:, k - 1]
+    k = min(k, len(b))
+    out = np.empty(len(a))
+    for start in range(0, len(a), KNN_CHUNK):  # (chunk, m) distances at a time: bounded memory
+        dist = np.sqrt(np.clip(2.0 - 2.0 * a[start:start + KNN_CHUNK] @ b.T, 0.0, None))
+        out[start:start + KNN_CHUNK] = np.partition(dist, k - 1, axis=1)[:, k - 1]
+    return out
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -109,18 +114,15 @@ def all_scores(logits: np.ndarray, embeddings: np.ndarray | None = None, gaussia
     return out
 
 
-def embed(model: Any, x: Any, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(logits (n, classes), embeddings (n, dim)) of a model in eval mode for x (n, frames,
-    features) (a torch tensor on the model's device); the embedding is the input of the model's
-    linear `head` (its pooled last hidden state; dropout is off in eval mode)."""
-    import torch
-
+@contextmanager
+def captured_embeddings(model: Any) -> Iterator[list]:
+    """While open, every forward pass of `model` appends its embedding, the input of its linear
+    `head` (the pooled last hidden state; dropout is off in eval mode), to the yielded list as a
+    float32 tensor (batch, dim). Callers keep their own batching and autocast."""
     captured: list = []
-    handle = model.head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].float()))
+    handle = model.head.register_forward_pre_hook(lambda _module, args: captured.append(args[0].detach().float()))
     try:
-        model.eval()
-        with torch.inference_mode():
-            logits = torch.cat([model(x[i:i + batch]).float() for i in range(0, len(x), batch)])
+        yield captured
     finally:
         handle.remove()
-    return logits.cpu().numpy().astype(np.float64), torch.cat(captured).cpu().numpy().astype(np.float64)
+

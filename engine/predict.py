@@ -26,6 +26,7 @@ from .config import RunConfig
 from .errors import AudioError, StoreError
 from .labels import CLASS_NAMES
 from .model import autocast, build_model
+from .ood import captured_embeddings
 from .trust import (NO_OOD_CHECK, UNLIKE_TRAINING, calibration_note, ood_verdict, temperature_of, trust_of,
                     window_ood)
 
@@ -96,12 +97,13 @@ class Predictor:
 
     def __init__(self, config: RunConfig, state_dict: dict, standardizer: dict | None = None,
                  class_names: Iterable[str] = CLASS_NAMES, run_id: str | None = None,
-                 metrics: dict | None = None) -> None:
+                 metrics: dict | None = None, ood_reference: dict | None = None) -> None:
         self.config = config
         self.run_id = run_id
         self.trust = trust_of(metrics)  # issue #24: the run's calibration and OOD records (None: trained before)
         self.temperature = temperature_of(metrics)  # None: probabilities are the plain softmax
         self.calibration = calibration_note(metrics)
+        self.ood_reference = ood_reference  # what the OOD score measures against (engine.trust.fit_reference)
         self.class_names = list(class_names)
         self.model = build_model(config.model, config.features, num_classes=len(self.class_names))
         self.model.load_state_dict(state_dict)
@@ -119,28 +121,34 @@ class Predictor:
         try:
             config = RunConfig.from_dict(meta["config"])
             return cls(config, state, meta.get("standardizer"), meta.get("class_names") or CLASS_NAMES, run_id,
-                       store.get(run_id).metrics)  # the run record's metrics: its calibration and OOD check
+                       store.get(run_id).metrics, store.load_ood_reference(run_id))  # its calibration and OOD check
         except (KeyError, RuntimeError) as exc:
             raise StoreError(f"run '{run_id}': the stored model does not match its configuration: {exc}") from exc
 
     def predict_features(self, x: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """Probabilities (n, classes) float32 for unscaled features x (n, frames, features):
         softmax(logits / T) with the run's temperature (when it has one and `calibrated`)."""
-        logits = torch.from_numpy(self.logits_features(x))
-        return torch.softmax(logits / (self.temperature if calibrated and self.temperature else 1.0), dim=1).numpy()
+        return self.probabilities(self.logits_features(x)[0], calibrated)
+
+    def probabilities(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """softmax(logits / T) (n, classes) float32 for logits (n, classes); T = 1 when the run has
+        no temperature or not `calibrated`."""
+        scale = self.temperature if calibrated and self.temperature else 1.0
+        return torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)) / scale, dim=1).numpy()
 
     @torch.inference_mode()
-    def logits_features(self, x: np.ndarray) -> np.ndarray:
-        """Raw logits (n, classes) float32 for unscaled features x (n, frames, features)."""
+    def logits_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw logits (n, classes) and embeddings (n, dim) float32 (the pooled last hidden state,
+        engine.ood.captured_embeddings) for unscaled features x (n, frames, features)."""
         x = np.asarray(x, dtype=np.float32)
         if self.mean is not None:
             x = (x - self.mean) / self.std
         tensor = torch.from_numpy(np.ascontiguousarray(x))
         if len(tensor) == 0:
-            return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        with autocast("cpu", self.config.train.precision):  # as in training and its reported metrics
+            return np.zeros((0, len(self.class_names)), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
+        with autocast("cpu", self.config.train.precision), captured_embeddings(self.model) as parts:  # as in training
             logits = torch.cat([self.model(tensor[i:i + BATCH]).float() for i in range(0, len(tensor), BATCH)])
-        return logits.numpy()
+        return logits.numpy(), torch.cat(parts).numpy()
 
     def window_features(self, y: np.ndarray) -> tuple[np.ndarray, list[float]]:
         """Features (windows, frames, features) of mono `y` at the model's rate, and window starts (s)."""
@@ -161,18 +169,18 @@ class Predictor:
         fc = self.config.features
         warnings = check_signal(y, fc.sample_rate, fc.clip_samples)
         feats, starts = self.window_features(y)
-        logits = self.logits_features(feats)  # (windows, classes)
-        probs = self.predict_features(feats)  # (windows, classes), calibrated when the run has a temperature
+        logits, embeddings = self.logits_features(feats)  # (windows, classes), (windows, dim)
+        probs = self.probabilities(logits)  # (windows, classes), calibrated when the run has a temperature
         if not np.isfinite(probs).all():
             raise AudioError("the model gives no finite answer for this audio (are its samples scaled as audio?)")
         overall = probs.mean(axis=0)
         overall = overall / overall.sum()
         window_len = fc.clip_samples / fc.sample_rate
         total = len(y) / fc.sample_rate
-        scores, flags = window_ood(self.trust["ood"], logits)  # issue #24: (windows,) each, None without a check
+        scores, flags = window_ood(self.trust["ood"], logits, embeddings, self.ood_reference)  # issue #24: (windows,) each, None without a check
         windows = [WindowPrediction(start, min(window_len, max(total - start, 0.0)), [float(p) for p in row], score, flag)
                    for start, row, score, flag in zip(starts, probs, scores, flags)]
-        ood = ood_verdict(self.trust["ood"], logits)
+        ood = ood_verdict(self.trust["ood"], logits, embeddings, self.ood_reference)
         if ood["unlike_training"]:
             warnings.append(UNLIKE_TRAINING)
         return Prediction(

@@ -10,7 +10,11 @@ run record, `show --json` and model bundles all carry them):
   tables for validation and test;
 - metrics["ood"]: the out-of-distribution method (OOD_METHOD, chosen by measurement: see
   docs/TRUST.md), its threshold at 95% of validation clips accepted, and the share of each
-  split flagged.
+  split flagged;
+- the OOD reference: what the score measures against at prediction time, fitted on the
+  training clips' embeddings (pooled last hidden state): for Mahalanobis the class means and
+  the inverse of the shared covariance (dim x dim: too big for the metrics, so the store keeps
+  it beside the weights, `ood_reference.pt`, and bundles carry it).
 
 `trust_of(metrics)` reads them back; a run stored before this change has neither, and the
 Predictor then says "uncalibrated" and "no out-of-distribution check".
@@ -23,31 +27,46 @@ import numpy as np
 
 from . import calibration, ood
 
-OOD_METHOD = "energy"  # engine.ood method key; the measured comparison is in docs/TRUST.md
+OOD_METHOD = "mahalanobis"  # engine.ood method key; the measured comparison is in docs/TRUST.md
 TRUST_KEYS = ("calibration", "ood")  # what fit_trust adds to a run's metrics (beside the split names)
 RELIABILITY_SPLITS = ("validation", "test")  # splits whose reliability tables are stored (the diagram)
 UNCALIBRATED = "uncalibrated: this run was trained before calibration existed"
 NO_OOD_CHECK = "no out-of-distribution check for this run (trained before it existed)"
+NO_REFERENCE = "no out-of-distribution check: the run's reference statistics (ood_reference.pt) are missing"
 UNLIKE_TRAINING = "This clip is unlike the recordings this model was trained on; treat the answer with caution"
 
 
-def fit_trust(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
-    """{"calibration": ..., "ood": ...} from raw logits: split name -> (logits (n, classes), y (n,)).
-    Both are fitted on splits["validation"] only; the other splits are only reported."""
+def fit_reference(embeddings: np.ndarray, y: np.ndarray, method: str = OOD_METHOD) -> dict[str, np.ndarray] | None:
+    """What `method` measures against, from the training clips' embeddings (n, dim) and labels
+    (n,): Mahalanobis {"means" (classes, dim), "precision" (dim, dim)}; kNN {"embeddings"};
+    None for the logit scores (they need nothing)."""
+    if method == "mahalanobis":
+        return ood.fit_class_gaussians(embeddings, y)
+    if method == "knn":
+        return {"embeddings": np.asarray(embeddings, dtype=np.float32)}
+    return None
+
+
+def fit_trust(splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings: dict[str, np.ndarray],
+              reference: dict[str, np.ndarray] | None) -> dict:
+    """{"calibration": ..., "ood": ...} from raw logits: split name -> (logits (n, classes), y (n,)),
+    the same splits' embeddings (name -> (n, dim)) and the OOD reference (fit_reference, from
+    the training clips). Both are fitted on splits["validation"] only; the other splits are
+    only reported."""
     record = calibration.calibrate(splits)
     for name, report in record["splits"].items():
         if name not in RELIABILITY_SPLITS:
             report.pop("reliability_before"), report.pop("reliability_after")
-    return {"calibration": record, "ood": ood_statistics(splits, record["temperature"])}
+    return {"calibration": record, "ood": ood_statistics(splits, embeddings, reference)}
 
 
-def ood_statistics(splits: dict[str, tuple[np.ndarray, np.ndarray]], temperature: float | None,
-                   method: str = OOD_METHOD) -> dict:
+def ood_statistics(splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings: dict[str, np.ndarray],
+                   reference: dict[str, np.ndarray] | None, method: str = OOD_METHOD) -> dict:
     """The OOD check stored with a run: {"key", "method", "accept_rate", "fitted_on", "n_fit",
     "threshold" (None when not fitted), "reason", "flagged": split -> share above threshold}.
 
-    Scores are computed on the uncalibrated logits (the threshold is fitted on the same scores,
-    so a temperature would only rescale both)."""
+    Logit scores use the uncalibrated logits (the threshold is fitted on the same scores, so a
+    temperature would only rescale both)."""
     val = splits.get("validation")
     n_fit = 0 if val is None else len(val[1])
     stats = {"key": method, "method": ood.METHODS[method], "accept_rate": ood.ACCEPT_RATE, "fitted_on": "validation",
@@ -56,34 +75,50 @@ def ood_statistics(splits: dict[str, tuple[np.ndarray, np.ndarray]], temperature
         stats["reason"] = (f"no out-of-distribution check: the validation split has {n_fit} clips, fewer than the "
                            f"{calibration.MIN_CLIPS} needed to fix a threshold")
         return stats
-    stats["threshold"] = ood.threshold_at(score(stats, val[0]))
-    stats["flagged"] = {name: float(ood.unlike_training(score(stats, z), stats["threshold"]).mean())
+    stats["threshold"] = ood.threshold_at(score(stats, val[0], embeddings["validation"], reference))
+    stats["flagged"] = {name: float(ood.unlike_training(score(stats, z, embeddings[name], reference),
+                                                        stats["threshold"]).mean())
                         for name, (z, _) in splits.items() if len(z)}
     return stats
 
 
-def score(stats: dict, logits: np.ndarray) -> np.ndarray:
-    """The scores (n,) of the run's OOD method for logits (n, classes); higher = more unlike training."""
+def score(stats: dict, logits: np.ndarray, embeddings: np.ndarray | None = None,
+          reference: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The scores (n,) of the run's OOD method for logits (n, classes) and embeddings (n, dim)
+    (reference: fit_reference's); higher = more unlike training."""
+    if stats["key"] == "mahalanobis":
+        return ood.mahalanobis_score(embeddings, reference)
+    if stats["key"] == "knn":
+        return ood.knn_score(embeddings, reference["embeddings"])
     return {"max_softmax": ood.max_softmax_score, "energy": ood.energy_score}[stats["key"]](logits)
 
 
-def window_ood(stats: dict | None, logits: np.ndarray) -> tuple[list[float | None], list[bool | None]]:
-    """Per window of a recording (logits (windows, classes)): the OOD scores and verdicts of the
-    run's check; Nones when the run has no usable check."""
-    if not stats or stats.get("threshold") is None:
+def usable(stats: dict | None, reference: dict[str, np.ndarray] | None) -> bool:
+    """Whether a run's OOD check can score: fitted, and its reference present when it needs one."""
+    needs = bool(stats) and stats["key"] in ("mahalanobis", "knn")
+    return bool(stats) and stats.get("threshold") is not None and (reference is not None or not needs)
+
+
+def window_ood(stats: dict | None, logits: np.ndarray, embeddings: np.ndarray,
+               reference: dict[str, np.ndarray] | None) -> tuple[list[float | None], list[bool | None]]:
+    """Per window of a recording (logits (windows, classes), embeddings (windows, dim)): the OOD
+    scores and verdicts of the run's check; Nones when the run has no usable check."""
+    if not usable(stats, reference):
         return [None] * len(logits), [None] * len(logits)
-    scores = score(stats, logits)
+    scores = score(stats, logits, embeddings, reference)
     return [float(v) for v in scores], [bool(v) for v in ood.unlike_training(scores, stats["threshold"])]
 
 
-def ood_verdict(stats: dict | None, logits: np.ndarray) -> dict:
-    """The OOD answer for one recording from its windows' logits (windows, classes): {"score"
-    (the mean of the window scores), "threshold", "unlike_training", "method"}; all None with a
-    "note" saying why when the run has no usable check (trained before it existed: NO_OOD_CHECK)."""
-    if not stats or stats.get("threshold") is None:
-        note = (stats or {}).get("reason") or NO_OOD_CHECK
-        return {"score": None, "threshold": None, "unlike_training": None, "method": None, "note": note}
-    value = float(np.mean(score(stats, logits)))
+def ood_verdict(stats: dict | None, logits: np.ndarray, embeddings: np.ndarray,
+                reference: dict[str, np.ndarray] | None) -> dict:
+    """The OOD answer for one recording from its windows' logits (windows, classes) and
+    embeddings (windows, dim): {"score" (the mean of the window scores), "threshold",
+    "unlike_training", "method"}; all None with a "note" saying why when the run has no usable
+    check (trained before it existed: NO_OOD_CHECK; its reference missing: NO_REFERENCE)."""
+    if not usable(stats, reference):
+        note = NO_REFERENCE if stats and stats.get("threshold") is not None else (stats or {}).get("reason")
+        return {"score": None, "threshold": None, "unlike_training": None, "method": None, "note": note or NO_OOD_CHECK}
+    value = float(np.mean(score(stats, logits, embeddings, reference)))
     return {"score": value, "threshold": stats["threshold"], "unlike_training": bool(value > stats["threshold"]),
             "method": stats["method"]}
 

@@ -53,6 +53,10 @@ def test_a_run_stores_its_temperature_and_ood_threshold_fitted_on_validation(sto
     # the threshold accepts 95% of validation clips
     assert check["key"] == trust.OOD_METHOD and check["threshold"] is not None
     assert check["flagged"]["validation"] == pytest.approx(1 - ood.ACCEPT_RATE, abs=1 / len(data["validation"].y))
+    reference = store.load_ood_reference(run_id)  # the Mahalanobis statistics of the training clips, beside the weights
+    dim = reference["precision"].shape[0]
+    assert reference["means"].shape == (8, dim) and reference["precision"].shape == (dim, dim)
+    assert all(np.array_equal(reference[k], result.ood_reference[k]) for k in ("means", "precision"))
     meta = json.loads((store.runs_dir / run_id / "meta.json").read_text())
     assert meta["run"]["metrics"]["calibration"]["temperature"] == cal["temperature"]
 
@@ -105,17 +109,20 @@ def test_bundles_carry_the_temperature_and_old_bundles_still_load(stored) -> Non
     loaded = load_bundle(raw)
     assert loaded.temperature == Predictor.from_store(store, run_id).temperature
     assert loaded.trust["ood"]["threshold"] == store.get(run_id).metrics["ood"]["threshold"]
+    np.testing.assert_array_equal(loaded.ood_reference["precision"], store.load_ood_reference(run_id)["precision"])
     old = io.BytesIO()  # the same bundle as written before issue #24: metrics without calibration or ood
     with zipfile.ZipFile(io.BytesIO(raw)) as zf, zipfile.ZipFile(old, "w") as out:
         for name in zf.namelist():
             content = zf.read(name)
+            if name == "ood_reference.pt":
+                continue
             if name == "model.json":
                 info = json.loads(content)
                 info["metrics"] = {k: v for k, v in info["metrics"].items() if k not in trust.TRUST_KEYS}
                 content = json.dumps(info).encode()
             out.writestr(name, content)
     before = load_bundle(old.getvalue())
-    assert before.temperature is None and before.calibration == trust.UNCALIBRATED
+    assert before.temperature is None and before.calibration == trust.UNCALIBRATED and before.ood_reference is None
     assert before.predict_features(data["test"].x).shape == (len(data["test"].y), 8)
 
 
@@ -165,3 +172,16 @@ def test_cli_predict_json_gives_the_ood_verdict_and_show_names_the_methods(store
     assert main(["--cache", str(cache), "show", new_id]) == 0
     shown = capsys.readouterr().out
     assert "Guo et al. 2017" in shown and "15 equal-width bins" in shown and "out-of-distribution check" in shown
+
+
+def test_a_bundle_missing_its_reference_says_it_has_no_check(stored) -> None:
+    store, run_id, _, _ = stored
+    raw, stripped = model_bundle(store, run_id), io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf, zipfile.ZipFile(stripped, "w") as out:
+        for name in zf.namelist():
+            if name != "ood_reference.pt":
+                out.writestr(name, zf.read(name))
+    predictor = load_bundle(stripped.getvalue())
+    assert predictor.temperature is not None  # still calibrated
+    verdict = predictor.predict_samples(np.sin(np.arange(22050 * 3) * 0.05).astype(np.float32) * 0.3).ood
+    assert verdict["unlike_training"] is None and verdict["note"] == trust.NO_REFERENCE
