@@ -45,8 +45,8 @@ model.json   class names (output order), feature standardizer (or null), run id,
              best epoch and metrics (with "calibration": the temperature T fitted on
              validation, and "ood": the out-of-distribution method and threshold;
              load_bundle's Predictor uses both: softmax(logits / T))
-ood_reference.pt  what the out-of-distribution check measures against (class means
-             and shared covariance of the training clips' embeddings; weights_only
+ood_reference.pt  what the out-of-distribution check measures against (the training
+             clips' embeddings, for the k-nearest-neighbour distance; weights_only
              tensors; absent in older bundles)
 
 Load it with the engine:  from engine.export import load_bundle

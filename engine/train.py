@@ -92,7 +92,7 @@ class TrainResult:
     error: str | None = None
     warning: str | None = None  # learning_warning(history): the run finished but learned nothing
     group: dict | None = None  # trained in a group (engine.batched): {"size", "seeds", "member"}
-    ood_reference: dict | None = None  # what the OOD score measures against, from training clips (engine.trust.fit_reference)
+    ood_reference: dict | None = None  # what the OOD score measures against, from training clips (engine.trust.fit_reference: kNN {"embeddings"})
 
 
 class TrainHooks:

@@ -11,10 +11,10 @@ run record, `show --json` and model bundles all carry them):
 - metrics["ood"]: the out-of-distribution method (OOD_METHOD, chosen by measurement: see
   docs/TRUST.md), its threshold at 95% of validation clips accepted, and the share of each
   split flagged;
-- the OOD reference: what the score measures against at prediction time, fitted on the
-  training clips' embeddings (pooled last hidden state): for Mahalanobis the class means and
-  the inverse of the shared covariance (dim x dim: too big for the metrics, so the store keeps
-  it beside the weights, `ood_reference.pt`, and bundles carry it).
+- the OOD reference: what the score measures against at prediction time, from the training
+  clips' embeddings (pooled last hidden state): for kNN the embeddings themselves (n_training
+  x dim float32: too big for the metrics, so the store keeps them beside the weights,
+  `ood_reference.pt`, and bundles carry them).
 
 `trust_of(metrics)` reads them back; a run stored before this change has neither, and the
 Predictor then says "uncalibrated" and "no out-of-distribution check".
@@ -27,7 +27,7 @@ import numpy as np
 
 from . import calibration, ood
 
-OOD_METHOD = "mahalanobis"  # engine.ood method key; the measured comparison is in docs/TRUST.md
+OOD_METHOD = "knn"  # engine.ood method key; the measured comparison is in docs/TRUST.md
 TRUST_KEYS = ("calibration", "ood")  # what fit_trust adds to a run's metrics (beside the split names)
 RELIABILITY_SPLITS = ("validation", "test")  # splits whose reliability tables are stored (the diagram)
 UNCALIBRATED = "uncalibrated: this run was trained before calibration existed"
@@ -149,7 +149,7 @@ def trust_lines(metrics: dict | None) -> list[str]:
     record, check = trust_of(metrics)["calibration"], trust_of(metrics)["ood"]
     lines = [calibration_note(metrics)]
     if record:
-        lines[0] += f" ({record['method']})" if record.get("temperature") is not None else ""
+        lines[0] += " (Guo et al. 2017, minimising validation NLL)" if record.get("temperature") is not None else ""
         for name, r in record["splits"].items():
             lines.append(f"  {name:<18} ECE {_num(r['ece_before'])} -> {_num(r['ece_after'])}   NLL {_num(r['nll_before'])} "
                          f"-> {_num(r['nll_after'])}   (n={r['n']})")

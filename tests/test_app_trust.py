@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from test_app_predict import PAGE, ROOT, TIMEOUT, texts, tiny_runs, upload, wav_bytes  # noqa: E402
 
-from engine import trust  # noqa: E402
+from engine import ood, trust  # noqa: E402
 
 
 def _edit_metrics(cache: Path, run_id: str, edit) -> None:
@@ -67,7 +67,8 @@ def test_flagged_clip_and_windows_get_the_warning_in_words(page, runs) -> None:
     assert any("2 of 2 windows are unlike the recordings this model was trained on" in w for w in warnings)
     body = texts(at)
     assert "Probabilities calibrated: temperature scaling, T = " in body
-    assert "Out-of-distribution check (energy score" in body and "unlike the training recordings" in body
+    assert f"Out-of-distribution check ({ood.METHODS[trust.OOD_METHOD]})" in body
+    assert "unlike the training recordings" in body
 
 
 def test_a_run_from_before_says_uncalibrated_and_no_check(page, runs) -> None:

@@ -16,6 +16,7 @@ from scipy.special import softmax
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_jobs import synthetic_data, tiny_config  # noqa: E402
+from test_predict import trained  # noqa: E402,F401  (the fixture: a tiny run saved in a fresh store)
 
 from engine import calibration, ood, trust  # noqa: E402
 from engine.batched import train_group  # noqa: E402
@@ -26,25 +27,12 @@ from engine.store import RunStore  # noqa: E402
 from engine.train import train_run  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunStore, str, dict, object]:
-    """A run on synthetic features (48 clips per split) saved in a fresh store."""
-    folder = tmp_path_factory.mktemp("trust")
-    store = RunStore(folder / "runs.sqlite", folder / "runs")
-    config = tiny_config(epochs=3, **{"train.standardize": True})
-    data = synthetic_data(config)
-    result = train_run(config, data, device="cpu")
-    run_id = store.create_run(config, status="running")
-    store.save_result(run_id, result)
-    return store, run_id, data, result
-
-
-def test_a_run_stores_its_temperature_and_ood_threshold_fitted_on_validation(stored) -> None:
-    store, run_id, data, result = stored
+def test_a_run_stores_its_temperature_and_ood_threshold_fitted_on_validation(trained) -> None:
+    store, run_id, data, result = trained
     record = store.get(run_id).metrics
     cal, check = record["calibration"], record["ood"]
     assert cal["fitted_on"] == "validation" and cal["temperature"] > 0 and cal["reason"] is None
-    # the temperature is the NLL minimiser on validation, from the stored (rounded) probabilities too
+    # the temperature is the NLL minimiser on validation, from the trained (rounded) probabilities too
     val_probs = np.asarray(result.predictions["validation"]["probs"])
     refit = calibration.fit_temperature(calibration.logits_from_probs(val_probs), data["validation"].y)
     assert cal["temperature"] == pytest.approx(refit, rel=1e-2)
@@ -53,16 +41,15 @@ def test_a_run_stores_its_temperature_and_ood_threshold_fitted_on_validation(sto
     # the threshold accepts 95% of validation clips
     assert check["key"] == trust.OOD_METHOD and check["threshold"] is not None
     assert check["flagged"]["validation"] == pytest.approx(1 - ood.ACCEPT_RATE, abs=1 / len(data["validation"].y))
-    reference = store.load_ood_reference(run_id)  # the Mahalanobis statistics of the training clips, beside the weights
-    dim = reference["precision"].shape[0]
-    assert reference["means"].shape == (8, dim) and reference["precision"].shape == (dim, dim)
-    assert all(np.array_equal(reference[k], result.ood_reference[k]) for k in ("means", "precision"))
+    reference = store.load_ood_reference(run_id)  # the kNN score's training embeddings, beside the weights
+    assert reference["embeddings"].shape[0] == len(data["training"].y)
+    np.testing.assert_array_equal(reference["embeddings"], result.ood_reference["embeddings"])
     meta = json.loads((store.runs_dir / run_id / "meta.json").read_text())
     assert meta["run"]["metrics"]["calibration"]["temperature"] == cal["temperature"]
 
 
-def test_predictor_uses_calibrated_probabilities_and_says_so(stored) -> None:
-    store, run_id, data, result = stored
+def test_predictor_uses_calibrated_probabilities_and_says_so(trained) -> None:
+    store, run_id, data, result = trained
     predictor = Predictor.from_store(store, run_id)
     t = predictor.temperature
     assert t == store.get(run_id).metrics["calibration"]["temperature"] and t != pytest.approx(1.0, abs=1e-3)
@@ -73,8 +60,8 @@ def test_predictor_uses_calibrated_probabilities_and_says_so(stored) -> None:
     assert predictor.calibration.startswith("calibrated: temperature scaling")
 
 
-def test_prediction_carries_an_ood_verdict_per_file_and_window(stored) -> None:
-    store, run_id, _, _ = stored
+def test_prediction_carries_an_ood_verdict_per_file_and_window(trained) -> None:
+    store, run_id, _, _ = trained
     predictor = Predictor.from_store(store, run_id)
     noise = np.random.default_rng(0).standard_normal(22050 * 7).astype(np.float32) * 0.3
     pred = predictor.predict_samples(noise)
@@ -87,8 +74,8 @@ def test_prediction_carries_an_ood_verdict_per_file_and_window(stored) -> None:
     assert verdict["score"] == pytest.approx(np.mean([w.ood_score for w in pred.windows]))
 
 
-def test_a_run_stored_before_the_change_predicts_uncalibrated_and_says_so(stored, tmp_path: Path) -> None:
-    store, run_id, data, result = stored
+def test_a_run_stored_before_the_change_predicts_uncalibrated_and_says_so(trained, tmp_path: Path) -> None:
+    store, run_id, data, result = trained
     old = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
     old_id = old.create_run(store.get(run_id).config, status="running")
     result_before = type(result)(**{**vars(result), "metrics": {k: v for k, v in result.metrics.items()
@@ -103,13 +90,13 @@ def test_a_run_stored_before_the_change_predicts_uncalibrated_and_says_so(stored
     assert "uncalibrated" in pred.calibration
 
 
-def test_bundles_carry_the_temperature_and_old_bundles_still_load(stored) -> None:
-    store, run_id, data, _ = stored
+def test_bundles_carry_the_temperature_and_old_bundles_still_load(trained) -> None:
+    store, run_id, data, _ = trained
     raw = model_bundle(store, run_id)
     loaded = load_bundle(raw)
     assert loaded.temperature == Predictor.from_store(store, run_id).temperature
     assert loaded.trust["ood"]["threshold"] == store.get(run_id).metrics["ood"]["threshold"]
-    np.testing.assert_array_equal(loaded.ood_reference["precision"], store.load_ood_reference(run_id)["precision"])
+    np.testing.assert_array_equal(loaded.ood_reference["embeddings"], store.load_ood_reference(run_id)["embeddings"])
     old = io.BytesIO()  # the same bundle as written before issue #24: metrics without calibration or ood
     with zipfile.ZipFile(io.BytesIO(raw)) as zf, zipfile.ZipFile(old, "w") as out:
         for name in zf.namelist():
@@ -149,16 +136,16 @@ def test_seed_groups_store_trust_like_single_runs() -> None:
         alone.metrics["calibration"]["temperature"], rel=1e-3)
 
 
-def test_cli_predict_json_gives_the_ood_verdict_and_show_names_the_methods(stored, tmp_path: Path, capsys,
+def test_cli_predict_json_gives_the_ood_verdict_and_show_names_the_methods(trained, tmp_path: Path, capsys,
                                                                            monkeypatch) -> None:
     from engine.cli import main
 
-    store, run_id, _, _ = stored
+    store, run_id, _, _ = trained
     cache = tmp_path / "cache"
     monkeypatch.setenv("MEDLEY_CACHE", str(cache))  # main() sets it; monkeypatch restores it afterwards
     copy = RunStore(cache / "runs.sqlite", cache / "runs")
     new_id = copy.create_run(store.get(run_id).config, status="running")
-    copy.save_result(new_id, stored[3])
+    copy.save_result(new_id, trained[3])
     import soundfile as sf
 
     clip = tmp_path / "noise.wav"
@@ -174,8 +161,8 @@ def test_cli_predict_json_gives_the_ood_verdict_and_show_names_the_methods(store
     assert "Guo et al. 2017" in shown and "15 equal-width bins" in shown and "out-of-distribution check" in shown
 
 
-def test_a_bundle_missing_its_reference_says_it_has_no_check(stored) -> None:
-    store, run_id, _, _ = stored
+def test_a_bundle_missing_its_reference_says_it_has_no_check(trained) -> None:
+    store, run_id, _, _ = trained
     raw, stripped = model_bundle(store, run_id), io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(raw)) as zf, zipfile.ZipFile(stripped, "w") as out:
         for name in zf.namelist():
