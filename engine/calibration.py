@@ -111,8 +111,11 @@ def calibrate(splits: dict[str, tuple[np.ndarray, np.ndarray]], fit_on: str = "v
     if n_fit < MIN_CLIPS:
         reason = (f"not calibrated: the {fit_on} split has {n_fit} clips, fewer than the {MIN_CLIPS} "
                   f"needed to fit a temperature")
+    elif not np.isfinite(fit[0]).all():
+        reason = f"not calibrated: the model's outputs on the {fit_on} split are not all finite"
     else:
         temperature = fit_temperature(*fit)
     return {"method": METHOD, "ece_method": ECE_METHOD, "nll_method": NLL_METHOD, "fitted_on": fit_on,
             "n_fit": n_fit, "temperature": temperature, "reason": reason,
-            "splits": {name: split_report(z, y, temperature) for name, (z, y) in splits.items() if len(y)}}
+            "splits": {name: split_report(z, y, temperature) for name, (z, y) in splits.items()
+                       if len(y) and np.isfinite(z).all()}}  # a split with non-finite outputs has no report

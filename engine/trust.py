@@ -75,10 +75,13 @@ def ood_statistics(splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings:
         stats["reason"] = (f"no out-of-distribution check: the validation split has {n_fit} clips, fewer than the "
                            f"{calibration.MIN_CLIPS} needed to fix a threshold")
         return stats
-    stats["threshold"] = ood.threshold_at(score(stats, val[0], embeddings["validation"], reference))
-    stats["flagged"] = {name: float(ood.unlike_training(score(stats, z, embeddings[name], reference),
-                                                        stats["threshold"]).mean())
-                        for name, (z, _) in splits.items() if len(z)}
+    scores = {name: score(stats, z, embeddings[name], reference) for name, (z, _) in splits.items() if len(z)}
+    if not np.isfinite(scores["validation"]).all():
+        stats["reason"] = "no out-of-distribution check: the model's validation outputs are not all finite"
+        return stats
+    stats["threshold"] = ood.threshold_at(scores["validation"])
+    stats["flagged"] = {name: float(ood.unlike_training(values, stats["threshold"]).mean())
+                        for name, values in scores.items() if np.isfinite(values).all()}
     return stats
 
 

@@ -92,3 +92,11 @@ def test_too_few_validation_clips_fit_no_temperature_and_say_why() -> None:
     assert f"{calibration.MIN_CLIPS - 1} clips" in record["reason"] and "not calibrated" in record["reason"]
     test = record["splits"]["test"]
     assert test["ece_after"] == test["ece_before"] and test["nll_after"] == test["nll_before"]
+
+
+def test_non_finite_validation_outputs_fit_nothing_and_say_why() -> None:
+    logits, y = sampled_logits(100, 1.0, seed=9)
+    logits[3, 2] = np.nan
+    record = calibration.calibrate({"validation": (logits, y), "test": sampled_logits(50, 1.0, seed=10)})
+    assert record["temperature"] is None and "not all finite" in record["reason"]
+    assert set(record["splits"]) == {"test"}  # no NaN reaches the stored record
