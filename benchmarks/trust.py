@@ -47,7 +47,7 @@ NON_INSTRUMENT = "non-instrument"
 KIND_PREFIX = "kind: "
 
 
-def load_data(config, quick: bool) -> dict[str, FeatureSet]:
+def load_data(config) -> dict[str, FeatureSet]:
     """training, validation, test, the held-out chain view and (demo) the held-out programs."""
     ds = resolve_dataset(config.data or None)
     data = load_features(ds, config.features)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     per_kind = args.per_kind
     if args.quick:
         config, per_kind = RECOMMENDED.with_values(data="demo:tiny", **{"train.epochs": 3}), 3
-    data = load_data(config, args.quick)
+    data = load_data(config)
     predictor = trained_predictor(config, data, args.run)
     x_probe, kinds = probe_features(config, per_kind)
     outputs = {name: (*logits_and_embeddings(predictor, fs.x), np.asarray(fs.y)) for name, fs in data.items()}

@@ -27,8 +27,7 @@ from .errors import AudioError, StoreError
 from .labels import CLASS_NAMES
 from .model import autocast, build_model
 from .ood import captured_embeddings
-from .trust import (NO_OOD_CHECK, UNLIKE_TRAINING, calibration_note, ood_verdict, temperature_of, trust_of,
-                    window_ood)
+from .trust import UNLIKE_TRAINING, calibration_note, ood_verdict, temperature_of, trust_of, window_ood
 
 BATCH = 1024  # windows per forward pass
 MIN_SECONDS = 0.25  # shorter audio has too few frames to classify
