@@ -96,6 +96,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("training", "training.py", "training per epoch, the study's loop / the engine (float32)",
               r"^speedup:\s+([\d.]+)x",
               quick=("--clips", "200", "--val-clips", "100", "--epochs", "2", "--repeats", "1")),
+    Benchmark("trust", "trust.py", "OOD AUROC of the run's check (in: validation; out: the other collection "
+              "and non-instrument audio); the line also gives test ECE before / after calibration",
+              r"^ood_auroc:\s+([\d.]+)", quick=("--quick",)),
 )
 BY_NAME = {bench.name: bench for bench in BENCHMARKS}
 

@@ -619,6 +619,11 @@ def _print_run(record: Any) -> None:
         elif m:
             print(f"  {split:<18} accuracy {100 * m['accuracy']:.1f}%  balanced {100 * m['balanced_accuracy']:.1f}%  "
                   f"macro-F1 {m['macro_f1']:.3f}  (n={m['n']})")
+    if record.status == "finished":  # issue #24: calibration and the out-of-distribution check
+        from .learn.trust import trust_lines
+
+        for line in trust_lines(metrics):
+            print(f"  {line}")
 
 
 def _run_ids(text: str) -> list[str]:
@@ -671,6 +676,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictors = {run_id: Predictor.from_store(store, run_id) for run_id in _run_ids(args.run)}
     results = [{"run_id": run_id} | r for run_id, predictor in predictors.items()
                for r in predictor.predict_files(args.files)]
+    for run_id, predictor in predictors.items():  # issue #24: how the probabilities were made (JSON: per file)
+        print(f"run {run_id}: probabilities {predictor.calibration}", file=sys.stderr if args.json else sys.stdout)
     for r in results:  # the same warnings as the Predict page, also when stdout is JSON
         for warning in r.get("warnings", []):
             print(f"warning: {r['file']}: {warning}", file=sys.stderr)
@@ -685,7 +692,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"{where}: error: {r['error']}")
             else:
                 top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-                print(f"{where}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")")
+                print(f"{where}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")"
+                      + ("  [unlike the training data]" if r["ood"]["unlike_training"] else ""))
     return 0 if all("error" not in r for r in results) else 1
 
 

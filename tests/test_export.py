@@ -80,7 +80,7 @@ def test_the_model_bundle_loads_back_and_predicts_as_the_stored_run(store: RunSt
     store.rename(finished, "renamed")
     bundle = export.model_bundle(store, finished)
     with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
-        assert sorted(zf.namelist()) == ["README.txt", "config.json", "model.json", "model.pt"]
+        assert sorted(zf.namelist()) == ["README.txt", "config.json", "model.json", "model.pt", "ood_reference.pt"]
         info = json.loads(zf.read("model.json"))
         state = torch.load(io.BytesIO(zf.read("model.pt")), weights_only=True)  # no code runs
     assert info["name"] == "renamed" and info["run_id"] == finished and info["standardizer"] is not None

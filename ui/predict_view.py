@@ -5,7 +5,9 @@ Uploads stay in memory: bytes -> engine.data.audio.load_audio(bytes, max_bytes=M
 nothing is written to disk under a name the user chose. Decoding is cached per file hash,
 predictions per (run, file hash). A file that cannot be used gets an st.error naming it and
 the other files go on. Audio with no usable signal (silent, under 0.25 s, absurd levels) is
-such a file: an error, never a label. A clip shorter than a training clip gets a warning.
+such a file: an error, never a label. A clip shorter than a training clip gets a warning, and so
+does a clip (or a window of a long one) that the run's out-of-distribution check flags; the
+probabilities are the run's calibrated ones and the panel says so (engine.learn.trust).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import streamlit as st
 from engine.data.audio import MAX_UPLOAD_BYTES, MODEL_SAMPLE_RATE, load_audio
 from engine.core.errors import AudioError, EngineError
 from engine.core.labels import CLASS_NAMES, SUBSETS, short_name
+from engine.learn.ood import ACCEPT_RATE
+from engine.learn.trust import NO_OOD_CHECK, UNCALIBRATED
 from ui import charts
 from ui.common import fmt_pct, plain
 
@@ -270,6 +274,8 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
         with right:
             st.markdown("**Probability of each class**")
             st.altair_chart(probability_chart(probs, label, clip.true_label), width="stretch")
+            render_trust(pred)
+        row["unlike training"] = (pred.get("ood") or {}).get("unlike_training")
 
         wave, spec = st.columns(2)
         with wave:
@@ -295,7 +301,37 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
             st.caption(f"Overall answer: **{label}** ({100 * probs[label]:.1f}%). "
                        f"{agree} of {len(windows)} windows pick it on their own; outlined: each window's top class."
                        + rest)
+            flagged = flagged_windows_note(windows)
+            if flagged:
+                st.warning(flagged)
     return row
+
+
+def render_trust(pred: dict) -> None:
+    """How the probabilities were made (calibrated or not) and the OOD check, in words (issue #24).
+    The warning itself (engine.learn.trust.UNLIKE_TRAINING) is among the prediction's warnings."""
+    st.caption(f"Probabilities {pred.get('calibration') or UNCALIBRATED}.")
+    ood = pred.get("ood") or {}
+    if ood.get("unlike_training") is None:
+        st.caption(ood.get("note") or NO_OOD_CHECK)
+        return
+    verdict = "unlike" if ood["unlike_training"] else "like"
+    st.caption(f"Out-of-distribution check ({ood['method']}): score {ood['score']:.3f} against the run's threshold "
+               f"{ood['threshold']:.3f} ({ACCEPT_RATE:.0%} of its validation clips score at or below it): {verdict} the training recordings.")
+
+
+def flagged_windows_note(windows: Sequence[dict]) -> str | None:
+    """Which 3-second windows the OOD check flags, in words; None when none (or no check)."""
+    flagged = [w for w in windows if w.get("unlike_training")]
+    if not flagged:
+        return None
+    spans = ", ".join(f"{_clock(w['start'])}-{_clock(w['start'] + w['duration'])}" for w in flagged)
+    return (f"{len(flagged)} of {len(windows)} windows are unlike the recordings this model was trained on "
+            f"({spans}); treat their answers with caution.")
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
 
 
 def predict_with_runs(clip: ClipInput, run_ids: Sequence[str], store, names: dict[str, str]
@@ -321,6 +357,8 @@ def summary_frame(rows: Sequence[dict]) -> pd.DataFrame:
     df = pd.DataFrame(list(rows))
     if "confidence" in df:
         df["confidence"] = [("–" if c is None or pd.isna(c) else f"{100 * float(c):.1f}%") for c in df["confidence"]]
+    if "unlike training" in df:  # the OOD verdict (issue #24): None = no check for this run, or no prediction
+        df["unlike training"] = [{True: "yes", False: "no"}.get(v, "–") for v in df["unlike training"]]
     for column, blank in (("predicted", "–"), ("problem", ""), ("true label", "")):
         if column in df:
             df[column] = [blank if v is None or v != v else v for v in df[column]]  # v != v: NaN

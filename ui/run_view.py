@@ -1,5 +1,6 @@
 """The Train page's view of one run: its name, tags, notes and delete; live progress while it
-trains; then its results (metrics per split, curves, per-class accuracy, confusion matrices).
+trains; then its results (metrics per split, curves, per-class accuracy, confusion matrices,
+calibration and the out-of-distribution check: ui.trust_view).
 
 - manage(store, record)               rename, tag, write notes on or delete the run
 - live(store, record, color)          progress line and live charts (cheap timers), while active
@@ -20,7 +21,7 @@ from engine.runs.jobs import RESUMABLE_STATUSES
 from engine.core.labels import SHORT_NAMES
 from engine.learn.metrics import lacks_program_view
 from engine.runs.store import ACTIVE
-from ui import charts, downloads
+from ui import charts, downloads, trust_view
 from ui import live as live_lines
 from ui import common
 from ui.common import fmt_pct, get_store, job_progress, plain
@@ -188,6 +189,8 @@ def results(store, record, color: str) -> None:
     _curves(store, record, color)
     if metrics:
         _per_class(metrics)
+    if record.status == "finished":  # issue #24: calibration (reliability diagram) and the OOD check
+        trust_view.render(metrics)
     downloads.run_downloads(store, record)
     with st.expander("Configuration of this run"):
         st.code(json.dumps(record.config.to_dict(), indent=2), language="json")

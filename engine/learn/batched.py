@@ -271,9 +271,9 @@ def train_group(configs: list[RunConfig], data: dict[str, Any], *, device: str |
     def finish(g: int, m: _Member) -> None:  # member g's TrainResult, evaluated alone as train_run does
         if not evaluator:
             evaluator.append(init_member(config, device)[0])  # a model to evaluate in (built under the global-generator lock)
-        metrics, predictions = final_evaluation(evaluator[0], m.best["model"], data, scale, device,
-                                                config.train.precision)
-        results[g] = TrainResult(
+        metrics, predictions, reference = final_evaluation(evaluator[0], m.best["model"], data, scale, device,
+                                                           config.train.precision)
+        results[g] = TrainResult(ood_reference=reference,
             status=m.status or "finished", history=m.history, step_losses=m.step_losses, metrics=metrics,
             predictions=predictions, best_epoch=m.best["epoch"],
             state_dict=_cpu(m.best["model"]) if m.best["model"] is not None else {},

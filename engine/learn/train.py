@@ -39,6 +39,8 @@ from ..core.errors import ConfigError
 from ..core.labels import NUM_CLASSES
 from .metrics import CROSS_VALIDATION_KEYS, EPOCH_SPLITS, EVAL_SPLITS, evaluate
 from .model import autocast, build_model, set_dropout_generator
+from .ood import captured_embeddings
+from .trust import fit_reference, fit_trust
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
 AUGMENTED = "training_augmented"  # data key of the augmented training views (FeatureSet, x (views, n, frames, features))
@@ -90,6 +92,7 @@ class TrainResult:
     error: str | None = None
     warning: str | None = None  # learning_warning(history): the run finished but learned nothing
     group: dict | None = None  # trained in a group (engine.learn.batched): {"size", "seeds", "member"}
+    ood_reference: dict | None = None  # what the OOD score measures against, from training clips (engine.learn.trust.fit_reference: kNN {"embeddings"})
 
 
 class TrainHooks:
@@ -336,22 +339,36 @@ def is_better(select: str, best: dict, record: dict) -> bool:
 
 
 def final_evaluation(model: nn.Module, state: dict | None, data: dict[str, Any], scale, device: str,
-                     precision: str) -> tuple[dict, dict]:
-    """(metrics, predictions) of `model` with weights `state` on EVAL_SPLITS (those present and
-    non-empty); each split goes to the device only now (shared with runs that hold it there).
-    ({}, {}) when state is None."""
-    metrics, predictions = {}, {}
+                     precision: str) -> tuple[dict, dict, dict | None]:
+    """(metrics, predictions, ood_reference) of `model` with weights `state` on EVAL_SPLITS (those
+    present and non-empty); each split goes to the device only now (shared with runs that hold it
+    there). metrics also holds "calibration" and "ood" (engine.learn.trust.fit_trust, from the raw
+    logits and embeddings); ood_reference: engine.learn.trust.fit_reference of the training clips.
+    ({}, {}, None) when state is None."""
+    metrics, predictions, raw, embedded = {}, {}, {}, {}
     if state is None:
-        return metrics, predictions
+        return metrics, predictions, None
     model.load_state_dict(state)
     for name in EVAL_SPLITS:
         if name in data and len(data[name].y):
-            with shared_split(data[name], scale, device) as (x, y):
-                probs = torch.softmax(_logits(model, x, precision), dim=1).cpu().numpy()  # (n, classes)
+            logits, embedded[name] = _logits_and_embeddings(model, data[name], scale, device, precision)
+            probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()  # (n, classes)
             y_np = np.asarray(data[name].y, dtype=np.int64)
             metrics[name] = evaluate(y_np, probs)
             predictions[name] = {"ids": list(data[name].ids), "y": y_np.tolist(), "probs": np.round(probs, 6).tolist()}
-    return metrics, predictions
+            raw[name] = (logits, y_np)
+    # issue #24: metrics["calibration"] and metrics["ood"], fitted on validation (OOD: against training clips)
+    reference = fit_reference(_logits_and_embeddings(model, data["training"], scale, device, precision)[1],
+                              np.asarray(data["training"].y))
+    metrics.update(fit_trust(raw, embedded, reference))
+    return metrics, predictions, reference
+
+
+def _logits_and_embeddings(model: nn.Module, fs: Any, scale, device: str, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (n, classes) and embeddings (n, dim) float32 on the host of a FeatureSet, in one pass."""
+    with shared_split(fs, scale, device) as (x, _), captured_embeddings(model) as parts:
+        logits = _logits(model, x, precision).cpu().numpy()
+    return logits, torch.cat(parts).cpu().numpy()
 
 
 def standardizer_of(config: RunConfig, data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -391,8 +408,8 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
         evals = shared_evaluation_splits(stack, data, scale, device)
         status, error, history, step_losses, model, best = _train_loop(
             config, x_train, y_train, views, evals, loss_weight(config, data, device), device, hooks, resume)
-    metrics, predictions = final_evaluation(model, best["model"], data, scale, device, config.train.precision)
-    return TrainResult(
+    metrics, predictions, reference = final_evaluation(model, best["model"], data, scale, device, config.train.precision)
+    return TrainResult(ood_reference=reference,
         status=status, history=history, step_losses=step_losses, metrics=metrics, predictions=predictions,
         best_epoch=best["epoch"], state_dict=_cpu(best["model"]) if best["model"] is not None else {},
         standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},

@@ -3,6 +3,12 @@
 A recording is cut into 3-second windows (the length the models were trained on), each
 window becomes features exactly as in training (`clip_features`, then the run's
 standardizer), and the overall answer is the mean of the windows' probabilities.
+
+Probabilities are calibrated by default (issue #24, engine.learn.trust): softmax(logits / T) with
+the temperature the run fitted on its validation split; each answer says so (`calibration`)
+and carries an out-of-distribution verdict (`ood`, per window too). A run stored before
+these existed predicts with the plain softmax and says "uncalibrated" and that it has no
+out-of-distribution check.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from ..core.config import RunConfig
 from ..core.errors import AudioError, StoreError
 from ..core.labels import CLASS_NAMES
 from ..learn.model import autocast, build_model
+from ..learn.ood import captured_embeddings
+from ..learn.trust import UNLIKE_TRAINING, calibration_note, ood_verdict, temperature_of, trust_of, window_ood
 
 BATCH = 1024  # windows per forward pass
 MIN_SECONDS = 0.25  # shorter audio has too few frames to classify
@@ -33,6 +41,8 @@ class WindowPrediction:
     start: float
     duration: float
     probabilities: list[float]
+    ood_score: float | None = None  # the run's OOD score of this window (engine.learn.trust); None: no check
+    unlike_training: bool | None = None  # score above the run's threshold; None: no check
 
 
 @dataclass
@@ -43,7 +53,10 @@ class Prediction:
     (sums to 1); windows: one entry per 3-second window; duration: seconds of audio;
     silent: the recording is (nearly) silent (predict_samples refuses those; kept for callers
     that build a Prediction themselves); warnings: what makes the answer less certain (e.g.
-    padded with silence), for people and for the CLI's JSON.
+    padded with silence, unlike the training data), for people and for the CLI's JSON;
+    calibration: how the probabilities were made, in words (calibrated with T, or why not);
+    ood: {"score", "threshold", "unlike_training", "method"} (engine.learn.trust.ood_verdict; all
+    None with a "note" for a run trained before the check existed).
     """
 
     label: str
@@ -52,6 +65,8 @@ class Prediction:
     duration: float = 0.0
     silent: bool = False
     warnings: list[str] = field(default_factory=list)
+    calibration: str = ""
+    ood: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -80,9 +95,14 @@ class Predictor:
     """A trained model from the store, ready to classify audio (CPU, eval mode)."""
 
     def __init__(self, config: RunConfig, state_dict: dict, standardizer: dict | None = None,
-                 class_names: Iterable[str] = CLASS_NAMES, run_id: str | None = None) -> None:
+                 class_names: Iterable[str] = CLASS_NAMES, run_id: str | None = None,
+                 metrics: dict | None = None, ood_reference: dict | None = None) -> None:
         self.config = config
         self.run_id = run_id
+        self.trust = trust_of(metrics)  # issue #24: the run's calibration and OOD records (None: trained before)
+        self.temperature = temperature_of(metrics)  # None: probabilities are the plain softmax
+        self.calibration = calibration_note(metrics)
+        self.ood_reference = ood_reference  # what the OOD score measures against (engine.learn.trust.fit_reference)
         self.class_names = list(class_names)
         self.model = build_model(config.model, config.features, num_classes=len(self.class_names))
         self.model.load_state_dict(state_dict)
@@ -99,22 +119,35 @@ class Predictor:
         state = store.load_state_dict(run_id)
         try:
             config = RunConfig.from_dict(meta["config"])
-            return cls(config, state, meta.get("standardizer"), meta.get("class_names") or CLASS_NAMES, run_id)
+            return cls(config, state, meta.get("standardizer"), meta.get("class_names") or CLASS_NAMES, run_id,
+                       store.get(run_id).metrics, store.load_ood_reference(run_id))  # its calibration and OOD check
         except (KeyError, RuntimeError) as exc:
             raise StoreError(f"run '{run_id}': the stored model does not match its configuration: {exc}") from exc
 
+    def predict_features(self, x: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """Probabilities (n, classes) float32 for unscaled features x (n, frames, features):
+        softmax(logits / T) with the run's temperature (when it has one and `calibrated`)."""
+        return self.probabilities(self.logits_features(x)[0], calibrated)
+
+    def probabilities(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """softmax(logits / T) (n, classes) float32 for logits (n, classes); T = 1 when the run has
+        no temperature or not `calibrated`."""
+        scale = self.temperature if calibrated and self.temperature else 1.0
+        return torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)) / scale, dim=1).numpy()
+
     @torch.inference_mode()
-    def predict_features(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities (n, classes) float32 for unscaled features x (n, frames, features)."""
+    def logits_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw logits (n, classes) and embeddings (n, dim) float32 (the pooled last hidden state,
+        engine.learn.ood.captured_embeddings) for unscaled features x (n, frames, features)."""
         x = np.asarray(x, dtype=np.float32)
         if self.mean is not None:
             x = (x - self.mean) / self.std
         tensor = torch.from_numpy(np.ascontiguousarray(x))
         if len(tensor) == 0:
-            return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        with autocast("cpu", self.config.train.precision):  # as in training and its reported metrics
+            return np.zeros((0, len(self.class_names)), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
+        with autocast("cpu", self.config.train.precision), captured_embeddings(self.model) as parts:  # as in training
             logits = torch.cat([self.model(tensor[i:i + BATCH]).float() for i in range(0, len(tensor), BATCH)])
-        return torch.softmax(logits, dim=1).numpy()
+        return logits.numpy(), torch.cat(parts).numpy()
 
     def window_features(self, y: np.ndarray) -> tuple[np.ndarray, list[float]]:
         """Features (windows, frames, features) of mono `y` at the model's rate, and window starts (s)."""
@@ -135,7 +168,8 @@ class Predictor:
         fc = self.config.features
         warnings = check_signal(y, fc.sample_rate, fc.clip_samples)
         feats, starts = self.window_features(y)
-        probs = self.predict_features(feats)  # (windows, classes)
+        logits, embeddings = self.logits_features(feats)  # (windows, classes), (windows, dim)
+        probs = self.probabilities(logits)  # (windows, classes), calibrated when the run has a temperature
         if len(probs) == 0:
             raise AudioError("no clips to classify: the audio gives no 3-second window")
         if not np.isfinite(probs).all():
@@ -144,12 +178,17 @@ class Predictor:
         overall = overall / overall.sum()
         window_len = fc.clip_samples / fc.sample_rate
         total = len(y) / fc.sample_rate
-        windows = [WindowPrediction(start, min(window_len, max(total - start, 0.0)), [float(p) for p in row])
-                   for start, row in zip(starts, probs)]
+        scores, flags = window_ood(self.trust["ood"], logits, embeddings, self.ood_reference)  # issue #24: (windows,) each, None without a check
+        windows = [WindowPrediction(start, min(window_len, max(total - start, 0.0)), [float(p) for p in row], score, flag)
+                   for start, row, score, flag in zip(starts, probs, scores, flags)]
+        ood = ood_verdict(self.trust["ood"], logits, embeddings, self.ood_reference)
+        if ood["unlike_training"]:
+            warnings.append(UNLIKE_TRAINING)
         return Prediction(
             label=self.class_names[int(overall.argmax())],
             probabilities={name: float(p) for name, p in zip(self.class_names, overall)},
             windows=windows, duration=total, silent=is_silent(y), warnings=warnings,
+            calibration=self.calibration, ood=ood,
         )
 
     def predict_file(self, source: AudioSource) -> Prediction:
@@ -158,8 +197,8 @@ class Predictor:
         return self.predict_samples(load_audio(source, sr=features.sample_rate, resampler=features.resampler))
 
     def predict_files(self, files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-        """One dict per file: {"file", "label", "probabilities", "warnings"} or {"file", "error"};
-        a bad file does not stop the others."""
+        """One dict per file: {"file", "label", "probabilities", "calibration", "ood", "warnings"}
+        or {"file", "error"}; a bad file does not stop the others."""
         results: list[dict[str, Any]] = []
         for path in files:
             try:
@@ -168,5 +207,5 @@ class Predictor:
                 results.append({"file": str(path), "error": str(exc)})
             else:
                 results.append({"file": str(path), "label": pred.label, "probabilities": pred.probabilities,
-                                "warnings": pred.warnings})
+                                "calibration": pred.calibration, "ood": pred.ood, "warnings": pred.warnings})
         return results

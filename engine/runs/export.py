@@ -34,7 +34,7 @@ from ..core.errors import ConfigError, StoreError
 from ..core.labels import CLASS_NAMES
 from ..learn.model import build_model
 from ..predict.predictor import Predictor
-from .store import csv_cell
+from .store import OOD_REFERENCE, csv_cell
 
 HISTORY_COLUMNS = ("run_id", "name", "tags", "status", "seed", "epochs_planned", "epoch", "metric", "value")
 BUNDLE_FORMAT = 1  # model.json "format": bumped when the bundle's layout changes
@@ -47,7 +47,12 @@ config.json  the run's configuration (engine.core.config.RunConfig.from_dict)
 model.pt     the selected epoch's weights: a state_dict of plain tensors;
              torch.load("model.pt", weights_only=True) reads it without running code
 model.json   class names (output order), feature standardizer (or null), run id, name,
-             best epoch and metrics
+             best epoch and metrics (with "calibration": the temperature T fitted on
+             validation, and "ood": the out-of-distribution method and threshold;
+             load_bundle's Predictor uses both: softmax(logits / T))
+ood_reference.pt  what the out-of-distribution check measures against (the training
+             clips' embeddings, for the k-nearest-neighbour distance; weights_only
+             tensors; absent in older bundles)
 
 Load it with the engine:  from engine.runs.export import load_bundle
                           predictor = load_bundle("{name}")
@@ -127,6 +132,8 @@ def model_bundle(store: Any, run_id: str) -> bytes:
         zf.write(weights, "model.pt")
         zf.writestr("model.json", json.dumps(info, indent=2))
         zf.writestr("README.txt", BUNDLE_README.format(format=BUNDLE_FORMAT, name=bundle_name(run_id)))
+        if (store.runs_dir / run_id / OOD_REFERENCE).is_file():  # issue #24: the OOD check's training embeddings
+            zf.write(store.runs_dir / run_id / OOD_REFERENCE, OOD_REFERENCE)
     return out.getvalue()
 
 
@@ -164,6 +171,19 @@ def bundle_name(run_id: str) -> str:
     return f"medley-model-{run_id}.zip"
 
 
+def bundle_ood_reference(raw: bytes) -> Any:
+    """The OOD check's reference statistics of a bundle (name -> array, read weights_only), or
+    None for a bundle made before it existed (or without one)."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        if OOD_REFERENCE not in zf.namelist():
+            return None
+        try:
+            stats = torch.load(io.BytesIO(zf.read(OOD_REFERENCE)), map_location="cpu", weights_only=True)
+            return {k: v.numpy() for k, v in stats.items()}
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise StoreError(f"a damaged model bundle: {OOD_REFERENCE}: {exc}") from None
+
+
 def load_bundle(source: str | Path | bytes) -> Predictor:
     """A Predictor from a bundle (a path or the zip's bytes). The weights are read with
     `torch.load(weights_only=True)`: a bundle never runs code. Every failure is a StoreError
@@ -195,6 +215,6 @@ def load_bundle(source: str | Path | bytes) -> Predictor:
         raise StoreError(f"model bundle format {info.get('format')} is newer than this version reads ({BUNDLE_FORMAT})")
     try:
         return Predictor(config, state, info.get("standardizer"), info.get("class_names") or CLASS_NAMES,
-                         info.get("run_id"))
+                         info.get("run_id"), info.get("metrics"), bundle_ood_reference(raw))  # issue #24
     except (KeyError, RuntimeError) as exc:
         raise StoreError(f"the bundle's weights do not match its configuration: {exc}") from None

@@ -40,6 +40,7 @@ ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "failed", "cancelled", "interrupted", "diverged")
 BUSY_TIMEOUT_MS = 30_000
 HEARTBEAT_STALE_S = 60.0  # an active run whose owner has not beaten for this long is interrupted
+OOD_REFERENCE = "ood_reference.pt"  # run folder file: the OOD check's statistics of the training clips (engine.learn.trust)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -522,6 +523,8 @@ class RunStore:
         }
         if getattr(result, "group", None):  # trained in a group (engine.learn.batched): {"size", "seeds", "member"}
             meta["trained_in_group"] = _plain(result.group)
+        if getattr(result, "ood_reference", None) is not None:  # issue #24: what the OOD score measures against
+            _atomic_torch_save({k: torch.as_tensor(v) for k, v in result.ood_reference.items()}, folder / OOD_REFERENCE)
         _atomic_write_text(folder / "meta.json", json.dumps(meta))
         _atomic_write_text(folder / "predictions.json", json.dumps(_plain(result.predictions or {})))
         history = _plain(result.history or [])
@@ -548,6 +551,13 @@ class RunStore:
     def load_predictions(self, run_id: str) -> dict:
         """predictions.json: {"validation": {"ids", "y", "probs"}, "test": {...}}."""
         return self._read_json(run_id, "predictions.json", "has no stored predictions")
+
+    def load_ood_reference(self, run_id: str) -> dict[str, np.ndarray] | None:
+        """What the run's OOD score measures against (engine.learn.trust.fit_reference: name -> array);
+        None for a run stored before it existed."""
+        self._require(self._conn(), run_id)
+        path = self.runs_dir / run_id / OOD_REFERENCE
+        return {k: v.numpy() for k, v in _torch_load(path).items()} if path.exists() else None
 
     def load_state_dict(self, run_id: str) -> dict:
         """model.pt (CPU tensors), loaded with weights_only=True."""

@@ -1,0 +1,103 @@
+"""Synthetic non-instrument audio: clips that no instrument classifier should accept.
+
+Used to measure out-of-distribution detection (engine.learn.ood, benchmarks/trust.py) with audio
+that is surely unlike any training clip. Kinds (each clip's settings drawn from a seeded
+generator, so a seed gives the same clips on any machine):
+
+    near-silence   a noise floor at -70..-60 dBFS (digital silence is refused before any
+                   model sees it: engine.predict.predictor.check_signal)
+    white noise    Gaussian, -20..-6 dBFS RMS
+    sine           one pure tone, 80-4000 Hz, steady
+    formant sweep  speech-like: a 90-250 Hz glottal pulse train with a wobbling pitch,
+                   through three formant resonances that glide between vowel positions,
+                   in syllables of 120-300 ms separated by short pauses
+    drum bursts    noise bursts with a fast exponential decay (30-200 ms), band-passed by
+                   a random one-pole pair, at 2-8 hits per second
+
+Output clips are mono float32 (samples,), peak at most 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import lfilter
+
+KINDS = ("near-silence", "white noise", "sine", "formant sweep", "drum bursts")
+
+
+def non_instrument_clips(per_kind: int, sr: int, samples: int, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """kind -> `per_kind` clips of `samples` samples at `sr` Hz (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    makers = {"near-silence": _near_silence, "white noise": _white_noise, "sine": _sine,
+              "formant sweep": _formant_sweep, "drum bursts": _drum_bursts}
+    return {kind: [_peak_limited(makers[kind](rng, sr, samples)) for _ in range(per_kind)] for kind in KINDS}
+
+
+def _db(value: float) -> float:
+    return float(10.0 ** (value / 20.0))
+
+
+def _near_silence(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
+    return rng.standard_normal(n) * _db(rng.uniform(-70, -60))
+
+
+def _white_noise(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
+    return rng.standard_normal(n) * _db(rng.uniform(-20, -6))
+
+
+def _sine(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
+    freq = np.exp(rng.uniform(np.log(80), np.log(4000)))
+    return 0.5 * np.sin(2 * np.pi * freq * np.arange(n) / sr + rng.uniform(0, 2 * np.pi))
+
+
+def _formant_sweep(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
+    """Glottal pulses (wobbling f0) through 3 gliding formant resonators, gated into syllables."""
+    t = np.arange(n) / sr
+    f0 = rng.uniform(90, 250) * (1 + 0.08 * np.sin(2 * np.pi * rng.uniform(2, 6) * t))  # (n,) Hz
+    phase = np.cumsum(f0 / sr)
+    source = np.diff(np.floor(phase), prepend=0.0)  # one impulse per period
+    out = np.zeros(n)
+    for low, high in ((300, 900), (800, 2400), (2200, 3200)):  # F1, F2, F3 ranges (Hz)
+        centre = rng.uniform(low, high, 2)
+        freq = np.interp(t, [0, t[-1]], centre)  # a glide from one vowel position to another
+        out += _resonator(source, freq, bandwidth=80.0, sr=sr)
+    return out * _syllable_gate(rng, sr, n)
+
+
+def _resonator(x: np.ndarray, freq: np.ndarray, bandwidth: float, sr: int) -> np.ndarray:
+    """A two-pole resonance whose centre frequency (n,) Hz moves sample by sample."""
+    r = np.exp(-np.pi * bandwidth / sr)
+    y = np.zeros_like(x)
+    a1 = 2 * r * np.cos(2 * np.pi * freq / sr)
+    for i in range(2, len(x)):
+        y[i] = x[i] + a1[i] * y[i - 1] - r * r * y[i - 2]
+    return y
+
+
+def _syllable_gate(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
+    """1 inside syllables of 120-300 ms, 0 in pauses of 40-150 ms, with 10 ms ramps."""
+    gate, pos = np.zeros(n), 0
+    while pos < n:
+        length = int(rng.uniform(0.12, 0.30) * sr)
+        gate[pos:pos + length] = 1.0
+        pos += length + int(rng.uniform(0.04, 0.15) * sr)
+    ramp = np.ones(int(0.01 * sr)) / int(0.01 * sr)
+    return np.convolve(gate, ramp, mode="same")
+
+
+def _drum_bursts(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
+    out = np.zeros(n)
+    hits = int(rng.uniform(2, 8) * n / sr)
+    for start in rng.integers(0, n, hits):
+        length = min(n - start, int(0.4 * sr))
+        decay = np.exp(-np.arange(length) / (rng.uniform(0.03, 0.2) * sr))
+        out[start:start + length] += rng.standard_normal(length) * decay * rng.uniform(0.3, 1.0)
+    low_pole, high_pole = rng.uniform(0.0, 0.95), rng.uniform(0.0, 0.9)
+    low = lfilter([1 - low_pole], [1, -low_pole], out)  # one-pole low-pass
+    return lfilter([1, -1], [1, -high_pole], low)  # one-pole high-pass
+
+
+def _peak_limited(y: np.ndarray) -> np.ndarray:
+    """float32, peak scaled down to 0.9 when above it."""
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    return (y * (0.9 / peak if peak > 0.9 else 1.0)).astype(np.float32)
