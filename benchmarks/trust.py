@@ -37,12 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.learn import calibration
 from engine.learn import ood  # noqa: E402
 from engine.data.dataset import resolve_dataset  # noqa: E402
-from engine.features.extract import FeatureSet, clip_features, load_features, load_heldout_validation, load_program_validation  # noqa: E402
+from engine.features.extract import FeatureSet, clip_features, load_features, load_heldout_validation, load_program_validation, load_source_validation  # noqa: E402
 from engine.predict.predictor import Predictor  # noqa: E402
 from engine.learn.presets import RECOMMENDED  # noqa: E402
 from engine.data.probes import non_instrument_clips  # noqa: E402
+from engine.learn.metrics import CROSS_VALIDATION_KEYS  # noqa: E402
 from engine.learn.train import train_run  # noqa: E402
-from engine.learn.trust import score  # noqa: E402
+from engine.learn.trust import fitted_on_words, score  # noqa: E402
 
 NON_INSTRUMENT = "non-instrument"
 KIND_PREFIX = "kind: "
@@ -53,6 +54,7 @@ def load_data(config) -> dict[str, FeatureSet]:
     ds = resolve_dataset(config.data or None)
     data = load_features(ds, config.features)
     data["validation_shift"] = load_heldout_validation(ds, config.features)
+    data["validation_source"] = load_source_validation(ds, config.features)
     program = load_program_validation(ds, config.features)
     if program is not None:
         data["validation_program"] = program
@@ -75,7 +77,8 @@ def trained_predictor(config, data: dict, run_id: str | None) -> Predictor:
 
         return Predictor.from_store(RunStore(), run_id)
     started = time.perf_counter()
-    result = train_run(config, {k: v for k, v in data.items() if k in ("training", "validation", "test")}, device="cpu")
+    kept = ("training", "validation", "test", *CROSS_VALIDATION_KEYS)  # as the dashboard's runs get them
+    result = train_run(config, {k: v for k, v in data.items() if k in kept}, device="cpu")
     print(f"trained {config.train.epochs} epochs in {time.perf_counter() - started:.0f} s "
           f"(validation accuracy {result.metrics['validation']['accuracy']:.3f}, "
           f"test {result.metrics['test']['accuracy']:.3f})")
@@ -168,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     columns, table = comparison(outputs | by_kind, training)
     print_table(columns, table)
     cal = predictor.trust["calibration"] or {}
+    if cal.get("temperature") is not None:
+        print(f"\ntemperature fitted on {fitted_on_words(cal)} ({cal['n_fit']} clips; test never)")
     reports = print_calibration(outputs, predictor.temperature, cal.get("reason"))
     stats = predictor.trust["ood"]
     if not stats or stats.get("threshold") is None:

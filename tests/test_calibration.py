@@ -78,7 +78,7 @@ def test_calibrate_fits_on_validation_and_reports_every_split() -> None:
     val, test = sampled_logits(1000, 2.0, seed=5), sampled_logits(500, 2.0, seed=6)
     record = calibration.calibrate({"validation": val, "test": test})
     assert record["temperature"] == pytest.approx(2.0, rel=0.15) and record["reason"] is None
-    assert record["fitted_on"] == "validation" and "Guo" in record["method"] and "15" in record["ece_method"]
+    assert record["fitted_on"] == ["validation"] and "Guo" in record["method"] and "15" in record["ece_method"]
     for split in ("validation", "test"):
         report = record["splits"][split]
         assert report["ece_after"] < report["ece_before"] and report["nll_after"] < report["nll_before"]
@@ -100,3 +100,28 @@ def test_non_finite_validation_outputs_fit_nothing_and_say_why() -> None:
     record = calibration.calibrate({"validation": (logits, y), "test": sampled_logits(50, 1.0, seed=10)})
     assert record["temperature"] is None and "not all finite" in record["reason"]
     assert set(record["splits"]) == {"test"}  # no NaN reaches the stored record
+
+
+def test_the_temperature_pools_validation_with_the_cross_collection_views_and_never_test() -> None:
+    """A run's temperature is fitted on validation and every cross-collection validation view it
+    has, pooled clip by clip (trust.CALIBRATION_VIEWS); test is only reported."""
+    from engine.learn import trust
+    val, shift, test = sampled_logits(400, 1.0, seed=9), sampled_logits(400, 4.0, seed=10), sampled_logits(400, 8.0, seed=11)
+    record = calibration.calibrate({"validation": val, "validation_shift": shift, "test": test},
+                                   fit_on=trust.CALIBRATION_VIEWS)
+    pooled = calibration.fit_temperature(np.concatenate([val[0], shift[0]]), np.concatenate([val[1], shift[1]]))
+    assert record["fitted_on"] == ["validation", "validation_shift"] and record["n_fit"] == 800
+    assert record["temperature"] == pytest.approx(pooled)
+    assert calibration.fit_temperature(*val) < record["temperature"] < calibration.fit_temperature(*shift)
+    assert "test" not in trust.CALIBRATION_VIEWS and trust.CALIBRATION_VIEWS[0] == "validation"
+    note = trust.calibration_note({"calibration": record})
+    assert "fitted on validation and its cross-collection views (recording chain)" in note
+    old = dict(record, fitted_on="validation")  # as the first calibrated runs stored it
+    assert trust.calibration_note({"calibration": old}).endswith("fitted on validation")
+
+
+def test_too_few_in_collection_clips_fit_nothing_even_with_views() -> None:
+    few, shift = sampled_logits(calibration.MIN_CLIPS - 1, 2.0, seed=12), sampled_logits(300, 2.0, seed=13)
+    record = calibration.calibrate({"validation": few, "validation_shift": shift}, fit_on=("validation", "validation_shift"))
+    assert record["temperature"] is None and "validation split has" in record["reason"]
+    assert record["fitted_on"] == ["validation"]

@@ -33,7 +33,7 @@ def test_a_run_stores_its_temperature_and_ood_threshold_fitted_on_validation(tra
     store, run_id, data, result = trained
     record = store.get(run_id).metrics
     cal, check = record["calibration"], record["ood"]
-    assert cal["fitted_on"] == "validation" and cal["temperature"] > 0 and cal["reason"] is None
+    assert cal["fitted_on"] == ["validation"] and cal["temperature"] > 0 and cal["reason"] is None
     # the temperature is the NLL minimiser on validation, from the trained (rounded) probabilities too
     val_probs = np.asarray(result.predictions["validation"]["probs"])
     refit = calibration.fit_temperature(calibration.logits_from_probs(val_probs), data["validation"].y)

@@ -16,6 +16,7 @@ Plain numpy + scipy: no torch, no store, no streamlit.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -24,7 +25,7 @@ from scipy.special import log_softmax, softmax
 ECE_BINS = 15
 MIN_CLIPS = 20  # fewer validation clips than this: no temperature is fitted (too few to estimate one)
 LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))  # search range of log T
-METHOD = "temperature scaling (Guo et al. 2017): one T > 0 minimising validation NLL"
+METHOD = "temperature scaling (Guo et al. 2017): one T > 0 minimising the NLL of the validation clips it is fitted on"
 ECE_METHOD = f"top-label ECE, {ECE_BINS} equal-width bins"
 NLL_METHOD = "mean negative log-likelihood (nats per clip)"
 PROB_FLOOR = 1e-12  # probabilities are clipped here before a log
@@ -99,23 +100,28 @@ def split_report(logits: np.ndarray, y: np.ndarray, temperature: float | None) -
             "reliability_before": reliability_table(before, y), "reliability_after": reliability_table(after, y)}
 
 
-def calibrate(splits: dict[str, tuple[np.ndarray, np.ndarray]], fit_on: str = "validation") -> dict:
-    """Fit T on splits[fit_on] and report every split. `splits`: name -> (logits (n, classes), y (n,)).
+def calibrate(splits: dict[str, tuple[np.ndarray, np.ndarray]], fit_on: Sequence[str] = ("validation",)) -> dict:
+    """Fit T on the clips of the splits named in fit_on, pooled (those present; the first must
+    have MIN_CLIPS clips), and report every split. `splits`: name -> (logits (n, classes), y (n,)).
 
     Returns the JSON-able record stored with a run: {"method", "ece_method", "nll_method",
-    "fitted_on", "temperature" (None when not fitted), "reason" (why not, else None),
-    "splits": name -> split_report}."""
-    fit = splits.get(fit_on)
-    n_fit = 0 if fit is None else len(fit[1])
+    "fitted_on" (the names pooled), "n_fit", "temperature" (None when not fitted), "reason"
+    (why not, else None), "splits": name -> split_report}."""
+    first = fit_on[0]
+    n_first = len(splits[first][1]) if first in splits else 0
+    pooled = [name for name in fit_on if name in splits and len(splits[name][1])]
     temperature, reason = None, None
-    if n_fit < MIN_CLIPS:
-        reason = (f"not calibrated: the {fit_on} split has {n_fit} clips, fewer than the {MIN_CLIPS} "
+    if n_first < MIN_CLIPS:
+        reason = (f"not calibrated: the {first} split has {n_first} clips, fewer than the {MIN_CLIPS} "
                   f"needed to fit a temperature")
-    elif not np.isfinite(fit[0]).all():
-        reason = f"not calibrated: the model's outputs on the {fit_on} split are not all finite"
+    elif not all(np.isfinite(splits[name][0]).all() for name in pooled):
+        reason = f"not calibrated: the model's outputs on {', '.join(pooled)} are not all finite"
     else:
-        temperature = fit_temperature(*fit)
-    return {"method": METHOD, "ece_method": ECE_METHOD, "nll_method": NLL_METHOD, "fitted_on": fit_on,
+        temperature = fit_temperature(np.concatenate([splits[name][0] for name in pooled]),
+                                      np.concatenate([splits[name][1] for name in pooled]))
+    n_fit = sum(len(splits[name][1]) for name in pooled) if temperature is not None else n_first
+    return {"method": METHOD, "ece_method": ECE_METHOD, "nll_method": NLL_METHOD,
+            "fitted_on": pooled if temperature is not None else [first],
             "n_fit": n_fit, "temperature": temperature, "reason": reason,
             "splits": {name: split_report(z, y, temperature) for name, (z, y) in splits.items()
                        if len(y) and np.isfinite(z).all()}}  # a split with non-finite outputs has no report

@@ -6,6 +6,7 @@ evaluation split into two records, kept in the run's metrics (so meta.json, the 
 run record, `show --json` and model bundles all carry them):
 
 - metrics["calibration"]: engine.learn.calibration.calibrate: the temperature fitted on validation
+  pooled with the run's cross-collection validation views (CALIBRATION_VIEWS)
   (or None and the reason), ECE and NLL before/after on every evaluation split, reliability
   tables for validation and test;
 - metrics["ood"]: the out-of-distribution method (OOD_METHOD, chosen by measurement: see
@@ -26,9 +27,15 @@ from __future__ import annotations
 import numpy as np
 
 from . import calibration, ood
+from .metrics import CROSS_VALIDATION_KEYS
 
 OOD_METHOD = "knn"  # engine.learn.ood method key; the measured comparison is in docs/TRUST.md
 TRUST_KEYS = ("calibration", "ood")  # what fit_trust adds to a run's metrics (beside the split names)
+# The temperature is fitted on validation pooled with every cross-collection validation view the
+# run has (held-out recording chain, source, programs): a user's clips come from other
+# recordings, and a temperature fitted in-collection alone left those views overconfident
+# (docs/TRUST.md, "Which clips fit the temperature": decided on validation views only).
+CALIBRATION_VIEWS = ("validation", *CROSS_VALIDATION_KEYS)
 RELIABILITY_SPLITS = ("validation", "test")  # splits whose reliability tables are stored (the diagram)
 UNCALIBRATED = "uncalibrated: this run was trained before calibration existed"
 NO_OOD_CHECK = "no out-of-distribution check for this run (trained before it existed)"
@@ -52,8 +59,9 @@ def fit_trust(splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings: dict
     """{"calibration": ..., "ood": ...} from raw logits: split name -> (logits (n, classes), y (n,)),
     the same splits' embeddings (name -> (n, dim)) and the OOD reference (fit_reference, from
     the training clips). Both are fitted on splits["validation"] only; the other splits are
-    only reported."""
-    record = calibration.calibrate(splits)
+    only reported, except that the temperature pools validation with the run's cross-collection
+    validation views (CALIBRATION_VIEWS); test is never used."""
+    record = calibration.calibrate(splits, fit_on=CALIBRATION_VIEWS)
     for name, report in record["splits"].items():
         if name not in RELIABILITY_SPLITS:
             report.pop("reliability_before"), report.pop("reliability_after")
@@ -144,7 +152,19 @@ def calibration_note(metrics: dict | None) -> str:
         return UNCALIBRATED
     if record.get("temperature") is None:
         return record.get("reason") or "not calibrated"
-    return f"calibrated: temperature scaling, T = {record['temperature']:.2f} fitted on validation"
+    return f"calibrated: temperature scaling, T = {record['temperature']:.2f} fitted on {fitted_on_words(record)}"
+
+
+def fitted_on_words(record: dict) -> str:
+    """The clips a temperature was fitted on, in words ("validation" for runs of the first
+    calibrated version, which stored one name)."""
+    names = record.get("fitted_on") or ["validation"]
+    names = [names] if isinstance(names, str) else list(names)
+    cross = [VIEW_WORDS.get(name, name) for name in names if name != "validation"]
+    return "validation" + (f" and its cross-collection views ({', '.join(cross)})" if cross else "")
+
+
+VIEW_WORDS = {"validation_shift": "recording chain", "validation_source": "source", "validation_program": "programs"}
 
 
 def trust_lines(metrics: dict | None) -> list[str]:
@@ -152,7 +172,7 @@ def trust_lines(metrics: dict | None) -> list[str]:
     record, check = trust_of(metrics)["calibration"], trust_of(metrics)["ood"]
     lines = [calibration_note(metrics)]
     if record:
-        lines[0] += " (Guo et al. 2017, minimising validation NLL)" if record.get("temperature") is not None else ""
+        lines[0] += " (Guo et al. 2017, minimising NLL on those clips)" if record.get("temperature") is not None else ""
         for name, r in record["splits"].items():
             lines.append(f"  {name:<18} ECE {_num(r['ece_before'])} -> {_num(r['ece_after'])}   NLL {_num(r['nll_before'])} "
                          f"-> {_num(r['nll_after'])}   (n={r['n']})")
