@@ -93,10 +93,13 @@ def logits_and_embeddings(predictor: Predictor, x: np.ndarray) -> tuple[np.ndarr
     return logits.astype(np.float64), embeddings.astype(np.float64)
 
 
-def comparison(outputs: dict, training: tuple) -> tuple[list[str], dict[str, dict[str, float | None]]]:
-    """AUROC of each method (rows) for each out-set (columns); in = validation."""
+def comparison(outputs: dict, training: tuple, statistics: dict) -> tuple[list[str], dict[str, dict[str, float | None]]]:
+    """AUROC of each method (rows) for each out-set (columns); in = validation. statistics: name
+    -> ood.clip_statistics of that set's inputs (the two-space k-NN needs them)."""
     gaussians = ood.fit_class_gaussians(training[1], training[2])
-    scores = {name: ood.all_scores(z, e, gaussians, training[1]) for name, (z, e, _) in outputs.items()}
+    two_spaces = ood.fit_two_spaces(training[1], statistics["training"], (outputs["validation"][1], statistics["validation"]))
+    scores = {name: ood.all_scores(z, e, gaussians, training[1]) | {"knn_combined": ood.two_space_score(e, statistics[name], two_spaces)}
+              for name, (z, e, _) in outputs.items()}
     sets = {"test (other soundfont)": ["test"], NON_INSTRUMENT: [NON_INSTRUMENT], "test + non-instrument": ["test", NON_INSTRUMENT],
             "held-out chain (confirm)": ["validation_shift"], "held-out programs (confirm)": ["validation_program"]}
     sets |= {name: [name] for name in scores if name.startswith(KIND_PREFIX)}  # each non-instrument kind alone
@@ -131,12 +134,12 @@ def print_calibration(outputs: dict, temperature: float | None, reason: str | No
     return reports
 
 
-def print_verdicts(outputs: dict, stats: dict, reference: np.ndarray | None) -> None:
+def print_verdicts(outputs: dict, stats: dict, reference: np.ndarray | None, statistics: dict) -> None:
     """Share flagged and accuracy among accepted vs flagged, with the run's method and threshold."""
     print(f"\nverdicts: {stats['method']} > threshold {stats['threshold']:.3f} (fixed at "
           f"{stats['accept_rate']:.0%} of validation accepted)")
     for name, (z, e, y) in outputs.items():
-        flagged = ood.unlike_training(score(stats, z, e, reference), stats["threshold"])
+        flagged = ood.unlike_training(score(stats, z, e, reference, statistics[name]), stats["threshold"])
         line = f"  {name:<20} flagged {flagged.mean():.1%} of {len(flagged)}"
         if y is not None:
             right = z.argmax(axis=1) == y
@@ -165,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     x_probe, kinds = probe_features(config, per_kind)
     outputs = {name: (*logits_and_embeddings(predictor, fs.x), np.asarray(fs.y)) for name, fs in data.items()}
     outputs[NON_INSTRUMENT] = (*logits_and_embeddings(predictor, x_probe), None)
+    statistics = {name: ood.clip_statistics(fs.x) for name, fs in data.items()} | {NON_INSTRUMENT: ood.clip_statistics(x_probe)}
     training = outputs.pop("training")
     by_kind = {KIND_PREFIX + kind: tuple(a[np.asarray(kinds) == kind] for a in outputs[NON_INSTRUMENT][:2]) + (None,)
                for kind in dict.fromkeys(kinds)}
-    columns, table = comparison(outputs | by_kind, training)
+    statistics |= {KIND_PREFIX + kind: statistics[NON_INSTRUMENT][np.asarray(kinds) == kind] for kind in dict.fromkeys(kinds)}
+    columns, table = comparison(outputs | by_kind, training, statistics)
     print_table(columns, table)
     cal = predictor.trust["calibration"] or {}
     if cal.get("temperature") is not None:
@@ -178,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     if not stats or stats.get("threshold") is None:
         print(f"\n{(stats or {}).get('reason') or 'the run has no out-of-distribution check (trained before it existed)'}")
         return 1
-    print_verdicts(outputs, stats, predictor.ood_reference)
+    if stats["key"] not in table:
+        print(f"\nthe run's check ({stats['method']}) is not among the methods compared here; retrain it")
+        return 1
+    print_verdicts(outputs, stats, predictor.ood_reference, statistics)
     chosen = table[stats["key"]]["test + non-instrument"]
     print(f"ood_auroc: {chosen:.3f} | ece_test_before: {reports['test']['ece_before']:.3f} | "
           f"ece_test_after: {reports['test']['ece_after']:.3f}")

@@ -11,7 +11,13 @@ Scores compared (docs/TRUST.md has the measurements and the choice):
   hidden state (the input of its linear head) to the class means of the training clips, with
   one shared covariance (Lee et al., NeurIPS 2018; without their input perturbation);
 - k-NN: distance to the k-th nearest training clip of the L2-normalised embedding (Sun et al.,
-  ICML 2022).
+  ICML 2022);
+- k-NN, two spaces: the same distance in the embedding and in the clip's input statistics (the
+  mean and standard deviation of each feature over its frames, standardised on training), each
+  turned into its percentile among the validation clips' distances, and the larger of the two
+  kept. The embedding alone misses what the network maps near a class although it sounds like
+  no training clip (noise, a sine, another microphone); the input statistics alone miss what
+  only the network tells apart.
 
 Scores are numpy maths; `captured_embeddings` collects a torch model's embeddings while it runs.
 """
@@ -33,6 +39,9 @@ METHODS = {
     "energy": "energy score, -logsumexp of logits (Liu et al. 2020)",
     "mahalanobis": "Mahalanobis distance to class means, shared covariance, pooled hidden state (Lee et al. 2018)",
     "knn": f"distance to the {KNN_K}th nearest training clip, normalised pooled hidden state (Sun et al. 2022)",
+    "knn_combined": (f"distance to the {KNN_K}th nearest training clip in two spaces, the normalised pooled hidden "
+                     "state (Sun et al. 2022) and the clip's feature statistics, each as its percentile among "
+                     "validation clips; the larger counts"),
 }
 
 
@@ -75,6 +84,52 @@ def knn_score(embeddings: np.ndarray, reference: np.ndarray, k: int = KNN_K) -> 
         dist = np.sqrt(np.clip(2.0 - 2.0 * a[start:start + KNN_CHUNK] @ b.T, 0.0, None))
         out[start:start + KNN_CHUNK] = np.partition(dist, k - 1, axis=1)[:, k - 1]
     return out
+
+
+def clip_statistics(x: np.ndarray) -> np.ndarray:
+    """Each clip's input statistics (n, 2 * features) float64: the mean and the standard deviation
+    over frames of each feature of unscaled features x (n, frames, features)."""
+    x = np.asarray(x)
+    out = np.zeros((len(x), 2 * x.shape[-1]))
+    for start in range(0, len(x), KNN_CHUNK):  # float64 a block at a time: bounded memory
+        block = x[start:start + KNN_CHUNK].astype(np.float64)
+        out[start:start + KNN_CHUNK] = np.concatenate([block.mean(axis=1), block.std(axis=1)], axis=1)
+    return out
+
+
+def fit_two_spaces(train_embeddings: np.ndarray, train_statistics: np.ndarray,
+                   validation: tuple[np.ndarray, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The reference of the two-space k-NN score: the training clips' embeddings (n, dim) and
+    standardised statistics (n, 2F) with the standardisation ("feature_mean", "feature_std"
+    (2F,)), and, given the validation clips' (embeddings, statistics), their sorted distances in
+    each space, against which a clip's distances become percentiles."""
+    mean = train_statistics.mean(axis=0)
+    std = train_statistics.std(axis=0) + 1e-6
+    reference = {"embeddings": np.asarray(train_embeddings, dtype=np.float32), "feature_mean": mean,
+                 "feature_std": std, "features": ((train_statistics - mean) / std).astype(np.float32)}
+    if validation is not None:
+        embedding_d, feature_d = two_space_distances(*validation, reference)
+        reference["validation_embedding_distances"] = np.sort(embedding_d)
+        reference["validation_feature_distances"] = np.sort(feature_d)
+    return reference
+
+
+def two_space_distances(embeddings: np.ndarray, statistics: np.ndarray, reference: dict) -> tuple[np.ndarray, np.ndarray]:
+    """k-NN distances (n,) each in the embedding space and in the standardised-statistics space."""
+    standardised = (np.asarray(statistics, dtype=np.float64) - reference["feature_mean"]) / reference["feature_std"]
+    return knn_score(embeddings, reference["embeddings"]), knn_score(standardised, reference["features"])
+
+
+def two_space_score(embeddings: np.ndarray, statistics: np.ndarray, reference: dict) -> np.ndarray:
+    """The larger (n,) of the two distances' percentiles among the validation clips (in [0, 1])."""
+    embedding_d, feature_d = two_space_distances(embeddings, statistics, reference)
+    return np.maximum(_percentile(embedding_d, reference["validation_embedding_distances"]),
+                      _percentile(feature_d, reference["validation_feature_distances"]))
+
+
+def _percentile(values: np.ndarray, sorted_reference: np.ndarray) -> np.ndarray:
+    """Share (n,) of the reference values at or below each value."""
+    return np.searchsorted(sorted_reference, values, side="right") / len(sorted_reference)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

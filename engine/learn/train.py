@@ -39,7 +39,7 @@ from ..core.errors import ConfigError
 from ..core.labels import NUM_CLASSES
 from .metrics import CROSS_VALIDATION_KEYS, EPOCH_SPLITS, EVAL_SPLITS, evaluate
 from .model import autocast, build_model, set_dropout_generator
-from .ood import captured_embeddings
+from .ood import captured_embeddings, clip_statistics
 from .trust import fit_reference, fit_trust
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
@@ -358,9 +358,11 @@ def final_evaluation(model: nn.Module, state: dict | None, data: dict[str, Any],
             predictions[name] = {"ids": list(data[name].ids), "y": y_np.tolist(), "probs": np.round(probs, 6).tolist()}
             raw[name] = (logits, y_np)
     # issue #24: metrics["calibration"] and metrics["ood"], fitted on validation (OOD: against training clips)
+    statistics = {name: clip_statistics(data[name].x) for name in (*raw, "training")}  # unscaled inputs
+    validation = (embedded["validation"], statistics["validation"]) if "validation" in raw else None
     reference = fit_reference(_logits_and_embeddings(model, data["training"], scale, device, precision)[1],
-                              np.asarray(data["training"].y))
-    metrics.update(fit_trust(raw, embedded, reference))
+                              np.asarray(data["training"].y), statistics=statistics["training"], validation=validation)
+    metrics.update(fit_trust(raw, embedded, reference, statistics))
     return metrics, predictions, reference
 
 

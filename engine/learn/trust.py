@@ -29,7 +29,7 @@ import numpy as np
 from . import calibration, ood
 from .metrics import CROSS_VALIDATION_KEYS
 
-OOD_METHOD = "knn"  # engine.learn.ood method key; the measured comparison is in docs/TRUST.md
+OOD_METHOD = "knn_combined"  # engine.learn.ood method key; the measured comparison is in docs/TRUST.md
 TRUST_KEYS = ("calibration", "ood")  # what fit_trust adds to a run's metrics (beside the split names)
 # The temperature is fitted on validation pooled with every cross-collection validation view the
 # run has (held-out recording chain, source, programs): a user's clips come from other
@@ -43,10 +43,14 @@ NO_REFERENCE = "no out-of-distribution check: the run's reference statistics (oo
 UNLIKE_TRAINING = "This clip is unlike the recordings this model was trained on; treat the answer with caution"
 
 
-def fit_reference(embeddings: np.ndarray, y: np.ndarray, method: str = OOD_METHOD) -> dict[str, np.ndarray] | None:
-    """What `method` measures against, from the training clips' embeddings (n, dim) and labels
-    (n,): Mahalanobis {"means" (classes, dim), "precision" (dim, dim)}; kNN {"embeddings"};
-    None for the logit scores (they need nothing)."""
+def fit_reference(embeddings: np.ndarray, y: np.ndarray, method: str = OOD_METHOD, statistics: np.ndarray | None = None,
+                  validation: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray] | None:
+    """What `method` measures against, from the training clips' embeddings (n, dim), labels (n,)
+    and input statistics (ood.clip_statistics, (n, 2F)): Mahalanobis {"means" (classes, dim),
+    "precision" (dim, dim)}; kNN {"embeddings"}; two-space kNN ood.fit_two_spaces (with the
+    validation clips' (embeddings, statistics)); None for the logit scores (they need nothing)."""
+    if method == "knn_combined":
+        return ood.fit_two_spaces(embeddings, statistics, validation)
     if method == "mahalanobis":
         return ood.fit_class_gaussians(embeddings, y)
     if method == "knn":
@@ -55,7 +59,7 @@ def fit_reference(embeddings: np.ndarray, y: np.ndarray, method: str = OOD_METHO
 
 
 def fit_trust(splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings: dict[str, np.ndarray],
-              reference: dict[str, np.ndarray] | None) -> dict:
+              reference: dict[str, np.ndarray] | None, statistics: dict[str, np.ndarray] | None = None) -> dict:
     """{"calibration": ..., "ood": ...} from raw logits: split name -> (logits (n, classes), y (n,)),
     the same splits' embeddings (name -> (n, dim)) and the OOD reference (fit_reference, from
     the training clips). Both are fitted on splits["validation"] only; the other splits are
@@ -65,11 +69,12 @@ def fit_trust(splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings: dict
     for name, report in record["splits"].items():
         if name not in RELIABILITY_SPLITS:
             report.pop("reliability_before"), report.pop("reliability_after")
-    return {"calibration": record, "ood": ood_statistics(splits, embeddings, reference)}
+    return {"calibration": record, "ood": ood_statistics(splits, embeddings, reference, statistics=statistics)}
 
 
 def ood_statistics(splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings: dict[str, np.ndarray],
-                   reference: dict[str, np.ndarray] | None, method: str = OOD_METHOD) -> dict:
+                   reference: dict[str, np.ndarray] | None, method: str = OOD_METHOD,
+                   statistics: dict[str, np.ndarray] | None = None) -> dict:
     """The OOD check stored with a run: {"key", "method", "accept_rate", "fitted_on", "n_fit",
     "threshold" (None when not fitted), "reason", "flagged": split -> share above threshold}.
 
@@ -83,7 +88,9 @@ def ood_statistics(splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings:
         stats["reason"] = (f"no out-of-distribution check: the validation split has {n_fit} clips, fewer than the "
                            f"{calibration.MIN_CLIPS} needed to fix a threshold")
         return stats
-    scores = {name: score(stats, z, embeddings[name], reference) for name, (z, _) in splits.items() if len(z)}
+    statistics = statistics or {}
+    scores = {name: score(stats, z, embeddings[name], reference, statistics.get(name))
+              for name, (z, _) in splits.items() if len(z)}
     if not np.isfinite(scores["validation"]).all():
         stats["reason"] = "no out-of-distribution check: the model's validation outputs are not all finite"
         return stats
@@ -94,9 +101,12 @@ def ood_statistics(splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings:
 
 
 def score(stats: dict, logits: np.ndarray, embeddings: np.ndarray | None = None,
-          reference: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """The scores (n,) of the run's OOD method for logits (n, classes) and embeddings (n, dim)
-    (reference: fit_reference's); higher = more unlike training."""
+          reference: dict[str, np.ndarray] | None = None, statistics: np.ndarray | None = None) -> np.ndarray:
+    """The scores (n,) of the run's OOD method for logits (n, classes), embeddings (n, dim) and
+    input statistics (ood.clip_statistics, (n, 2F)) (reference: fit_reference's); higher = more
+    unlike training."""
+    if stats["key"] == "knn_combined":
+        return ood.two_space_score(embeddings, statistics, reference)
     if stats["key"] == "mahalanobis":
         return ood.mahalanobis_score(embeddings, reference)
     if stats["key"] == "knn":
@@ -106,22 +116,24 @@ def score(stats: dict, logits: np.ndarray, embeddings: np.ndarray | None = None,
 
 def usable(stats: dict | None, reference: dict[str, np.ndarray] | None) -> bool:
     """Whether a run's OOD check can score: fitted, and its reference present when it needs one."""
-    needs = bool(stats) and stats["key"] in ("mahalanobis", "knn")
+    needs = bool(stats) and stats["key"] in ("mahalanobis", "knn", "knn_combined")
     return bool(stats) and stats.get("threshold") is not None and (reference is not None or not needs)
 
 
 def window_ood(stats: dict | None, logits: np.ndarray, embeddings: np.ndarray,
-               reference: dict[str, np.ndarray] | None) -> tuple[list[float | None], list[bool | None]]:
-    """Per window of a recording (logits (windows, classes), embeddings (windows, dim)): the OOD
-    scores and verdicts of the run's check; Nones when the run has no usable check."""
+               reference: dict[str, np.ndarray] | None,
+               statistics: np.ndarray | None = None) -> tuple[list[float | None], list[bool | None]]:
+    """Per window of a recording (logits (windows, classes), embeddings (windows, dim), input
+    statistics (windows, 2F)): the OOD scores and verdicts of the run's check; Nones when the run
+    has no usable check."""
     if not usable(stats, reference):
         return [None] * len(logits), [None] * len(logits)
-    scores = score(stats, logits, embeddings, reference)
+    scores = score(stats, logits, embeddings, reference, statistics)
     return [float(v) for v in scores], [bool(v) for v in ood.unlike_training(scores, stats["threshold"])]
 
 
 def ood_verdict(stats: dict | None, logits: np.ndarray, embeddings: np.ndarray,
-                reference: dict[str, np.ndarray] | None) -> dict:
+                reference: dict[str, np.ndarray] | None, statistics: np.ndarray | None = None) -> dict:
     """The OOD answer for one recording from its windows' logits (windows, classes) and
     embeddings (windows, dim): {"score" (the mean of the window scores), "threshold",
     "unlike_training", "method"}; all None with a "note" saying why when the run has no usable
@@ -129,7 +141,7 @@ def ood_verdict(stats: dict | None, logits: np.ndarray, embeddings: np.ndarray,
     if not usable(stats, reference):
         note = NO_REFERENCE if stats and stats.get("threshold") is not None else (stats or {}).get("reason")
         return {"score": None, "threshold": None, "unlike_training": None, "method": None, "note": note or NO_OOD_CHECK}
-    value = float(np.mean(score(stats, logits, embeddings, reference)))
+    value = float(np.mean(score(stats, logits, embeddings, reference, statistics)))
     return {"score": value, "threshold": stats["threshold"], "unlike_training": bool(value > stats["threshold"]),
             "method": stats["method"]}
 

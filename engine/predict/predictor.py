@@ -26,7 +26,7 @@ from ..core.config import RunConfig
 from ..core.errors import AudioError, StoreError
 from ..core.labels import CLASS_NAMES
 from ..learn.model import autocast, build_model
-from ..learn.ood import captured_embeddings
+from ..learn.ood import captured_embeddings, clip_statistics
 from ..learn.trust import UNLIKE_TRAINING, calibration_note, ood_verdict, temperature_of, trust_of, window_ood
 
 BATCH = 1024  # windows per forward pass
@@ -178,10 +178,11 @@ class Predictor:
         overall = overall / overall.sum()
         window_len = fc.clip_samples / fc.sample_rate
         total = len(y) / fc.sample_rate
-        scores, flags = window_ood(self.trust["ood"], logits, embeddings, self.ood_reference)  # issue #24: (windows,) each, None without a check
+        statistics = clip_statistics(feats)  # (windows, 2F): what the two-space check also measures
+        scores, flags = window_ood(self.trust["ood"], logits, embeddings, self.ood_reference, statistics)  # issue #24: (windows,) each, None without a check
         windows = [WindowPrediction(start, min(window_len, max(total - start, 0.0)), [float(p) for p in row], score, flag)
                    for start, row, score, flag in zip(starts, probs, scores, flags)]
-        ood = ood_verdict(self.trust["ood"], logits, embeddings, self.ood_reference)
+        ood = ood_verdict(self.trust["ood"], logits, embeddings, self.ood_reference, statistics)
         if ood["unlike_training"]:
             warnings.append(UNLIKE_TRAINING)
         return Prediction(
