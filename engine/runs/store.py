@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import functools
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -32,6 +32,7 @@ import torch
 from ..core import paths
 from ..core.config import RunConfig, canonical_dict
 from ..core.errors import ConfigError, EngineError, StoreDamaged, StoreError
+from ..core.space import atomic_write, disk_full_error, folder_bytes, is_disk_full
 from ..core.labels import CLASS_NAMES
 from ..core.processes import process_alive, process_start
 
@@ -147,6 +148,9 @@ def _guarded(method: Callable) -> Callable:
         except sqlite3.IntegrityError:
             raise
         except (sqlite3.DatabaseError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.db_path.parent, f"writing the run store {self.db_path.name}",
+                                      exc=exc) from exc
             if _is_damage(exc):
                 raise self._damaged(exc) from exc
             raise StoreError(f"the run store {self.db_path} failed: {exc}") from exc
@@ -188,6 +192,9 @@ class RunStore:
                     if column not in columns:
                         con.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
         except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.db_path.parent, f"opening the run store {self.db_path.name}",
+                                      exc=exc) from exc
             if not _is_damage(exc):
                 raise StoreError(f"cannot write the run store {self.db_path}: {exc}") from exc
             raise self._damaged(exc) from exc
@@ -235,14 +242,18 @@ class RunStore:
         try:
             con.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.db_path.parent, f"writing the run store {self.db_path.name}",
+                                      exc=exc) from exc
             raise StoreError(f"the run store {self.db_path} is busy or unwritable: {exc}") from exc
         try:
             yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        else:
             con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:  # SQLite may have rolled back itself (a full disk at COMMIT)
+                with suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
@@ -409,13 +420,25 @@ class RunStore:
         """Replace the free-text notes."""
         self._update(run_id, notes=notes)
 
-    def delete(self, run_id: str) -> None:
-        """Remove the row, its step losses and its folder."""
+    def delete(self, run_id: str) -> int:
+        """Remove the row, its step losses and its folder; returns the bytes the folder took."""
         with self._write() as con:
             self._require(con, run_id)
             con.execute("DELETE FROM runs WHERE id=?", (run_id,))
             con.execute("DELETE FROM step_losses WHERE run_id=?", (run_id,))
+        freed = self.run_bytes(run_id)
         shutil.rmtree(self.runs_dir / run_id, ignore_errors=True)
+        return freed
+
+    def run_bytes(self, run_id: str) -> int:
+        """Bytes the run's folder takes on disk (model, checkpoint, predictions, metadata)."""
+        return folder_bytes(self.runs_dir / run_id)
+
+    def total_bytes(self) -> int:
+        """Bytes the whole store takes: the database (with its -wal / -shm) and every run folder."""
+        files = [self.db_path, self.db_path.with_name(self.db_path.name + "-wal"),
+                 self.db_path.with_name(self.db_path.name + "-shm")]
+        return sum(f.stat().st_size for f in files if f.exists()) + folder_bytes(self.runs_dir)
 
     def heartbeat(self, run_ids: Sequence[str]) -> None:
         """Stamp 'now' on the active runs `run_ids` (their owner calls this every few seconds)."""
@@ -482,7 +505,8 @@ class RunStore:
         """Write checkpoint.pt atomically; contents are reduced to tensors and plain types so
         that `torch.load(weights_only=True)` accepts them."""
         self._require(self._conn(), run_id)
-        _atomic_torch_save(_plain(checkpoint, keep_tensors=True), self.run_dir(run_id) / "checkpoint.pt")
+        _atomic_torch_save(_plain(checkpoint, keep_tensors=True), self.run_dir(run_id) / "checkpoint.pt",
+                           "saving the checkpoint")
 
     def load_checkpoint(self, run_id: str) -> dict | None:
         """The last checkpoint (tensors on CPU), or None when the run has none."""
@@ -506,7 +530,8 @@ class RunStore:
         record = self.get(run_id)
         folder = self.run_dir(run_id)
         if result.state_dict:
-            _atomic_torch_save(_plain(dict(result.state_dict), keep_tensors=True), folder / "model.pt")
+            _atomic_torch_save(_plain(dict(result.state_dict), keep_tensors=True), folder / "model.pt",
+                               "saving the model")
         meta = {
             "config": record.config.to_dict(),
             "class_names": list(CLASS_NAMES),
@@ -522,8 +547,9 @@ class RunStore:
         }
         if getattr(result, "group", None):  # trained in a group (engine.learn.batched): {"size", "seeds", "member"}
             meta["trained_in_group"] = _plain(result.group)
-        _atomic_write_text(folder / "meta.json", json.dumps(meta))
-        _atomic_write_text(folder / "predictions.json", json.dumps(_plain(result.predictions or {})))
+        _atomic_write_text(folder / "predictions.json", json.dumps(_plain(result.predictions or {})),
+                           "saving the predictions")
+        _atomic_write_text(folder / "meta.json", json.dumps(meta), "saving the run's metadata")  # last: marks it saved
         history = _plain(result.history or [])
         losses = [float(v) for v in (result.step_losses or [])]
         with self._write() as con:
@@ -727,20 +753,27 @@ def _plain(obj: Any, keep_tensors: bool = False) -> Any:
     return obj
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _atomic_write_text(path: Path, text: str, step: str) -> None:
+    """Write `text` to `path` whole or not at all (engine.core.space.atomic_write); `step` says
+    what for in an error ("saving the predictions")."""
+    atomic_write(path, lambda tmp: tmp.write_text(text), step, needed=len(text.encode()))
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {path}: {exc}") from exc
+def _atomic_torch_save(obj: Any, path: Path, step: str) -> None:
+    """torch.save `obj` to `path` whole or not at all; a failure names the folder and, for a
+    full disk, the space free and the bytes the tensors need."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), step, needed=tensor_bytes(obj))
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensor data inside `obj` (dicts, lists and tuples walked)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def _torch_load(path: Path) -> Any:
