@@ -66,15 +66,22 @@ class EndLedger:
                 store.set_status(run_id, kept[0], error=kept[1])
         except StoreError as exc:
             if "no run" not in str(exc):  # deleted meanwhile: nothing left to end
-                log.warning("cannot store the end of run %s yet: %s", run_id, exc)
-                return False
+                return self._keep(store, run_id, kept, exc)
         except Exception as exc:  # a full disk, a busy store: kept, written on a later retry
-            log.warning("cannot store the end of run %s yet: %s", run_id, exc)
-            return False
+            return self._keep(store, run_id, kept, exc)
         with self._lock:
             if self._ends.get(run_id) == kept:
                 del self._ends[run_id]
         return True
+
+
+    @staticmethod
+    def _keep(store: RunStore, run_id: str, kept: tuple[str, str | None], exc: BaseException) -> bool:
+        """The store did not take the end: log it and keep it beside the run's files too (read
+        by mark_interrupted should this process stop first). Returns False (not stored)."""
+        log.warning("cannot store the end of run %s yet: %s", run_id, exc)
+        store.keep_end(run_id, *kept)
+        return False
 
 
 def heartbeat(store: RunStore, active: Callable[[], list[str]], shutdown: threading.Event,

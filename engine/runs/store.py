@@ -40,6 +40,7 @@ STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted
 ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "failed", "cancelled", "interrupted", "diverged")
 BUSY_TIMEOUT_MS = 30_000
+END_FILE = "end.json"  # a run's end kept beside its files while the database cannot take it
 HEARTBEAT_STALE_S = 60.0  # an active run whose owner has not beaten for this long is interrupted
 
 _SCHEMA = """
@@ -361,6 +362,27 @@ class RunStore:
                     "UPDATE runs SET status=?, error=?, finished=?, device=COALESCE(?, device) WHERE id=?",
                     (status, error, now, device, run_id),
                 )
+        (self.runs_dir / run_id / END_FILE).unlink(missing_ok=True)  # the row holds the truth again
+
+    def keep_end(self, run_id: str, status: str, error: str | None) -> bool:
+        """Write the run's end beside its files (END_FILE, a few hundred bytes) when the
+        database cannot take it: if this process stops before it can, `mark_interrupted`
+        ends the run with this status and error instead of 'interrupted'. Best effort: False
+        when even that cannot be written."""
+        try:
+            atomic_write(self.run_dir(run_id) / END_FILE,
+                         lambda tmp: tmp.write_text(json.dumps({"status": status, "error": error})), "keeping a run's end")
+        except (OSError, EngineError):
+            return False
+        return True
+
+    def kept_end(self, run_id: str) -> tuple[str, str | None] | None:
+        """(status, error) from the run's END_FILE, or None."""
+        try:
+            kept = json.loads((self.runs_dir / run_id / END_FILE).read_text())
+            return (kept["status"], kept.get("error")) if kept.get("status") in TERMINAL else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     def append_epoch(self, run_id: str, record: dict, step_losses: Sequence[float] = ()) -> None:
         """Add one epoch's record (dict with 1-based 'epoch') to the history, with that epoch's
@@ -474,9 +496,10 @@ class RunStore:
             now = time.time()
             for row in con.execute(query).fetchall():
                 reason = gone(row, now)
-                if reason is not None:
-                    con.execute("UPDATE runs SET status='interrupted', error=?, finished=? WHERE id=?",
-                                (reason, now, row["id"]))
+                if reason is not None:  # an end its owner kept beside the files (a full store) wins
+                    status, error = self.kept_end(row["id"]) or ("interrupted", reason)
+                    con.execute("UPDATE runs SET status=?, error=?, finished=? WHERE id=?",
+                                (status, error, now, row["id"]))
                     dead.append(row["id"])
         return dead
 
