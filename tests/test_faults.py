@@ -153,9 +153,11 @@ def test_a_fault_at_each_write_point_ends_the_run_in_words_and_resume_finishes(s
         folder = store.db_path.parent if point == "store" else store.runs_dir / run_id
         assert_in_words(record.error, folder)
         if point == "store":  # the store could not take the end: kept in memory, written when it can
-            assert store.status(run_id) == "running" and run_id in manager.unsaved_ends()
+            assert store.stored_status(run_id) == "running" and run_id in manager.unsaved_ends()
+            assert (store.get(run_id).status, store.list_runs()[0].status) == ("failed", "failed")  # what views read
+            assert store.kept_end(run_id) == ("failed", record.error)  # for the next process, should this one stop
             faults.active = False  # space returns
-            until(lambda: store.status(run_id) == "failed", timeout=30)
+            until(lambda: store.stored_status(run_id) == "failed", timeout=30)
             assert store.get(run_id).error == record.error and manager.unsaved_ends() == {}
         else:
             assert store.status(run_id) == "failed"
@@ -210,7 +212,7 @@ def test_the_cli_returns_nonzero_with_the_reason_when_the_store_cannot_take_the_
     faults.active = False
     store = RunStore(medley_cache / "runs.sqlite", medley_cache / "runs")
     if point == "store":  # the CLI is gone with the end unstored: the next reader finds the kept one
-        assert "could not record this end yet" in stderr and store.status(summary["run_id"]) == "running"
+        assert "could not record this end yet" in stderr and store.stored_status(summary["run_id"]) == "running"
         assert store.mark_interrupted(alive=lambda pid, start: False) == [summary["run_id"]]
     record = store.get(summary["run_id"])
     assert (record.status, record.error) == ("failed", summary["error"])  # the reason, not "interrupted"
@@ -293,7 +295,7 @@ def test_a_real_full_disk_fails_the_run_in_words_and_resume_finishes_after_freei
         assert "then Resume" in record.error
         assert temp_files(small_disk) == []
         filler.unlink()  # space returns: the end reaches the store (now, or at the next heartbeat)
-        until(lambda: store.status(run_id) == "failed", timeout=30)
+        until(lambda: store.stored_status(run_id) == "failed", timeout=30)
     finally:
         manager.shutdown()
     assert run_id not in [p.name for p in stored_run_folders(store.runs_dir)]

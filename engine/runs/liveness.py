@@ -62,11 +62,14 @@ class EndLedger:
         if kept is None:
             return True
         try:
-            if store.status(run_id) in ACTIVE:
+            if store.stored_status(run_id) in ACTIVE:
                 store.set_status(run_id, kept[0], error=kept[1])
+            else:  # the store holds an end already (a member stored before): it stands
+                store.release_end(run_id)
         except StoreError as exc:
             if "no run" not in str(exc):  # deleted meanwhile: nothing left to end
                 return self._keep(store, run_id, kept, exc)
+            store.release_end(run_id)
         except Exception as exc:  # a full disk, a busy store: kept, written on a later retry
             return self._keep(store, run_id, kept, exc)
         with self._lock:
@@ -80,7 +83,8 @@ class EndLedger:
         """The store did not take the end: log it and keep it beside the run's files too (read
         by mark_interrupted should this process stop first). Returns False (not stored)."""
         log.warning("cannot store the end of run %s yet: %s", run_id, exc)
-        store.keep_end(run_id, *kept)
+        store.hold_end(run_id, *kept)  # every reader in this process sees it now
+        store.keep_end(run_id, *kept)  # and the next process, should this one stop first
         return False
 
 

@@ -40,6 +40,8 @@ STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted
 ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "failed", "cancelled", "interrupted", "diverged")
 BUSY_TIMEOUT_MS = 30_000
+_HELD_ENDS: dict[tuple[str, str], tuple[str, str | None]] = {}  # (db path, run id) -> (status, error), this process
+_HELD_LOCK = threading.Lock()
 END_FILE = "end.json"  # a run's end kept beside its files while the database cannot take it
 HEARTBEAT_STALE_S = 60.0  # an active run whose owner has not beaten for this long is interrupted
 
@@ -295,11 +297,36 @@ class RunStore:
         raise StoreError("could not find a free run id")
 
     def get(self, run_id: str) -> RunRecord:
-        """The run `run_id`; StoreError if there is none."""
+        """The run `run_id` (with an end held in memory, `hold_end`); StoreError if there is none."""
         row = self._conn().execute(f"SELECT {_LIST_COLUMNS} FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise StoreError(f"no run '{run_id}' in the store")
-        return _record(row)
+        return self._with_held_end(_record(row))
+
+    # ---- ends the database cannot take yet (a full disk): held in this process's memory -----
+
+    def hold_end(self, run_id: str, status: str, error: str | None) -> None:
+        """Show `status` + `error` for the run to every reader in this process (get, list_runs,
+        status) until the database takes an end for it (`set_status`)."""
+        with _HELD_LOCK:
+            _HELD_ENDS[(str(self.db_path), run_id)] = (status, error)
+
+    def held_end(self, run_id: str) -> tuple[str, str | None] | None:
+        """The end held in memory for the run, or None."""
+        with _HELD_LOCK:
+            return _HELD_ENDS.get((str(self.db_path), run_id))
+
+    def release_end(self, run_id: str) -> None:
+        """Forget the end held in memory for the run (the database holds one now)."""
+        with _HELD_LOCK:
+            _HELD_ENDS.pop((str(self.db_path), run_id), None)
+
+    def _with_held_end(self, record: RunRecord) -> RunRecord:
+        held = self.held_end(record.id) if record.status in ACTIVE else None
+        if held is None:
+            return record
+        record.status, record.error = held
+        return record
 
     def exists(self, run_id: str) -> bool:
         """True when a row `run_id` exists."""
@@ -324,10 +351,16 @@ class RunStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
-        return [_record(row) for row in self._conn().execute(sql, args).fetchall()]
+        return [self._with_held_end(_record(row)) for row in self._conn().execute(sql, args).fetchall()]
 
     def status(self, run_id: str) -> str:
-        """The run's status alone (cheap enough to poll)."""
+        """The run's status alone (cheap enough to poll), an end held in memory included."""
+        stored = self.stored_status(run_id)
+        held = self.held_end(run_id) if stored in ACTIVE else None
+        return held[0] if held else stored
+
+    def stored_status(self, run_id: str) -> str:
+        """The status in the database, whatever this process holds in memory."""
         return self._require(self._conn(), run_id, "status")["status"]
 
     def clear_progress(self, run_id: str) -> None:
@@ -363,6 +396,7 @@ class RunStore:
                     (status, error, now, device, run_id),
                 )
         (self.runs_dir / run_id / END_FILE).unlink(missing_ok=True)  # the row holds the truth again
+        self.release_end(run_id)
 
     def keep_end(self, run_id: str, status: str, error: str | None) -> bool:
         """Write the run's end beside its files (END_FILE, a few hundred bytes) when the
@@ -617,7 +651,7 @@ class RunStore:
             raise StoreError(f"run '{run_id}': cannot read {filename}: {exc}") from exc
 
 
-for _name in ("create_run", "get", "exists", "list_runs", "status", "clear_progress", "set_status",
+for _name in ("create_run", "get", "exists", "list_runs", "status", "stored_status", "clear_progress", "set_status",
               "append_epoch", "step_losses", "rename", "set_tags", "set_notes", "delete", "mark_interrupted",
               "heartbeat",
               "save_checkpoint", "load_checkpoint", "save_result", "load_meta", "load_predictions",

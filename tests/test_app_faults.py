@@ -1,0 +1,56 @@
+"""The dashboard's side of #33: a run that failed for a fault the store could not record (a
+full disk) shows as failed, with its reason and Resume, never as still running."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers_faults import Faults  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def app_env(tiny_dataset: Path, medley_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    """Tiny dataset as MEDLEY_DATA, an empty cache, fresh Streamlit caches."""
+    monkeypatch.setenv("MEDLEY_DATA", str(tiny_dataset))
+    monkeypatch.chdir(ROOT)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tiny_dataset
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def test_a_run_failed_for_a_full_store_shows_its_reason_and_resume(app_env, monkeypatch):
+    from engine.core.config import RunConfig
+    from engine.core.space import disk_full_error
+    from engine.runs.liveness import _fail_active
+    from ui.common import get_store
+
+    store = get_store()
+    run_id = store.create_run(RunConfig(), name="hit a full disk")
+    store.set_status(run_id, "running")
+    faults = Faults("store").install(monkeypatch)
+    faults.armed = True
+    message = str(disk_full_error(store.runs_dir / run_id, "saving the model", 12_500_000))
+    assert _fail_active(store, [run_id], message) == {run_id: message}  # the database did not take it
+    faults.active = False
+    assert store.stored_status(run_id) == "running"
+
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/2_Train.py")
+    at.session_state["run"] = run_id
+    at.run()
+    assert not at.exception, at.exception
+    assert any("no space left on the disk holding" in e.value and "then Resume" in e.value for e in at.error)
+    assert any(b.label.startswith("Resume") for b in at.button), [b.label for b in at.button]
+    assert not any(b.label == "Cancel run" for b in at.button)  # not shown as a live run
