@@ -54,3 +54,11 @@ def test_a_run_failed_for_a_full_store_shows_its_reason_and_resume(app_env, monk
     assert any("no space left on the disk holding" in e.value and "then Resume" in e.value for e in at.error)
     assert any(b.label.startswith("Resume") for b in at.button), [b.label for b in at.button]
     assert not any(b.label == "Cancel run" for b in at.button)  # not shown as a live run
+
+
+def test_the_home_page_shows_the_store_size_and_the_free_space(app_env):
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    [line] = [c.value for c in at.caption if c.value.startswith("Run store:")]
+    assert " on disk" in line and " free on its disk" in line

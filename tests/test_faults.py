@@ -314,3 +314,25 @@ def test_a_real_small_disk_refuses_the_run_before_it_starts(small_disk):
     record = manager.record(run_id)
     assert record.status == "failed" and "not enough space on the disk holding" in record.error
     assert str(small_disk) in record.error and record.history == []
+
+
+# ---- space is visible ---------------------------------------------------------------------
+
+
+def test_runs_lists_sizes_and_the_total_and_delete_says_what_it_freed(medley_cache, monkeypatch):
+    from engine.runs import jobs
+
+    monkeypatch.setattr(jobs, "_default_loader", synthetic_loader)
+    code, stdout, _ = _cli(["train", "--epochs", "1", *TINY_FLAGS, "--device", "cpu", "--json"])
+    run_id = json.loads(stdout)["run_id"]
+    assert code == 0
+    size = RunStore(medley_cache / "runs.sqlite", medley_cache / "runs").run_bytes(run_id)
+    assert size > 0
+    code, stdout, _ = _cli(["runs"])
+    assert code == 0 and space.format_bytes(size) in stdout.splitlines()[0]
+    assert stdout.splitlines()[-1].startswith("store: ") and " free on its disk" in stdout
+    code, stdout, _ = _cli(["runs", "--json"])
+    assert json.loads(stdout)[0]["bytes"] == size
+    code, _, stderr = _cli(["delete", run_id])
+    assert code == 0 and f"deleted run {run_id}: {space.format_bytes(size)} freed" in stderr
+    assert not (medley_cache / "runs" / run_id).exists()
