@@ -6,27 +6,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_faults import Faults  # noqa: E402
+from test_app_pages import app_env  # noqa: E402,F401  (tiny dataset, empty cache, fresh Streamlit caches)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def app_env(tiny_dataset: Path, medley_cache: Path, monkeypatch: pytest.MonkeyPatch):
-    """Tiny dataset as MEDLEY_DATA, an empty cache, fresh Streamlit caches."""
-    monkeypatch.setenv("MEDLEY_DATA", str(tiny_dataset))
-    monkeypatch.chdir(ROOT)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield tiny_dataset
-    st.cache_resource.clear()
-    st.cache_data.clear()
 
 
 def test_a_run_failed_for_a_full_store_shows_its_reason_and_resume(app_env, monkeypatch):
