@@ -336,3 +336,56 @@ def test_runs_lists_sizes_and_the_total_and_delete_says_what_it_freed(medley_cac
     code, _, stderr = _cli(["delete", run_id])
     assert code == 0 and f"deleted run {run_id}: {space.format_bytes(size)} freed" in stderr
     assert not (medley_cache / "runs" / run_id).exists()
+
+
+# ---- the data steps -----------------------------------------------------------------------
+
+
+def _enospc(path) -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def test_a_full_disk_while_writing_the_demo_says_so_and_leaves_no_half_folder(tmp_path, monkeypatch):
+    from engine.data import demo
+
+    real = demo._write_metadata
+
+    def full(path, specs):  # the clips are written; the CSV meets the full disk
+        path.write_text("half")
+        raise _enospc(path)
+
+    monkeypatch.setattr(demo, "_write_metadata", full)
+    root = tmp_path / "demo" / "tiny"
+    with pytest.raises(DiskFull) as caught:
+        demo.make_demo("tiny", root, workers=1)
+    assert_in_words(str(caught.value), root.parent)
+    assert "writing the tiny demo dataset" in str(caught.value)
+    assert list(root.parent.iterdir()) == []  # neither the folder nor its temporary one
+    monkeypatch.setattr(demo, "_write_metadata", real)
+    assert demo.demo_is_complete(demo.make_demo("tiny", root, workers=1))
+
+
+def test_a_full_disk_while_caching_features_says_so_and_caches_nothing_partial(tiny_dataset, medley_cache, monkeypatch):
+    import numpy as np
+
+    from engine.core.config import FeatureConfig
+    from engine.data.dataset import load_dataset
+    from engine.features import extract
+
+    real = np.save
+
+    def full(handle, x, **kwargs):
+        handle.write(b"\x93NUMPY partial")
+        raise _enospc(handle.name)
+
+    monkeypatch.setattr(np, "save", full)
+    ds = load_dataset(tiny_dataset)
+    with pytest.raises(DiskFull) as caught:
+        extract.load_features(ds, FeatureConfig())
+    cache = medley_cache / "features"
+    assert_in_words(str(caught.value), cache) and "caching features" in str(caught.value)
+    assert [p.name for p in cache.rglob("*") if p.is_file()] == []
+    monkeypatch.setattr(np, "save", real)
+    data = extract.load_features(ds, FeatureConfig())
+    again = extract.load_features(ds, FeatureConfig())  # from the cache, checked by its checksum
+    assert np.array_equal(data["training"].x, again["training"].x)
