@@ -219,7 +219,8 @@ def test_the_cli_returns_nonzero_with_the_reason_when_the_store_cannot_take_the_
     resume_to_the_end(store, summary["run_id"], epochs=3)
 
 
-def test_sigterm_on_train_ends_its_run_cancelled_and_resumable(tmp_path):
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_train_ends_its_run_cancelled_and_resumable(tmp_path, signum, code):
     cache = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "helpers_faults.py"), str(cache), "40", "0.05"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -233,12 +234,12 @@ def test_sigterm_on_train_ends_its_run_cancelled_and_resumable(tmp_path):
 
         until(trained_an_epoch, timeout=180)
         assert proc.poll() is None, proc.communicate()[1][-2000:]
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)  # exits within the cancel wait, not after training
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, stderr[-2000:]
+    assert proc.returncode == code, stderr[-2000:]
     store = RunStore(cache / "runs.sqlite", cache / "runs")
     [record] = store.list_runs()
     assert record.status == "cancelled", (record.status, record.error)
