@@ -77,7 +77,6 @@ class EndLedger:
                 del self._ends[run_id]
         return True
 
-
     @staticmethod
     def _keep(store: RunStore, run_id: str, kept: tuple[str, str | None], exc: BaseException) -> bool:
         """The store did not take the end: log it and keep it beside the run's files too (read
@@ -92,11 +91,13 @@ def heartbeat(store: RunStore, active: Callable[[], list[str]], shutdown: thread
               ledger: EndLedger | None = None) -> None:
     """A JobManager's heartbeat thread: stamp its queued and running runs (`active()`) every
     HEARTBEAT_EVERY_S until `shutdown`, so that other processes can tell them from runs whose
-    owner died, and store the ends that the store could not take before (`ledger`); then close
-    this thread's store connection."""
+    owner died, and store the ends that the store could not take before (`ledger`; those runs
+    are not stamped: should this process stay unable to write, another one ends them after
+    HEARTBEAT_STALE_S with the end kept in their folders); then close this thread's store
+    connection."""
     while not shutdown.wait(HEARTBEAT_EVERY_S):
         try:
-            store.heartbeat(active() + list(ledger.unsaved() if ledger else ()))
+            store.heartbeat(active())
         except EngineError as exc:  # a busy, full or damaged store: try again next beat
             log.warning("heartbeat failed: %s", exc)
         if ledger is not None:
