@@ -228,8 +228,11 @@ def test_a_stopped_train_ends_its_run_cancelled_and_resumable(tmp_path, signum, 
         def trained_an_epoch() -> bool:
             if proc.poll() is not None or not (cache / "runs.sqlite").exists():
                 return proc.poll() is not None
-            with sqlite3.connect(cache / "runs.sqlite") as con:
-                row = con.execute("SELECT id, history FROM runs").fetchone()
+            try:
+                with sqlite3.connect(cache / "runs.sqlite") as con:
+                    row = con.execute("SELECT id, history FROM runs").fetchone()
+            except sqlite3.OperationalError:  # the store is being created (no table yet)
+                return False
             return row is not None and len(json.loads(row[1])) >= 1 and (cache / "runs" / row[0] / "checkpoint.pt").exists()
 
         until(trained_an_epoch, timeout=180)
