@@ -49,3 +49,22 @@ def test_the_home_page_shows_the_store_size_and_the_free_space(app_env):
     assert not at.exception, at.exception
     [line] = [c.value for c in at.caption if c.value.startswith("Run store:")]
     assert " on disk" in line and " free on its disk" in line
+
+
+def test_the_runs_table_shows_each_runs_size(app_env):
+    from engine.core.config import RunConfig
+    from engine.core.space import format_bytes
+    from ui.common import get_store
+
+    store = get_store()
+    run_id = store.create_run(RunConfig(), name="sized")
+    (store.run_dir(run_id) / "model.pt").write_bytes(b"\0" * 2_500_000)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/3_Compare.py").run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "size (MB)" in d.value.columns)
+    assert table["size (MB)"].tolist() == [2.5]
+    total = get_store().total_bytes()  # the run's 2.5 MB and the database
+    assert 2_500_000 < total < 4_000_000
+    assert any(c.value.startswith(f"Run store: {format_bytes(total)} on disk") for c in at.caption)
