@@ -10,6 +10,7 @@ import streamlit as st
 
 from engine.core.errors import EngineError
 from engine.core.labels import SUBSETS
+from engine.core.space import format_bytes, free_bytes
 from engine.compare.ablation import select_by_cross_validation, summarize_rows
 from engine.runs.launch import queue_ablation
 from engine.learn.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row
@@ -105,6 +106,8 @@ cols[0].metric("running", int(by_status.get("running", 0)))
 cols[1].metric("queued", int(by_status.get("queued", 0)))
 cols[2].metric("finished", int(by_status.get("finished", 0)))
 cols[3].metric("failed / cancelled / other", len(runs) - int(by_status.reindex(["running", "queued", "finished"]).fillna(0).sum()))
+st.caption(f"Run store: {format_bytes(store.total_bytes())} on disk (models, checkpoints, predictions); "
+           f"{format_bytes(free_bytes(store.runs_dir))} free on its disk. Deleting a run frees its share.")
 
 finished = [r for r in runs if r.status == "finished" and r.metrics.get("validation")]
 if finished:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .core.config import RunConfig, config_from_values
 from .core.errors import EngineError
+from .core.space import format_bytes, free_bytes
 from .learn.metrics import CROSS_VALIDATION_KEYS, EVAL_SPLITS, lacks_program_view
 from .runs.naming import preset_run_name
 
@@ -87,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("stopped (SIGTERM)", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as a shell reports it
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -461,43 +465,90 @@ def _train_and_wait(jobs: list[tuple[str, RunConfig, tuple[str, ...]]], device: 
     return _run_and_wait(lambda manager: manager.submit_many([(c, n, t) for n, c, t in jobs]), device)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that `train`/`ablate` end their runs as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While inside: SIGTERM raises Terminated in the main thread (elsewhere: nothing changes)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+CANCEL_WAIT_S = 30.0  # a stopped CLI waits this long for its runs to stop by themselves
+
+
 def _run_and_wait(queue: Callable[[Any], list[str]], device: str | None) -> list:
-    """Queue runs with `queue(manager) -> ids`, show progress on stderr until all end, return their records."""
+    """Queue runs with `queue(manager) -> ids`, show progress on stderr until all end, return
+    their records (with an end the store could not take yet, `JobManager.record`). Ctrl-C or
+    SIGTERM cancels the runs (resumable) before the exception goes on."""
     from .runs.jobs import JobManager
 
-    manager = JobManager(device=device)
-    ids = queue(manager)
-    try:
-        _follow(manager, ids)
-    except KeyboardInterrupt:
-        for run_id in ids:
+    with _sigterm_raises():
+        manager = JobManager(device=device)
+        ids = queue(manager)
+        try:
+            _follow(manager, ids)
+        except KeyboardInterrupt:
+            _cancel_runs(manager, ids)
+            raise
+        finally:
+            manager.shutdown()
+    records = [manager.record(run_id) for run_id in ids]
+    unsaved = manager.unsaved_ends()
+    for record in records:
+        if record.status != "finished" and record.error:
+            print(f"run {record.id} {record.status}: {record.error}", file=sys.stderr)
+        if record.id in unsaved:
+            print(f"run {record.id}: the run store could not record this end yet; it is kept beside the run's "
+                  f"files and recorded by the next `runs` or dashboard view", file=sys.stderr)
+    return records
+
+
+def _cancel_runs(manager: Any, ids: list[str]) -> None:
+    """End `ids` as 'cancelled' (resumable from their checkpoints): ask each to stop, wait up
+    to CANCEL_WAIT_S s, and give the runs still going (loading data) their end at once."""
+    for run_id in ids:
+        with contextlib.suppress(EngineError):
             manager.cancel(run_id)
-        manager.wait(ids, timeout=30)
-        raise
-    finally:
-        manager.shutdown()
-    return [manager.store.get(run_id) for run_id in ids]
+    manager.wait(ids, timeout=CANCEL_WAIT_S)
+    still = set(manager.active())
+    for run_id in ids:
+        if run_id in still:
+            manager.end_now(run_id, "cancelled", "the command was stopped")
 
 
 def _follow(manager: Any, ids: list[str]) -> None:
-    """Print one status line per second on stderr until every run has ended."""
-    from .runs.store import ACTIVE
-
+    """Print a status line on stderr (every second on a terminal, else every 5 s) until every
+    run has ended here: its work over, whether the store has taken its end or not."""
     tty = sys.stderr.isatty()
     while True:
-        records = [manager.store.get(run_id) for run_id in ids]
-        active = [r for r in records if r.status in ACTIVE]
-        done = len(records) - len(active)
-        parts = [f"{done}/{len(ids)} runs done"]
-        for record in active:
-            progress = manager.progress(record.id)
+        running = set(manager.active())
+        active = [run_id for run_id in ids if run_id in running]
+        parts = [f"{len(ids) - len(active)}/{len(ids)} runs done"]
+        for run_id in active:
+            progress = manager.progress(run_id)
             if progress is not None:
                 parts.append(progress.describe())
         line = " | ".join(parts)
         print(("\r" + line[:160].ljust(160)) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
         if not active:
             break
-        time.sleep(1.0 if tty else 5.0)
+        manager.wait(active, timeout=1.0 if tty else 5.0)  # back at once when they end
     if tty:
         print(file=sys.stderr)
 
@@ -559,7 +610,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     store.mark_interrupted()  # runs whose process was killed show as interrupted (resumable)
     records = store.list_runs(status=args.status, tag=args.tag)
     if args.json:
-        print(json_text([run_summary(r) | {"tags": list(r.tags), "created": r.created} for r in records]))
+        print(json_text([run_summary(r) | {"tags": list(r.tags), "created": r.created, "bytes": store.run_bytes(r.id)}
+                         for r in records]))
         return 0
     missing_view = False
     for r in records:
@@ -571,13 +623,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
         missing_view |= program == "n/a"
         test = "-" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.1f}%"
         flag = "  (did not learn)" if r.warning else ""
+        size = format_bytes(store.run_bytes(r.id))
         print(f"{r.id}  {r.status:<11} val {val:>6}  cross-val {shift:>6}  source {source:>6}  program {program:>6}  "
-              f"test {test:>6}  {r.name}{flag}")
+              f"test {test:>6}  {size:>8}  {r.name}{flag}")
+    print(_space_line(store))
     if missing_view:
         from .data.dataset import PROGRAM_VIEW_MISSING
 
         print(f"program n/a: cross-val program {PROGRAM_VIEW_MISSING}; the protocol chooses on cross-val source there")
     return 0
+
+
+def _space_line(store: Any) -> str:
+    """'store: 45.2 MB on disk (runs.sqlite + run folders); 3.1 GB free on its disk'."""
+    return (f"store: {format_bytes(store.total_bytes())} on disk ({store.db_path.name} + run folders); "
+            f"{format_bytes(free_bytes(store.runs_dir))} free on its disk")
 
 
 def _program_cell(record: Any, summary: dict[str, Any]) -> str:
@@ -665,7 +725,10 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    _store().delete(args.run_id)
+    store = _store()
+    freed = store.delete(args.run_id)
+    print(f"deleted run {args.run_id}: {format_bytes(freed)} freed; {format_bytes(free_bytes(store.runs_dir))} "
+          f"free on the store's disk", file=sys.stderr)
     return 0
 
 

@@ -16,7 +16,19 @@ from engine.runs.store import STATUSES
 from ui import compare as cmp
 from ui import downloads
 from ui.colors import swatch
-from ui.common import csv_bytes, percent_style, plain, runs_in_url
+from engine.core.space import format_bytes, free_bytes
+from ui.common import csv_bytes, get_store, percent_style, plain, runs_in_url
+
+
+def _with_sizes(shown: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The table with each run's size on disk ("size (MB)", before the id) and the columns to show;
+    a caption gives the store's total and the free space."""
+    store = get_store()
+    sized = shown.assign(**{"size (MB)": [round(store.run_bytes(i) / 1e6, 2) for i in shown["id"]]})
+    st.caption(f"Run store: {format_bytes(store.total_bytes())} on disk; {format_bytes(free_bytes(store.runs_dir))} "
+               "free on its disk. Deleting a run frees its size.")
+    columns = cmp.table_columns(sized)
+    return sized, [*columns[:-1], "size (MB)", columns[-1]]
 
 
 def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str, str]) -> None:
@@ -44,7 +56,8 @@ def render_table(df: pd.DataFrame, by_id: Mapping[str, Any], labels: Mapping[str
                "*cross-val program acc* = demo songs played by GM programs training never plays (6 of 8 classes; "
                "empty on the real dataset, which has no program metadata). Configurations are chosen on cross-val "
                "program when the dataset has it, else on cross-val source (docs/PROTOCOL.md).")
-    st.dataframe(percent_style(cmp.shown_params(shown[cmp.table_columns(shown)]), cmp.METRIC_COLUMNS),
+    shown, columns = _with_sizes(shown)
+    st.dataframe(percent_style(cmp.shown_params(shown[columns]), cmp.METRIC_COLUMNS),
                  hide_index=True, width="stretch", column_config={
                      # the name stays in view while a narrow screen scrolls the table sideways
                      "name": st.column_config.TextColumn(pinned=True, width=150),

@@ -22,6 +22,11 @@ class CacheError(EngineError):
     message names the folder and what to do."""
 
 
+class DiskFull(CacheError):
+    """A write found the disk (or the database) full, or a step would not fit in the space
+    left; the message names the folder, the space free, what the step needed and what to do."""
+
+
 class StoreError(EngineError):
     """The run store cannot find or write a run."""
 

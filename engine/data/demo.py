@@ -50,6 +50,7 @@ from ..core.errors import ConfigError, DatasetError
 from ..core.labels import CLASS_NAMES, PROGRAM_VIEW, PROGRAM_VIEW_CSV, SUBSETS  # the view: the demo-only subset of held-out-program songs
 from ..core.paths import demo_root
 from ..core.processes import process_alive, spawn_context
+from ..core.space import disk_full_error, is_disk_full
 
 Progress = Callable[[int, int, str], None]
 
@@ -201,6 +202,10 @@ def make_demo(
     try:
         _build(size, tmp, seed, workers, progress)
         _move_into_place(tmp, root, size, seed)
+    except Exception as exc:
+        if is_disk_full(exc):  # the half-written folder goes (finally); say where and how much is free
+            raise disk_full_error(root.parent, f"writing the {size} demo dataset", exc=exc) from exc
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root

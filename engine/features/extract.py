@@ -57,6 +57,7 @@ from ..data.dataset import PROGRAM_VIEW, Clip, MedleyDataset
 from ..core.errors import ConfigError
 from ..core.labels import SUBSETS
 from ..core.processes import spawn_context
+from ..core.space import check_space, disk_full_error, is_disk_full
 
 Progress = Callable[[int, int, str], None]
 
@@ -363,6 +364,8 @@ def _split_features(
     if cached is not None:
         report(len(clips))
         return _finish_frames(cached[:, : config.num_frames], config)
+    if path is not None:  # a cache miss: refuse before extracting, not after
+        check_space(path.parent, int(np.prod(shape)) * np.dtype(storage).itemsize, f"caching the {split} features")
     target = whole if cacheable else replace(config, clip_norm=False)  # uncached: only the frames we keep
     x = _extract([clip.path for clip in clips], target, backend, device, report,
                  [clip.uuid for clip in clips], variant)
@@ -459,6 +462,8 @@ def _write_cache(path: Path, x: np.ndarray) -> None:
         os.replace(tmp, path)
         os.replace(tmp_sum, _sum_path(path))
     except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path.parent, "caching features", x.nbytes, exc) from exc
         raise paths.cache_error(path.parent, exc) from exc
     finally:
         for leftover in (tmp, tmp_sum):

@@ -31,12 +31,13 @@ import torch
 
 from ..core.config import RunConfig
 from ..core.errors import ConfigError, EngineError
+from .budget import check_run_space
 from .memo import LruMemo
 from .naming import describe
-from .store import ACTIVE, RunStore
+from .store import ACTIVE, RunRecord, RunStore
 from ..learn.batched import companions, train_group
 from ..learn.train import train_run
-from .liveness import _fail_active, _failure_message, _is_oom, _store_result, heartbeat
+from .liveness import EndLedger, _fail_active, _failure_message, _is_oom, _store_result, heartbeat
 from .progress import Progress, _RunHooks, _step_every, _stream  # shared with engine.runs.ray_backend
 from .worker import _default_loader, _Worker, cpu_threads, data_key
 
@@ -107,9 +108,10 @@ class JobManager:
         self._stops: dict[str, threading.Event] = {}
         self._progress: dict[str, Progress] = {}
         self._shutdown = threading.Event()
+        self._ends = EndLedger()  # final states the store could not take yet (retried every heartbeat)
         self._data_cache: LruMemo[dict] = LruMemo(self.data_cache_size)  # data_key(config) -> features
         self.interrupted = self.store.mark_interrupted()
-        self._heart = threading.Thread(target=heartbeat, args=(self.store, self.active, self._shutdown),
+        self._heart = threading.Thread(target=heartbeat, args=(self.store, self.active, self._shutdown, self._ends),
                                        name="job-heartbeat", daemon=True)
         self._heart.start()
 
@@ -269,6 +271,7 @@ class JobManager:
         data = self._load_data(config, progress)
         if stop.is_set():
             return self._end_stopped(run_id)
+        check_run_space(self.store.runs_dir, [config], data)
         if self._ray is not None:  # the data goes to Ray's object store; the run to a Ray task
             return self._ray.train(run_id, config, resume, stop, progress, data, data_key(config))
         self._set(progress, phase="training", message="")
@@ -288,12 +291,13 @@ class JobManager:
             worker = _Worker(self.device, self.store, self.checkpoint_every_s)
         progress_of = dict(zip(run_ids, progresses))
         finals = worker.run(run_ids, configs, resumed, dict(zip(run_ids, stops)), self._shutdown,
-                            lambda run_id, values: self._set(progress_of[run_id], **values), self._ended)
+                            lambda run_id, values: self._set(progress_of[run_id], **values), self._ended,
+                            lambda run_id, error: self._ends.end(self.store, run_id, "failed", error))
         if finals is None:  # the process died (killed, out of memory...): say so, do not reuse it
             worker.close()
             error = f"the training process stopped unexpectedly (exit code {worker.exitcode()})"
-            _fail_active(self.store, run_ids, error)  # a member stored before (cancelled) keeps its result
-            return {run_id: self._status_or_none(run_id) or "failed" for run_id in run_ids}
+            _fail_active(self.store, run_ids, error, self._ends)  # a member stored before (cancelled) keeps its result
+            return {run_id: self._final_status(run_id) for run_id in run_ids}
         with self._lock:
             if self._shutdown.is_set():
                 worker.close()
@@ -311,7 +315,7 @@ class JobManager:
             finals.update(self._train_group(run_ids, configs, stops, progresses))
         except BaseException as exc:  # a worker must record every failure, whatever it is
             self._record_failure(run_ids, exc)
-            finals = {run_id: self._status_or_none(run_id) or "failed" for run_id in run_ids}  # members stored before stay
+            finals = {run_id: self._final_status(run_id) for run_id in run_ids}  # members stored before stay
         finally:
             self.store.close()
             with self._lock:
@@ -325,7 +329,7 @@ class JobManager:
         memory back so the next run can start."""
         message = _failure_message(exc, self.device)
         log.warning("run%s %s failed: %s", "s" if len(run_ids) > 1 else "", ", ".join(run_ids), message)
-        _fail_active(self.store, run_ids, message)
+        _fail_active(self.store, run_ids, message, self._ends)
         if _is_oom(exc):
             with contextlib.suppress(Exception):
                 torch.cuda.empty_cache()
@@ -341,6 +345,7 @@ class JobManager:
         data = self._load_data(configs[0], progresses[0])
         if all(stop.is_set() for stop in stops):
             return {run_id: self._end_stopped(run_id) for run_id in run_ids}
+        check_run_space(self.store.runs_dir, configs, data)
         step_every = _step_every(self.device)
         hooks = [_RunHooks(self, run_id, progress, stop, None, step_every=step_every)
                  for run_id, progress, stop in zip(run_ids, progresses, stops)]
@@ -361,6 +366,12 @@ class JobManager:
         with self._lock:
             self._forget(run_id, final)
             self._changed.notify_all()
+
+    def _final_status(self, run_id: str) -> str:
+        """A run's status once its work has ended: the end the store has not taken yet, else
+        the store's, else 'failed' (a store that cannot be read)."""
+        kept = self._ends.get(run_id)
+        return kept[0] if kept else (self._status_or_none(run_id) or "failed")
 
     def _end_stopped(self, run_id: str) -> str:
         status = "interrupted" if self._shutdown.is_set() else "cancelled"
@@ -404,6 +415,22 @@ class JobManager:
         if status in ACTIVE:
             self.store.set_status(run_id, "cancelled")
 
+    def record(self, run_id: str) -> RunRecord:
+        """The run as stored, with the final status and error that the store has not taken yet
+        (a full disk) in place of the stored ones: what the CLI and the dashboard show."""
+        record = self.store.get(run_id)
+        kept = self._ends.get(run_id)
+        return replace(record, status=kept[0], error=kept[1]) if kept else record
+
+    def unsaved_ends(self) -> dict[str, tuple[str, str | None]]:
+        """run id -> (status, error) of ends the store has not taken yet (retried every 5 s)."""
+        return self._ends.unsaved()
+
+    def end_now(self, run_id: str, status: str, error: str | None = None) -> None:
+        """Give a run that has not stopped by itself its final `status` now (a stopping CLI):
+        stored, or kept until the store takes it. Never raises."""
+        self._ends.end(self.store, run_id, status, error)
+
     def progress(self, run_id: str) -> Progress | None:
         """A snapshot of the run's live progress, or None if this manager never ran it."""
         with self._lock:
@@ -434,10 +461,10 @@ class JobManager:
         ids = list(run_ids) if run_ids is not None else self.active()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while True:
+            while True:  # a run of this manager has ended when its work has (stored or not); others: the store says
                 local = set(self._threads) | set(self._queue)
                 pending = [r for r in ids if r in local
-                           or (r not in self._configs and self._status_or_none(r) in ACTIVE)]
+                           or (r not in self._progress and self._status_or_none(r) in ACTIVE)]
                 if not pending:
                     return True
                 left = None if deadline is None else deadline - time.monotonic()
@@ -468,3 +495,4 @@ class JobManager:
             worker.close()
         if self._ray is not None:
             self._ray.close()
+        self._ends.retry(self.store)  # a last try for ends the store could not take

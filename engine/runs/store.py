@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import functools
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -32,6 +32,7 @@ import torch
 from ..core import paths
 from ..core.config import RunConfig, canonical_dict
 from ..core.errors import ConfigError, EngineError, StoreDamaged, StoreError
+from ..core.space import atomic_write, disk_full_error, folder_bytes, is_disk_full
 from ..core.labels import CLASS_NAMES
 from ..core.processes import process_alive, process_start
 
@@ -39,6 +40,9 @@ STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted
 ACTIVE = ("queued", "running")
 TERMINAL = ("finished", "failed", "cancelled", "interrupted", "diverged")
 BUSY_TIMEOUT_MS = 30_000
+_HELD_ENDS: dict[tuple[str, str], tuple[str, str | None]] = {}  # (db path, run id) -> (status, error), this process
+_HELD_LOCK = threading.Lock()
+END_FILE = "end.json"  # a run's end kept beside its files while the database cannot take it
 HEARTBEAT_STALE_S = 60.0  # an active run whose owner has not beaten for this long is interrupted
 OOD_REFERENCE = "ood_reference.pt"  # run folder file: the OOD check's statistics of the training clips (engine.learn.trust)
 
@@ -148,6 +152,9 @@ def _guarded(method: Callable) -> Callable:
         except sqlite3.IntegrityError:
             raise
         except (sqlite3.DatabaseError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.db_path.parent, f"writing the run store {self.db_path.name}",
+                                      exc=exc) from exc
             if _is_damage(exc):
                 raise self._damaged(exc) from exc
             raise StoreError(f"the run store {self.db_path} failed: {exc}") from exc
@@ -189,6 +196,9 @@ class RunStore:
                     if column not in columns:
                         con.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
         except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.db_path.parent, f"opening the run store {self.db_path.name}",
+                                      exc=exc) from exc
             if not _is_damage(exc):
                 raise StoreError(f"cannot write the run store {self.db_path}: {exc}") from exc
             raise self._damaged(exc) from exc
@@ -236,14 +246,18 @@ class RunStore:
         try:
             con.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.db_path.parent, f"writing the run store {self.db_path.name}",
+                                      exc=exc) from exc
             raise StoreError(f"the run store {self.db_path} is busy or unwritable: {exc}") from exc
         try:
             yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        else:
             con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:  # SQLite may have rolled back itself (a full disk at COMMIT)
+                with suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
@@ -284,11 +298,36 @@ class RunStore:
         raise StoreError("could not find a free run id")
 
     def get(self, run_id: str) -> RunRecord:
-        """The run `run_id`; StoreError if there is none."""
+        """The run `run_id` (with an end held in memory, `hold_end`); StoreError if there is none."""
         row = self._conn().execute(f"SELECT {_LIST_COLUMNS} FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise StoreError(f"no run '{run_id}' in the store")
-        return _record(row)
+        return self._with_held_end(_record(row))
+
+    # ---- ends the database cannot take yet (a full disk): held in this process's memory -----
+
+    def hold_end(self, run_id: str, status: str, error: str | None) -> None:
+        """Show `status` + `error` for the run to every reader in this process (get, list_runs,
+        status) until the database takes an end for it (`set_status`)."""
+        with _HELD_LOCK:
+            _HELD_ENDS[(str(self.db_path), run_id)] = (status, error)
+
+    def held_end(self, run_id: str) -> tuple[str, str | None] | None:
+        """The end held in memory for the run, or None."""
+        with _HELD_LOCK:
+            return _HELD_ENDS.get((str(self.db_path), run_id))
+
+    def release_end(self, run_id: str) -> None:
+        """Forget the end held in memory for the run (the database holds one now)."""
+        with _HELD_LOCK:
+            _HELD_ENDS.pop((str(self.db_path), run_id), None)
+
+    def _with_held_end(self, record: RunRecord) -> RunRecord:
+        held = self.held_end(record.id) if record.status in ACTIVE else None
+        if held is None:
+            return record
+        record.status, record.error = held
+        return record
 
     def exists(self, run_id: str) -> bool:
         """True when a row `run_id` exists."""
@@ -313,10 +352,16 @@ class RunStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
-        return [_record(row) for row in self._conn().execute(sql, args).fetchall()]
+        return [self._with_held_end(_record(row)) for row in self._conn().execute(sql, args).fetchall()]
 
     def status(self, run_id: str) -> str:
-        """The run's status alone (cheap enough to poll)."""
+        """The run's status alone (cheap enough to poll), an end held in memory included."""
+        stored = self.stored_status(run_id)
+        held = self.held_end(run_id) if stored in ACTIVE else None
+        return held[0] if held else stored
+
+    def stored_status(self, run_id: str) -> str:
+        """The status in the database, whatever this process holds in memory."""
         return self._require(self._conn(), run_id, "status")["status"]
 
     def clear_progress(self, run_id: str) -> None:
@@ -351,6 +396,28 @@ class RunStore:
                     "UPDATE runs SET status=?, error=?, finished=?, device=COALESCE(?, device) WHERE id=?",
                     (status, error, now, device, run_id),
                 )
+        (self.runs_dir / run_id / END_FILE).unlink(missing_ok=True)  # the row holds the truth again
+        self.release_end(run_id)
+
+    def keep_end(self, run_id: str, status: str, error: str | None) -> bool:
+        """Write the run's end beside its files (END_FILE, a few hundred bytes) when the
+        database cannot take it: if this process stops before it can, `mark_interrupted`
+        ends the run with this status and error instead of 'interrupted'. Best effort: False
+        when even that cannot be written."""
+        try:
+            atomic_write(self.run_dir(run_id) / END_FILE,
+                         lambda tmp: tmp.write_text(json.dumps({"status": status, "error": error})), "keeping a run's end")
+        except (OSError, EngineError):
+            return False
+        return True
+
+    def kept_end(self, run_id: str) -> tuple[str, str | None] | None:
+        """(status, error) from the run's END_FILE, or None."""
+        try:
+            kept = json.loads((self.runs_dir / run_id / END_FILE).read_text())
+            return (kept["status"], kept.get("error")) if kept.get("status") in TERMINAL else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     def append_epoch(self, run_id: str, record: dict, step_losses: Sequence[float] = ()) -> None:
         """Add one epoch's record (dict with 1-based 'epoch') to the history, with that epoch's
@@ -410,13 +477,25 @@ class RunStore:
         """Replace the free-text notes."""
         self._update(run_id, notes=notes)
 
-    def delete(self, run_id: str) -> None:
-        """Remove the row, its step losses and its folder."""
+    def delete(self, run_id: str) -> int:
+        """Remove the row, its step losses and its folder; returns the bytes the folder took."""
         with self._write() as con:
             self._require(con, run_id)
             con.execute("DELETE FROM runs WHERE id=?", (run_id,))
             con.execute("DELETE FROM step_losses WHERE run_id=?", (run_id,))
+        freed = self.run_bytes(run_id)
         shutil.rmtree(self.runs_dir / run_id, ignore_errors=True)
+        return freed
+
+    def run_bytes(self, run_id: str) -> int:
+        """Bytes the run's folder takes on disk (model, checkpoint, predictions, metadata)."""
+        return folder_bytes(self.runs_dir / run_id)
+
+    def total_bytes(self) -> int:
+        """Bytes the whole store takes: the database (with its -wal / -shm) and every run folder."""
+        files = [self.db_path, self.db_path.with_name(self.db_path.name + "-wal"),
+                 self.db_path.with_name(self.db_path.name + "-shm")]
+        return sum(f.stat().st_size for f in files if f.exists()) + folder_bytes(self.runs_dir)
 
     def heartbeat(self, run_ids: Sequence[str]) -> None:
         """Stamp 'now' on the active runs `run_ids` (their owner calls this every few seconds)."""
@@ -452,9 +531,10 @@ class RunStore:
             now = time.time()
             for row in con.execute(query).fetchall():
                 reason = gone(row, now)
-                if reason is not None:
-                    con.execute("UPDATE runs SET status='interrupted', error=?, finished=? WHERE id=?",
-                                (reason, now, row["id"]))
+                if reason is not None:  # an end its owner kept beside the files (a full store) wins
+                    status, error = self.kept_end(row["id"]) or ("interrupted", reason)
+                    con.execute("UPDATE runs SET status=?, error=?, finished=? WHERE id=?",
+                                (status, error, now, row["id"]))
                     dead.append(row["id"])
         return dead
 
@@ -483,7 +563,8 @@ class RunStore:
         """Write checkpoint.pt atomically; contents are reduced to tensors and plain types so
         that `torch.load(weights_only=True)` accepts them."""
         self._require(self._conn(), run_id)
-        _atomic_torch_save(_plain(checkpoint, keep_tensors=True), self.run_dir(run_id) / "checkpoint.pt")
+        _atomic_torch_save(_plain(checkpoint, keep_tensors=True), self.run_dir(run_id) / "checkpoint.pt",
+                           "saving the checkpoint")
 
     def load_checkpoint(self, run_id: str) -> dict | None:
         """The last checkpoint (tensors on CPU), or None when the run has none."""
@@ -507,7 +588,8 @@ class RunStore:
         record = self.get(run_id)
         folder = self.run_dir(run_id)
         if result.state_dict:
-            _atomic_torch_save(_plain(dict(result.state_dict), keep_tensors=True), folder / "model.pt")
+            _atomic_torch_save(_plain(dict(result.state_dict), keep_tensors=True), folder / "model.pt",
+                               "saving the model")
         meta = {
             "config": record.config.to_dict(),
             "class_names": list(CLASS_NAMES),
@@ -524,9 +606,11 @@ class RunStore:
         if getattr(result, "group", None):  # trained in a group (engine.learn.batched): {"size", "seeds", "member"}
             meta["trained_in_group"] = _plain(result.group)
         if getattr(result, "ood_reference", None) is not None:  # issue #24: what the OOD score measures against
-            _atomic_torch_save({k: torch.as_tensor(v) for k, v in result.ood_reference.items()}, folder / OOD_REFERENCE)
-        _atomic_write_text(folder / "meta.json", json.dumps(meta))
-        _atomic_write_text(folder / "predictions.json", json.dumps(_plain(result.predictions or {})))
+            _atomic_torch_save({k: torch.as_tensor(v) for k, v in result.ood_reference.items()}, folder / OOD_REFERENCE,
+                               "saving the out-of-distribution reference")
+        _atomic_write_text(folder / "predictions.json", json.dumps(_plain(result.predictions or {})),
+                           "saving the predictions")
+        _atomic_write_text(folder / "meta.json", json.dumps(meta), "saving the run's metadata")  # last: marks it saved
         history = _plain(result.history or [])
         losses = [float(v) for v in (result.step_losses or [])]
         with self._write() as con:
@@ -578,7 +662,7 @@ class RunStore:
             raise StoreError(f"run '{run_id}': cannot read {filename}: {exc}") from exc
 
 
-for _name in ("create_run", "get", "exists", "list_runs", "status", "clear_progress", "set_status",
+for _name in ("create_run", "get", "exists", "list_runs", "status", "stored_status", "clear_progress", "set_status",
               "append_epoch", "step_losses", "rename", "set_tags", "set_notes", "delete", "mark_interrupted",
               "heartbeat",
               "save_checkpoint", "load_checkpoint", "save_result", "load_meta", "load_predictions",
@@ -737,20 +821,27 @@ def _plain(obj: Any, keep_tensors: bool = False) -> Any:
     return obj
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _atomic_write_text(path: Path, text: str, step: str) -> None:
+    """Write `text` to `path` whole or not at all (engine.core.space.atomic_write); `step` says
+    what for in an error ("saving the predictions")."""
+    atomic_write(path, lambda tmp: tmp.write_text(text), step, needed=len(text.encode()))
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {path}: {exc}") from exc
+def _atomic_torch_save(obj: Any, path: Path, step: str) -> None:
+    """torch.save `obj` to `path` whole or not at all; a failure names the folder and, for a
+    full disk, the space free and the bytes the tensors need."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), step, needed=tensor_bytes(obj))
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensor data inside `obj` (dicts, lists and tuples walked)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def _torch_load(path: Path) -> Any:

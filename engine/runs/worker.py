@@ -28,6 +28,7 @@ from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..learn.batched import train_group
 from ..learn.train import train_run
+from .budget import check_run_space
 from .liveness import _fail_active, _failure_message, _store_result
 from .progress import SEND_EVERY_S, Progress, _step_every, _stream, _WorkerHooks, _WorkerHost
 from .store import RunStore
@@ -124,11 +125,13 @@ class _Worker:
 
     def run(self, run_ids: list[str], configs: list[RunConfig], resumed: bool, stops: dict[str, threading.Event],
             shutdown: threading.Event, report: Callable[[str, dict], None],
-            ended: Callable[[str, str], None] = lambda run_id, final: None) -> dict[str, str] | None:
+            ended: Callable[[str, str], None] = lambda run_id, final: None,
+            unsaved: Callable[[str, str], None] = lambda run_id, error: None) -> dict[str, str] | None:
         """Train one run (or several as one group); each run's final status, or None when the
         process died on the way. `report(run_id, progress fields)` gets the relayed progress,
-        `ended(run_id, final status)` a group member stored before the group ends; a set
-        `stops[run_id]` is passed on to the process."""
+        `ended(run_id, final status)` a group member stored before the group ends,
+        `unsaved(run_id, error)` a failure the process could not store (the parent keeps it);
+        a set `stops[run_id]` is passed on to the process."""
         try:
             self._in.send(("train", list(run_ids), [c.to_json() for c in configs], resumed))
         except OSError:
@@ -155,6 +158,8 @@ class _Worker:
             elif kind == "ended":
                 ended(*value)
             elif kind == "done":
+                for run_id, error in (value[1] if len(value) > 1 else {}).items():
+                    unsaved(run_id, error)
                 return value[0]
 
     def close(self) -> None:
@@ -236,15 +241,16 @@ def _worker_main(device: str, db_path: str, runs_dir: str, checkpoint_every_s: f
     threading.Thread(target=listen, name="inbox", daemon=True).start()
     data_cache: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
     while (job := jobs.get()) is not None:
-        finals = dict.fromkeys(job.run_ids, "failed")
+        finals, lost = dict.fromkeys(job.run_ids, "failed"), {}
         try:
             finals = _worker_train(store, job, device, checkpoint_every_s, shutdown, data_cache, outbox)
         except BaseException as exc:  # record every failure, as a worker thread does
-            _fail_active(store, job.run_ids, _failure_message(exc, device))
-            with contextlib.suppress(Exception):
-                finals = {run_id: store.status(run_id) for run_id in job.run_ids}
+            lost = _fail_active(store, job.run_ids, _failure_message(exc, device))  # not stored: the parent keeps it
+            for run_id in job.run_ids:
+                with contextlib.suppress(Exception):
+                    finals[run_id] = "failed" if run_id in lost else store.status(run_id)
         with contextlib.suppress(OSError):
-            outbox.send(("done", finals))
+            outbox.send(("done", finals, lost))
     store.close()
 
 
@@ -284,6 +290,7 @@ def _worker_train(store: RunStore, job: _WorkerJob, device: str, checkpoint_ever
         for run_id in job.run_ids:
             store.set_status(run_id, status, error="the job manager shut down" if status == "interrupted" else None)
         return dict.fromkeys(job.run_ids, status)
+    check_run_space(store.runs_dir, configs, data)
     host = _WorkerHost(store, checkpoint_every_s)
     hooks = [_WorkerHooks(host, run_id, progress, job.stops[run_id], resume, step_every=_step_every(device), send=send)
              for run_id, progress in zip(job.run_ids, progresses)]
