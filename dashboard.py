@@ -13,6 +13,7 @@ from engine.core.labels import SUBSETS
 from engine.compare.ablation import select_by_cross_validation, summarize_rows
 from engine.runs.launch import queue_ablation
 from engine.learn.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row
+from ui import defaults, home
 from ui.home import getting_started
 from ui.common import (
     compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store, plain,
@@ -111,17 +112,12 @@ if finished:
     def _m(r, split, key):
         return (r.metrics.get(split) or {}).get(key)
 
-    table = pd.DataFrame([
-        {"run": r.name, "id": r.id, "val balanced acc.": _m(r, "validation", "balanced_accuracy"),
-         "val acc.": _m(r, "validation", "accuracy"), "test balanced acc.": _m(r, "test", "balanced_accuracy"),
-         "test acc.": _m(r, "test", "accuracy"), "epochs": r.epochs_done, "tags": ", ".join(r.tags),
-         "warning": r.warning or ""}
-        for r in finished
-    ]).sort_values("val balanced acc.", ascending=False, na_position="last", kind="stable").head(10)
-    st.markdown("**Best finished runs** (by validation balanced accuracy = mean per-class recall on the "
-                "validation split; test is shown as the final report, never used to choose)")
-    st.dataframe(percent_style(table, ("test balanced acc.", "test acc.", "val balanced acc.", "val acc.")),
-                 hide_index=True, width="stretch")
+    table = home.best_runs_frame(finished)
+    st.markdown(f"**Best finished runs** (by {defaults.RANK_DESCRIPTION}, the metric every page ranks by; "
+                "balanced accuracy = mean per-class recall, beside it; test is shown as the final report, never "
+                "used to choose)")
+    st.dataframe(percent_style(table, home.RATE_COLUMNS), hide_index=True, width="stretch",
+                 column_config={"run": st.column_config.TextColumn(width="large")})
     st.page_link("pages/3_Compare.py", label="Compare runs →")
 elif not runs:
     st.caption("No runs yet.")

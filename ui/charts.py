@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from engine.core.labels import SHORT_NAMES
+from ui import defaults
 
 X_TITLES = {"epoch": "epoch", "seconds": "wall-clock seconds", "step": "step"}
 
@@ -114,7 +115,7 @@ def _curves(long: pd.DataFrame, x: str, y_title: str, log_scale: bool, y_domain=
 
 
 def loss_curves(
-    df: pd.DataFrame, *, x: str = "epoch", log_scale: bool = False, smoothing: float = 0.0,
+    df: pd.DataFrame, *, x: str = "epoch", log_scale: bool = defaults.LOG_SCALE_LOSS, smoothing: float = 0.0,
     colors: Mapping[str, str] | None = None,
 ) -> alt.Chart:
     """Training and validation loss per epoch.
@@ -167,7 +168,7 @@ def step_loss_chart(
     losses: Sequence[float],
     *,
     steps_per_epoch: int | None = None,
-    log_scale: bool = False,
+    log_scale: bool = defaults.LOG_SCALE_LOSS,
     smoothing: float = 0.6,
     max_points: int = 2000,
     color: str | None = None,
@@ -214,7 +215,7 @@ def confusion_heatmap(
     matrix: Sequence[Sequence[float]],
     class_names: Sequence[str] = SHORT_NAMES,
     *,
-    normalize: bool = False,
+    normalize: bool = defaults.NORMALISE_CONFUSION,
     title: str = "",
     domain: tuple[float, float] | None = None,
 ) -> alt.Chart:

@@ -13,6 +13,7 @@ import streamlit as st
 from engine.compare import verdicts
 from engine.core.labels import SHORT_NAMES
 from ui import compare as cmp
+from ui import defaults
 from ui import significance as sig
 from ui.common import percent_style, plain
 from ui.compare_cache import accuracy_intervals, family
@@ -27,10 +28,16 @@ def units_of(finished: Sequence[Any], labels: Mapping[str, str], groups: Mapping
     return {k: v for k, v in units.items() if v}
 
 
+def ranking_note() -> str:
+    """What the verdict measures, in words: the same metric that ranks the runs (ui.defaults)."""
+    return (f"The test compares **{defaults.HEADLINE_NAME}** (share of clips classified right), the metric "
+            f"that ranks runs on every page; balanced accuracy (mean per-class recall) is shown beside it.")
+
+
 def render(units: Mapping[str, list], split: str, normalize: bool, labels: Mapping[str, str]) -> None:
     """The section, for two or more units."""
     st.subheader("Is the difference real?")
-    st.caption(f"On the **{split}** split (the *Split* selector above).")
+    st.caption(f"On the **{split}** split (the *Split* selector above). {ranking_note()}")
     names = list(units)
     h1, h2, h3 = st.columns([2, 2, 1.5])
     name_a = h1.selectbox("A (reference, e.g. the ablation's base)", names, index=0, key="cmp_a")
