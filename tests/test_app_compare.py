@@ -525,6 +525,8 @@ def test_runs_table_sorts_by_validation_and_warns_about_test(populated):
     by_val = sorted(order, key=lambda r: -r.metrics["validation"]["accuracy"])
     assert table_names(at)[:3] == [r.name for r in by_val] and table_names(at)[3] == "broken"
     assert verdicts.TEST_SPLIT_NOTE not in texts(at)
+    # parameters vs metrics shows the chosen runs only (issue #30): choose two
+    at.multiselect(key="runs").set_value([populated.ids["a"], populated.ids["b0"]]).run()
     assert at.selectbox(key="pm_metric").value == "val acc"
     at.selectbox(key="cmp_sort").set_value("test acc").run()
     assert verdicts.TEST_SPLIT_NOTE in texts(at)

@@ -57,3 +57,43 @@ def test_home_ranks_by_the_headline_metric():
     table = best_runs_frame([run("x", 0.6, 0.9), run("y", 0.8, 0.5)])
     assert list(table["run"]) == ["y", "x"]  # by validation accuracy, as Compare sorts
     assert list(table.columns[:2]) == ["run", "val acc."]
+
+
+# ---- 3. Compare uses only the chosen runs ----------------------------------------------------
+
+
+def test_compare_sections_use_only_the_chosen_runs(populated):
+    ids = populated.ids
+    at = open_compare({"runs": f"{ids['a']},{ids['b0']}"})  # beta s1 is in the store, not chosen
+    gaps = next(df.value for df in at.dataframe if "largest class gap" in df.value.columns)
+    assert sorted(gaps["run"]) == sorted(["alpha", "beta s0"])
+    assert set(at.selectbox(key="gap_run").options) <= {"alpha", "beta s0"}
+    # the rest sits in tabs below the chosen runs' curves, confusion and verdict
+    assert [t.label for t in at.tabs] == ["Listen to the mistakes", "Clips that flip", "Validation vs test, parameters"]
+    # the mistakes open on the page's split; players say what they play
+    assert at.selectbox(key="mis_split").value == at.radio(key="cmp_split").value == "validation"
+    assert at.get("audio")
+    assert any(c.value.startswith("true: **") and "predicted: **" in c.value for c in at.caption)
+
+
+def test_compare_scatter_shows_only_the_chosen_runs(populated):
+    ids = populated.ids
+    at = open_compare({"runs": f"{ids['a']},{ids['b0']}"})
+    scatter = [c for c in at.get("vega_lite_chart") if "beta s1" not in c.proto.spec and "alpha" in c.proto.spec]
+    assert scatter and not any("beta s1" in c.proto.spec for c in at.get("vega_lite_chart"))
+
+
+# ---- 4. every table converts to Arrow --------------------------------------------------------
+
+
+def test_runs_table_with_whole_clip_and_three_frame_runs_converts_to_arrow():
+    def run(name, frames):
+        return SimpleNamespace(id=name, name=name, status="finished", tags=[], created=0.0, history=[],
+                               group_key=name, warning=None, metrics={},
+                               config=RunConfig().with_values(**{"features.frames": frames}),
+                               epochs_done=0)
+
+    df = cmp.runs_frame([run("three", 3), run("whole", None)])
+    shown = cmp.shown_params(df[cmp.table_columns(df)])
+    assert list(shown["features.frames"]) == ["3", "whole clip"]
+    pa.Table.from_pandas(shown.drop(columns=["tags"]))  # raised ArrowTypeError: Expected bytes, got a 'float'
