@@ -53,7 +53,9 @@ with left:
             counts.loc["total"] = counts.sum()
             st.caption(f"{kind} at {plain(ds.root)} ({ds.layout} layout), {len(ds.clips)} clips, "
                        f"{len(ds.problems)} problem(s) found.")
-            st.dataframe(counts, width="stretch")
+            # the class names are the index: wide enough for "distorted electric guitar", never cut
+            st.dataframe(counts, width="stretch",
+                         column_config={"_index": st.column_config.TextColumn("class", width="medium")})
     else:
         st.info("The built-in demo dataset has not been generated yet (see *Getting started* below).")
 with right:

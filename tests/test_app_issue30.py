@@ -97,3 +97,59 @@ def test_runs_table_with_whole_clip_and_three_frame_runs_converts_to_arrow():
     shown = cmp.shown_params(df[cmp.table_columns(df)])
     assert list(shown["features.frames"]) == ["3", "whole clip"]
     pa.Table.from_pandas(shown.drop(columns=["tags"]))  # raised ArrowTypeError: Expected bytes, got a 'float'
+
+
+# ---- 2. honest visuals -----------------------------------------------------------------------
+
+
+def record(run_id, name, lr, acc):
+    return SimpleNamespace(id=run_id, name=name, status="finished", tags=[], created=0.0, history=[],
+                           group_key=run_id, warning=None, config=RunConfig().with_values(**{"train.lr": lr}),
+                           metrics={"validation": {"accuracy": acc}, "test": {"accuracy": 0.1}})
+
+
+def test_scatter_labels_never_overlap():
+    # two runs at the same lr, 1 point apart: their names would print over each other
+    runs = [record("a", "study: base", 1e-4, 0.565), record("b", "study: dropout 0.05", 1e-4, 0.575),
+            record("c", "study: lr 1e-3", 1e-3, 0.30)]
+    spec = cmp.param_metric_chart(cmp.runs_frame(runs), "train.lr", "val acc").to_dict()
+    rows = {r["name"]: r["label"] for r in next(iter(spec["datasets"].values()))}
+    assert rows == {"study: base": "", "study: dropout 0.05": "study: dropout 0.05", "study: lr 1e-3": "study: lr 1e-3"}
+    assert "1 name(s) not printed" in spec["title"]["subtitle"]
+
+
+def test_confusion_difference_legend_says_what_colour_means():
+    a, b = np.array([[5, 1], [2, 3]]), np.array([[6, 0], [1, 4]])
+    spec = cmp.confusion_difference_chart(cmp.confusion_difference_frame(a, b, False, ["x", "y"]),
+                                          class_names=["x", "y"]).to_dict()
+    color = spec["layer"][0]["encoding"]["color"]
+    assert color["title"] == "blue: better for B, red: worse for B"
+    assert "format" not in color["legend"] and "better for B" in color["legend"]["labelExpr"]  # no "+46%"
+    assert "cell = B minus A, in clips" in spec["title"]["subtitle"]
+
+
+def test_class_counts_use_short_names_full_name_on_hover_and_mark_zero():
+    spec = charts.class_count_chart({"training": {"clarinet": 2, "distorted electric guitar": 0},
+                                     "test": {"clarinet": 1, "distorted electric guitar": 3}}).to_dict()
+    rows = next(iter(spec["datasets"].values()))
+    assert {r["class"] for r in rows} == {"clarinet", "guitar"}
+    assert {"field": "full name", "type": "nominal"} in spec["layer"][0]["encoding"]["tooltip"]
+    zero = spec["layer"][1]
+    assert zero["mark"]["type"] == "text" and zero["encoding"]["text"] == {"value": "0"}
+    assert spec["height"] >= 300 and spec["layer"][0]["encoding"]["color"]["legend"]["orient"] == "top"
+
+
+def test_run_palette_is_okabe_ito():
+    from ui.colors import OKABE_ITO, color_for
+
+    assert [color_for(n) for n in range(1, 9)] == list(OKABE_ITO)
+    assert OKABE_ITO[0] == "#0072b2" and "#e69f00" in OKABE_ITO
+
+
+def test_agreement_sentence_has_no_degenerate_range():
+    from ui.flips import agreement_sentence
+
+    assert agreement_sentence([[1, 0.565], [0.565, 1]]) == "The two runs agree on 56.5% of the clips."
+    three = [[1, 0.5, 0.6], [0.5, 1, 0.7], [0.6, 0.7, 1]]
+    assert agreement_sentence(three) == "Pairwise agreement ranges from 50.0% to 70.0% over 3 pairs."
+    assert agreement_sentence([[1]]) == ""
