@@ -153,3 +153,48 @@ def test_agreement_sentence_has_no_degenerate_range():
     three = [[1, 0.5, 0.6], [0.5, 1, 0.7], [0.6, 0.7, 1]]
     assert agreement_sentence(three) == "Pairwise agreement ranges from 50.0% to 70.0% over 3 pairs."
     assert agreement_sentence([[1]]) == ""
+
+
+# ---- 5. home ---------------------------------------------------------------------------------
+
+
+def test_demo_note_agrees_with_its_progress_count():
+    from ui.common import demo_ready_message
+
+    note = demo_ready_message(1120, 195, 95.2)
+    assert note.startswith("Demo data ready: 1,315 clips rendered in 95 s: 1,120 in training, validation and test")
+    assert "195 in the cross-collection program view" in note
+    assert demo_ready_message(72, 0, 3) == "Demo data ready: 72 clips in 3 s."
+
+
+def test_ablation_estimate_counts_runs_and_time():
+    from engine.runs.launch import plan_ablation
+    from ui.home import ASSUMED_SECONDS_PER_EPOCH, ablation_estimate, rough_duration, seconds_per_epoch
+
+    plan = plan_ablation("study", data="demo", values={"train.epochs": 50})
+    text = ablation_estimate(plan, ASSUMED_SECONDS_PER_EPOCH, False)
+    assert text.startswith(f"{len(plan)} runs × 50 epochs, {rough_duration(len(plan) * 50 * ASSUMED_SECONDS_PER_EPOCH)}")
+    assert "estimate" in text
+    done = SimpleNamespace(status="finished", config=SimpleNamespace(data="demo"),
+                           history=[{"seconds": 2.0}, {"seconds": 4.0}])
+    assert seconds_per_epoch([done], "demo") == (2.0, True)
+    assert seconds_per_epoch([done], "other") == (ASSUMED_SECONDS_PER_EPOCH, False)
+
+
+def test_home_opens_on_getting_started_with_page_links_and_estimates(env, tiny_dataset, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    at.query_params["data"] = str(tiny_dataset)
+    at.run()
+    assert not at.exception
+    assert [h.value for h in at.subheader][0] == "Getting started"  # first, while no run exists
+    links = [e.proto for e in at.main if type(e).__name__ == "PageLink"]
+    labels = [link.label for link in links]
+    assert any(label.startswith("Train") for label in labels) and any(label.startswith("Compare") for label in labels)
+    steps = next(m.value for m in at.markdown if m.value.startswith("1. "))
+    assert "**Train**" not in steps and "**Compare**" not in steps
+    estimates = [c.value for c in at.caption if " runs × " in c.value]
+    assert len(estimates) == 3 and all("estimate" in e for e in estimates)
+    assert estimates[0].startswith("10 runs × 50 epochs")
