@@ -369,7 +369,7 @@ def test_confusion_difference_frame_marks_fixes_and_breaks():
     rects, text = spec["layer"]
     assert rects["mark"]["type"] == "rect" and rects["encoding"]["color"]["field"] == "effect"
     assert rects["encoding"]["color"]["scale"]["domain"] == [-5.0, 5.0]  # symmetric around 0
-    assert rects["encoding"]["color"]["title"] == "blue: better for new, red: worse for new"
+    assert rects["encoding"]["color"]["title"] == ["blue: better for new,", "red: worse for new"]
     assert text["encoding"]["text"]["field"] == "label"
     cells = {(r["actual"], r["predicted"]): r["label"] for r in next(iter(spec["datasets"].values()))}
     assert cells[("clarinet", "guitar")] == "-5" and cells[("singer", "flute")] == "+2"

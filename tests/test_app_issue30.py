@@ -123,9 +123,16 @@ def test_confusion_difference_legend_says_what_colour_means():
     spec = cmp.confusion_difference_chart(cmp.confusion_difference_frame(a, b, False, ["x", "y"]),
                                           class_names=["x", "y"]).to_dict()
     color = spec["layer"][0]["encoding"]["color"]
-    assert color["title"] == "blue: better for B, red: worse for B"
+    assert color["title"] == ["blue: better for B,", "red: worse for B"]
     assert "format" not in color["legend"] and "better for B" in color["legend"]["labelExpr"]  # no "+46%"
-    assert "cell = B minus A, in clips" in spec["title"]["subtitle"]
+    assert spec["title"] == "B - A (clips)"
+    assert cmp.cell_note(False).startswith("B minus A, in clips: on the diagonal + means more clips right")
+
+
+def test_compare_explains_the_difference_cells(populated):
+    ids = populated.ids
+    at = open_compare({"runs": f"{ids['a']},{ids['b0']}"})
+    assert f"Each cell's number is {cmp.cell_note(True)}" in texts(at)  # row-normalised by default
 
 
 def test_class_counts_use_short_names_full_name_on_hover_and_mark_zero():

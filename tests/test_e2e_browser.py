@@ -260,8 +260,11 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             screenshot(page, "3_compare_390", width=NARROW)
             step("compared")
 
-            # 3b. The clips that flip between the two runs, on the test split, each playable.
-            page.get_by_text("Clips that flip").first.wait_for()
+            # 3b. The clips that flip between the two runs, on the test split, each playable (in their tab:
+            # the page opens on the chosen runs' curves, confusion and verdict; the rest is in tabs).
+            page.get_by_role("tab", name="Clips that flip").first.click()
+            wait_idle(page)
+            page.locator("h3", has_text="Clips that flip").first.wait_for()
             page.locator('[data-testid="stRadio"]', has_text="Split").filter(has_text="validation").last \
                 .get_by_text("test", exact=True).click()
             wait_idle(page)

@@ -97,7 +97,7 @@ def _confusion_difference(runs_a: list, runs_b: list, split: str, normalize: boo
         return
     per = ", mean over seeds" if max(len(runs_a), len(runs_b)) > 1 else ""
     st.markdown(f"**Confusion difference B - A ({split}{per})**: blue cells are what B fixed, red what it broke. "
-                f"Each number is {cmp.cell_note(normalize)}.")
+                f"Each cell's number is {cmp.cell_note(normalize)}.")
     diff_df = cmp.confusion_difference_frame(conf_a, conf_b, normalize)
     st.altair_chart(cmp.confusion_difference_chart(diff_df, normalize=normalize), width="stretch")
     for sentence in verdicts.describe_confusion_difference(conf_a, conf_b, SHORT_NAMES):

@@ -78,7 +78,7 @@ def confusion_difference_chart(df: pd.DataFrame, *, normalize: bool = False, nam
         # the legend says what the colour means, in words: the numbers are in the cells (B - A)
         color=alt.Color("effect:Q", scale=alt.Scale(scheme="redblue", domain=[-top, top]),
                         title=legend_title(name_b),
-                        legend=alt.Legend(values=[-top, 0, top], orient="bottom", titleLimit=360, labelLimit=160, labelExpr=(
+                        legend=alt.Legend(values=[-top, 0, top], titleLimit=240, labelLimit=160, labelExpr=(
                             f"datum.value > 0 ? 'better for {name_b}' : datum.value < 0 ? 'worse for {name_b}' "
                             ": 'no change'"))),
         tooltip=["actual:N", "predicted:N", alt.Tooltip("a:Q", title=name_a, format=".3~f"),
@@ -86,20 +86,20 @@ def confusion_difference_chart(df: pd.DataFrame, *, normalize: bool = False, nam
                  "verdict:N"],
     )
     text = base.mark_text(fontSize=10).encode(text="label:N")
-    return (rects + text).properties(height=320, title=alt.TitleParams(
-        f"{name_b} - {name_a}", subtitle=cell_note(normalize, name_a, name_b)))
+    unit = "percentage points of the row" if normalize else "clips"
+    return (rects + text).properties(height=320, title=f"{name_b} - {name_a} ({unit})")
 
 
-def legend_title(name_b: str = "B") -> str:
-    """The difference heatmap's colour legend: what blue and red mean."""
-    return f"blue: better for {name_b}, red: worse for {name_b}"
+def legend_title(name_b: str = "B") -> list[str]:
+    """The difference heatmap's colour legend title, two lines: what blue and red mean."""
+    return [f"blue: better for {name_b},", f"red: worse for {name_b}"]
 
 
 def cell_note(normalize: bool, name_a: str = "A", name_b: str = "B") -> str:
-    """What a number in a difference cell is."""
+    """What a number in a difference cell is (the page says it under the chart's heading)."""
     unit = "percentage points of the actual class's clips" if normalize else "clips"
-    return (f"cell = {name_b} minus {name_a}, in {unit}; on the diagonal + is more right, "
-            f"off it - is that mistake made less")
+    return (f"{name_b} minus {name_a}, in {unit}: on the diagonal + means more clips right, "
+            f"off it - means that mistake made less often")
 
 
 
