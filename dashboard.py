@@ -12,8 +12,9 @@ from engine.core.errors import EngineError
 from engine.core.labels import SUBSETS
 from engine.core.space import format_bytes, free_bytes
 from engine.compare.ablation import select_by_cross_validation, summarize_rows
-from engine.runs.launch import queue_ablation
+from engine.runs.launch import plan_ablation, queue_ablation
 from engine.learn.presets import ROBUSTNESS_OPTIONS, ROBUSTNESS_SEEDS, ablation_row
+from ui import defaults, home
 from ui.home import getting_started
 from ui.common import (
     compute_device, data_setting, dataset_ready, describe_data, get_manager, get_store, plain,
@@ -29,13 +30,79 @@ render_sidebar()
 st.title("Medley-solos-DB LSTM lab")
 st.write(
     "Train, compare and use small LSTM classifiers of 8 solo instruments, starting from a student "
-    "study's configuration. Pages: **Dataset** (what is in the data), **Train** (one run, live), "
-    "**Compare** (runs side by side, with statistics), **Predict** (classify your own audio)."
+    "study's configuration. The pages, in the sidebar: Dataset (what is in the data), Train (one run, "
+    "live), Compare (runs side by side, with statistics), Predict (classify your own audio)."
 )
 
 data = data_setting()
 store = get_store()
 runs = store.list_runs()
+
+# ---- getting started: first on the page until a run exists -------------------------------
+def start_section() -> None:
+    """The newcomer's steps with links to the pages, 'Make demo data', and the ablation buttons,
+    each saying how many runs it queues and roughly how long they take here."""
+    done = (dataset_ready(data), bool(runs), any(r.status == "finished" for r in runs))
+    st.subheader("Getting started" if not all(done) else "The study's ablation")
+    if not all(done):
+        st.markdown(getting_started(*done))
+        for column, (page, label) in zip(st.columns(len(home.GETTING_STARTED_LINKS)), home.GETTING_STARTED_LINKS):
+            with column:
+                st.page_link(page, label=label, icon=":material/arrow_forward:")
+    if not dataset_ready(data) and st.button("Make demo data", type="primary"):
+        try:
+            load_dataset_cached(data)
+        except EngineError as exc:
+            st.error(f"Could not make the demo data: {plain(exc)}")
+        else:
+            st.rerun()
+
+    c1, c2, c3, c4 = st.columns([1, 2, 2, 2], vertical_alignment="top")
+    epochs = c1.number_input("epochs per run (the study: 50)", 1, 500, 50, key="ablation_epochs",
+                             help="For the study's ablation and 'what the study missed'; the robustness "
+                                  "ablation trains the recommended configuration's own number of epochs.")
+    presets = {
+        "study": (c2, "Run the study's ablation",
+                  "Queues one run per ablation row (10 runs: base, batch 50/20, lr 1e-3/1e-5, dropout "
+                  "0.05/0.5, SGD, Adadelta, 2+1 LSTM), tagged 'study'."),
+        "beyond": (c3, "Run what the study missed",
+                   "Queues 5 runs tagged 'beyond': the study's base, + standardised features, + the whole clip "
+                   "read as a sequence, + class weighting, and our recommended configuration."),
+        "robustness": (c4, "Run the robustness ablation",
+                       f"Queues {(1 + len(ROBUSTNESS_OPTIONS)) * len(ROBUSTNESS_SEEDS)} runs tagged 'robustness': "
+                       f"the recommended configuration and the same with one option flipped ("
+                       f"{', '.join(ROBUSTNESS_OPTIONS)}), {len(ROBUSTNESS_SEEDS)} seeds each. The table below "
+                       "compares validation, cross-collection validation and test."),
+    }
+    pace, measured = home.seconds_per_epoch(runs, data)
+    for tag, (column, label, help_text) in presets.items():
+        values = {} if tag == "robustness" else {"train.epochs": int(epochs)}  # robustness: the preset's epochs
+        try:
+            estimate = home.ablation_estimate(plan_ablation(tag, data=data, values=values), pace, measured)
+        except EngineError:
+            estimate = ""
+        clicked = column.button(label, type="primary" if dataset_ready(data) else "secondary",
+                                help=help_text, key=f"run_{tag}")
+        if estimate:
+            column.caption(estimate)
+        if not clicked:
+            continue
+        if not dataset_ready(data):  # make the demo here, with progress, before the workers need it
+            try:
+                load_dataset_cached(data)
+            except EngineError as exc:
+                st.error(f"Could not make the demo data: {plain(exc)}")
+                st.stop()
+        ids = queue_ablation(get_manager(), tag, data=data, values=values, prefix=f"{tag}: ")
+        st.session_state["home_flash"] = (f"Queued {len(ids)} runs tagged '{tag}'. Progress is in the sidebar; "
+                                          "results on **Compare**.")
+        st.rerun()
+    if "home_flash" in st.session_state:
+        st.success(st.session_state.pop("home_flash"))
+
+
+if not runs:
+    start_section()
 
 # ---- dataset ----------------------------------------------------------------------------
 st.subheader("Dataset")
@@ -53,9 +120,11 @@ with left:
             counts.loc["total"] = counts.sum()
             st.caption(f"{kind} at {plain(ds.root)} ({ds.layout} layout), {len(ds.clips)} clips, "
                        f"{len(ds.problems)} problem(s) found.")
-            st.dataframe(counts, width="stretch")
+            # the class names are the index: wide enough for "distorted electric guitar", never cut
+            st.dataframe(counts, width="stretch",
+                         column_config={"_index": st.column_config.TextColumn("class", width="medium")})
     else:
-        st.info("The built-in demo dataset has not been generated yet (see *Getting started* below).")
+        st.info("The built-in demo dataset has not been generated yet (see *Getting started*).")
 with right:
     with st.form("switch_data"):
         value = st.text_input(
@@ -114,67 +183,18 @@ if finished:
     def _m(r, split, key):
         return (r.metrics.get(split) or {}).get(key)
 
-    table = pd.DataFrame([
-        {"run": r.name, "id": r.id, "val balanced acc.": _m(r, "validation", "balanced_accuracy"),
-         "val acc.": _m(r, "validation", "accuracy"), "test balanced acc.": _m(r, "test", "balanced_accuracy"),
-         "test acc.": _m(r, "test", "accuracy"), "epochs": r.epochs_done, "tags": ", ".join(r.tags),
-         "warning": r.warning or ""}
-        for r in finished
-    ]).sort_values("val balanced acc.", ascending=False, na_position="last", kind="stable").head(10)
-    st.markdown("**Best finished runs** (by validation balanced accuracy = mean per-class recall on the "
-                "validation split; test is shown as the final report, never used to choose)")
-    st.dataframe(percent_style(table, ("test balanced acc.", "test acc.", "val balanced acc.", "val acc.")),
-                 hide_index=True, width="stretch")
+    table = home.best_runs_frame(finished)
+    st.markdown(f"**Best finished runs** (by {defaults.RANK_DESCRIPTION}, the metric every page ranks by; "
+                "balanced accuracy = mean per-class recall, beside it; test is shown as the final report, never "
+                "used to choose)")
+    st.dataframe(percent_style(table, home.RATE_COLUMNS), hide_index=True, width="stretch",
+                 column_config={"run": st.column_config.TextColumn(width="large")})
     st.page_link("pages/3_Compare.py", label="Compare runs →")
 elif not runs:
     st.caption("No runs yet.")
 
-# ---- getting started --------------------------------------------------------------------
-done = (dataset_ready(data), bool(runs), any(r.status == "finished" for r in runs))
-st.subheader("Getting started" if not all(done) else "The study's ablation")
-if not all(done):
-    st.markdown(getting_started(*done))
-if not dataset_ready(data) and st.button("Make demo data", type="primary"):
-    try:
-        load_dataset_cached(data)
-    except EngineError as exc:
-        st.error(f"Could not make the demo data: {plain(exc)}")
-    else:
-        st.rerun()
-
-c1, c2, c3, c4 = st.columns([1, 2, 2, 2], vertical_alignment="bottom")
-epochs = c1.number_input("epochs per run (the study: 50)", 1, 500, 50, key="ablation_epochs",
-                          help="For the study's ablation and 'what the study missed'; the robustness "
-                               "ablation trains the recommended configuration's own number of epochs.")
-presets = {
-    "study": (c2, "Run the study's ablation",
-              "Queues one run per ablation row (10 runs: base, batch 50/20, lr 1e-3/1e-5, dropout "
-              "0.05/0.5, SGD, Adadelta, 2+1 LSTM), tagged 'study'."),
-    "beyond": (c3, "Run what the study missed",
-               "Queues 5 runs tagged 'beyond': the study's base, + standardised features, + the whole clip "
-               "read as a sequence, + class weighting, and our recommended configuration."),
-    "robustness": (c4, "Run the robustness ablation",
-                   f"Queues {(1 + len(ROBUSTNESS_OPTIONS)) * len(ROBUSTNESS_SEEDS)} runs tagged 'robustness': "
-                   f"the recommended configuration and the same with one option flipped ("
-                   f"{', '.join(ROBUSTNESS_OPTIONS)}), {len(ROBUSTNESS_SEEDS)} seeds each. The table below "
-                   "compares validation, cross-collection validation and test."),
-}
-for tag, (column, label, help_text) in presets.items():
-    if not column.button(label, type="primary" if dataset_ready(data) else "secondary", help=help_text, key=f"run_{tag}"):
-        continue
-    if not dataset_ready(data):  # make the demo here, with progress, before the workers need it
-        try:
-            load_dataset_cached(data)
-        except EngineError as exc:
-            st.error(f"Could not make the demo data: {plain(exc)}")
-            st.stop()
-    values = {} if tag == "robustness" else {"train.epochs": int(epochs)}  # robustness: the preset's epochs
-    ids = queue_ablation(get_manager(), tag, data=data, values=values, prefix=f"{tag}: ")
-    st.session_state["home_flash"] = (f"Queued {len(ids)} runs tagged '{tag}'. Progress is in the sidebar; "
-                                      "results on **Compare**.")
-    st.rerun()
-if "home_flash" in st.session_state:
-    st.success(st.session_state.pop("home_flash"))
+if runs:  # once a run exists, the first steps move below the runs
+    start_section()
 
 # ---- robustness ablation ----------------------------------------------------------------
 robust = [r for r in runs if "robustness" in r.tags]

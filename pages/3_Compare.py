@@ -12,6 +12,7 @@ from ui import ablation_builder, generalisation_view, mistakes_view, runs_table,
 from ui import compare as cmp
 from ui import flips as flips_view
 from ui.colors import label_colors, run_colors
+from ui import defaults
 from ui.common import get_store, render_sidebar
 from ui.compare_cache import run_predictions
 
@@ -35,12 +36,14 @@ def refresh_on_change(seen: tuple) -> None:
 
 refresh_on_change(store.signature())
 df = cmp.runs_frame(runs)
-runs_table.render_table(df, by_id, labels)
 chosen = runs_table.render_selection(by_id, labels, colors)
 selected = [by_id[i] for i in chosen]
+# the page opens on the chosen runs (curves, confusion, verdict); the full table folds away once runs are chosen
+with st.expander("All runs: table, filters, sort, download", expanded=not chosen):
+    runs_table.render_table(df, by_id, labels)
 ablation_builder.render(chosen, by_id, labels)
 
-view = side_by_side.View({}, False, st.session_state.get("cmp_split", "validation"), True)
+view = side_by_side.View({}, False, st.session_state.get("cmp_split", "validation"), defaults.NORMALISE_CONFUSION)
 if selected:
     view = side_by_side.render(selected, df, labels, colors, label_colors(chosen, labels, colors))
 
@@ -48,8 +51,14 @@ finished = [run for run in selected if (run.metrics or {}).get(view.split)]
 if len(finished) >= 2:
     units = significance_view.units_of(finished, labels, view.groups, view.grouped, view.split)
     significance_view.render(units, view.split, view.normalize, labels)
-if finished:
-    mistakes_view.render(finished, by_id, labels)
-if len(finished) >= 2:
-    flips_view.render_section(finished, labels, view.groups, view.grouped, run_predictions)
-generalisation_view.render(runs, df, by_id, labels)
+if finished:  # the rest, about the chosen runs only, one tab each
+    names = ["Listen to the mistakes", *(["Clips that flip"] if len(finished) >= 2 else []),
+             "Validation vs test, parameters"]
+    tabs = dict(zip(names, st.tabs(names)))
+    with tabs["Listen to the mistakes"]:
+        mistakes_view.render(finished, by_id, labels, view.split)
+    if "Clips that flip" in tabs:
+        with tabs["Clips that flip"]:
+            flips_view.render_section(finished, labels, view.groups, view.grouped, run_predictions)
+    with tabs["Validation vs test, parameters"]:
+        generalisation_view.render(selected, df, by_id, labels)

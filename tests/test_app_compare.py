@@ -369,7 +369,7 @@ def test_confusion_difference_frame_marks_fixes_and_breaks():
     rects, text = spec["layer"]
     assert rects["mark"]["type"] == "rect" and rects["encoding"]["color"]["field"] == "effect"
     assert rects["encoding"]["color"]["scale"]["domain"] == [-5.0, 5.0]  # symmetric around 0
-    assert rects["encoding"]["color"]["title"] == "better for new"
+    assert rects["encoding"]["color"]["title"] == ["blue: better for new,", "red: worse for new"]
     assert text["encoding"]["text"]["field"] == "label"
     cells = {(r["actual"], r["predicted"]): r["label"] for r in next(iter(spec["datasets"].values()))}
     assert cells[("clarinet", "guitar")] == "-5" and cells[("singer", "flute")] == "+2"
@@ -525,6 +525,8 @@ def test_runs_table_sorts_by_validation_and_warns_about_test(populated):
     by_val = sorted(order, key=lambda r: -r.metrics["validation"]["accuracy"])
     assert table_names(at)[:3] == [r.name for r in by_val] and table_names(at)[3] == "broken"
     assert verdicts.TEST_SPLIT_NOTE not in texts(at)
+    # parameters vs metrics shows the chosen runs only (issue #30): choose two
+    at.multiselect(key="runs").set_value([populated.ids["a"], populated.ids["b0"]]).run()
     assert at.selectbox(key="pm_metric").value == "val acc"
     at.selectbox(key="cmp_sort").set_value("test acc").run()
     assert verdicts.TEST_SPLIT_NOTE in texts(at)
@@ -567,10 +569,10 @@ def test_home_best_runs_are_chosen_on_validation(populated):
     assert not at.exception
     best = next(df.value for df in at.dataframe if "val balanced acc." in df.value.columns)
     runs = [populated.store.get(populated.ids[k]) for k in ("a", "b0", "b1")]
-    by_val = sorted(runs, key=lambda r: -r.metrics["validation"]["balanced_accuracy"])
+    by_val = sorted(runs, key=lambda r: -r.metrics["validation"]["accuracy"])  # ui.defaults.HEADLINE_METRIC
     assert list(best["run"]) == [r.name for r in by_val]
-    assert list(best.columns[:4]) == ["run", "id", "val balanced acc.", "val acc."]
-    assert "by validation balanced accuracy" in texts(at)
+    assert list(best.columns[:3]) == ["run", "val acc.", "val balanced acc."]
+    assert "by validation accuracy" in texts(at)
 
 
 def test_study_row_matches_either_librosa_inputs():

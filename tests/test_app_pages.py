@@ -144,6 +144,10 @@ def test_train_page_trains_and_shows_results(app_env):
     labels = [m.label for m in at.metric]
     assert labels.count("balanced accuracy") == 4  # validation, the two cross-collection validations and test
     assert "macro-F1" in labels
+    from ui import defaults  # the Train page opens its charts as every other page does
+    toggles = {t.label: t.value for t in at.toggle}
+    assert toggles["log-scale loss"] is defaults.LOG_SCALE_LOSS
+    assert toggles["row-normalised confusion matrices"] is defaults.NORMALISE_CONFUSION
     _shutdown_manager()
 
 

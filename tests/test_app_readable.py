@@ -53,7 +53,7 @@ def test_missing_parameter_values_are_said_in_words():
         r.tags, r.created, r.group_key, r.warning = (), created, r.id, None
     shown = cmp.shown_params(cmp.runs_frame(runs)).set_index("id")
     assert shown.loc["b", "features.frames"] == "whole clip" and shown.loc["a", "train.grad_clip"] == "off"
-    assert shown.loc["a", "features.frames"] == 3
+    assert shown.loc["a", "features.frames"] == "3"  # text beside "whole clip": one type per column (Arrow)
     diff = cmp.shown_diff(cmp.param_diff(runs))
     assert list(diff.loc["features.frames"]) == ["3", "whole clip"] and "None" not in diff.to_string()
 

@@ -184,6 +184,26 @@ def swatch_color(page, title: str) -> str:
 # ---- the test -----------------------------------------------------------------------------
 
 
+LOG_ERRORS = ("Traceback (most recent call last)", "ArrowTypeError", "ArrowInvalid")
+
+
+def log_errors(text: str) -> list[str]:
+    """The lines of a server log that show an error: a traceback, or an Arrow conversion
+    Streamlit caught and logged (a table with two types in one column)."""
+    return [line for line in text.splitlines() if any(mark in line for mark in LOG_ERRORS)]
+
+
+def assert_clean_log(log_path: Path) -> None:
+    found = log_errors(log_path.read_text(errors="replace"))
+    assert not found, "the server logged errors:\n" + "\n".join(found[:10])
+
+
+def test_log_errors_finds_tracebacks_and_arrow_errors():
+    assert log_errors("ok\nTraceback (most recent call last):\n  x\npyarrow.lib.ArrowTypeError: Expected bytes") == [
+        "Traceback (most recent call last):", "pyarrow.lib.ArrowTypeError: Expected bytes"]
+    assert log_errors("  You can now view your Streamlit app in your browser.") == []
+
+
 def test_every_page_in_a_real_browser(server, tmp_path: Path):
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
@@ -240,8 +260,11 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             screenshot(page, "3_compare_390", width=NARROW)
             step("compared")
 
-            # 3b. The clips that flip between the two runs, on the test split, each playable.
-            page.get_by_text("Clips that flip").first.wait_for()
+            # 3b. The clips that flip between the two runs, on the test split, each playable (in their tab:
+            # the page opens on the chosen runs' curves, confusion and verdict; the rest is in tabs).
+            page.get_by_role("tab", name="Clips that flip").first.click()
+            wait_idle(page)
+            page.locator("h3", has_text="Clips that flip").first.wait_for()
             page.locator('[data-testid="stRadio"]', has_text="Split").filter(has_text="validation").last \
                 .get_by_text("test", exact=True).click()
             wait_idle(page)
@@ -303,6 +326,7 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             assert_no_exception(page, "/Train delete")
             assert stored(db, second, "name") is None
             step("deleted")
+            assert_clean_log(log_path)  # no traceback logged anywhere along the walk (e.g. an ArrowTypeError)
         except Exception:
             try:
                 screenshot(page, "failure")

@@ -31,13 +31,13 @@ def _hue(color: str) -> float:
 
 
 def test_consecutive_runs_get_clearly_different_colours() -> None:
+    from ui.colors import OKABE_ITO
+
     colors = [color_for(n) for n in range(1, 11)]  # an ablation of 10 runs
-    assert len(set(colors)) == 10
-    for a in range(10):
-        for b in range(a + 1, 10):
-            gap = abs(_hue(colors[a]) - _hue(colors[b]))
-            same_lightness = (a - b) % 2 == 0
-            assert min(gap, 360 - gap) > (20 if same_lightness else 8), (a + 1, b + 1)
+    assert len(set(colors[:8])) == 8 and set(colors) <= set(OKABE_ITO)  # colour-blind-safe palette
+    rgb = [tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in colors]
+    for a, b in zip(rgb, rgb[1:]):  # neighbours (the cycle's wrap included) stay far apart
+        assert sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5 > 120, (a, b)
 
 
 def test_a_run_keeps_its_colour_whatever_else_exists_or_is_selected(store: RunStore) -> None:
@@ -66,7 +66,7 @@ def test_charts_draw_each_run_in_its_colour(store: RunStore) -> None:
     alone = charts.loss_curves(hist[hist["run"] == "b"], colors=by_label).to_dict()["encoding"]["color"]["scale"]
     assert alone == {"domain": ["b"], "range": [colors[ids[1]]]}
     bars = charts.per_class_bars(pd.DataFrame({"class": ["x", "x"], "run": ["b", "a"], "accuracy": [.1, .2]}),
-                                 colors=by_label).to_dict()["encoding"]["color"]["scale"]
+                                 colors=by_label).to_dict()["layer"][0]["encoding"]["color"]["scale"]
     assert bars == {"domain": ["b", "a"], "range": [colors[ids[1]], colors[ids[0]]]}
     assert swatch("#123456", "a <b>") == '<span class="run-swatch" title="a &lt;b>" style="color:#123456">&#9679;</span>'
 
@@ -115,7 +115,7 @@ def test_largest_mistake_opens_the_mistakes_view() -> None:
 def test_confusion_cells_hold_short_text() -> None:
     normalised = charts.confusion_heatmap([[3, 1], [0, 4]], ["a", "b"], normalize=True).to_dict()
     assert [r["label"] for r in next(iter(normalised["datasets"].values()))] == ["75", "25", "", "100"]
-    counts = charts.confusion_heatmap([[3, 1], [0, 4]], ["a", "b"]).to_dict()
+    counts = charts.confusion_heatmap([[3, 1], [0, 4]], ["a", "b"], normalize=False).to_dict()
     assert [r["label"] for r in next(iter(counts["datasets"].values()))] == ["3", "1", "", "4"]
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from engine.core.labels import SHORT_NAMES
+from ui import defaults
 
 X_TITLES = {"epoch": "epoch", "seconds": "wall-clock seconds", "step": "step"}
 
@@ -114,7 +115,7 @@ def _curves(long: pd.DataFrame, x: str, y_title: str, log_scale: bool, y_domain=
 
 
 def loss_curves(
-    df: pd.DataFrame, *, x: str = "epoch", log_scale: bool = False, smoothing: float = 0.0,
+    df: pd.DataFrame, *, x: str = "epoch", log_scale: bool = defaults.LOG_SCALE_LOSS, smoothing: float = 0.0,
     colors: Mapping[str, str] | None = None,
 ) -> alt.Chart:
     """Training and validation loss per epoch.
@@ -167,7 +168,7 @@ def step_loss_chart(
     losses: Sequence[float],
     *,
     steps_per_epoch: int | None = None,
-    log_scale: bool = False,
+    log_scale: bool = defaults.LOG_SCALE_LOSS,
     smoothing: float = 0.6,
     max_points: int = 2000,
     color: str | None = None,
@@ -214,7 +215,7 @@ def confusion_heatmap(
     matrix: Sequence[Sequence[float]],
     class_names: Sequence[str] = SHORT_NAMES,
     *,
-    normalize: bool = False,
+    normalize: bool = defaults.NORMALISE_CONFUSION,
     title: str = "",
     domain: tuple[float, float] | None = None,
 ) -> alt.Chart:
@@ -264,13 +265,17 @@ def confusion_heatmap(
 
 def per_class_bars(
     df: pd.DataFrame, *, group: str = "run", value: str = "accuracy", title: str = "", y_title: str | None = None,
-    colors: Mapping[str, str] | None = None,
+    colors: Mapping[str, str] | None = None, legend_on_top: bool = False, height: int = 280,
 ) -> alt.Chart:
     """Grouped bars: one group per class, one bar per `group` value (run, or split).
 
     df: long format with columns `class` (name; order kept as first seen), `group` (default
-    "run") and `value` (default "accuracy", a rate in [0, 1]; NaN/None bars are dropped).
-    colors: group value -> colour (runs: ui.colors), else tableau10.
+    "run") and `value` (default "accuracy", a rate in [0, 1]; NaN/None bars are dropped); an
+    optional `full name` column shows in the hover (the axis shows the short `class`).
+    A bar of 0 is marked with a "0" at its foot, so that it reads as zero, not as missing.
+    colors: group value -> colour (runs: ui.colors), else the Okabe-Ito palette.
+    legend_on_top: a one-line legend above the plot (few short entries, e.g. the splits), which
+    leaves the plot its height; else one entry a line below. height: the plot's own height.
     """
     df = df.dropna(subset=[value]) if value in df else pd.DataFrame(columns=["class", group, value])
     title = title or (NO_CLIPS if df.empty else "")
@@ -278,20 +283,29 @@ def per_class_bars(
     groups = list(dict.fromkeys(df[group]))
     is_rate = value.endswith("accuracy") or value in ("share", "recall", "f1")
     y_scale = alt.Scale(domain=[0, 1]) if is_rate else alt.Scale()
-    chart = (
-        alt.Chart(df)
-        .mark_bar()
-        .encode(
-            x=alt.X("class:N", sort=order, title=None, axis=alt.Axis(labelAngle=-45, labelOverlap=False)),
-            xOffset=alt.XOffset(f"{group}:N", sort=groups),
-            y=alt.Y(f"{value}:Q", title=y_title or value.replace("_", " "), scale=y_scale,
-                    axis=alt.Axis(format="%") if is_rate else alt.Axis()),
-            color=alt.Color(f"{group}:N", title=group, sort=groups, legend=alt.Legend(**BOTTOM_LEGEND),
-                            scale=run_scale({g: colors[g] for g in groups if g in colors} if colors else None)),
-            tooltip=["class:N", f"{group}:N", alt.Tooltip(f"{value}:Q", format=".1%" if is_rate else ",")],
-        )
-        .properties(height=280)
+    legend = (alt.Legend(orient="top", direction="horizontal", title=None) if legend_on_top
+              else alt.Legend(**BOTTOM_LEGEND))
+    if colors:
+        scale = run_scale({g: colors[g] for g in groups if g in colors})
+    else:
+        from ui.colors import OKABE_ITO
+
+        scale = alt.Scale(domain=groups, range=list(OKABE_ITO[:len(groups)])) if groups else alt.Scale()
+    tooltip = ["class:N", *(["full name:N"] if "full name" in df else []), f"{group}:N",
+               alt.Tooltip(f"{value}:Q", format=".1%" if is_rate else ",")]
+    base = alt.Chart(df).encode(
+        x=alt.X("class:N", sort=order, title=None, axis=alt.Axis(labelAngle=-45, labelOverlap=False)),
+        xOffset=alt.XOffset(f"{group}:N", sort=groups),
+        tooltip=tooltip,
     )
+    bars = base.mark_bar().encode(
+        y=alt.Y(f"{value}:Q", title=y_title or value.replace("_", " "), scale=y_scale,
+                axis=alt.Axis(format="%") if is_rate else alt.Axis()),
+        color=alt.Color(f"{group}:N", title=group, sort=groups, legend=legend, scale=scale),
+    )
+    zeros = base.transform_filter(alt.datum[value] == 0).mark_text(dy=-6, fontSize=10, color="#333").encode(
+        y=alt.Y(f"{value}:Q"), text=alt.value("0"))
+    chart = alt.layer(bars, zeros).properties(height=height)
     return chart.properties(title=title) if title else chart
 
 
@@ -300,17 +314,23 @@ def class_count_chart(counts: Mapping, *, share: bool = False) -> alt.Chart:
 
     counts: {class: n} (one bar per class) or {subset: {class: n}} as MedleyDataset.counts()
     returns (grouped bars per subset). share: plot each subset's fraction instead of counts.
+    The axis names each class by its short name (no "distorted electric ..." cut off); the
+    hover gives the full name. The legend (the splits) sits on one line above the plot.
     """
+    from engine.core.labels import short_name
+
     nested = counts and isinstance(next(iter(counts.values())), Mapping)
     table = counts if nested else {"clips": counts}
     rows = []
     for subset, per_class in table.items():
         total = sum(per_class.values()) or 1
         for name, n in per_class.items():
-            rows.append({"class": name, "split": subset, "clips": int(n), "share": n / total})
+            rows.append({"class": short_name(name), "full name": name, "split": subset, "clips": int(n),
+                         "share": n / total})
     df = pd.DataFrame(rows)
     value = "share" if share else "clips"
-    return per_class_bars(df, group="split", value=value, y_title="share of split" if share else "clips")
+    return per_class_bars(df, group="split", value=value, y_title="share of split" if share else "clips",
+                          legend_on_top=True, height=300)
 
 
 def waveform_chart(y: np.ndarray, sr: int, *, points: int = 800) -> alt.Chart:

@@ -1,25 +1,32 @@
 """One colour per run, the same on every chart of every page, whatever else is selected.
 
-A run's colour comes from its creation order in the store (`RunStore.creation_order()`):
-hues step by the golden angle (137.5 degrees), so runs created one after another (an
-ablation, a seed group) get clearly different hues, and lightness alternates between two
-levels so that hues that do come close apart still differ. No streamlit in here.
+A run's colour comes from its creation order in the store (`RunStore.creation_order()`) and
+the Okabe-Ito palette (Okabe & Ito 2008), whose eight colours stay apart for the common forms of
+colour blindness. They are ordered so that runs created one after another (an ablation, a seed
+group) never get neighbouring hues (blue, orange, green, vermillion, sky blue, purple, yellow,
+black); the ninth run starts the cycle again (the legend and the hover name every run). No
+streamlit in here.
 """
 
 from __future__ import annotations
 
-import colorsys
 from typing import Any, Mapping, Sequence
 
-GOLDEN_ANGLE = 137.50776405
+OKABE_ITO: tuple[str, ...] = (
+    "#0072b2",  # blue
+    "#e69f00",  # orange
+    "#009e73",  # bluish green
+    "#d55e00",  # vermillion
+    "#56b4e9",  # sky blue
+    "#cc79a7",  # reddish purple
+    "#f0e442",  # yellow
+    "#000000",  # black
+)
 
 
 def color_for(ordinal: int) -> str:
     """'#rrggbb' for the run created `ordinal`-th (1-based; any integer works)."""
-    hue = (ordinal * GOLDEN_ANGLE + 210.0) % 360.0 / 360.0
-    lightness = 0.42 if ordinal % 2 else 0.56
-    r, g, b = colorsys.hls_to_rgb(hue, lightness, 0.70)
-    return "#{:02x}{:02x}{:02x}".format(round(r * 255), round(g * 255), round(b * 255))
+    return OKABE_ITO[(ordinal - 1) % len(OKABE_ITO)]
 
 
 def run_colors(store: Any, run_ids: Sequence[str] | None = None) -> dict[str, str]:

@@ -139,10 +139,23 @@ def render_agreement(runs: Sequence[Any], labels: Mapping[str, str], load: Calla
                "kappa (agreement beyond what two runs with these label frequencies would reach by chance). "
                "Seeds of one configuration that agree far less than 100% mean single runs are noisy.")
     st.altair_chart(agreement_chart(result, labels), width="stretch")
-    values = np.array(result["agreement"])
-    off = values[~np.eye(len(values), dtype=bool)]
-    if off.size:
-        st.caption(f"Pairwise agreement ranges from {off.min():.1%} to {off.max():.1%}.")
+    sentence = agreement_sentence(result["agreement"])
+    if sentence:
+        st.caption(sentence)
+
+
+def agreement_sentence(agreement: Sequence[Sequence[float]]) -> str:
+    """The agreement matrix in one sentence: one pair's share, or the range over several pairs
+    (no "ranges from 56.5% to 56.5%"); "" for fewer than two runs."""
+    values = np.array(agreement, dtype=float)
+    pairs = values[np.triu_indices(len(values), k=1)] if values.ndim == 2 else np.array([])
+    if pairs.size == 0:
+        return ""
+    if pairs.size == 1:
+        return f"The two runs agree on {pairs[0]:.1%} of the clips."
+    if np.isclose(pairs.min(), pairs.max()):
+        return f"Every pair of runs agrees on {pairs[0]:.1%} of the clips."
+    return f"Pairwise agreement ranges from {pairs.min():.1%} to {pairs.max():.1%} over {pairs.size} pairs."
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -1,4 +1,4 @@
-"""The Compare page's views over every finished run: the validation-test gap (per run and per
+"""The Compare page's views over the chosen finished runs: the validation-test gap (per run and per
 class) and parameters against a metric (scatter or parallel coordinates)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.compare import verdicts
-from ui import charts
+from ui import charts, defaults
 from ui import compare as cmp
 from ui.common import percent_style
 
@@ -36,7 +36,7 @@ def _params_vs_metric(finished_df: pd.DataFrame) -> None:
     st.subheader("Parameters vs metrics")
     p1, p2, p3 = st.columns(3)
     view = p1.radio("View", ["scatter", "parallel coordinates"], horizontal=True, key="pm_view")
-    pm_metric = p2.selectbox("Metric", list(cmp.METRICS), index=list(cmp.METRICS).index("val acc"), key="pm_metric")
+    pm_metric = p2.selectbox("Metric", list(cmp.METRICS), index=list(cmp.METRICS).index(defaults.RANK_COLUMN), key="pm_metric")
     if cmp.is_test_metric(pm_metric):
         p2.caption(verdicts.TEST_SPLIT_NOTE)
     varying = [p for p in cmp.param_names() if finished_df[p].map(cmp.value_label).nunique() > 1] or list(cmp.KEY_PARAMS)

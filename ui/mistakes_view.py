@@ -15,12 +15,15 @@ from ui.common import dataset_ready, load_dataset_cached, percent_style
 from ui.compare_cache import run_predictions
 
 
-def render(finished: Sequence[Any], by_id: Mapping[str, Any], labels: Mapping[str, str]) -> None:
-    """Pick a run, split and cell (opens on the run's largest mistake); list and play its clips."""
+def render(finished: Sequence[Any], by_id: Mapping[str, Any], labels: Mapping[str, str],
+           split: str = "validation") -> None:
+    """Pick a run, split (opens on `split`, the page's) and cell (opens on the run's largest
+    mistake); list and play its clips, each player labelled with its true and predicted class."""
     st.subheader("Listen to the mistakes")
     m1, m2, m3, m4 = st.columns(4)
     who = m1.selectbox("Run", [r.id for r in finished], format_func=labels.get, key="mis_run")
-    m_split = m2.selectbox("Split", ["test", "validation"], key="mis_split")
+    splits = ["validation", "test"]
+    m_split = m2.selectbox("Split", splits, index=splits.index(split) if split in splits else 0, key="mis_split")
     cell = (who, m_split)
     # a new run or split, or a new visit of the page (the cell boxes' keys are gone after a page
     # switch), opens on the largest mistake
@@ -38,10 +41,15 @@ def render(finished: Sequence[Any], by_id: Mapping[str, Any], labels: Mapping[st
     st.dataframe(percent_style(clips, [c for c in clips.columns if c.startswith("p(")]), hide_index=True,
                  width="stretch")
     if len(clips):
-        _play(run, list(clips["uuid"].head(10)))
+        _play(run, list(clips["uuid"].head(10)), SHORT_NAMES[actual], SHORT_NAMES[predicted])
 
 
-def _play(run: Any, uuids: list[str]) -> None:
+def player_caption(actual: str, predicted: str, uuid: str) -> str:
+    """What a player plays: 'true: flute · predicted: violin · clip 1a2b...'."""
+    return f"true: **{actual}** · predicted: **{predicted}** · clip {uuid}"
+
+
+def _play(run: Any, uuids: list[str], actual: str, predicted: str) -> None:
     if not dataset_ready(run.config.data):
         st.caption("The run's dataset is not available here, so the clips cannot be played.")
         return
@@ -54,7 +62,7 @@ def _play(run: Any, uuids: list[str]) -> None:
 
     for uuid in uuids:
         try:
+            st.caption(player_caption(actual, predicted, uuid))
             st.audio(str(find_clip(ds, uuid).path))
-            st.caption(uuid)
         except EngineError as exc:
             st.caption(f"{uuid}: {exc}")

@@ -21,7 +21,7 @@ from engine.runs.jobs import RESUMABLE_STATUSES
 from engine.core.labels import SHORT_NAMES
 from engine.learn.metrics import lacks_program_view
 from engine.runs.store import ACTIVE
-from ui import charts, downloads, trust_view
+from ui import charts, defaults, downloads, trust_view
 from ui import live as live_lines
 from ui import common
 from ui.common import fmt_pct, get_store, job_progress, plain
@@ -231,7 +231,7 @@ def _curves(store, record, color: str) -> None:
         return
     st.markdown("**Training curves**")
     c = st.columns(3)
-    log_scale = c[0].toggle("log-scale loss", value=True)
+    log_scale = c[0].toggle("log-scale loss", value=defaults.LOG_SCALE_LOSS)
     smoothing = c[1].slider("smoothing", 0.0, 0.95, 0.0, 0.05)
     x = c[2].radio("x axis", ["epoch", "seconds"], horizontal=True)
     a, b = st.columns(2)
@@ -254,7 +254,7 @@ def _per_class(metrics: dict) -> None:
             for name, acc in zip(SHORT_NAMES, metrics[split]["per_class_accuracy"])]
     st.altair_chart(charts.per_class_bars(pd.DataFrame(rows), group="split", y_title="accuracy (recall)"),
                     width="stretch")
-    normalize = st.toggle("row-normalised confusion matrices", value=False)
+    normalize = st.toggle("row-normalised confusion matrices", value=defaults.NORMALISE_CONFUSION)
     cols = st.columns(2)
     for col, split in zip(cols, ("validation", "test")):
         if metrics.get(split):

@@ -12,7 +12,7 @@ import streamlit as st
 
 from engine.compare import verdicts
 from engine.core.labels import SHORT_NAMES
-from ui import charts
+from ui import charts, defaults
 from ui import compare as cmp
 from ui.common import csv_bytes, percent_style
 from ui.runs_table import selected_rows
@@ -37,7 +37,7 @@ def render(selected: Sequence[Any], df: pd.DataFrame, labels: Mapping[str, str],
     has_groups = any(len(m) > 1 for m in groups.values())
     c1, c2, c3, c4, c5 = st.columns(5)
     x_axis = c1.radio("x axis", ["epoch", "seconds"], horizontal=True, key="cmp_x")
-    log_scale = c2.toggle("log-scale loss", key="cmp_log")
+    log_scale = c2.toggle("log-scale loss", value=defaults.LOG_SCALE_LOSS, key="cmp_log")
     smoothing = c3.slider("EMA smoothing", 0.0, 0.95, 0.0, 0.05, key="cmp_ema")
     grouped = c4.toggle("group seed repeats", value=has_groups, disabled=not has_groups, key="cmp_grouped")
     band = c5.radio("band", ["std", "minmax"], horizontal=True, disabled=not grouped, key="cmp_band")
@@ -74,7 +74,9 @@ def _confusions(selected: Sequence[Any], labels: Mapping[str, str], lab_colors: 
                      help="Validation chooses, test reports: the significance test below follows this too.")
     if split == "test":
         d1.caption(verdicts.TEST_SPLIT_NOTE)
-    normalize = d2.toggle("row-normalised", value=True, key="cmp_norm")
+    normalize = d2.toggle("row-normalised", value=defaults.NORMALISE_CONFUSION, key="cmp_norm",
+                          help="Each row as its share of the actual class (recall on the diagonal): the big "
+                               "classes no longer hide the small ones. Off: clip counts.")
     matrices = {run.id: cmp.confusion_matrix_of(run, split) for run in selected}
     domain = cmp.confusion_domain(matrices.values(), normalize)
     with_matrix = [run for run in selected if matrices[run.id] is not None]

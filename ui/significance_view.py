@@ -13,6 +13,7 @@ import streamlit as st
 from engine.compare import verdicts
 from engine.core.labels import SHORT_NAMES
 from ui import compare as cmp
+from ui import defaults
 from ui import significance as sig
 from ui.common import percent_style, plain
 from ui.compare_cache import accuracy_intervals, family
@@ -27,10 +28,16 @@ def units_of(finished: Sequence[Any], labels: Mapping[str, str], groups: Mapping
     return {k: v for k, v in units.items() if v}
 
 
+def ranking_note() -> str:
+    """What the verdict measures, in words: the same metric that ranks the runs (ui.defaults)."""
+    return (f"The test compares **{defaults.HEADLINE_NAME}** (share of clips classified right), the metric "
+            f"that ranks runs on every page; balanced accuracy (mean per-class recall) is shown beside it.")
+
+
 def render(units: Mapping[str, list], split: str, normalize: bool, labels: Mapping[str, str]) -> None:
     """The section, for two or more units."""
     st.subheader("Is the difference real?")
-    st.caption(f"On the **{split}** split (the *Split* selector above).")
+    st.caption(f"On the **{split}** split (the *Split* selector above). {ranking_note()}")
     names = list(units)
     h1, h2, h3 = st.columns([2, 2, 1.5])
     name_a = h1.selectbox("A (reference, e.g. the ablation's base)", names, index=0, key="cmp_a")
@@ -89,7 +96,8 @@ def _confusion_difference(runs_a: list, runs_b: list, split: str, normalize: boo
     if conf_a is None or conf_b is None:
         return
     per = ", mean over seeds" if max(len(runs_a), len(runs_b)) > 1 else ""
-    st.markdown(f"**Confusion difference B - A ({split}{per})**: blue cells are what B fixed, red what it broke.")
+    st.markdown(f"**Confusion difference B - A ({split}{per})**: blue cells are what B fixed, red what it broke. "
+                f"Each cell's number is {cmp.cell_note(normalize)}.")
     diff_df = cmp.confusion_difference_frame(conf_a, conf_b, normalize)
     st.altair_chart(cmp.confusion_difference_chart(diff_df, normalize=normalize), width="stretch")
     for sentence in verdicts.describe_confusion_difference(conf_a, conf_b, SHORT_NAMES):

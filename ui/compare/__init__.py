@@ -23,7 +23,7 @@ from __future__ import annotations
 from ui.compare.builder import build_grid, parse_values
 from ui.compare.confusion import (
     confusion_difference_chart, confusion_difference_frame, confusion_domain, confusion_matrix_of, largest_mistake,
-    mean_confusion, mistakes_frame, row_normalise,
+    cell_note, legend_title, mean_confusion, mistakes_frame, row_normalise,
 )
 from ui.compare.curves import band_chart, group_bands, group_summary, history_frame, seed_groups, smooth_bands
 from ui.compare.generalisation import gap_frame, gap_per_class_frame, per_class_frame, study_frame, study_row

@@ -75,15 +75,31 @@ def confusion_difference_chart(df: pd.DataFrame, *, normalize: bool = False, nam
         y=alt.Y("actual:N", sort=names, title="actual", axis=alt.Axis(labelOverlap=False)),
     )
     rects = base.mark_rect().encode(
+        # the legend says what the colour means, in words: the numbers are in the cells (B - A)
         color=alt.Color("effect:Q", scale=alt.Scale(scheme="redblue", domain=[-top, top]),
-                        title=f"better for {name_b}", legend=alt.Legend(format="+.0%" if normalize else "+d")),
+                        title=legend_title(name_b),
+                        legend=alt.Legend(values=[-top, 0, top], titleLimit=240, labelLimit=160, labelExpr=(
+                            f"datum.value > 0 ? 'better for {name_b}' : datum.value < 0 ? 'worse for {name_b}' "
+                            ": 'no change'"))),
         tooltip=["actual:N", "predicted:N", alt.Tooltip("a:Q", title=name_a, format=".3~f"),
                  alt.Tooltip("b:Q", title=name_b, format=".3~f"), alt.Tooltip("diff:Q", title="B - A", format="+.3~f"),
                  "verdict:N"],
     )
     text = base.mark_text(fontSize=10).encode(text="label:N")
-    unit = "percentage points of each row" if normalize else "clips"
+    unit = "percentage points of the row" if normalize else "clips"
     return (rects + text).properties(height=320, title=f"{name_b} - {name_a} ({unit})")
+
+
+def legend_title(name_b: str = "B") -> list[str]:
+    """The difference heatmap's colour legend title, two lines: what blue and red mean."""
+    return [f"blue: better for {name_b},", f"red: worse for {name_b}"]
+
+
+def cell_note(normalize: bool, name_a: str = "A", name_b: str = "B") -> str:
+    """What a number in a difference cell is (the page says it under the chart's heading)."""
+    unit = "percentage points of the actual class's clips" if normalize else "clips"
+    return (f"{name_b} minus {name_a}, in {unit}: on the diagonal + means more clips right, "
+            f"off it - means that mistake made less often")
 
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from engine.compare.stats import AGGREGATE_COLUMNS, aggregate_histories, mean_std
+from ui import defaults
 from ui.charts import BOTTOM_LEGEND, x_axis
 from ui.compare.values import METRICS, metric
 
@@ -86,7 +87,7 @@ def smooth_bands(bands: pd.DataFrame, smoothing: float) -> pd.DataFrame:
 
 
 def band_chart(bands: pd.DataFrame, *, x: str = "epoch", band: str = "std", y_title: str = "value",
-               log_scale: bool = False, colors: Mapping[str, str] | None = None) -> alt.Chart:
+               log_scale: bool = defaults.LOG_SCALE_LOSS, colors: Mapping[str, str] | None = None) -> alt.Chart:
     """Mean line per group with a shaded band: mean ± std (`band="std"`) or min..max (`band="minmax"`).
     colors: group label -> colour (a seed group takes its first run's colour, ui.colors)."""
     lo, hi = ("lo", "hi") if band == "std" else ("min", "max")

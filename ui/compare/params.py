@@ -54,17 +54,22 @@ def param_metric_chart(df: pd.DataFrame, param: str, metric_column: str) -> alt.
                   axis=alt.Axis(format=".0e" if log else "~g"))
         where = np.log10(data["x"]) if log else data["x"]
         lo, hi = where.min(), where.max()
-        data["right_half"] = (where - lo) / (hi - lo) > 0.5 if hi > lo else False
+        frac = (where - lo) / (hi - lo) if hi > lo else where * 0 + 0.5
+        data["right_half"] = frac > 0.5
     else:
         order = [str(shown_value(param, None)) if v == "None" else v for v in param_values(df, param)]
         x = alt.X("value:N", title=param, sort=order, axis=alt.Axis(labelAngle=0, labelLimit=160))
         data["right_half"] = [order.index(v) > (len(order) - 1) / 2 if v in order else False for v in data["value"]]
+        frac = pd.Series([(order.index(v) + 0.5) / len(order) if v in order else 0.5 for v in data["value"]],
+                         index=data.index)
     # runs on one spot (same value, same metric to 0.1 point) share one label, "a, b", so that
     # their names do not print over each other
     spot = data["value"] + "|" + (data[metric_column] * 1000).round().astype(int).astype(str)
     data["label"] = data.groupby(spot)["name"].transform(lambda names: ", ".join(map(str, names)))
     data.loc[spot.duplicated(), "label"] = ""
-    base = alt.Chart(data).encode(
+    data["frac"] = frac
+    hidden = hide_overlapping_labels(data, metric_column)
+    base = alt.Chart(data.drop(columns="frac")).encode(
         x=x,
         y=alt.Y(f"{metric_column}:Q", title=metric_column, axis=alt.Axis(format=".0%"),
                 scale=alt.Scale(domain=[0, 1])),  # every point inside the plot
@@ -78,7 +83,40 @@ def param_metric_chart(df: pd.DataFrame, param: str, metric_column: str) -> alt.
         for right, align, dx in ((False, "left", 7), (True, "right", -7)):
             layers.append(base.transform_filter((alt.datum.right_half == right) & (alt.datum.label != ""))
                           .mark_text(align=align, dx=dx, fontSize=11, limit=220, color="#444").encode(text="label:N"))
-    return alt.layer(*layers).properties(height=320)
+    chart = alt.layer(*layers).properties(height=320)
+    if hidden and len(data) <= LABELLED_POINTS:
+        chart = chart.properties(title=alt.TitleParams(
+            "", subtitle=f"{hidden} name(s) not printed where labels would overlap: hover a point for its run",
+            fontSize=11))
+    return chart
+
+
+PLOT_WIDTH_PX, PLOT_HEIGHT_PX = 560.0, 250.0  # the scatter's plot area, about (for label collisions)
+CHAR_PX, LINE_PX = 6.3, 13.0  # an 11 px label: width per character, line height
+
+
+def hide_overlapping_labels(data: pd.DataFrame, metric_column: str) -> int:
+    """Blank the `label` of points whose text box would overlap one already placed (highest
+    metric first: the best runs keep their names), estimated on a plot of about PLOT_WIDTH_PX
+    x PLOT_HEIGHT_PX from `frac` (x position in [0, 1]), the metric (y in [0, 1]) and
+    `right_half` (text left of the point). Returns how many labels were blanked."""
+    placed: list[tuple[float, float, float, float]] = []
+    hidden = 0
+    for index in data.sort_values(metric_column, ascending=False, kind="stable").index:
+        label = data.at[index, "label"]
+        if not label:
+            continue
+        x = float(data.at[index, "frac"]) * PLOT_WIDTH_PX
+        y = (1.0 - float(data.at[index, metric_column])) * PLOT_HEIGHT_PX
+        width = min(220.0, CHAR_PX * len(label))
+        box = (x - 7 - width, x - 7) if data.at[index, "right_half"] else (x + 7, x + 7 + width)
+        box = (*box, y - LINE_PX / 2, y + LINE_PX / 2)
+        if any(box[0] < b[1] and b[0] < box[1] and box[2] < b[3] and b[2] < box[3] for b in placed):
+            data.at[index, "label"] = ""
+            hidden += 1
+        else:
+            placed.append(box)
+    return hidden
 
 
 def parallel_frame(df: pd.DataFrame, params: Sequence[str], metric_column: str) -> pd.DataFrame:

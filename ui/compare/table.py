@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from engine.core.config import RunConfig
+from ui import defaults
 from ui.compare.values import (
     BASE_COLUMNS, KEY_PARAMS, METRIC_COLUMNS, METRICS, metric, partial_epochs, run_labels, value_label,
 )
@@ -87,7 +88,7 @@ def filter_runs(
 
 
 # Sort keys of the runs table, validation first: validation chooses, test reports.
-SORT_COLUMNS: tuple[str, ...] = ("val acc", "cross-val acc", "cross-val source acc", "cross-val program acc", "created", "test acc", "test balanced acc", "test macro-F1", "val-test gap")
+SORT_COLUMNS: tuple[str, ...] = (defaults.RANK_COLUMN, *(c for c in ("val acc", "cross-val acc", "cross-val source acc", "cross-val program acc", "created", "test acc", "test balanced acc", "test macro-F1", "val-test gap") if c != defaults.RANK_COLUMN))
 
 
 def is_test_metric(column: str) -> bool:

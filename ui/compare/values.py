@@ -92,11 +92,14 @@ def shown_value(param: str, value: Any) -> str | Any:
 
 
 def shown_params(df: Any) -> Any:
-    """The runs table with None in its parameter columns (dotted names) said in words."""
+    """The runs table with None in its parameter columns (dotted names) said in words. A column
+    that gets words holds text only (3 -> '3' beside 'whole clip'): one type per column, so that
+    it converts to Arrow (a column of numbers and words made Streamlit log an ArrowTypeError)."""
     out = df.copy()
     for column in out.columns:
         if "." in column and out[column].isna().any():
-            out[column] = [shown_value(column, v) for v in out[column]]
+            out[column] = [shown_value(column, None) if v is None or (isinstance(v, float) and math.isnan(v))
+                           else value_label(v) for v in out[column]]
     return out
 
 
