@@ -323,6 +323,7 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
                     break
             delete.click()
             page.get_by_text("Deleted run e2e hidden 16").first.wait_for()
+            assert re.search(r"Deleted run e2e hidden 16: [\d.]+ (?:B|kB|MB|GB) freed", page.inner_text("body")), "no size freed"
             assert_no_exception(page, "/Train delete")
             assert stored(db, second, "name") is None
             step("deleted")

@@ -17,6 +17,7 @@ import streamlit as st
 
 from engine.data.dataset import PROGRAM_VIEW_MISSING
 from engine.core.errors import EngineError
+from engine.core.space import format_bytes
 from engine.runs.jobs import RESUMABLE_STATUSES
 from engine.core.labels import SHORT_NAMES
 from engine.learn.metrics import lacks_program_view
@@ -114,12 +115,12 @@ def manage(store, record) -> None:
                            disabled=active, help="Cancel it first." if active else None)
         if st.button("Delete run", key=f"m_delete_{record.id}", disabled=active or not sure):
             try:
-                store.delete(record.id)
+                freed = store.delete(record.id)
             except EngineError as exc:
                 st.error(f"Cannot delete: {plain(exc)}")
                 return
             select_run(None)
-            st.session_state["train_flash"] = f"Deleted run {plain(record.name)}."
+            st.session_state["train_flash"] = f"Deleted run {plain(record.name)}: {format_bytes(freed)} freed."
             st.rerun()
 
 
