@@ -53,7 +53,9 @@ many = st.multiselect(
     default=mp.default_runs(runs, st.session_state.get("_cmp_sel", [])) if "predict_many" not in st.session_state else None,
     format_func=lambda rid: pv.run_option(by_id[rid]),
     help="Default: the runs selected on the Compare page, else the best run of each configuration by "
-         "validation accuracy. Each clip then gets a models x classes table of probabilities.")
+         "validation accuracy. Each clip then gets a models x classes table of probabilities, "
+         "the model chosen above first.")
+panel = mp.panel_runs(run_id, many)  # the comparison always includes the model whose answer is shown
 
 # ---- the audio --------------------------------------------------------------------------
 source = st.radio("Audio", ["Upload files", "Record", "Dataset clip"], horizontal=True, key="predict_source")
@@ -81,8 +83,8 @@ summary = st.container()
 rows = []
 for clip in clips:
     rows.append(pv.render_clip(clip, run_id, predictor))
-    if len(many) >= 2 and rows[-1]["predicted"] is not None:
-        results, failures = pv.predict_with_runs(clip, many, store, {rid: by_id[rid].name for rid in many})
+    if len(panel) >= 2 and rows[-1]["predicted"] is not None:
+        results, failures = pv.predict_with_runs(clip, panel, store, {rid: by_id[rid].name for rid in panel})
         with st.container(border=True):
             mp.render_runs_panel(clip.name, clip.true_label, results, failures)
 if len(rows) > 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def test_one_clip_through_every_chosen_run(three_runs, app):
     app.file_uploader[0].set_value([("long.wav", wav_bytes(7.0, label=4), "audio/wav")]).run()
     assert not app.exception, [e.value for e in app.exception]
     text = "\n".join(str(m.value) for m in app.markdown)
-    assert "long.wav: 3 models" in text and "of 3 models say" in text
+    assert "long.wav: 3 models" in text and re.search(r"(All 3 models say|of 3 models say|The 3 models disagree)", text)
     captions = "\n".join(str(c.value) for c in app.caption)
     assert "one row per model" in captions  # 7 s: window by window for every run
     # the panel's heatmap has one row per (run, class)
@@ -85,3 +86,41 @@ def test_probability_frame_and_agreement():
     assert agreement({}) == (None, 0)
     w = windows_frame(results)
     assert w["label"].tolist() == ["flute", "piano", "flute"] and w["end"].tolist() == [3.0] * 3
+
+
+def test_panel_includes_the_chosen_model_and_its_counts_agree(three_runs, app):
+    """The models x classes panel always holds the model chosen above (first), and its
+    "right" count agrees with that model's verdict: before, comparing two other runs gave
+    "Correct: the true label is ..." above "0 of 2 models are right"."""
+    _, ids, store = three_runs
+    app.run()
+    chosen = app.selectbox(key="run").value
+    others = [run_id for run_id in ids if run_id != chosen]
+    app.multiselect(key="predict_many").set_value(others).run()
+    app.radio(key="predict_source").set_value("Dataset clip").run()
+    assert not app.exception, [e.value for e in app.exception]
+    text = "\n".join(str(m.value) for m in app.markdown)
+    assert ": 3 models**" in text  # the two others and the chosen one
+    specs = [str(c.spec) for c in app.get("vega_lite_chart")]
+    chosen_name = store.get(chosen).name
+    assert any("probability" in s and chosen_name in s for s in specs if "run" in s)
+    right = int(re.search(r"(\d+) of 3 models are right", text).group(1))
+    verdict_correct = any(s.value.startswith("Correct") for s in app.success)
+    assert right >= 1 if verdict_correct else right <= 2
+
+
+def test_sentence_lists_every_answer_and_never_claims_a_tie_as_a_majority():
+    from ui.multi_predict import answers_sentence, panel_runs
+
+    def pred(label: str) -> dict:
+        return {"label": label, "probabilities": {}, "windows": []}
+
+    tie = answers_sentence({"a": pred("piano"), "b": pred("flute")}, "piano")
+    assert tie == ("The 2 models disagree: 1 says **piano**, 1 says **flute**. "
+                   "The true label is **piano**: 1 of 2 models are right.")
+    assert "1 of 2 models say" not in tie
+    assert answers_sentence({"a": pred("flute"), "b": pred("piano"), "c": pred("flute")}) == \
+        "2 of 3 models say **flute**, 1 says **piano**."
+    assert answers_sentence({"a": pred("flute"), "b": pred("flute")}) == "All 2 models say **flute**."
+    assert panel_runs("r2", ["r1", "r2", "r3", "r1"]) == ["r2", "r1", "r3"]
+    assert panel_runs("r2", []) == ["r2"]

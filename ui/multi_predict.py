@@ -62,6 +62,41 @@ def agreement(results: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, int
     return label, count
 
 
+def answer_counts(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
+    """(label, how many runs give it) for every label some run gives, most given first (ties in
+    the order the runs come); the counts add up to the number of runs."""
+    return Counter(pred["label"] for pred in results.values()).most_common()
+
+
+def answers_sentence(results: Mapping[str, Mapping[str, Any]], true_label: str | None = None) -> str:
+    """What the runs answer, every label with its count, so that the sentence reads as the table:
+    "All 3 models say **flute**.", "2 of 3 models say **flute**, 1 says **piano**." or, with no
+    majority, "The 2 models disagree: 1 says **piano**, 1 says **flute**."; with a true label,
+    how many are right."""
+    counts = answer_counts(results)
+    total = len(results)
+    if len(counts) == 1:
+        sentence = f"All {total} models say **{counts[0][0]}**." if total > 1 else f"The model says **{counts[0][0]}**."
+    else:
+        others = ", ".join(f"{n} {'says' if n == 1 else 'say'} **{label}**" for label, n in counts[1:])
+        first_label, first_n = counts[0]
+        if first_n > counts[1][1]:
+            sentence = f"{first_n} of {total} models say **{first_label}**, {others}."
+        else:
+            lead = f"{first_n} {'says' if first_n == 1 else 'say'} **{first_label}**"
+            sentence = f"The {total} models disagree: {lead}, {others}."
+    if true_label is not None:
+        right = sum(pred["label"] == true_label for pred in results.values())
+        sentence += f" The true label is **{true_label}**: {right} of {total} models are right."
+    return sentence
+
+
+def panel_runs(chosen: str, others: Sequence[str]) -> list[str]:
+    """The runs of the "every run" panel: the model chosen above first, then the others chosen
+    for comparison (each once), so that the panel never leaves out the answer shown above it."""
+    return [chosen, *(run_id for run_id in dict.fromkeys(others) if run_id != chosen)]
+
+
 def runs_heatmap(df: pd.DataFrame, true_label: str | None = None) -> alt.Chart:
     """Classes (rows) x runs (columns), colour = probability, text = percent, each run's label
     outlined. Classes run down the page so that at 390 px each run's column keeps room for its
@@ -120,12 +155,8 @@ def render_runs_panel(clip_name: str, true_label: str | None, results: Mapping[s
         st.warning(plain(f"{run}: {problem}"))
     if not results:
         return
-    label, count = agreement(results)
-    sentence = f"{count} of {len(results)} models say **{label}**."
-    if true_label is not None:
-        right = sum(pred["label"] == true_label for pred in results.values())
-        sentence += f" The true label is **{true_label}**: {right} of {len(results)} models are right."
-    st.markdown(sentence)
+    st.markdown(answers_sentence(results, true_label))
+    st.caption("First column: the model chosen above. Outlined: each model's answer.")
     df = probability_frame(results)
     st.altair_chart(runs_heatmap(df, true_label), width="stretch")
     if any(len(pred["windows"]) > 1 for pred in results.values()):
