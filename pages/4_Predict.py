@@ -1,4 +1,5 @@
-"""Predict: classify your own audio (uploads, a recording, or a dataset clip) with a finished run.
+"""Predict: classify your own audio (uploads, a recording, a dataset clip, or one of a few example
+test clips in one click) with a finished run.
 
 Uploads stay in memory; results are cached per (run, file hash). Long recordings are cut into
 3-second windows and the answer is the mean of the windows' probabilities.
@@ -58,7 +59,8 @@ many = st.multiselect(
 panel = mp.panel_runs(run_id, many)  # the comparison always includes the model whose answer is shown
 
 # ---- the audio --------------------------------------------------------------------------
-source = st.radio("Audio", ["Upload files", "Record", "Dataset clip"], horizontal=True, key="predict_source")
+pv.example_buttons(data_setting())
+source = st.radio("Audio", ["Upload files", "Record", pv.DATASET_SOURCE], horizontal=True, key="predict_source")
 clips: list[pv.ClipInput] = []
 if source == "Upload files":
     files = st.file_uploader(

@@ -192,6 +192,29 @@ def test_dataset_clip_shows_true_label(app):
     assert any("the true label is **flute**" in v for v in verdicts), verdicts
 
 
+def test_example_buttons_classify_a_test_clip_in_one_click(app, trained):
+    from engine.data.dataset import load_dataset
+    from ui.predict_view import EXAMPLE_CLIPS, example_clips
+
+    examples = example_clips(load_dataset(trained[1]))
+    assert len(examples) == EXAMPLE_CLIPS and len({c.label for c in examples}) == EXAMPLE_CLIPS
+    assert all(c.subset == "test" for c in examples)
+    app.run()
+    assert not app.exception, app.exception
+    buttons = [b for b in app.button if b.key and b.key.startswith("predict_example_")]
+    assert [b.label for b in buttons] == [f"▶ {CLASS_NAMES[c.label]}" for c in examples]
+    assert not app.metric  # nothing classified before the click
+    pick = examples[-1]
+    app.button(key=f"predict_example_{pick.label}").click().run()
+    assert not app.exception, app.exception
+    assert app.radio(key="predict_source").value == "Dataset clip"
+    assert app.selectbox(key="predict_clip").value == pick.uuid
+    assert f"True label: **{CLASS_NAMES[pick.label]}**" in texts(app)
+    assert len(app.metric) == 1
+    verdicts = [s.value for s in app.success] + [e.value for e in app.error]
+    assert any(f"the true label is **{CLASS_NAMES[pick.label]}**" in v for v in verdicts), verdicts
+
+
 def test_run_query_param_selects_and_unknown_run_warns(app, trained):
     app.query_params["run"] = trained[2]
     app.run()

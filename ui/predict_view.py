@@ -33,6 +33,8 @@ HIGHLIGHT = "#2f6db5"
 MUTED = "#c5cbd3"
 HOP = 512  # spectrogram hop (samples at 22,050 Hz)
 MEL_COLUMNS = 2000  # spectrogram columns computed at most (the chart shows fewer)
+EXAMPLE_CLIPS = 4  # example buttons on the Predict page (one test clip per class, spread over the classes)
+DATASET_SOURCE = "Dataset clip"  # the "Audio" radio's option that the example buttons switch to
 
 
 # ---- runs -------------------------------------------------------------------------------
@@ -122,10 +124,11 @@ def dataset_clip_picker(data: str) -> ClipInput | None:
     if not clips:
         st.info(f"The {subset} split has no {CLASS_NAMES[label]} clips.")
         return None
-    clip = c.selectbox(
-        f"Clip ({len(clips)} in this split and class)", clips, key="predict_clip",
-        format_func=lambda cl: f"{cl.uuid[:8]} · song {cl.song_id if cl.song_id is not None else '?'}",
-    )
+    by_uuid = {cl.uuid: cl for cl in clips}  # options by uuid: an example button can choose one (example_buttons)
+    clip = by_uuid[c.selectbox(
+        f"Clip ({len(clips)} in this split and class)", list(by_uuid), key="predict_clip",
+        format_func=lambda u: f"{u[:8]} · song {by_uuid[u].song_id if by_uuid[u].song_id is not None else '?'}",
+    )]
     try:
         raw = clip.path.read_bytes()
     except OSError as exc:
@@ -133,6 +136,46 @@ def dataset_clip_picker(data: str) -> ClipInput | None:
         return None
     st.caption(f"True label: **{CLASS_NAMES[clip.label]}** · file {plain(clip.path.name)}")
     return clip_input(clip.path.name, raw, "audio/wav", CLASS_NAMES[clip.label])
+
+
+def example_clips(ds, count: int = EXAMPLE_CLIPS) -> list:
+    """Up to `count` test clips of different classes, spread over the class list (the first
+    clip of each in CSV order), so that one click tries a clip no run trained on."""
+    first: dict[int, Any] = {}
+    for clip in ds.subset("test"):
+        first.setdefault(clip.label, clip)
+    labels = sorted(first)
+    if not labels:
+        return []
+    step = max(1, len(labels) // count)
+    return [first[label] for label in labels[::step][:count]]
+
+
+def _choose_example(label: int, uuid: str) -> None:
+    """Button callback: the dataset-clip path set to the test clip `uuid` of class `label`."""
+    st.session_state.update(predict_source=DATASET_SOURCE, predict_split="test", predict_class=label,
+                            predict_clip=uuid)
+
+
+def example_buttons(data: str) -> None:
+    """One button per example clip (example_clips), named by its true class; a click shows it
+    through the "Dataset clip" path. Nothing when the dataset is not made or cannot be read
+    (that path says why)."""
+    from ui.common import dataset_ready, load_dataset_cached
+
+    if not dataset_ready(data):
+        return
+    try:
+        examples = example_clips(load_dataset_cached(data))
+    except EngineError:
+        return
+    if not examples:
+        return
+    st.markdown("**Try an example** (a clip from the dataset's test split, which no model trained on):")
+    for column, clip in zip(st.columns(len(examples)), examples):
+        column.button(f"▶ {CLASS_NAMES[clip.label]}", key=f"predict_example_{clip.label}", width="stretch",
+                      on_click=_choose_example, args=(clip.label, clip.uuid),
+                      help=f"Test clip {clip.uuid[:8]}, true label {CLASS_NAMES[clip.label]}")
 
 
 # ---- cached computation -----------------------------------------------------------------
