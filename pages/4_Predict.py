@@ -84,7 +84,7 @@ if not clips:
 summary = st.container()
 rows = []
 for clip in clips:
-    rows.append(pv.render_clip(clip, run_id, predictor))
+    rows.append(pv.render_clip(clip, run_id, predictor, by_id[run_id]))
     if len(panel) >= 2 and rows[-1]["predicted"] is not None:
         results, failures = pv.predict_with_runs(clip, panel, store, {rid: by_id[rid].name for rid in panel})
         with st.container(border=True):

@@ -111,6 +111,28 @@ def test_valid_upload_shows_label_and_probabilities(app, trained):
     assert at.selectbox(key="run").value == trained[2]  # the newest (its ?run= binding: test_e2e_browser)
 
 
+def test_model_card_beside_the_answer(app, trained):
+    from engine.learn.trust import calibration_note
+    from engine.runs.store import RunStore
+    from ui.common import fmt_pct
+    from ui.model_card import CARD_TITLE, trained_on_words
+
+    at = upload(app, ("piano.wav", wav_bytes(3.0)))
+    assert [e.label for e in at.expander] == [CARD_TITLE]
+    card = "\n".join(str(m.value) for m in at.expander[0].markdown)
+    store = RunStore()
+    try:
+        record = store.get(trained[2])
+    finally:
+        store.close()
+    assert "Medley-solos-DB" in card and "synthetic" not in card  # the tiny test data is a Medley-style folder
+    assert f"{fmt_pct(record.metrics['validation']['accuracy'])} on the validation split" in card
+    assert f"{fmt_pct(record.metrics['test']['accuracy'])} on the test split" in card
+    assert calibration_note(record.metrics) in card
+    assert f"outside its {len(CLASS_NAMES)} classes" in card and "recording conditions unlike" in card
+    assert "synthetic" in trained_on_words("demo:tiny") and "soundfont" in trained_on_words("demo")
+
+
 def test_bad_files_give_named_errors_and_the_good_one_still_works(app):
     at = upload(app, ("garbage.wav", b"this is not audio at all" * 40), ("empty.wav", b""),
                 ("good.wav", wav_bytes(3.0, label=7)), ("quiet.wav", wav_bytes(3.0, gain=0.0)))

@@ -28,6 +28,7 @@ from engine.learn.ood import ACCEPT_RATE
 from engine.learn.trust import NO_OOD_CHECK, UNCALIBRATED
 from ui import charts
 from ui.common import fmt_pct, plain
+from ui.model_card import render_model_card
 
 HIGHLIGHT = "#2f6db5"
 MUTED = "#c5cbd3"
@@ -277,9 +278,10 @@ def _guarded(row: dict[str, Any], name: str, step: Callable[[], Any], unusable: 
     return None
 
 
-def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
-    """A bordered panel for one clip: player, prediction, probabilities, waveform,
-    spectrogram and (clips longer than one window) the window-by-window view.
+def render_clip(clip: ClipInput, run_id: str, predictor, record=None) -> dict[str, Any]:
+    """A bordered panel for one clip: player, prediction, the model card of run `record` (when
+    given; ui.model_card), probabilities, waveform, spectrogram and (clips longer than one
+    window) the window-by-window view.
     Returns a summary row: file, predicted, confidence, true label, problem."""
     row: dict[str, Any] = {"file": clip.name, "predicted": None, "confidence": None, "problem": None}
     if clip.true_label is not None:
@@ -314,6 +316,8 @@ def render_clip(clip: ClipInput, run_id: str, predictor) -> dict[str, Any]:
             st.caption(note)
             for warning in pred.get("warnings", []):  # the same words the CLI prints
                 st.warning(warning)
+            if record is not None:
+                render_model_card(record, list(probs))
         with right:
             st.markdown("**Probability of each class**")
             st.altair_chart(probability_chart(probs, label, clip.true_label), width="stretch")
