@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_faults import Faults  # noqa: E402
-from test_app_pages import app_env  # noqa: E402,F401  (tiny dataset, empty cache, fresh Streamlit caches)
+from test_app_pages import app_env, train_page_on  # noqa: E402,F401  (app_env: tiny dataset, empty cache, fresh Streamlit caches)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,11 +32,7 @@ def test_a_run_failed_for_a_full_store_shows_its_reason_and_resume(app_env, monk
     faults.active = False
     assert store.stored_status(run_id) == "running"
 
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
-    at.run()
-    at.switch_page("pages/2_Train.py")
-    at.session_state["run"] = run_id
-    at.run()
+    at = train_page_on(run_id)
     assert not at.exception, at.exception
     assert any("no space left on the disk holding" in e.value and "then Resume" in e.value for e in at.error)
     assert any(b.label.startswith("Resume") for b in at.button), [b.label for b in at.button]

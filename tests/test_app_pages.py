@@ -57,6 +57,15 @@ def _app() -> AppTest:
     return at
 
 
+def train_page_on(run_id: str) -> AppTest:
+    """The Train page opened on one run (the home page first, as a visitor arrives), run once."""
+    at = _app()
+    at.switch_page("pages/2_Train.py")
+    at.session_state["run"] = run_id
+    at.run()
+    return at
+
+
 def _texts(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
     return "\n".join(str(p) for p in parts)
@@ -175,10 +184,7 @@ def test_train_page_shows_a_failed_runs_error(app_env):
     run_id = store.create_run(RunConfig(), name="broken")
     store.set_status(run_id, "running")
     store.set_status(run_id, "diverged", error="training diverged: the loss became nan at epoch 1")
-    at = _app()
-    at.switch_page("pages/2_Train.py")
-    at.session_state["run"] = run_id
-    at.run()
+    at = train_page_on(run_id)
     assert not at.exception
     assert any("the loss became nan" in e.value for e in at.error)
     assert any("No metrics" in i.value for i in at.info)
@@ -194,10 +200,7 @@ def test_train_page_restarts_a_cancelled_run(app_env):
     run_id = store.create_run(config, name="stopped")
     store.set_status(run_id, "running")
     store.set_status(run_id, "cancelled")
-    at = _app()
-    at.switch_page("pages/2_Train.py")
-    at.session_state["run"] = run_id
-    at.run()
+    at = train_page_on(run_id)
     labels = [b.label for b in at.button]
     assert "Resume (starts over: no checkpoint)" in labels
     next(b for b in at.button if b.label == "Start again as a new run").click().run()

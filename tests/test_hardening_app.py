@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from test_app_pages import _shutdown_manager
+from test_app_pages import _shutdown_manager, train_page_on
 from test_app_pages import app_env as pages_env  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,10 +124,7 @@ def test_train_page_shows_a_run_name_as_text(app_env, medley_cache):
     store = RunStore()
     run_id = store.list_runs(status="finished")[0].id
     store.rename(run_id, EVIL)
-    at = _app()
-    at.switch_page("pages/2_Train.py")
-    at.session_state["run"] = run_id
-    at.run()
+    at = train_page_on(run_id)
     assert not at.exception, at.exception
     import re
 

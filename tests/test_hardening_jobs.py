@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
+from test_app_pages import train_page_on
 
 from engine.runs.store import RunStore
 
@@ -68,11 +68,7 @@ def test_killed_cli_run_is_interrupted_within_seconds_everywhere_with_resume(mak
     store._conn().execute("UPDATE runs SET status='running', error=NULL, finished=NULL WHERE id=?", (run_id,))
     st.cache_resource.clear()
     try:
-        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
-        at.run()
-        at.switch_page("pages/2_Train.py")
-        at.session_state["run"] = run_id
-        at.run()
+        at = train_page_on(run_id)
         assert not at.exception, at.exception
         assert not any("Running in another process" in c.value for c in at.caption)
         assert any(b.label.startswith("Resume from epoch") for b in at.button), [b.label for b in at.button]
