@@ -132,16 +132,15 @@ def window_ood(stats: dict | None, logits: np.ndarray, embeddings: np.ndarray,
     return [float(v) for v in scores], [bool(v) for v in ood.unlike_training(scores, stats["threshold"])]
 
 
-def ood_verdict(stats: dict | None, logits: np.ndarray, embeddings: np.ndarray,
-                reference: dict[str, np.ndarray] | None, statistics: np.ndarray | None = None) -> dict:
-    """The OOD answer for one recording from its windows' logits (windows, classes) and
-    embeddings (windows, dim): {"score" (the mean of the window scores), "threshold",
-    "unlike_training", "method"}; all None with a "note" saying why when the run has no usable
-    check (trained before it existed: NO_OOD_CHECK; its reference missing: NO_REFERENCE)."""
+def ood_verdict(stats: dict | None, reference: dict[str, np.ndarray] | None, window_scores: list[float | None]) -> dict:
+    """The OOD answer for one recording from its windows' scores (window_ood's): {"score" (their
+    mean), "threshold", "unlike_training", "method"}; all None with a "note" saying why when the
+    run has no usable check (trained before it existed: NO_OOD_CHECK; its reference missing:
+    NO_REFERENCE)."""
     if not usable(stats, reference):
         note = NO_REFERENCE if stats and stats.get("threshold") is not None else (stats or {}).get("reason")
         return {"score": None, "threshold": None, "unlike_training": None, "method": None, "note": note or NO_OOD_CHECK}
-    value = float(np.mean(score(stats, logits, embeddings, reference, statistics)))
+    value = float(np.mean(window_scores))
     return {"score": value, "threshold": stats["threshold"], "unlike_training": bool(value > stats["threshold"]),
             "method": stats["method"]}
 

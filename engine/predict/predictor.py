@@ -182,7 +182,7 @@ class Predictor:
         scores, flags = window_ood(self.trust["ood"], logits, embeddings, self.ood_reference, statistics)  # issue #24: (windows,) each, None without a check
         windows = [WindowPrediction(start, min(window_len, max(total - start, 0.0)), [float(p) for p in row], score, flag)
                    for start, row, score, flag in zip(starts, probs, scores, flags)]
-        ood = ood_verdict(self.trust["ood"], logits, embeddings, self.ood_reference, statistics)
+        ood = ood_verdict(self.trust["ood"], self.ood_reference, scores)  # the windows' scores, not scored again
         if ood["unlike_training"]:
             warnings.append(UNLIKE_TRAINING)
         return Prediction(
