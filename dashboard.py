@@ -152,7 +152,7 @@ with st.expander(f"Where runs train: {plain(summary)}"):
         on_ray = st.radio("Runs train", ["on this machine", "on a Ray cluster"], horizontal=True,
                           index=1 if get_manager().backend == "ray" else 0,
                           help="A Ray cluster trains several runs at once, one task each, on its nodes' CPUs and "
-                               "GPUs (needs `pip install -r requirements-ray.txt`; see the README).") == "on a Ray cluster"
+                               "GPUs (needs `pip install -r requirements-ray.txt`; see docs/GUIDE.md).") == "on a Ray cluster"
         b1, b2, b3 = st.columns([2, 1, 1])
         address = b1.text_input("Ray address", value=options.address if options else "local",
                                 help="`local`: a Ray started inside this server; or host:port of a running head "

@@ -1,4 +1,4 @@
-"""Calibration and power of the Compare page's group test, the figures the README quotes.
+"""Calibration and power of the Compare page's group test, the figures docs/GUIDE.md quotes.
 
 Runs tests/test_stats.py's simulation (per-clip difficulty, per-seed offsets on the logit
 scale, 200 clips) and prints the false-positive rate at alpha 0.05 for each group size and

@@ -17,7 +17,7 @@ STUDY_BASE = RunConfig(features=FeatureConfig(inputs="librosa_0.7"))
 # without per-clip CMVN (fourth application, below). CMVN was first chosen by docs/PROTOCOL.md (cross-collection validation only,
 # never test): in the robustness ablation on demo:default (3 seeds) it raised the
 # cross-collection validation from 48.8% +- 8.4 to 65.1% +- 5.5, beyond the seed spread; the
-# test accuracy, read afterwards, went from 49.3% +- 9.0 to 44.2% +- 1.2 (README, "Carrying over").
+# test accuracy, read afterwards, went from 49.3% +- 9.0 to 44.2% +- 1.2 (docs/GUIDE.md, "Carrying over").
 # Second application (demo generator 3, source view, seed-level test with Holm): no option was
 # significantly better on the source view, so this preset stayed (test 44.9% +- 2.6).
 # Third application (demo generator 4, the program view, same rule): no option was
