@@ -213,3 +213,23 @@ def test_a_member_of_a_group_cancels_alone(store: RunStore) -> None:
     assert [store.get(r).status for r in ids] == ["finished", "cancelled", "finished"]
     assert len(store.get(ids[0]).history) == 3
     manager.shutdown()
+
+
+def test_shutdown_waits_for_worker_threads_still_freeing_after_their_run_ended(store: RunStore, monkeypatch) -> None:
+    """A run leaves the manager's books before its thread is gone (the thread still frees its tensors);
+    an exit in that gap killed a daemon thread inside torch and aborted the CLI ("terminate called
+    without an active exception", exit 134, after "3/3 runs done"). shutdown must join those threads."""
+    manager = JobManager(store, max_concurrent=1, data_loader=synthetic_data)
+    work = manager._work
+
+    def slow_tail(run_id: str) -> None:  # the run's work, then a slow end of its thread (off the books, no lock)
+        work(run_id)
+        time.sleep(0.8)
+
+    monkeypatch.setattr(manager, "_work", slow_tail)
+    run_id = manager.submit(tiny_config(epochs=1))
+    workers = [t for t in threading.enumerate() if t.name.startswith("train-")]
+    assert manager.wait([run_id], timeout=60)
+    assert any(t.is_alive() for t in workers)  # the gap the fix is about: the run has ended, its thread has not
+    manager.shutdown()
+    assert not any(t.is_alive() for t in workers)

@@ -105,6 +105,10 @@ class JobManager:
         self._configs: dict[str, RunConfig] = {}
         self._resume: dict[str, dict | None] = {}
         self._threads: dict[str, threading.Thread] = {}
+        # every worker thread started and maybe not yet gone: a run leaves _threads at the end of its
+        # work, while its thread still frees tensors; shutdown joins these, so that the interpreter
+        # never exits under a daemon thread inside torch (that aborts the process: "terminate called")
+        self._started: list[threading.Thread] = []
         self._stops: dict[str, threading.Event] = {}
         self._progress: dict[str, Progress] = {}
         self._shutdown = threading.Event()
@@ -215,6 +219,7 @@ class JobManager:
                 thread = threading.Thread(target=self._work, args=(run_id,), name=f"train-{run_id}", daemon=True)
             for member in (run_id, *group):
                 self._threads[member] = thread
+            self._started = [t for t in self._started if t.is_alive()] + [thread]
             thread.start()
         self._changed.notify_all()
 
@@ -485,7 +490,8 @@ class JobManager:
                 self._forget(run_id, "interrupted")
             for event in self._stops.values():
                 event.set()
-            threads = list(self._threads.values())
+            threads = [t for t in dict.fromkeys([*self._threads.values(), *self._started, self._heart])
+                       if t is not threading.current_thread()]
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
