@@ -17,6 +17,14 @@ prints, from the selected epoch's model:
     python benchmarks/trust.py                 # demo:default, recommended preset, ~3-6 min on 2 cores
     python benchmarks/trust.py --quick         # demo:tiny, 3 epochs, 3 clips per kind: well under a minute
     python benchmarks/trust.py --run RUN_ID    # a stored run's model instead of training one
+    python benchmarks/trust.py --runs A,B,C    # a stored seed group: each seed and their deep ensemble
+    python benchmarks/trust.py --seeds 3       # train 3 seeds as a group, then as --runs
+
+With a seed group (`--runs` or `--seeds`), one more table: for each seed and for their deep
+ensemble (engine.predict.ensemble: the mean of the seeds' calibrated probabilities; OOD score and
+threshold the means of the seeds'), accuracy, ECE and NLL per split, the OOD AUROC (in:
+validation; out: test and non-instrument audio together) and the share of validation flagged;
+the last line is then the ensemble's (`ece_test_before`: the mean of the seeds' plain softmax).
 
 Last line: `ood_auroc: A | ece_test_before: B | ece_test_after: C` (A: the run's method, in =
 validation, out = test split and non-instrument audio together).
@@ -38,12 +46,13 @@ from engine.learn import calibration
 from engine.learn import ood  # noqa: E402
 from engine.data.dataset import resolve_dataset  # noqa: E402
 from engine.features.extract import FeatureSet, clip_features, load_features, load_heldout_validation, load_program_validation, load_source_validation  # noqa: E402
+from engine.predict.ensemble import EnsemblePredictor  # noqa: E402
 from engine.predict.predictor import Predictor  # noqa: E402
 from engine.learn.presets import RECOMMENDED  # noqa: E402
 from engine.data.probes import non_instrument_clips  # noqa: E402
 from engine.learn.metrics import CROSS_VALIDATION_KEYS  # noqa: E402
 from engine.learn.train import train_run  # noqa: E402
-from engine.learn.trust import fitted_on_words, score  # noqa: E402
+from engine.learn.trust import CALIBRATION_VIEWS, fitted_on_words, score  # noqa: E402
 
 NON_INSTRUMENT = "non-instrument"
 KIND_PREFIX = "kind: "
@@ -84,6 +93,109 @@ def trained_predictor(config, data: dict, run_id: str | None) -> Predictor:
           f"test {result.metrics['test']['accuracy']:.3f})")
     return Predictor(config, result.state_dict, result.standardizer, metrics=result.metrics,
                      ood_reference=result.ood_reference)
+
+
+def trained_group(config, data: dict, seeds: int) -> tuple[EnsemblePredictor, list[dict]]:
+    """The ensemble of `seeds` runs of `config` (seeds 0..seeds-1), trained one after another with
+    train_run; its temperature fitted on their predictions of the validation views, as from the store."""
+    members, predictions = [], []
+    kept = ("training", "validation", "test", *CROSS_VALIDATION_KEYS)
+    for seed in range(seeds):
+        member = config.with_values(**{"train.seed": seed})
+        result = train_run(member, {k: v for k, v in data.items() if k in kept}, device="cpu")
+        print(f"seed {seed}: validation accuracy {result.metrics['validation']['accuracy']:.3f}")
+        members.append(Predictor(member, result.state_dict, result.standardizer, metrics=result.metrics,
+                                 ood_reference=result.ood_reference, run_id=f"seed {seed}"))
+        predictions.append(result.predictions)
+    return EnsemblePredictor(members, predictions), predictions
+
+
+def stored_group(run_ids: list[str]) -> tuple[EnsemblePredictor, list[dict]]:
+    """The ensemble of stored runs `run_ids` (one configuration's seeds), as the Predict page loads
+    it, and their stored predictions."""
+    from engine.runs.store import RunStore
+
+    store = RunStore()
+    return EnsemblePredictor.from_store(store, run_ids), [store.load_predictions(run_id) for run_id in run_ids]
+
+
+def calibration_choice(predictions: list[dict]) -> None:
+    """How to calibrate an ensemble, on the validation views alone (never test): each view left out
+    in turn, temperatures fitted on the others; ECE / NLL of the view left out for the seeds alone
+    (mean), (a) the mean of the seeds' calibrated probabilities, (b) the mean of their plain
+    probabilities, (c) the mean of the plain probabilities, then one temperature (what
+    engine.predict.ensemble does). From the stored (6-decimal) probabilities."""
+    views = [v for v in CALIBRATION_VIEWS if all(v in p for p in predictions)]
+    y = {v: np.asarray(predictions[0][v]["y"]) for v in views}
+    probs = {v: [np.asarray(p[v]["probs"], dtype=np.float64) for p in predictions] for v in views}
+    pooled = {v: calibration.logits_from_probs(np.mean(probs[v], axis=0)) for v in views}
+
+    def fit(logits: list[np.ndarray], names: list[str]) -> float:
+        return calibration.fit_temperature(np.concatenate(logits), np.concatenate([y[v] for v in names]))
+
+    def figures(p: np.ndarray, view: str) -> np.ndarray:
+        return np.array([calibration.expected_calibration_error(p, y[view]),
+                         calibration.negative_log_likelihood(calibration.logits_from_probs(p), y[view])])
+
+    print("\nCalibrating the ensemble, decided on validation views only (ECE / NLL of the view left out)\n")
+    print("| left out | seeds alone (mean) | (a) mean of calibrated seeds | (b) mean of plain seeds | (c) mean, then one T |")
+    print("|---|---:|---:|---:|---:|")
+    totals = []
+    for out in views:
+        rest = [v for v in views if v != out]
+        own = [calibration.scaled_probs(calibration.logits_from_probs(probs[out][i]),
+                                        fit([calibration.logits_from_probs(probs[v][i]) for v in rest], rest))
+               for i in range(len(predictions))]
+        row = [np.mean([figures(p, out) for p in own], axis=0), figures(np.mean(own, axis=0), out),
+               figures(np.mean(probs[out], axis=0), out),
+               figures(calibration.scaled_probs(pooled[out], fit([pooled[v] for v in rest], rest)), out)]
+        totals.append(row)
+        print(f"| {out} | " + " | ".join(f"{e:.3f} / {n:.3f}" for e, n in row) + " |")
+    print("| mean | " + " | ".join(f"{e:.3f} / {n:.3f}" for e, n in np.mean(totals, axis=0)) + " |")
+
+
+def ensemble_rows(ensemble: EnsemblePredictor, data: dict, x_probe: np.ndarray, statistics: dict) -> dict[str, dict]:
+    """Row per seed and for their ensemble: accuracy / ECE / NLL (calibrated) per labelled set,
+    test ECE before calibration, OOD AUROC (in: validation; out: test + non-instrument) and share of
+    validation and test flagged at the (mean) threshold."""
+    members = ensemble.members
+    sets = [(n, fs.x) for n, fs in data.items() if n != "training"] + [(NON_INSTRUMENT, x_probe)]
+    models: dict[str, dict] = {m.run_id: {} for m in members} | {f"ensemble of {len(members)}": {}}
+    for name, x in sets:
+        logits, scores = [], []
+        for m in members:
+            z, e = m.logits_features(x)
+            logits.append(z)
+            scores.append(score(m.trust["ood"], z, e, m.ood_reference, statistics[name]))
+            models[m.run_id][name] = (m.probabilities(z, calibrated=False), m.probabilities(z), scores[-1])
+        plain = np.mean([m.probabilities(z, calibrated=False) for m, z in zip(members, logits)], axis=0)
+        models[f"ensemble of {len(members)}"][name] = (plain, ensemble.ensemble_probabilities(logits), np.mean(scores, axis=0))
+    thresholds = [m.trust["ood"]["threshold"] for m in members] + [float(np.mean([m.trust["ood"]["threshold"] for m in members]))]
+    labels = {name: np.asarray(fs.y) for name, fs in data.items() if name != "training"}
+    rows = {}
+    for (model, out), threshold in zip(models.items(), thresholds):
+        row: dict[str, float | None] = {}
+        for name, y in labels.items():
+            probs = out[name][1]
+            row[f"{name} acc"] = float((probs.argmax(axis=1) == y).mean())
+            row[f"{name} ECE"] = calibration.expected_calibration_error(probs, y)
+            row[f"{name} NLL"] = calibration.negative_log_likelihood(calibration.logits_from_probs(probs), y)
+        row["test ECE before"] = calibration.expected_calibration_error(out["test"][0], labels["test"])
+        row["AUROC test + non-instr."] = ood.auroc(out["validation"][2], np.concatenate([out["test"][2], out[NON_INSTRUMENT][2]]))
+        row["validation flagged"] = float((out["validation"][2] > threshold).mean())
+        row["test flagged"] = float((out["test"][2] > threshold).mean())
+        rows[model] = row
+    return rows
+
+
+def print_rows(rows: dict[str, dict]) -> None:
+    """The seeds-and-ensemble table as Markdown: one row per figure, one column per model."""
+    models = list(rows)
+    print("\nSeeds and their deep ensemble (calibrated probabilities; ECE: top-label, 15 bins; NLL: nats per clip)\n")
+    print("| figure | " + " | ".join(models) + " |")
+    print("|---|" + "---:|" * len(models))
+    for figure in rows[models[0]]:
+        print(f"| {figure} | " + " | ".join(_f(rows[m][figure]) for m in models) + " |")
 
 
 def logits_and_embeddings(predictor: Predictor, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="demo:tiny, 3 epochs, 3 clips per kind (CI)")
     parser.add_argument("--run", help="a stored run's id instead of training one")
     parser.add_argument("--per-kind", type=int, default=40, help="synthetic non-instrument clips per kind")
+    parser.add_argument("--runs", help="stored runs of one configuration (comma-separated): the seeds and their ensemble")
+    parser.add_argument("--seeds", type=int, default=0, help="train this many seeds as a group, then as --runs")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     config = RECOMMENDED.with_values(data="demo:default")
@@ -164,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         config, per_kind = RECOMMENDED.with_values(data="demo:tiny", **{"train.epochs": 3}), 3
     data = load_data(config)
+    if args.runs or args.seeds > 1:
+        return ensemble_benchmark(config, data, args, per_kind)
     predictor = trained_predictor(config, data, args.run)
     x_probe, kinds = probe_features(config, per_kind)
     outputs = {name: (*logits_and_embeddings(predictor, fs.x), np.asarray(fs.y)) for name, fs in data.items()}
@@ -190,6 +306,24 @@ def main(argv: list[str] | None = None) -> int:
     chosen = table[stats["key"]]["test + non-instrument"]
     print(f"ood_auroc: {chosen:.3f} | ece_test_before: {reports['test']['ece_before']:.3f} | "
           f"ece_test_after: {reports['test']['ece_after']:.3f}")
+    return 0
+
+
+def ensemble_benchmark(config, data: dict, args: argparse.Namespace, per_kind: int) -> int:
+    """The seeds-and-ensemble table (--runs / --seeds) and its last line (the ensemble's figures)."""
+    ensemble, predictions = stored_group(args.runs.split(",")) if args.runs else trained_group(config, data, args.seeds)
+    if any(not m.trust["ood"] or m.trust["ood"].get("threshold") is None for m in ensemble.members):
+        print("every run of the group needs a fitted out-of-distribution check; retrain the ones without")
+        return 1
+    calibration_choice(predictions)
+    print(f"\nensemble: {ensemble.calibration}")
+    x_probe, _ = probe_features(config, per_kind)
+    statistics = {name: ood.clip_statistics(fs.x) for name, fs in data.items()} | {NON_INSTRUMENT: ood.clip_statistics(x_probe)}
+    rows = ensemble_rows(ensemble, data, x_probe, statistics)
+    print_rows(rows)
+    last = rows[f"ensemble of {len(ensemble.members)}"]
+    print(f"ood_auroc: {last['AUROC test + non-instr.']:.3f} | ece_test_before: {last['test ECE before']:.3f} | "
+          f"ece_test_after: {last['test ECE']:.3f}")
     return 0
 
 

@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="predict the instrument of audio files with a stored run")
     predict.add_argument("--run", required=True, help="run id (see `runs`), or several separated by commas")
     predict.add_argument("files", nargs="+")
+    predict.add_argument("--ensemble", action="store_true",
+                         help="average each run with the other finished seeds of its configuration (a deep ensemble: "
+                              "usually more accurate and better calibrated on unheard audio)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(handler=cmd_predict)
 
@@ -736,7 +739,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict.predictor import Predictor
 
     store = _store()
-    predictors = {run_id: Predictor.from_store(store, run_id) for run_id in _run_ids(args.run)}
+    if args.ensemble:
+        predictors = _ensembles(store, _run_ids(args.run))
+    else:
+        predictors = {run_id: Predictor.from_store(store, run_id) for run_id in _run_ids(args.run)}
     results = [{"run_id": run_id} | r for run_id, predictor in predictors.items()
                for r in predictor.predict_files(args.files)]
     for run_id, predictor in predictors.items():  # issue #24: how the probabilities were made (JSON: per file)
@@ -756,8 +762,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
             else:
                 top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
                 print(f"{where}: {r['label']}  (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")"
-                      + ("  [unlike the training data]" if r["ood"]["unlike_training"] else ""))
+                      + ("  [unlike the training data]" if r["ood"]["unlike_training"] else "")
+                      + (f"  [{r['ensemble']['agree']} of {len(r['ensemble']['members'])} seeds agree]"
+                         if "ensemble" in r else ""))
     return 0 if all("error" not in r for r in results) else 1
+
+
+def _ensembles(store: Any, run_ids: list[str]) -> dict[str, Any]:
+    """Run id -> the deep ensemble of its seed group (a run with no finished sibling predicts alone,
+    said on stderr); a group named twice is loaded once."""
+    from .predict.ensemble import EnsemblePredictor, seed_group
+    from .predict.predictor import Predictor
+
+    out: dict[str, Any] = {}
+    seen: set[str] = set()
+    for run_id in run_ids:
+        group = seed_group(store, run_id)
+        if seen & set(group):
+            continue
+        seen.update(group)
+        if len(group) == 1:
+            print(f"run {run_id}: no other finished seed of its configuration; predicting with it alone", file=sys.stderr)
+            out[run_id] = Predictor.from_store(store, run_id)
+        else:
+            out[run_id] = EnsemblePredictor.from_store(store, group)
+    return out
 
 
 def _predictions_of(store: Any, ids: list[str]) -> list[dict]:

@@ -43,8 +43,13 @@ if st.session_state.get("run") not in by_id:  # a link or a reload (?run=...), e
 run_id = st.selectbox("Model (a finished run)", list(by_id), key="run", bind="query-params",
                       format_func=lambda rid: run_label(by_id[rid]))
 st.caption(pv.run_summary(by_id[run_id]))
+group = pv.seed_group(store, run_id)  # the finished runs of this configuration, any seed
+use_seeds = len(group) > 1 and st.toggle(f"Average the {len(group)} seeds of this configuration (deep ensemble)",
+                                         value=True, key="predict_ensemble", help=pv.ENSEMBLE_HELP)
+model_key = "+".join(group) if use_seeds else run_id  # what the cached predictions are keyed by
 try:
-    predictor = pv.load_predictor(str(store.db_path), run_id, store)
+    predictor = (pv.load_ensemble(str(store.db_path), tuple(group), store) if use_seeds
+                 else pv.load_predictor(str(store.db_path), run_id, store))
 except EngineError as exc:
     st.error(f"Cannot load the model of run {plain(run_id)}: {plain(exc)}")
     st.stop()
@@ -57,6 +62,10 @@ many = st.multiselect(
          "validation accuracy. Each clip then gets a models x classes table of probabilities, "
          "the model chosen above first.")
 panel = mp.panel_runs(run_id, many)  # the comparison always includes the model whose answer is shown
+lead = None
+if use_seeds:  # the answer shown is the seeds' mean: it leads the panel in place of the one run
+    lead = (pv.ensemble_label(by_id[run_id].name, len(group)), model_key, predictor)
+    panel = panel[1:]
 
 # ---- the audio --------------------------------------------------------------------------
 pv.example_buttons(data_setting())
@@ -84,9 +93,9 @@ if not clips:
 summary = st.container()
 rows = []
 for clip in clips:
-    rows.append(pv.render_clip(clip, run_id, predictor, by_id[run_id]))
-    if len(panel) >= 2 and rows[-1]["predicted"] is not None:
-        results, failures = pv.predict_with_runs(clip, panel, store, {rid: by_id[rid].name for rid in panel})
+    rows.append(pv.render_clip(clip, model_key, predictor, by_id[run_id]))
+    if len(panel) + (lead is not None) >= 2 and rows[-1]["predicted"] is not None:
+        results, failures = pv.predict_with_runs(clip, panel, store, {rid: by_id[rid].name for rid in panel}, lead)
         with st.container(border=True):
             mp.render_runs_panel(clip.name, clip.true_label, results, failures)
 if len(rows) > 1:

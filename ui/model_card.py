@@ -59,11 +59,21 @@ def limits_words(classes: Sequence[str], demo: bool) -> str:
             "answers less reliable, and the out-of-distribution check flags some such clips, not all.")
 
 
-def render_model_card(record, classes: Sequence[str]) -> None:
-    """The model card of run `record` (classes: its class names) in a collapsed expander."""
+def ensemble_words(ensemble: dict, record) -> str:
+    """Who answers when the seeds are averaged: how many, which, and whose figures the card shows."""
+    seeds = ", ".join(str(m["seed"]) for m in ensemble["members"])
+    return (f"**Answers**: the mean of {len(ensemble['members'])} seeds of this configuration (seeds {seeds}); "
+            f"the figures above are of the chosen run alone (seed {record.config.train.seed}).")
+
+
+def render_model_card(record, classes: Sequence[str], ensemble: dict | None = None, calibration: str | None = None) -> None:
+    """The model card of run `record` (classes: its class names) in a collapsed expander; with
+    `ensemble` (a Prediction's ensemble record) and its `calibration` words, says that its seeds answer."""
     data = record.config.data
     with st.expander(CARD_TITLE):
         st.markdown(f"**Trained on** {trained_on_words(data)}.")
         st.markdown(accuracy_words(record))
-        st.markdown(f"**Probabilities**: {calibration_note(record.metrics)}.")
+        if ensemble:
+            st.markdown(ensemble_words(ensemble, record))
+        st.markdown(f"**Probabilities**: {calibration if ensemble and calibration else calibration_note(record.metrics)}.")
         st.markdown(limits_words(classes, _is_demo(data)))

@@ -83,6 +83,32 @@ def load_predictor(db_path: str, run_id: str, _store):
     return Predictor.from_store(_store, run_id)
 
 
+@st.cache_resource(max_entries=4, show_spinner="Loading the seeds…")
+def load_ensemble(db_path: str, run_ids: tuple[str, ...], _store):
+    """engine.predict.ensemble.EnsemblePredictor of `run_ids` (one seed group; cached as load_predictor)."""
+    from engine.predict.ensemble import EnsemblePredictor
+
+    return EnsemblePredictor.from_store(_store, run_ids)
+
+
+def seed_group(store, run_id: str) -> list[str]:
+    """The finished runs of `run_id`'s configuration with any seed, `run_id` first (engine.predict.ensemble)."""
+    from engine.predict.ensemble import seed_group as group_of
+
+    return group_of(store, run_id)
+
+
+ENSEMBLE_HELP = ("Each seed of one configuration is a separately trained network. Averaging their calibrated "
+                 "probabilities (a deep ensemble, Lakshminarayanan et al. 2017) is usually more accurate and better "
+                 "calibrated on audio unlike the training data than any one seed; it costs one forward pass per "
+                 "seed. docs/TRUST.md has what it measured on the demo.")
+
+
+def ensemble_label(name: str, size: int) -> str:
+    """How the ensemble is named in the multi-model panel."""
+    return f"{name} (mean of {size} seeds)"
+
+
 # ---- inputs -----------------------------------------------------------------------------
 
 
@@ -189,8 +215,9 @@ def decode(digest: str, _data: bytes, _name: str) -> np.ndarray:
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def predict(run_id: str, digest: str, _predictor, _y: np.ndarray) -> dict:
-    """Prediction.to_dict() of `run_id` on the clip with hash `digest`: label, probabilities,
+def predict(model_key: str, digest: str, _predictor, _y: np.ndarray) -> dict:
+    """Prediction.to_dict() of the model `model_key` (a run id, or the '+'-joined ids of an ensemble) on the clip
+    with hash `digest`: label, probabilities,
     windows (start, duration, probabilities), duration, silent."""
     return _predictor.predict_samples(_y).to_dict()
 
@@ -278,8 +305,9 @@ def _guarded(row: dict[str, Any], name: str, step: Callable[[], Any], unusable: 
     return None
 
 
-def render_clip(clip: ClipInput, run_id: str, predictor, record=None) -> dict[str, Any]:
-    """A bordered panel for one clip: player, prediction, the model card of run `record` (when
+def render_clip(clip: ClipInput, model_key: str, predictor, record=None) -> dict[str, Any]:
+    """A bordered panel for one clip, answered by `predictor` (a run, or its seeds' ensemble; `model_key`
+    keys the cached prediction): player, prediction, the model card of run `record` (when
     given; ui.model_card), probabilities, waveform, spectrogram and (clips longer than one
     window) the window-by-window view.
     Returns a summary row: file, predicted, confidence, true label, problem."""
@@ -292,7 +320,7 @@ def render_clip(clip: ClipInput, run_id: str, predictor, record=None) -> dict[st
         if y is None:
             return row
         seconds = len(y) / MODEL_SAMPLE_RATE
-        pred = _guarded(row, clip.name, lambda: predict(run_id, clip.digest, predictor, y), "cannot be classified",
+        pred = _guarded(row, clip.name, lambda: predict(model_key, clip.digest, predictor, y), "cannot be classified",
                         "prediction")
         if pred is None:
             return row
@@ -317,7 +345,7 @@ def render_clip(clip: ClipInput, run_id: str, predictor, record=None) -> dict[st
             for warning in pred.get("warnings", []):  # the same words the CLI prints
                 st.warning(warning)
             if record is not None:
-                render_model_card(record, list(probs))
+                render_model_card(record, list(probs), pred.get("ensemble"), pred.get("calibration"))
         with right:
             st.markdown("**Probability of each class**")
             st.altair_chart(probability_chart(probs, label, clip.true_label), width="stretch")
@@ -358,13 +386,26 @@ def render_trust(pred: dict) -> None:
     """How the probabilities were made (calibrated or not) and the OOD check, in words (issue #24).
     The warning itself (engine.learn.trust.UNLIKE_TRAINING) is among the prediction's warnings."""
     st.caption(f"Probabilities {pred.get('calibration') or UNCALIBRATED}.")
+    ensemble = pred.get("ensemble")
+    if ensemble:
+        st.caption(ensemble_sentence(ensemble))
     ood = pred.get("ood") or {}
     if ood.get("unlike_training") is None:
         st.caption(ood.get("note") or NO_OOD_CHECK)
         return
     verdict = "unlike" if ood["unlike_training"] else "like"
-    st.caption(f"Out-of-distribution check ({ood['method']}): score {ood['score']:.3f} against the run's threshold "
-               f"{ood['threshold']:.3f} ({ACCEPT_RATE:.0%} of its validation clips score at or below it): {verdict} the training recordings.")
+    against = (f"the mean of the seeds' thresholds, {ood['threshold']:.3f} (each accepts {ACCEPT_RATE:.0%} of its "
+               "validation clips)" if ensemble else
+               f"the run's threshold {ood['threshold']:.3f} ({ACCEPT_RATE:.0%} of its validation clips score at or below it)")
+    st.caption(f"Out-of-distribution check ({ood['method']}): score {ood['score']:.3f} against {against}"
+               + f": {verdict} the training recordings.")
+
+
+def ensemble_sentence(ensemble: dict) -> str:
+    """'3 of 3 seeds agree (seed 0: piano 61%, ...)' for a Prediction's ensemble record."""
+    members = ensemble["members"]
+    each = ", ".join(f"seed {m['seed']}: {m['label']} {100 * m['probability']:.0f}%" for m in members)
+    return f"{ensemble['agree']} of {len(members)} seeds give this answer on their own ({each})."
 
 
 def flagged_windows_note(windows: Sequence[dict]) -> str | None:
@@ -381,13 +422,21 @@ def _clock(seconds: float) -> str:
     return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
 
 
-def predict_with_runs(clip: ClipInput, run_ids: Sequence[str], store, names: dict[str, str]
-                      ) -> tuple[dict[str, dict], dict[str, str]]:
+def predict_with_runs(clip: ClipInput, run_ids: Sequence[str], store, names: dict[str, str],
+                      lead: tuple[str, str, Any] | None = None) -> tuple[dict[str, dict], dict[str, str]]:
     """Each run's Prediction.to_dict() on `clip`, keyed by a unique display label, and the runs
-    that could not answer (label -> message). The clip must decode (render_clip checked it)."""
+    that could not answer (label -> message). The clip must decode (render_clip checked it).
+    `lead` = (label, cache key, predictor): a model that is not one run (the seeds' ensemble)
+    answering first."""
     y = decode(clip.digest, clip.data, clip.name)
     results: dict[str, dict] = {}
     failures: dict[str, str] = {}
+    if lead is not None:
+        label, key, predictor = lead
+        try:
+            results[label] = predict(key, clip.digest, predictor, y)
+        except Exception as exc:  # as below: the other models still answer
+            failures[label] = f"cannot predict: {exc}"
     for rid in run_ids:
         label = names.get(rid, rid)
         label = label if list(names.values()).count(label) == 1 else f"{label} [{rid}]"

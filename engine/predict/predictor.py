@@ -56,7 +56,8 @@ class Prediction:
     padded with silence, unlike the training data), for people and for the CLI's JSON;
     calibration: how the probabilities were made, in words (calibrated with T, or why not);
     ood: {"score", "threshold", "unlike_training", "method"} (engine.learn.trust.ood_verdict; all
-    None with a "note" for a run trained before the check existed).
+    None with a "note" for a run trained before the check existed); ensemble: for the seeds of a
+    configuration averaged (engine.predict.ensemble), {"method", "members", "agree"}, else None.
     """
 
     label: str
@@ -67,6 +68,7 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
     calibration: str = ""
     ood: dict[str, Any] | None = None
+    ensemble: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -91,7 +93,98 @@ def check_signal(y: np.ndarray, sample_rate: int, clip_samples: int) -> list[str
     return warnings
 
 
-class Predictor:
+@dataclass
+class WindowAnswers:
+    """What a model says about a recording's windows: probabilities (windows, classes), each
+    window's OOD score and verdict (Nones without a check), the recording's OOD verdict
+    (engine.learn.trust.ood_verdict's dict), and for an ensemble what its members said."""
+
+    probs: np.ndarray
+    scores: list[float | None]
+    flags: list[bool | None]
+    ood: dict[str, Any]
+    ensemble: dict[str, Any] | None = None
+
+
+class WindowClassifier:
+    """What turns audio into a Prediction, window by window: a single run (Predictor) or the seeds
+    of one configuration averaged (engine.predict.ensemble.EnsemblePredictor).
+
+    A subclass sets `config` (RunConfig: the feature settings), `class_names` (output order),
+    `calibration` (how its probabilities are made, in words) and implements `window_answers`."""
+
+    config: RunConfig
+    class_names: list[str]
+    calibration: str
+
+    def window_answers(self, feats: np.ndarray) -> WindowAnswers:
+        """What the model says about features (windows, frames, features)."""
+        raise NotImplementedError
+
+    def window_features(self, y: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        """Features (windows, frames, features) of mono `y` at the model's rate, and window starts (s)."""
+        from ..features.extract import clip_features
+
+        fc = self.config.features
+        y = np.asarray(y, dtype=np.float32)
+        starts = window_starts(len(y), fc.clip_samples)  # one window at a time: no (windows, samples) copy
+        feats = np.stack([clip_features(fit_to_length(y[s:s + fc.clip_samples], fc.clip_samples), fc)
+                          for s in starts]).astype(np.float32)
+        return feats, [s / fc.sample_rate for s in starts]
+
+    def predict_samples(self, y: np.ndarray) -> Prediction:
+        """Classify mono samples `y` (samples,) at config.features.sample_rate (22,050 Hz).
+
+        AudioError when there is no usable signal (check_signal): silence, under MIN_SECONDS,
+        absurd amplitudes, or a model output that is not finite. Never a made-up label."""
+        fc = self.config.features
+        warnings = check_signal(y, fc.sample_rate, fc.clip_samples)
+        feats, starts = self.window_features(y)
+        if len(feats) == 0:
+            raise AudioError("no clips to classify: the audio gives no 3-second window")
+        answers = self.window_answers(feats)
+        probs = answers.probs  # (windows, classes), calibrated when the model has a temperature
+        if not np.isfinite(probs).all():
+            raise AudioError("the model gives no finite answer for this audio (are its samples scaled as audio?)")
+        overall = probs.mean(axis=0)
+        overall = overall / overall.sum()
+        window_len = fc.clip_samples / fc.sample_rate
+        total = len(y) / fc.sample_rate
+        windows = [WindowPrediction(start, min(window_len, max(total - start, 0.0)), [float(p) for p in row], score, flag)
+                   for start, row, score, flag in zip(starts, probs, answers.scores, answers.flags)]
+        if answers.ood["unlike_training"]:
+            warnings.append(UNLIKE_TRAINING)
+        return Prediction(
+            label=self.class_names[int(overall.argmax())],
+            probabilities={name: float(p) for name, p in zip(self.class_names, overall)},
+            windows=windows, duration=total, silent=is_silent(y), warnings=warnings,
+            calibration=self.calibration, ood=answers.ood, ensemble=answers.ensemble,
+        )
+
+    def predict_file(self, source: AudioSource) -> Prediction:
+        """Classify a file path, bytes or binary file (decoded with engine.data.audio.load_audio)."""
+        features = self.config.features
+        return self.predict_samples(load_audio(source, sr=features.sample_rate, resampler=features.resampler))
+
+    def predict_files(self, files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+        """One dict per file: {"file", "label", "probabilities", "calibration", "ood", "warnings"}
+        (and "ensemble" for an ensemble) or {"file", "error"}; a bad file does not stop the others."""
+        results: list[dict[str, Any]] = []
+        for path in files:
+            try:
+                pred = self.predict_file(Path(path))
+            except Exception as exc:  # any unreadable file is reported, the rest go on
+                results.append({"file": str(path), "error": str(exc)})
+            else:
+                result = {"file": str(path), "label": pred.label, "probabilities": pred.probabilities,
+                          "calibration": pred.calibration, "ood": pred.ood, "warnings": pred.warnings}
+                if pred.ensemble is not None:
+                    result["ensemble"] = pred.ensemble
+                results.append(result)
+        return results
+
+
+class Predictor(WindowClassifier):
     """A trained model from the store, ready to classify audio (CPU, eval mode)."""
 
     def __init__(self, config: RunConfig, state_dict: dict, standardizer: dict | None = None,
@@ -149,64 +242,11 @@ class Predictor:
             logits = torch.cat([self.model(tensor[i:i + BATCH]).float() for i in range(0, len(tensor), BATCH)])
         return logits.numpy(), torch.cat(parts).numpy()
 
-    def window_features(self, y: np.ndarray) -> tuple[np.ndarray, list[float]]:
-        """Features (windows, frames, features) of mono `y` at the model's rate, and window starts (s)."""
-        from ..features.extract import clip_features
-
-        fc = self.config.features
-        y = np.asarray(y, dtype=np.float32)
-        starts = window_starts(len(y), fc.clip_samples)  # one window at a time: no (windows, samples) copy
-        feats = np.stack([clip_features(fit_to_length(y[s:s + fc.clip_samples], fc.clip_samples), fc)
-                          for s in starts]).astype(np.float32)
-        return feats, [s / fc.sample_rate for s in starts]
-
-    def predict_samples(self, y: np.ndarray) -> Prediction:
-        """Classify mono samples `y` (samples,) at config.features.sample_rate (22,050 Hz).
-
-        AudioError when there is no usable signal (check_signal): silence, under MIN_SECONDS,
-        absurd amplitudes, or a model output that is not finite. Never a made-up label."""
-        fc = self.config.features
-        warnings = check_signal(y, fc.sample_rate, fc.clip_samples)
-        feats, starts = self.window_features(y)
+    def window_answers(self, feats: np.ndarray) -> WindowAnswers:
+        """Calibrated probabilities (windows, classes) for features (windows, frames, features), the
+        windows' OOD scores and verdicts, and the recording's verdict (the mean of the window scores)."""
         logits, embeddings = self.logits_features(feats)  # (windows, classes), (windows, dim)
-        probs = self.probabilities(logits)  # (windows, classes), calibrated when the run has a temperature
-        if len(probs) == 0:
-            raise AudioError("no clips to classify: the audio gives no 3-second window")
-        if not np.isfinite(probs).all():
-            raise AudioError("the model gives no finite answer for this audio (are its samples scaled as audio?)")
-        overall = probs.mean(axis=0)
-        overall = overall / overall.sum()
-        window_len = fc.clip_samples / fc.sample_rate
-        total = len(y) / fc.sample_rate
         statistics = clip_statistics(feats)  # (windows, 2F): what the two-space check also measures
-        scores, flags = window_ood(self.trust["ood"], logits, embeddings, self.ood_reference, statistics)  # issue #24: (windows,) each, None without a check
-        windows = [WindowPrediction(start, min(window_len, max(total - start, 0.0)), [float(p) for p in row], score, flag)
-                   for start, row, score, flag in zip(starts, probs, scores, flags)]
-        ood = ood_verdict(self.trust["ood"], self.ood_reference, scores)  # the windows' scores, not scored again
-        if ood["unlike_training"]:
-            warnings.append(UNLIKE_TRAINING)
-        return Prediction(
-            label=self.class_names[int(overall.argmax())],
-            probabilities={name: float(p) for name, p in zip(self.class_names, overall)},
-            windows=windows, duration=total, silent=is_silent(y), warnings=warnings,
-            calibration=self.calibration, ood=ood,
-        )
-
-    def predict_file(self, source: AudioSource) -> Prediction:
-        """Classify a file path, bytes or binary file (decoded with engine.data.audio.load_audio)."""
-        features = self.config.features
-        return self.predict_samples(load_audio(source, sr=features.sample_rate, resampler=features.resampler))
-
-    def predict_files(self, files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-        """One dict per file: {"file", "label", "probabilities", "calibration", "ood", "warnings"}
-        or {"file", "error"}; a bad file does not stop the others."""
-        results: list[dict[str, Any]] = []
-        for path in files:
-            try:
-                pred = self.predict_file(Path(path))
-            except Exception as exc:  # any unreadable file is reported, the rest go on
-                results.append({"file": str(path), "error": str(exc)})
-            else:
-                results.append({"file": str(path), "label": pred.label, "probabilities": pred.probabilities,
-                                "calibration": pred.calibration, "ood": pred.ood, "warnings": pred.warnings})
-        return results
+        scores, flags = window_ood(self.trust["ood"], logits, embeddings, self.ood_reference, statistics)  # issue #24
+        return WindowAnswers(self.probabilities(logits), scores, flags,
+                             ood_verdict(self.trust["ood"], self.ood_reference, scores))
