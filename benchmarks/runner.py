@@ -78,6 +78,10 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("live_view", "live_view.py", "a 50-epoch run watched in a browser / unwatched (wall time)",
               r"^overhead:\s+([\d.]+)x", quick=("--data", "demo:tiny", "--repeats", "1", "--epochs", "1"),
               needs=("playwright", "chromium")),
+    Benchmark("onnx_export", "onnx_export.py", "inference per clip, the torch Predictor / onnxruntime on the "
+              "exported ONNX file (1 thread each; the output also gives each export's time)",
+              r"^torch / onnxruntime per clip \(geometric mean\):\s+([\d.]+)x",
+              quick=("--repeats", "1", "--batches", "1,8"), needs=("onnx", "onnxruntime")),
     Benchmark("pages", "pages.py", "page budget (1 s) / slowest page with 200 runs in the store",
               r"^headroom:\s+([\d.]+)x", quick=("--runs", "2", "--repeats", "1")),
     Benchmark("ray_backend", "ray_backend.py", "4 runs through a local Ray / the local backend, 1 at a time",

@@ -193,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export runs and metrics as CSV")
     export.add_argument("--out", help="CSV file (default: stdout)")
     export.set_defaults(handler=cmd_export)
+
+    export_model = sub.add_parser("export-model", help="write a run's trained model: a bundle (zip) and/or ONNX")
+    export_model.add_argument("run_id")
+    export_model.add_argument("--bundle", metavar="OUT.zip", help="the model bundle: config, weights, class names, "
+                              "standardiser (engine.runs.export.load_bundle reads it)")
+    export_model.add_argument("--onnx", metavar="OUT.onnx", help="an ONNX model (opset 17, dynamic batch) with class "
+                              "names, feature settings, standardiser and temperature in its metadata; needs "
+                              "pip install -r requirements-onnx.txt")
+    export_model.set_defaults(handler=cmd_export_model)
     return parser
 
 
@@ -860,6 +869,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         if args.out:
             out.close()
+    return 0
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    """Write the run's bundle and/or ONNX file (issue #27); every file is built before any is written."""
+    if not (args.bundle or args.onnx):
+        print("error: say what to write: --bundle OUT.zip and/or --onnx OUT.onnx", file=sys.stderr)
+        return 2
+    from .runs import export
+
+    store = _store()
+    files = []
+    if args.bundle:
+        files.append((args.bundle, export.model_bundle(store, args.run_id)))
+    if args.onnx:
+        from .runs.onnx_export import model_onnx
+
+        started = time.perf_counter()
+        files.append((args.onnx, model_onnx(store, args.run_id)))
+        print(f"exported to ONNX in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    for path, data in files:
+        try:
+            Path(path).expanduser().write_bytes(data)
+        except OSError as exc:
+            print(f"error: cannot write {path}: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {path} ({format_bytes(len(data))})")
     return 0
 
 

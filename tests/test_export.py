@@ -170,3 +170,67 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(store: RunStore, finished: 
     with pytest.raises(StoreError, match="damaged"):  # zipfile stops at the declared size: a CRC mismatch
         export.load_bundle(bomb)
     assert read and all(0 < n <= export.BUNDLE_MEMBER_LIMITS["model.json"] + 1 for n in read)
+
+
+# ---- class names (issue #27): a bundle carries them; loading never maps labels silently ----------
+
+
+def with_model_json(bundle: bytes, **changes) -> bytes:
+    """The bundle with model.json's keys changed (a value None: the key removed, as in bundles made
+    before the key existed)."""
+    with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
+        info = json.loads(zf.read("model.json"))
+    info = {k: v for k, v in {**info, **changes}.items() if v is not None}
+    return replace_member(bundle, "model.json", json.dumps(info).encode())
+
+
+def test_a_bundle_carries_its_class_names_and_refuses_other_classes(store: RunStore, finished: str) -> None:
+    from engine.core.labels import CLASS_NAMES
+
+    bundle = export.model_bundle(store, finished)
+    with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
+        assert json.loads(zf.read("model.json"))["class_names"] == list(CLASS_NAMES)
+    assert export.load_bundle(bundle, class_names=CLASS_NAMES).class_names == list(CLASS_NAMES)
+    other = [*CLASS_NAMES[:7], "cello"]
+    with pytest.raises(StoreError, match=r"other classes than expected \(it lacks \['cello'\]; it has \['violin'\]\)"):
+        export.load_bundle(bundle, class_names=other)
+    with pytest.raises(StoreError, match="another order"):
+        export.load_bundle(bundle, class_names=list(reversed(CLASS_NAMES)))
+
+
+def test_a_bundle_of_other_classes_loads_with_its_own_names(store: RunStore, finished: str) -> None:
+    """A three-class run (its meta.json names them, its head has three outputs), as a custom
+    dataset's run will be stored: the bundle carries the names, the Predictor answers in them."""
+    folder = store.runs_dir / finished
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "class_names": ["bird", "cat", "dog"]}))
+    state = store.load_state_dict(finished)
+    torch.save({**state, "head.weight": state["head.weight"][:3], "head.bias": state["head.bias"][:3]},
+               folder / "model.pt")
+    bundle = export.model_bundle(store, finished)
+    predictor = export.load_bundle(bundle, class_names=["bird", "cat", "dog"])
+    x = synthetic_data(predictor.config)["test"].x
+    assert predictor.class_names == ["bird", "cat", "dog"] and predictor.predict_features(x).shape == (len(x), 3)
+    with pytest.raises(StoreError, match="other classes"):
+        export.load_bundle(bundle, class_names=export.CLASS_NAMES)
+
+
+@pytest.mark.parametrize("names,cause", [
+    (["clarinet", "guitar", "singer"], "3 class names but its weights give 8 outputs"),
+    (["a", "b", "c", "d", "e", "f", "g", "a"], r"class names repeat \['a'\]"),
+    ("clarinet,guitar", "not a list of non-empty texts"),
+    (["a", "b", "c", "d", "e", "f", "g", " "], "not a list of non-empty texts"),
+])
+def test_a_class_list_that_does_not_fit_is_refused(store: RunStore, finished: str, names, cause: str) -> None:
+    with pytest.raises(StoreError, match=cause):
+        export.load_bundle(with_model_json(export.model_bundle(store, finished), class_names=names))
+
+
+def test_an_old_bundle_without_class_names_still_loads(store: RunStore, finished: str) -> None:
+    from engine.core.labels import CLASS_NAMES
+
+    old = with_model_json(export.model_bundle(store, finished), class_names=None)
+    with zipfile.ZipFile(io.BytesIO(old)) as zf:
+        assert "class_names" not in json.loads(zf.read("model.json"))
+    assert export.load_bundle(old, class_names=CLASS_NAMES).class_names == list(CLASS_NAMES)
+    assert export.class_names_of({}) == export.class_names_of({"class_names": None}) == list(CLASS_NAMES)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-from engine.runs import export
+from engine.runs import export, onnx_export
 from engine.core.errors import EngineError
 
 HISTORY_HELP = ("One row per run, epoch and metric (long format: run_id, name, tags, status, seed, "
@@ -20,6 +20,10 @@ HISTORY_HELP = ("One row per run, epoch and metric (long format: run_id, name, t
 MODEL_HELP = ("A zip with config.json, the weights (model.pt: plain tensors, read with "
               "torch.load(weights_only=True), no code runs), class names and feature scaling; "
               "load it with engine.runs.export.load_bundle.")
+ONNX_HELP = ("The trained network as ONNX (opset 17, any batch size): input the clip's features unscaled "
+             "(batch, frames, features), outputs logits and calibrated probabilities; class names, feature "
+             "settings, standardiser and temperature are in its metadata. Runs with onnxruntime, without "
+             "this code (docs/GUIDE.md, 'Take the model elsewhere').")
 
 
 def _or_error_zip(build: Callable[[], bytes]) -> Callable[[], bytes]:
@@ -38,19 +42,47 @@ def _or_error_zip(build: Callable[[], bytes]) -> Callable[[], bytes]:
     return run
 
 
+def _or_error_text(build: Callable[[], bytes], what: str) -> Callable[[], bytes]:
+    """`build`, except that an EngineError gives a short text file saying why `what` could not
+    be written (as `_or_error_zip`, for files that are not zips)."""
+
+    def run() -> bytes:
+        try:
+            return build()
+        except EngineError as exc:
+            return f"{what} could not be written: {exc}\n".encode()
+
+    return run
+
+
+def onnx_download(store: Any, record: Any, where: Any) -> None:
+    """The run's ONNX model as a download in `where` (a column); without the optional onnx
+    package, a line saying how to install it instead of the button."""
+    try:
+        onnx_export.require_onnx()
+    except onnx_export.OnnxUnavailable as exc:
+        where.caption(f"{exc}")
+        return
+    where.download_button("Download model (ONNX)", _or_error_text(lambda: onnx_export.model_onnx(store, record.id),
+                                                                  "The ONNX model"),
+                          onnx_export.onnx_name(record.id), "application/octet-stream", key=f"dl_onnx_{record.id}",
+                          help=ONNX_HELP, on_click="ignore")
+
+
 def has_model(store: Any, record: Any) -> bool:
     """The run has saved weights (finished, or stopped after at least one epoch)."""
     return (store.runs_dir / record.id / "model.pt").is_file()
 
 
 def run_downloads(store: Any, record: Any) -> None:
-    """The Train page's run section: the run's model + configuration (when it has weights)
-    and its per-epoch history (when it has epochs), side by side."""
+    """The Train page's run section: the run's model + configuration and its ONNX form (when
+    it has weights) and its per-epoch history (when it has epochs), side by side."""
     left, right = st.columns(2)
     if has_model(store, record):
         left.download_button("Download model + config (zip)", _or_error_zip(lambda: export.model_bundle(store, record.id)),
                              export.bundle_name(record.id), "application/zip", key=f"dl_model_{record.id}",
                              help=MODEL_HELP, on_click="ignore")
+        onnx_download(store, record, left)
     if record.history:
         right.download_button("Download per-epoch history (CSV)", lambda: export.history_csv([record]),
                               f"history-{record.id}.csv", "text/csv", key=f"dl_history_{record.id}",

@@ -14,6 +14,12 @@ A model bundle (`model_bundle`) is a zip: `config.json` (the RunConfig), `model.
 selected epoch's state_dict, as stored: plain tensors that `torch.load(weights_only=True)`
 reads without running code), `model.json` (class names, feature standardizer, run id,
 name, best epoch, metrics) and a README. `load_bundle` turns one back into a `Predictor`.
+
+Class names (issue #27): a bundle carries its run's class names in output order, read from
+the run's metadata by `class_names_of` (the one place that falls back to the Medley-solos-DB
+names for runs stored before runs had their own). Loading never maps labels silently: a
+model.json whose class list does not fit the weights' outputs, or a caller that expects other
+classes (`load_bundle(..., class_names=...)`), is a StoreError naming both lists.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import math
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
@@ -124,7 +130,7 @@ def model_bundle(store: Any, run_id: str) -> bytes:
         raise StoreError(f"run '{run_id}' has no saved model")
     record = store.get(run_id)  # its current name (renames do not rewrite meta.json)
     info = {"format": BUNDLE_FORMAT, "run_id": run_id, "name": record.name,
-            "class_names": meta.get("class_names") or list(CLASS_NAMES), "standardizer": meta.get("standardizer"),
+            "class_names": class_names_of(meta), "standardizer": meta.get("standardizer"),
             "best_epoch": meta.get("best_epoch"), "metrics": record.metrics}
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -135,6 +141,46 @@ def model_bundle(store: Any, run_id: str) -> bytes:
         if (store.runs_dir / run_id / OOD_REFERENCE).is_file():  # issue #24: the OOD check's training embeddings
             zf.write(store.runs_dir / run_id / OOD_REFERENCE, OOD_REFERENCE)
     return out.getvalue()
+
+
+def class_names_of(info: Mapping[str, Any]) -> list[str]:
+    """The class names, in the model's output order, of a run's meta.json or a bundle's
+    model.json: its "class_names", or the Medley-solos-DB names (CLASS_NAMES) for a run or
+    bundle stored before runs carried their own. The ONE place that decides this (bundles,
+    ONNX files): when classes become data-driven, only this fallback changes. StoreError when
+    the list is there but not a list of distinct, non-empty texts."""
+    names = info.get("class_names")
+    if names is None or names == []:
+        return list(CLASS_NAMES)
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise StoreError(f"a damaged model: its class names are not a list of non-empty texts ({names!r:.200})")
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise StoreError(f"a damaged model: its class names repeat {repeated}")
+    return list(names)
+
+
+def check_class_names(found: Sequence[str], expected: Sequence[str] | None, what: str = "the model") -> None:
+    """StoreError unless `found` (the model's class names, output order) equals `expected`
+    (what the caller will read its outputs as); `expected` None: nothing to check. Same names in
+    another order also fail: output i would be read as the wrong class."""
+    if expected is None or list(found) == list(expected):
+        return
+    missing, extra = [n for n in expected if n not in found], [n for n in found if n not in expected]
+    parts = ([f"it lacks {missing}"] if missing else []) + ([f"it has {extra}"] if extra else [])
+    why = "; ".join(parts) or "the same names in another order"
+    raise StoreError(f"{what} was trained for other classes than expected ({why}): its outputs are "
+                     f"{list(found)}, expected {list(expected)}; labels are never mapped silently")
+
+
+def check_outputs(state: Mapping[str, Any], class_names: Sequence[str], what: str = "the model") -> None:
+    """StoreError unless the weights' output layer (`head`, every architecture's last
+    Linear: weight (classes, inputs)) has one output per class name."""
+    head = state.get("head.weight")
+    outputs = int(head.shape[0]) if head is not None and getattr(head, "ndim", 0) == 2 else None
+    if outputs is not None and outputs != len(class_names):
+        raise StoreError(f"{what} lists {len(class_names)} class names but its weights give {outputs} outputs: "
+                         "its class list does not belong to these weights")
 
 
 def weights_limit(config: RunConfig, num_classes: int) -> int:
@@ -184,11 +230,14 @@ def bundle_ood_reference(raw: bytes) -> Any:
             raise StoreError(f"a damaged model bundle: {OOD_REFERENCE}: {exc}") from None
 
 
-def load_bundle(source: str | Path | bytes) -> Predictor:
+def load_bundle(source: str | Path | bytes, class_names: Sequence[str] | None = None) -> Predictor:
     """A Predictor from a bundle (a path or the zip's bytes). The weights are read with
     `torch.load(weights_only=True)`: a bundle never runs code. Every failure is a StoreError
     that names what is wrong (not a zip, a part missing or larger than BUNDLE_MEMBER_LIMITS,
-    damaged JSON, weights torch refuses or that do not fit the configuration)."""
+    damaged JSON, weights torch refuses or that do not fit the configuration, a class list
+    that does not fit the weights' outputs). `class_names`: the classes the caller will read
+    the outputs as (e.g. its dataset's); a bundle made for other classes, or in another
+    order, is refused (`check_class_names`) rather than mapped."""
     try:
         raw = source if isinstance(source, bytes) else Path(source).read_bytes()
     except OSError as exc:
@@ -199,7 +248,8 @@ def load_bundle(source: str | Path | bytes) -> Predictor:
             info = json.loads(read_member(zf, "model.json"))
             if not isinstance(info, dict):
                 raise StoreError("a damaged model bundle: model.json is not an object")
-            limit = weights_limit(config, len(info.get("class_names") or CLASS_NAMES))
+            names = class_names_of(info)
+            limit = weights_limit(config, len(names))
             state = torch.load(io.BytesIO(read_member(zf, "model.pt", limit)), map_location="cpu", weights_only=True)
     except StoreError:
         raise
@@ -213,8 +263,10 @@ def load_bundle(source: str | Path | bytes) -> Predictor:
         raise StoreError(f"a damaged model bundle: {type(exc).__name__}: {exc}") from None
     if int(info.get("format", 0)) > BUNDLE_FORMAT:
         raise StoreError(f"model bundle format {info.get('format')} is newer than this version reads ({BUNDLE_FORMAT})")
+    check_outputs(state, names, "the model bundle")
+    check_class_names(names, class_names, "the model bundle")
     try:
-        return Predictor(config, state, info.get("standardizer"), info.get("class_names") or CLASS_NAMES,
+        return Predictor(config, state, info.get("standardizer"), names,
                          info.get("run_id"), info.get("metrics"), bundle_ood_reference(raw))  # issue #24
     except (KeyError, RuntimeError) as exc:
         raise StoreError(f"the bundle's weights do not match its configuration: {exc}") from None
