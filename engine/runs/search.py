@@ -22,6 +22,7 @@ curves and the tag "pruned"; its trial is PRUNED in the study.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
@@ -69,7 +70,8 @@ def storage(path: Path | None = None) -> Any:
 class SearchSpec:
     """A search: its name, space, the base configuration every trial starts from (its data,
     epochs and seed included), how many trials, the sampler ("tpe", or "grid": every
-    combination of the space's choices), the pruner and the sampler's seed."""
+    combination of the space's choices, in order, then random points), the pruner and the
+    sampler's seed."""
 
     name: str
     space: SearchSpace
@@ -106,8 +108,8 @@ class SearchSpec:
 
 
 def _sampler(spec: SearchSpec, offset: int = 0) -> Any:
-    if spec.sampler == "grid":
-        return optuna.samplers.GridSampler(spec.space.grid(), seed=spec.seed)
+    if spec.sampler == "grid":  # every point is enqueued when the study starts (start_search)
+        return optuna.samplers.RandomSampler(seed=spec.seed)
     startup = spec.startup_trials if spec.startup_trials is not None else max(2, min(10, spec.trials // 4))
     return optuna.samplers.TPESampler(seed=spec.seed + offset, n_startup_trials=startup)
 
@@ -267,13 +269,7 @@ class Search:
     def _queue_one(self) -> bool:
         with self._lock:
             trial = self.study.ask()
-            try:
-                values = self.spec.space.suggest(trial)
-            except RuntimeError as exc:  # GridSampler: the grid is exhausted
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                trial.set_user_attr("ended", "stopped")
-                self.error = str(exc)
-                return False
+            values = self.spec.space.suggest(trial)
             try:
                 config = config_from_values(values, self.spec.base)
             except ConfigError as exc:  # a combination the configuration refuses
@@ -364,6 +360,10 @@ def start_search(spec: SearchSpec, manager: Any, path: Path | None = None) -> Se
                           f"or choose another name") from None
     for key, value in spec.to_attrs().items():
         study.set_user_attr(key, value)
+    if spec.sampler == "grid":  # Optuna's GridSampler stops the study from inside optimize(); here trials are asked
+        grid = spec.space.grid()
+        for combo in itertools.product(*grid.values()):
+            study.enqueue_trial(dict(zip(grid, combo)))
     study.set_user_attr("created", time.time())
     return Search(spec, study, manager)
 
