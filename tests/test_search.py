@@ -230,3 +230,60 @@ def test_cli_search_and_confirm_refuse_bad_input_and_keep_runs(medley_cache: Pat
     assert "no search named 'nothing'" in capsys.readouterr().err
     assert main(["confirm", "nothing"]) == 2
     assert "no search named" in capsys.readouterr().err
+
+
+def test_stopping_a_search_cancels_its_running_trial_and_resume_continues(env) -> None:
+    """stop() from another thread (the page's button, Ctrl-C): the running trial's run is
+    cancelled, its trial is not counted, and a resumed search trains the trials left."""
+    import threading
+
+    manager, db = env
+    m = manager()
+    spec = SearchSpec("x1", parse_space(SPACE), tiny_config(epochs=200), trials=2, pruner="none")
+    search = start_search(spec, m, db)
+    started = threading.Event()
+    original = search._queue_one
+
+    def queue_then_signal() -> bool:
+        ok = original()
+        started.set()
+        return ok
+
+    search._queue_one = queue_then_signal
+    worker = threading.Thread(target=search.run)
+    worker.start()
+    assert started.wait(30)
+    search.stop()
+    worker.join(60)
+    assert not worker.is_alive()
+    [row] = trial_rows(search.study)
+    assert row.state == "fail" and row.why == "stopped" and m.store.get(row.run_id).status == "cancelled"
+    resumed = resume_search("x1", m, db)
+    assert resumed.counted() == 0
+    resumed.spec = SearchSpec("x1", spec.space, tiny_config(epochs=1), trials=2, pruner="none")  # quicker trials
+    resumed.run()
+    assert [r.state for r in trial_rows(resumed.study)] == ["fail", "complete", "complete"]
+
+
+def test_cli_search_then_confirm_json(medley_cache: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`search` and `confirm --json` through the CLI's own JobManager (thread isolation); only
+    the data loader is swapped for synthetic features (no audio to decode)."""
+    from engine.cli import main
+    from engine.runs import jobs
+
+    monkeypatch.setattr(jobs, "_default_loader", lambda config, device, progress: synthetic_data(config))
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    flags = ["--preset", "study", "--hidden", "8", "--layers", "1", "--batch-size", "16", "--epochs", "2"]
+    assert main(["search", "--name", "cli1", "--space", str(space), "--trials", "3", "--json", *flags]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["done"] == 3 and summary["best"] is not None and summary["seeds"] == [0]
+    assert main(["search", "--name", "cli1", "--space", str(space), "--trials", "3", *flags]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["confirm", "cli1", "--top", "1", "--seeds", "2", "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["seeds"] == [1, 2] and verdict["search_seeds"] == [0]
+    assert "Holm" in verdict["method"] and len(verdict["comparisons"]) == 1
+    assert list(verdict).index("decision") < list(verdict).index("after_decision")
+    assert main(["runs", "--tag", "search:cli1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3

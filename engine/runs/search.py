@@ -287,7 +287,13 @@ class Search:
         """Tell Optuna how a trial's run ended: COMPLETE (its objective), PRUNED (tagged), or FAIL."""
         with self._lock:
             item = self._inflight.pop(run_id)
-            record = self.manager.record(run_id)
+            try:
+                record = self.manager.record(run_id)
+            except EngineError as exc:  # deleted from the run table meanwhile
+                item.trial.set_user_attr("ended", "deleted")
+                item.trial.set_user_attr("error", str(exc)[:500])
+                self.study.tell(item.trial, state=optuna.trial.TrialState.FAIL)
+                return
             self._judge_history(item, record.history)
             tell_outcome(self.study, item.trial, record, pruned=item.prune, stopped=self._stop.is_set())
             if item.prune and record.status == "cancelled":
