@@ -27,8 +27,22 @@ def app(medley_cache: Path, monkeypatch: pytest.MonkeyPatch):
     st.cache_resource.clear()
     st.cache_data.clear()
     yield AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    _stop_background()
     st.cache_resource.clear()
     st.cache_data.clear()
+
+
+def _stop_background() -> None:
+    """Stop this test's searches and the server's job manager (its worker processes) before the caches go."""
+    from ui import common
+    from ui import search_view as sv
+
+    jobs = sv.get_search_jobs()
+    for name in list(jobs.searches):
+        jobs.stop(name)
+    for job in [*jobs.searches.values(), *jobs.confirms.values()]:
+        job.thread.join(30)
+    common.get_manager().shutdown()
 
 
 def texts(at: AppTest) -> str:
@@ -90,3 +104,43 @@ def test_a_confirmation_verdict_is_shown_decision_first(app) -> None:
     assert not at.exception, at.exception
     shown = texts(at)
     assert "keep the preset" in shown and shown.index("Decision") < shown.index("Test accuracy, read after")
+
+
+def test_the_form_starts_a_real_search_and_the_button_confirms_it(app, tiny_dataset: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's own path: the form starts a search on the server's job manager (worker
+    processes, the real 72-clip dataset), then Confirm trains the best trial and the preset
+    with 2 fresh seeds each and shows the decision."""
+    import time
+
+    from ui import search_view as sv
+
+    monkeypatch.setenv("MEDLEY_DATA", str(tiny_dataset))
+    at = app.run()
+    at.text_input[0].set_value("live1")
+    at.number_input[0].set_value(2)  # trials
+    at.number_input[1].set_value(1)  # epochs per trial
+    at.text_area[0].set_value('{"train.lr": [0.001, 0.01]}')
+    at.button[0].click()
+    at.run()
+    assert not at.exception, at.exception
+    jobs = sv.get_search_jobs()
+    deadline = time.monotonic() + 90
+    while jobs.running("live1") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not jobs.running("live1") and jobs.searches["live1"].error is None
+    at.run()
+    assert "Best so far" in texts(at) and "2/2 trials" in str(at.get("progress")[0].proto)
+    at.number_input[2].set_value(1)  # top configurations
+    at.number_input[3].set_value(2)  # fresh seeds each
+    at.button(key="confirm_button").click()
+    at.run()
+    assert not at.exception, at.exception
+    deadline = time.monotonic() + 90
+    while jobs.confirms["live1"].running and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert jobs.confirms["live1"].error is None
+    at.run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert "Decision" in shown and "fresh seeds [1, 2]" in shown
