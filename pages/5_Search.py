@@ -19,9 +19,16 @@ st.write("Search hyperparameters with Optuna (TPE sampler, pruning on each epoch
 
 store = get_store()
 jobs = sv.get_search_jobs()
+from engine.runs.search import importances, search_names, search_summary  # noqa: E402
+
+try:
+    names = search_names()
+except Exception as exc:  # a damaged search database: say so, keep the page
+    st.error(f"The search database cannot be read: {plain(exc)}")
+    st.stop()
 
 # ---- start a search -----------------------------------------------------------------------
-with st.expander("Start a search", expanded=not jobs.searches):
+with st.expander("Start a search", expanded=not names):
     from engine.core.search_space import SearchError, read_space
     from engine.learn.presets import RECOMMENDED
     from engine.runs.search import SearchSpec
@@ -43,18 +50,12 @@ with st.expander("Start a search", expanded=not jobs.searches):
             spec = SearchSpec(name=name.strip(), space=read_space(space_text, "json", base), base=base,
                               trials=int(trials), pruner=pruner)
             jobs.start(get_manager(), spec=spec)
+            names = search_names()
             st.session_state["search_name"] = spec.name
         except (SearchError, EngineError) as exc:
             st.error(plain(exc))
 
 # ---- the searches -------------------------------------------------------------------------
-from engine.runs.search import importances, search_names, search_summary  # noqa: E402
-
-try:
-    names = search_names()
-except Exception as exc:  # a damaged search database: say so, keep the page
-    st.error(f"The search database cannot be read: {plain(exc)}")
-    st.stop()
 if not names:
     st.info("No search yet. Start one above: every trial trains like a run from the Train page, so begin with "
             "a few trials of a few epochs on the demo data.")
@@ -90,7 +91,7 @@ def show_search(name: str) -> None:
     best = summary["best"]
     if best:
         st.markdown(f"**Best so far:** trial {best['trial']}, {100 * best['value']:.1f}% on "
-                    f"{plain(summary['objective_split'] or 'validation')} (one seed: confirm it below).")
+                    f"{sv.objective_words(summary['objective_split'])} (one seed: confirm it below).")
     left, right = st.columns(2)
     left.altair_chart(sv.best_so_far_chart(df), width="stretch")
     right.altair_chart(sv.trials_over_time_chart(df), width="stretch")
@@ -103,7 +104,8 @@ def show_search(name: str) -> None:
         st.altair_chart(sv.importance_chart(found), width="stretch")
     else:
         st.caption("Parameter importance appears once two trials have completed with different results.")
-    st.dataframe(df.drop(columns=["started", "ended", "minutes", "best_so_far"]), hide_index=True)
+    st.dataframe(df.drop(columns=["started", "ended", "minutes", "best_so_far"]), hide_index=True,
+                 column_config={"value": st.column_config.NumberColumn("objective", format="percent")})
 
 
 st.fragment(run_every=2.0 if jobs.running(chosen) else None)(show_search)(chosen)

@@ -132,10 +132,22 @@ def trials_frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
+SPLIT_WORDS = {"validation_program": "cross-val program", "validation_source": "cross-val source",
+               "validation": "in-collection validation"}
+TRIAL_AXIS = alt.Axis(format="d", tickMinStep=1)
+
+
+def objective_words(split: str | None) -> str:
+    """How the objective's split is named on the pages ('cross-val program', ...)."""
+    return SPLIT_WORDS.get(split or "", split or "validation")
+
+
 def best_so_far_chart(df: pd.DataFrame) -> alt.Chart:
-    """Each trial's objective (points by state) and the best so far (a step line) by trial number."""
+    """Each trial's objective (points by state; a pruned trial at its last reported epoch) and
+    the best so far (a step line) by trial number."""
     points = alt.Chart(df.dropna(subset=["value"])).mark_circle(size=60).encode(
-        x=alt.X("trial:Q", title="trial"), y=alt.Y("value:Q", title="validation accuracy", axis=alt.Axis(format=".0%")),
+        x=alt.X("trial:Q", title="trial", axis=TRIAL_AXIS),
+        y=alt.Y("value:Q", title="objective (validation accuracy)", axis=alt.Axis(format=".0%")),
         color=alt.Color("state:N", scale=alt.Scale(domain=list(STATE_COLORS), range=list(STATE_COLORS.values()))),
         tooltip=["trial:Q", "state:N", alt.Tooltip("value:Q", format=".1%"), "epochs:Q"])
     line = alt.Chart(df.dropna(subset=["best_so_far"])).mark_line(interpolate="step-after", color="#000000").encode(
@@ -144,8 +156,9 @@ def best_so_far_chart(df: pd.DataFrame) -> alt.Chart:
 
 
 def trials_over_time_chart(df: pd.DataFrame) -> alt.Chart:
-    """Each trial ended at minutes since the search started, with its epochs (pruned ones fewer)."""
-    return alt.Chart(df).mark_bar().encode(
+    """Each trial at the minute it ended (since the search started) and the epochs it trained
+    (pruned ones fewer); a running trial at now."""
+    return alt.Chart(df).mark_circle(size=80, opacity=0.9).encode(
         x=alt.X("minutes:Q", title="minutes since the search started"), y=alt.Y("epochs:Q", title="epochs trained"),
         color=alt.Color("state:N", scale=alt.Scale(domain=list(STATE_COLORS), range=list(STATE_COLORS.values()))),
         tooltip=["trial:Q", "state:N", "epochs:Q", alt.Tooltip("minutes:Q", format=".1f")],
@@ -185,7 +198,8 @@ def eta_words(summary: dict[str, Any]) -> str:
 def default_space_text() -> str:
     from engine.core.search_space import DEFAULT_SPACE
 
-    return json.dumps(DEFAULT_SPACE, indent=1)
+    lines = [f" {json.dumps(name)}: {json.dumps(spec)}" for name, spec in DEFAULT_SPACE.items()]
+    return "{\n" + ",\n".join(lines) + "\n}"
 
 
 def verdict_frame(verdict: dict[str, Any]) -> pd.DataFrame:
