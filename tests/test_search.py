@@ -158,7 +158,7 @@ def test_a_search_whose_every_trial_diverges_says_so_and_keeps_its_runs(env) -> 
 
     m = manager(poisoned)
     spec = SearchSpec("d1", parse_space(SPACE), tiny_config(epochs=2), trials=2, pruner="none")
-    with pytest.raises(SearchError, match="every trial of search 'd1' diverged .*lower train.lr"):
+    with pytest.raises(SearchError, match="every trial of search .d1. diverged .*lower train.lr"):
         start_search(spec, m, db).run()
     runs = m.store.list_runs(tag="search:d1")
     assert len(runs) == 2 and all(r.status == "diverged" for r in runs)

@@ -322,10 +322,11 @@ class Search:
         reasons = [t.user_attrs.get("error") for t in ended if t.user_attrs.get("error")]
         diverged = sum(1 for t in ended if t.user_attrs.get("ended") == "diverged")
         what = "diverged" if diverged == len(ended) else "failed or diverged"
+        advice = ("narrow the space (a lower train.lr range), or add train.grad_clip or train.standardize to the base"
+                  if what == "diverged" else "fix what the first error says, then start the search again")
         raise SearchError(f"every trial of search {self.spec.name!r} {what} ({len(ended)} of {len(ended)})"
-                          + (f"; the first: {reasons[0]}" if reasons else "")
-                          + ". Narrow the space (a lower train.lr range), or add train.grad_clip or "
-                            "train.standardize to the base; the trials' runs stay in the run table")
+                          + (f"; the first: {reasons[0][:300]}" if reasons else "")
+                          + f". To go on: {advice}; the trials' runs stay in the run table")
 
 
 def tell_outcome(study: Any, trial: Any, record: Any, *, pruned: bool, stopped: bool = False) -> None:
