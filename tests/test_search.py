@@ -287,3 +287,22 @@ def test_cli_search_then_confirm_json(medley_cache: Path, tmp_path: Path, monkey
     assert list(verdict).index("decision") < list(verdict).index("after_decision")
     assert main(["runs", "--tag", "search:cli1", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+def test_pruning_by_reading_stored_epochs_when_the_run_trains_elsewhere(env, monkeypatch) -> None:
+    """Without the in-process epoch hook (as for a worker process or Ray) the search reads the
+    stored epochs and cancels: the 400-epoch trial behind the others stops long before its end."""
+    from engine.runs import search as search_module
+
+    monkeypatch.setattr(search_module, "_attach", lambda manager, judge: None)
+    manager, db = env
+    m = manager()
+    space = parse_space({"train.lr": [3e-2, 1e-5], "train.epochs": [3, 400]})
+    search = start_search(SearchSpec("q1", space, tiny_config(), trials=3, pruner="median"), m, db)
+    for lr, epochs in ((3e-2, 3), (3e-2, 3), (1e-5, 400)):
+        search.study.enqueue_trial({"train.lr": lr, "train.epochs": epochs})
+    search.run()
+    rows = trial_rows(search.study)
+    assert [r.state for r in rows] == ["complete", "complete", "pruned"]
+    pruned = m.store.get(rows[2].run_id)
+    assert pruned.status == "cancelled" and PRUNED_TAG in pruned.tags and len(pruned.history) < 400
