@@ -77,11 +77,14 @@ def show_search(name: str) -> None:
     if summary.get("note"):
         st.caption(summary["note"])
     buttons = st.columns(4)
-    if running and buttons[0].button("Stop the search", key="search_stop"):
+    if running and buttons[0].button("Stop the search", key="search_stop",
+                                     help="Cancels the running trial (its trial is not counted); Resume goes on"):
         jobs.stop(name)
+        st.rerun()
     elif not running and summary["done"] < summary["trials"] and buttons[0].button("Resume", key="search_resume"):
         try:
             jobs.start(get_manager(), resume=name)
+            st.rerun()  # the whole page, so that the live view refreshes on its timer
         except EngineError as exc:
             st.error(plain(exc))
     df = sv.trials_frame(summary["rows"])
