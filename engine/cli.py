@@ -517,7 +517,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     records = _run_and_wait(lambda manager: queue_confirmation(manager, plan), args.device)
     verdict = confirm_verdict(plan, records, _store(), alpha=args.alpha)
     print(json_text(verdict) if args.json else format_verdict(verdict))
-    return 0 if not verdict["not_finished"] else 1
+    return 0 if verdict["decided"] and not verdict["not_finished"] else 1
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

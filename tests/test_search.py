@@ -306,3 +306,22 @@ def test_pruning_by_reading_stored_epochs_when_the_run_trains_elsewhere(env, mon
     assert [r.state for r in rows] == ["complete", "complete", "pruned"]
     pruned = m.store.get(rows[2].run_id)
     assert pruned.status == "cancelled" and PRUNED_TAG in pruned.tags and len(pruned.history) < 400
+
+
+def test_confirm_refuses_what_it_cannot_decide(env) -> None:
+    from engine.compare.confirm import _decision, plan_confirmation
+
+    manager, db = env
+    m = manager()
+    with pytest.raises(SearchError, match="no search named"):
+        plan_confirmation("none", path=db)
+    spec = SearchSpec("same", parse_space({"model.hidden_size": [8]}), tiny_config(epochs=1), trials=1, pruner="none")
+    start_search(spec, m, db).run()  # its only trial is the base itself (hidden 8)
+    with pytest.raises(SearchError, match="nothing to confirm"):
+        plan_confirmation("same", path=db)
+    with pytest.raises(SearchError, match="at least 2 fresh seeds"):
+        plan_confirmation("same", seeds=1, path=db)
+    with pytest.raises(SearchError, match="at least the best"):
+        plan_confirmation("same", top=0, path=db)
+    words = _decision("preset", [{"row": "trial 0", "error": "clips differ"}], "validation")
+    assert words.startswith("no decision") and "clips differ" in words

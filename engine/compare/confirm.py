@@ -91,6 +91,9 @@ def plan_confirmation(search: str, top: int = DEFAULT_TOP, seeds: int | Sequence
         params[label] = dict(row.params)
         if len(rows) > top:
             break
+    if len(rows) == 1:
+        raise SearchError(f"every completed trial of {search!r} trained the search's base configuration itself: "
+                          f"nothing to confirm against it")
     return ConfirmPlan(search, tuple(rows), tuple(chosen), used, params)
 
 
@@ -143,22 +146,32 @@ def confirm_verdict(plan: ConfirmPlan, records: Sequence[Any], store: Any,
             item["effect_size"] = _effect(res)
             item["words"] = _words(item, alpha)
         comparisons.append(item)
-    better = [c for c in comparisons if c.get("significant") and c["difference"] > 0]
     choice = selection["choice"]
-    decision = (f"{choice} is better than the preset beyond the seed spread "
-                f"(+{100 * next(c for c in better if c['row'] == choice)['difference']:.1f} points on {split}, "
-                f"Holm-corrected across {len(comparisons)} comparison{'s' * (len(comparisons) != 1)})"
-                if choice != PRESET_ROW else
-                f"no configuration is better than the preset beyond the seed spread on {split} "
-                f"(Holm-corrected across {len(comparisons)} comparison{'s' * (len(comparisons) != 1)}): keep the preset")
+    decision = _decision(choice, comparisons, split)
     failed = [r.id for _, rs in grouped for r in rs if r.status != "finished"]
     return {"search": plan.search, "seeds": list(plan.seeds), "search_seeds": list(plan.search_seeds),
             "split": split, "note": note, "alpha": alpha, "method": selection["method"],
             "rows": [{"row": label, "params": plan.params.get(label, {}), "runs": [r.id for r in rs],
                       "finished": sum(r.status == "finished" for r in rs)} for label, rs in grouped],
             "comparisons": comparisons, "choice": choice, "decision": decision, "not_finished": failed,
+            "decided": any("error" not in c for c in comparisons),
             "after_decision": {"label": "test accuracy, read after the decision (never used to choose)",
                                "test": _test_table(grouped)}}
+
+
+def _decision(choice: str, comparisons: list[dict[str, Any]], split: str) -> str:
+    """The decision in words: the configuration better than the preset beyond the seed spread,
+    none, or why there is no decision (nothing other than the base, nothing comparable)."""
+    compared = [c for c in comparisons if "error" not in c]
+    if not comparisons:
+        return "no decision: the search has no configuration other than its base to confirm"
+    if not compared:
+        return f"no decision: no configuration could be compared with the preset ({comparisons[0]['error']})"
+    family = f"Holm-corrected across {len(compared)} comparison{'s' * (len(compared) != 1)}"
+    if choice == PRESET_ROW:
+        return f"no configuration is better than the preset beyond the seed spread on {split} ({family}): keep the preset"
+    gain = next(c for c in compared if c["row"] == choice)["difference"]
+    return f"{choice} is better than the preset beyond the seed spread (+{100 * gain:.1f} points on {split}, {family})"
 
 
 def _words(item: dict[str, Any], alpha: float) -> str:
