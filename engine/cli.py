@@ -500,13 +500,23 @@ def cmd_search(args: argparse.Namespace) -> int:
         try:
             search = resume_search(args.resume, manager) if args.resume else start_search(spec, manager)
             print(f"search {search.spec.name}: {search.counted()}/{search.spec.trials} trials done", file=sys.stderr)
-            search.run(on_change=lambda: print(f"search {search.spec.name}: {search.counted()}/{search.spec.trials} "
-                                               f"trials done", file=sys.stderr))
+            search.run(on_change=lambda: print(_trial_line(search), file=sys.stderr, flush=True))
         finally:
             manager.shutdown()
     summary = search_summary(search.spec.name)
     print(json_text(summary) if args.json else format_summary(summary))
     return 0 if summary["best"] is not None else 1
+
+
+def _trial_line(search: Any) -> str:
+    """'search s1: 4/20 trials done; trial 3 pruned after 2 epochs (41.7%)' for the trial that just ended."""
+    from .runs.search import trial_rows
+
+    ended = [r for r in trial_rows(search.study) if r.ended is not None]
+    last = max(ended, key=lambda r: r.ended) if ended else None
+    what = "" if last is None else (f"; trial {last.number} {last.why or last.state} after {last.epochs} epochs"
+                                    + ("" if last.value is None else f" ({100 * last.value:.1f}%)"))
+    return f"search {search.spec.name}: {search.counted()}/{search.spec.trials} trials done{what}"
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
