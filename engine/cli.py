@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "seeds: is the winner better beyond the seed spread?")
     confirm.add_argument("search", help="the search's name")
     confirm.add_argument("--top", type=int, default=3, help="configurations to confirm (default 3)")
-    confirm.add_argument("--seeds", default="5", help="fresh seeds per configuration: " + SEEDS_HELP.split(" (")[0]
-                         + " after the search's (default 5); never one the search used")
+    confirm.add_argument("--seeds", default="5", help="fresh seeds per configuration: a count N (the N seeds after "
+                         "the search's; default 5) or a comma-separated list; never one the search used")
     confirm.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     confirm.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     confirm.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
