@@ -90,6 +90,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               needs=("ray",)),
     Benchmark("resample", "resample.py", "the 2019 resampler: resampy / ours (ms per clip)",
               r"^resampy / ours:\s+([\d.]+)x", quick=("--clips", "2"), needs=("resampy",)),
+    Benchmark("search", "search.py", "pruned TPE search / full grid: epochs to reach the grid's best validation "
+              "accuracy (within 1 point), median of 3 search seeds", r"^epochs_ratio:\s+([\d.]+)",
+              quick=("--quick",), needs=("optuna",)),
     Benchmark("seeds", "seeds.py", "5 seeds grouped / one after another (s per epoch)", r"^speedup:\s+([\d.]+)x",
               normal=("--sequence-steps", "0"),
               quick=("--seeds", "2", "--clips", "200", "--val-clips", "100", "--epochs", "2", "--repeats", "1",

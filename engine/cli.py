@@ -1,4 +1,4 @@
-"""Command line: data, features, train, ablate, runs, show, compare, predict, flips, agreement, export.
+"""Command line: data, features, train, ablate, search, confirm, runs, show, compare, predict, flips, agreement, export.
 
 Machine-readable forms (`--json`) print exactly one JSON document on stdout; progress bars
 and messages go to stderr. Exit status 0 on success, 1 when the work failed, 2 on bad input.
@@ -190,6 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     agree.add_argument("--json", action="store_true")
     agree.set_defaults(handler=cmd_agreement)
 
+    search = sub.add_parser("search", help="hyperparameter search with Optuna (TPE + pruning); trials are runs")
+    _add_search_flags(search)
+    search.set_defaults(handler=cmd_search)
+
+    confirm = sub.add_parser("confirm", help="retrain a search's top configurations and the preset with fresh "
+                                             "seeds: is the winner better beyond the seed spread?")
+    confirm.add_argument("search", help="the search's name")
+    confirm.add_argument("--top", type=int, default=3, help="configurations to confirm (default 3)")
+    confirm.add_argument("--seeds", default="5", help="fresh seeds per configuration: a count N (the N seeds after "
+                         "the search's; default 5) or a comma-separated list; never one the search used")
+    confirm.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    confirm.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    confirm.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    _add_backend_flags(confirm)
+    confirm.set_defaults(handler=cmd_confirm)
+
     export = sub.add_parser("export", help="export runs and metrics as CSV")
     export.add_argument("--out", help="CSV file (default: stdout)")
     export.set_defaults(handler=cmd_export)
@@ -238,6 +254,18 @@ def _backend_env(args: argparse.Namespace) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _add_search_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="the search's name (default search-<date>-<time>)")
+    parser.add_argument("--resume", metavar="NAME", help="continue a stored search (cache/search.sqlite)")
+    parser.add_argument("--space", help="a JSON or TOML file of dotted names -> ranges or choices "
+                                        "(default: engine.core.search_space.DEFAULT_SPACE)")
+    parser.add_argument("--trials", type=int, default=20, help="trials in all (default 20)")
+    parser.add_argument("--pruner", default="median", choices=["median", "halving", "none"])
+    parser.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
+    _add_run_flags(parser)
+    parser.set_defaults(preset="recommended")
 
 
 def _add_data_flag(parser: argparse.ArgumentParser) -> None:
@@ -451,6 +479,55 @@ def _seeded_table(args: argparse.Namespace, plan: list, records: list) -> int:
         print(format_rows(table))
         print(format_choice(selection))
     return 0 if all(r.status == "finished" for r in records) else 1
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .core.search_space import default_space, load_space
+    from .learn.presets import PRESETS
+    from .runs.jobs import JobManager
+    from .runs.search import SearchSpec, format_summary, resume_search, search_summary, start_search
+
+    if args.resume is None:
+        if args.preset not in PRESETS:
+            raise EngineError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
+        base = config_from_args(args, PRESETS[args.preset])
+        space = load_space(args.space, base) if args.space else default_space(base)
+        name = args.name or time.strftime("search-%Y%m%d-%H%M%S")
+        spec = SearchSpec(name=name, space=space, base=base, trials=args.trials, pruner=args.pruner,
+                          seed=args.sampler_seed)
+    with _sigterm_raises():
+        manager = JobManager(device=args.device)
+        try:
+            search = resume_search(args.resume, manager) if args.resume else start_search(spec, manager)
+            print(f"search {search.spec.name}: {search.counted()}/{search.spec.trials} trials done", file=sys.stderr)
+            search.run(on_change=lambda: print(_trial_line(search), file=sys.stderr, flush=True))
+        finally:
+            manager.shutdown()
+    summary = search_summary(search.spec.name)
+    print(json_text(summary) if args.json else format_summary(summary))
+    return 0 if summary["best"] is not None else 1
+
+
+def _trial_line(search: Any) -> str:
+    """'search s1: 4/20 trials done; trial 3 pruned after 2 epochs (41.7%)' for the trial that just ended."""
+    from .runs.search import trial_rows
+
+    ended = [r for r in trial_rows(search.study) if r.ended is not None]
+    last = max(ended, key=lambda r: r.ended) if ended else None
+    what = "" if last is None else (f"; trial {last.number} {last.why or last.state} after {last.epochs} epochs"
+                                    + ("" if last.value is None else f" ({100 * last.value:.1f}%)"))
+    return f"search {search.spec.name}: {search.counted()}/{search.spec.trials} trials done{what}"
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from .compare.confirm import format_verdict, confirm_verdict, plan_confirmation, queue_confirmation
+
+    seeds = int(args.seeds) if args.seeds.strip().isdigit() else parse_seeds(args.seeds)
+    plan = plan_confirmation(args.search, top=args.top, seeds=seeds)
+    records = _run_and_wait(lambda manager: queue_confirmation(manager, plan), args.device)
+    verdict = confirm_verdict(plan, records, _store(), alpha=args.alpha)
+    print(json_text(verdict) if args.json else format_verdict(verdict))
+    return 0 if verdict["decided"] and not verdict["not_finished"] else 1
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

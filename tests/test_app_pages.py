@@ -79,7 +79,7 @@ def test_home_renders_with_dataset_counts(app_env):
     assert [m.label for m in at.metric][:3] == ["running", "queued", "finished"]
     links = [e.proto for e in at.sidebar if type(e).__name__ == "PageLink"]
     assert [(link.label, link.page) for link in links][:2] == [("Home", ""), ("Dataset", "Dataset")]  # URL paths
-    assert [link.label for link in links] == ["Home", "Dataset", "Train", "Compare", "Predict"]
+    assert [link.label for link in links] == ["Home", "Dataset", "Train", "Compare", "Predict", "Search"]
 
 
 def test_home_with_empty_store_and_no_data_shows_getting_started(medley_cache, monkeypatch):

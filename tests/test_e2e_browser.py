@@ -33,6 +33,7 @@ PAGES = [  # (path, title) in the order they are deep-linked on the fresh server
     ("/Train", "Train"),
     ("/Compare", "Compare runs"),
     ("/Predict", "Predict"),
+    ("/Search", "Search"),
     ("/", "Medley-solos-DB LSTM lab"),
 ]
 WIDTH, HEIGHT = 1400, 900
@@ -108,7 +109,7 @@ def assert_sidebar_lists_the_pages(page, where: str) -> None:
     """The sidebar's page list, in order, the home page named "Home" (not after its file)."""
     nav = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]')
     labels = [text.strip() for text in nav.all_inner_texts()]
-    assert labels == ["Home", "Dataset", "Train", "Compare", "Predict"], f"{where}: sidebar lists {labels}"
+    assert labels == ["Home", "Dataset", "Train", "Compare", "Predict", "Search"], f"{where}: sidebar lists {labels}"
     assert "dashboard" not in page.locator('[data-testid="stSidebar"]').inner_text(), where
 
 

@@ -455,7 +455,7 @@ JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = 5.0, 15.0
 # the home page after its file ("dashboard"), so it is hidden (.streamlit/config.toml:
 # client.showSidebarNavigation) and this one is drawn instead.
 NAVIGATION = (("dashboard.py", "Home"), ("pages/1_Dataset.py", "Dataset"), ("pages/2_Train.py", "Train"),
-              ("pages/3_Compare.py", "Compare"), ("pages/4_Predict.py", "Predict"))
+              ("pages/3_Compare.py", "Compare"), ("pages/4_Predict.py", "Predict"), ("pages/5_Search.py", "Search"))
 
 
 def _navigation() -> None:

@@ -123,6 +123,9 @@ class _RunHooks(TrainHooks):
         if "model" in checkpoint:  # a full one: checkpoint_due said so
             self.store.save_checkpoint(self.run_id, checkpoint)
             self.last_checkpoint = time.monotonic()
+        listener = getattr(self.manager, "epoch_listener", None)  # a search's pruner (engine.runs.search)
+        if listener is not None and listener(self.run_id, record):  # True: prune, stop before the next step
+            self.stop.set()
 
     def should_stop(self) -> bool:
         if self.stop.is_set():
