@@ -110,6 +110,7 @@ def test_pruning_stops_a_trial_that_is_behind_and_keeps_its_curves(env) -> None:
     space = parse_space({"train.lr": [3e-2, 1e-5]})
     spec = SearchSpec("p1", space, tiny_config(epochs=4), trials=3, pruner="median")
     search = start_search(spec, m, db)
+    search.parallel = 1  # as below: the third trial starts after the two it is judged against have ended
     for lr in (3e-2, 3e-2, 1e-5):
         search.study.enqueue_trial({"train.lr": lr}, skip_if_exists=False)
     search.run()
@@ -291,21 +292,25 @@ def test_cli_search_then_confirm_json(medley_cache: Path, tmp_path: Path, monkey
 
 def test_pruning_by_reading_stored_epochs_when_the_run_trains_elsewhere(env, monkeypatch) -> None:
     """Without the in-process epoch hook (as for a worker process or Ray) the search reads the
-    stored epochs and cancels: the 400-epoch trial behind the others stops long before its end."""
+    stored epochs and cancels: the long trial behind the others stops long before its end. Long: a
+    trial that can end between two polls (0.2 s) is told "complete" (it was; under load 400 tiny
+    epochs did), so it must last far longer than a poll."""
     from engine.runs import search as search_module
 
     monkeypatch.setattr(search_module, "_attach", lambda manager, judge: None)
     manager, db = env
     m = manager()
-    space = parse_space({"train.lr": [3e-2, 1e-5], "train.epochs": [3, 400]})
+    space = parse_space({"train.lr": [3e-2, 1e-5], "train.epochs": [3, 4000]})
     search = start_search(SearchSpec("q1", space, tiny_config(), trials=3, pruner="median"), m, db)
-    for lr, epochs in ((3e-2, 3), (3e-2, 3), (1e-5, 400)):
+    search.parallel = 1  # one trial at a time: the median pruner judges only after 2 trials have ended, and
+    # a trial judged while the second still ran could never be pruned at the steps the others reported
+    for lr, epochs in ((3e-2, 3), (3e-2, 3), (1e-5, 4000)):
         search.study.enqueue_trial({"train.lr": lr, "train.epochs": epochs})
     search.run()
     rows = trial_rows(search.study)
     assert [r.state for r in rows] == ["complete", "complete", "pruned"]
     pruned = m.store.get(rows[2].run_id)
-    assert pruned.status == "cancelled" and PRUNED_TAG in pruned.tags and len(pruned.history) < 400
+    assert pruned.status == "cancelled" and PRUNED_TAG in pruned.tags and len(pruned.history) < 4000
 
 
 def test_confirm_refuses_what_it_cannot_decide(env) -> None:

@@ -286,15 +286,19 @@ class Search:
     def _finish(self, run_id: str) -> None:
         """Tell Optuna how a trial's run ended: COMPLETE (its objective), PRUNED (tagged), or FAIL."""
         with self._lock:
-            item = self._inflight.pop(run_id)
+            item = self._inflight[run_id]
             try:
                 record = self.manager.record(run_id)
             except EngineError as exc:  # deleted from the run table meanwhile
+                self._inflight.pop(run_id)
                 item.trial.set_user_attr("ended", "deleted")
                 item.trial.set_user_attr("error", str(exc)[:500])
                 self.study.tell(item.trial, state=optuna.trial.TrialState.FAIL)
                 return
+            # the epochs no poll saw (a run that ended between two) go to the pruner while the trial is
+            # still in flight: judge() reads it from _inflight, and the trials after it are judged against them
             self._judge_history(item, record.history)
+            self._inflight.pop(run_id)
             tell_outcome(self.study, item.trial, record, pruned=item.prune, stopped=self._stop.is_set())
             if item.prune and record.status == "cancelled":
                 self.manager.store.set_tags(run_id, [*record.tags, PRUNED_TAG])
