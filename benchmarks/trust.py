@@ -277,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     per_kind = args.per_kind
     if args.quick:
         config, per_kind = RECOMMENDED.with_values(data="demo:tiny", **{"train.epochs": 3}), 3
+    stored = args.run or (args.runs.split(",")[0] if args.runs else None)
+    if stored:  # a stored run is measured on its own dataset and features, whatever it was trained on
+        from engine.runs.store import RunStore
+
+        config = RunStore().get(stored).config
+        print(f"data: {config.data or 'the default dataset'} (that of run {stored})")
     data = load_data(config)
     if args.runs or args.seeds > 1:
         return ensemble_benchmark(config, data, args, per_kind)
