@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from engine.core.config import RunConfig
-from engine.core.labels import SHORT_NAMES
+from engine.core.labels import SHORT_NAMES, short_names_of
 from engine.compare.stats import generalisation_gap
 from ui.compare.values import metric
 
@@ -76,7 +76,8 @@ def gap_frame(runs: Sequence[Any], labels: Mapping[str, str]) -> pd.DataFrame:
             gap = generalisation_gap(run.metrics)
         except Exception:  # unfinished or diverged run: nothing to show
             continue
-        per_class = [(g, SHORT_NAMES[k]) for k, g in enumerate(gap["per_class_gap"]) if g is not None and k < len(SHORT_NAMES)]
+        names = short_names_of(run)
+        per_class = [(g, names[k]) for k, g in enumerate(gap["per_class_gap"]) if g is not None and k < len(names)]
         worst = max(per_class, default=(None, None))
         rows.append({
             "run": labels[run.id], "id": run.id, "val acc": gap["validation_accuracy"], "test acc": gap["test_accuracy"],
