@@ -213,25 +213,43 @@ def _predict(run_id: str, path: Path, cache: Path) -> dict:
 
 @pytest.mark.parametrize("layout", ["folders", "csv"])
 def test_training_on_a_custom_dataset_stores_its_class_names_end_to_end(layout, tmp_path):
+    """CLI train (the CSV's runs: two seeds, trained as one group by engine.learn.batched), then
+    the stored run, its confusion matrices, its predictions, a prediction and its bundle."""
+    from engine.runs.export import load_bundle, model_bundle
+    from engine.runs.store import RunStore
+
     cache = tmp_path / "cache"
     if layout == "folders":
-        data, names = audiofolder(tmp_path / "af"), ["bird", "engine", "voice"]
+        data, names, seeds = audiofolder(tmp_path / "af"), ["bird", "engine", "voice"], []
     else:
         data, names = csv_dataset(tmp_path / "cd", n_classes=12, per_class=4), [f"class {k:02d}" for k in range(12)]
-    trained = json.loads(engine("train", "--data", str(data), *TINY, "--json", cache=cache).stdout)
-    assert trained["status"] == "finished", trained
-    meta = json.loads((cache / "runs" / trained["run_id"] / "meta.json").read_text())
-    assert meta["class_names"] == names and meta["config"]["classes"] == names
-    for split in ("validation", "test"):
-        confusion = np.asarray(meta["run"]["metrics"][split]["confusion"])
-        assert confusion.shape == (len(names), len(names)) and confusion.sum() > 0
-    predictions = json.loads((cache / "runs" / trained["run_id"] / "predictions.json").read_text())
-    assert np.asarray(predictions["test"]["probs"]).shape[1] == len(names)
+        seeds = ["--seeds", "2"]
+    out = json.loads(engine("train", "--data", str(data), *TINY, *seeds, "--json", cache=cache).stdout)
+    runs = out if isinstance(out, list) else [out]
+    assert len(runs) == (2 if seeds else 1) and all(r["status"] == "finished" for r in runs), runs
+    for trained in runs:
+        meta = json.loads((cache / "runs" / trained["run_id"] / "meta.json").read_text())
+        assert meta["class_names"] == names and meta["config"]["classes"] == names
+        for split in ("validation", "test"):
+            metrics = meta["run"]["metrics"][split]
+            confusion = np.asarray(metrics["confusion"])
+            assert confusion.shape == (len(names), len(names)) and confusion.sum() == metrics["n"] > 0
+            assert len(metrics["per_class_accuracy"]) == len(names)
+        predictions = json.loads((cache / "runs" / trained["run_id"] / "predictions.json").read_text())
+        assert np.asarray(predictions["test"]["probs"]).shape[1] == len(names)
+    run_id = runs[0]["run_id"]
     clip = next((data if layout == "folders" else data.parent / "audio").rglob("*.wav"))
-    answer = _predict(trained["run_id"], clip, cache)
+    answer = _predict(run_id, clip, cache)
     assert list(answer["probabilities"]) == names and answer["label"] in names
-    shown = json.loads(engine("show", trained["run_id"], "--json", cache=cache).stdout)
-    assert shown["run_id"] == trained["run_id"]
+    store = RunStore(cache / "runs.sqlite", cache / "runs")
+    try:
+        assert class_names_of(store.get(run_id)) == tuple(names)
+        predictor = load_bundle(model_bundle(store, run_id))
+    finally:
+        store.close()
+    assert predictor.class_names == names
+    bundled = predictor.predict_file(clip)
+    assert list(bundled.probabilities) == names and bundled.label == answer["label"]
 
 
 # ---- bad input: a clear message, the rest usable, the store untouched ------------------------
@@ -379,3 +397,60 @@ def test_the_data_summary_command_reads_a_custom_dataset(tmp_path):
     info = json.loads(done.stdout)
     assert info["class_names"] == ["bird", "engine", "voice"] and info["split_made"]
     assert [p["kind"] for p in info["problems"]] == ["AudioError"]
+
+
+# ---- the Dataset page ---------------------------------------------------------------------
+
+
+def test_the_dataset_page_shows_a_custom_folder(tmp_path, medley_cache, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from ui.common import plain
+
+    root = audiofolder(tmp_path / "page", per_class=6)
+    for i in range(2):  # a fourth class, too small to learn or validate
+        write(root / "whistle" / f"w{i}", 7, seed=900 + i)
+    (root / "engine" / "broken.wav").write_bytes(b"RIFF broken")
+    (root / "empty class").mkdir()
+    monkeypatch.setenv("MEDLEY_DATA", str(root))
+    monkeypatch.chdir(ROOT)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    try:
+        at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+        at.run()
+        assert not at.exception
+        assert any("your own dataset (4 classes)" in c.value for c in at.caption)
+        at.switch_page("pages/1_Dataset.py").run()
+        assert not at.exception
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["clips"] == str(18 + 2 + 3) and metrics["problems"] == "2"  # 20 files, 3 of them 2 windows
+        captions = "\n".join(c.value for c in at.caption)
+        assert "your own dataset" in captions and "folders layout, 4 classes: bird, engine, voice, whistle" in captions
+        infos = "\n".join(i.value for i in at.info)
+        assert "Split made" in infos and plain(str(root / "medley_split.csv")) in infos and "windows" in infos
+        warnings = "\n".join(w.value for w in at.warning)
+        assert "whistle: 1 training clip, too few to learn it" in warnings
+        problems = next(df.value for df in at.dataframe if "reason" in df.value.columns)
+        assert set(problems["kind"]) == {"AudioError", "EmptyClass"}
+        assert any("engine/broken.wav" in f for f in problems["file"])
+        class_box = next(s for s in at.selectbox if s.label == "class")
+        assert list(class_box.options) == ["bird", "engine", "voice", "whistle"]
+        assert len(at.get("audio")) >= 1
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()
+
+
+def test_files_added_later_join_the_stored_split_without_moving_the_others(tmp_path, medley_cache):
+    root = audiofolder(tmp_path / "grow", per_class=6)
+    before = {c.uuid: c.subset for c in load_dataset(root).clips}
+    for i in range(6, 12):
+        write(root / "bird" / f"new{i}", 0, seed=500 + i)
+    ds = load_dataset(root)
+    assert ds.split_made and any("6 file(s) new since the stored split" in n for n in ds.notes)
+    after = {c.uuid: c.subset for c in ds.clips}
+    assert all(after[u] == s for u, s in before.items())  # nobody moved
+    new = [s for u, s in after.items() if "/new" in u]
+    assert len(new) == 6 and {"training", "validation", "test"} == set(new)

@@ -85,7 +85,7 @@ def _confusions(selected: Sequence[Any], labels: Mapping[str, str], lab_colors: 
             col.altair_chart(charts.confusion_heatmap(matrices[run.id], short_names_of(run), normalize=normalize,
                                                       title=labels[run.id], domain=domain), width="stretch")
     if with_matrix:
-        st.altair_chart(charts.per_class_bars(cmp.per_class_frame(with_matrix, labels, split, short_names_of(with_matrix[0])),
+        st.altair_chart(charts.per_class_bars(cmp.per_class_frame(with_matrix, labels, split),
                                               title=f"per-class accuracy ({split})", colors=lab_colors),
                         width="stretch")
     else:

@@ -343,7 +343,9 @@ def _find_layout(root: Path) -> tuple[str, Path, Path]:
     if flat_csv.is_file():
         return "flat", flat_csv, root
     raise DatasetError(
-        f"no metadata CSV in {root}: looked for {mirdata_csv} (mirdata layout) and {flat_csv} (flat layout)"
+        f"no metadata CSV in {root}: looked for {mirdata_csv} (mirdata layout) and {flat_csv} (flat layout); "
+        "for a dataset of your own, use one folder per class (optionally under training/ validation/ test/) "
+        "or give a CSV file with path,label columns"
     )
 
 

@@ -27,27 +27,22 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
-import numpy as np
 import soundfile as sf
 
-from ..core import paths
 from ..core.errors import (AudioError, AudioTooLong, DatasetError, DuplicateClip, EmptyClass, LabelClash,
                            TooFewClasses, UnsafePath)
 from ..core.labels import MIN_CLASSES, SUBSETS
 from .audio import max_audio_seconds, window_starts
 from .clips import CLIP_SECONDS, Clip, Header, Problem, stat_header_or_problem
+from .splits import (SPLIT_FILE, SPLIT_NAMES, SPLIT_SEED, SPLIT_SHARE, cached_split_file, make_split, read_split_file,
+                     write_split_file)
 
 Progress = Callable[[int, int, str], None]
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-SPLIT_NAMES = {"training": "training", "train": "training", "validation": "validation", "val": "validation",
-               "valid": "validation", "dev": "validation", "test": "test", "testing": "test"}
 CSV_COLUMNS = ("path", "label")  # required; "split" and "group" are optional
-SPLIT_FILE = "medley_split.csv"  # folders layout: the split made for it, beside the class folders
-SPLIT_SEED = 27  # the split's fixed seed
-SPLIT_SHARE = {"validation": 0.15, "test": 0.15}  # of each class's groups; the rest is training
 MAX_CLASSES = 1000  # a CSV with more distinct labels than this is not a label column
 _WORKERS = 8  # header reads wait on the disk, not the CPU
 
@@ -319,7 +314,7 @@ def load_custom(source: Path | str, *, check_audio: bool = True, progress: Progr
             problems.append(header)
         else:
             kept.append(entry)
-    kept, duplicates = _content_duplicates(kept, {e.rel: headers[e.rel] for e in kept})
+    kept, duplicates = _content_duplicates(kept, {e.rel: headers[e.rel].size for e in kept})
     problems += duplicates
     label_ids = {name: k for k, name in enumerate(found.class_names)}
     split_of, split_file, made, split_notes = _splits(found, kept, label_ids)
@@ -391,38 +386,58 @@ def _windows(header: Header) -> list[tuple[float, float | None]]:
     return [(start / header.sample_rate, CLIP_SECONDS) for start in window_starts(header.frames, length)]
 
 
-def _digest(path: Path) -> str:
+_EDGE_BYTES = 1 << 16  # bytes hashed at each end of a file before hashing it whole
+
+
+def _digest(path: Path, whole: bool) -> str:
+    """sha256 of the file's first and last _EDGE_BYTES (cheap: tells almost all files of one
+    size apart), or of all of it."""
     h = hashlib.sha256()
     with open(path, "rb") as handle:
+        if not whole:
+            h.update(handle.read(_EDGE_BYTES))
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - _EDGE_BYTES))
+            h.update(handle.read(_EDGE_BYTES))
+            return h.hexdigest()
         for block in iter(lambda: handle.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def _same_content(entries: list[Entry], headers: dict[str, Header]) -> dict[str, str]:
-    """rel -> rel of the first entry with the same bytes (only files of equal size are hashed)."""
-    by_size: dict[int, list[Entry]] = {}
-    for entry in entries:
-        by_size.setdefault(headers[entry.rel].size, []).append(entry)
+def _same_content(entries: list[Entry], sizes: dict[str, int]) -> dict[str, str]:
+    """rel -> rel of the first entry (in `entries` order) with the same bytes. Only files of
+    equal size are read, first their ends, and whole only where those agree too."""
     first_of: dict[str, str] = {}
-    for same in (group for group in by_size.values() if len(group) > 1):
-        seen: dict[str, str] = {}
-        for entry in same:
-            try:
-                digest = _digest(entry.path)
-            except OSError:
-                continue
-            if digest in seen:
-                first_of[entry.rel] = seen[digest]
-            else:
-                seen[digest] = entry.rel
+    candidates: list[list[Entry]] = [list(g) for g in _grouped(entries, lambda e: sizes[e.rel]) if len(g) > 1]
+    for whole in (False, True):
+        narrowed = []
+        for same in candidates:
+            narrowed += [g for g in _grouped(same, lambda e: _digest_or_rel(e, whole)) if len(g) > 1]
+        candidates = narrowed
+    for same in candidates:
+        for entry in same[1:]:
+            first_of[entry.rel] = same[0].rel
     return first_of
 
 
-def _content_duplicates(entries: list[Entry], headers: dict[str, Header]) -> tuple[list[Entry], list[Problem]]:
+def _grouped(entries: list[Entry], key: Callable[[Entry], object]) -> list[list[Entry]]:
+    groups: dict[object, list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault(key(entry), []).append(entry)
+    return list(groups.values())
+
+
+def _digest_or_rel(entry: Entry, whole: bool) -> str:
+    try:
+        return _digest(entry.path, whole)
+    except OSError:  # unreadable now: never the same as another
+        return "unreadable:" + entry.rel
+
+
+def _content_duplicates(entries: list[Entry], sizes: dict[str, int]) -> tuple[list[Entry], list[Problem]]:
     """Files with the same bytes: under two labels, the later copy is left out (DuplicateClip);
     under one label they share the first one's group, so a made split keeps them together."""
-    first_of = _same_content(entries, headers)
+    first_of = _same_content(entries, sizes)
     by_rel = {e.rel: e for e in entries}
     kept, problems = [], []
     for entry in entries:
@@ -442,8 +457,7 @@ def _cross_split_duplicates(entries: list[Entry], split_of: dict[str, str]) -> t
     out of the later one, which it would leak into (DuplicateClip names both)."""
     rank = {name: i for i, name in enumerate(SUBSETS)}
     ordered = sorted(entries, key=lambda e: rank[split_of[e.rel]])
-    headers = {e.rel: Header(_size(e.path), 0) for e in entries}
-    first_of = _same_content(ordered, headers)
+    first_of = _same_content(ordered, {e.rel: _size(e.path) for e in entries})
     by_rel = {e.rel: e for e in entries}
     kept, problems = [], []
     for entry in entries:
@@ -466,59 +480,34 @@ def _size(path: Path) -> int:
 
 def _splits(found: Scan, entries: list[Entry], label_ids: dict[str, int]
             ) -> tuple[dict[str, str], Path | None, bool, list[str]]:
-    """rel -> split for every entry: the data's own where given, else a stored made split that
-    covers them, else a new one (make_split), written beside the data or in the cache.
-    Returns (splits, file of the made split or None, whether it was made now, notes)."""
+    """rel -> split for every entry: the data's own where given, else the stored made split
+    (a file it does not list yet joins its group's split, or a split made for the new files
+    alone, so that adding files never moves the others), written beside the data or in the
+    cache. Returns (splits, file of the made split or None, whether it was (re)made now, notes)."""
     split_of = {e.rel: e.split for e in entries if e.split is not None}
     missing = [e for e in entries if e.split is None]
     if not missing:
         return split_of, None, False, []
     target = split_file_for(found)
-    stored = _read_split_file(target)
-    if stored is not None and all(e.rel in stored for e in missing):
-        split_of.update({e.rel: stored[e.rel] for e in missing})
+    stored = read_split_file(target) or {}
+    known = {e.rel: stored[e.rel] for e in missing if e.rel in stored}
+    if len(known) == len(missing):
+        split_of.update(known)
         return split_of, target, False, [f"split read from {target} (delete it to have it made again)"]
-    made = make_split([e.group for e in missing], [label_ids[e.label] for e in missing])
-    split_of.update({e.rel: s for e, s in zip(missing, made)})
-    given = any(e.split is not None for e in entries)
-    where = _write_split_file(target, {e.rel: split_of[e.rel] for e in missing})
+    of_group = {e.group: known[e.rel] for e in missing if e.rel in known}
+    joined = {e.rel: of_group[e.group] for e in missing if e.rel not in known and e.group in of_group}
+    fresh = [e for e in missing if e.rel not in known and e.rel not in joined]
+    made = make_split([e.group for e in fresh], [label_ids[e.label] for e in fresh])
+    split_of.update({**known, **joined, **{e.rel: s for e, s in zip(fresh, made)}})
+    where = write_split_file(target, {e.rel: split_of[e.rel] for e in missing})
+    new = len(missing) - len(known)
     text = (f"split made (stratified by class, files of one group together, seed {SPLIT_SEED}, about "
             f"{1 - sum(SPLIT_SHARE.values()):.0%}/{SPLIT_SHARE['validation']:.0%}/{SPLIT_SHARE['test']:.0%}) for "
-            f"{len(missing)} file(s){' without a split' if given else ''}; ")
+            + (f"{new} file(s) new since the stored split (the others keep theirs)" if known else
+               f"{len(missing)} file(s){' without a split' if split_of.keys() - {e.rel for e in missing} else ''}")
+            + "; ")
     text += f"stored in {where}" if where is not None else "it could not be stored (read-only folder and cache)"
     return split_of, where, True, [text]
-
-
-def make_split(groups: list[str], labels: list[int], seed: int = SPLIT_SEED) -> list[str]:
-    """A split name per file: stratified by class and group-aware, reproducible.
-
-    Each group (a recording, session or player; a file alone by default) goes whole to one
-    split. The groups of each class (a group counts for its most frequent label) are shuffled
-    with `seed` and dealt out: SPLIT_SHARE of them (rounded) to validation and to test, but at
-    least one each when the class has 3 groups or more, and at least one always to training.
-    Unlike scikit-learn's StratifiedGroupKFold this keeps every class with three groups in every
-    split, which matters for the small classes of a small dataset.
-    """
-    members: dict[str, list[int]] = {}
-    for group, label in zip(groups, labels):
-        members.setdefault(group, []).append(label)
-    main = {g: max(set(ls), key=lambda k: (ls.count(k), -k)) for g, ls in members.items()}
-    rng = np.random.default_rng(seed)
-    assign: dict[str, str] = {}
-    for label in sorted(set(main.values())):
-        names = sorted(g for g, m in main.items() if m == label)
-        names = [names[i] for i in rng.permutation(len(names))]
-        n = len(names)
-        n_val = max(1 if n >= 2 else 0, int(round(n * SPLIT_SHARE["validation"])))
-        n_test = max(1 if n >= 3 else 0, int(round(n * SPLIT_SHARE["test"])))
-        while n_val + n_test > n - 1 and (n_val or n_test):  # keep one group for training
-            if n_test >= n_val and n_test:
-                n_test -= 1
-            else:
-                n_val -= 1
-        for i, g in enumerate(names):
-            assign[g] = "validation" if i < n_val else "test" if i < n_val + n_test else "training"
-    return [assign[g] for g in groups]
 
 
 def split_file_for(found: Scan) -> Path:
@@ -528,50 +517,4 @@ def split_file_for(found: Scan) -> Path:
               else found.root / SPLIT_FILE)
     if os.access(beside.parent, os.W_OK) and (not beside.exists() or os.access(beside, os.W_OK)):
         return beside
-    return _cached_split_file(beside)
-
-
-def _cached_split_file(beside: Path) -> Path:
-    key = hashlib.sha256(str(beside.resolve()).encode()).hexdigest()[:16]
-    return paths.cache_root() / "splits" / f"{key}-{beside.name}"
-
-
-def _read_split_file(path: Path) -> dict[str, str] | None:
-    """rel -> split of a stored split file; None when missing or not one of ours."""
-    for candidate in (path, _cached_split_file(path) if path.parent.name != "splits" else path):
-        try:
-            rows = list(csv.DictReader(io.StringIO(candidate.read_text(encoding="utf-8"))))
-        except (OSError, UnicodeDecodeError, csv.Error):
-            continue
-        out = {(r.get("path") or "").strip(): SPLIT_NAMES.get((r.get("split") or "").strip().lower(), "") for r in rows}
-        if out and all(out.values()):
-            return out
-    return None
-
-
-def _write_split_file(path: Path, splits: dict[str, str]) -> Path | None:
-    """Write `path,split` rows (temp file + os.replace); the cache's copy when `path` is
-    read-only; None when neither can be written."""
-    text = "path,split\n" + "".join(f"{_csv_cell(rel)},{split}\n" for rel, split in sorted(splits.items()))
-    for target in (path, _cached_split_file(path)):
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, target)
-            return target
-        except OSError:
-            continue
-    return None
-
-
-def _csv_cell(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
-
-
-def class_counts(clips: Iterable[Clip], class_names: tuple[str, ...]) -> dict[str, dict[str, int]]:
-    """subset -> class name -> clips (every subset and class present, maybe 0)."""
-    table = {subset: {name: 0 for name in class_names} for subset in SUBSETS}
-    for clip in clips:
-        table[clip.subset][class_names[clip.label]] += 1
-    return table
+    return cached_split_file(beside)

@@ -369,8 +369,10 @@ def _split_features(
     if path is not None:  # a cache miss: refuse before extracting, not after
         check_space(path.parent, int(np.prod(shape)) * np.dtype(storage).itemsize, f"caching the {split} features")
     target = whole if cacheable else replace(config, clip_norm=False)  # uncached: only the frames we keep
+    windows = {"spans": [(clip.start, clip.seconds) for clip in clips]} if any(
+        clip.seconds is not None for clip in clips) else {}  # clips that are windows of a file (engine.data.folders)
     x = _extract([clip.path for clip in clips], target, backend, device, report,
-                 [clip.uuid for clip in clips], variant, [(clip.start, clip.seconds) for clip in clips])
+                 [clip.uuid for clip in clips], variant, **windows)
     if path is not None:
         _write_cache(path, x.astype(storage, copy=False))
     return _finish_frames(x[:, : config.num_frames], config)

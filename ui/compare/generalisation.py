@@ -16,12 +16,13 @@ from ui.compare.values import metric
 
 
 def per_class_frame(runs: Sequence[Any], labels: Mapping[str, str], split: str,
-                    class_names: Sequence[str] = SHORT_NAMES) -> pd.DataFrame:
-    """Long frame class, run, accuracy (recall of that class in `split`; NaN where absent)."""
+                    class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Long frame class, run, accuracy (recall of that class in `split`; NaN where absent).
+    Classes: `class_names`, else each run's own (engine.core.labels.short_names_of)."""
     rows = []
     for run in runs:
         per_class = ((run.metrics or {}).get(split) or {}).get("per_class_accuracy") or []
-        for k, name in enumerate(class_names):
+        for k, name in enumerate(class_names if class_names is not None else short_names_of(run)):
             value = per_class[k] if k < len(per_class) else None
             rows.append({"class": name, "run": labels[run.id], "accuracy": np.nan if value is None else float(value)})
     return pd.DataFrame(rows, columns=["class", "run", "accuracy"])
