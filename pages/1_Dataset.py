@@ -85,8 +85,9 @@ if CUSTOM:
     if not summary["split_file"]:
         st.caption("The splits come from the data itself (its training/ validation/ test/ folders or its CSV's "
                    "split column).")
-for warning in summary["warnings"]:
-    st.warning(plain(warning))
+if summary["warnings"]:
+    st.warning("Some classes have too few clips to train or validate on:\n" +
+               "\n".join(f"- {plain(w)}" for w in summary["warnings"]))
 
 totals = summary["totals"]
 cols = st.columns(5)

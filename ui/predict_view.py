@@ -178,7 +178,7 @@ def example_buttons(data: str) -> None:
         return
     st.markdown("**Try an example** (a clip from the dataset's test split, which no model trained on):")
     for column, clip in zip(st.columns(len(examples)), examples):
-        column.button(f"▶ {short_name(ds.class_names[clip.label])}", key=f"predict_example_{clip.label}",
+        column.button(f"▶ {ds.class_names[clip.label]}", key=f"predict_example_{clip.label}",
                       width="stretch", on_click=_choose_example, args=(clip.label, clip.uuid),
                       help=f"Test clip {clip.uuid[:8]}, true label {ds.class_names[clip.label]}")
 
