@@ -30,7 +30,7 @@ from engine.data.dataset import (check_run_classes, dataset_class_names, load_da
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--hidden", "8", "--epochs", "2", "--batch-size", "16"]
-FORMATS = (("wav", "FLOAT"), ("flac", "PCM_16"), ("ogg", "VORBIS"))
+FORMATS = (("wav", "FLOAT"), ("flac", "PCM_16"), ("ogg", "VORBIS"), ("mp3", "MPEG_LAYER_III"))
 
 
 def tone(label: int, seconds: float, sr: int, seed: int, channels: int = 1) -> np.ndarray:
@@ -51,11 +51,12 @@ def write(path: Path, label: int, seconds: float = 1.0, sr: int = 16000, seed: i
 
 
 def audiofolder(root: Path, classes=("bird", "engine", "voice"), per_class: int = 6) -> Path:
-    """One folder per class; rates, channels, formats and lengths vary (one file of 7 s: 2 windows)."""
+    """One folder per class; rates (8-22.05 kHz), channels (mono, stereo), formats (WAV, FLAC, OGG,
+    MP3) and lengths vary (one file of 7 s: 2 windows)."""
     for k, name in enumerate(classes):
         for i in range(per_class):
             write(root / name / f"clip{i}", k, seconds=7.0 if i == 0 else 1.0 + 0.25 * i,
-                  sr=(8000, 16000, 22050)[i % 3], seed=100 * k + i, channels=1 + i % 2, fmt=FORMATS[i % 3])
+                  sr=(8000, 16000, 22050)[i % 3], seed=100 * k + i, channels=1 + i % 2, fmt=FORMATS[i % 4])
     return root
 
 
@@ -114,6 +115,7 @@ def test_an_audiofolder_of_three_classes_loads_with_its_names_a_stored_split_and
     assert not again.split_made and [(c.uuid, c.subset) for c in again.clips] == [(c.uuid, c.subset) for c in ds.clips]
     info = summarize(ds)
     assert set(info["sample_rates"]) == {"8000", "16000", "22050"} and set(info["channels"]) == {"1", "2"}
+    assert {c.path.suffix for c in ds.clips} == {".wav", ".flac", ".ogg", ".mp3"}
     assert info["durations"]["max"] == pytest.approx(7.0) and info["class_names"] == ["bird", "engine", "voice"]
     assert dataset_class_names(str(root)) == ("bird", "engine", "voice")
 
