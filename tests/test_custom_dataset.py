@@ -447,6 +447,7 @@ def test_the_dataset_page_shows_a_custom_folder(tmp_path, medley_cache, monkeypa
         at.run()
         assert not at.exception
         assert any("your own dataset (4 classes)" in c.value for c in at.caption)
+        assert any("In use: **your own dataset at" in m.value for m in at.markdown)
         at.switch_page("pages/1_Dataset.py").run()
         assert not at.exception
         metrics = {m.label: m.value for m in at.metric}

@@ -154,6 +154,12 @@ def load_dataset(
     return ds
 
 
+def is_custom_layout(root: Path | str) -> bool:
+    """True when `root` is a dataset of the user's own (engine.data.folders): a labels CSV file,
+    or a folder of class folders without Medley-solos-DB's metadata CSV. Reads no audio."""
+    return _custom_layout(Path(root).expanduser())
+
+
 def _custom_layout(root: Path) -> bool:
     """A labels CSV file, or a folder of class folders without Medley-solos-DB's metadata CSV."""
     if root.is_file():
