@@ -66,6 +66,9 @@ def _play(run: Any, uuids: list[str], actual: str, predicted: str) -> None:
     for uuid in uuids:
         try:
             st.caption(player_caption(actual, predicted, uuid))
-            st.audio(str(find_clip(ds, uuid).path))
+            clip = find_clip(ds, uuid)
+            window = {} if clip.seconds is None else {"start_time": int(clip.start),  # a window of a long file
+                                                      "end_time": int(clip.start + clip.seconds) + 1}
+            st.audio(str(clip.path), **window)
         except EngineError as exc:
             st.caption(f"{uuid}: {exc}")

@@ -130,7 +130,7 @@ def dataset_clip_picker(data: str) -> ClipInput | None:
     by_uuid = {cl.uuid: cl for cl in clips}  # options by uuid: an example button can choose one (example_buttons)
     clip = by_uuid[c.selectbox(
         f"Clip ({len(clips)} in this split and class)", list(by_uuid), key="predict_clip",
-        format_func=lambda u: f"{u[:8]} · song {by_uuid[u].song_id if by_uuid[u].song_id is not None else '?'}",
+        format_func=lambda u: _clip_option(by_uuid[u]),
     )]
     try:
         raw = clip.path.read_bytes()
@@ -140,6 +140,14 @@ def dataset_clip_picker(data: str) -> ClipInput | None:
     st.caption(f"True label: **{names[clip.label]}** · file {plain(clip.path.name)}")
     mime = {".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}.get(clip.path.suffix.lower(), "audio/wav")
     return clip_input(clip.path.name, raw, mime, names[clip.label])
+
+
+def _clip_option(clip) -> str:
+    """A clip as the clip box lists it: Medley-solos-DB's uuid prefix and song; a clip of the
+    user's own dataset by its path (and its group, when the CSV gave one)."""
+    if not clip.group:
+        return f"{clip.uuid[:8]} · song {clip.song_id if clip.song_id is not None else '?'}"
+    return clip.uuid if clip.group == clip.uuid.split("#")[0] else f"{clip.uuid} · group {clip.group}"
 
 
 def example_clips(ds, count: int = EXAMPLE_CLIPS) -> list:
