@@ -115,7 +115,8 @@ with left:
         except EngineError as exc:
             st.error(f"Cannot read the dataset: {plain(exc)}")
         else:
-            kind = "demo (synthetic, rendered from General MIDI soundfonts)" if ds.is_demo else "Medley-solos-DB"
+            kind = ("demo (synthetic, rendered from General MIDI soundfonts)" if ds.is_demo else "Medley-solos-DB"
+                    if ds.layout in ("mirdata", "flat") else f"your own dataset ({len(ds.class_names)} classes)")
             counts = pd.DataFrame(ds.counts()).reindex(columns=list(SUBSETS))
             counts.loc["total"] = counts.sum()
             st.caption(f"{kind} at {plain(ds.root)} ({ds.layout} layout), {len(ds.clips)} clips, "
@@ -130,8 +131,10 @@ with right:
         value = st.text_input(
             "Dataset folder", value=data, placeholder="empty = default",
             help="A Medley-solos-DB folder (mirdata layout: annotation/ + audio/, or the CSV beside the "
-                 "WAVs), `demo`, `demo:tiny`, or empty for the default: $MEDLEY_DATA, then "
-                 "~/mir_datasets/medley_solos_db, else the built-in demo.",
+                 "WAVs), your own labelled dataset (a folder with one folder per class, optionally under "
+                 "training/ validation/ test/; or a CSV file with path,label[,split][,group] columns: "
+                 "docs/GUIDE.md, *Your own dataset*), `demo`, `demo:tiny`, or empty for the default: "
+                 "$MEDLEY_DATA, then ~/mir_datasets/medley_solos_db, else the built-in demo.",
         )
         if st.form_submit_button("Use this dataset"):
             problem = set_data_setting(value)

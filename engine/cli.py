@@ -269,7 +269,8 @@ def _add_search_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_data_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="Medley-solos-DB folder, or demo / demo:tiny (default: $MEDLEY_DATA, "
+    parser.add_argument("--data", help="Medley-solos-DB folder, your own dataset (a folder with one folder per class, "
+                        "or a path,label[,split][,group] CSV file), or demo / demo:tiny (default: $MEDLEY_DATA, "
                         "~/mir_datasets/medley_solos_db, else the demo dataset)")
 
 

@@ -1,5 +1,7 @@
 """Dataset: what is in the data in use: clips per class and split, imbalance, audio checks,
-problems found, example clips to listen to and look at, per-class feature distributions."""
+problems found, example clips to listen to and look at, per-class feature distributions.
+Medley-solos-DB, the demo, or a labelled dataset of the user's own (its classes, where its
+split came from, and the classes with too few clips)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ import streamlit as st
 
 from engine.data.audio import load_audio
 from engine.core.config import FeatureConfig
-from engine.data.dataset import PROGRAM_VIEW_MISSING, summarize
-from engine.core.labels import CLASS_NAMES, SHORT_NAMES, SUBSETS, short_name
+from engine.data.dataset import CUSTOM_LAYOUTS, PROGRAM_VIEW_MISSING, summarize
+from engine.core.labels import SUBSETS, short_name
 from ui import charts
 from ui.common import data_setting, plain, render_sidebar, require_dataset
 
@@ -32,14 +34,15 @@ def dataset_summary(fingerprint: str, _ds) -> dict:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def clip_audio(path: str) -> np.ndarray:
-    return load_audio(path)  # mono float32, 22,050 Hz
+def clip_audio(path: str, start: float = 0.0, seconds: float | None = None) -> np.ndarray:
+    return load_audio(path, offset=start, duration=seconds)  # mono float32, 22,050 Hz: the clip's window
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def clip_pictures(path: str) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+def clip_pictures(path: str, start: float = 0.0, seconds: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None, str | None]:
     """(mel spectrogram in dB (128, frames), study features (21, frames) or None, error or None)."""
-    y = clip_audio(path)
+    y = clip_audio(path, start, seconds)
     mel = charts.mel_db(y, 22050)
     try:
         from engine.features.extract import clip_features
@@ -57,19 +60,34 @@ def feature_sample(fingerprint: str, subset: str, per_class: int, _clips) -> pd.
 
     rows = []
     rng = np.random.default_rng(0)
-    for label in range(len(CLASS_NAMES)):
+    for label, name in enumerate(SHORT):
         members = [c for c in _clips if c.label == label]
         for i in rng.permutation(len(members))[:per_class]:
-            feats = clip_features(clip_audio(str(members[i].path)), FeatureConfig(frames=None))
+            clip = members[i]
+            feats = clip_features(clip_audio(str(clip.path), clip.start, clip.seconds), FeatureConfig(frames=None))
             row = dict(zip(FEATURE_NAMES, feats.mean(axis=0)[: len(FEATURE_NAMES)]))
-            row["class"] = SHORT_NAMES[label]
+            row["class"] = name
             rows.append(row)
     return pd.DataFrame(rows)
 
 
+NAMES = ds.class_names  # the dataset's classes: Medley-solos-DB's eight, or the user's own
+SHORT = [short_name(n) for n in NAMES]
+CUSTOM = ds.layout in CUSTOM_LAYOUTS
 summary = dataset_summary(ds.fingerprint(), ds)
-kind = "built-in demo" if summary["is_demo"] else "Medley-solos-DB"
-st.caption(f"{kind} at {plain(summary['root'])} ({summary['layout']} layout)")
+kind = "built-in demo" if summary["is_demo"] else "your own dataset" if CUSTOM else "Medley-solos-DB"
+where = plain(str(ds.csv_path)) if ds.layout == "csv" else plain(summary["root"])
+st.caption(f"{kind} at {where} ({summary['layout']} layout, {len(NAMES)} classes"
+           + (f": {plain(', '.join(NAMES[:12]))}{', ...' if len(NAMES) > 12 else ''})" if CUSTOM else ")"))
+if CUSTOM:
+    for note in summary["notes"]:
+        st.info(plain(note[:1].upper() + note[1:] + "."))
+    if not summary["split_file"]:
+        st.caption("The splits come from the data itself (its training/ validation/ test/ folders or its CSV's "
+                   "split column).")
+if summary["warnings"]:
+    st.warning("Some classes have too few clips to train or validate on:\n" +
+               "\n".join(f"- {plain(w)}" for w in summary["warnings"]))
 
 totals = summary["totals"]
 cols = st.columns(5)
@@ -84,7 +102,7 @@ if view:
                f"validation song plays ({per_class}): the *cross-val program* view, used to choose the "
                "recommended preset (docs/PROTOCOL.md). Not counted above. Its classes are uneven, so its "
                "accuracy leans on the largest; its balanced accuracy (Train page) weighs each class equally.")
-else:
+elif not CUSTOM:
     st.caption(f"Cross-val program: {PROGRAM_VIEW_MISSING}; the cross-collection validations here are the "
                "channel and source views of the validation clips.")
 
@@ -123,13 +141,18 @@ c1, c2 = st.columns(2)
 with c1:
     d = summary["durations"]
     if d.get("mean") is not None:
-        st.write(f"Durations: min **{d['min']:.3f} s**, mean **{d['mean']:.3f} s**, max **{d['max']:.3f} s** "
-                 "(official clips: 2.972 s)")
-    rates = pd.DataFrame([{"sample rate (Hz)": k, "clips": v} for k, v in summary["sample_rates"].items()])
+        st.write(f"Durations per file: min **{d['min']:.3f} s**, mean **{d['mean']:.3f} s**, max **{d['max']:.3f} s** "
+                 + ("(a file longer than 2.972 s is cut into 2.972 s windows)" if CUSTOM else "(official clips: 2.972 s)"))
+    rates = pd.DataFrame([{"sample rate (Hz)": k, "files": v} for k, v in summary["sample_rates"].items()])
     st.dataframe(rates, hide_index=True)
+    if summary.get("channels"):
+        st.caption("Channels: " + ", ".join(f"{'mono' if k == '1' else 'stereo' if k == '2' else k + ' channels'} "
+                                            f"{v} file(s)" for k, v in sorted(summary["channels"].items()))
+                   + " (every file is read as mono)")
 with c2:
     if summary["problems"]:
-        st.warning(f"{len(summary['problems'])} file(s) or CSV row(s) skipped:")
+        st.warning(f"{len(summary['problems'])} file(s), folder(s) or CSV row(s) skipped or read another way "
+                   "(the rest of the dataset is used):")
         st.dataframe(pd.DataFrame(summary["problems"]), hide_index=True, width="stretch")
     else:
         st.success("No problems found: every CSV row has a readable clip of the expected length.")
@@ -137,11 +160,11 @@ with c2:
 # ---- examples ---------------------------------------------------------------------------
 st.subheader("Listen and look")
 c1, c2, c3 = st.columns(3)
-label = c1.selectbox("class", range(len(CLASS_NAMES)), format_func=lambda i: CLASS_NAMES[i], key="ds_class", bind=BIND)
+label = c1.selectbox("class", range(len(NAMES)), format_func=lambda i: NAMES[i], key="ds_class", bind=BIND)
 subset = c2.selectbox("split", SUBSETS, key="ds_split", bind=BIND)
 members = [c for c in ds.subset(subset) if c.label == label]
 if not members:
-    st.info(f"No {CLASS_NAMES[label]} clips in {subset}.")
+    st.info(f"No {NAMES[label]} clips in {subset}.")
 else:
     n_examples = c3.number_input("examples", 1, min(4, len(members)), min(2, len(members)), key="ds_examples", bind=BIND)
     start = st.session_state.get("example_start", 0) % len(members)
@@ -149,10 +172,13 @@ else:
         start = st.session_state["example_start"] = (start + int(n_examples)) % len(members)
     for clip in (members[(start + i) % len(members)] for i in range(int(n_examples))):
         with st.container(border=True):
-            st.markdown(f"**{CLASS_NAMES[label]}** · {subset} · `{clip.uuid}` · song {clip.song_id}")
-            st.audio(str(clip.path))
-            y = clip_audio(str(clip.path))
-            mel, feats, error = clip_pictures(str(clip.path))
+            origin = f"group {plain(clip.group)}" if CUSTOM else f"song {clip.song_id}"
+            st.markdown(f"**{plain(NAMES[label])}** · {subset} · `{clip.uuid}` · {origin}")
+            window = {} if clip.seconds is None else {"start_time": int(clip.start),
+                                                      "end_time": int(clip.start + clip.seconds) + 1}
+            st.audio(str(clip.path), **window)
+            y = clip_audio(str(clip.path), clip.start, clip.seconds)
+            mel, feats, error = clip_pictures(str(clip.path), clip.start, clip.seconds)
             a, b = st.columns(2)
             a.altair_chart(charts.waveform_chart(y, 22050), width="stretch")
             b.altair_chart(charts.matrix_heatmap(mel, frame_seconds=512 / 22050, row_title="mel band",
@@ -182,7 +208,7 @@ if st.toggle("Compute the distributions (reads and analyses the sampled clips)",
     else:
         feature = st.selectbox("feature (mean over the clip)", FEATURE_NAMES, index=0, key="dist_feature", bind=BIND)
         a, b = st.columns(2)
-        a.altair_chart(charts.feature_boxplot(sample, feature=feature, order=SHORT_NAMES), width="stretch")
-        b.altair_chart(charts.feature_boxplot(sample, feature="centroid", order=SHORT_NAMES), width="stretch")
+        a.altair_chart(charts.feature_boxplot(sample, feature=feature, order=SHORT), width="stretch")
+        b.altair_chart(charts.feature_boxplot(sample, feature="centroid", order=SHORT), width="stretch")
         st.caption(f"{len(sample)} clips of {dist_subset}. Classes whose boxes overlap little are easy to "
                    "separate from this feature alone.")

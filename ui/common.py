@@ -29,7 +29,7 @@ from dataclasses import asdict, is_dataclass
 import streamlit as st
 
 from engine.core import paths
-from engine.data.dataset import demo_size
+from engine.data.dataset import demo_size, is_custom_layout
 from engine.core.errors import EngineError
 
 DATA_KEY = "data_setting"  # session_state key (not a widget key, so it survives page switches)
@@ -267,7 +267,7 @@ def describe_data(data: str) -> str:
     if size is not None:
         return f"built-in demo ({size})"
     root = paths.resolve_data_root(data or None)
-    return f"Medley-solos-DB at {plain(root)}"
+    return f"{'your own dataset' if root is not None and is_custom_layout(root) else 'Medley-solos-DB'} at {plain(root)}"
 
 
 def dataset_ready(data: str) -> bool:

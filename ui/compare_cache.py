@@ -37,4 +37,5 @@ def family(units: tuple, pairs: tuple, split: str) -> list[dict]:
 def accuracy_intervals(run_id: str, finished: float | None, split: str) -> dict:
     """Bootstrap intervals of one run's accuracy and balanced accuracy on `split`."""
     pred = predictions(run_id, finished)[split]
-    return stats.bootstrap_accuracy(pred["y"], pred["probs"])
+    width = len(pred["probs"][0]) if len(pred["probs"]) else None  # the run's classes (8 for Medley-solos-DB)
+    return stats.bootstrap_accuracy(pred["y"], pred["probs"], **({"num_classes": width} if width else {}))

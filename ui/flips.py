@@ -13,7 +13,7 @@ import streamlit as st
 
 from engine.compare.agreement import FLIP_KINDS, agreement_matrix, flips
 from engine.core.errors import EngineError
-from engine.core.labels import SHORT_NAMES
+from engine.core.labels import short_names_of
 from ui import charts
 from ui.common import dataset_ready, load_dataset_cached, percent_style, plain
 
@@ -83,7 +83,11 @@ def render_flips(units: Mapping[str, Sequence[Any]], load: Callable[[Any], dict]
         st.info("Choose two different runs.")
         return
     try:
-        out = flips([load(r) for r in units[name_a]], [load(r) for r in units[name_b]], split=split)
+        class_names = short_names_of(units[name_a][0])
+        if class_names != short_names_of(units[name_b][0]):
+            raise EngineError("A and B were trained on different classes")
+        out = flips([load(r) for r in units[name_a]], [load(r) for r in units[name_b]], split=split,
+                    class_names=class_names)
     except EngineError as exc:
         st.warning(plain(f"Cannot compare these two clip by clip: {exc}"))
         return
@@ -96,8 +100,8 @@ def render_flips(units: Mapping[str, Sequence[Any]], load: Callable[[Any], dict]
                   f"{_seeds(out['runs_a'])}, B {_seeds(out['runs_b'])}); the table says how many seeds agree." if grouped else ""))
     f1, f2, f3 = st.columns(3)
     kind = f1.radio("Show", FLIP_KINDS, format_func=KIND_TITLES.get, key="flip_kind")
-    true_pick = f2.selectbox("True class", ["(any)", *SHORT_NAMES], key="flip_true")
-    pred_pick = f3.selectbox("Predicted class (A or B)", ["(any)", *SHORT_NAMES], key="flip_pred")
+    true_pick = f2.selectbox("True class", ["(any)", *class_names], key="flip_true")
+    pred_pick = f3.selectbox("Predicted class (A or B)", ["(any)", *class_names], key="flip_pred")
     entries = filter_flips(out[kind], None if true_pick == "(any)" else true_pick,
                            None if pred_pick == "(any)" else pred_pick)
     st.dataframe(percent_style(flips_frame(entries, grouped=grouped), ("A p(true)", "B p(true)", "change")),

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.compare import verdicts
+from engine.core.labels import short_names_of
 from ui import charts, defaults
 from ui import compare as cmp
 from ui.common import percent_style
@@ -26,7 +27,7 @@ def render(runs: Sequence[Any], df: pd.DataFrame, by_id: Mapping[str, Any], labe
     st.dataframe(percent_style(gaps.drop(columns="id"), [c for c in gaps.columns if c not in ("run", "id", "class")]),
                  hide_index=True, width="stretch")
     gap_run = st.selectbox("Per-class breakdown of", gaps["id"], format_func=labels.get, key="gap_run")
-    per_class = cmp.gap_per_class_frame(by_id[gap_run])
+    per_class = cmp.gap_per_class_frame(by_id[gap_run], short_names_of(by_id[gap_run]))
     long = per_class.melt(id_vars="class", value_vars=["validation", "test"], var_name="split", value_name="accuracy")
     st.altair_chart(charts.per_class_bars(long, group="split", title="per-class accuracy"), width="stretch")
     _params_vs_metric(df[df["id"].isin(gaps["id"])])

@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from engine.core.errors import EngineError
-from engine.core.labels import SHORT_NAMES
+from engine.core.labels import short_names_of
 from ui import compare as cmp
 from ui.common import dataset_ready, load_dataset_cached, percent_style
 from ui.compare_cache import run_predictions
@@ -31,17 +31,20 @@ def render(finished: Sequence[Any], by_id: Mapping[str, Any], labels: Mapping[st
         st.session_state["_mis_cell"] = cell
         largest = cmp.largest_mistake(cmp.confusion_matrix_of(by_id[who], m_split))
         st.session_state["mis_actual"], st.session_state["mis_pred"] = largest or (0, 1)
-    actual = m3.selectbox("Actual", range(len(SHORT_NAMES)), format_func=SHORT_NAMES.__getitem__, key="mis_actual")
-    predicted = m4.selectbox("Predicted as", range(len(SHORT_NAMES)), format_func=SHORT_NAMES.__getitem__,
-                             key="mis_pred")
     run = by_id[who]
-    clips = cmp.mistakes_frame(run_predictions(run).get(m_split) or {}, actual, predicted)
-    st.caption(f"{len(clips)} {SHORT_NAMES[actual]} clips of the {m_split} split predicted as "
-               f"{SHORT_NAMES[predicted]}, most confident first.")
+    names = short_names_of(run)
+    for key in ("mis_actual", "mis_pred"):  # a run of fewer classes than the one chosen before
+        if st.session_state.get(key, 0) >= len(names):
+            st.session_state[key] = 0
+    actual = m3.selectbox("Actual", range(len(names)), format_func=names.__getitem__, key="mis_actual")
+    predicted = m4.selectbox("Predicted as", range(len(names)), format_func=names.__getitem__, key="mis_pred")
+    clips = cmp.mistakes_frame(run_predictions(run).get(m_split) or {}, actual, predicted, class_names=names)
+    st.caption(f"{len(clips)} {names[actual]} clips of the {m_split} split predicted as "
+               f"{names[predicted]}, most confident first.")
     st.dataframe(percent_style(clips, [c for c in clips.columns if c.startswith("p(")]), hide_index=True,
                  width="stretch")
     if len(clips):
-        _play(run, list(clips["uuid"].head(10)), SHORT_NAMES[actual], SHORT_NAMES[predicted])
+        _play(run, list(clips["uuid"].head(10)), names[actual], names[predicted])
 
 
 def player_caption(actual: str, predicted: str, uuid: str) -> str:
@@ -63,6 +66,9 @@ def _play(run: Any, uuids: list[str], actual: str, predicted: str) -> None:
     for uuid in uuids:
         try:
             st.caption(player_caption(actual, predicted, uuid))
-            st.audio(str(find_clip(ds, uuid).path))
+            clip = find_clip(ds, uuid)
+            window = {} if clip.seconds is None else {"start_time": int(clip.start),  # a window of a long file
+                                                      "end_time": int(clip.start + clip.seconds) + 1}
+            st.audio(str(clip.path), **window)
         except EngineError as exc:
             st.caption(f"{uuid}: {exc}")

@@ -32,11 +32,14 @@ def _is_demo(data: str) -> bool:
     return bool(data) and (Path(data) / DEMO_MARKER).is_file()
 
 
-def trained_on_words(data: str) -> str:
-    """The dataset a run's setting `data` names, in words: the demo (synthetic) or Medley-solos-DB."""
+def trained_on_words(data: str, classes: Sequence[str] = ()) -> str:
+    """The dataset a run's setting `data` names, in words: the demo (synthetic), Medley-solos-DB,
+    or (a run with its own `classes`, RunConfig.classes) the user's own dataset."""
     if _is_demo(data):
         return f"the built-in demo dataset: {DEMO_WORDS}"
     root = data or paths.resolve_data_root(None)
+    if classes:
+        return f"your own dataset of {len(classes)} classes" + (f", at {plain(root)}" if root else "")
     return f"Medley-solos-DB, {MEDLEY_WORDS}" + (f", at {plain(root)}" if root else "")
 
 
@@ -71,7 +74,7 @@ def render_model_card(record, classes: Sequence[str], ensemble: dict | None = No
     `ensemble` (a Prediction's ensemble record) and its `calibration` words, says that its seeds answer."""
     data = record.config.data
     with st.expander(CARD_TITLE):
-        st.markdown(f"**Trained on** {trained_on_words(data)}.")
+        st.markdown(f"**Trained on** {trained_on_words(data, record.config.classes)}.")
         st.markdown(accuracy_words(record))
         if ensemble:
             st.markdown(ensemble_words(ensemble, record))

@@ -23,7 +23,7 @@ import streamlit as st
 
 from engine.data.audio import MAX_UPLOAD_BYTES, MODEL_SAMPLE_RATE, load_audio
 from engine.core.errors import AudioError, EngineError
-from engine.core.labels import CLASS_NAMES, SUBSETS, short_name
+from engine.core.labels import SUBSETS, short_name
 from engine.learn.ood import ACCEPT_RATE
 from engine.learn.trust import NO_OOD_CHECK, UNCALIBRATED
 from ui import charts
@@ -145,24 +145,35 @@ def dataset_clip_picker(data: str) -> ClipInput | None:
         return None
     a, b, c = st.columns([1, 1, 2])
     subset = a.selectbox("Split", SUBSETS, index=SUBSETS.index("test"), key="predict_split")
-    label = b.selectbox("Class", range(len(CLASS_NAMES)), format_func=lambda i: CLASS_NAMES[i],
-                        key="predict_class")
+    names = ds.class_names
+    if st.session_state.get("predict_class", 0) >= len(names):  # another dataset's class chosen before
+        st.session_state["predict_class"] = 0
+    label = b.selectbox("Class", range(len(names)), format_func=lambda i: names[i], key="predict_class")
     clips = [clip for clip in ds.subset(subset) if clip.label == label]
     if not clips:
-        st.info(f"The {subset} split has no {CLASS_NAMES[label]} clips.")
+        st.info(f"The {subset} split has no {names[label]} clips.")
         return None
     by_uuid = {cl.uuid: cl for cl in clips}  # options by uuid: an example button can choose one (example_buttons)
     clip = by_uuid[c.selectbox(
         f"Clip ({len(clips)} in this split and class)", list(by_uuid), key="predict_clip",
-        format_func=lambda u: f"{u[:8]} · song {by_uuid[u].song_id if by_uuid[u].song_id is not None else '?'}",
+        format_func=lambda u: _clip_option(by_uuid[u]),
     )]
     try:
         raw = clip.path.read_bytes()
     except OSError as exc:
         st.error(f"Cannot read {plain(clip.path.name)}: {plain(exc)}")
         return None
-    st.caption(f"True label: **{CLASS_NAMES[clip.label]}** · file {plain(clip.path.name)}")
-    return clip_input(clip.path.name, raw, "audio/wav", CLASS_NAMES[clip.label])
+    st.caption(f"True label: **{names[clip.label]}** · file {plain(clip.path.name)}")
+    mime = {".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}.get(clip.path.suffix.lower(), "audio/wav")
+    return clip_input(clip.path.name, raw, mime, names[clip.label])
+
+
+def _clip_option(clip) -> str:
+    """A clip as the clip box lists it: Medley-solos-DB's uuid prefix and song; a clip of the
+    user's own dataset by its path (and its group, when the CSV gave one)."""
+    if not clip.group:
+        return f"{clip.uuid[:8]} · song {clip.song_id if clip.song_id is not None else '?'}"
+    return clip.uuid if clip.group == clip.uuid.split("#")[0] else f"{clip.uuid} · group {clip.group}"
 
 
 def example_clips(ds, count: int = EXAMPLE_CLIPS) -> list:
@@ -193,16 +204,17 @@ def example_buttons(data: str) -> None:
     if not dataset_ready(data):
         return
     try:
-        examples = example_clips(load_dataset_cached(data))
+        ds = load_dataset_cached(data)
+        examples = example_clips(ds)
     except EngineError:
         return
     if not examples:
         return
     st.markdown("**Try an example** (a clip from the dataset's test split, which no model trained on):")
     for column, clip in zip(st.columns(len(examples)), examples):
-        column.button(f"▶ {CLASS_NAMES[clip.label]}", key=f"predict_example_{clip.label}", width="stretch",
-                      on_click=_choose_example, args=(clip.label, clip.uuid),
-                      help=f"Test clip {clip.uuid[:8]}, true label {CLASS_NAMES[clip.label]}")
+        column.button(f"▶ {ds.class_names[clip.label]}", key=f"predict_example_{clip.label}",
+                      width="stretch", on_click=_choose_example, args=(clip.label, clip.uuid),
+                      help=f"Test clip {clip.uuid[:8]}, true label {ds.class_names[clip.label]}")
 
 
 # ---- cached computation -----------------------------------------------------------------

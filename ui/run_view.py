@@ -19,7 +19,7 @@ from engine.data.dataset import PROGRAM_VIEW_MISSING
 from engine.core.errors import EngineError
 from engine.core.space import format_bytes
 from engine.runs.jobs import RESUMABLE_STATUSES
-from engine.core.labels import SHORT_NAMES
+from engine.core.labels import short_names_of
 from engine.learn.metrics import lacks_program_view
 from engine.runs.store import ACTIVE
 from ui import charts, defaults, downloads, trust_view
@@ -189,7 +189,7 @@ def results(store, record, color: str) -> None:
         st.info("No metrics: the run ended before its first epoch finished.")
     _curves(store, record, color)
     if metrics:
-        _per_class(metrics)
+        _per_class(metrics, short_names_of(record))
     if record.status == "finished":  # issue #24: calibration (reliability diagram) and the OOD check
         trust_view.render(metrics)
     downloads.run_downloads(store, record)
@@ -248,16 +248,16 @@ def _curves(store, record, color: str) -> None:
                         width="stretch")
 
 
-def _per_class(metrics: dict) -> None:
+def _per_class(metrics: dict, names: list[str]) -> None:
     st.markdown("**Per class**")
     rows = [{"class": name, "split": split, "accuracy": acc}
             for split in ("validation", "test") if metrics.get(split)
-            for name, acc in zip(SHORT_NAMES, metrics[split]["per_class_accuracy"])]
+            for name, acc in zip(names, metrics[split]["per_class_accuracy"])]
     st.altair_chart(charts.per_class_bars(pd.DataFrame(rows), group="split", y_title="accuracy (recall)"),
                     width="stretch")
     normalize = st.toggle("row-normalised confusion matrices", value=defaults.NORMALISE_CONFUSION)
     cols = st.columns(2)
     for col, split in zip(cols, ("validation", "test")):
         if metrics.get(split):
-            col.altair_chart(charts.confusion_heatmap(metrics[split]["confusion"], SHORT_NAMES, normalize=normalize,
+            col.altair_chart(charts.confusion_heatmap(metrics[split]["confusion"], names, normalize=normalize,
                                                       title=split), width="stretch")

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.compare import verdicts
-from engine.core.labels import SHORT_NAMES
+from engine.core.labels import short_names_of
 from ui import charts, defaults
 from ui import compare as cmp
 from ui.common import csv_bytes, percent_style
@@ -82,7 +82,7 @@ def _confusions(selected: Sequence[Any], labels: Mapping[str, str], lab_colors: 
     with_matrix = [run for run in selected if matrices[run.id] is not None]
     for start in range(0, len(with_matrix), 2):
         for col, run in zip(st.columns(2), with_matrix[start:start + 2]):
-            col.altair_chart(charts.confusion_heatmap(matrices[run.id], SHORT_NAMES, normalize=normalize,
+            col.altair_chart(charts.confusion_heatmap(matrices[run.id], short_names_of(run), normalize=normalize,
                                                       title=labels[run.id], domain=domain), width="stretch")
     if with_matrix:
         st.altair_chart(charts.per_class_bars(cmp.per_class_frame(with_matrix, labels, split),

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.compare import verdicts
-from engine.core.labels import SHORT_NAMES
+from engine.core.labels import short_names_of
 from ui import compare as cmp
 from ui import defaults
 from ui import significance as sig
@@ -98,7 +98,11 @@ def _confusion_difference(runs_a: list, runs_b: list, split: str, normalize: boo
     per = ", mean over seeds" if max(len(runs_a), len(runs_b)) > 1 else ""
     st.markdown(f"**Confusion difference B - A ({split}{per})**: blue cells are what B fixed, red what it broke. "
                 f"Each cell's number is {cmp.cell_note(normalize)}.")
-    diff_df = cmp.confusion_difference_frame(conf_a, conf_b, normalize)
-    st.altair_chart(cmp.confusion_difference_chart(diff_df, normalize=normalize), width="stretch")
-    for sentence in verdicts.describe_confusion_difference(conf_a, conf_b, SHORT_NAMES):
+    names = short_names_of(runs_a[0])
+    if names != short_names_of(runs_b[0]):
+        st.info("A and B were trained on different classes: their confusion matrices cannot be compared cell by cell.")
+        return
+    diff_df = cmp.confusion_difference_frame(conf_a, conf_b, normalize, names)
+    st.altair_chart(cmp.confusion_difference_chart(diff_df, normalize=normalize, class_names=names), width="stretch")
+    for sentence in verdicts.describe_confusion_difference(conf_a, conf_b, names):
         st.markdown(f"- {sentence}")

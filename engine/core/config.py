@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .labels import CLASS_NAMES, MIN_CLASSES
 
 Representation = Literal["spectral", "waveform", "logmel"]
 Arch = Literal["study", "study_2plus1", "sequence", "waveform"]
@@ -35,6 +36,7 @@ AUGMENTATIONS = ("gain", "eq", "speed", "noise")  # training audio augmentations
 _LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "FeatureConfig": {"inputs": "librosa_0.11", "clip_norm": False},
     "TrainConfig": {"augment": "", "augment_views": 4, "augment_seed": 0, "time_mask": 0, "freq_mask": 0},
+    "RunConfig": {"classes": ()},
 }
 
 
@@ -326,15 +328,44 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that decides a run's result. `data` is the dataset folder (a path string)."""
+    """Everything that decides a run's result. `data` is the dataset folder (a path string, or
+    a CSV file). `classes`: the dataset's class names in class-id order, the model's outputs;
+    empty for Medley-solos-DB's eight (engine.core.labels.CLASS_NAMES), which keeps the configs
+    and digests of runs made before issue #27. A JobManager fills it in when it queues a run
+    (engine.data.dataset.with_dataset_classes); read it through `class_names`."""
 
     data: str = ""
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        raw = self.classes
+        if isinstance(raw, str) or not isinstance(raw, (list, tuple)):
+            raise ConfigError(f"classes must be a list of class names, not {raw!r}")
+        names = tuple(raw)
+        if any(not isinstance(n, str) or not n.strip() for n in names):
+            raise ConfigError(f"classes must be non-empty texts, not {list(names)!r}")
+        if names and len(names) < MIN_CLASSES:
+            raise ConfigError(f"classes needs at least {MIN_CLASSES} class names, not {list(names)!r}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"classes names a class twice: {list(names)!r}")
+        object.__setattr__(self, "classes", () if names == CLASS_NAMES else names)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The run's class names in class-id order: `classes`, or Medley-solos-DB's eight."""
+        return self.classes or CLASS_NAMES
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-able; `classes` only when set (Medley-solos-DB's configs read as before issue #27)."""
+        out = dataclasses.asdict(self)
+        if not self.classes:
+            del out["classes"]
+        else:
+            out["classes"] = list(self.classes)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -349,6 +380,7 @@ class RunConfig:
             features=_build(FeatureConfig, raw.get("features", {})),
             model=_build(ModelConfig, raw.get("model", {})),
             train=_build(TrainConfig, raw.get("train", {})),
+            classes=raw.get("classes") or (),
         )
 
     @classmethod

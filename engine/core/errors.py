@@ -38,3 +38,32 @@ class StoreDamaged(StoreError):
 
 class RunCancelled(EngineError):
     """Raised inside a training loop when its run is cancelled."""
+
+
+# ---- a labelled dataset of the user's own (issue #27): one subclass per kind of bad input -----
+# Fatal ones are raised (nothing of the dataset is usable); the others become a `Problem` of the
+# dataset whose `kind` names the class, and the rest of the dataset is used.
+
+
+class TooFewClasses(DatasetError):
+    """A dataset with fewer than two classes left to learn (one class folder, one CSV label)."""
+
+
+class EmptyClass(DatasetError):
+    """A class folder (or CSV label) with no audio file in it: the class is left out."""
+
+
+class LabelClash(DatasetError):
+    """Labels that differ only in case or surrounding whitespace ("Piano", "piano "): read as one class."""
+
+
+class UnsafePath(DatasetError):
+    """A CSV row whose path leads outside the CSV's folder (absolute, `..`, a link out): refused."""
+
+
+class DuplicateClip(DatasetError):
+    """The same file (or the same audio bytes) in two splits, or under two labels: the later copy is left out."""
+
+
+class AudioTooLong(AudioError):
+    """A dataset file longer than the limit, refused from its header before any decoding."""

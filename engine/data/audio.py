@@ -44,6 +44,8 @@ def load_audio(
     source: AudioSource, *, sr: int = MODEL_SAMPLE_RATE, max_bytes: int | None = None, name: str | None = None,
     resampler: str = "soxr_hq",
     max_seconds: float | None = None,
+    offset: float = 0.0,
+    duration: float | None = None,
 ) -> np.ndarray:
     """Decode `source` (path, bytes or binary file) to mono float32 samples at `sr` Hz.
 
@@ -54,6 +56,9 @@ def load_audio(
     `max_seconds` (default `max_audio_seconds()`, 20 minutes): a longer recording is refused
     from its header, before decoding, and decoding stops at the limit where a header does not
     know the length (some MP3s), so memory stays bounded whatever the file claims.
+    `offset` / `duration` (seconds): decode only that part of the file (a window of a long
+    dataset file, engine.data.folders): the file is read from `offset` for at most `duration`
+    seconds, and the length limit applies to what is read.
     Raises AudioError with a user-facing message for empty, oversized, too long, non-audio or
     corrupt input.
     """
@@ -72,7 +77,7 @@ def load_audio(
         if path.stat().st_size == 0:
             raise AudioError(f"{name} is empty (0 bytes)")
     try:
-        mono, native_sr = _decode_mono(source, name, limit)
+        mono, native_sr = _decode_mono(source, name, limit, offset, duration)
     except AudioError:
         raise
     except Exception as exc:  # libsndfile raises several types for bad input
@@ -85,17 +90,22 @@ def load_audio(
     return resample(mono, native_sr, sr, method=resampler)
 
 
-def _decode_mono(source: Any, name: str, limit: float) -> tuple[np.ndarray, int]:
-    """(mono float32 samples, native rate) of `source`, decoded DECODE_BLOCK frames at a time;
+def _decode_mono(source: Any, name: str, limit: float, offset: float = 0.0,
+                 duration: float | None = None) -> tuple[np.ndarray, int]:
+    """(mono float32 samples, native rate) of `source` from `offset` seconds for at most
+    `duration` seconds (default: to the end), decoded DECODE_BLOCK frames at a time;
     AudioError as soon as the header or the decoded length exceeds `limit` seconds."""
     with sf.SoundFile(source) as handle:
         rate = int(handle.samplerate)
         most = int(limit * rate) if math.isfinite(limit) else 2**62
-        if 0 < handle.frames < 2**62 and handle.frames > most:
+        wanted = 2**62 if duration is None else int(math.ceil(duration * rate))
+        if offset > 0:
+            handle.seek(min(int(round(offset * rate)), max(handle.frames, 0)))
+        if duration is None and 0 < handle.frames < 2**62 and handle.frames > most:
             raise AudioError(_too_long(name, handle.frames / rate, limit))
         blocks, total = [], 0
-        while True:
-            block = handle.read(DECODE_BLOCK, dtype="float32", always_2d=True)
+        while total < wanted:
+            block = handle.read(min(DECODE_BLOCK, wanted - total), dtype="float32", always_2d=True)
             if not len(block):
                 break
             total += len(block)

@@ -1,10 +1,14 @@
-"""Medley-solos-DB on disk: metadata CSV + WAV files -> clips per official split.
+"""A dataset on disk -> clips per split: Medley-solos-DB's layouts, or the user's own.
 
-Two layouts are recognised:
+Medley-solos-DB (metadata CSV + WAV files, its eight classes, its official splits):
 
 - "mirdata": `annotation/Medley-solos-DB_metadata.csv` and `audio/*.wav` (mirdata's layout,
   also what `engine.data.demo.make_demo` writes);
 - "flat": the CSV and the WAVs together in one folder (the Zenodo archive plus the CSV).
+
+A labelled dataset of the user's own (issue #27, engine.data.folders): "folders" (one folder
+per class, optionally under training/ validation/ test/) or "csv" (`path,label[,split][,group]`);
+its class names come from the data (`MedleyDataset.class_names`).
 
 A folder or CSV that cannot be read raises one `DatasetError` naming what is wrong. A bad CSV
 row or a missing, unreadable, empty or wrong-length audio file is never fatal: it is skipped
@@ -19,9 +23,9 @@ import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import soundfile as sf
@@ -29,6 +33,12 @@ import soundfile as sf
 from ..core import paths
 from ..core.errors import DatasetError
 from ..core.labels import CLASS_NAMES, NUM_CLASSES, PROGRAM_VIEW, PROGRAM_VIEW_CSV, SUBSETS
+from .clips import CLIP_SECONDS, Clip, Problem
+from .clips import Header as _Header
+from .clips import stat_header_or_problem as _stat_header_or_problem
+from .folders import is_custom, load_custom, scan
+
+CUSTOM_LAYOUTS = ("folders", "csv")
 
 Progress = Callable[[int, int, str], None]
 
@@ -36,45 +46,11 @@ METADATA_NAME = "Medley-solos-DB_metadata.csv"
 PROGRAM_VIEW_MISSING = ("not available for this dataset (no held-out programs: only the demo records "
                         "which GM program plays each song)")
 EXPECTED_COLUMNS: tuple[str, ...] = ("subset", "instrument", "instrument_id", "song_id", "uuid4")
-CLIP_SECONDS = 131072 / 44100  # every official clip: 131,072 samples at 44.1 kHz (2.972 s)
 DURATION_TOLERANCE = 0.01  # relative
 DEMO_SIZES = ("tiny", "default", "full", "reversed")  # "reversed": default with the soundfonts swapped
 DEMO_MARKER = ".complete"  # written by engine.data.demo.make_demo into a finished demo folder
 _HEADER_WORKERS = 8  # header reads wait on the disk, not the CPU
 _HEADER_BATCH = 256  # files per thread-pool task
-
-
-@dataclass(frozen=True)
-class Clip:
-    """One 3-second solo clip. `label` is the class id 0..7 (see engine.core.labels.CLASS_NAMES)."""
-
-    path: Path
-    subset: str
-    label: int
-    uuid: str
-    song_id: int | None
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A clip or CSV row that was skipped, and why."""
-
-    file: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class _Header:
-    """What a WAV header and the file system say about one clip (no audio decoded)."""
-
-    size: int  # bytes
-    mtime_ns: int
-    sample_rate: int = 0  # Hz
-    frames: int = 0  # samples per channel
-
-    @property
-    def seconds(self) -> float:
-        return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
 @dataclass
@@ -88,6 +64,10 @@ class MedleyDataset:
     is_demo: bool = False
     csv_path: Path | None = None
     program_view: list[Clip] = field(default_factory=list)  # PROGRAM_VIEW clips (demo generator 4+), else []
+    class_names: tuple[str, ...] = CLASS_NAMES  # clip.label indexes these; Medley-solos-DB: its eight
+    notes: list[str] = field(default_factory=list)  # what reading did besides skipping (split made, windows cut, ...)
+    split_file: Path | None = None  # custom layouts: where the made split is stored (None: given by the data)
+    split_made: bool = False  # the split was made (not read back) by this load
     _headers: dict[str, _Header] = field(default_factory=dict, repr=False, compare=False)
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
@@ -110,17 +90,22 @@ class MedleyDataset:
             view_csv = self.csv_path.with_name(PROGRAM_VIEW_CSV) if self.csv_path is not None else None
             if view_csv is not None and view_csv.exists():
                 digest.update(view_csv.read_bytes())
+            custom = self.layout in CUSTOM_LAYOUTS
+            if custom:  # labels and splits may come from folders and a made split, not the CSV's bytes
+                digest.update(("\0".join(self.class_names) + "\n").encode())
             for clip in [*self.clips, *self.program_view]:
                 header = self._headers.get(clip.uuid) or _stat_header(clip.path)
                 digest.update(f"{clip.path.name}\0{header.size}\0{header.mtime_ns}\n".encode())
+                if custom:
+                    digest.update(f"{clip.uuid}\0{clip.subset}\0{clip.label}\0{clip.start}\0{clip.seconds}\n".encode())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
     def counts(self) -> dict[str, dict[str, int]]:
         """subset -> class name -> number of kept clips (every subset and class present, maybe 0)."""
-        table = {subset: {name: 0 for name in CLASS_NAMES} for subset in SUBSETS}
+        table = {subset: {name: 0 for name in self.class_names} for subset in SUBSETS}
         for clip in self.clips:
-            table[clip.subset][CLASS_NAMES[clip.label]] += 1
+            table[clip.subset][self.class_names[clip.label]] += 1
         return table
 
 
@@ -133,8 +118,13 @@ def load_dataset(
     files and files whose duration is not 131,072/44,100 s within 1% (any sample rate) become
     Problems. Without it only missing files are. Raises DatasetError when the folder or the
     CSV cannot be used at all.
+
+    `root` may also be a dataset of the user's own (a folder of class folders, or a labels
+    CSV file): see engine.data.folders; any length, rate and channel count is read then.
     """
     root = Path(root).expanduser()
+    if _custom_layout(root):
+        return _load_custom(root, check_audio, progress)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise DatasetError(f"dataset folder {root} {what}")
@@ -164,6 +154,77 @@ def load_dataset(
     return ds
 
 
+def is_custom_layout(root: Path | str) -> bool:
+    """True when `root` is a dataset of the user's own (engine.data.folders): a labels CSV file,
+    or a folder of class folders without Medley-solos-DB's metadata CSV. Reads no audio."""
+    return _custom_layout(Path(root).expanduser())
+
+
+def _custom_layout(root: Path) -> bool:
+    """A labels CSV file, or a folder of class folders without Medley-solos-DB's metadata CSV."""
+    if root.is_file():
+        return root.name != METADATA_NAME and is_custom(root)
+    medley = (root / "annotation" / METADATA_NAME).is_file() or (root / METADATA_NAME).is_file()
+    return not medley and is_custom(root)
+
+
+def _load_custom(root: Path, check_audio: bool, progress: Progress | None) -> MedleyDataset:
+    """A custom layout's dataset (engine.data.folders.load_custom), samples checked as Medley's."""
+    loaded = load_custom(root, check_audio=check_audio, progress=progress)
+    found = loaded.scan
+    ds = MedleyDataset(
+        root=found.root, layout=found.layout, clips=loaded.clips, problems=loaded.problems,
+        csv_path=found.csv_path, class_names=found.class_names, notes=loaded.notes,
+        split_file=loaded.split_file, split_made=loaded.split_made, _headers=loaded.headers if check_audio else {},
+    )
+    if check_audio:
+        bad = _nonfinite_clips(ds, progress)
+        if bad:
+            gone = {clip.path: bad[clip.uuid] for clip in ds.clips if clip.uuid in bad}
+            ds.problems += [Problem(_display(ds, path), reason, "AudioError") for path, reason in sorted(gone.items())]
+            ds.clips = [clip for clip in ds.clips if clip.path not in gone]
+            ds._fingerprint = None
+    return ds
+
+
+def _display(ds: MedleyDataset, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(ds.root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def dataset_class_names(data: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """The class names of the dataset `data` (as resolve_dataset reads it), without reading any
+    audio: Medley-solos-DB's eight for its layouts, the demo and a folder that does not exist
+    (loading it says what is wrong); a custom layout's from its folders or CSV (its errors
+    raised: TooFewClasses, DatasetError)."""
+    if demo_size(data) is not None:
+        return CLASS_NAMES
+    root = paths.resolve_data_root(data or None)
+    if root is None or not _custom_layout(root):
+        return CLASS_NAMES
+    return scan(root).class_names
+
+
+def with_dataset_classes(config: Any) -> Any:
+    """`config` (a RunConfig) with `classes` set to its dataset's class names
+    (dataset_class_names(config.data); empty for Medley-solos-DB's eight): what a JobManager
+    does to every run it queues, so that the run's model, metrics and predictions name them."""
+    names = dataset_class_names(config.data or None)
+    classes = () if names == CLASS_NAMES else names
+    return config if config.classes == classes else replace(config, classes=classes)
+
+
+def check_run_classes(ds: MedleyDataset, config: Any) -> None:
+    """DatasetError when the dataset's classes are not the ones the run was queued with (the
+    folder changed since, or another dataset answers to the same setting)."""
+    if tuple(ds.class_names) != tuple(config.class_names):
+        raise DatasetError(
+            f"the dataset {ds.root} has the classes {', '.join(ds.class_names)}, but this run was queued for "
+            f"{', '.join(config.class_names)}: start a new run on the dataset as it is now")
+
+
 def _program_view(csv_path: Path, audio_dir: Path, check: Callable[[Path], _Header | str],
                   progress: Progress | None) -> tuple[list[Clip], list[Problem]]:
     """The program view's usable clips (PROGRAM_VIEW_CSV beside the metadata CSV) and the
@@ -189,32 +250,68 @@ def find_clip(ds: MedleyDataset, uuid: str) -> Clip:
 
 
 def summarize(ds: MedleyDataset) -> dict:
-    """A JSON-able description of the dataset, from the CSV and WAV headers only.
+    """A JSON-able description of the dataset, from the CSV and audio headers only.
 
-    Keys: root, layout, is_demo, counts (subset -> class -> n), totals (subset -> n),
-    problems ([{file, reason}]), sample_rates ({hz: n}, hz as a string), durations
-    ({min, max, mean} seconds), class_share (subset -> class -> fraction of the subset),
-    program_view (class -> n clips of the demo's held-out-program songs; {} without them).
+    Keys: root, layout, is_demo, class_names, counts (subset -> class -> n), totals (subset ->
+    n), problems ([{file, reason, kind}]), sample_rates ({hz: n files}, hz as a string),
+    channels ({count: n files}), durations ({min, max, mean} seconds per file), class_share
+    (subset -> class -> fraction of the subset), imbalance (largest / smallest training class,
+    None when one is empty), warnings (class_warnings), notes (what reading did: the split
+    made and where it is stored, windows cut), split_file, split_made, program_view (class -> n
+    clips of the demo's held-out-program songs; {} without them).
     """
-    headers = [ds._headers.get(clip.uuid) or _read_header_quietly(clip.path) for clip in ds.clips]
-    headers = [h for h in headers if h is not None and h.sample_rate]
+    by_file: dict[Path, _Header | None] = {}
+    for clip in ds.clips:
+        if clip.path not in by_file:
+            by_file[clip.path] = ds._headers.get(clip.uuid) or (
+                None if ds.layout in CUSTOM_LAYOUTS else _read_header_quietly(clip.path))
+    headers = [h for h in by_file.values() if h is not None and h.sample_rate]
     counts = ds.counts()
     totals = {subset: sum(per_class.values()) for subset, per_class in counts.items()}
+    training = list(counts["training"].values())
     return {
         "root": str(ds.root),
         "layout": ds.layout,
         "is_demo": ds.is_demo,
+        "class_names": list(ds.class_names),
         "counts": counts,
         "totals": totals,
-        "problems": [{"file": p.file, "reason": p.reason} for p in ds.problems],
+        "problems": [{"file": p.file, "reason": p.reason, "kind": p.kind} for p in ds.problems],
         "sample_rates": _tally(str(h.sample_rate) for h in headers),
+        "channels": _tally(str(h.channels) for h in headers if h.channels),
         "durations": _duration_stats([h.seconds for h in headers]),
-        "program_view": _tally(CLASS_NAMES[clip.label] for clip in ds.program_view),
+        "program_view": _tally(ds.class_names[clip.label] for clip in ds.program_view),
         "class_share": {
             subset: {name: (n / totals[subset] if totals[subset] else 0.0) for name, n in per_class.items()}
             for subset, per_class in counts.items()
         },
+        "imbalance": (max(training) / min(training)) if training and min(training) > 0 else None,
+        "warnings": class_warnings(counts),
+        "notes": list(ds.notes),
+        "split_file": str(ds.split_file) if ds.split_file is not None else None,
+        "split_made": ds.split_made,
     }
+
+
+MIN_TRAINING_CLIPS = 5  # fewer training clips of a class than this: too few to learn it
+
+
+def class_warnings(counts: dict[str, dict[str, int]]) -> list[str]:
+    """One sentence per class with too few clips: under MIN_TRAINING_CLIPS in training, none in
+    validation (it cannot be validated: no per-class accuracy, no model selection on it), or
+    none in test while test has clips."""
+    out = []
+    has_test = sum(counts.get("test", {}).values()) > 0
+    for name in counts.get("training", {}):
+        n_train, n_val = counts["training"][name], counts.get("validation", {}).get(name, 0)
+        if n_train < MIN_TRAINING_CLIPS:
+            out.append(f"{name}: {n_train} training clip{'s' if n_train != 1 else ''}, too few to learn it "
+                       f"(at least {MIN_TRAINING_CLIPS}; add recordings)")
+        if n_val == 0:
+            out.append(f"{name}: no validation clip, so it cannot be validated (no per-class accuracy on validation)")
+        if has_test and counts["test"].get(name, 0) == 0:
+            out.append(f"{name}: no test clip")
+    return out
 
 
 def resolve_dataset(data: str | os.PathLike | None = None, *, progress: Progress | None = None) -> MedleyDataset:
@@ -252,7 +349,9 @@ def _find_layout(root: Path) -> tuple[str, Path, Path]:
     if flat_csv.is_file():
         return "flat", flat_csv, root
     raise DatasetError(
-        f"no metadata CSV in {root}: looked for {mirdata_csv} (mirdata layout) and {flat_csv} (flat layout)"
+        f"no metadata CSV in {root}: looked for {mirdata_csv} (mirdata layout) and {flat_csv} (flat layout); "
+        "for a dataset of your own, use one folder per class (optionally under training/ validation/ test/) "
+        "or give a CSV file with path,label columns"
     )
 
 
@@ -378,9 +477,10 @@ def _nonfinite_clips(ds: MedleyDataset, progress: Progress | None) -> dict[str, 
         return dict(json.loads(memo.read_text())["bad"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    _, problems = _check_files(ds.clips, _sample_problem, progress, "checking audio samples")
-    uuid_of = {clip.path.name: clip.uuid for clip in ds.clips}
-    bad = {uuid_of[p.file]: p.reason for p in problems}
+    unique = list({clip.path: clip for clip in ds.clips}.values())  # a long file's windows: read once
+    good, problems = _check_files(unique, _sample_problem, progress, "checking audio samples")
+    bad_paths = {clip.path: p.reason for clip, p in zip([c for c in unique if c.uuid not in good], problems)}
+    bad = {clip.uuid: bad_paths[clip.path] for clip in ds.clips if clip.path in bad_paths}
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
@@ -403,19 +503,6 @@ def _sample_problem(path: Path) -> str | None:
     except Exception as exc:  # libsndfile raises several types for bad input
         return f"unreadable audio: {exc}"
     return None
-
-
-def _stat_header_or_problem(path: Path) -> _Header | str:
-    """Size and mtime of an existing non-empty file, or why it cannot be used."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return "file is missing"
-    except OSError as exc:
-        return f"cannot be read: {exc.strerror or exc}"
-    if stat.st_size == 0:
-        return "file is empty (0 bytes)"
-    return _Header(stat.st_size, stat.st_mtime_ns)
 
 
 def _stat_header(path: Path) -> _Header:

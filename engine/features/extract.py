@@ -191,9 +191,11 @@ def waveform_frames(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return frames.astype(np.float16).astype(np.float32)
 
 
-def decode_clip(path: Path | str, config: FeatureConfig) -> np.ndarray:
-    """A dataset file as mono float32 at config.sample_rate, fitted to (config.clip_samples,)."""
-    return fit_to_length(load_audio(path, sr=config.sample_rate, resampler=config.resampler), config.clip_samples)
+def decode_clip(path: Path | str, config: FeatureConfig, start: float = 0.0, seconds: float | None = None) -> np.ndarray:
+    """A dataset file (or its window of `seconds` from `start`, engine.data.dataset.Clip) as mono
+    float32 at config.sample_rate, fitted to (config.clip_samples,)."""
+    y = load_audio(path, sr=config.sample_rate, resampler=config.resampler, offset=start, duration=seconds)
+    return fit_to_length(y, config.clip_samples)
 
 
 # --- a dataset -----------------------------------------------------------------------------
@@ -367,8 +369,10 @@ def _split_features(
     if path is not None:  # a cache miss: refuse before extracting, not after
         check_space(path.parent, int(np.prod(shape)) * np.dtype(storage).itemsize, f"caching the {split} features")
     target = whole if cacheable else replace(config, clip_norm=False)  # uncached: only the frames we keep
+    windows = {"spans": [(clip.start, clip.seconds) for clip in clips]} if any(
+        clip.seconds is not None for clip in clips) else {}  # clips that are windows of a file (engine.data.folders)
     x = _extract([clip.path for clip in clips], target, backend, device, report,
-                 [clip.uuid for clip in clips], variant)
+                 [clip.uuid for clip in clips], variant, **windows)
     if path is not None:
         _write_cache(path, x.astype(storage, copy=False))
     return _finish_frames(x[:, : config.num_frames], config)
@@ -477,11 +481,14 @@ def _write_cache(path: Path, x: np.ndarray) -> None:
 def _extract(
     files: Sequence[Path], config: FeatureConfig, backend: str, device: str, report: Callable[[int], None],
     uuids: Sequence[str] | None = None, variant: AudioVariant = CLEAN,
+    spans: Sequence[tuple[float, float | None]] | None = None,
 ) -> np.ndarray:
     """(len(files), config.num_frames, feature_dim) float32 features of the files' audio,
-    changed by `variant` (which needs the clips' `uuids`)."""
+    changed by `variant` (which needs the clips' `uuids`); `spans`: (start, seconds) per file
+    where only a window of it is a clip (default: whole files)."""
     out = np.empty((len(files), config.num_frames, config.feature_dim), dtype=np.float32)
-    sources = [_Source(Path(f), uid, variant) for f, uid in zip(files, uuids or [""] * len(files))]
+    spans = spans or [(0.0, None)] * len(files)
+    sources = [_Source(Path(f), uid, variant, *span) for f, uid, span in zip(files, uuids or [""] * len(files), spans)]
     spectral = config.representation != "waveform"
     if spectral and backend == "librosa":
         _extract_librosa(sources, config, out, report)
@@ -506,10 +513,12 @@ class _Source:
     path: Path
     uuid: str
     variant: AudioVariant = CLEAN
+    start: float = 0.0  # seconds into the file (a window of a long file)
+    seconds: float | None = None  # the window's length; None: the whole file
 
     def audio(self, config: FeatureConfig) -> np.ndarray:
         """(config.clip_samples,) float32 at config.sample_rate, changed by the variant."""
-        y = decode_clip(self.path, config)
+        y = decode_clip(self.path, config, self.start, self.seconds)
         return y if self.variant.kind == "clean" else self.variant.apply(y, config.sample_rate, self.uuid)
 
 

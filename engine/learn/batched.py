@@ -279,7 +279,7 @@ def train_group(configs: list[RunConfig], data: dict[str, Any], *, device: str |
             state_dict=_cpu(m.best["model"]) if m.best["model"] is not None else {},
             standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},
             device=device, error=m.error, group={"size": len(configs), "seeds": seeds, "member": g},
-            warning=learning_warning(m.history) if (m.status or "finished") == "finished" else None)
+            warning=learning_warning(m.history, len(config.class_names)) if (m.status or "finished") == "finished" else None)
         if on_result is not None:
             on_result(g, results[g])
 

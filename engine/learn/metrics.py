@@ -30,17 +30,21 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def evaluate(y_true: np.ndarray, probs: np.ndarray, num_classes: int = NUM_CLASSES) -> dict:
+def evaluate(y_true: np.ndarray, probs: np.ndarray, num_classes: int | None = None) -> dict:
     """Metrics of the argmax prediction of `probs` (n, num_classes) against `y_true` (n,).
 
     Returns a JSON-able dict: n, accuracy, balanced_accuracy (mean recall over the classes
     present in y_true), macro_f1 (mean F1 over classes present in y_true or predicted, as
     scikit-learn computes it), per_class_accuracy (recall per class, None where the class is
     absent), confusion (rows actual, columns predicted, counts). Rates are in [0, 1]; all
-    are None when n == 0.
+    are None when n == 0. `num_classes`: default the width of `probs` (NUM_CLASSES when it has
+    no rows and no width).
     """
     y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
-    probs = np.asarray(probs).reshape(len(y_true), num_classes)
+    probs = np.asarray(probs)
+    if num_classes is None:
+        num_classes = int(probs.shape[-1]) if probs.ndim == 2 and probs.shape[-1] else NUM_CLASSES
+    probs = probs.reshape(len(y_true), num_classes)
     y_pred = probs.argmax(axis=1) if len(y_true) else np.zeros(0, dtype=np.int64)
     cm = confusion_matrix(y_true, y_pred, num_classes)
     tp, actual, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)

@@ -201,8 +201,10 @@ def _check_data(config: RunConfig, data: dict) -> None:
                               f"the configuration expects (clips, frames, {fc.feature_dim})")
         if config.model.arch.startswith("study") and x.shape[1] != fc.num_frames:
             raise ConfigError(f"{name} features have {x.shape[1]} frames; the study model expects {fc.num_frames}")
-        if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
-            raise ConfigError(f"{name} labels must be class ids 0..{NUM_CLASSES - 1}")
+        classes = len(config.class_names)
+        if len(y) and (y.min() < 0 or y.max() >= classes):
+            raise ConfigError(f"{name} labels must be class ids 0..{classes - 1} ({classes} classes: "
+                              f"{', '.join(config.class_names[:8])}{', ...' if classes > 8 else ''})")
 
 
 def _to_device(fs: Any, scale: tuple[np.ndarray, np.ndarray] | None, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +316,7 @@ def init_member(config: RunConfig, device: str) -> tuple[nn.Module, torch.Genera
     (set on the model's `Dropout`s). The global generator is seeded under a lock, once."""
     with _GLOBAL_RNG_LOCK:
         torch.manual_seed(config.train.seed)  # initial weights
-        model = build_model(config.model, config.features).to(device)
+        model = build_model(config.model, config.features, num_classes=len(config.class_names)).to(device)
     drops = torch.Generator(device=device).manual_seed(dropout_seed(config.train.seed))
     set_dropout_generator(model, drops)
     return model, drops
@@ -382,7 +384,7 @@ def loss_weight(config: RunConfig, data: dict[str, Any], device: str) -> torch.T
     """The cross-entropy class weights (classes,) on `device`, or None without class_weighting."""
     if not config.train.class_weighting:
         return None
-    return torch.as_tensor(class_weights(np.asarray(data["training"].y))).to(device)
+    return torch.as_tensor(class_weights(np.asarray(data["training"].y), len(config.class_names))).to(device)
 
 
 def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = None,
@@ -415,7 +417,8 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
         status=status, history=history, step_losses=step_losses, metrics=metrics, predictions=predictions,
         best_epoch=best["epoch"], state_dict=_cpu(best["model"]) if best["model"] is not None else {},
         standardizer=None if scale is None else {"mean": scale[0].tolist(), "std": scale[1].tolist()},
-        device=device, error=error, warning=learning_warning(history) if status == "finished" else None,
+        device=device, error=error,
+        warning=learning_warning(history, len(config.class_names)) if status == "finished" else None,
     )
 
 

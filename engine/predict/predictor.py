@@ -24,7 +24,7 @@ import torch
 from ..data.audio import AudioSource, fit_to_length, is_silent, load_audio, window_starts
 from ..core.config import RunConfig
 from ..core.errors import AudioError, StoreError
-from ..core.labels import CLASS_NAMES
+from ..core.labels import CLASS_NAMES, class_names_of
 from ..learn.model import autocast, build_model
 from ..learn.ood import captured_embeddings, clip_statistics
 from ..learn.trust import UNLIKE_TRAINING, calibration_note, ood_verdict, temperature_of, trust_of, window_ood
@@ -212,7 +212,7 @@ class Predictor(WindowClassifier):
         state = store.load_state_dict(run_id)
         try:
             config = RunConfig.from_dict(meta["config"])
-            return cls(config, state, meta.get("standardizer"), meta.get("class_names") or CLASS_NAMES, run_id,
+            return cls(config, state, meta.get("standardizer"), class_names_of(meta), run_id,
                        store.get(run_id).metrics, store.load_ood_reference(run_id))  # its calibration and OOD check
         except (KeyError, RuntimeError) as exc:
             raise StoreError(f"run '{run_id}': the stored model does not match its configuration: {exc}") from exc

@@ -16,7 +16,7 @@ from ..core.config import RunConfig
 from ..core.space import check_space
 
 CHECKPOINT_PER_MODEL = 3      # weights + optimizer moments + best weights, in model sizes
-PREDICTION_BYTES_PER_CLIP = 8 * 24 + 64  # 8 probabilities as JSON text, the label and the clip id
+PREDICTION_BYTES_PER_CLIP = 8 * 24 + 64  # 8 probabilities as JSON text, the label and the clip id (per 8 classes)
 META_BYTES = 256 * 1024       # meta.json with a long history, generously
 
 
@@ -24,7 +24,7 @@ def model_bytes(config: RunConfig) -> int:
     """Bytes of the model's float32 weights (model.pt), from the parameters of the built model."""
     from ..learn.model import build_model
 
-    model = build_model(config.model, config.features)
+    model = build_model(config.model, config.features, num_classes=len(config.class_names))
     return sum(p.numel() for p in model.parameters()) * 4
 
 

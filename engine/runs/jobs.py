@@ -39,6 +39,7 @@ from ..learn.batched import companions, train_group
 from ..learn.train import train_run
 from .liveness import EndLedger, _fail_active, _failure_message, _is_oom, _store_result, heartbeat
 from .progress import Progress, _RunHooks, _step_every, _stream  # shared with engine.runs.ray_backend
+from ..data.dataset import with_dataset_classes
 from .worker import _default_loader, _Worker, cpu_threads, data_key
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class JobManager:
     def submit(self, config: RunConfig, name: str | None = None, tags: Iterable[str] = ()) -> str:
         """Queue one run; returns its id. It starts as soon as a slot is free."""
         self._check_open()
+        config = with_dataset_classes(config)  # the dataset's class names, stored with the run
         run_id = self.store.create_run(config, name=name, tags=tags)
         self._enqueue(run_id, config, None)
         return run_id
@@ -132,6 +134,7 @@ class JobManager:
         """Queue several (config, name, tags) at once, so that those that can train together
         start as one group; returns their ids in order."""
         self._check_open()
+        jobs = [(with_dataset_classes(config), name, tags) for config, name, tags in jobs]  # checked before any is queued
         with self._lock:  # no worker starts before all are queued
             ids = []
             for config, name, tags in jobs:

@@ -33,7 +33,7 @@ from ..core import paths
 from ..core.config import RunConfig, canonical_dict
 from ..core.errors import ConfigError, EngineError, StoreDamaged, StoreError
 from ..core.space import atomic_write, disk_full_error, folder_bytes, is_disk_full
-from ..core.labels import CLASS_NAMES
+from ..core.labels import class_names_of
 from ..core.processes import process_alive, process_start
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted", "diverged")
@@ -592,7 +592,7 @@ class RunStore:
                                "saving the model")
         meta = {
             "config": record.config.to_dict(),
-            "class_names": list(CLASS_NAMES),
+            "class_names": list(class_names_of(record.config)),
             "standardizer": _plain(result.standardizer),
             "best_epoch": result.best_epoch,
             "run": {  # what rebuild_store needs to list the run again if the database is lost

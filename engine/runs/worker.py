@@ -71,12 +71,13 @@ def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int
     source and channel, "validation_program": held-out GM programs, demo only) and, when the run augments,
     the augmented training views (train.AUGMENTED)."""
     from ..data.augment import parse_augment
-    from ..data.dataset import resolve_dataset
+    from ..data.dataset import check_run_classes, resolve_dataset
     from ..features.extract import (FeatureSet, load_augmented_views, load_features, load_heldout_validation,
                            load_program_validation, load_source_validation)
     from ..learn.train import AUGMENTED
 
     ds = resolve_dataset(config.data or None, progress=progress)
+    check_run_classes(ds, config)  # the classes it was queued with (engine.data.dataset.with_dataset_classes)
     data = load_features(ds, config.features, progress=progress, device=device)
     if len(data["validation"].y):
         data["validation_shift"] = load_heldout_validation(ds, config.features, progress=progress, device=device)

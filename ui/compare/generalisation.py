@@ -10,18 +10,19 @@ import numpy as np
 import pandas as pd
 
 from engine.core.config import RunConfig
-from engine.core.labels import SHORT_NAMES
+from engine.core.labels import SHORT_NAMES, short_names_of
 from engine.compare.stats import generalisation_gap
 from ui.compare.values import metric
 
 
 def per_class_frame(runs: Sequence[Any], labels: Mapping[str, str], split: str,
-                    class_names: Sequence[str] = SHORT_NAMES) -> pd.DataFrame:
-    """Long frame class, run, accuracy (recall of that class in `split`; NaN where absent)."""
+                    class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Long frame class, run, accuracy (recall of that class in `split`; NaN where absent).
+    Classes: `class_names`, else each run's own (engine.core.labels.short_names_of)."""
     rows = []
     for run in runs:
         per_class = ((run.metrics or {}).get(split) or {}).get("per_class_accuracy") or []
-        for k, name in enumerate(class_names):
+        for k, name in enumerate(class_names if class_names is not None else short_names_of(run)):
             value = per_class[k] if k < len(per_class) else None
             rows.append({"class": name, "run": labels[run.id], "accuracy": np.nan if value is None else float(value)})
     return pd.DataFrame(rows, columns=["class", "run", "accuracy"])
@@ -76,7 +77,8 @@ def gap_frame(runs: Sequence[Any], labels: Mapping[str, str]) -> pd.DataFrame:
             gap = generalisation_gap(run.metrics)
         except Exception:  # unfinished or diverged run: nothing to show
             continue
-        per_class = [(g, SHORT_NAMES[k]) for k, g in enumerate(gap["per_class_gap"]) if g is not None and k < len(SHORT_NAMES)]
+        names = short_names_of(run)
+        per_class = [(g, names[k]) for k, g in enumerate(gap["per_class_gap"]) if g is not None and k < len(names)]
         worst = max(per_class, default=(None, None))
         rows.append({
             "run": labels[run.id], "id": run.id, "val acc": gap["validation_accuracy"], "test acc": gap["test_accuracy"],
