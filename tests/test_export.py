@@ -212,7 +212,7 @@ def test_a_bundle_of_other_classes_loads_with_its_own_names(store: RunStore, fin
     x = synthetic_data(predictor.config)["test"].x
     assert predictor.class_names == ["bird", "cat", "dog"] and predictor.predict_features(x).shape == (len(x), 3)
     with pytest.raises(StoreError, match="other classes"):
-        export.load_bundle(bundle, class_names=export.CLASS_NAMES)
+        export.load_bundle(bundle, class_names=export.labels.CLASS_NAMES)
 
 
 @pytest.mark.parametrize("names,cause", [

@@ -37,7 +37,7 @@ import torch
 
 from ..core.config import RunConfig
 from ..core.errors import ConfigError, StoreError
-from ..core.labels import CLASS_NAMES
+from ..core import labels
 from ..learn.model import build_model
 from ..predict.predictor import Predictor
 from .store import OOD_REFERENCE, csv_cell
@@ -143,15 +143,15 @@ def model_bundle(store: Any, run_id: str) -> bytes:
     return out.getvalue()
 
 
-def class_names_of(info: Mapping[str, Any]) -> list[str]:
+def class_names_of(info: Mapping[str, Any], config: RunConfig | None = None) -> list[str]:
     """The class names, in the model's output order, of a run's meta.json or a bundle's
-    model.json: its "class_names", or the Medley-solos-DB names (CLASS_NAMES) for a run or
-    bundle stored before runs carried their own. The ONE place that decides this (bundles,
-    ONNX files): when classes become data-driven, only this fallback changes. StoreError when
+    model.json: its "class_names", else its configuration's classes (`config`, or info's
+    "config"; engine.core.labels.class_names_of), which are the Medley-solos-DB names
+    (CLASS_NAMES) for a run or bundle stored before runs carried their own. StoreError when
     the list is there but not a list of distinct, non-empty texts."""
     names = info.get("class_names")
     if names is None or names == []:
-        return list(CLASS_NAMES)
+        return list(labels.class_names_of(config if config is not None else info))
     if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
         raise StoreError(f"a damaged model: its class names are not a list of non-empty texts ({names!r:.200})")
     if len(set(names)) != len(names):
@@ -248,7 +248,7 @@ def load_bundle(source: str | Path | bytes, class_names: Sequence[str] | None = 
             info = json.loads(read_member(zf, "model.json"))
             if not isinstance(info, dict):
                 raise StoreError("a damaged model bundle: model.json is not an object")
-            names = class_names_of(info)
+            names = class_names_of(info, config)
             limit = weights_limit(config, len(names))
             state = torch.load(io.BytesIO(read_member(zf, "model.pt", limit)), map_location="cpu", weights_only=True)
     except StoreError:
