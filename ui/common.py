@@ -31,6 +31,7 @@ import streamlit as st
 from engine.core import paths
 from engine.data.dataset import demo_size
 from engine.core.errors import EngineError
+from ui.live import PROGRESS_EVERY_S
 
 DATA_KEY = "data_setting"  # session_state key (not a widget key, so it survives page switches)
 _DATA_LOCK = threading.Lock()  # one dataset load / demo build at a time per server
@@ -449,7 +450,8 @@ def render_sidebar() -> None:
         st.fragment(run_every=JOBS_EVERY_BUSY_S if busy else JOBS_EVERY_IDLE_S)(_jobs_panel)(busy)
 
 
-JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = 5.0, 15.0
+# busy: the Train page's pace (ui.live.PROGRESS_EVERY_S), so that the sidebar and the page show the same stage
+JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = PROGRESS_EVERY_S, 15.0
 
 # The sidebar's page list: (file relative to dashboard.py, label). Streamlit's own list names
 # the home page after its file ("dashboard"), so it is hidden (.streamlit/config.toml:
