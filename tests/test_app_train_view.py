@@ -192,3 +192,26 @@ def test_the_live_accuracy_chart_names_its_lines(app_env):
     assert '"legend"' in text
     store.set_status(run_id, "cancelled")
     _shutdown_manager()
+
+
+def test_the_sidebar_and_the_page_read_one_snapshot_of_progress(monkeypatch):
+    """Both call ui.common.job_progress on timers of one pace: within a snapshot's life they get the
+    same moment (the same stage and fraction), even when the worker moved on in between."""
+    import ui.common as common
+    from engine.runs.progress import Progress
+
+    p = Progress("r-1", phase="loading data", prep_fraction=0.2, prep_stage="1 of 4: reading the dataset")
+    manager = SimpleNamespace(all_progress=lambda: {"r-1": p}, queued_behind=lambda run_id: [])
+    monkeypatch.setattr(common, "get_manager", lambda: manager)
+    monkeypatch.setattr(common, "get_store", lambda: SimpleNamespace(get=lambda run_id: SimpleNamespace(name="one")))
+    common.forget_progress_snapshot()
+    sidebar = common.job_progress()
+    p.prep_fraction, p.prep_stage = 0.6, "3 of 4: cross-collection validation (channel)"  # the worker moves on
+    page = common.job_progress()
+    assert page == sidebar and "20% · step 1 of 4: reading the dataset" in page[0]["message"]
+    common.forget_progress_snapshot()  # a full page run, a cancel: read afresh
+    assert "60% · step 3 of 4" in common.job_progress()[0]["message"]
+    monkeypatch.setattr(common, "SNAPSHOT_S", 0.0)  # an expired snapshot is read afresh too
+    p.prep_fraction = 0.7
+    assert "70%" in common.job_progress()[0]["message"]
+    common.forget_progress_snapshot()

@@ -164,6 +164,7 @@ def _live(run_id: str, epochs: int, color: str) -> None:
     bar.progress(fraction, text=text)
     if cancel.button("Cancel run", key="cancel_current"):
         common.get_manager().cancel(run_id)
+        common.forget_progress_snapshot()
         st.rerun(scope="fragment")
     cache = st.session_state.setdefault("_live_charts", live_lines.LiveCharts())
     specs = cache.update(store, run_id, color=color)

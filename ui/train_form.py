@@ -31,6 +31,7 @@ from ui.common import describe_data
 FORM = "train_form"  # session_state: the form's values (survives page switches; widget keys do not)
 PREFIX = "w."
 WHOLE = "whole clip"  # the frames radio's "no truncation" choice
+# Checkbox labels wrap (wrap=True) rather than end in '...' in a narrow column.
 # Every widget of the form is bound to a URL query parameter of its key ("?w.train.lr=0.003"):
 # Streamlit writes a changed value into the URL (replacing the history entry, so Back does not
 # step through each edit) and reads it back when the page is reloaded or the link shared.
@@ -161,7 +162,7 @@ def _features() -> None:
              format_func=_frames_words,
              help="The study kept only the first 3 frames (0.07 s) of each 3-second clip; a frame is 512 "
                   "samples at 22,050 Hz.")
-    st.checkbox("Normalise each clip (per-clip mean/variance)", key="w.features.clip_norm", bind=BIND,
+    st.checkbox("Normalise each clip (per-clip mean/variance)", key="w.features.clip_norm", bind=BIND, wrap=True,
                 help="Per-clip cepstral mean and variance normalisation (CMVN): every feature is centred and "
                      "scaled by its own mean and std over the clip's frames. Removes a fixed EQ, microphone "
                      "colour or level from MFCC / log-mel values, and with it the clip's average spectral envelope.")
@@ -187,7 +188,7 @@ def _model(hidden: set[str]) -> None:
                           "their mean, their max, or stats = mean and standard deviation side by side "
                           "(x-vector statistics pooling).")
     if "model.bidirectional" not in hidden:
-        st.checkbox("Read both ways (bidirectional)", key="w.model.bidirectional", bind=BIND,
+        st.checkbox("Read both ways (bidirectional)", key="w.model.bidirectional", bind=BIND, wrap=True,
                     help="A second LSTM reads the frames backwards; their outputs are joined.")
     if "model.extra_hidden" not in hidden:
         st.number_input("Second LSTM's units", 1, 4096, key="w.model.extra_hidden", bind=BIND,
@@ -218,10 +219,10 @@ def _more(hidden: set[str]) -> None:
     f, m, t = st.columns(3)
     with f:
         if "features.chroma" not in hidden:
-            st.checkbox("Add pitch classes (12 chroma values)", key="w.features.chroma", bind=BIND,
+            st.checkbox("Add pitch classes (12 chroma values)", key="w.features.chroma", bind=BIND, wrap=True,
                         help="12 chroma values per frame: how much of each pitch class the frame holds.")
         if "features.deltas" not in hidden:
-            st.checkbox("Add frame-to-frame changes (deltas)", key="w.features.deltas", bind=BIND,
+            st.checkbox("Add frame-to-frame changes (deltas)", key="w.features.deltas", bind=BIND, wrap=True,
                         help="First-order deltas of every feature: how each value changes from frame to frame.")
         st.selectbox("Audio decoding as in", list(INPUTS), key="w.features.inputs", bind=BIND, format_func=LIBROSA.get,
                      help="Which librosa's audio inputs to reproduce. librosa_0.7: the study's 2019 inputs (resampy "
@@ -229,9 +230,10 @@ def _more(hidden: set[str]) -> None:
                           "zero padding). They differ in the first and last two frames.")
     with m:
         st.checkbox("Scale features by the training set's mean and std", key="w.train.standardize", bind=BIND,
+                    wrap=True,
                     help="Standardise: each feature centred and scaled by its mean and std over the training "
                          "split (measured on training only).")
-        st.checkbox("Weight rare classes more", key="w.train.class_weighting", bind=BIND,
+        st.checkbox("Weight rare classes more", key="w.train.class_weighting", bind=BIND, wrap=True,
                     help="Class weighting: the loss of each class weighted by its inverse frequency in training.")
         st.selectbox("Keep the model of", ["last", "best"], key="w.train.select", bind=BIND,
                      format_func=lambda s: {"last": "the last epoch", "best": "the best validation epoch"}[s])

@@ -114,14 +114,15 @@ def time_spent(training: float | None, preparing: float | None, total: float | N
 
 
 def prep_words(fraction: float, eta: float | None, stage: str, message: str) -> str:
-    """One line on preparing a run's data: '42% · about 20 s left · step 2 of 5, features
-    (features test: 4/32 clips)'; the same words in the sidebar, on the Train page and in the CLI."""
+    """One line on preparing a run's data: '42% · about 20 s left · step 2 of 5: features
+    (features test: 4/32 clips)' ('0% · starting' before the first report); the same words in
+    the sidebar, on the Train page and in the CLI."""
     parts = [f"{100 * fraction:.0f}%"]
     if eta is not None:
         parts.append(f"about {fmt_duration(eta)} left")
     detail = message[len("loading data: "):] if message.startswith("loading data: ") else message
     if stage:
         parts.append(f"step {stage}" + (f" ({detail})" if detail else ""))
-    elif detail:
-        parts.append(detail)
+    else:
+        parts.append(detail or "starting")
     return " · ".join(parts)

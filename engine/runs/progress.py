@@ -119,7 +119,7 @@ class PrepProgress:
 
     def begin(self, stage: str) -> None:
         """Stage `stage` starts: the ones before it count as done."""
-        self.stage, self.sub, self.done, self.total = stage, 0.0, 0, 0
+        self.stage, self.sub, self.done, self.total, self.message = stage, 0.0, 0, 0, ""
         self._update()
 
     def __call__(self, done: int, total: int, message: str) -> None:

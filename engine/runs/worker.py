@@ -77,7 +77,8 @@ def prep_plan(config: RunConfig, ds: Any = None) -> dict[str, float]:
     clips = {"reading the dataset": count("training") + count("validation") + count("test") + program,
              "features": count("training") + count("validation") + count("test")}
     if count("validation"):
-        clips["cross-collection validation (channel)"] = clips["cross-collection validation (source)"] = count("validation")
+        for view in ("channel", "source"):
+            clips[f"cross-collection validation ({view})"] = count("validation")
     if program:
         clips["cross-collection validation (held-out programs)"] = program
     if config.train.augment:
