@@ -222,3 +222,22 @@ def test_cli_show_reports_training_and_preparation_apart(tmp_path: Path, capsys)
     assert cli.main(["--cache", str(tmp_path), "show", run_id, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["prepare_seconds"] >= PREPARE_S and 0 < shown["training_seconds"] < shown["prepare_seconds"] + 60
+
+
+def test_a_rebuilt_store_keeps_the_preparation_time(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from engine.runs.store import rebuild_store
+
+    store = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs")
+    run_id = store.create_run(tiny_config())
+    store.set_status(run_id, "running")
+    store.add_prepare_seconds(run_id, 44.0)
+    history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.5, "seconds": 5.0}]
+    store.save_result(run_id, SimpleNamespace(status="finished", error=None, device="cpu", state_dict={},
+                                              standardizer=None, best_epoch=1, history=history, step_losses=[1.0],
+                                              predictions={}, metrics={}))
+    store.close()
+    rebuild_store(tmp_path / "runs.sqlite", tmp_path / "runs")  # from the run folders alone
+    record = RunStore(tmp_path / "runs.sqlite", tmp_path / "runs").get(run_id)
+    assert record.time_spent == "training 5 s, preparing features 44 s"
