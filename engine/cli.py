@@ -744,7 +744,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     record = store.get(args.run_id)
     if args.json:
         print(json_text(run_summary(record) | {"config": record.config.to_dict(), "metrics": record.metrics,
-                                                "history": record.history, "tags": list(record.tags)}))
+                                                "history": record.history, "tags": list(record.tags),
+                                                "training_seconds": record.training_seconds,
+                                                "prepare_seconds": record.prepare_seconds}))
     else:
         _print_run(record)
     return 0
@@ -753,6 +755,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _print_run(record: Any) -> None:
     s = run_summary(record)
     print(f"run {s['run_id']} ({s['name']}): {s['status']} after {s['epochs']} epochs on {s['device']}")
+    spent = getattr(record, "time_spent", "")
+    if spent:  # training apart from preparing the features (issue #30)
+        print(f"  time: {spent}")
     if s["error"]:
         print(f"  error: {s['error']}")
     if s["warning"]:

@@ -63,6 +63,12 @@ def write_tiny_dataset(
     return root
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-screenshots", action="store_true", default=False,
+                     help="after the real-browser walk (tests/test_e2e_browser.py), rewrite the README's "
+                          "docs/images/*.png from its screenshots")
+
+
 @pytest.fixture
 def make_tiny_dataset(tmp_path: Path) -> Callable[..., Path]:
     """A function writing a tiny dataset under tmp_path: make_tiny_dataset(name="data", per_class=3, layout="mirdata")."""

@@ -2,7 +2,8 @@
 
 `start_server` runs `streamlit run dashboard.py` on a free loopback port in its own process
 group (so `stop_server` ends it and every process it started), with $MEDLEY_CACHE and
-$MEDLEY_DATA set, and returns once `/_stcore/health` answers.
+$MEDLEY_DATA set, and returns once `/_stcore/health` answers. `publish_screenshots` makes the
+README's small page images (docs/images) from the test's full-page screenshots.
 """
 
 from __future__ import annotations
@@ -24,6 +25,39 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 ]
+
+
+README_IMAGES = ROOT / "docs" / "images"
+README_SHOTS = {  # docs/images/<name>.png <- tests/artifacts/<screenshot>.png (tests/test_e2e_browser.py)
+    "home": "0_home", "dataset": "1_dataset_empty", "train": "2_train_result", "compare": "3_compare",
+    "predict": "4_predict",
+}
+FIRST_SCREEN = (1400, 1260)  # px of a screenshot kept: the first screen of the page at the test's width
+IMAGE_WIDTH = 640  # px of a README image
+MAX_IMAGE_BYTES = 150_000
+
+
+def publish_screenshots(artifacts: Path, dest: Path = README_IMAGES) -> list[Path]:
+    """Write dest/<name>.png for each README_SHOTS entry from artifacts/<screenshot>.png: its
+    first screen (FIRST_SCREEN, cropped from the top left) scaled to IMAGE_WIDTH px wide and
+    reduced to a 256-colour palette (fewer colours if still over MAX_IMAGE_BYTES). Returns the
+    files written; FileNotFoundError names a screenshot the walk did not take."""
+    from PIL import Image
+
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, shot in README_SHOTS.items():
+        with Image.open(artifacts / f"{shot}.png") as image:
+            box = (0, 0, min(FIRST_SCREEN[0], image.width), min(FIRST_SCREEN[1], image.height))
+            first = image.convert("RGB").crop(box)
+        small = first.resize((IMAGE_WIDTH, round(first.height * IMAGE_WIDTH / first.width)), Image.LANCZOS)
+        target = dest / f"{name}.png"
+        for colors in (256, 128, 64, 32):
+            small.quantize(colors=colors, dither=Image.Dither.NONE).save(target, optimize=True)
+            if target.stat().st_size <= MAX_IMAGE_BYTES:
+                break
+        written.append(target)
+    return written
 
 
 RUN_ID = re.compile(r"r-\d{8}-[0-9a-f]+")  # engine.runs.store's run ids

@@ -88,7 +88,7 @@ def test_home_page_marks_the_dataset_step_done(tiny_dataset, medley_cache, monke
         st.cache_resource.clear()
 
 
-def test_start_keeps_the_configuration_open(tiny_dataset, medley_cache, monkeypatch):
+def test_start_shows_the_run_and_train_another_brings_the_form_back(tiny_dataset, medley_cache, monkeypatch):
     from pathlib import Path
 
     import streamlit as st
@@ -111,10 +111,14 @@ def test_start_keeps_the_configuration_open(tiny_dataset, medley_cache, monkeypa
     try:
         at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=120).run()
         at.switch_page("pages/2_Train.py").run()
-        assert at.expander[0].label == "Configuration" and at.expander[0].proto.expanded
+        assert at.number_input(key="w.train.lr").value == 1e-4  # the form first, while no run is chosen
         next(b for b in at.button if b.label == "Start training").click().run()
-        assert not at.exception and at.selectbox(key="run").value.startswith("r-")  # the new run is shown
-        assert at.expander[0].label == "Configuration" and at.expander[0].proto.expanded  # still open
+        assert not at.exception and at.selectbox(key="run").value.startswith("r-")  # the new run is shown ...
+        assert not [w for w in at.number_input if (w.key or "").startswith("w.")]  # ... in place of the form
+        assert not any(b.label == "Start training" for b in at.button)
+        next(b for b in at.button if b.label == "Train another run").click().run()
+        assert not at.exception and at.selectbox(key="run").value is None
+        assert at.number_input(key="w.train.lr").value == 1e-4  # the form is back, with its values
     finally:
         manager.shutdown(timeout=5)
         st.cache_resource.clear()

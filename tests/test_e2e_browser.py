@@ -5,6 +5,9 @@ synthetic dataset ($MEDLEY_DATA). The test first opens every page by its own URL
 on a fresh server), then trains two tiny runs from the Train page's widgets, compares them on
 /Compare?runs=a,b and classifies an uploaded WAV (plus a garbage file) on /Predict. A full-page
 screenshot of every page goes to tests/artifacts/. Skipped only when /usr/bin/chromium is missing.
+
+The README's page images (docs/images) come from those screenshots, by one command:
+`python -m pytest tests/test_e2e_browser.py -k every_page --update-screenshots`.
 """
 
 from __future__ import annotations
@@ -145,7 +148,7 @@ def set_number(page, label: str, value: str) -> None:
 def start_tiny_run(page, base: str, name: str, hidden: str) -> str:
     """Start a 2-epoch run with a small hidden size from the Train page's widgets; its id."""
     open_page(page, base, "/Train", "Train")
-    set_number(page, "hidden size", hidden)
+    set_number(page, "LSTM units", hidden)
     set_number(page, "epochs", "2")
     run_name = page.get_by_label("Run name", exact=True)
     run_name.fill(name)
@@ -205,7 +208,25 @@ def test_log_errors_finds_tracebacks_and_arrow_errors():
     assert log_errors("  You can now view your Streamlit app in your browser.") == []
 
 
-def test_every_page_in_a_real_browser(server, tmp_path: Path):
+def test_readme_images_are_the_first_screens_small(tmp_path: Path):
+    from PIL import Image, ImageDraw
+
+    for shot in helpers_browser.README_SHOTS.values():  # a tall page of text and coloured boxes
+        page = Image.new("RGB", (1400, 3000), "white")
+        draw = ImageDraw.Draw(page)
+        for row in range(0, 3000, 18):
+            draw.text((40 + row % 300, row), f"row {row}: accuracy 42.{row % 10}% " * 6, fill=(30, 30, 60))
+            draw.rectangle((900, row, 900 + row % 400, row + 10), fill=(row % 255, 114, 178))
+        page.save(tmp_path / f"{shot}.png")
+    written = helpers_browser.publish_screenshots(tmp_path, tmp_path / "images")
+    assert sorted(p.name for p in written) == ["compare.png", "dataset.png", "home.png", "predict.png", "train.png"]
+    for path in written:
+        with Image.open(path) as image:
+            assert image.size == (640, 576)  # the first 1400 x 1260 px, scaled
+        assert path.stat().st_size <= helpers_browser.MAX_IMAGE_BYTES
+
+
+def test_every_page_in_a_real_browser(server, tmp_path: Path, pytestconfig):
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium)")
     base, log_path = server
@@ -330,6 +351,8 @@ def test_every_page_in_a_real_browser(server, tmp_path: Path):
             assert stored(db, second, "name") is None
             step("deleted")
             assert_clean_log(log_path)  # no traceback logged anywhere along the walk (e.g. an ArrowTypeError)
+            if pytestconfig.getoption("--update-screenshots"):  # the README's images, from this walk
+                step(f"wrote {', '.join(p.name for p in helpers_browser.publish_screenshots(ARTIFACTS))}")
         except Exception:
             try:
                 screenshot(page, "failure")
@@ -350,8 +373,9 @@ def test_reload_keeps_train_form_edits_and_dataset_selections(server, tmp_path: 
             open_page(page, base, "/Train", "Train")
             history = page.evaluate("history.length")
             set_number(page, "learning rate", "3.0e-03")
-            set_number(page, "hidden size", "64")
-            page.get_by_text("+ 12 chroma", exact=True).click()
+            set_number(page, "LSTM units", "64")
+            page.get_by_text("More settings", exact=True).click()  # the less-used inputs wait there
+            page.get_by_text("Add pitch classes (12 chroma values)", exact=True).click()
             wait_idle(page)
             assert page.evaluate("history.length") == history  # edits replace the entry, never push one
             assert parse_qs(urlparse(page.url).query)["w.model.hidden_size"] == ["64"]
@@ -359,8 +383,8 @@ def test_reload_keeps_train_form_edits_and_dataset_selections(server, tmp_path: 
             page.locator("h1", has_text="Train").first.wait_for()
             wait_idle(page)
             assert page.get_by_label("learning rate", exact=True).input_value() == "3.0e-3"
-            assert page.get_by_label("hidden size", exact=True).input_value() == "64"
-            assert page.get_by_label("+ 12 chroma", exact=True).is_checked()
+            assert page.get_by_label("LSTM units", exact=True).input_value() == "64"
+            assert page.get_by_label("Add pitch classes (12 chroma values)", exact=True).is_checked()
             assert page.get_by_label("LSTM layers", exact=True).input_value() == "2"  # the rest: the preset's
 
             open_page(page, base, "/Dataset", "Dataset")

@@ -357,7 +357,7 @@ def test_a_ray_run_in_a_real_browser(on_the_cluster, server, tmp_path: Path) -> 
             page.get_by_text(re.compile(r"Where runs train: Ray cluster: 1 node, 2 CPUs")).first.wait_for()
 
             open_page(page, base, "/Train", "Train")
-            set_number(page, "hidden size", "8")
+            set_number(page, "LSTM units", "8")
             set_number(page, "epochs", "3000")
             page.get_by_role("button", name="Start training").click()
             from helpers_browser import wait_for_run_in_url

@@ -31,6 +31,7 @@ import streamlit as st
 from engine.core import paths
 from engine.data.dataset import demo_size, is_custom_layout
 from engine.core.errors import EngineError
+from ui.live import PROGRESS_EVERY_S
 
 DATA_KEY = "data_setting"  # session_state key (not a widget key, so it survives page switches)
 _DATA_LOCK = threading.Lock()  # one dataset load / demo build at a time per server
@@ -171,15 +172,39 @@ def backend_summary() -> str:
 TERMINAL_PHASES = ("finished", "failed", "cancelled", "interrupted", "diverged", "deleted")
 
 
+# One snapshot of the job manager's progress is shared by every view for a little less than the
+# refresh pace (ui.live.PROGRESS_EVERY_S): the sidebar and the Train page, whose timers start in
+# the same script run and tick at that pace, then show the same stage and fraction instead of
+# two moments a second apart.
+SNAPSHOT_S = 0.8 * PROGRESS_EVERY_S
+_SNAPSHOT: dict = {}  # include_ended -> (monotonic time, manager, jobs)
+
+
 def job_progress(include_ended: bool = False) -> list[dict]:
-    """Queued and running jobs of this server's manager (manager.all_progress()) as dicts:
+    """Queued and running jobs of this server's manager (manager.all_progress()) as dicts, one
+    snapshot reused for SNAPSHOT_S seconds (the sidebar and the page show the same moment):
     run_id, name, status ("queued" | "running" | a final status), phase, fraction (0..1),
     message (one line: ui.live.progress_line), eta (seconds of training left or None), epoch,
     epochs, step, steps_per_epoch, recent_losses (last step losses), val_accuracy, data_done,
     data_total, behind (name of the run a queued one waits for, else None)."""
+    manager = get_manager()
+    taken = _SNAPSHOT.get(include_ended)
+    if taken and taken[1] is manager and time.monotonic() - taken[0] < SNAPSHOT_S:
+        return [dict(job) for job in taken[2]]
+    jobs = _job_progress(manager, include_ended)
+    _SNAPSHOT[include_ended] = (time.monotonic(), manager, jobs)
+    return [dict(job) for job in jobs]
+
+
+def forget_progress_snapshot() -> None:
+    """The next job_progress() reads the manager afresh (a full page run, a cancel, a start)."""
+    _SNAPSHOT.clear()
+
+
+def _job_progress(manager, include_ended: bool) -> list[dict]:
+    """job_progress's dicts, read now."""
     from ui.live import progress_line
 
-    manager = get_manager()
     store = get_store()
     names: dict[str, str] = {}
 
@@ -432,6 +457,7 @@ def render_sidebar() -> None:
     from ui import notices
 
     notices.show()  # e.g. "Demo data ready" after the button's rerun
+    forget_progress_snapshot()  # a full page run: its sidebar and its page read the same fresh snapshot
     data = data_setting()
     with st.sidebar:
         _navigation()
@@ -449,7 +475,8 @@ def render_sidebar() -> None:
         st.fragment(run_every=JOBS_EVERY_BUSY_S if busy else JOBS_EVERY_IDLE_S)(_jobs_panel)(busy)
 
 
-JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = 5.0, 15.0
+# busy: the Train page's pace (ui.live.PROGRESS_EVERY_S), so that the sidebar and the page show the same stage
+JOBS_EVERY_BUSY_S, JOBS_EVERY_IDLE_S = PROGRESS_EVERY_S, 15.0
 
 # The sidebar's page list: (file relative to dashboard.py, label). Streamlit's own list names
 # the home page after its file ("dashboard"), so it is hidden (.streamlit/config.toml:
@@ -525,6 +552,7 @@ def _jobs_panel(busy: bool) -> None:
         text.progress(min(1.0, max(0.0, job["fraction"])), text=f"{plain(job['name'])}: {job['message']}")
         if cancel.button(":material/close:", key=f"sidebar_cancel_{job['run_id']}", help=f"Cancel {job['name']}"):
             manager.cancel(job["run_id"])
+            forget_progress_snapshot()
             st.rerun(scope="fragment")
     if queued:
         names = [j["name"] for j in queued]
@@ -533,4 +561,5 @@ def _jobs_panel(busy: bool) -> None:
         if st.button("Cancel queued runs", key="sidebar_cancel_queued"):
             for job in queued:
                 manager.cancel(job["run_id"])
+            forget_progress_snapshot()
             st.rerun(scope="fragment")

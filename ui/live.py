@@ -11,21 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from engine.runs.eta import fmt_duration, prep_words
 from ui import charts
 
 LIVE_POINTS = 400  # step-loss points drawn while a run trains (the EMA still uses every step)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """12.4 -> '12 s'; 185 -> '3 min 05 s'; 3725 -> '1 h 02 min'; None -> '?'."""
-    if seconds is None:
-        return "?"
-    s = max(0, int(round(seconds)))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+# How often a running run's progress is redrawn, in the sidebar and on the Train page alike:
+# both read the same line (progress_line) at the same pace, so they show the same stage.
+PROGRESS_EVERY_S = 3.0
 
 
 def progress_line(p: Mapping[str, Any], status: str, epochs_done: int, epochs: int,
@@ -33,20 +25,21 @@ def progress_line(p: Mapping[str, Any], status: str, epochs_done: int, epochs: i
     """(fraction in [0, 1], one line of text) for a run's progress bar.
 
     p: the run's live progress (ui.common.job_progress dict: phase, fraction, epoch, epochs,
-    step, steps_per_epoch, train_loss, val_accuracy, eta (s), message, data_done, data_total),
+    step, steps_per_epoch, train_loss, val_accuracy, eta (s), message, data_done, data_total,
+    prep_fraction, prep_eta (s), prep_stage),
     or {} when this server does not train it. status: the stored status. epochs_done/epochs:
     from the store. behind: display name of the run it waits for, when queued.
     """
     phase = p.get("phase") or status
     if phase == "queued" or (not p and status == "queued"):
         return 0.0, f"queued behind {behind}" if behind else "queued: starts when a slot is free"
-    if phase == "loading data":
-        done, total = int(p.get("data_done") or 0), int(p.get("data_total") or 0)
-        message = p.get("message") or ""
-        if message.startswith("loading data: "):
-            message = message[len("loading data: "):]
-        text = f"preparing data (before epoch 1): {message}" if message else "preparing data (before epoch 1)"
-        return (min(1.0, done / total) if total else 0.0), text
+    if phase == "loading data":  # one bar across every stage of preparing the data (PrepProgress)
+        fraction = p.get("prep_fraction")
+        if fraction is None:  # a report without it (an older worker): the stage's own share
+            done, total = int(p.get("data_done") or 0), int(p.get("data_total") or 0)
+            fraction = done / total if total else 0.0
+        words = prep_words(float(fraction), p.get("prep_eta"), p.get("prep_stage") or "", p.get("message") or "")
+        return min(1.0, max(0.0, float(fraction))), f"preparing features (before epoch 1): {words}"
     if phase == "evaluating":
         return 1.0, f"epoch {epochs}/{epochs} done · evaluating on validation and test"
     if phase == "training" and p.get("epochs"):
@@ -97,8 +90,9 @@ class LiveCharts:
         self.specs = {
             "steps": charts.step_loss_chart(self.losses, steps_per_epoch=spe, max_points=LIVE_POINTS,
                                             color=color).to_dict() if self.losses else None,
-            "accuracy": charts.accuracy_curves(history_frame([record]), colors={record.name: color} if color else None
-                                               ).to_dict() if record.history else None,
+            "accuracy": charts.accuracy_curves(  # the validation views, each named in the legend
+                history_frame([record]), columns=charts.VALIDATION_CURVES,
+                colors={record.name: color} if color else None).to_dict() if record.history else None,
         }
         self.builds += 1
         return self.specs

@@ -1,10 +1,12 @@
 """The Train page's view of one run: its name, tags, notes and delete; live progress while it
-trains; then its results (metrics per split, curves, per-class accuracy, confusion matrices,
-calibration and the out-of-distribution check: ui.trust_view).
+trains; then its results (one headline figure, the rest in a table, curves, per-class accuracy,
+confusion matrices, calibration and the out-of-distribution check: ui.trust_view).
 
+- run_picker(run_id, recent, labels, train_another)  the Run selectbox (+ "Train another run")
 - manage(store, record)               rename, tag, write notes on or delete the run
-- live(store, record, color)          progress line and live charts (cheap timers), while active
-- results(store, record, color)       the finished (or stopped) run's status, metrics and charts
+- live(store, record, color)          progress line and live charts (one cheap timer), while active
+- results(store, record, color)       the finished (or stopped) run's status, headline, table and charts
+- headline(metrics) -> (split, label, value)  the figure the protocol chooses on
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from engine.core.space import format_bytes
 from engine.runs.jobs import RESUMABLE_STATUSES
 from engine.core.labels import short_names_of
 from engine.learn.metrics import lacks_program_view
+from engine.compare.ablation import PROTOCOL_FALLBACK, PROTOCOL_SPLIT
 from engine.runs.store import ACTIVE
 from ui import charts, defaults, downloads, trust_view
 from ui import live as live_lines
@@ -30,11 +33,12 @@ from ui.compare import history_frame
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 
-# Two timers, both cheap: the progress line every LIVE_EVERY_S reads the job manager's memory
-# (one status query); the charts every CHARTS_EVERY_S ask the store whether an epoch was added
-# and are rebuilt only then, from the new records alone (ui.live.LiveCharts). Each timer rerun
-# still costs the server ~0.1-0.2 s of CPU here (docs/PERFORMANCE.md), hence the slow pace.
-LIVE_EVERY_S, CHARTS_EVERY_S = 3.0, 10.0
+# One timer, cheap: every LIVE_EVERY_S (the sidebar's pace too, so both show the same stage) the
+# progress line reads the job manager's memory (one status query) and the charts ask the store
+# whether an epoch was added; they are rebuilt only then, from the new records alone
+# (ui.live.LiveCharts), so a run of a few seconds still shows its curves from the first epoch.
+# Each timer rerun costs the server ~0.1-0.2 s of CPU here (docs/PERFORMANCE.md).
+LIVE_EVERY_S = live_lines.PROGRESS_EVERY_S
 
 SPLIT_HELP = {"validation_shift": "The validation clips played through a held-out recording chain (band-limited "
                                   "microphone, compressor, room, MP3 codec) that training never uses: how well "
@@ -54,6 +58,9 @@ SPLIT_HELP = {"validation_shift": "The validation clips played through a held-ou
                                     "preset is chosen on this when the dataset has it, never on test "
                                     "(docs/PROTOCOL.md)."}
 PROGRAM_VIEW_LABEL = "Cross-collection validation (program, 6 of 8 classes)"
+SPLITS = (("validation", "Validation"), ("validation_shift", "Cross-collection validation"),
+          ("validation_source", "Cross-collection validation (source)"),
+          ("validation_program", PROGRAM_VIEW_LABEL), ("test", "Test"))
 
 
 RUN_KEY = "run"  # the Run selectbox's key and its URL parameter (?run=...)
@@ -82,10 +89,18 @@ def current_run(labels: dict[str, str]) -> str | None:
     return found[0][0] if found[0] else found[1][0]
 
 
-def run_picker(run_id: str | None, recent, labels: dict[str, str]) -> str | None:
+def run_picker(run_id: str | None, recent, labels: dict[str, str], train_another: bool = False) -> str | None:
     """The Run selectbox (recent runs, plus `run_id` when it is older), bound to the URL's ?run=
     so that choosing a run replaces the URL instead of adding a history entry (Back leaves the
-    page rather than stepping through every run looked at); returns the chosen id or None."""
+    page rather than stepping through every run looked at); returns the chosen id or None.
+    `train_another`: beside it a "Train another run" button, which clears the choice (the page
+    then shows the form again)."""
+    if train_another:
+        pick, again = st.columns([4, 1], vertical_alignment="bottom")
+        again.button("Train another run", icon=":material/add:", on_click=select_run, args=(None,),
+                     help="Back to the configuration form (it keeps the values you set).")
+    else:
+        pick = st.container()
     ids = [r.id for r in recent]
     if run_id and run_id not in ids:
         ids.insert(0, run_id)
@@ -93,8 +108,8 @@ def run_picker(run_id: str | None, recent, labels: dict[str, str]) -> str | None
     # URL as a new history entry
     if st.session_state.get(RUN_KEY) != run_id and st.query_params.get(RUN_KEY) != labels.get(run_id, run_id):
         st.session_state[RUN_KEY] = run_id
-    return st.selectbox("Run", ids, key=RUN_KEY, bind="query-params", index=None, disabled=not ids,
-                        format_func=lambda i: labels.get(i, i), placeholder="choose a run" if ids else "no runs yet")
+    return pick.selectbox("Run", ids, key=RUN_KEY, bind="query-params", index=None, disabled=not ids,
+                          format_func=lambda i: labels.get(i, i), placeholder="choose a run" if ids else "no runs yet")
 
 
 def manage(store, record) -> None:
@@ -132,33 +147,30 @@ def _progress_of(run_id: str) -> dict:
 
 
 def live(store, record, color: str) -> None:
-    """The progress line (with Cancel) and the live loss/accuracy charts of an active run."""
-    _live_status(record.id, record.config.train.epochs)
-    _live_charts(record.id, color)
+    """The progress line (with Cancel) and the live loss/accuracy charts of an active run, on one timer."""
+    _live(record.id, record.config.train.epochs, color)
 
 
 @st.fragment(run_every=LIVE_EVERY_S)
-def _live_status(run_id: str, epochs: int) -> None:
+def _live(run_id: str, epochs: int, color: str) -> None:
     store = get_store()
     status = store.status(run_id)
     if status not in ACTIVE:
-        st.rerun()  # the whole page, which now shows the results
+        st.rerun()  # the whole page, which now shows the results (with every epoch's curves)
     p = _progress_of(run_id)  # trained by this server: its live line; else (another process) the store's count
     fraction, text = (p["fraction"], p["message"]) if p else live_lines.progress_line(
         {}, status, store.epochs_done(run_id), epochs)
-    st.progress(fraction, text=text)
-    if st.button("Cancel run", key="cancel_current"):
+    bar, cancel = st.columns([6, 1], vertical_alignment="bottom")
+    bar.progress(fraction, text=text)
+    if cancel.button("Cancel run", key="cancel_current"):
         common.get_manager().cancel(run_id)
+        common.forget_progress_snapshot()
         st.rerun(scope="fragment")
-
-
-@st.fragment(run_every=CHARTS_EVERY_S)
-def _live_charts(run_id: str, color: str) -> None:
     cache = st.session_state.setdefault("_live_charts", live_lines.LiveCharts())
-    specs = cache.update(get_store(), run_id, color=color)
+    specs = cache.update(store, run_id, color=color)
     if specs["steps"] is None and specs["accuracy"] is None:
-        st.caption("The charts appear when the first epoch ends (the data is prepared first, once per "
-                   "feature setting; later runs reuse it).")
+        st.caption("The charts appear when the first epoch ends (the features are prepared first, once per "
+                   "feature setting; later runs reuse them).")
         return
     a, b = st.columns(2)
     if specs["steps"] is not None:
@@ -167,24 +179,50 @@ def _live_charts(run_id: str, color: str) -> None:
         b.vega_lite_chart(specs["accuracy"], width="stretch")
 
 
+def headline(metrics: dict) -> tuple[str, str, float] | None:
+    """(split, its name, value) of the figure the protocol chooses on (docs/PROTOCOL.md):
+    the headline metric (ui.defaults) on the program view where the run has it, else on the
+    source view (engine.compare.ablation.protocol_split's choice, for one run), else (a run
+    without cross-collection views) on validation. None when the run has none of them."""
+    names = dict(SPLITS)
+    for split in (PROTOCOL_SPLIT, PROTOCOL_FALLBACK, "validation"):
+        value = (metrics.get(split) or {}).get(defaults.HEADLINE_METRIC)
+        if value is not None:
+            return split, names[split], float(value)
+    return None
+
+
+def metrics_frame(metrics: dict) -> pd.DataFrame:
+    """The run's figures per split, one row each (split, clips, accuracy, balanced accuracy,
+    macro-F1; rates in [0, 1]), in SPLITS order; splits the run lacks are left out."""
+    rows = [{"split": label, "clips": int(m.get("n") or 0), "accuracy": m.get("accuracy"),
+             "balanced accuracy": m.get("balanced_accuracy"), "macro-F1": m.get("macro_f1")}
+            for split, label in SPLITS if (m := metrics.get(split))]
+    frame = pd.DataFrame(rows, columns=["split", "clips", "accuracy", "balanced accuracy", "macro-F1"])
+    return frame.astype({"accuracy": float, "balanced accuracy": float, "macro-F1": float})
+
+
 def results(store, record, color: str) -> None:
-    """A run that is no longer active: status, resume/restart, metrics, curves, per class, configuration."""
+    """A run that is no longer active: status, resume/restart, the headline figure, every
+    figure in a table, curves, per class, configuration."""
     _status(store, record)
     metrics = record.metrics or {}
-    for split, label in (("validation", "Validation"), ("validation_shift", "Cross-collection validation"),
-                         ("validation_source", "Cross-collection validation (source)"),
-                         ("validation_program", PROGRAM_VIEW_LABEL), ("test", "Test")):
-        m = metrics.get(split)
-        if not m:
-            if split == "validation_program" and lacks_program_view(metrics):
-                st.caption(f"**{PROGRAM_VIEW_LABEL}**: n/a, {PROGRAM_VIEW_MISSING}. The protocol chooses on the "
-                           "source view instead.", help=SPLIT_HELP["validation_program"])
-            continue
-        cols = st.columns([1, 2, 2, 2])
-        cols[0].markdown(f"**{label}**  \n{m.get('n', '?')} clips", help=SPLIT_HELP.get(split))
-        cols[1].metric("accuracy", fmt_pct(m.get("accuracy")))
-        cols[2].metric("balanced accuracy", fmt_pct(m.get("balanced_accuracy")), help="mean per-class recall")
-        cols[3].metric("macro-F1", fmt_pct(m.get("macro_f1")))
+    top = headline(metrics)
+    if top is not None:
+        split, name, value = top
+        st.metric(f"{defaults.HEADLINE_NAME.capitalize()} on {name.lower()}", fmt_pct(value),
+                  help="The figure the protocol chooses configurations on (docs/PROTOCOL.md: validation chooses, "
+                       "test reports). " + SPLIT_HELP.get(split, "The in-collection validation clips."))
+        st.caption("Every figure of the run (balanced accuracy: the mean of the per-class recalls):")
+        table = metrics_frame(metrics)
+        st.dataframe(common.percent_style(table, ["accuracy", "balanced accuracy", "macro-F1"]), hide_index=True)
+        if lacks_program_view(metrics):
+            st.caption(f"**{PROGRAM_VIEW_LABEL}**: n/a, {PROGRAM_VIEW_MISSING}. The protocol chooses on the "
+                       "source view instead.", help=SPLIT_HELP["validation_program"])
+        with st.expander("What each split is"):
+            for key, label in SPLITS:
+                if key in SPLIT_HELP and metrics.get(key):
+                    st.markdown(f"**{label}**: {SPLIT_HELP[key]}")
     if not metrics:
         st.info("No metrics: the run ended before its first epoch finished.")
     _curves(store, record, color)
@@ -200,9 +238,13 @@ def results(store, record, color: str) -> None:
 
 
 def _status(store, record) -> None:
-    status_line = f"**{record.status}** after {record.epochs_done} epoch(s)"
-    if record.duration:
-        status_line += f" in {record.duration:.0f} s on {record.device or '?'}"
+    epochs = record.epochs_done
+    status_line = f"**{record.status}** after {epochs} epoch{'' if epochs == 1 else 's'}"
+    spent = record.time_spent  # training apart from preparing the features (issue #30)
+    if spent:
+        status_line += f": {spent}"
+    if record.device:
+        status_line += f", on {record.device}"
     if record.best_epoch:
         status_line += f"; model kept from epoch {record.best_epoch}"
     if record.status == "finished" and record.warning:

@@ -6,6 +6,10 @@ The pace is the median duration of the last few epochs (robust to one slow epoch
 the first, or one with a checkpoint; it follows a lasting change of speed within a few
 epochs, such as a second run starting beside this one). Before the first epoch ends, the
 pace is extrapolated from the steps of that epoch.
+
+Also the words for time, shared by the CLI and the dashboard: `fmt_duration`, `prep_words`
+(preparing a run's data: one fraction and time left across its stages) and `time_spent`
+(a finished run: training, and preparing features apart).
 """
 
 from __future__ import annotations
@@ -78,3 +82,47 @@ class EpochClock:
         if fraction >= 1.0:  # the epoch just ended: the next one has not started
             left, fraction, elapsed = left - 1, 0.0, 0.0
         return eta_seconds(self.durations, left, epoch_fraction=fraction, epoch_elapsed=elapsed)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """12.4 -> '12 s'; 185 -> '3 min 05 s'; 3725 -> '1 h 02 min'; None -> '?'."""
+    if seconds is None:
+        return "?"
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def time_spent(training: float | None, preparing: float | None, total: float | None) -> str:
+    """Where a run's time went, in words: 'training 5 s, preparing features 44 s'.
+
+    training: seconds of its epochs (history[-1]["seconds"]; preparation not included);
+    preparing: seconds spent preparing its data (RunRecord.prepare_seconds; None for runs
+    stored before it was recorded); total: from its start to its end (RunRecord.duration).
+    Empty when nothing is known."""
+    if training is not None and preparing is not None:
+        return f"training {fmt_duration(training)}, preparing features {fmt_duration(preparing)}"
+    if training is not None:  # an older run: its preparation was not recorded apart
+        whole = f" ({fmt_duration(total)} from start to end, preparing features included)" if total else ""
+        return f"training {fmt_duration(training)}{whole}"
+    if preparing is not None:
+        return f"preparing features {fmt_duration(preparing)}, no epoch finished"
+    return fmt_duration(total) if total else ""
+
+
+def prep_words(fraction: float, eta: float | None, stage: str, message: str) -> str:
+    """One line on preparing a run's data: '42% · about 20 s left · step 2 of 5: features
+    (features test: 4/32 clips)' ('0% · starting' before the first report); the same words in
+    the sidebar, on the Train page and in the CLI."""
+    parts = [f"{100 * fraction:.0f}%"]
+    if eta is not None:
+        parts.append(f"about {fmt_duration(eta)} left")
+    detail = message[len("loading data: "):] if message.startswith("loading data: ") else message
+    if stage:
+        parts.append(f"step {stage}" + (f" ({detail})" if detail else ""))
+    else:
+        parts.append(detail or "starting")
+    return " · ".join(parts)

@@ -38,7 +38,7 @@ from .store import ACTIVE, RunRecord, RunStore
 from ..learn.batched import companions, train_group
 from ..learn.train import train_run
 from .liveness import EndLedger, _fail_active, _failure_message, _is_oom, _store_result, heartbeat
-from .progress import Progress, _RunHooks, _step_every, _stream  # shared with engine.runs.ray_backend
+from .progress import PrepProgress, Progress, _RunHooks, _step_every, _stream, record_preparation  # shared with engine.runs.ray_backend
 from ..data.dataset import with_dataset_classes
 from .worker import _default_loader, _Worker, cpu_threads, data_key
 
@@ -276,7 +276,8 @@ class JobManager:
         self._set(progress, phase="loading data")
         if self.isolation == "process" and self._ray is None:
             return self._train_in_worker([run_id], [config], resume is not None, [stop], [progress])[run_id]
-        data = self._load_data(config, progress)
+        with record_preparation(self.store, [run_id]):  # its own time, apart from training's
+            data = self._load_data(config, progress)
         if stop.is_set():
             return self._end_stopped(run_id)
         check_run_space(self.store.runs_dir, [config], data)
@@ -350,7 +351,8 @@ class JobManager:
             self._set(progress, phase="loading data")
         if self.isolation == "process":
             return self._train_in_worker(run_ids, configs, False, stops, progresses)
-        data = self._load_data(configs[0], progresses[0])
+        with record_preparation(self.store, run_ids):
+            data = self._load_data(configs[0], progresses[0])
         if all(stop.is_set() for stop in stops):
             return {run_id: self._end_stopped(run_id) for run_id in run_ids}
         check_run_space(self.store.runs_dir, configs, data)
@@ -400,8 +402,7 @@ class JobManager:
         here = self.device if self._ray is None else ("cuda" if torch.cuda.is_available() else "cpu")
         self._data_cache.size = self.data_cache_size
         return self._data_cache.get(data_key(config), lambda: _default_loader(  # once per key at a time
-            config, here, lambda done, total, message: self._set(progress, message=message, data_done=done,
-                                                                 data_total=total)))
+            config, here, PrepProgress(lambda prep: self._set(progress, **prep.fields()))))
 
     # ---- control and queries -------------------------------------------------------------
 

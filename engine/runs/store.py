@@ -35,6 +35,7 @@ from ..core.errors import ConfigError, EngineError, StoreDamaged, StoreError
 from ..core.space import atomic_write, disk_full_error, folder_bytes, is_disk_full
 from ..core.labels import class_names_of
 from ..core.processes import process_alive, process_start
+from .eta import time_spent
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted", "diverged")
 ACTIVE = ("queued", "running")
@@ -67,7 +68,8 @@ CREATE TABLE IF NOT EXISTS runs (
     history TEXT NOT NULL DEFAULT '[]',
     best_epoch INTEGER,
     heartbeat REAL,
-    warning TEXT
+    warning TEXT,
+    prepare_seconds REAL
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
@@ -82,7 +84,7 @@ CREATE TABLE IF NOT EXISTS step_losses (
 
 _LIST_COLUMNS = (
     "id, name, tags, notes, config, config_digest, group_key, status, error, created, "
-    "started, finished, device, pid, pid_start, metrics, history, best_epoch, warning"
+    "started, finished, device, pid, pid_start, metrics, history, best_epoch, warning, prepare_seconds"
 )
 
 
@@ -108,6 +110,7 @@ class RunRecord:
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
     warning: str | None = None  # e.g. "did not learn: ..." on a run that finished without learning
+    prepare_seconds: float | None = None  # preparing its data (None: stored before this was recorded, issue #30)
 
     @property
     def epochs_done(self) -> int:
@@ -120,6 +123,18 @@ class RunRecord:
         if self.started is None:
             return None
         return (self.finished or time.time()) - self.started
+
+    @property
+    def training_seconds(self) -> float | None:
+        """Seconds its epochs took (the last stored epoch's clock: training steps and per-epoch
+        validation; preparing the data is not in it), None before the first epoch."""
+        seconds = (self.history[-1] or {}).get("seconds") if self.history else None
+        return None if seconds is None else float(seconds)
+
+    @property
+    def time_spent(self) -> str:
+        """'training 5 s, preparing features 44 s' (engine.runs.eta.time_spent)."""
+        return time_spent(self.training_seconds, self.prepare_seconds, self.duration)
 
 
 def group_key(config: RunConfig) -> str:
@@ -192,7 +207,8 @@ class RunStore:
                     if statement.strip():
                         con.execute(statement)
                 columns = {row["name"] for row in con.execute("PRAGMA table_info(runs)")}
-                for column, kind in (("heartbeat", "REAL"), ("warning", "TEXT")):  # stores made before them
+                for column, kind in (("heartbeat", "REAL"), ("warning", "TEXT"),  # stores made before them
+                                     ("prepare_seconds", "REAL")):
                     if column not in columns:
                         con.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
         except sqlite3.DatabaseError as exc:
@@ -368,8 +384,8 @@ class RunStore:
         """Forget history, metrics, step losses and files: the run starts over from epoch 1."""
         with self._write() as con:
             self._require(con, run_id)
-            con.execute("UPDATE runs SET history='[]', metrics='{}', best_epoch=NULL, started=NULL WHERE id=?",
-                        (run_id,))
+            con.execute("UPDATE runs SET history='[]', metrics='{}', best_epoch=NULL, started=NULL, "
+                        "prepare_seconds=NULL WHERE id=?", (run_id,))
             con.execute("DELETE FROM step_losses WHERE run_id=?", (run_id,))
         shutil.rmtree(self.runs_dir / run_id, ignore_errors=True)
 
@@ -433,6 +449,14 @@ class RunStore:
                 "INSERT INTO step_losses (run_id, epoch, losses) VALUES (?,?,?)",
                 (run_id, epoch, json.dumps([float(v) for v in step_losses])),
             )
+
+    def add_prepare_seconds(self, run_id: str, seconds: float) -> None:
+        """Add `seconds` spent preparing the run's data (a resumed run prepares again) to its
+        prepare_seconds, kept apart from its training time."""
+        with self._write() as con:
+            self._require(con, run_id)
+            con.execute("UPDATE runs SET prepare_seconds=COALESCE(prepare_seconds, 0)+? WHERE id=?",
+                        (max(0.0, float(seconds)), run_id))
 
     def step_losses(self, run_id: str, since_epoch: int = 0) -> list[float]:
         """Training-step losses of the run, in order: all of them, or only those of epochs
@@ -599,7 +623,7 @@ class RunStore:
                 "name": record.name, "tags": record.tags, "notes": record.notes, "created": record.created,
                 "started": record.started, "finished": time.time(), "status": result.status,
                 "error": result.error, "warning": getattr(result, "warning", None),
-                "device": result.device or record.device,
+                "device": result.device or record.device, "prepare_seconds": record.prepare_seconds,
                 "metrics": _plain(result.metrics or {}), "history": _plain(result.history or []),
             },
         }
@@ -723,13 +747,13 @@ def rebuild_store(db_path: Path | str | None = None, runs_dir: Path | str | None
         with store._write() as con:
             con.execute(
                 "INSERT OR REPLACE INTO runs (id, name, tags, notes, config, config_digest, group_key, status, "
-                "error, created, started, finished, device, metrics, history, best_epoch, warning) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "error, created, started, finished, device, metrics, history, best_epoch, warning, prepare_seconds) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (folder.name, run.get("name") or folder.name, json.dumps(_clean_tags(run.get("tags") or [])),
                  run.get("notes") or "", config.to_json(), config.digest(), group_key(config), status,
                  run.get("error"), created, run.get("started"), run.get("finished") or created,
                  run.get("device"), json.dumps(_plain(metrics)), json.dumps(run.get("history") or []),
-                 meta.get("best_epoch"), run.get("warning")),
+                 meta.get("best_epoch"), run.get("warning"), run.get("prepare_seconds")),
             )
         recovered.append(folder.name)
     store.close()
@@ -770,6 +794,7 @@ def _record(row: sqlite3.Row) -> RunRecord:
         error=row["error"], created=row["created"], started=row["started"], finished=row["finished"],
         device=row["device"], pid=row["pid"], metrics=json.loads(row["metrics"]),
         history=json.loads(row["history"]), best_epoch=row["best_epoch"], warning=row["warning"],
+        prepare_seconds=row["prepare_seconds"],
     )
 
 

@@ -30,7 +30,8 @@ from ..learn.batched import train_group
 from ..learn.train import train_run
 from .budget import check_run_space
 from .liveness import _fail_active, _failure_message, _store_result
-from .progress import SEND_EVERY_S, Progress, _step_every, _stream, _WorkerHooks, _WorkerHost
+from .progress import (PREP_COSTS, SEND_EVERY_S, PrepProgress, Progress, _step_every, _stream, _WorkerHooks,
+                       _WorkerHost, record_preparation)
 from .store import RunStore
 
 THREADS_ENV = "MEDLEY_TORCH_THREADS"  # overrides cpu_threads() (torch intra-op threads for CPU training)
@@ -65,28 +66,59 @@ def data_key(config: RunConfig) -> tuple:
             tc.augment_seed if tc.augment else 0)
 
 
+def prep_plan(config: RunConfig, ds: Any = None) -> dict[str, float]:
+    """The stages of preparing `config`'s data, in order, each with its weight for the one
+    progress bar (engine.runs.progress.PrepProgress): clips x PREP_COSTS. Before the dataset
+    `ds` is read every split counts 100 clips (a provisional plan, refined once it is read)."""
+    def count(split: str) -> int:
+        return 100 if ds is None else len(ds.subset(split))
+
+    program = 100 if ds is None else len(getattr(ds, "program_view", None) or [])
+    clips = {"reading the dataset": count("training") + count("validation") + count("test") + program,
+             "features": count("training") + count("validation") + count("test")}
+    if count("validation"):
+        for view in ("channel", "source"):
+            clips[f"cross-collection validation ({view})"] = count("validation")
+    if program:
+        clips["cross-collection validation (held-out programs)"] = program
+    if config.train.augment:
+        clips["augmented training copies"] = count("training") * config.train.augment_views
+    return {stage: n * PREP_COSTS[stage] for stage, n in clips.items()}
+
+
 def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int, str], None]) -> dict:
     """The run's dataset (resolved like the CLI's --data) through the feature cache: the three
     splits, the cross-collection validations ("validation_shift": channel, "validation_source":
     source and channel, "validation_program": held-out GM programs, demo only) and, when the run augments,
-    the augmented training views (train.AUGMENTED)."""
+    the augmented training views (train.AUGMENTED). A PrepProgress as `progress` is told
+    the stages (prep_plan), so that it shows one bar across them."""
     from ..data.augment import parse_augment
     from ..data.dataset import check_run_classes, resolve_dataset
     from ..features.extract import (FeatureSet, load_augmented_views, load_features, load_heldout_validation,
                            load_program_validation, load_source_validation)
     from ..learn.train import AUGMENTED
 
+    prep = progress if isinstance(progress, PrepProgress) else PrepProgress()
+    prep.plan(prep_plan(config))
+    prep.begin("reading the dataset")
     ds = resolve_dataset(config.data or None, progress=progress)
     check_run_classes(ds, config)  # the classes it was queued with (engine.data.dataset.with_dataset_classes)
+    prep.plan(prep_plan(config, ds))
+    prep.begin("features")
     data = load_features(ds, config.features, progress=progress, device=device)
     if len(data["validation"].y):
+        prep.begin("cross-collection validation (channel)")
         data["validation_shift"] = load_heldout_validation(ds, config.features, progress=progress, device=device)
+        prep.begin("cross-collection validation (source)")
         data["validation_source"] = load_source_validation(ds, config.features, progress=progress, device=device)
+    if "cross-collection validation (held-out programs)" in prep.weights:
+        prep.begin("cross-collection validation (held-out programs)")
     program = load_program_validation(ds, config.features, progress=progress, device=device)
     if program is not None:
         data["validation_program"] = program
     tc = config.train
     if tc.augment:
+        prep.begin("augmented training copies")
         views = load_augmented_views(ds, config.features, parse_augment(tc.augment), tc.augment_views,
                                      tc.augment_seed, progress=progress, device=device)
         data[AUGMENTED] = FeatureSet(x=views, y=data["training"].y, ids=data["training"].ids)
@@ -270,21 +302,23 @@ def _worker_train(store: RunStore, job: _WorkerJob, device: str, checkpoint_ever
             outbox.send(("progress", p.run_id,
                          {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "run_id"}))
 
-    def data_progress(done: int, total: int, message: str) -> None:
+    def data_progress(prep: PrepProgress) -> None:  # one bar across every stage of preparing the data
         for p in progresses:
-            p.data_done, p.data_total, p.message = done, total, message
-        if time.monotonic() - last[0] >= SEND_EVERY_S or done >= total:
+            for name, value in prep.fields().items():
+                setattr(p, name, value)
+        if time.monotonic() - last[0] >= SEND_EVERY_S or prep.done >= prep.total:
             last[0] = time.monotonic()
             for p in progresses:
                 send(p)
 
     key = data_key(configs[0])
-    if key in data_cache:
-        data_cache.move_to_end(key)
-    else:
-        data_cache[key] = _default_loader(configs[0], device, data_progress)
-        while len(data_cache) > 2:
-            data_cache.popitem(last=False)
+    with record_preparation(store, job.run_ids):  # its own time, apart from training's (issue #30)
+        if key in data_cache:
+            data_cache.move_to_end(key)
+        else:
+            data_cache[key] = _default_loader(configs[0], device, PrepProgress(data_progress))
+            while len(data_cache) > 2:
+                data_cache.popitem(last=False)
     data = data_cache[key]
     if all(stop.is_set() for stop in job.stops.values()):
         status = "interrupted" if shutdown.is_set() else "cancelled"
