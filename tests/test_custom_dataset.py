@@ -216,8 +216,7 @@ def _predict(run_id: str, path: Path, cache: Path) -> dict:
 @pytest.mark.parametrize("layout", ["folders", "csv"])
 def test_training_on_a_custom_dataset_stores_its_class_names_end_to_end(layout, tmp_path):
     """CLI train, then the stored run, its confusion matrices, its predictions, a prediction and
-    its bundle. (Seed groups: the next test; `train --seeds` sometimes aborts at interpreter exit
-    after its output, on main too: "terminate called without an active exception".)"""
+    its bundle. (Seed groups: the next test.)"""
     from engine.runs.export import load_bundle, model_bundle
     from engine.runs.store import RunStore
 
@@ -480,3 +479,46 @@ def test_files_added_later_join_the_stored_split_without_moving_the_others(tmp_p
     assert all(after[u] == s for u, s in before.items())  # nobody moved
     new = [s for u, s in after.items() if "/new" in u]
     assert len(new) == 6 and {"training", "validation", "test"} == set(new)
+
+
+def test_the_predict_page_answers_in_the_custom_dataset_classes(tmp_path, medley_cache, monkeypatch):
+    """A run of a 3-class folder on the Predict page: an example clip of the dataset's test split is
+    classified, and the answer, the probability chart and the model card speak of its three classes,
+    never of the Medley-solos-DB eight."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from engine.core.config import ModelConfig, TrainConfig
+    from engine.data.dataset import with_dataset_classes
+    from engine.features.extract import load_features
+    from engine.learn.train import train_run
+    from engine.runs.store import RunStore
+
+    root = audiofolder(tmp_path / "predict", per_class=6)
+    monkeypatch.setenv("MEDLEY_DATA", str(root))
+    monkeypatch.chdir(ROOT)
+    config = with_dataset_classes(RunConfig(data=str(root), model=ModelConfig(hidden_size=8, num_layers=1, dropout=0.0),
+                                            train=TrainConfig(epochs=2, batch_size=8, lr=1e-2)))
+    result = train_run(config, load_features(load_dataset(root), config.features), device="cpu")
+    store = RunStore()
+    run_id = store.create_run(config, name="three classes", status="running")
+    store.save_result(run_id, result)
+    store.close()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    try:
+        at = AppTest.from_file(str(ROOT / "pages" / "4_Predict.py"), default_timeout=120)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        at.radio(key="predict_source").set_value("Dataset clip").run()
+        assert not at.exception, [e.value for e in at.exception]
+        [answer] = [m for m in at.metric if m.label == "Predicted instrument"]
+        assert answer.value in ("bird", "engine", "voice")
+        specs = " ".join(str(c.spec) for c in at.get("vega_lite_chart"))
+        assert all(name in specs for name in ("bird", "engine", "voice"))
+        assert not any(name in specs for name in ("clarinet", "violin", "trumpet"))
+        card = " ".join(str(m.value) for m in at.markdown)
+        assert "3 classes (bird, engine, voice)" in card
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()
