@@ -9,6 +9,7 @@ harmonic tone with its own pitch and timbre plus a little noise, so a model can 
 from __future__ import annotations
 
 import functools
+import sys
 import uuid as uuidlib
 from pathlib import Path
 from typing import Callable
@@ -93,3 +94,14 @@ def medley_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MEDLEY_CACHE", str(cache))
     monkeypatch.delenv("MEDLEY_DATA", raising=False)
     return cache
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Give the next test the `__main__` this one started with. AppTest, like Streamlit, installs
+    each script run as sys.modules["__main__"]; a later test that spawns a process would re-run that
+    page in the child (seen: test_demo's daemonic process ran the Predict page after an AppTest)."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main

@@ -295,11 +295,11 @@ def test_a_daemonic_process_makes_the_demo_in_process(tmp_path):
     """A training worker process is daemonic and may not start children: the demo it makes
     for its first run renders in-process instead of failing ("daemonic processes are not
     allowed to have children")."""
-    import multiprocessing
+    from engine.core.processes import spawn_context
 
-    process = multiprocessing.get_context("spawn").Process(target=_make_tiny_demo, args=(str(tmp_path / "d"),),
-                                                             daemon=True)
-    process.start()
+    with spawn_context() as context:  # as the job manager starts its workers: with a bare __main__
+        process = context.Process(target=_make_tiny_demo, args=(str(tmp_path / "d"),), daemon=True)
+        process.start()
     process.join(timeout=300)
     assert process.exitcode == 0
     assert demo.demo_is_complete(tmp_path / "d")
