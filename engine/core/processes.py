@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import types
 from contextlib import contextmanager
 from multiprocessing.context import BaseContext
@@ -41,6 +42,9 @@ def process_alive(pid: int | None, start: str | None = None) -> bool:
     return start is None or fields_after_name[19] == start
 
 
+_MAIN_LOCK = threading.Lock()
+
+
 @contextmanager
 def spawn_context() -> Iterator[BaseContext]:
     """A "spawn" multiprocessing context; start worker processes inside the `with` block.
@@ -49,10 +53,12 @@ def spawn_context() -> Iterator[BaseContext]:
     a page script, which would run again in every worker, so it is hidden while workers start.
     Fork is no answer: the dashboard and the job manager are threaded.
     """
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield multiprocessing.get_context("spawn")
-    finally:
-        if main is not None:
-            sys.modules["__main__"] = main
+    with _MAIN_LOCK:  # threads that start workers at once must not restore each other's bare module
+        main = sys.modules.get("__main__")
+        bare = types.ModuleType("__main__")  # no file, no spec: the child imports only what it unpickles
+        sys.modules["__main__"] = bare
+        try:
+            yield multiprocessing.get_context("spawn")
+        finally:
+            if main is not None and sys.modules.get("__main__") is bare:  # unless a script run installed its own
+                sys.modules["__main__"] = main

@@ -12,13 +12,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import multiprocessing
 import os
 import queue
-import sys
 import threading
 import time
-import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -26,6 +23,7 @@ import torch
 
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
+from ..core.processes import spawn_context
 from ..learn.batched import train_group
 from ..learn.train import train_run
 from .budget import check_run_space
@@ -139,13 +137,12 @@ class _Worker:
     the parent's thread of the current job."""
 
     def __init__(self, device: str, store: RunStore, checkpoint_every_s: float) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._out, child_out = ctx.Pipe(duplex=False)  # worker -> parent: progress and results
-        child_in, self._in = ctx.Pipe(duplex=False)    # parent -> worker: jobs and stop requests
-        self._process = ctx.Process(
-            target=_worker_main, name="medley-train-worker", daemon=True,
-            args=(device, str(store.db_path), str(store.runs_dir), checkpoint_every_s, child_in, child_out))
-        with _bare_main():
+        with spawn_context() as ctx:  # a bare __main__ while it starts: under Streamlit it is a page script
+            self._out, child_out = ctx.Pipe(duplex=False)  # worker -> parent: progress and results
+            child_in, self._in = ctx.Pipe(duplex=False)    # parent -> worker: jobs and stop requests
+            self._process = ctx.Process(
+                target=_worker_main, name="medley-train-worker", daemon=True,
+                args=(device, str(store.db_path), str(store.runs_dir), checkpoint_every_s, child_in, child_out))
             self._process.start()
         child_in.close()
         child_out.close()
@@ -206,26 +203,6 @@ class _Worker:
         for end in (self._in, self._out):
             with contextlib.suppress(OSError):
                 end.close()
-
-
-_MAIN_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _bare_main() -> Any:
-    """Start processes with a bare `__main__`. multiprocessing's spawn re-runs the parent's
-    `__main__` in the child, and under Streamlit that is whichever page script ran last
-    (Streamlit installs each script run as `__main__`): the child would execute a page. With a
-    module that has no file and no spec the child imports only what it unpickles."""
-    with _MAIN_LOCK:
-        original = sys.modules.get("__main__")
-        bare = types.ModuleType("__main__")
-        sys.modules["__main__"] = bare
-        try:
-            yield
-        finally:
-            if sys.modules.get("__main__") is bare:  # unless a script run installed its own meanwhile
-                sys.modules["__main__"] = original
 
 
 @dataclass
