@@ -4,8 +4,13 @@ engine.data.folders (a labelled folder or CSV of the user's own) both build thes
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
+
+from ..core.errors import DatasetError
 
 CLIP_SECONDS = 131072 / 44100  # every official clip: 131,072 samples at 44.1 kHz (2.972 s); the window of a long file
 
@@ -66,3 +71,34 @@ def stat_header_or_problem(path: Path) -> Header | str:
     if stat.st_size == 0:
         return "file is empty (0 bytes)"
     return Header(stat.st_size, stat.st_mtime_ns)
+
+
+def read_csv_rows(csv_path: Path, kind: str, required: Sequence[str], expected: str, *, lower: bool = False,
+                  strip_values: bool = False) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a dataset's CSV as (line number, {column: value}), column names stripped (and
+    lower-cased with `lower`; values stripped with `strip_values`). DatasetError naming the `kind`
+    of CSV ("metadata", "labels") and what is wrong: not UTF-8 text, unreadable, empty, NUL bytes,
+    a `required` column missing (`expected`: the columns it should have, in words), not valid CSV."""
+    try:
+        text = csv_path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{kind} CSV {csv_path} is not a text CSV file (not UTF-8: {exc.reason})") from exc
+    except OSError as exc:
+        raise DatasetError(f"{kind} CSV {csv_path} cannot be read: {exc.strerror or exc}") from exc
+    if not text.strip():
+        raise DatasetError(f"{kind} CSV {csv_path} is empty; expected columns {expected}")
+    if "\0" in text:
+        raise DatasetError(f"{kind} CSV {csv_path} is not a text CSV file (it contains NUL bytes)")
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        columns = [(name or "").strip() for name in (reader.fieldnames or [])]
+        columns = [name.lower() for name in columns] if lower else columns
+        missing = [name for name in required if name not in columns]
+        if missing:
+            raise DatasetError(f"{kind} CSV {csv_path} lacks column(s) {', '.join(repr(m) for m in missing)}; "
+                               f"expected {expected}")
+        reader.fieldnames = columns
+        return [(reader.line_num, {k: (v or "").strip() if strip_values else (v or "") for k, v in row.items() if k})
+                for row in reader]
+    except csv.Error as exc:
+        raise DatasetError(f"{kind} CSV {csv_path} is not a valid CSV file: {exc}") from exc

@@ -17,9 +17,7 @@ and reported as a `Problem`, so nothing is dropped silently.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +31,7 @@ import soundfile as sf
 from ..core import paths
 from ..core.errors import DatasetError
 from ..core.labels import CLASS_NAMES, NUM_CLASSES, PROGRAM_VIEW, PROGRAM_VIEW_CSV, SUBSETS
-from .clips import CLIP_SECONDS, Clip, Problem
+from .clips import CLIP_SECONDS, Clip, Problem, read_csv_rows
 from .clips import Header as _Header
 from .clips import stat_header_or_problem as _stat_header_or_problem
 from .folders import is_custom, load_custom, scan
@@ -357,29 +355,7 @@ def _find_layout(root: Path) -> tuple[str, Path, Path]:
 
 def _read_metadata(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
     """The CSV's rows as (line number, {column: value}); DatasetError if unreadable or columns lack."""
-    try:
-        text = csv_path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"metadata CSV {csv_path} is not a text CSV file (not UTF-8: {exc.reason})") from exc
-    except OSError as exc:
-        raise DatasetError(f"metadata CSV {csv_path} cannot be read: {exc.strerror or exc}") from exc
-    if not text.strip():
-        raise DatasetError(f"metadata CSV {csv_path} is empty; expected columns {','.join(EXPECTED_COLUMNS)}")
-    if "\0" in text:
-        raise DatasetError(f"metadata CSV {csv_path} is not a text CSV file (it contains NUL bytes)")
-    try:
-        reader = csv.DictReader(io.StringIO(text))
-        columns = [name.strip() for name in (reader.fieldnames or [])]
-        missing = [name for name in EXPECTED_COLUMNS if name not in columns]
-        if missing:
-            raise DatasetError(
-                f"metadata CSV {csv_path} lacks column(s) {', '.join(repr(m) for m in missing)}; "
-                f"expected {','.join(EXPECTED_COLUMNS)}"
-            )
-        reader.fieldnames = columns
-        return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
-    except csv.Error as exc:
-        raise DatasetError(f"metadata CSV {csv_path} is not a valid CSV file: {exc}") from exc
+    return read_csv_rows(csv_path, "metadata", EXPECTED_COLUMNS, ",".join(EXPECTED_COLUMNS), strip_values=True)
 
 
 def _clips_from_rows(

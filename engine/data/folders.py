@@ -20,9 +20,7 @@ stored beside the data (or in the cache when that folder is read-only).
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -35,7 +33,7 @@ from ..core.errors import (AudioError, AudioTooLong, DatasetError, DuplicateClip
                            TooFewClasses, UnsafePath)
 from ..core.labels import MIN_CLASSES, SUBSETS
 from .audio import max_audio_seconds, window_starts
-from .clips import CLIP_SECONDS, Clip, Header, Problem, stat_header_or_problem
+from .clips import CLIP_SECONDS, Clip, Header, Problem, read_csv_rows, stat_header_or_problem
 from .splits import (SPLIT_FILE, SPLIT_NAMES, SPLIT_SEED, SPLIT_SHARE, cached_split_file, make_split, read_split_file,
                      write_split_file)
 
@@ -251,26 +249,8 @@ def _inside(cell: str, root: Path, base: Path) -> Path | None:
 
 def _read_csv(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
     """(line, {column: value}) of a labels CSV; DatasetError naming what is wrong with it."""
-    try:
-        text = csv_path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"labels CSV {csv_path} is not a text CSV file (not UTF-8: {exc.reason})") from exc
-    except OSError as exc:
-        raise DatasetError(f"labels CSV {csv_path} cannot be read: {exc.strerror or exc}") from exc
-    if not text.strip() or "\0" in text:
-        raise DatasetError(f"labels CSV {csv_path} is {'empty' if not text.strip() else 'not a text file'}; "
-                           f"expected columns {','.join(CSV_COLUMNS)}[,split][,group]")
-    try:
-        reader = csv.DictReader(io.StringIO(text))
-        columns = [(name or "").strip().lower() for name in (reader.fieldnames or [])]
-        missing = [c for c in CSV_COLUMNS if c not in columns]
-        if missing:
-            raise DatasetError(f"labels CSV {csv_path} lacks column(s) {', '.join(repr(m) for m in missing)}; "
-                               f"expected {','.join(CSV_COLUMNS)} and optionally split, group")
-        reader.fieldnames = columns
-        return [(reader.line_num, {k: (v or "") for k, v in row.items() if k}) for row in reader]
-    except csv.Error as exc:
-        raise DatasetError(f"labels CSV {csv_path} is not a valid CSV file: {exc}") from exc
+    return read_csv_rows(csv_path, "labels", CSV_COLUMNS, f"{','.join(CSV_COLUMNS)} and optionally split, group",
+                         lower=True)
 
 
 def _merge_clashing_labels(found: Scan) -> Scan:
