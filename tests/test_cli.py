@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--hidden", "8", "--epochs", "2", "--batch-size", "16"]
 
 
-def engine(*args: str, cache: Path, check: bool = True) -> subprocess.CompletedProcess:
+def engine(*args: str, cache: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m engine ARGS` as a user runs it, with its own cache (and no $MEDLEY_DATA);
+    asserts exit 0 unless `check` is False."""
     env = {k: v for k, v in os.environ.items() if k != "MEDLEY_DATA"} | {"MEDLEY_CACHE": str(cache)}
     done = subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=timeout)
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done

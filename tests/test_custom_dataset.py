@@ -9,16 +9,16 @@ Every dataset here is written by the test itself: short tones and noise, a few f
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+import test_cli
 from engine.core import errors
 from engine.core.config import RunConfig
 from engine.core.errors import DatasetError, EngineError, TooFewClasses
@@ -74,13 +74,7 @@ def csv_dataset(root: Path, n_classes: int = 12, per_class: int = 4, splits: boo
     return root / "labels.csv"
 
 
-def engine(*args: str, cache: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MEDLEY_DATA"} | {"MEDLEY_CACHE": str(cache)}
-    done = subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-    if check:
-        assert done.returncode == 0, done.stderr[-3000:]
-    return done
+engine = functools.partial(test_cli.engine, timeout=600)  # the CLI as a user runs it; training takes longer here
 
 
 def kinds(ds) -> dict[str, list[str]]:
