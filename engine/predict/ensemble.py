@@ -131,19 +131,20 @@ class EnsemblePredictor(WindowClassifier):
         return scaled_probs(logits_from_probs(plain), self.temperature).astype(np.float32)
 
     def window_answers(self, feats: np.ndarray) -> WindowAnswers:
-        """Mean calibrated probabilities (windows, classes) of the members for features (windows,
-        frames, features); each window's mean OOD score and verdict; the recording's verdict; and
-        each member's own answer (its probabilities averaged over the windows)."""
+        """The ensemble's probabilities (windows, classes) for features (windows, frames, features)
+        (ensemble_probabilities); each window's mean OOD score and verdict; the recording's verdict;
+        and each member's own answer (its probabilities averaged over the windows)."""
         statistics = clip_statistics(feats)  # (windows, 2F), shared: the members' features are the same
+        reason = self._no_check_reason()  # None: every member's check scores, and they are averaged
         logits, scores = [], []
         for member in self.members:
             z, embeddings = member.logits_features(feats)  # (windows, classes), (windows, dim)
             logits.append(z)
-            scores.append(window_ood(member.trust["ood"], z, embeddings, member.ood_reference, statistics)[0])
+            if reason is None:
+                scores.append(window_ood(member.trust["ood"], z, embeddings, member.ood_reference, statistics)[0])
         mean_probs = self.ensemble_probabilities(logits)  # (windows, classes)
         record = self._record([m.probabilities(z).mean(axis=0) for m, z in zip(self.members, logits)],
                               mean_probs.mean(axis=0))
-        reason = self._no_check_reason()
         if reason is not None:
             nothing: list[Any] = [None] * len(feats)
             verdict = {"score": None, "threshold": None, "unlike_training": None, "method": None, "note": reason}
