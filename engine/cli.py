@@ -61,15 +61,18 @@ TRAIN_FLAGS = {
     "augment_seed": ("train.augment_seed", int),
     "time_mask": ("train.time_mask", int),
     "freq_mask": ("train.freq_mask", int),
+    "mixup": ("train.mixup", float),
 }
 FLAG_HELP = {
-    "representation": "spectral (MFCC + centroid + contrast), logmel (128 mel bands in dB) or waveform",
+    "representation": "spectral (MFCC + centroid + contrast), logmel (128 mel bands in dB), "
+                      "pcen (128 mel bands, per-channel energy normalised) or waveform",
     "clip_norm": "per-clip mean/variance normalisation of every feature (CMVN)",
     "augment": "comma-separated audio augmentations of the training clips: gain, eq, speed, noise ('' = none)",
     "augment_views": "augmented copies of each training clip (cached; each epoch reads the clean clip or one copy)",
     "augment_seed": "seed of the augmented copies",
     "time_mask": "SpecAugment: mask up to N consecutive frames per training clip (0 = off)",
     "freq_mask": "SpecAugment: mask up to N consecutive feature rows per training clip (0 = off)",
+    "mixup": "mixup: mix each training batch with a shuffled copy, weight ~ Beta(A, A) (0 = off; 0.2 usual)",
 }
 
 

@@ -581,3 +581,62 @@ def test_protocol_chooses_on_the_program_view_when_every_run_has_it_and_says_whe
     assert split == "validation_source" and "not available for this dataset" in note
     text = format_choice(_choose(*_protocol_rows({"recommended": [0.5, 0.52], "+ x": [0.6, 0.61]})))
     assert text.splitlines()[0].startswith("note: cross-val program not available")
+
+
+# --------------------------------------------------------------------------- PCEN and mixup
+
+
+def test_pcen_features_match_librosa_in_both_backends_and_shrug_off_a_gain_change():
+    import librosa
+
+    y = _tone(3.0) * np.exp(-np.linspace(0, 3, 3 * SR)).astype(np.float32)
+    y = y + 0.01 * np.random.default_rng(1).standard_normal(3 * SR).astype(np.float32)
+    config = FeatureConfig(frames=None, representation="pcen")
+    assert config.feature_dim == 128 and config.is_mel_bands
+    fitted = y[: config.clip_samples]
+    mel = librosa.feature.melspectrogram(y=fitted, sr=SR, n_fft=2048, hop_length=512)
+    reference = librosa.pcen(mel * 2.0**31, sr=SR, hop_length=512).T  # librosa's defaults, its documented scaling
+    for backend in ("librosa", "torch"):
+        ours = clip_features(y, config, backend=backend)
+        assert ours.shape == reference.shape == (config.total_frames, 128)
+        np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-4)
+    # A 20 dB quieter copy: the dB bands move by 20 dB, PCEN's (range ~4) by a small fraction of that.
+    quieter = clip_features(0.1 * y, config)
+    assert np.abs(quieter - clip_features(y, config)).mean() < 0.1 * np.abs(clip_features(y, config)).std()
+    logmel = FeatureConfig(frames=None, representation="logmel")
+    np.testing.assert_allclose(clip_features(0.1 * y, logmel) - clip_features(y, logmel), -20.0, atol=0.5)
+
+
+def test_pcen_of_no_clips_keeps_the_empty_shape():
+    from engine.features.pcen import pcen_mel
+
+    assert pcen_mel(np.zeros((0, 128, 129), np.float32), SR, 512).shape == (0, 128, 129)
+
+
+def test_mixup_draws_are_seeded_and_a_mixup_run_trains_reproducibly_and_alone():
+    from engine.learn.batched import group_key
+    from engine.learn.train import mixup_partners
+
+    partner, lam = mixup_partners(16, 0.2, torch.Generator().manual_seed(3))
+    again = mixup_partners(16, 0.2, torch.Generator().manual_seed(3))
+    assert torch.equal(partner, again[0]) and lam == again[1] and 0.0 <= lam <= 1.0
+    assert sorted(partner.tolist()) == list(range(16))
+    lams = [mixup_partners(4, 0.2, torch.Generator().manual_seed(s))[1] for s in range(400)]
+    assert abs(np.mean(lams) - 0.5) < 0.05  # Beta(a, a) is symmetric about 1/2
+    assert np.mean([min(v, 1 - v) < 0.1 for v in lams]) > 0.5  # and, for a = 0.2, mostly near 0 or 1
+
+    data = _synthetic()
+    config = RunConfig(features=FeatureConfig(frames=6), model=ModelConfig(arch="sequence", hidden_size=8),
+                       train=TrainConfig(epochs=2, batch_size=16, lr=1e-2, standardize=True, mixup=0.4))
+    result = train_run(config, data, device="cpu")
+    assert result.status == "finished"
+    assert train_run(config, data, device="cpu").metrics == result.metrics
+    plain = train_run(config.with_values(**{"train.mixup": 0.0}), data, device="cpu")
+    assert plain.step_losses != result.step_losses
+    assert group_key(RunConfig(train=TrainConfig(mixup=0.2))) is None and group_key(RunConfig()) is not None
+    with pytest.raises(ConfigError, match="mixup"):
+        TrainConfig(mixup=-0.1)
+    from engine.core.config import canonical_dict
+
+    assert "mixup" not in canonical_dict(RunConfig())["train"]  # the default leaves old digests alone
+    assert RunConfig.from_json(config.to_json()) == config

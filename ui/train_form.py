@@ -42,7 +42,7 @@ OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "adadelta": "Adadelta"}
 ARCHS = {"study": "study: the whole input as one step", "study_2plus1": "study + a small second LSTM (2+1)",
          "sequence": "sequence: reads the clip frame by frame", "waveform": "waveform: frame by frame, raw audio"}
 REPRESENTATIONS = {"spectral": "spectral: MFCC, centroid, contrast", "logmel": "log-mel spectrogram",
-                   "waveform": "raw waveform"}
+                   "pcen": "mel spectrogram, PCEN", "waveform": "raw waveform"}
 LIBROSA = {"librosa_0.11": "today's (librosa 0.11)", "librosa_0.7": "the study's, 2019 (librosa 0.7)"}
 POOLING = {"last": "the last state", "mean": "their mean", "max": "their maximum",
            "stats": "mean and spread (stats)"}
@@ -153,7 +153,9 @@ def _features() -> None:
     st.selectbox("Input features", list(REPRESENTATIONS), key="w.features.representation", bind=BIND,
                  format_func=REPRESENTATIONS.get,
                  help="spectral: 13 MFCC + spectral centroid + 7 spectral-contrast bands per frame (the study's); "
-                      "log-mel: the 128 mel-band energies in dB per frame; raw waveform: 512-sample frames.")
+                      "log-mel: the 128 mel-band energies in dB per frame; PCEN: the same bands through "
+                      "per-channel energy normalisation, which divides out each band's slow level (microphone, "
+                      "room, loudness); raw waveform: 512-sample frames.")
     frame_options: list[Any] = [3, WHOLE]
     frames = _value("w.features.frames")
     if frames not in frame_options and frames != str(WHOLE):
@@ -264,7 +266,7 @@ def _precision() -> None:
 def _augmentation(hidden: set[str]) -> None:
     st.markdown("**Augmentation** (training clips only; validation, cross-collection validation and test "
                 "are never augmented)")
-    g = st.columns([3, 1, 1, 1, 1])
+    g = st.columns([3, 1, 1, 1, 1, 1])
     g[0].multiselect("audio augmentation", list(AUGMENTATIONS), key="w.train.augment", bind=BIND,
                      help="Random changes of each training clip's audio, made once and cached apart from the "
                           "clean clip: gain = level -12..+6 dB; eq = random shelves and peaks (+-6 dB), like "
@@ -284,3 +286,7 @@ def _augmentation(hidden: set[str]) -> None:
     g[4].number_input("feature mask (rows)", 0, 1000, key="w.train.freq_mask", bind=BIND,
                       help="SpecAugment: up to this many consecutive feature rows (MFCC coefficients, mel "
                            "bands) of each clip are set to 0 in every training batch (0 = off).")
+    g[5].number_input("mixup", 0.0, 10.0, step=0.1, key="w.train.mixup", bind=BIND,
+                      help="Mixup: every training batch is blended with a shuffled copy of itself, features and "
+                           "labels alike, with a weight drawn from Beta(mixup, mixup); 0.2 is the usual value, "
+                           "0 = off. Smooths the decision boundaries; such runs train one at a time.")

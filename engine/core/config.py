@@ -21,7 +21,7 @@ from typing import Any, Literal
 from .errors import ConfigError
 from .labels import CLASS_NAMES, MIN_CLASSES
 
-Representation = Literal["spectral", "waveform", "logmel"]
+Representation = Literal["spectral", "waveform", "logmel", "pcen"]
 Arch = Literal["study", "study_2plus1", "sequence", "waveform"]
 Optimizer = Literal["adam", "sgd", "adadelta"]
 Pooling = Literal["last", "mean", "max", "stats"]
@@ -35,7 +35,8 @@ AUGMENTATIONS = ("gain", "eq", "speed", "noise")  # training audio augmentations
 # the digests made before they existed (feature caches, seed groups of stored runs) stay valid.
 _LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "FeatureConfig": {"inputs": "librosa_0.11", "clip_norm": False},
-    "TrainConfig": {"augment": "", "augment_views": 4, "augment_seed": 0, "time_mask": 0, "freq_mask": 0},
+    "TrainConfig": {"augment": "", "augment_views": 4, "augment_seed": 0, "time_mask": 0, "freq_mask": 0,
+                    "mixup": 0.0},
     "RunConfig": {"classes": ()},
 }
 
@@ -118,7 +119,7 @@ def parse_augment(text: str) -> tuple[str, ...]:
     return tuple(name for name in AUGMENTATIONS if name in names)
 
 
-LOGMEL_BANDS = 128  # mel bands of representation="logmel" (librosa's default n_mels)
+LOGMEL_BANDS = 128  # mel bands of representation="logmel" and "pcen" (librosa's default n_mels)
 
 
 def _digest(obj: Any) -> str:
@@ -137,6 +138,9 @@ class FeatureConfig:
     `waveform_frame` samples (65,536 / 512 -> 128 frames of 512 values).
     representation="logmel": per STFT frame the 128 slaney mel-band energies in dB
     (librosa.power_to_db(melspectrogram), top_db 80), plus chroma / deltas as for "spectral".
+    representation="pcen": the same 128 mel-band energies through per-channel energy
+    normalisation instead of the log (librosa.pcen, default parameters; engine.features.pcen),
+    which divides out each band's slowly varying level (microphone, room, loudness).
     `frames`: keep only the first N frames (the study used 3), or None for the whole clip.
     `inputs`: which librosa's audio inputs to reproduce. "librosa_0.11" (current): soxr "HQ"
     resampling and STFT frames centred with zero padding. "librosa_0.7": the study's April
@@ -163,8 +167,9 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        if self.representation not in ("spectral", "waveform", "logmel"):
-            raise ConfigError(f"features.representation must be 'spectral', 'waveform' or 'logmel', not {self.representation!r}")
+        if self.representation not in ("spectral", "waveform", "logmel", "pcen"):
+            raise ConfigError("features.representation must be 'spectral', 'waveform', 'logmel' or 'pcen', "
+                              f"not {self.representation!r}")
         if self.inputs not in INPUTS:
             raise ConfigError(f"features.inputs must be one of {list(INPUTS)}, not {self.inputs!r}")
         if self.frames is not None and self.frames < 1:
@@ -178,9 +183,14 @@ class FeatureConfig:
         """Values per frame."""
         if self.representation == "waveform":
             return self.waveform_frame
-        base = LOGMEL_BANDS if self.representation == "logmel" else self.n_mfcc + 1 + 7
+        base = LOGMEL_BANDS if self.is_mel_bands else self.n_mfcc + 1 + 7
         dim = base + (12 if self.chroma else 0)
         return dim * (2 if self.deltas else 1)
+
+    @property
+    def is_mel_bands(self) -> bool:
+        """True when the base features are the 128 mel bands themselves ("logmel" or "pcen")."""
+        return self.representation in ("logmel", "pcen")
 
     @property
     def pad_mode(self) -> str:
@@ -267,6 +277,10 @@ class TrainConfig:
     `time_mask` / `freq_mask`: SpecAugment-style masking on the (standardised) feature frames
     of every training batch: one run of up to N consecutive frames / N consecutive feature
     rows per clip set to 0 (0 = off).
+    `mixup`: mixup (Zhang et al., ICLR 2018): each training batch is mixed with a shuffled copy
+    of itself, x = lam x_i + (1 - lam) x_j on the (standardised, masked) feature frames, and the
+    loss is lam CE(y_i) + (1 - lam) CE(y_j), with one lam ~ Beta(mixup, mixup) per batch
+    (0 = off; 0.2 is the usual value). A run with mixup trains alone, never in a seed group.
     """
 
     optimizer: Optimizer = "adam"
@@ -288,6 +302,7 @@ class TrainConfig:
     augment_seed: int = 0
     time_mask: int = 0
     freq_mask: int = 0
+    mixup: float = 0.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -299,6 +314,8 @@ class TrainConfig:
             raise ConfigError(f"train.augment_views must be at least 1, not {self.augment_views}")
         if self.time_mask < 0 or self.freq_mask < 0:
             raise ConfigError(f"train.time_mask and train.freq_mask must be 0 (off) or positive, not {self.time_mask}, {self.freq_mask}")
+        if self.mixup < 0:
+            raise ConfigError(f"train.mixup must be 0 (off) or a positive Beta parameter, not {self.mixup}")
         if self.precision not in ("float32", "bfloat16"):
             raise ConfigError(f"train.precision must be float32 or bfloat16, not {self.precision!r}")
         if self.optimizer not in ("adam", "sgd", "adadelta"):

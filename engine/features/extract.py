@@ -9,8 +9,8 @@ Spectral representation (the study's features, librosa at 22,050 Hz, n_fft 2048,
     [21:33]  librosa.feature.chroma_stft(y=y, sr=sr)                if config.chroma
     then     librosa.feature.delta of all rows above (whole clip)   if config.deltas
 
-Log-mel representation (`representation="logmel"`): per frame the 128 slaney mel bands in
-dB (`librosa.power_to_db(librosa.feature.melspectrogram(...))`), then chroma/deltas as above.
+"logmel": per frame the 128 slaney mel bands in dB (librosa.power_to_db(melspectrogram)), "pcen":
+the same bands through engine.features.pcen (librosa.pcen); then chroma/deltas as above.
 With `config.clip_norm` every clip's kept frames are normalised per feature (CMVN) after
 loading: the cache holds the raw values.
 
@@ -58,6 +58,7 @@ from ..core.errors import ConfigError
 from ..core.labels import SUBSETS
 from ..core.processes import spawn_context
 from ..core.space import check_space, disk_full_error, is_disk_full
+from .pcen import pcen_mel
 
 Progress = Callable[[int, int, str], None]
 
@@ -170,12 +171,12 @@ def librosa_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     sr, n_fft, hop = config.sample_rate, config.n_fft, config.hop_length
     magnitude = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, pad_mode=config.pad_mode))
     power = magnitude**2
-    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr, n_fft=n_fft, hop_length=hop))
-    rows = [mel_db] if config.representation == "logmel" else [
-        librosa.feature.mfcc(S=mel_db, sr=sr, n_mfcc=config.n_mfcc),
-        librosa.feature.spectral_centroid(S=magnitude, sr=sr, n_fft=n_fft, hop_length=hop),
-        librosa.feature.spectral_contrast(S=magnitude, sr=sr, n_fft=n_fft, hop_length=hop),
-    ]
+    mel = librosa.feature.melspectrogram(S=power, sr=sr, n_fft=n_fft, hop_length=hop)
+    rows = [pcen_mel(mel, sr, hop) if config.representation == "pcen" else librosa.power_to_db(mel)]
+    if not config.is_mel_bands:  # spectral: MFCC of the dB bands, centroid, contrast
+        rows = [librosa.feature.mfcc(S=rows[0], sr=sr, n_mfcc=config.n_mfcc),
+                librosa.feature.spectral_centroid(S=magnitude, sr=sr, n_fft=n_fft, hop_length=hop),
+                librosa.feature.spectral_contrast(S=magnitude, sr=sr, n_fft=n_fft, hop_length=hop)]
     if config.chroma:
         rows.append(librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft, hop_length=hop))
     features = np.concatenate(rows, axis=0)

@@ -52,6 +52,7 @@ import torch
 
 from ..core.config import FeatureConfig
 from ..core.errors import AudioError, ConfigError
+from .pcen import pcen_mel
 
 # Clips per batch. On a CPU the STFT and kernels run clip by clip anyway (a clip's float64
 # spectrum, ~2 MB, stays in cache); the chunk batches the few torch ops after them (dB, DCT).
@@ -176,8 +177,8 @@ def batch_spectral_features(
     config.chroma, then the deltas of all of those if config.deltas.
     Runs on `device` ("cpu", "cuda", ...) in chunks of CPU_CHUNK_CLIPS or GPU_CHUNK_CLIPS clips.
     """
-    if config.representation not in ("spectral", "logmel"):
-        raise ConfigError("batch_spectral_features needs representation='spectral' or 'logmel'")
+    if config.representation not in ("spectral", "logmel", "pcen"):
+        raise ConfigError("batch_spectral_features needs representation='spectral', 'logmel' or 'pcen'")
     clips = torch.as_tensor(y)
     if clips.ndim != 2:
         raise AudioError(f"expected clips as a (n, samples) array, got shape {tuple(clips.shape)}")
@@ -215,7 +216,7 @@ def _chunk_features(y: torch.Tensor, config: FeatureConfig, t: _Tables) -> torch
         feats, power = _base_features_cpu(y, config, t)
     else:
         power = _stft_power(y, config, t)
-        feats = _power_to_db(power @ t.mel.T) if config.representation == "logmel" else _base_features_torch(power, t)
+        feats = _mel_bands(power @ t.mel.T, config) if config.is_mel_bands else _base_features_torch(power, t)
     if config.chroma:
         feats = torch.cat([feats, _chroma(power, _tuning_bins(power, config, t), config, t)], dim=2)
     if config.deltas:
@@ -262,6 +263,16 @@ def _workspace(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: to
         cached = torch.empty(shape, dtype=dtype)
         setattr(_WORKSPACE, name, cached)
     return cached
+
+
+def _mel_bands(mel: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """Mel energies (n, frames, 128) -> the "logmel" (dB) or "pcen" features, same shape and device.
+
+    PCEN runs on the CPU (librosa.pcen, a recursive filter over 129 frames: small next to the STFT)."""
+    if config.representation != "pcen":
+        return _power_to_db(mel)
+    values = pcen_mel(mel.transpose(1, 2).cpu().numpy(), config.sample_rate, config.hop_length)  # (n, 128, frames)
+    return torch.from_numpy(values).transpose(1, 2).to(mel.device)
 
 
 def _power_to_db(x: torch.Tensor) -> torch.Tensor:
@@ -351,8 +362,8 @@ def _base_features_cpu(
         keep = power[i].numpy() if power is not None else _NO_POWER
         _clip_kernel(_unwindowed_spectrum(y[i], config), t.mel_support, t.mel_weights, t.freqs_cpu,
                      t.band_table, power_t, keep, out.mel[i], out.centroid[i, 0], out.peaks[i], out.valleys[i])
-    if config.representation == "logmel":  # (n, 128, frames) mel dB -> (n, frames, 128)
-        return _power_to_db(torch.from_numpy(out.mel)).transpose(1, 2), power
+    if config.is_mel_bands:  # (n, 128, frames) mel energies -> (n, frames, 128)
+        return _mel_bands(torch.from_numpy(out.mel).transpose(1, 2), config), power
     mfcc = t.dct @ _power_to_db(torch.from_numpy(out.mel))
     contrast = _power_to_db(torch.from_numpy(out.peaks)) - _power_to_db(torch.from_numpy(out.valleys))
     feats = torch.cat([mfcc, torch.from_numpy(out.centroid), contrast], dim=1)

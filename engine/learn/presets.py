@@ -109,6 +109,8 @@ ROBUSTNESS_OPTIONS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
     "statistics pooling": ({"model.pooling": "stats"}, {"model.pooling": "mean"}),
     "audio augmentation": ({"train.augment": "gain,eq,speed,noise"}, {"train.augment": ""}),
     "SpecAugment masking": ({"train.time_mask": 20, "train.freq_mask": 4}, {"train.time_mask": 0, "train.freq_mask": 0}),
+    "PCEN front end": ({"features.representation": "pcen"}, {"features.representation": "spectral"}),
+    "mixup": ({"train.mixup": 0.2}, {"train.mixup": 0.0}),
 }
 ROBUSTNESS_SEEDS = (0, 1, 2)
 

@@ -280,6 +280,27 @@ def _batch(x: torch.Tensor, views: torch.Tensor | None, idx: torch.Tensor, tc: T
     return xb
 
 
+def mixup_partners(batch: int, alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, float]:
+    """Mixup's draw for one batch: (partner (batch,) a permutation of 0..batch-1, lam ~ Beta(alpha, alpha)).
+
+    Both come from `gen` (lam through a numpy generator seeded from it), so a run stays
+    reproducible and resumable."""
+    partner = torch.randperm(batch, generator=gen)
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    return partner, float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+          mix: tuple[torch.Tensor, float] | None) -> torch.Tensor:
+    """Cross-entropy of logits (batch, classes) against y (batch,); with mixup's (partner, lam),
+    lam CE(y) + (1 - lam) CE(y[partner])."""
+    loss = F.cross_entropy(logits, y, weight=weight)
+    if mix is None:
+        return loss
+    partner, lam = mix
+    return lam * loss + (1.0 - lam) * F.cross_entropy(logits, y[partner.to(y.device)], weight=weight)
+
+
 def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report,
                  views=None) -> tuple[torch.Tensor, str | None]:
     """One pass over (x, y) in shuffled batches (clips drawn from `views` (views, n, frames,
@@ -294,9 +315,12 @@ def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report,
             return losses[:step], "cancelled"
         idx = order[step * tc.batch_size:(step + 1) * tc.batch_size]
         xb = _batch(x, views, idx, tc, gen)
+        mix = mixup_partners(len(idx), tc.mixup, gen) if tc.mixup > 0 else None
+        if mix is not None:
+            xb = mix[1] * xb + (1.0 - mix[1]) * xb[mix[0].to(xb.device)]
         with autocast(str(x.device), tc.precision):
             logits = model(xb)  # (batch, classes)
-            loss = F.cross_entropy(logits, y[idx], weight=weight)  # float32 under autocast
+            loss = _loss(logits, y[idx], weight, mix)  # float32 under autocast
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip:
