@@ -1,6 +1,6 @@
 """The seeds of one configuration averaged at prediction time (a deep ensemble, issue #24): which runs
 make the group, what the ensemble answers (the mean of the members' calibrated probabilities, the
-mean OOD score against the mean threshold), the CLI's `predict --ensemble`, and the Predict page."""
+mean OOD score against a threshold fixed on its own mean validation score), the CLI's `predict --ensemble`, and the Predict page."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from engine.core.errors import StoreError  # noqa: E402
 from engine.learn.batched import train_group  # noqa: E402
 from engine.learn.ood import clip_statistics  # noqa: E402
 from engine.learn.trust import window_ood  # noqa: E402
-from engine.learn import calibration, trust  # noqa: E402
+from engine.learn import calibration, ood, trust  # noqa: E402
 from engine.predict.ensemble import EnsemblePredictor, ensemble_temperature, seed_group  # noqa: E402
 from engine.predict.predictor import Predictor  # noqa: E402
 from engine.runs.store import RunStore  # noqa: E402
@@ -138,7 +138,31 @@ def test_without_stored_predictions_the_ensemble_averages_calibrated_seeds_and_s
     assert ensemble_temperature(few)[0] is None and "fewer than 20" in ensemble_temperature(few)[2]
 
 
-def test_the_ensemble_ood_verdict_is_the_mean_score_against_the_mean_threshold(group) -> None:
+def test_each_run_keeps_its_validation_scores_and_its_threshold_is_their_quantile(group) -> None:
+    store, ids, _ = group
+    for run_id in ids:
+        kept = store.load_ood_reference(run_id)[trust.VALIDATION_SCORES]
+        check = store.get(run_id).metrics["ood"]
+        assert kept.shape == (len(store.load_predictions(run_id)["validation"]["ids"]),)
+        assert ood.threshold_at(kept) == pytest.approx(check["threshold"], rel=1e-6)  # the same scores, kept in order
+
+
+def test_the_ensemble_fixes_its_threshold_on_its_own_mean_validation_score(group) -> None:
+    store, ids, _ = group
+    ensemble = EnsemblePredictor.from_store(store, ids)
+    mean = np.mean([m.ood_reference[trust.VALIDATION_SCORES] for m in ensemble.members], axis=0)
+    threshold, how = ensemble.ood_threshold()
+    assert threshold == pytest.approx(ood.threshold_at(mean)) and "95% of validation clips accepted" in how
+    assert np.mean(mean > threshold) <= 1 - ood.ACCEPT_RATE + 1 / len(mean)  # flags at most 5% of validation
+    old = EnsemblePredictor.from_store(store, ids)
+    old.members[1].ood_reference = {k: v for k, v in old.members[1].ood_reference.items()
+                                    if k != trust.VALIDATION_SCORES}  # a run stored before the scores were kept
+    threshold, how = old.ood_threshold()
+    assert threshold == pytest.approx(np.mean([m.trust["ood"]["threshold"] for m in old.members]))
+    assert "mean of the seeds' thresholds" in how
+
+
+def test_the_ensemble_ood_verdict_is_the_mean_score_against_its_threshold(group) -> None:
     store, ids, _ = group
     ensemble = EnsemblePredictor.from_store(store, ids)
     members = ensemble.members
@@ -150,13 +174,13 @@ def test_the_ensemble_ood_verdict_is_the_mean_score_against_the_mean_threshold(g
         logits, embeddings = m.logits_features(feats)
         scores.append(window_ood(m.trust["ood"], logits, embeddings, m.ood_reference, clip_statistics(feats))[0])
     window_scores = np.mean(scores, axis=0)
-    threshold = np.mean([m.trust["ood"]["threshold"] for m in members])
+    threshold = ensemble.ood_threshold()[0]
     np.testing.assert_allclose([w.ood_score for w in pred.windows], window_scores, rtol=1e-9)
     assert [w.unlike_training for w in pred.windows] == [bool(s > threshold) for s in window_scores]
     assert pred.ood["threshold"] == pytest.approx(threshold)
     assert pred.ood["score"] == pytest.approx(window_scores.mean())
     assert pred.ood["unlike_training"] == bool(window_scores.mean() > threshold)
-    assert "mean over 3 seeds" in pred.ood["method"]
+    assert "mean over 3 seeds' scores" in pred.ood["method"]
 
 
 def test_members_without_a_check_make_the_ensemble_say_so(group) -> None:
@@ -224,7 +248,7 @@ def test_predict_page_averages_the_seeds_and_leads_the_panel_with_the_ensemble(t
     assert not at.exception, [e.value for e in at.exception]
     captions = " ".join(c.value for c in at.caption)
     assert "deep ensemble" in captions and "seeds give this answer on their own" in captions
-    assert "mean of the seeds' thresholds" in captions
+    assert "95% of validation clips accepted by that mean" in captions
     card = " ".join(str(m.value) for m in at.markdown)
     assert "**Answers**: the mean of 2 seeds of this configuration" in card and "calibrated together" in card
     text = "\n".join(str(m.value) for m in at.markdown)

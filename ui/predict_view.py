@@ -406,8 +406,7 @@ def render_trust(pred: dict) -> None:
         st.caption(ood.get("note") or NO_OOD_CHECK)
         return
     verdict = "unlike" if ood["unlike_training"] else "like"
-    against = (f"the mean of the seeds' thresholds, {ood['threshold']:.3f} (each accepts {ACCEPT_RATE:.0%} of its "
-               "validation clips)" if ensemble else
+    against = (f"the ensemble's threshold {ood['threshold']:.3f} (how it is fixed: above)" if ensemble else
                f"the run's threshold {ood['threshold']:.3f} ({ACCEPT_RATE:.0%} of its validation clips score at or below it)")
     st.caption(f"Out-of-distribution check ({ood['method']}): score {ood['score']:.3f} against {against}"
                + f": {verdict} the training recordings.")

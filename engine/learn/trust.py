@@ -40,6 +40,7 @@ RELIABILITY_SPLITS = ("validation", "test")  # splits whose reliability tables a
 UNCALIBRATED = "uncalibrated: this run was trained before calibration existed"
 NO_OOD_CHECK = "no out-of-distribution check for this run (trained before it existed)"
 NO_REFERENCE = "no out-of-distribution check: the run's reference statistics (ood_reference.pt) are missing"
+VALIDATION_SCORES = "validation_scores"  # ood_reference.pt key: each validation clip's score (keep_validation_scores)
 UNLIKE_TRAINING = "This clip is unlike the recordings this model was trained on; treat the answer with caution"
 
 
@@ -69,7 +70,21 @@ def fit_trust(splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings: dict
     for name, report in record["splits"].items():
         if name not in RELIABILITY_SPLITS:
             report.pop("reliability_before"), report.pop("reliability_after")
-    return {"calibration": record, "ood": ood_statistics(splits, embeddings, reference, statistics=statistics)}
+    check = ood_statistics(splits, embeddings, reference, statistics=statistics)
+    keep_validation_scores(check, splits, embeddings, reference, statistics)
+    return {"calibration": record, "ood": check}
+
+
+def keep_validation_scores(check: dict, splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings: dict[str, np.ndarray],
+                           reference: dict[str, np.ndarray] | None, statistics: dict[str, np.ndarray] | None) -> None:
+    """Store each validation clip's OOD score (n_validation,) float32, in the split's order, in
+    `reference` as "validation_scores", when the check is fitted and has a reference: an ensemble
+    of seeds (engine.predict.ensemble) fixes its own threshold on the mean of its members' scores."""
+    if reference is None or check.get("threshold") is None or "validation" not in splits:
+        return
+    values = score(check, splits["validation"][0], embeddings["validation"], reference,
+                   (statistics or {}).get("validation"))
+    reference[VALIDATION_SCORES] = np.asarray(values, dtype=np.float32)
 
 
 def ood_statistics(splits: dict[str, tuple[np.ndarray, np.ndarray]], embeddings: dict[str, np.ndarray],

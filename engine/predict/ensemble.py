@@ -15,11 +15,12 @@ How the answer is made from N member runs, each loaded as a Predictor:
   probabilities: NLL tied, ECE lower on 3 of 4 views (docs/TRUST.md, "Deep ensembles"). Without
   stored predictions (members from bundles), or with too few clips, the ensemble averages the
   members' calibrated probabilities and says so;
-- out-of-distribution: a window's score is the mean of the members' scores and its threshold the
-  mean of their thresholds (each at 95% of that member's validation clips accepted). Averaging
-  lowers the spread of the score, so the share of validation clips flagged by the mean is at most
-  about the members' 5%; benchmarks/trust.py measures it (`--ensemble`). Members whose check
-  differs (another method) or is missing make the ensemble say it has no check, with the reason.
+- out-of-distribution: a window's score is the mean of the members' scores; the threshold accepts
+  95% of the validation clips by that same mean score, from each member's stored validation scores
+  (`EnsemblePredictor.ood_threshold`). Members stored before those scores were kept fall back to
+  the mean of the members' thresholds, which flags fewer validation clips (averaging lowers the
+  score's spread), and say so. Members whose check differs (another method) or is missing make the
+  ensemble say it has no check, with the reason.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ import numpy as np
 
 from ..core.errors import StoreError
 from ..learn.calibration import MIN_CLIPS, fit_temperature, logits_from_probs, scaled_probs
-from ..learn.ood import clip_statistics, unlike_training
-from ..learn.trust import (CALIBRATION_VIEWS, NO_OOD_CHECK, fitted_on_words, temperature_of, trust_of, usable,
-                           window_ood)
+from ..learn.ood import ACCEPT_RATE, clip_statistics, threshold_at, unlike_training
+from ..learn.trust import (CALIBRATION_VIEWS, NO_OOD_CHECK, VALIDATION_SCORES, fitted_on_words, temperature_of,
+                           trust_of, usable, window_ood)
 from .predictor import Predictor, WindowAnswers, WindowClassifier
 
 METHOD = ("deep ensemble (Lakshminarayanan et al. 2017): the mean of the seeds' probabilities, calibrated together "
@@ -150,13 +151,26 @@ class EnsemblePredictor(WindowClassifier):
             verdict = {"score": None, "threshold": None, "unlike_training": None, "method": None, "note": reason}
             return WindowAnswers(mean_probs, nothing, list(nothing), verdict, record)
         window_scores = np.mean(np.asarray(scores, dtype=np.float64), axis=0)  # (windows,)
-        threshold = float(np.mean([m.trust["ood"]["threshold"] for m in self.members]))
+        threshold, fixed_how = self.ood_threshold()
         value = float(window_scores.mean())
         verdict = {"score": value, "threshold": threshold, "unlike_training": bool(value > threshold),
-                   "method": f"{self.members[0].trust['ood']['method']}; mean over {len(self.members)} seeds "
-                             "(score and threshold)"}
+                   "method": f"{self.members[0].trust['ood']['method']}; the mean over {len(self.members)} seeds' "
+                             f"scores; {fixed_how}"}
         flags = [bool(v) for v in unlike_training(window_scores, threshold)]
         return WindowAnswers(mean_probs, [float(v) for v in window_scores], flags, verdict, record)
+
+    def ood_threshold(self) -> tuple[float, str]:
+        """(threshold, how it was fixed) of the ensemble's mean OOD score: the ACCEPT_RATE quantile
+        of the members' mean score over the validation clips, when every member stored its
+        validation clips' scores (trust.VALIDATION_SCORES, one clip order); else the mean of the
+        members' thresholds (runs stored before the scores were kept), which flags fewer
+        validation clips than ACCEPT_RATE implies, because the mean score varies less."""
+        kept = [(m.ood_reference or {}).get(VALIDATION_SCORES) for m in self.members]
+        if all(v is not None for v in kept) and len({len(v) for v in kept}) == 1 and len(kept[0]):
+            mean = np.mean(np.asarray(kept, dtype=np.float64), axis=0)  # (n_validation,)
+            return threshold_at(mean), f"threshold at {ACCEPT_RATE:.0%} of validation clips accepted by that mean"
+        threshold = float(np.mean([m.trust["ood"]["threshold"] for m in self.members]))
+        return threshold, "threshold the mean of the seeds' thresholds (runs stored before their validation scores were kept)"
 
     def _record(self, member_probs: list[np.ndarray], overall: np.ndarray) -> dict[str, Any]:
         """{"method", "members": [{"run_id", "seed", "label", "probability"}], "agree": how many
