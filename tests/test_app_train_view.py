@@ -92,6 +92,15 @@ def test_what_does_not_apply_follows_the_config(values):
     assert not {"train.lr", "train.epochs", "model.hidden_size", "features.frames"} & hidden
 
 
+def test_the_linear_model_hides_the_lstm_settings_and_keeps_the_presets_values():
+    base = PRESETS["recommended"]
+    values = base.with_values(**{"model.arch": "linear"}).flat()
+    assert {"model.hidden_size", "model.num_layers", "model.pooling", "model.bidirectional"} <= train_form.not_applicable(values)
+    form = train_form.widget_values(base) | {"w.model.arch": "linear", "w.model.hidden_size": 7}
+    config = train_form.config_from_form(form, base, "")
+    assert config.model.arch == "linear" and config.model.hidden_size == base.model.hidden_size
+
+
 def test_after_start_the_run_takes_the_page(app_env, monkeypatch):
     import ui.common
     from engine.core.errors import EngineError

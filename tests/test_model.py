@@ -12,7 +12,7 @@ from engine.learn.metrics import evaluate
 from engine.learn.model import autocast, build_model, lstm_dtype, lstm_outside_autocast, set_dropout_generator
 
 
-@pytest.mark.parametrize("arch", ["study", "study_2plus1", "sequence", "waveform"])
+@pytest.mark.parametrize("arch", ["study", "study_2plus1", "sequence", "waveform", "linear"])
 @pytest.mark.parametrize("bidirectional,pooling", [(False, "last"), (True, "last"), (True, "mean"), (False, "max")])
 def test_every_arch_maps_batch_to_logits(arch: str, bidirectional: bool, pooling: str) -> None:
     features = FeatureConfig(representation="waveform", frames=4, waveform_frame=32) if arch == "waveform" else FeatureConfig()
@@ -25,6 +25,17 @@ def test_every_arch_maps_batch_to_logits(arch: str, bidirectional: bool, pooling
     logits.sum().backward()  # every parameter takes part (the study's one step skips W_hh @ 0)
     unused = {n for n, _ in model.named_parameters() if arch.startswith("study") and "weight_hh" in n}
     assert all(p.grad is not None for n, p in model.named_parameters() if n not in unused)
+
+
+def test_the_linear_model_is_logistic_regression_on_each_features_mean_and_spread() -> None:
+    features = FeatureConfig(frames=None)
+    model = build_model(ModelConfig(arch="linear", dropout=0.0), features).eval()
+    assert [n for n, _ in model.named_parameters()] == ["head.weight", "head.bias"]
+    assert model.head.in_features == 2 * features.feature_dim
+    x = torch.randn(5, features.num_frames, features.feature_dim)
+    stats = torch.cat([x.mean(dim=1), x.std(dim=1, unbiased=False)], dim=1)  # (5, 42)
+    torch.testing.assert_close(model(x), stats @ model.head.weight.T + model.head.bias)
+    torch.testing.assert_close(model(x[:, torch.randperm(x.shape[1])]), model(x), rtol=1e-5, atol=1e-5)  # frame order: none
 
 
 def test_study_model_is_the_reports_network() -> None:

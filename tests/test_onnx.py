@@ -1,4 +1,4 @@
-"""ONNX export (issue #27): for each architecture (study, 2+1, sequence), a run trained on real
+"""ONNX export (issue #27): for each architecture (study, 2+1, sequence, linear), a run trained on real
 features of a tiny synthetic dataset, exported to ONNX, gives in onnxruntime the torch
 Predictor's probabilities within 1e-4 at batch sizes and frame counts other than the export's
 example; its metadata carries the class names, feature settings, standardiser and temperature.
@@ -34,6 +34,7 @@ ARCHS = {  # the three architectures of issue #27, small enough to train in seco
     "study": {"model.arch": "study"},
     "2+1": {"model.arch": "study_2plus1", "model.extra_hidden": 8},
     "sequence": {"model.arch": "sequence", "features.frames": None, "model.pooling": "mean"},  # 129 frames
+    "linear": {"model.arch": "linear", "features.frames": None},
 }
 # Why 1e-4 on the probabilities. Torch (oneDNN/MKL) and onnxruntime (MLAS) compute the same
 # float32 graph with different summation orders and activation approximations, so each gate's
@@ -89,7 +90,7 @@ def variants(arch: str, x: np.ndarray) -> list[np.ndarray]:
     """Inputs unlike the export's example (batch 2, the run's frames): batch 5 and all clips;
     for the sequence model also 100 frames and 258 (two clips' frames one after the other)."""
     out = [x[:5], x]
-    if arch == "sequence":
+    if arch in ("sequence", "linear"):
         out += [x[:7, :100], np.concatenate([x[:3], x[3:6]], axis=1)]
     return [np.ascontiguousarray(v, dtype=np.float32) for v in out]
 
@@ -153,7 +154,7 @@ def test_the_metadata_says_how_to_use_it(runs, arch: str) -> None:
     assert "Do NOT standardise" in model.doc_string and "clip_features" in meta["input_note"]
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     frames = predictor.config.features.num_frames
-    assert dims == ["batch", "frames" if arch == "sequence" else frames, predictor.config.features.feature_dim]
+    assert dims == ["batch", "frames" if arch in ("sequence", "linear") else frames, predictor.config.features.feature_dim]
 
 
 def test_features_as_the_note_says_give_the_prediction_of_a_file(runs, tmp_path: Path) -> None:

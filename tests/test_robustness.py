@@ -640,3 +640,13 @@ def test_mixup_draws_are_seeded_and_a_mixup_run_trains_reproducibly_and_alone():
 
     assert "mixup" not in canonical_dict(RunConfig())["train"]  # the default leaves old digests alone
     assert RunConfig.from_json(config.to_json()) == config
+
+
+def test_a_linear_run_trains_stores_its_check_and_learns_clip_means():
+    data = _synthetic(n=96)
+    config = RunConfig(features=FeatureConfig(frames=6), model=ModelConfig(arch="linear", dropout=0.0),
+                       train=TrainConfig(epochs=40, batch_size=32, lr=3e-2, standardize=True))
+    result = train_run(config, data, device="cpu")
+    assert result.status == "finished"
+    assert result.metrics["validation"]["accuracy"] > 0.5  # chance is 1/8; the class shifts every feature's mean
+    assert result.ood_reference["embeddings"].shape == (96, 2 * 21)  # the head's input: clip statistics

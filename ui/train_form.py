@@ -40,7 +40,8 @@ BIND = "query-params"
 SEQUENCE_ARCHS = ("sequence", "waveform")  # the archs that read frame by frame (ModelConfig)
 OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "adadelta": "Adadelta"}
 ARCHS = {"study": "study: the whole input as one step", "study_2plus1": "study + a small second LSTM (2+1)",
-         "sequence": "sequence: reads the clip frame by frame", "waveform": "waveform: frame by frame, raw audio"}
+         "sequence": "sequence: reads the clip frame by frame", "waveform": "waveform: frame by frame, raw audio",
+         "linear": "linear: one layer on the clip's feature statistics"}
 REPRESENTATIONS = {"spectral": "spectral: MFCC, centroid, contrast", "logmel": "log-mel spectrogram",
                    "pcen": "mel spectrogram, PCEN", "waveform": "raw waveform"}
 LIBROSA = {"librosa_0.11": "today's (librosa 0.11)", "librosa_0.7": "the study's, 2019 (librosa 0.7)"}
@@ -52,7 +53,8 @@ def not_applicable(values: Mapping[str, Any]) -> set[str]:
     """Dotted names of the inputs that change nothing for these values ({dotted name: value},
     the form's or config.flat()), read from the config dataclasses (engine.core.config):
     momentum is SGD's, rho and eps Adadelta's; bidirectional and pooling belong to the archs
-    that read frame by frame, the second LSTM's size to study_2plus1; chroma and deltas are
+    that read frame by frame, the second LSTM's size to study_2plus1, no LSTM setting to the
+    linear model; chroma and deltas are
     added to spectral or log-mel frames, not to raw waveform; the augmented copies' count and
     seed matter only with an augmentation."""
     optimizer, arch = values.get("train.optimizer"), values.get("model.arch")
@@ -65,6 +67,8 @@ def not_applicable(values: Mapping[str, Any]) -> set[str]:
         out |= {"model.bidirectional", "model.pooling"}
     if arch != "study_2plus1":
         out.add("model.extra_hidden")
+    if arch == "linear":  # no LSTM: only dropout and the head
+        out |= {"model.hidden_size", "model.num_layers", "model.bidirectional", "model.pooling"}
     if values.get("features.representation") == "waveform":
         out |= {"features.chroma", "features.deltas"}
     if not values.get("train.augment"):
@@ -175,11 +179,13 @@ def _model(hidden: set[str]) -> None:
     st.selectbox("Architecture", list(ARCHS), key="w.model.arch", bind=BIND, format_func=ARCHS.get,
                  help="study: all frames flattened into ONE time step of an LSTM (as in the study); study + a "
                       "small second LSTM: the study's \"2+1\"; sequence: the LSTM reads the clip frame by frame; "
-                      "waveform: the same over raw-audio frames (each first projected).")
-    a, b = st.columns(2)
-    a.number_input("LSTM units", 1, 4096, key="w.model.hidden_size", bind=BIND,
-                   help="Hidden size: units per LSTM layer (the study: 500).")
-    b.number_input("LSTM layers", 1, 8, key="w.model.num_layers", bind=BIND)
+                      "waveform: the same over raw-audio frames (each first projected); linear: no LSTM, one "
+                      "layer on each feature's mean and spread over the clip (a logistic-regression baseline).")
+    if "model.hidden_size" not in hidden:
+        a, b = st.columns(2)
+        a.number_input("LSTM units", 1, 4096, key="w.model.hidden_size", bind=BIND,
+                       help="Hidden size: units per LSTM layer (the study: 500).")
+        b.number_input("LSTM layers", 1, 8, key="w.model.num_layers", bind=BIND)
     st.number_input("dropout", 0.0, 0.95, step=0.05, key="w.model.dropout", bind=BIND,
                     help="Share of values set to 0 during training, between LSTM layers (and before the head "
                          "of the frame-by-frame models).")

@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .labels import CLASS_NAMES, MIN_CLASSES
 
 Representation = Literal["spectral", "waveform", "logmel", "pcen"]
-Arch = Literal["study", "study_2plus1", "sequence", "waveform"]
+Arch = Literal["study", "study_2plus1", "sequence", "waveform", "linear"]
 Optimizer = Literal["adam", "sgd", "adadelta"]
 Pooling = Literal["last", "mean", "max", "stats"]
 Select = Literal["best", "last"]
@@ -228,6 +228,9 @@ class ModelConfig:
       then `pooling` over time ("last", "mean", "max", or "stats": mean and standard
       deviation concatenated, as x-vector statistics pooling) and a linear head.
     - "waveform": like "sequence", over raw-waveform frames.
+    - "linear": no LSTM: each feature's mean and standard deviation over the clip's frames
+      (2 x features values), dropout, and one linear layer (multinomial logistic regression on
+      clip statistics; hidden_size, num_layers, bidirectional and pooling do not apply).
     """
 
     arch: Arch = "study"
@@ -240,8 +243,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        if self.arch not in ("study", "study_2plus1", "sequence", "waveform"):
-            raise ConfigError(f"model.arch must be study, study_2plus1, sequence or waveform, not {self.arch!r}")
+        if self.arch not in ("study", "study_2plus1", "sequence", "waveform", "linear"):
+            raise ConfigError(f"model.arch must be study, study_2plus1, sequence, waveform or linear, not {self.arch!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), not {self.dropout}")
         for name in ("hidden_size", "num_layers", "extra_hidden"):

@@ -1,4 +1,5 @@
-"""The networks: an LSTM classifier per `ModelConfig.arch`. The model knows nothing of training.
+"""The networks: an LSTM classifier per `ModelConfig.arch` (and a linear baseline on clip
+statistics). The model knows nothing of training.
 
 Every model maps x (batch, frames, features) float32 -> logits (batch, num_classes).
 """
@@ -171,6 +172,20 @@ class SequenceLSTM(nn.Module):
         return x, torch.cat(hs)
 
 
+class ClipStatsLinear(nn.Module):
+    """A linear classifier on clip statistics: each feature's mean and standard deviation over
+    the frames, (batch, 2 * inputs), then dropout and the linear `head` (logistic regression)."""
+
+    def __init__(self, inputs: int, dropout: float, num_classes: int) -> None:
+        super().__init__()
+        self.drop = Dropout(dropout)
+        self.head = nn.Linear(2 * inputs, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stats = torch.cat([x.mean(dim=1), x.std(dim=1, unbiased=False)], dim=1)  # (batch, 2*inputs)
+        return self.head(self.drop(stats))  # (batch, classes)
+
+
 class Dropout(nn.Module):
     """nn.Dropout whose masks come from `self.generator` (a torch.Generator on the input's
     device) when one is set, so that a run's masks depend on its seed only, whatever else
@@ -240,5 +255,7 @@ def build_model(model: ModelConfig, features: FeatureConfig, num_classes: int = 
     if m.arch in ("study", "study_2plus1"):
         extra = m.extra_hidden if m.arch == "study_2plus1" else None
         return StudyLSTM(features.num_frames * dim, m.hidden_size, m.num_layers, m.dropout, num_classes, extra)
+    if m.arch == "linear":
+        return ClipStatsLinear(dim, m.dropout, num_classes)
     return SequenceLSTM(dim, m.hidden_size, m.num_layers, m.dropout, num_classes,
                         bidirectional=m.bidirectional, pooling=m.pooling, project=m.arch == "waveform")

@@ -42,7 +42,7 @@ from .export import check_outputs, class_names_of
 OPSET = 17  # ONNX opset: 17 has LayerNormalization (the waveform model's frame projection)
 INSTALL = "pip install -r requirements-onnx.txt"
 INPUT_NAME, OUTPUT_NAMES = "features", ("logits", "probabilities")
-SEQUENCE_ARCHS = ("sequence", "waveform")  # read frame by frame: any number of frames
+SEQUENCE_ARCHS = ("sequence", "waveform", "linear")  # read frame by frame (or pool them): any number of frames
 EXAMPLE_BATCH = 2  # the traced example's batch (not 1, which a tracer may treat as a constant)
 
 
