@@ -111,6 +111,10 @@ ROBUSTNESS_OPTIONS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
     "SpecAugment masking": ({"train.time_mask": 20, "train.freq_mask": 4}, {"train.time_mask": 0, "train.freq_mask": 0}),
     "PCEN front end": ({"features.representation": "pcen"}, {"features.representation": "spectral"}),
     "mixup": ({"train.mixup": 0.2}, {"train.mixup": 0.0}),
+    # No LSTM: logistic regression on each feature's clip mean and spread. A convex problem, so a
+    # larger step and more (cheap) epochs than the LSTM's, fixed before any run (docs/PROTOCOL.md).
+    "linear on clip statistics": ({"model.arch": "linear", "train.lr": 1e-2, "train.epochs": 100},
+                                  {"model.arch": "sequence", "train.lr": 1e-3, "train.epochs": 30}),
 }
 ROBUSTNESS_SEEDS = (0, 1, 2)
 
