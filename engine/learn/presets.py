@@ -127,7 +127,8 @@ def option_is_on(config: RunConfig, on: dict[str, object]) -> bool:
 
 def robustness_ablation(base: RunConfig | None = None, **overrides: object) -> list[tuple[str, RunConfig]]:
     """The recommended configuration and one row per ROBUSTNESS_OPTIONS entry flipped, as
-    (row name, configuration); `overrides` (dotted names) apply to every row. One run per row:
+    (row name, configuration); `overrides` (dotted names) apply to every row, except where a row's
+    own flip sets the same name (the linear row's step and epochs). One run per row:
     seeds are added by `engine.runs.launch.plan_ablation`. `base` defaults to RECOMMENDED (its data is kept)."""
     base = (base or RECOMMENDED).with_values(**overrides) if overrides else (base or RECOMMENDED)
     rows = [("recommended", base)]
