@@ -16,7 +16,8 @@ prints, from the selected epoch's model:
   with classes of its own), together and each alone;
 - with the run's own method and threshold (95% of validation accepted): the share flagged and
   the accuracy among accepted vs flagged clips, per split, and the share of the other
-  instruments flagged, together and per instrument.
+  instruments flagged, together and per instrument (for the probe sets, with the class they are
+  most often called).
 
     python benchmarks/trust.py                 # demo:default, recommended preset, ~3-6 min on 2 cores
     python benchmarks/trust.py --quick         # demo:tiny, 3 epochs, 3 clips per kind, 1 per other instrument: under a minute
@@ -49,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.learn import calibration
 from engine.learn import ood  # noqa: E402
+from engine.core.labels import class_names_of  # noqa: E402
 from engine.data.dataset import resolve_dataset  # noqa: E402
 from engine.features.extract import FeatureSet, clip_features, load_features, load_heldout_validation, load_program_validation, load_source_validation  # noqa: E402
 from engine.predict.ensemble import EnsemblePredictor  # noqa: E402
@@ -287,8 +289,10 @@ def print_calibration(outputs: dict, temperature: float | None, reason: str | No
     return reports
 
 
-def print_verdicts(outputs: dict, stats: dict, reference: np.ndarray | None, statistics: dict) -> None:
-    """Share flagged and accuracy among accepted vs flagged, with the run's method and threshold."""
+def print_verdicts(outputs: dict, stats: dict, reference: np.ndarray | None, statistics: dict,
+                   classes: tuple[str, ...]) -> None:
+    """Share flagged and accuracy among accepted vs flagged, with the run's method and threshold;
+    for a set without labels (probes), the class it is most often called (`classes`: the model's)."""
     print(f"\nverdicts: {stats['method']} > threshold {stats['threshold']:.3f} (fixed at "
           f"{stats['accept_rate']:.0%} of validation accepted)")
     width = max(20, *(len(name) for name in outputs))
@@ -299,6 +303,9 @@ def print_verdicts(outputs: dict, stats: dict, reference: np.ndarray | None, sta
             right = z.argmax(axis=1) == y
             line += (f"; accuracy accepted {_f(right[~flagged].mean() if (~flagged).any() else None)}, "
                      f"flagged {_f(right[flagged].mean() if flagged.any() else None)}")
+        elif len(z):
+            called = np.bincount(z.argmax(axis=1), minlength=len(classes))
+            line += f"; most often called {classes[called.argmax()]} ({called.max() / len(z):.0%})"
         print(line)
 
 
@@ -351,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if stats["key"] not in table:
         print(f"\nthe run's check ({stats['method']}) is not among the methods compared here; retrain it")
         return 1
-    print_verdicts(outputs | by_instrument, stats, predictor.ood_reference, statistics)
+    print_verdicts(outputs | by_instrument, stats, predictor.ood_reference, statistics, class_names_of(predictor))
     chosen = table[stats["key"]]["test + non-instrument"]
     print(f"ood_auroc: {chosen:.3f} | ece_test_before: {reports['test']['ece_before']:.3f} | "
           f"ece_test_after: {reports['test']['ece_after']:.3f}")
