@@ -10,12 +10,17 @@ prints, from the selected epoch's model:
   engine.learn.ood against: the demo's test split (another soundfont: the shifted collection), the
   synthetic non-instrument audio (engine.data.probes), both together, and, to confirm the choice on
   shifts it was not chosen on, the validation clips through the held-out recording chain
-  (features.load_heldout_validation) and the held-out GM programs (demo only);
+  (features.load_heldout_validation) and the held-out GM programs (demo only); and instruments
+  outside the 8 classes (engine.data.probes.other_instrument_clips: 8 GM programs no class plays,
+  rendered from the training soundfont as the demo's training clips are; skipped for a dataset
+  with classes of its own), together and each alone;
 - with the run's own method and threshold (95% of validation accepted): the share flagged and
-  the accuracy among accepted vs flagged clips, per split.
+  the accuracy among accepted vs flagged clips, per split, and the share of the other
+  instruments flagged, together and per instrument (for the probe sets, with the class they are
+  most often called).
 
     python benchmarks/trust.py                 # demo:default, recommended preset, ~3-6 min on 2 cores
-    python benchmarks/trust.py --quick         # demo:tiny, 3 epochs, 3 clips per kind: well under a minute
+    python benchmarks/trust.py --quick         # demo:tiny, 3 epochs, 3 clips per kind, 1 per other instrument: under a minute
     python benchmarks/trust.py --run RUN_ID    # a stored run's model instead of training one
     python benchmarks/trust.py --runs A,B,C    # a stored seed group: each seed and their deep ensemble
     python benchmarks/trust.py --seeds 3       # train 3 seeds as a group, then as --runs
@@ -23,11 +28,12 @@ prints, from the selected epoch's model:
 With a seed group (`--runs` or `--seeds`), one more table: for each seed and for their deep
 ensemble (engine.predict.ensemble: the mean of the seeds' calibrated probabilities; OOD score and
 threshold the means of the seeds'), accuracy, ECE and NLL per split, the OOD AUROC (in:
-validation; out: test and non-instrument audio together) and the share of validation flagged;
+validation; out: test and non-instrument audio together; and out: the other instruments) and the
+share of validation, test and the other instruments flagged;
 the last line is then the ensemble's (`ece_test_before`: the mean of the seeds' plain softmax).
 
 Last line: `ood_auroc: A | ece_test_before: B | ece_test_after: C` (A: the run's method, in =
-validation, out = test split and non-instrument audio together).
+validation, out = test split and non-instrument audio together; the other instruments are not in it).
 """
 
 from __future__ import annotations
@@ -44,18 +50,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.learn import calibration
 from engine.learn import ood  # noqa: E402
+from engine.core.labels import class_names_of  # noqa: E402
 from engine.data.dataset import resolve_dataset  # noqa: E402
 from engine.features.extract import FeatureSet, clip_features, load_features, load_heldout_validation, load_program_validation, load_source_validation  # noqa: E402
 from engine.predict.ensemble import EnsemblePredictor  # noqa: E402
 from engine.predict.predictor import Predictor  # noqa: E402
 from engine.learn.presets import RECOMMENDED  # noqa: E402
-from engine.data.probes import non_instrument_clips  # noqa: E402
+from engine.data.demo import REVERSED, _soundfont_paths  # noqa: E402
+from engine.data.probes import non_instrument_clips, other_instrument_clips  # noqa: E402
 from engine.learn.metrics import CROSS_VALIDATION_KEYS  # noqa: E402
 from engine.learn.train import train_run  # noqa: E402
 from engine.learn.trust import CALIBRATION_VIEWS, fitted_on_words, score  # noqa: E402
 
 NON_INSTRUMENT = "non-instrument"
 KIND_PREFIX = "kind: "
+OTHER = "other instruments"  # instruments outside the 8 classes (engine.data.probes.OTHER_INSTRUMENTS)
+INSTRUMENT_PREFIX = "instrument: "
 
 
 def load_data(config) -> dict[str, FeatureSet]:
@@ -76,6 +86,29 @@ def probe_features(config, per_kind: int, seed: int = 0) -> tuple[np.ndarray, li
     clips = non_instrument_clips(per_kind, fc.sample_rate, fc.clip_samples, seed)
     kinds = [kind for kind, ys in clips.items() for _ in ys]
     return np.stack([clip_features(y, fc) for ys in clips.values() for y in ys]).astype(np.float32), kinds
+
+
+def other_instrument_features(config, per_program: int, seed: int = 0) -> tuple[np.ndarray, list[str]] | None:
+    """Features (n, frames, features) of `per_program` clips of each instrument outside the 8
+    classes, and each one's instrument name; None for a dataset with classes of its own (which
+    instruments are outside them is not known). Rendered from the soundfont the demo trains on
+    (Merlin for demo:reversed, else TimGM6mb), resampled as the run's features load audio."""
+    if config.classes:
+        return None
+    fc = config.features
+    font = _soundfont_paths()[1] if config.data == f"demo:{REVERSED}" else None
+    clips = other_instrument_clips(per_program, fc.sample_rate, fc.clip_samples, seed, soundfont=font, resampler=fc.resampler)
+    names = [name for name, ys in clips.items() for _ in ys]
+    return np.stack([clip_features(y, fc) for ys in clips.values() for y in ys]).astype(np.float32), names
+
+
+def per_label(output: tuple, stats: np.ndarray, labels: list[str], prefix: str) -> tuple[dict, dict]:
+    """A probe set cut by label: prefix + label -> (logits, embeddings, None) of its clips, and
+    prefix + label -> their clip statistics (rows of `stats`), labels in first-seen order."""
+    labels_ = np.asarray(labels)
+    names = dict.fromkeys(labels)
+    return ({prefix + n: (output[0][labels_ == n], output[1][labels_ == n], None) for n in names},
+            {prefix + n: stats[labels_ == n] for n in names})
 
 
 def trained_predictor(config, data: dict, run_id: str | None) -> Predictor:
@@ -154,12 +187,15 @@ def calibration_choice(predictions: list[dict]) -> None:
     print("| mean | " + " | ".join(f"{e:.3f} / {n:.3f}" for e, n in np.mean(totals, axis=0)) + " |")
 
 
-def ensemble_rows(ensemble: EnsemblePredictor, data: dict, x_probe: np.ndarray, statistics: dict) -> dict[str, dict]:
+def ensemble_rows(ensemble: EnsemblePredictor, data: dict, x_probe: np.ndarray, statistics: dict,
+                  x_other: np.ndarray | None = None) -> dict[str, dict]:
     """Row per seed and for their ensemble: accuracy / ECE / NLL (calibrated) per labelled set,
-    test ECE before calibration, OOD AUROC (in: validation; out: test + non-instrument) and share of
-    validation and test flagged at the (mean) threshold."""
+    test ECE before calibration, OOD AUROC (in: validation; out: test + non-instrument; and, given
+    `x_other`, the other instruments' features) and share of validation and test (and the other
+    instruments) flagged at the (mean) threshold."""
     members = ensemble.members
     sets = [(n, fs.x) for n, fs in data.items() if n != "training"] + [(NON_INSTRUMENT, x_probe)]
+    sets += [(OTHER, x_other)] if x_other is not None else []
     models: dict[str, dict] = {m.run_id: {} for m in members} | {f"ensemble of {len(members)}": {}}
     for name, x in sets:
         logits, scores = [], []
@@ -182,8 +218,12 @@ def ensemble_rows(ensemble: EnsemblePredictor, data: dict, x_probe: np.ndarray, 
             row[f"{name} NLL"] = calibration.negative_log_likelihood(calibration.logits_from_probs(probs), y)
         row["test ECE before"] = calibration.expected_calibration_error(out["test"][0], labels["test"])
         row["AUROC test + non-instr."] = ood.auroc(out["validation"][2], np.concatenate([out["test"][2], out[NON_INSTRUMENT][2]]))
+        if OTHER in out:
+            row["AUROC other instruments"] = ood.auroc(out["validation"][2], out[OTHER][2])
         row["validation flagged"] = float((out["validation"][2] > threshold).mean())
         row["test flagged"] = float((out["test"][2] > threshold).mean())
+        if OTHER in out:
+            row["other instruments flagged"] = float((out[OTHER][2] > threshold).mean())
         rows[model] = row
     return rows
 
@@ -213,8 +253,10 @@ def comparison(outputs: dict, training: tuple, statistics: dict) -> tuple[list[s
     scores = {name: ood.all_scores(z, e, gaussians, training[1]) | {"knn_combined": ood.two_space_score(e, statistics[name], two_spaces)}
               for name, (z, e, _) in outputs.items()}
     sets = {"test (other soundfont)": ["test"], NON_INSTRUMENT: [NON_INSTRUMENT], "test + non-instrument": ["test", NON_INSTRUMENT],
-            "held-out chain (confirm)": ["validation_shift"], "held-out programs (confirm)": ["validation_program"]}
+            "held-out chain (confirm)": ["validation_shift"], "held-out programs (confirm)": ["validation_program"],
+            OTHER: [OTHER]}
     sets |= {name: [name] for name in scores if name.startswith(KIND_PREFIX)}  # each non-instrument kind alone
+    sets |= {name: [name] for name in scores if name.startswith(INSTRUMENT_PREFIX)}  # each other instrument alone
     sets = {label: names for label, names in sets.items() if all(n in scores for n in names)}
     table = {method: {label: ood.auroc(scores["validation"][method], np.concatenate([scores[n][method] for n in names]))
                       for label, names in sets.items()} for method in scores["validation"]}
@@ -231,14 +273,15 @@ def print_table(columns: list[str], table: dict) -> None:
 
 
 def print_calibration(outputs: dict, temperature: float | None, reason: str | None) -> dict:
-    """Per labelled split: ECE and NLL before/after T; non-instrument: mean top probability."""
+    """Per labelled split: ECE and NLL before/after T; probe sets (no class of the model's): mean top probability."""
     print(f"\ncalibration: {calibration.METHOD}; T = {_f(temperature)}" + (f" ({reason})" if reason else ""))
     print(f"  {calibration.ECE_METHOD}; {calibration.NLL_METHOD}")
     reports = {}
     for name, (z, _, y) in outputs.items():
-        if name == NON_INSTRUMENT:
+        if y is None:
             before, after = (calibration.scaled_probs(z, t).max(axis=1).mean() for t in (None, temperature))
-            print(f"  {name:<20} no true instrument: mean top probability {before:.3f} -> {after:.3f}")
+            truth = "no true instrument" if name == NON_INSTRUMENT else "none of the classes"
+            print(f"  {name:<20} {truth}: mean top probability {before:.3f} -> {after:.3f}")
             continue
         r = reports[name] = calibration.split_report(z, y, temperature)
         print(f"  {name:<20} n={r['n']:<5} ECE {_f(r['ece_before'])} -> {_f(r['ece_after'])}   "
@@ -246,17 +289,23 @@ def print_calibration(outputs: dict, temperature: float | None, reason: str | No
     return reports
 
 
-def print_verdicts(outputs: dict, stats: dict, reference: np.ndarray | None, statistics: dict) -> None:
-    """Share flagged and accuracy among accepted vs flagged, with the run's method and threshold."""
+def print_verdicts(outputs: dict, stats: dict, reference: np.ndarray | None, statistics: dict,
+                   classes: tuple[str, ...]) -> None:
+    """Share flagged and accuracy among accepted vs flagged, with the run's method and threshold;
+    for a set without labels (probes), the class it is most often called (`classes`: the model's)."""
     print(f"\nverdicts: {stats['method']} > threshold {stats['threshold']:.3f} (fixed at "
           f"{stats['accept_rate']:.0%} of validation accepted)")
+    width = max(20, *(len(name) for name in outputs))
     for name, (z, e, y) in outputs.items():
         flagged = ood.unlike_training(score(stats, z, e, reference, statistics[name]), stats["threshold"])
-        line = f"  {name:<20} flagged {flagged.mean():.1%} of {len(flagged)}"
+        line = f"  {name:<{width}} flagged {flagged.mean():.1%} of {len(flagged)}"
         if y is not None:
             right = z.argmax(axis=1) == y
             line += (f"; accuracy accepted {_f(right[~flagged].mean() if (~flagged).any() else None)}, "
                      f"flagged {_f(right[flagged].mean() if flagged.any() else None)}")
+        elif len(z):
+            called = np.bincount(z.argmax(axis=1), minlength=len(classes))
+            line += f"; most often called {classes[called.argmax()]} ({called.max() / len(z):.0%})"
         print(line)
 
 
@@ -266,17 +315,18 @@ def _f(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="demo:tiny, 3 epochs, 3 clips per kind (CI)")
+    parser.add_argument("--quick", action="store_true", help="demo:tiny, 3 epochs, 3 clips per kind, 1 per other instrument (CI)")
     parser.add_argument("--run", help="a stored run's id instead of training one")
     parser.add_argument("--per-kind", type=int, default=40, help="synthetic non-instrument clips per kind")
+    parser.add_argument("--per-program", type=int, default=20, help="clips per instrument outside the 8 classes")
     parser.add_argument("--runs", help="stored runs of one configuration (comma-separated): the seeds and their ensemble")
     parser.add_argument("--seeds", type=int, default=0, help="train this many seeds as a group, then as --runs")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     config = RECOMMENDED.with_values(data="demo:default")
-    per_kind = args.per_kind
+    per_kind, per_program = args.per_kind, args.per_program
     if args.quick:
-        config, per_kind = RECOMMENDED.with_values(data="demo:tiny", **{"train.epochs": 3}), 3
+        config, per_kind, per_program = RECOMMENDED.with_values(data="demo:tiny", **{"train.epochs": 3}), 3, 1
     stored = args.run or (args.runs.split(",")[0] if args.runs else None)
     if stored:  # a stored run is measured on its own dataset and features, whatever it was trained on
         from engine.runs.store import RunStore
@@ -285,17 +335,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data: {config.data or 'the default dataset'} (that of run {stored})")
     data = load_data(config)
     if args.runs or args.seeds > 1:
-        return ensemble_benchmark(config, data, args, per_kind)
+        return ensemble_benchmark(config, data, args, per_kind, per_program)
     predictor = trained_predictor(config, data, args.run)
     x_probe, kinds = probe_features(config, per_kind)
     outputs = {name: (*logits_and_embeddings(predictor, fs.x), np.asarray(fs.y)) for name, fs in data.items()}
     outputs[NON_INSTRUMENT] = (*logits_and_embeddings(predictor, x_probe), None)
     statistics = {name: ood.clip_statistics(fs.x) for name, fs in data.items()} | {NON_INSTRUMENT: ood.clip_statistics(x_probe)}
+    by_instrument = other_instruments(predictor, config, per_program, outputs, statistics)
     training = outputs.pop("training")
-    by_kind = {KIND_PREFIX + kind: tuple(a[np.asarray(kinds) == kind] for a in outputs[NON_INSTRUMENT][:2]) + (None,)
-               for kind in dict.fromkeys(kinds)}
-    statistics |= {KIND_PREFIX + kind: statistics[NON_INSTRUMENT][np.asarray(kinds) == kind] for kind in dict.fromkeys(kinds)}
-    columns, table = comparison(outputs | by_kind, training, statistics)
+    by_kind, kind_statistics = per_label(outputs[NON_INSTRUMENT], statistics[NON_INSTRUMENT], kinds, KIND_PREFIX)
+    statistics |= kind_statistics
+    columns, table = comparison(outputs | by_kind | by_instrument, training, statistics)
     print_table(columns, table)
     cal = predictor.trust["calibration"] or {}
     if cal.get("temperature") is not None:
@@ -308,14 +358,29 @@ def main(argv: list[str] | None = None) -> int:
     if stats["key"] not in table:
         print(f"\nthe run's check ({stats['method']}) is not among the methods compared here; retrain it")
         return 1
-    print_verdicts(outputs, stats, predictor.ood_reference, statistics)
+    print_verdicts(outputs | by_instrument, stats, predictor.ood_reference, statistics, class_names_of(predictor))
     chosen = table[stats["key"]]["test + non-instrument"]
     print(f"ood_auroc: {chosen:.3f} | ece_test_before: {reports['test']['ece_before']:.3f} | "
           f"ece_test_after: {reports['test']['ece_after']:.3f}")
     return 0
 
 
-def ensemble_benchmark(config, data: dict, args: argparse.Namespace, per_kind: int) -> int:
+def other_instruments(predictor: Predictor, config, per_program: int, outputs: dict, statistics: dict) -> dict:
+    """Adds the other instruments (OTHER) to `outputs` and `statistics` (in place) and returns them
+    per instrument (INSTRUMENT_PREFIX + name -> (logits, embeddings, None)), their statistics
+    added too; {} and nothing added where other_instrument_features gives None."""
+    other = other_instrument_features(config, per_program)
+    if other is None:
+        return {}
+    x_other, names = other
+    outputs[OTHER] = (*logits_and_embeddings(predictor, x_other), None)
+    statistics[OTHER] = ood.clip_statistics(x_other)
+    by_instrument, instrument_statistics = per_label(outputs[OTHER], statistics[OTHER], names, INSTRUMENT_PREFIX)
+    statistics |= instrument_statistics
+    return by_instrument
+
+
+def ensemble_benchmark(config, data: dict, args: argparse.Namespace, per_kind: int, per_program: int) -> int:
     """The seeds-and-ensemble table (--runs / --seeds) and its last line (the ensemble's figures)."""
     ensemble, predictions = stored_group(args.runs.split(",")) if args.runs else trained_group(config, data, args.seeds)
     if any(not m.trust["ood"] or m.trust["ood"].get("threshold") is None for m in ensemble.members):
@@ -325,7 +390,10 @@ def ensemble_benchmark(config, data: dict, args: argparse.Namespace, per_kind: i
     print(f"\nensemble: {ensemble.calibration}")
     x_probe, _ = probe_features(config, per_kind)
     statistics = {name: ood.clip_statistics(fs.x) for name, fs in data.items()} | {NON_INSTRUMENT: ood.clip_statistics(x_probe)}
-    rows = ensemble_rows(ensemble, data, x_probe, statistics)
+    other = other_instrument_features(config, per_program)
+    if other is not None:
+        statistics[OTHER] = ood.clip_statistics(other[0])
+    rows = ensemble_rows(ensemble, data, x_probe, statistics, None if other is None else other[0])
     print_rows(rows)
     last = rows[f"ensemble of {len(ensemble.members)}"]
     print(f"ood_auroc: {last['AUROC test + non-instr.']:.3f} | ece_test_before: {last['test ECE before']:.3f} | "

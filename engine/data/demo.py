@@ -440,14 +440,22 @@ def float_wav_bytes(y: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
 def render_clip(spec: ClipSpec) -> np.ndarray:
     """One finished clip: (131072,) float32 at 44.1 kHz, peak in [0.3, 0.9]."""
     song = _song_style(np.random.default_rng(spec.song_seed), INSTRUMENTS[spec.class_id], spec.subset)
-    rng = np.random.default_rng(spec.clip_seed)
+    what = f"{CLASS_NAMES[spec.class_id]} phrase for {spec.file_name}"
+    return recorded_clip(spec.soundfont, song, np.random.default_rng(spec.clip_seed), what)
+
+
+def recorded_clip(soundfont: str, song: dict, rng: np.random.Generator, what: str) -> np.ndarray:
+    """A phrase of `song` (a `_song_style` dict) rendered with `soundfont` (a file path), cut to
+    a clip and put through the song's recording chain: (131072,) float32 at 44.1 kHz, peak in
+    [0.3, 0.9]. Draws the phrase, the cut and the chain's per-clip changes from `rng`; `what`
+    names the clip in the error raised when no attempt is audible."""
     for _ in range(MAX_ATTEMPTS):
-        dry = _render_phrase(spec.soundfont, _phrase_midi(rng, song))  # (PHRASE_SECONDS * 44,100,)
+        dry = _render_phrase(soundfont, _phrase_midi(rng, song))  # (PHRASE_SECONDS * 44,100,)
         start = int(rng.uniform(*CLIP_OFFSET_SECONDS) * SAMPLE_RATE)
         if np.max(np.abs(dry[start:start + CLIP_SAMPLES])) >= MIN_PEAK:
             break
     else:
-        raise DatasetError(f"could not render an audible {CLASS_NAMES[spec.class_id]} phrase for {spec.file_name}")
+        raise DatasetError(f"could not render an audible {what}")
     wet = _record(dry, rng, song)[start:start + CLIP_SAMPLES]
     peak = float(np.max(np.abs(wet)))
     return (wet * (rng.uniform(0.3, 0.9) / peak)).astype(np.float32)

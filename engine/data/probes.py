@@ -1,8 +1,13 @@
-"""Synthetic non-instrument audio: clips that no instrument classifier should accept.
+"""Probe audio for out-of-distribution checks: clips that the 8-class classifier should flag.
 
-Used to measure out-of-distribution detection (engine.learn.ood, benchmarks/trust.py) with audio
-that is surely unlike any training clip. Kinds (each clip's settings drawn from a seeded
-generator, so a seed gives the same clips on any machine):
+Used to measure out-of-distribution detection (engine.learn.ood, benchmarks/trust.py). Two sets:
+
+- synthetic non-instrument audio (`non_instrument_clips`), surely unlike any training clip;
+- instruments outside the 8 classes (`other_instrument_clips`, issue #24: "any instrument outside
+  the 8 classes should be flagged"), see OTHER_INSTRUMENTS.
+
+Non-instrument kinds (each clip's settings drawn from a seeded generator, so a seed gives the
+same clips on any machine):
 
     near-silence   a noise floor at -70..-60 dBFS (digital silence is refused before any
                    model sees it: engine.predict.predictor.check_signal)
@@ -19,10 +24,60 @@ Output clips are mono float32 (samples,), peak at most 1.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy.signal import lfilter
 
+from .audio import fit_to_length, resample
+from .demo import SAMPLE_RATE, Instrument, _soundfont_paths, _song_style, recorded_clip
+
 KINDS = ("near-silence", "white noise", "sine", "formant sweep", "drum bursts")
+
+# Instruments outside the 8 classes: name -> how the demo's phrase generator plays it (one GM
+# program, 0-based; MIDI pitch range; vibrato, bends, sustained: as for the classes in
+# demo.INSTRUMENTS). None of these programs is a class's program, sibling, held-out or test
+# program (tests/test_probes.py checks against demo.INSTRUMENTS), and in both soundfonts
+# (TimGM6mb, Merlin) none of their presets plays a sample that a class's preset plays (read from
+# the soundfonts' preset -> instrument -> sample tables; tuba 58 was left out: it holds a trumpet
+# sample in both). One per family: tuned percussion, organ, free reed, plucked (nylon guitar,
+# harp, sitar), bowed string, double reed.
+OTHER_INSTRUMENTS: dict[str, Instrument] = {
+    "marimba": Instrument((12,), 45, 84, False, False, False, (12,)),  # A2..C6, decays
+    "church organ": Instrument((19,), 36, 84, False, False, True, (19,)),  # C2..C6
+    "accordion": Instrument((21,), 53, 84, False, False, True, (21,)),  # F3..C6
+    "nylon guitar": Instrument((24,), 40, 76, False, False, False, (24,)),  # E2..E5, decays
+    "cello": Instrument((42,), 36, 72, True, False, True, (42,)),  # C2..C5
+    "harp": Instrument((46,), 36, 91, False, False, False, (46,)),  # C2..G6, decays
+    "bassoon": Instrument((70,), 34, 72, True, False, True, (70,)),  # Bb1..C5
+    "sitar": Instrument((104,), 48, 77, False, True, False, (104,)),  # C3..F5, decays, bends
+}
+
+
+def other_instrument_clips(per_program: int, sr: int, samples: int, seed: int = 0, *,
+                           soundfont: str | Path | None = None, resampler: str = "soxr_hq") -> dict[str, list[np.ndarray]]:
+    """name (OTHER_INSTRUMENTS, in order) -> `per_program` clips, each (samples,) float32 at `sr`
+    Hz, peak at most 0.9, of an instrument outside the 8 classes.
+
+    Made exactly as the demo's training clips (demo.recorded_clip: a phrase of a song whose
+    tempo, key, register, tuning, dynamics, style and recording chain come from demo._song_style,
+    rendered at 44.1 kHz, cut to 131,072 samples, recorded), then resampled to `sr` with
+    `resampler` (audio.resample, as datasets are loaded) and cut or zero-padded to `samples`.
+    Each clip is its own song, drawn from a generator seeded by (seed, program, clip index): the
+    same clips on any machine, and a clip does not change with `per_program`. `soundfont`: the
+    .sf2 file the model was trained on (default TimGM6mb, the demo's training soundfont).
+    """
+    font = str(soundfont if soundfont is not None else _soundfont_paths()[0])
+    return {name: [_other_clip(name, inst, font, np.random.default_rng([seed, inst.programs[0], i]), sr, samples, resampler)
+                   for i in range(per_program)] for name, inst in OTHER_INSTRUMENTS.items()}
+
+
+def _other_clip(name: str, inst: Instrument, soundfont: str, rng: np.random.Generator, sr: int, samples: int,
+                resampler: str) -> np.ndarray:
+    """One song's clip of `inst` (see other_instrument_clips): (samples,) float32 at `sr` Hz."""
+    song = _song_style(rng, inst, "training")  # program: inst's only one
+    y = recorded_clip(soundfont, song, rng, f"{name} phrase (probe)")  # (131072,) at 44.1 kHz
+    return _peak_limited(fit_to_length(resample(y, SAMPLE_RATE, sr, method=resampler), samples))
 
 
 def non_instrument_clips(per_kind: int, sr: int, samples: int, seed: int = 0) -> dict[str, list[np.ndarray]]:
