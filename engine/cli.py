@@ -62,6 +62,7 @@ TRAIN_FLAGS = {
     "time_mask": ("train.time_mask", int),
     "freq_mask": ("train.freq_mask", int),
     "mixup": ("train.mixup", float),
+    "outlier_exposure": ("train.outlier_exposure", float),
 }
 FLAG_HELP = {
     "representation": "spectral (MFCC + centroid + contrast), logmel (128 mel bands in dB), "
@@ -73,6 +74,8 @@ FLAG_HELP = {
     "time_mask": "SpecAugment: mask up to N consecutive frames per training clip (0 = off)",
     "freq_mask": "SpecAugment: mask up to N consecutive feature rows per training clip (0 = off)",
     "mixup": "mixup: mix each training batch with a shuffled copy, weight ~ Beta(A, A) (0 = off; 0.2 usual)",
+    "outlier_exposure": "outlier exposure: train to be unsure of instruments outside the 8 classes, loss weight W "
+                        "(0 = off; 0.5 usual)",
 }
 
 

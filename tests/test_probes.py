@@ -71,3 +71,23 @@ def test_each_clip_is_its_program_rendered_with_the_training_soundfont(monkeypat
     assert all(len(programs) == 1 for _, programs in seen)  # one track, one program (a redrawn phrase repeats it)
     played = list(dict.fromkeys(next(iter(programs)) for _, programs in seen))
     assert played == [inst.programs[0] for inst in OTHER_INSTRUMENTS.values()]
+
+
+def _family(program: int) -> int:
+    """General MIDI family (0-15) of a 0-based program: eight programs per family."""
+    return program // 8
+
+
+def test_exposure_instruments_share_no_family_with_a_class_or_a_probe() -> None:
+    """The clips a run may be trained to be unsure about (outlier exposure) are of other GM families than
+    every class's programs and every probe instrument, so the probes still measure unheard kinds."""
+    from engine.data.probes import EXPOSURE_INSTRUMENTS
+
+    exposure = {inst.programs[0] for inst in EXPOSURE_INSTRUMENTS.values()}
+    assert len(exposure) == len(EXPOSURE_INSTRUMENTS) >= 8
+    classes = {p for inst in demo.INSTRUMENTS for p in (*inst.programs, *inst.test_programs)}
+    probes = {inst.programs[0] for inst in OTHER_INSTRUMENTS.values()}
+    assert not {_family(p) for p in exposure} & {_family(p) for p in classes | probes}
+    ys = other_instrument_clips(1, SR, SAMPLES, seed=0, instruments=EXPOSURE_INSTRUMENTS)
+    assert list(ys) == list(EXPOSURE_INSTRUMENTS)
+    assert all(y[0].shape == (SAMPLES,) and np.sqrt(np.mean(y[0] ** 2)) > 0.005 for y in ys.values())

@@ -651,3 +651,54 @@ def test_a_linear_run_trains_stores_its_check_and_learns_clip_means():
     assert result.status == "finished"
     assert result.metrics["validation"]["accuracy"] > 0.5  # chance is 1/8; the class shifts every feature's mean
     assert result.ood_reference["embeddings"].shape == (96, 2 * 21)  # the head's input: clip statistics
+
+
+# --------------------------------------------------------------------------- outlier exposure
+
+
+def test_outlier_exposure_makes_the_model_unsure_of_outliers_and_needs_them():
+    from engine.learn.train import OUTLIERS
+
+    data = _synthetic(n=96)
+    rng = np.random.default_rng(7)
+    far = lambda n: (rng.normal(size=(n, 6, 21)) * 0.3 - 3.0).astype(np.float32)  # noqa: E731  one region, away from every class
+    data[OUTLIERS] = FeatureSet(x=far(96), y=np.full(96, -1), ids=[f"o{i}" for i in range(96)])
+    config = RunConfig(features=FeatureConfig(frames=6), model=ModelConfig(arch="sequence", hidden_size=16),
+                       train=TrainConfig(epochs=15, batch_size=32, lr=1e-2, outlier_exposure=0.5))
+    exposed = train_run(config, data, device="cpu")
+    plain = train_run(config.with_values(**{"train.outlier_exposure": 0.0}), data, device="cpu")
+    assert exposed.status == plain.status == "finished"
+
+    def top_probability(result, x):
+        model = build_model(config.model, config.features).eval()
+        model.load_state_dict(result.state_dict)
+        with torch.no_grad():
+            return torch.softmax(model(torch.from_numpy(x)), dim=1).max(dim=1).values.mean().item()
+
+    unseen = far(64)
+    assert top_probability(exposed, unseen) < 0.3 < top_probability(plain, unseen)  # uniform is 1/8
+    assert exposed.metrics["validation"]["accuracy"] > 0.5  # still learns the classes
+    with pytest.raises(ConfigError, match="outlier clips"):
+        train_run(config, {k: v for k, v in data.items() if k != OUTLIERS}, device="cpu")
+
+
+def test_outlier_features_are_rendered_once_cached_and_cut_like_a_split(medley_cache, monkeypatch):
+    from engine.data import probes
+    from engine.features import outliers
+    from engine.runs.worker import prep_plan
+
+    config = FeatureConfig(frames=20, clip_norm=True)
+    first = outliers.load_outlier_features(config, "demo:tiny", per_program=1)
+    n = len(probes.EXPOSURE_INSTRUMENTS)
+    assert first.x.shape == (n, 20, config.feature_dim) and (first.y == -1).all() and len(set(first.ids)) == n
+    np.testing.assert_allclose(first.x.mean(axis=1), 0.0, atol=1e-4)  # CMVN applied after loading
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("rendered again instead of reading the cache")
+
+    monkeypatch.setattr(outliers, "other_instrument_clips", no_render)
+    whole = outliers.load_outlier_features(FeatureConfig(frames=None), "demo:tiny", per_program=1)
+    assert whole.x.shape == (n, 129, config.feature_dim)
+    np.testing.assert_allclose(normalize_clips(whole.x[:, :20]), first.x, atol=1e-5)
+    exposed = RunConfig(train=TrainConfig(outlier_exposure=0.5))
+    assert "outlier clips" in prep_plan(exposed) and "outlier clips" not in prep_plan(RunConfig())

@@ -272,7 +272,7 @@ def _precision() -> None:
 def _augmentation(hidden: set[str]) -> None:
     st.markdown("**Augmentation** (training clips only; validation, cross-collection validation and test "
                 "are never augmented)")
-    g = st.columns([3, 1, 1, 1, 1, 1])
+    g = st.columns([3, 1, 1, 1, 1, 1, 1])
     g[0].multiselect("audio augmentation", list(AUGMENTATIONS), key="w.train.augment", bind=BIND,
                      help="Random changes of each training clip's audio, made once and cached apart from the "
                           "clean clip: gain = level -12..+6 dB; eq = random shelves and peaks (+-6 dB), like "
@@ -296,3 +296,8 @@ def _augmentation(hidden: set[str]) -> None:
                       help="Mixup: every training batch is blended with a shuffled copy of itself, features and "
                            "labels alike, with a weight drawn from Beta(mixup, mixup); 0.2 is the usual value, "
                            "0 = off. Smooths the decision boundaries; such runs train one at a time.")
+    g[6].number_input("outlier exposure", 0.0, 10.0, step=0.1, key="w.train.outlier_exposure", bind=BIND,
+                      help="Outlier exposure: every training batch is joined by as many clips of instruments outside "
+                           "the 8 classes (basses, synth leads, percussion, rendered from the demo's soundfont), and "
+                           "the model is trained to be unsure of them, with this weight (0.5 usual, 0 = off). For "
+                           "Medley-solos-DB's 8 classes only; such runs train one at a time.")

@@ -36,7 +36,7 @@ AUGMENTATIONS = ("gain", "eq", "speed", "noise")  # training audio augmentations
 _LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "FeatureConfig": {"inputs": "librosa_0.11", "clip_norm": False},
     "TrainConfig": {"augment": "", "augment_views": 4, "augment_seed": 0, "time_mask": 0, "freq_mask": 0,
-                    "mixup": 0.0},
+                    "mixup": 0.0, "outlier_exposure": 0.0},
     "RunConfig": {"classes": ()},
 }
 
@@ -284,6 +284,11 @@ class TrainConfig:
     of itself, x = lam x_i + (1 - lam) x_j on the (standardised, masked) feature frames, and the
     loss is lam CE(y_i) + (1 - lam) CE(y_j), with one lam ~ Beta(mixup, mixup) per batch
     (0 = off; 0.2 is the usual value). A run with mixup trains alone, never in a seed group.
+    `outlier_exposure`: outlier exposure (Hendrycks, Mazeika & Dietterich, ICLR 2019): every
+    training batch is joined by as many clips of instruments outside the classes
+    (engine.features.outliers), and the loss adds this weight times their cross-entropy to the
+    uniform distribution, so the model learns to be unsure of what it was not built for (0 =
+    off; 0.5 is the paper's value). Medley-solos-DB's 8 classes only; such runs train alone.
     """
 
     optimizer: Optimizer = "adam"
@@ -306,6 +311,7 @@ class TrainConfig:
     time_mask: int = 0
     freq_mask: int = 0
     mixup: float = 0.0
+    outlier_exposure: float = 0.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -317,6 +323,8 @@ class TrainConfig:
             raise ConfigError(f"train.augment_views must be at least 1, not {self.augment_views}")
         if self.time_mask < 0 or self.freq_mask < 0:
             raise ConfigError(f"train.time_mask and train.freq_mask must be 0 (off) or positive, not {self.time_mask}, {self.freq_mask}")
+        if self.outlier_exposure < 0:
+            raise ConfigError(f"train.outlier_exposure must be 0 (off) or a positive weight, not {self.outlier_exposure}")
         if self.mixup < 0:
             raise ConfigError(f"train.mixup must be 0 (off) or a positive Beta parameter, not {self.mixup}")
         if self.precision not in ("float32", "bfloat16"):

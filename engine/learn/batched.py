@@ -48,7 +48,7 @@ MAX_GROUP = 16  # members per group (device memory grows with it)
 
 def group_key(config: RunConfig) -> str | None:
     """A string equal for configurations that can train in one group (None: trains alone)."""
-    if config.model.arch not in GROUPABLE_ARCHS or config.train.mixup > 0:
+    if config.model.arch not in GROUPABLE_ARCHS or config.train.mixup > 0 or config.train.outlier_exposure > 0:
         return None
     flat = config.flat()
     return repr(sorted((k, v) for k, v in flat.items() if k not in VARYING))

@@ -43,6 +43,7 @@ from .ood import captured_embeddings, clip_statistics
 from .trust import fit_reference, fit_trust
 
 EVAL_BATCH = 1024  # clips per forward pass when evaluating
+OUTLIERS = "outliers"  # data key of the outlier-exposure clips (FeatureSet, y all -1; engine.features.outliers)
 AUGMENTED = "training_augmented"  # data key of the augmented training views (FeatureSet, x (views, n, frames, features))
 _GLOBAL_RNG_LOCK = threading.Lock()  # whoever holds it may seed, draw from or swap torch's global generators
 
@@ -192,6 +193,8 @@ def _check_data(config: RunConfig, data: dict) -> None:
         views = np.asarray(data[AUGMENTED].x)
         if views.ndim != 4 or views.shape[1:] != np.asarray(data["training"].x).shape:
             raise ConfigError(f"augmented views have shape {views.shape}; expected (views, *{data['training'].x.shape})")
+    if config.train.outlier_exposure > 0 and (OUTLIERS not in data or not len(data[OUTLIERS].x)):
+        raise ConfigError("outlier exposure needs the outlier clips (engine.features.outliers), and none were given")
     for name, fs in data.items():
         if name == AUGMENTED:
             continue
@@ -202,7 +205,7 @@ def _check_data(config: RunConfig, data: dict) -> None:
         if config.model.arch.startswith("study") and x.shape[1] != fc.num_frames:
             raise ConfigError(f"{name} features have {x.shape[1]} frames; the study model expects {fc.num_frames}")
         classes = len(config.class_names)
-        if len(y) and (y.min() < 0 or y.max() >= classes):
+        if name != OUTLIERS and len(y) and (y.min() < 0 or y.max() >= classes):
             raise ConfigError(f"{name} labels must be class ids 0..{classes - 1} ({classes} classes: "
                               f"{', '.join(config.class_names[:8])}{', ...' if classes > 8 else ''})")
 
@@ -301,10 +304,18 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
     return lam * loss + (1.0 - lam) * F.cross_entropy(logits, y[partner.to(y.device)], weight=weight)
 
 
+def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Outlier exposure's loss: the mean cross-entropy of logits (batch, classes) to the uniform
+    distribution, -mean over clips and classes of log softmax (log(classes) at its minimum)."""
+    return -torch.log_softmax(logits.float(), dim=1).mean()
+
+
 def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report,
-                 views=None) -> tuple[torch.Tensor, str | None]:
+                 views=None, outliers=None) -> tuple[torch.Tensor, str | None]:
     """One pass over (x, y) in shuffled batches (clips drawn from `views` (views, n, frames,
-    features) too, when given). Returns the step losses (steps,) on the device and
+    features) too, when given; each batch joined by as many clips drawn from `outliers` (n_out,
+    frames, features) with outlier exposure, whose term is left out of the step losses, so that
+    they stay the classification loss). Returns the step losses (steps,) on the device and
     "cancelled" / "diverged" (a hook saw a non-finite loss) / None."""
     model.train()
     steps = math.ceil(len(x) / tc.batch_size)
@@ -318,11 +329,15 @@ def _train_epoch(model, optimizer, x, y, weight, tc, gen, hooks, epoch, report,
         mix = mixup_partners(len(idx), tc.mixup, gen) if tc.mixup > 0 else None
         if mix is not None:
             xb = mix[1] * xb + (1.0 - mix[1]) * xb[mix[0].to(xb.device)]
+        if outliers is not None:
+            pick = torch.randint(0, len(outliers), (len(idx),), generator=gen).to(outliers.device)
+            xb = torch.cat([xb, outliers[pick]])  # (2 * batch, frames, features): clips, then outliers
         with autocast(str(x.device), tc.precision):
-            logits = model(xb)  # (batch, classes)
-            loss = _loss(logits, y[idx], weight, mix)  # float32 under autocast
+            logits = model(xb)  # (batch, classes), or (2 * batch, classes) with outliers
+            loss = _loss(logits[:len(idx)], y[idx], weight, mix)  # float32 under autocast; what the curves show
+            objective = loss if outliers is None else loss + tc.outlier_exposure * uniform_cross_entropy(logits[len(idx):])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         if tc.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
@@ -419,7 +434,8 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     `data`: split name -> FeatureSet (only .x, .y, .ids are used): "training", optionally
     "validation", "validation_shift", "validation_source" and "validation_program" (the cross-collection
     validations of the channel, of the source and of held-out programs, evaluated each epoch and at the end, never used to select) and "test", and AUGMENTED (x: the training clips'
-    augmented views, (views, n, frames, features), drawn from in every batch). `device`: default "cuda"
+    augmented views, (views, n, frames, features), drawn from in every batch) and OUTLIERS (the
+    outlier-exposure clips, with train.outlier_exposure). `device`: default "cuda"
     when available, else "cpu". `resume`: a checkpoint given to hooks.on_epoch; training
     continues from its epoch + 1 and ends as an uninterrupted run with the same seed would.
     The validation loss is unweighted cross-entropy even with class_weighting.
@@ -431,11 +447,14 @@ def train_run(config: RunConfig, data: dict[str, Any], *, device: str | None = N
     _check_data(config, data)
     scale = standardizer_of(config, data)
     views = _scaled(data[AUGMENTED].x, scale, device) if AUGMENTED in data else None  # (views, n, frames, features)
+    exposure = config.train.outlier_exposure > 0
+    outliers = _scaled(data[OUTLIERS].x, scale, device) if exposure else None  # (n_out, frames, features)
     with contextlib.ExitStack() as stack:
         x_train, y_train = stack.enter_context(shared_split(data["training"], scale, device))
         evals = shared_evaluation_splits(stack, data, scale, device)
         status, error, history, step_losses, model, best = _train_loop(
-            config, x_train, y_train, views, evals, loss_weight(config, data, device), device, hooks, resume)
+            config, x_train, y_train, views, evals, loss_weight(config, data, device), device, hooks, resume,
+            outliers)
     metrics, predictions, reference = final_evaluation(model, best["model"], data, scale, device, config.train.precision)
     return TrainResult(ood_reference=reference,
         status=status, history=history, step_losses=step_losses, metrics=metrics, predictions=predictions,
@@ -465,7 +484,7 @@ def epoch_record(epoch: int, values: list[float], logits: dict[str, torch.Tensor
     return record
 
 
-def _train_loop(config, x_train, y_train, views, evals, weight, device, hooks, resume):
+def _train_loop(config, x_train, y_train, views, evals, weight, device, hooks, resume, outliers=None):
     """The epochs of `train_run`: (status, error, history, step_losses, model, best), where
     best["model"] is the selected epoch's state_dict (on the device)."""
     tc = config.train
@@ -488,7 +507,8 @@ def _train_loop(config, x_train, y_train, views, evals, weight, device, hooks, r
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
 
     for epoch in range(len(history) + 1, tc.epochs + 1):
-        losses, stop = _train_epoch(model, optimizer, x_train, y_train, weight, tc, gen, hooks, epoch, report, views)
+        losses, stop = _train_epoch(model, optimizer, x_train, y_train, weight, tc, gen, hooks, epoch, report, views,
+                                    outliers)
         values = losses.tolist()  # the epoch's one host sync for training losses
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         if bad is not None:

@@ -87,6 +87,7 @@ PREP_COSTS: dict[str, float] = {
     "cross-collection validation (source)": 6.0,
     "cross-collection validation (held-out programs)": 1.0,
     "augmented training copies": 2.0,
+    "outlier clips": 1.5,  # rendered from the soundfont, then featurised
 }
 ETA_AFTER_S = 2.0  # no time left is guessed before this much preparation was measured ...
 ETA_AFTER_FRACTION = 0.05  # ... and this share of it done

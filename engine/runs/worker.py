@@ -61,7 +61,7 @@ def data_key(config: RunConfig) -> tuple:
     augments, its augmented views. Runs with the same key share one loaded copy."""
     tc = config.train
     return (config.data, config.features.digest(), tc.augment, tc.augment_views if tc.augment else 0,
-            tc.augment_seed if tc.augment else 0)
+            tc.augment_seed if tc.augment else 0, tc.outlier_exposure > 0)
 
 
 def prep_plan(config: RunConfig, ds: Any = None) -> dict[str, float]:
@@ -81,6 +81,10 @@ def prep_plan(config: RunConfig, ds: Any = None) -> dict[str, float]:
         clips["cross-collection validation (held-out programs)"] = program
     if config.train.augment:
         clips["augmented training copies"] = count("training") * config.train.augment_views
+    if config.train.outlier_exposure > 0:
+        from ..features.outliers import outlier_clip_count
+
+        clips["outlier clips"] = outlier_clip_count()
     return {stage: n * PREP_COSTS[stage] for stage, n in clips.items()}
 
 
@@ -94,7 +98,8 @@ def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int
     from ..data.dataset import check_run_classes, resolve_dataset
     from ..features.extract import (FeatureSet, load_augmented_views, load_features, load_heldout_validation,
                            load_program_validation, load_source_validation)
-    from ..learn.train import AUGMENTED
+    from ..features.outliers import load_outlier_features
+    from ..learn.train import AUGMENTED, OUTLIERS
 
     prep = progress if isinstance(progress, PrepProgress) else PrepProgress()
     prep.plan(prep_plan(config))
@@ -120,6 +125,12 @@ def _default_loader(config: RunConfig, device: str, progress: Callable[[int, int
         views = load_augmented_views(ds, config.features, parse_augment(tc.augment), tc.augment_views,
                                      tc.augment_seed, progress=progress, device=device)
         data[AUGMENTED] = FeatureSet(x=views, y=data["training"].y, ids=data["training"].ids)
+    if tc.outlier_exposure > 0:
+        if config.classes:
+            raise ConfigError("outlier exposure's instruments were chosen against Medley-solos-DB's 8 classes; "
+                              "a dataset with its own classes cannot use it (set outlier exposure to 0)")
+        prep.begin("outlier clips")
+        data[OUTLIERS] = load_outlier_features(config.features, config.data, progress=progress)
     return data
 
 
