@@ -26,8 +26,8 @@ prints, from the selected epoch's model:
     python benchmarks/trust.py --seeds 3       # train 3 seeds as a group, then as --runs
 
 With a seed group (`--runs` or `--seeds`), one more table: for each seed and for their deep
-ensemble (engine.predict.ensemble: the mean of the seeds' calibrated probabilities; OOD score and
-threshold the means of the seeds'), accuracy, ECE and NLL per split, the OOD AUROC (in:
+ensemble (engine.predict.ensemble: the seeds' probabilities pooled, then calibrated; OOD score the
+mean of the seeds', threshold `EnsemblePredictor.ood_threshold`), accuracy, ECE and NLL per split, the OOD AUROC (in:
 validation; out: test and non-instrument audio together; and out: the other instruments) and the
 share of validation, test and the other instruments flagged;
 the last line is then the ensemble's (`ece_test_before`: the mean of the seeds' plain softmax).
@@ -192,7 +192,7 @@ def ensemble_rows(ensemble: EnsemblePredictor, data: dict, x_probe: np.ndarray, 
     """Row per seed and for their ensemble: accuracy / ECE / NLL (calibrated) per labelled set,
     test ECE before calibration, OOD AUROC (in: validation; out: test + non-instrument; and, given
     `x_other`, the other instruments' features) and share of validation and test (and the other
-    instruments) flagged at the (mean) threshold."""
+    instruments) flagged at each one's threshold (the ensemble's: EnsemblePredictor.ood_threshold)."""
     members = ensemble.members
     sets = [(n, fs.x) for n, fs in data.items() if n != "training"] + [(NON_INSTRUMENT, x_probe)]
     sets += [(OTHER, x_other)] if x_other is not None else []
@@ -206,7 +206,7 @@ def ensemble_rows(ensemble: EnsemblePredictor, data: dict, x_probe: np.ndarray, 
             models[m.run_id][name] = (m.probabilities(z, calibrated=False), m.probabilities(z), scores[-1])
         plain = np.mean([m.probabilities(z, calibrated=False) for m, z in zip(members, logits)], axis=0)
         models[f"ensemble of {len(members)}"][name] = (plain, ensemble.ensemble_probabilities(logits), np.mean(scores, axis=0))
-    thresholds = [m.trust["ood"]["threshold"] for m in members] + [float(np.mean([m.trust["ood"]["threshold"] for m in members]))]
+    thresholds = [m.trust["ood"]["threshold"] for m in members] + [ensemble.ood_threshold()[0]]
     labels = {name: np.asarray(fs.y) for name, fs in data.items() if name != "training"}
     rows = {}
     for (model, out), threshold in zip(models.items(), thresholds):
