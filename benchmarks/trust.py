@@ -59,7 +59,8 @@ from engine.learn.presets import RECOMMENDED  # noqa: E402
 from engine.data.demo import REVERSED, _soundfont_paths  # noqa: E402
 from engine.data.probes import non_instrument_clips, other_instrument_clips  # noqa: E402
 from engine.learn.metrics import CROSS_VALIDATION_KEYS  # noqa: E402
-from engine.learn.train import train_run  # noqa: E402
+from engine.features.outliers import load_outlier_features  # noqa: E402
+from engine.learn.train import OUTLIERS, train_run  # noqa: E402
 from engine.learn.trust import CALIBRATION_VIEWS, fitted_on_words, score  # noqa: E402
 
 NON_INSTRUMENT = "non-instrument"
@@ -111,6 +112,15 @@ def per_label(output: tuple, stats: np.ndarray, labels: list[str], prefix: str) 
             {prefix + n: stats[labels_ == n] for n in names})
 
 
+def training_data(config, data: dict) -> dict[str, FeatureSet]:
+    """What a run trains on, as the dashboard's runs get it: the splits and cross-collection views
+    of `data`, and the outlier clips when the configuration uses outlier exposure."""
+    kept = {k: v for k, v in data.items() if k in ("training", "validation", "test", *CROSS_VALIDATION_KEYS)}
+    if config.train.outlier_exposure > 0:
+        kept[OUTLIERS] = load_outlier_features(config.features, config.data)
+    return kept
+
+
 def trained_predictor(config, data: dict, run_id: str | None) -> Predictor:
     """The Predictor (with its run's calibration and OOD records) of a stored run, or of a run
     trained here with train_run."""
@@ -119,8 +129,7 @@ def trained_predictor(config, data: dict, run_id: str | None) -> Predictor:
 
         return Predictor.from_store(RunStore(), run_id)
     started = time.perf_counter()
-    kept = ("training", "validation", "test", *CROSS_VALIDATION_KEYS)  # as the dashboard's runs get them
-    result = train_run(config, {k: v for k, v in data.items() if k in kept}, device="cpu")
+    result = train_run(config, training_data(config, data), device="cpu")
     print(f"trained {config.train.epochs} epochs in {time.perf_counter() - started:.0f} s "
           f"(validation accuracy {result.metrics['validation']['accuracy']:.3f}, "
           f"test {result.metrics['test']['accuracy']:.3f})")
@@ -132,10 +141,9 @@ def trained_group(config, data: dict, seeds: int) -> tuple[EnsemblePredictor, li
     """The ensemble of `seeds` runs of `config` (seeds 0..seeds-1), trained one after another with
     train_run; its temperature fitted on their predictions of the validation views, as from the store."""
     members, predictions = [], []
-    kept = ("training", "validation", "test", *CROSS_VALIDATION_KEYS)
     for seed in range(seeds):
         member = config.with_values(**{"train.seed": seed})
-        result = train_run(member, {k: v for k, v in data.items() if k in kept}, device="cpu")
+        result = train_run(member, training_data(member, data), device="cpu")
         print(f"seed {seed}: validation accuracy {result.metrics['validation']['accuracy']:.3f}")
         members.append(Predictor(member, result.state_dict, result.standardizer, metrics=result.metrics,
                                  ood_reference=result.ood_reference, run_id=f"seed {seed}"))

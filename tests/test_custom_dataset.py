@@ -20,7 +20,7 @@ import soundfile as sf
 
 import test_cli
 from engine.core import errors
-from engine.core.config import RunConfig
+from engine.core.config import RunConfig, TrainConfig
 from engine.core.errors import DatasetError, EngineError, TooFewClasses
 from engine.core.labels import CLASS_NAMES, class_names_of
 from engine.data import folders
@@ -196,6 +196,9 @@ def test_a_queued_run_takes_the_dataset_classes_and_a_changed_folder_is_refused(
     config = with_dataset_classes(RunConfig(data=str(root)))
     assert config.classes == ("bird", "engine", "voice")
     assert with_dataset_classes(RunConfig()).classes == ()  # the default dataset: Medley-solos-DB's eight
+    exposed = RunConfig(data=str(root), train=TrainConfig(outlier_exposure=0.5))  # as the recommended preset
+    assert with_dataset_classes(exposed).train.outlier_exposure == 0.0  # its outliers may be this dataset's classes
+    assert with_dataset_classes(RunConfig(train=TrainConfig(outlier_exposure=0.5))).train.outlier_exposure == 0.5
     write(root / "cello" / "a", 5)
     ds = load_dataset(root)
     with pytest.raises(DatasetError, match="queued for bird, engine, voice"):

@@ -208,9 +208,13 @@ def dataset_class_names(data: str | os.PathLike | None = None) -> tuple[str, ...
 def with_dataset_classes(config: Any) -> Any:
     """`config` (a RunConfig) with `classes` set to its dataset's class names
     (dataset_class_names(config.data); empty for Medley-solos-DB's eight): what a JobManager
-    does to every run it queues, so that the run's model, metrics and predictions name them."""
+    does to every run it queues, so that the run's model, metrics and predictions name them.
+    A dataset with classes of its own also turns outlier exposure off (train.outlier_exposure: its
+    instruments were chosen against Medley-solos-DB's classes, and may be among the dataset's)."""
     names = dataset_class_names(config.data or None)
     classes = () if names == CLASS_NAMES else names
+    if classes and config.train.outlier_exposure > 0:  # its instruments were chosen against the 8 classes
+        config = replace(config, train=replace(config.train, outlier_exposure=0.0))
     return config if config.classes == classes else replace(config, classes=classes)
 
 

@@ -29,7 +29,8 @@ STUDY_BASE = RunConfig(features=FeatureConfig(inputs="librosa_0.7"))
 RECOMMENDED = RunConfig(
     features=FeatureConfig(frames=None, clip_norm=False),
     model=ModelConfig(arch="sequence", hidden_size=128, num_layers=2, dropout=0.1, pooling="mean"),
-    train=TrainConfig(lr=1e-3, batch_size=100, epochs=30, standardize=True, select="best", grad_clip=1.0),
+    train=TrainConfig(lr=1e-3, batch_size=100, epochs=30, standardize=True, select="best", grad_clip=1.0,
+                      outlier_exposure=0.5),  # docs/PROTOCOL.md, ninth application
 )
 
 PRESETS: dict[str, RunConfig] = {"study": STUDY_BASE, "recommended": RECOMMENDED}
@@ -111,6 +112,7 @@ ROBUSTNESS_OPTIONS: dict[str, tuple[dict[str, object], dict[str, object]]] = {
     "SpecAugment masking": ({"train.time_mask": 20, "train.freq_mask": 4}, {"train.time_mask": 0, "train.freq_mask": 0}),
     "PCEN front end": ({"features.representation": "pcen"}, {"features.representation": "spectral"}),
     "mixup": ({"train.mixup": 0.2}, {"train.mixup": 0.0}),
+    "outlier exposure": ({"train.outlier_exposure": 0.5}, {"train.outlier_exposure": 0.0}),
     # No LSTM: logistic regression on each feature's clip mean and spread. A convex problem, so a
     # larger step and more (cheap) epochs than the LSTM's, fixed before any run (docs/PROTOCOL.md).
     "linear on clip statistics": ({"model.arch": "linear", "train.lr": 1e-2, "train.epochs": 100},
