@@ -630,7 +630,8 @@ class RunStore:
         if getattr(result, "group", None):  # trained in a group (engine.learn.batched): {"size", "seeds", "member"}
             meta["trained_in_group"] = _plain(result.group)
         if getattr(result, "ood_reference", None) is not None:  # issue #24: what the OOD score measures against
-            _atomic_torch_save({k: torch.as_tensor(v) for k, v in result.ood_reference.items()}, folder / OOD_REFERENCE,
+            # torch.tensor copies: arrays that come back from Ray are read-only, which torch.as_tensor warns about
+            _atomic_torch_save({k: torch.tensor(v) for k, v in result.ood_reference.items()}, folder / OOD_REFERENCE,
                                "saving the out-of-distribution reference")
         _atomic_write_text(folder / "predictions.json", json.dumps(_plain(result.predictions or {})),
                            "saving the predictions")
