@@ -13,6 +13,7 @@ from ui import compare as cmp
 from ui import flips as flips_view
 from ui.colors import label_colors, run_colors
 from ui import defaults
+from ui import common
 from ui.common import get_store, render_sidebar
 from ui.compare_cache import run_predictions
 
@@ -30,10 +31,11 @@ colors = run_colors(store)  # run id -> its colour on every page
 @st.fragment(run_every=5)
 def refresh_on_change(seen: tuple) -> None:
     """Rerun the page when runs are added, deleted, queued or end (one small query every 5 s)."""
-    if store.signature() != seen:
+    if not common.in_full_run("compare") and store.signature() != seen:
         st.rerun()
 
 
+common.mark_full_run("compare")
 refresh_on_change(store.signature())
 df = cmp.runs_frame(runs)
 chosen = runs_table.render_selection(by_id, labels, colors)

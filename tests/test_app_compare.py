@@ -235,7 +235,9 @@ def test_ablation_builder_queues_runs(populated, monkeypatch):
         runs = populated.store.list_runs()
         assert len(runs) == before + 10 and len({r.group_key for r in runs[:4]}) == 1
         at.button(key="abl_study").click().run()
-        assert len(populated.store.list_runs(tag="study")) == 1 + len(STUDY_ABLATION_CHANGES)
+        assert not at.exception, at.exception
+        assert len(populated.store.list_runs(tag="study")) == 1 + len(STUDY_ABLATION_CHANGES), [
+            e.value for e in (*at.error, *at.warning)]
         # a bad value is reported, nothing queued
         at.text_input(key="abl_model.dropout").input("0.1, 2").run()
         assert at.error and at.button(key="abl_queue").disabled

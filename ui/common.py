@@ -472,6 +472,7 @@ def render_sidebar() -> None:
         busy = _busy()
         # Adaptive refresh: each timer rerun costs the server ~0.1-0.2 s of CPU on these pages
         # (docs/PERFORMANCE.md), so poll often only while this server has jobs.
+        mark_full_run("jobs")
         st.fragment(run_every=JOBS_EVERY_BUSY_S if busy else JOBS_EVERY_IDLE_S)(_jobs_panel)(busy)
 
 
@@ -515,8 +516,23 @@ def _busy() -> bool:
         return False
 
 
+def mark_full_run(name: str) -> None:
+    """Note, just before a fragment is called in a full script run, that this call is part of one
+    (see `in_full_run`)."""
+    st.session_state[f"_full_run:{name}"] = True
+
+
+def in_full_run(name: str) -> bool:
+    """Inside fragment `name`: True when it runs as part of a full script run (mark_full_run was
+    called just before), False when it reruns alone on its timer. A fragment that reruns the whole
+    page on a change must do so only on its timer: in a full run the change is already being shown,
+    and a rerun there would cut the run short before the widgets below it read their clicks (a
+    button pressed while a run ended did nothing)."""
+    return bool(st.session_state.pop(f"_full_run:{name}", False))
+
+
 def _jobs_panel(busy: bool) -> None:
-    if _busy() != busy:  # a job started or the last one ended: rerun the page (and pick the new pace)
+    if not in_full_run("jobs") and _busy() != busy:  # a job started or the last one ended: rerun the page
         st.rerun()
     try:
         jobs = job_progress()
