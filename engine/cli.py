@@ -68,6 +68,7 @@ FLAG_HELP = {
     "representation": "spectral (MFCC + centroid + contrast), logmel (128 mel bands in dB), "
                       "pcen (128 mel bands, per-channel energy normalised) or waveform",
     "clip_norm": "per-clip mean/variance normalisation of every feature (CMVN)",
+    "arch": "study, study_2plus1, sequence, waveform or linear (no LSTM: one layer on each feature's clip mean and spread)",
     "augment": "comma-separated audio augmentations of the training clips: gain, eq, speed, noise ('' = none)",
     "augment_views": "augmented copies of each training clip (cached; each epoch reads the clean clip or one copy)",
     "augment_seed": "seed of the augmented copies",

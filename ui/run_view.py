@@ -148,6 +148,7 @@ def _progress_of(run_id: str) -> dict:
 
 def live(store, record, color: str) -> None:
     """The progress line (with Cancel) and the live loss/accuracy charts of an active run, on one timer."""
+    common.mark_full_run("live")
     _live(record.id, record.config.train.epochs, color)
 
 
@@ -155,7 +156,8 @@ def live(store, record, color: str) -> None:
 def _live(run_id: str, epochs: int, color: str) -> None:
     store = get_store()
     status = store.status(run_id)
-    if status not in ACTIVE:
+    full = common.in_full_run("live")  # in a full run the page is already being drawn: see in_full_run
+    if status not in ACTIVE and not full:
         st.rerun()  # the whole page, which now shows the results (with every epoch's curves)
     p = _progress_of(run_id)  # trained by this server: its live line; else (another process) the store's count
     fraction, text = (p["fraction"], p["message"]) if p else live_lines.progress_line(
