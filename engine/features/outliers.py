@@ -5,7 +5,8 @@ The clips are engine.data.probes.EXPOSURE_INSTRUMENTS (basses, synth leads, perc
 families that neither a class nor a probe instrument belongs to), OUTLIER_CLIPS_PER_PROGRAM songs
 each, rendered as the demo's training clips are, from the soundfont the dataset's training clips
 come from (engine.data.demo.training_soundfont), and featurised like any clip (clip_features).
-Cached whole-clip and un-normalised in `cache/features/outliers-...npy`, keyed by the feature
+Cached whole-clip and un-normalised in `cache/features/outliers-...npy` (with the splits' checksum
+sidecar, through extract's cache reader and writer), keyed by the feature
 settings, the soundfont, the count and OUTLIERS_VERSION; `frames` and CMVN apply after loading,
 as for a dataset's splits.
 """
@@ -19,10 +20,9 @@ import numpy as np
 
 from ..core import paths
 from ..core.config import FeatureConfig
-from ..core.space import atomic_write
 from ..data.demo import training_soundfont
 from ..data.probes import EXPOSURE_INSTRUMENTS, other_instrument_clips
-from .extract import FeatureSet, clip_features, normalize_clips
+from .extract import FeatureSet, _read_cache, _write_cache, clip_features, normalize_clips
 
 OUTLIER_CLIPS_PER_PROGRAM = 32  # x 13 programs = 416 clips, about as many as the demo's training split
 OUTLIER_SEED = 1  # not the probes' seeds: other songs even where a program were shared
@@ -43,11 +43,11 @@ def load_outlier_features(config: FeatureConfig, data: str, *, per_program: int 
     font = training_soundfont(data)
     whole = replace(config, frames=None, clip_norm=False)
     path = paths.cache_dir("features") / f"outliers-v{OUTLIERS_VERSION}-{font.stem}-{per_program}-{whole.digest()}.npy"
-    names = [f"outlier {name} {i}" for name in EXPOSURE_INSTRUMENTS for i in range(per_program)]  # outlier_clip_count
-    x = _read(path, len(names)) if use_cache else None
-    if x is None:
+    names = [f"outlier {name} {i}" for name in EXPOSURE_INSTRUMENTS for i in range(per_program)]
+    x = _read_cache(path, (len(names), whole.total_frames, whole.feature_dim), np.float32) if use_cache else None
+    if x is None or not np.isfinite(x).all():
         x = _compute(whole, font, per_program, progress)
-        atomic_write(path, lambda tmp: _save(tmp, x), "caching the outlier clips' features", x.nbytes)
+        _write_cache(path, x)  # the splits' cache writer: checksum sidecar, atomic, disk-full in words
     x = np.ascontiguousarray(x[:, :config.num_frames], dtype=np.float32)
     return FeatureSet(x=normalize_clips(x) if config.clip_norm else x,
                       y=np.full(len(x), OUTLIER_LABEL, dtype=np.int64), ids=names)
@@ -64,17 +64,3 @@ def _compute(whole: FeatureConfig, font, per_program: int, progress) -> np.ndarr
         if progress is not None:
             progress(i + 1, len(flat), f"outlier clips: {i + 1}/{len(flat)}")
     return np.stack(out).astype(np.float32)
-
-
-def _read(path, n: int) -> np.ndarray | None:
-    """The cached features, or None when missing, unreadable or of another count."""
-    try:
-        x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-    return x if x.ndim == 3 and len(x) == n and np.isfinite(x).all() else None
-
-
-def _save(tmp, x: np.ndarray) -> None:
-    with open(tmp, "wb") as handle:
-        np.save(handle, x, allow_pickle=False)
